@@ -1,0 +1,1 @@
+"""The virtual venue: a scripted show with its crowd, sound, air, amplifiers, power and faults."""

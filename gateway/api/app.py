@@ -1,0 +1,180 @@
+"""Routes of the HTTP API, under /api/v1, and the unit that serves them inside the daemon (AppRunner)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.api import GATEWAY, stream
+from gateway.api.auth import Tokens, json_error, middleware, requires
+from gateway.api.openapi import document as openapi_document
+from gateway.config import parse_listen
+from gateway.supervisor import Unit
+from gateway.twin import ChangesGone, UnknownAsset, VersionMismatch
+
+if TYPE_CHECKING:
+    from gateway.daemon import Gateway
+
+log = logging.getLogger(__name__)
+
+BASE = "/api/v1"
+MAX_CHANGES = 10_000
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json", headers=headers)
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _version_header(value: str, name: str) -> int:
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise json_error(web.HTTPBadRequest, "bad_request", f"{name} must be a version number, e.g. \"42\"")
+    return int(text)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error is JSON {"error", "message"}; nothing leaks a traceback to a client."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        raise json_error(type(exc), code, exc.text or exc.reason, **(
+            {"allowed": sorted(exc.allowed_methods)} if isinstance(exc, web.HTTPMethodNotAllowed) else {}
+        )) from None
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        raise json_error(web.HTTPInternalServerError, "internal", "the gateway failed to answer; see its log") from None
+
+
+async def health(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    return _json(gw.health())
+
+
+@requires("viewer")
+async def twin_snapshot(request: web.Request) -> web.Response:
+    twin = request.app[GATEWAY].twin
+    etag = _etag(twin.version)
+    if etag in request.headers.get("If-None-Match", "").split(", ") or request.headers.get("If-None-Match") == "*":
+        return web.Response(status=304, headers={"ETag": etag})
+    return web.Response(body=twin.snapshot_json(), content_type="application/json", headers={"ETag": etag})
+
+
+def _int_param(request: web.Request, name: str, default: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None and default is not None:
+        return default
+    try:
+        return int(raw) if raw is not None else int("")
+    except ValueError:
+        raise json_error(web.HTTPBadRequest, "bad_request", f"query parameter {name} must be an integer") from None
+
+
+@requires("viewer")
+async def twin_changes(request: web.Request) -> web.Response:
+    twin = request.app[GATEWAY].twin
+    since = _int_param(request, "since")
+    limit = max(1, min(_int_param(request, "limit", MAX_CHANGES), MAX_CHANGES))
+    try:
+        changes = twin.changes_since(since, limit)
+    except ChangesGone as exc:
+        raise json_error(web.HTTPGone, "gone", str(exc), floor=exc.floor) from None
+    to = changes[-1].version if changes else since
+    return _json({"from": since, "to": to, "more": to < twin.version,
+                  "changes": [c.document() for c in changes]})
+
+
+@requires("viewer")
+async def asset(request: web.Request) -> web.Response:
+    found = request.app[GATEWAY].twin.get(request.match_info["id"])
+    if found is None:
+        raise json_error(web.HTTPNotFound, "not_found", f"no asset {request.match_info['id']!r}")
+    return _json({"id": found.id, **found.document()}, headers={"ETag": _etag(found.version)})
+
+
+@requires("admin")
+async def patch_desired(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    asset_id = request.match_info["id"]
+    try:
+        patch = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise json_error(web.HTTPBadRequest, "bad_json", f"the body is not JSON: {exc}") from None
+    if not isinstance(patch, dict):
+        raise json_error(web.HTTPBadRequest, "bad_request", "the body must be a JSON object (a merge patch)")
+    if_match = request.headers.get("If-Match")
+    try:
+        changed = gw.twin.patch_desired(
+            asset_id, patch, _version_header(if_match, "If-Match") if if_match else None)
+    except UnknownAsset:
+        raise json_error(web.HTTPNotFound, "not_found", f"no asset {asset_id!r}") from None
+    except VersionMismatch as exc:
+        raise json_error(web.HTTPPreconditionFailed, "version_mismatch", str(exc), version=exc.current) from None
+    # Answer once the change is on disk: a 200 means it survives a power cut.
+    await gw.store.flush(gw.twin)
+    log.info("desired state of %s changed to version %d", asset_id, changed.version)
+    return _json({"id": changed.id, **changed.document()}, headers={"ETag": _etag(changed.version)})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document())
+
+
+@requires("viewer")
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[GATEWAY].metrics)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
+    app = web.Application(middlewares=[errors, middleware(tokens)],
+                          client_max_size=gw.config.api.max_body_kb * 1024)
+    app[GATEWAY] = gw
+    app.router.add_get(f"{BASE}/health", health)
+    app.router.add_get(f"{BASE}/twin", twin_snapshot)
+    app.router.add_get(f"{BASE}/twin/changes", twin_changes)
+    app.router.add_get(f"{BASE}/twin/stream", requires("viewer")(stream.handler))
+    app.router.add_get(f"{BASE}/twin/assets/{{id}}", asset)
+    app.router.add_patch(f"{BASE}/twin/assets/{{id}}/desired", patch_desired)
+    app.router.add_get(f"{BASE}/openapi.json", openapi)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+class ApiService(Unit):
+    """The API as a supervised unit: a port in use is retried with backoff like any other failure."""
+
+    def __init__(self, gw: Gateway, tokens: Tokens) -> None:
+        self._gw = gw
+        self._tokens = tokens
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        host, port = parse_listen(self._gw.config.api.listen)
+        self._runner = web.AppRunner(build_app(self._gw, self._tokens), access_log=None,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, host, port).start()
+        except OSError:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        log.info("HTTP API listening on http://%s:%d%s", host if ":" not in host else f"[{host}]", port, BASE)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

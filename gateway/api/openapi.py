@@ -1,0 +1,174 @@
+"""The OpenAPI 3.1 document of the HTTP API, kept beside the routes it describes (a test checks both agree)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import __version__
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _response(description: str, schema: dict[str, Any] | None = None, **headers: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema is not None:
+        out["content"] = {"application/json": {"schema": schema}}
+    if headers:
+        out["headers"] = {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
+    return out
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_ASSET = {
+    "type": "object",
+    "required": ["kind", "zone", "reported", "desired", "version", "updated_at"],
+    "properties": {
+        "kind": {"type": "string", "examples": ["amplifier", "zone", "spl_meter"]},
+        "zone": {"type": ["string", "null"]},
+        "owner": {"type": ["string", "null"], "description": "The driver that owns the asset."},
+        "reported": {"type": "object", "description": "What the device last said."},
+        "desired": {"type": "object", "description": "What it should be; applied by the owning driver."},
+        "version": {"type": "integer", "description": "Global twin version of the asset's last change."},
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+}
+
+_CHANGE = {
+    "type": "object",
+    "required": ["version", "asset", "at", "reported", "desired", "removed"],
+    "properties": {
+        "version": {"type": "integer"},
+        "asset": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+        "kind": {"type": "string"},
+        "zone": {"type": ["string", "null"]},
+        "reported": {"type": ["object", "null"], "description": "JSON merge patch applied to reported state."},
+        "desired": {"type": ["object", "null"], "description": "JSON merge patch applied to desired state."},
+        "removed": {"type": "boolean"},
+    },
+}
+
+_TWIN = {
+    "type": "object",
+    "required": ["gateway_id", "venue", "version", "taken_at", "assets"],
+    "properties": {
+        "gateway_id": {"type": "string"},
+        "venue": {"type": "string"},
+        "version": {"type": "integer"},
+        "taken_at": {"type": "string", "format": "date-time"},
+        "assets": {"type": "object", "additionalProperties": _ref("Asset")},
+    },
+}
+
+_HEALTH = {
+    "type": "object",
+    "required": ["status", "drivers"],
+    "properties": {
+        "status": {"enum": ["ok", "degraded", "starting"]},
+        "drivers": {"type": "object", "additionalProperties": _ref("UnitHealth")},
+        "services": {"type": "object", "additionalProperties": _ref("UnitHealth")},
+        "twin": {"type": "object"},
+        "store": {"type": "object"},
+        "loop_lag": {"type": "object"},
+    },
+}
+
+_UNIT = {
+    "type": "object",
+    "required": ["state"],
+    "properties": {
+        "state": {"enum": ["starting", "running", "backoff", "stopped"]},
+        "restarts": {"type": "integer"},
+        "last_error": {"type": "string"},
+        "retry_in_s": {"type": "number"},
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    viewer: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "venue-gateway",
+            "version": __version__,
+            "description": "The venue twin and the gateway's health. Roles: viewer (read), operator (effects), "
+                           "admin (desired state). Errors are JSON {error, message}.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": {
+            "/api/v1/health": {"get": {
+                "summary": "Health of the gateway and each driver and service", "security": [],
+                "responses": {"200": _response("Health", _ref("Health"))},
+            }},
+            "/api/v1/twin": {"get": {
+                "summary": "The whole twin", "security": viewer,
+                "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}],
+                "responses": {"200": _response("Snapshot", _ref("Twin"), ETag="The twin version, quoted"),
+                              "304": _response("Unchanged since the ETag given"), "401": _ERROR, "403": _ERROR},
+            }},
+            "/api/v1/twin/changes": {"get": {
+                "summary": "Changes after version `since`, in version order", "security": viewer,
+                "parameters": [
+                    {"name": "since", "in": "query", "required": True, "schema": {"type": "integer"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 10000}},
+                ],
+                "responses": {
+                    "200": _response("Changes", {
+                        "type": "object", "required": ["from", "to", "changes"],
+                        "properties": {"from": {"type": "integer"}, "to": {"type": "integer"},
+                                       "more": {"type": "boolean"},
+                                       "changes": {"type": "array", "items": _ref("Change")}}}),
+                    "400": _ERROR, "401": _ERROR, "403": _ERROR,
+                    "410": _response("`since` is older than the retained log (or from another history): "
+                                     "take a snapshot", _ref("Error")),
+                },
+            }},
+            "/api/v1/twin/stream": {"get": {
+                "summary": "WebSocket: a snapshot (unless `since` is given) then every change as it happens",
+                "description": "Messages are JSON: {type: snapshot, twin} or {type: changes, from, to, changes}.",
+                "security": viewer,
+                "parameters": [{"name": "since", "in": "query", "schema": {"type": "integer"}}],
+                "responses": {"101": _response("Switching to WebSocket"), "401": _ERROR, "403": _ERROR},
+            }},
+            "/api/v1/twin/assets/{id}": {"get": {
+                "summary": "One asset", "security": viewer,
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _response("Asset", _ref("Asset"), ETag="The asset version, quoted"),
+                              "401": _ERROR, "403": _ERROR, "404": _ERROR},
+            }},
+            "/api/v1/twin/assets/{id}/desired": {"patch": {
+                "summary": "Merge into the asset's desired state (RFC 7396); answered once it is on disk",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "If-Match", "in": "header", "schema": {"type": "string"},
+                     "description": "The asset version the change is based on"},
+                ],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {"200": _response("The asset after the change", _ref("Asset")),
+                              "400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR,
+                              "412": _response("If-Match does not match the asset's version", _ref("Error"))},
+            }},
+            "/api/v1/openapi.json": {"get": {
+                "summary": "This document", "security": [],
+                "responses": {"200": _response("OpenAPI 3.1", {"type": "object"})},
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (text format)", "security": viewer,
+                "responses": {"200": {"description": "Metrics",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                              "401": _ERROR, "403": _ERROR},
+            }},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Asset": _ASSET, "Change": _CHANGE, "Twin": _TWIN, "Health": _HEALTH, "UnitHealth": _UNIT,
+                        "Error": {"type": "object", "required": ["error", "message"],
+                                  "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}},
+            "responses": {"Error": _response("An error", _ref("Error"))},
+        },
+    }

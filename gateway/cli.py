@@ -1,0 +1,167 @@
+"""The `venue-gateway` command: run the daemon, check a configuration, and talk to a running gateway.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway import config as configuration
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _load(path: str) -> configuration.Config | None:
+    try:
+        return configuration.load(path)
+    except configuration.ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.file)
+    if cfg is None:
+        return EXIT_USAGE
+    enabled = [d.name for d in cfg.drivers if d.enabled]
+    print(f"{args.file}: ok (gateway {cfg.gateway.id}, venue {cfg.gateway.venue}, "
+          f"drivers: {', '.join(enabled) or 'none'})")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    logging.basicConfig(level=(args.log_level or cfg.gateway.log_level).upper(),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    from gateway.api.auth import Tokens
+    from gateway.daemon import Gateway, serve
+    from gateway.store import StoreError
+
+    secrets = []
+    for i, token in enumerate(cfg.api.tokens):
+        try:
+            secrets.append((configuration.resolve_secret(cfg, token), token.role))
+        except ValueError as exc:
+            print(f"{cfg.path}: api.tokens[{i}]: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if token.demo_token is not None:
+            logging.getLogger("gateway").warning("demo %s token: %s", token.role, token.demo_token)
+    if not secrets:
+        logging.getLogger("gateway").warning("no API tokens configured: only /api/v1/health will answer")
+    gateway = Gateway(cfg, Tokens(secrets), data_dir=Path(args.data_dir).resolve() if args.data_dir else None)
+    try:
+        asyncio.run(serve(gateway))
+    except StoreError as exc:
+        logging.getLogger("gateway").error("cannot run: %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _get(args: argparse.Namespace, path: str, *, auth: bool = True) -> Any:
+    token = args.token or os.environ.get("VENUE_GATEWAY_TOKEN", "")
+    request = urllib.request.Request(args.url.rstrip("/") + path)
+    if auth:
+        if not token:
+            raise RuntimeError("a token is needed: --token or VENUE_GATEWAY_TOKEN")
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc).get("message", exc.reason)
+        except ValueError:
+            message = exc.reason
+        raise RuntimeError(f"{args.url}{path}: {exc.code} {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RuntimeError(f"cannot reach the gateway at {args.url}: {reason}") from None
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1048576:.1f} MB"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    health = _get(args, "/api/v1/health", auth=False)
+    if args.json:
+        print(json.dumps(health, indent=2))
+        return EXIT_OK
+    twin, store, lag = health["twin"], health["store"], health["loop_lag"]
+    print(f"gateway {health['gateway_id']} (venue {health['venue']}): {health['status']}")
+    print(f"  twin     version {twin['version']}, {twin['assets']} assets")
+    print(f"  store    {store['state']}: {_mb(store['used_bytes'])} used of {_mb(store['limit_bytes'])}, "
+          f"telemetry committed to #{store['committed_seq']}, {store['evicted_rows']} evicted, "
+          f"{store['dropped_rows']} dropped" + (f" ({store['last_error']})" if store["last_error"] else ""))
+    print(f"  loop lag p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms")
+    for section in ("drivers", "services"):
+        for name, unit in health[section].items():
+            extra = f", restarts {unit['restarts']}" if unit.get("restarts") else ""
+            error = f"  ({unit['last_error']})" if unit.get("last_error") and unit["state"] != "running" else ""
+            print(f"  {section[:-1]:7}  {name:16} {unit['state']}{extra}{error}")
+    return EXIT_OK if health["status"] == "ok" else EXIT_FAILURE
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    twin = _get(args, "/api/v1/twin")
+    text = json.dumps(twin, indent=2, sort_keys=True)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        print(f"twin version {twin['version']}, {len(twin['assets'])} assets written to {args.output}",
+              file=sys.stderr)
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="venue-gateway", description="Edge gateway for concert venues.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
+    run.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
+    run.add_argument("--data-dir", metavar="DIR", help="override gateway.data_dir")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file; exit 2 listing every problem")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=cmd_check_config)
+
+    for name, func, text in (("status", cmd_status, "health of a running gateway (exit 1 unless ok)"),
+                             ("snapshot", cmd_snapshot, "print the twin of a running gateway as JSON")):
+        client = sub.add_parser(name, help=text)
+        client.add_argument("--url", default=os.environ.get("VENUE_GATEWAY_URL", DEFAULT_URL),
+                            help=f"the gateway's HTTP API (default {DEFAULT_URL}, or VENUE_GATEWAY_URL)")
+        client.add_argument("--token", help="API token (default: VENUE_GATEWAY_TOKEN)")
+        client.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        client.set_defaults(func=func)
+    sub.choices["status"].add_argument("--json", action="store_true", help="print the health document")
+    sub.choices["snapshot"].add_argument("--output", "-o", metavar="FILE", help="write to FILE instead")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except RuntimeError as exc:
+        print(f"venue-gateway {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return code

@@ -1,0 +1,255 @@
+"""The gateway's configuration: TOML loaded once into typed, frozen objects, every problem reported."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway import registry
+from gateway.schema import Problem, check_all, setting
+
+Role = Literal["viewer", "operator", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def _slug(value: str) -> str | None:
+    if _SLUG.match(value):
+        return None
+    return f"{value!r} is not a valid name (allowed: 1-64 of a-z 0-9 _ -, starting with a letter or digit)"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split `host:port` (IPv6 as `[::1]:port`); raise ValueError with what is allowed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port (allowed: e.g. 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _listen(value: str) -> str | None:
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class GatewaySection:
+    id: str = setting(check=_slug)
+    venue: str = setting(check=_slug)
+    # Relative paths are taken from the directory of the configuration file.
+    data_dir: str = "/var/lib/venue-gateway"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class TokenSection:
+    """One API token. Its secret comes from `env` or `file`; `demo_token` is a literal for loopback demos."""
+
+    role: Role
+    name: str = ""
+    env: str | None = None
+    file: str | None = None
+    demo_token: str | None = setting(None, check=lambda v: None if len(v) >= 8 else "must be 8 characters or more")
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    listen: str = setting("127.0.0.1:8080", check=_listen)
+    tokens: list[TokenSection] = field(default_factory=list)
+    max_body_kb: int = setting(256, min=1, max=65536)
+    # The WebSocket stream sends a ping this often and drops a client that does not answer.
+    heartbeat_s: float = setting(20.0, min=1, max=600)
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    # The bound on the database's size; the oldest telemetry is evicted (and counted) to stay under it.
+    max_mb: float = setting(1024.0, min=8)
+    telemetry_retention_hours: float = setting(168.0, min=0.01)
+    flush_interval_ms: int = setting(100, min=5, max=5000)
+    # "full" makes every acknowledged batch survive a power cut; "normal" survives a crash of the process.
+    synchronous: Literal["full", "normal"] = "full"
+    # Readings waiting for the writer; past this the oldest are dropped and counted (a stuck disk).
+    max_pending_rows: int = setting(1_000_000, min=1000)
+
+
+@dataclass(frozen=True)
+class TwinSection:
+    change_log: int = setting(100_000, min=100, max=10_000_000)
+
+
+@dataclass(frozen=True)
+class SupervisorSection:
+    backoff_initial_s: float = setting(0.5, min=0.01, max=60)
+    backoff_max_s: float = setting(60.0, min=0.1, max=3600)
+    # A unit that ran this long before failing starts again from the initial backoff.
+    stable_after_s: float = setting(60.0, min=1)
+
+
+@dataclass(frozen=True)
+class LoopSection:
+    lag_interval_ms: int = setting(50, min=5, max=10_000)
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    name: str
+    type: str
+    enabled: bool
+    options: Any
+
+
+@dataclass(frozen=True)
+class _Sections:
+    gateway: dict[str, Any]
+    api: dict[str, Any] = field(default_factory=dict)
+    store: dict[str, Any] = field(default_factory=dict)
+    twin: dict[str, Any] = field(default_factory=dict)
+    supervisor: dict[str, Any] = field(default_factory=dict)
+    loop: dict[str, Any] = field(default_factory=dict)
+    drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    gateway: GatewaySection
+    api: ApiSection
+    store: StoreSection
+    twin: TwinSection
+    supervisor: SupervisorSection
+    loop: LoopSection
+    drivers: list[DriverConfig]
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.path.parent / self.gateway.data_dir).resolve()
+
+
+class ConfigError(Exception):
+    def __init__(self, path: Path, problems: list[Problem]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}: {p}" for p in self.problems]
+
+
+def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverConfig | None:
+    path = f"drivers.{name}"
+    if (message := _slug(name)) is not None:
+        problems.append(Problem(path, message))
+    options = dict(raw)
+    kind = options.pop("type", None)
+    enabled = options.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        problems.append(Problem(f"{path}.enabled", f"must be true or false (got {enabled!r})"))
+    if not isinstance(kind, str):
+        problems.append(Problem(f"{path}.type", f"is required (allowed: {', '.join(registry.available())})"))
+        return None
+    try:
+        cls = registry.find(kind)
+    except registry.UnknownDriver as exc:
+        problems.append(Problem(f"{path}.type", str(exc)))
+        return None
+    opts, found = check_all(cls.Options, options, path)
+    problems.extend(found)
+    if opts is not None and hasattr(opts, "problems"):  # checks across keys, declared by the driver
+        problems.extend(Problem(f"{path}.{p.path}", p.message) for p in opts.problems())
+    return DriverConfig(name, kind, bool(enabled), opts) if opts is not None else None
+
+
+def _tokens(api: ApiSection, problems: list[Problem]) -> None:
+    host, _ = parse_listen(api.listen)
+    for i, token in enumerate(api.tokens):
+        path = f"api.tokens[{i}]"
+        sources = [s for s in ("env", "file", "demo_token") if getattr(token, s) is not None]
+        if len(sources) != 1:
+            problems.append(Problem(path, "needs exactly one secret source (allowed: env, file, demo_token)"))
+        if token.demo_token is not None and not is_loopback(host):
+            problems.append(Problem(
+                f"{path}.demo_token",
+                f"a demo token is refused on the non-loopback listener {api.listen} "
+                "(allowed: env or file, or listen on 127.0.0.1)",
+            ))
+
+
+def parse(path: Path, text: str) -> Config:
+    """Parse and validate configuration text; raise ConfigError with every problem found."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [Problem("(syntax)", f"{exc} (allowed: TOML, https://toml.io)")]) from None
+    sections, problems = check_all(_Sections, raw)
+    if sections is None:
+        raise ConfigError(path, problems)
+    gateway, found = check_all(GatewaySection, sections.gateway, "gateway")
+    problems += found
+    api, found = check_all(ApiSection, sections.api, "api")
+    problems += found
+    store, found = check_all(StoreSection, sections.store, "store")
+    problems += found
+    twin, found = check_all(TwinSection, sections.twin, "twin")
+    problems += found
+    supervisor, found = check_all(SupervisorSection, sections.supervisor, "supervisor")
+    problems += found
+    loop, found = check_all(LoopSection, sections.loop, "loop")
+    problems += found
+    if api is not None:
+        _tokens(api, problems)
+    if supervisor is not None and supervisor.backoff_max_s < supervisor.backoff_initial_s:
+        problems.append(Problem("supervisor.backoff_max_s", "must not be below supervisor.backoff_initial_s"))
+    drivers = [_driver(name, table, problems) for name, table in sections.drivers.items()]
+    if problems:
+        raise ConfigError(path, problems)
+    assert gateway and api and store and twin and supervisor and loop  # no problems: all were built
+    return Config(path, gateway, api, store, twin, supervisor, loop, [d for d in drivers if d is not None])
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        problem = Problem("(file)", f"cannot be read: {exc.strerror} (allowed: a readable TOML file)")
+        raise ConfigError(p, [problem]) from None
+    return parse(p.resolve(), text)
+
+
+def resolve_secret(config: Config, token: TokenSection) -> str:
+    """The token's secret, from its environment variable or file; ValueError says what is missing."""
+    if token.demo_token is not None:
+        return token.demo_token
+    if token.env is not None:
+        value = os.environ.get(token.env, "")
+        if not value:
+            raise ValueError(f"environment variable {token.env} is not set or empty")
+        return value
+    assert token.file is not None
+    secret_path = config.path.parent / token.file
+    try:
+        value = secret_path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"token file {secret_path} cannot be read: {exc.strerror}") from None
+    if not value:
+        raise ValueError(f"token file {secret_path} is empty")
+    return value

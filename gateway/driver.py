@@ -1,0 +1,105 @@
+"""The driver API: the small interface every device driver implements, and the context it is given.
+
+A driver knows its protocol and nothing of the core beyond this module. Its life is start -> run -> stop,
+supervised: raising from `start` or `run` gets it restarted with backoff while the rest of the box runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from gateway.readings import Ingest, Reading
+from gateway.supervisor import NotReady, Unit
+from gateway.twin import Twin
+
+OptionsT = TypeVar("OptionsT")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+class DriverContext:
+    """What a driver may do to the rest of the box: declare assets, publish readings, report state."""
+
+    def __init__(self, name: str, twin: Twin, ingest: Ingest) -> None:
+        self.name = name
+        self.log = logging.getLogger(f"drivers.{name}")
+        self._twin = twin
+        self._ingest = ingest
+
+    def declare(self, asset_id: str, kind: str, zone: str | None = None) -> None:
+        """Make an asset known to the twin, owned by this driver (desired changes come back to it)."""
+        self._twin.declare(asset_id, kind, zone, self.name)
+
+    def publish(self, readings: Sequence[Reading]) -> None:
+        """Telemetry: into the twin's reported state and the store's history."""
+        self._ingest.publish(readings, self.name)
+
+    def report(self, asset_id: str, values: Mapping[str, Any]) -> None:
+        """State that is not telemetry (modes, flags, text): into the twin only."""
+        self._twin.report(asset_id, values, self.name)
+
+    def desired(self, asset_id: str) -> Mapping[str, Any]:
+        asset = self._twin.get(asset_id)
+        return asset.desired if asset is not None else {}
+
+    def owned(self) -> list[str]:
+        return [a.id for a in self._twin.assets().values() if a.owner == self.name]
+
+    def on_desired(self, handler: Callable[[str, Mapping[str, Any]], None]) -> Callable[[], None]:
+        return self._twin.on_desired(self.name, handler)
+
+
+__all__ = ["Driver", "DriverContext", "NoOptions", "NotReady"]
+
+
+class Driver(Unit, ABC, Generic[OptionsT]):
+    """Subclass with `Options` (a frozen dataclass of the driver's config keys) and `run`."""
+
+    Options: ClassVar[type[Any]] = NoOptions
+
+    def __init__(self, ctx: DriverContext, options: OptionsT) -> None:
+        self.ctx = ctx
+        self.options = options
+        self._undo_desired: Callable[[], None] | None = None
+        self._desired_tasks: set[asyncio.Task[None]] = set()
+
+    @abstractmethod
+    async def run(self) -> None:
+        """Do the work until cancelled; raising or returning gets the driver restarted."""
+
+    async def apply_desired(self, asset_id: str, desired: Mapping[str, Any]) -> None:
+        """Bring an owned asset to its desired state and report what it then is."""
+        self.ctx.log.warning("asset %s takes no desired state; ignored", asset_id)
+
+    # Desired state is delivered while the driver runs; what changed while it was down is applied at start.
+    def attach(self) -> None:
+        self._undo_desired = self.ctx.on_desired(self._desired_changed)
+        for asset_id in self.ctx.owned():
+            if self.ctx.desired(asset_id):
+                self._desired_changed(asset_id, self.ctx.desired(asset_id))
+
+    def detach(self) -> None:
+        if self._undo_desired is not None:
+            self._undo_desired()
+            self._undo_desired = None
+        for task in self._desired_tasks:
+            task.cancel()
+
+    def _desired_changed(self, asset_id: str, desired: Mapping[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._apply(asset_id, desired))
+        self._desired_tasks.add(task)
+        task.add_done_callback(self._desired_tasks.discard)
+
+    async def _apply(self, asset_id: str, desired: Mapping[str, Any]) -> None:
+        try:
+            await self.apply_desired(asset_id, desired)
+        except Exception:
+            self.ctx.log.exception("applying desired state to %s failed", asset_id)

@@ -1,0 +1,41 @@
+"""Drivers found by name: the `venue_gateway.drivers` entry points, or `package.module:Class` for a driver
+that is not installed as a distribution (a site's own, or a test's). The core imports no concrete driver."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.driver import Driver
+
+GROUP = "venue_gateway.drivers"
+
+
+class UnknownDriver(LookupError):
+    pass
+
+
+def available() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=GROUP))
+
+
+def find(kind: str) -> type[Driver[Any]]:
+    from gateway.driver import Driver
+
+    if ":" in kind:
+        module_name, _, attr = kind.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UnknownDriver(f"cannot load driver {kind!r}: {exc} (allowed: module.path:ClassName)") from None
+    else:
+        matches = [ep for ep in entry_points(group=GROUP) if ep.name == kind]
+        if not matches:
+            allowed = ", ".join(available()) or "none installed"
+            raise UnknownDriver(f"unknown driver type {kind!r} (allowed: {allowed}, or module.path:ClassName)")
+        cls = matches[0].load()
+    if not (isinstance(cls, type) and issubclass(cls, Driver)):
+        raise UnknownDriver(f"{kind!r} is not a Driver subclass (allowed: a gateway.driver.Driver subclass)")
+    return cls

@@ -1,0 +1,176 @@
+"""Typed loading of TOML tables into frozen dataclasses, collecting every problem with its key path.
+
+A small loader of our own rather than a validation framework: it gives the exact message form the CLI
+promises (`key.path: what is wrong (what is allowed)`), rejects unknown keys with the list of known ones,
+and lets each driver declare its options as a plain dataclass that the same code checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class SchemaError(Exception):
+    """Raised with every problem found, so a user fixes them all in one pass."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    check: Callable[[Any], str | None] | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A dataclass field with bounds and an optional check returning an error message (or None)."""
+    meta = {"min": min, "max": max, "check": check}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    origin = get_origin(tp)
+    if origin is list:
+        return "a list"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a table"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path or "(top level)", message))
+
+    def value(self, tp: Any, raw: Any, path: str) -> Any:
+        origin = get_origin(tp)
+        if origin is Literal:
+            allowed = get_args(tp)
+            if raw not in allowed:
+                self.fail(path, f"{raw!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
+            return raw
+        if origin in (Union, types.UnionType):
+            options = [a for a in get_args(tp) if a is not type(None)]
+            if raw is None and len(options) < len(get_args(tp)):
+                return None
+            return self.value(options[0], raw, path)
+        if origin is list:
+            (item,) = get_args(tp)
+            if not isinstance(raw, list):
+                self.fail(path, f"must be {_type_name(tp)} (got {_type_name(type(raw))})")
+                return []
+            return [self.value(item, v, _join(path, i)) for i, v in enumerate(raw)]
+        if origin is dict:
+            _, item = get_args(tp)
+            if not isinstance(raw, Mapping):
+                self.fail(path, f"must be {_type_name(tp)} (got {_type_name(type(raw))})")
+                return {}
+            return {k: self.value(item, v, _join(path, k)) for k, v in raw.items()}
+        if dataclasses.is_dataclass(tp):
+            return self.table(tp, raw, path)
+        if tp is Any:
+            return raw
+        return self.scalar(tp, raw, path)
+
+    def scalar(self, tp: Any, raw: Any, path: str) -> Any:
+        ok = (
+            isinstance(raw, bool)
+            if tp is bool
+            else (isinstance(raw, int | float) and not isinstance(raw, bool))
+            if tp is float
+            else (isinstance(raw, int) and not isinstance(raw, bool))
+            if tp is int
+            else isinstance(raw, tp)
+        )
+        if not ok:
+            self.fail(path, f"must be {_type_name(tp)} (got {raw!r})")
+            return raw
+        return float(raw) if tp is float else raw
+
+    def table(self, cls: Any, raw: Any, path: str) -> Any:
+        if not isinstance(raw, Mapping):
+            self.fail(path, f"must be a table (got {raw!r})")
+            raw = {}
+        hints = get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        for key in raw:
+            if key not in fields:
+                self.fail(_join(path, key), f"unknown key (allowed: {', '.join(sorted(fields)) or 'none'})")
+        values: dict[str, Any] = {}
+        for name, f in fields.items():
+            key_path = _join(path, name)
+            if name not in raw:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    self.fail(key_path, f"is required ({_type_name(hints[name])})")
+                continue
+            before = len(self.problems)
+            value = self.value(hints[name], raw[name], key_path)
+            if len(self.problems) == before:
+                self.bounds(f, value, key_path)
+            values[name] = value
+        try:
+            return cls(**values)
+        except TypeError:
+            # Required keys were missing: the problems already say which; build nothing.
+            return None
+
+    def bounds(self, f: dataclasses.Field[Any], value: Any, path: str) -> None:
+        lo, hi, check = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("check")
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if numeric and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+            span = (
+                f"from {lo} to {hi}" if lo is not None and hi is not None
+                else f"at least {lo}" if lo is not None else f"at most {hi}"
+            )
+            self.fail(path, f"{value!r} is out of range (allowed: {span})")
+            return
+        if check is not None and value is not None:
+            message = check(value)
+            if message:
+                self.fail(path, message)
+
+
+def load(cls: type[T], raw: Mapping[str, Any], path: str = "") -> T:
+    """Build `cls` from `raw`, or raise SchemaError listing every problem."""
+    result, problems = check_all(cls, raw, path)
+    if result is None:
+        raise SchemaError(problems)
+    return result
+
+
+def check_all(cls: type[T], raw: Mapping[str, Any], path: str = "") -> tuple[T | None, list[Problem]]:
+    """Like `load`, but return the problems instead of raising (for collecting across sections)."""
+    loader = _Loader()
+    result: T = loader.table(cls, raw, path)
+    return (None if loader.problems else result), loader.problems

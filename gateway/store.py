@@ -1,0 +1,340 @@
+"""The SQLite store: the twin (restored on start), telemetry history under a retention and a size bound, and
+the cloud outbox. The loop hands over batches; one writer thread commits them, so the loop never waits on disk.
+
+sqlite-utils creates the schema and answers queries; the hot insert path uses the connection's executemany
+directly, because building dicts per row (sqlite-utils' insert_all) would cost more than the write itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlite_utils
+
+from gateway.config import StoreSection
+from gateway.readings import Reading
+from gateway.twin import Asset, Twin
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+# Versions are reserved on disk a block ahead of use, so a restart after a crash never reuses a version
+# that a client may have seen. The block is renewed once a tenth of it is used.
+VERSION_BLOCK = 1_000_000
+RETENTION_EVERY_S = 5.0
+
+
+class StoreError(Exception):
+    """A store problem a person must act on (disk, permissions, another instance); said plainly."""
+
+
+@dataclass
+class _Batch:
+    telemetry: list[Reading] = field(default_factory=list)
+    assets: dict[str, Asset] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+    reserve: int | None = None
+
+    def merge(self, newer: _Batch) -> None:
+        self.telemetry += newer.telemetry
+        for asset_id in newer.removed:
+            self.assets.pop(asset_id, None)
+        self.removed = (self.removed - newer.assets.keys()) | newer.removed
+        self.assets.update(newer.assets)
+        self.reserve = max(self.reserve or 0, newer.reserve or 0) or None
+
+
+@dataclass
+class StoreStats:
+    committed_seq: int = 0  # rowid of the last telemetry row committed: what the store has acknowledged
+    committed_rows: int = 0
+    dropped_rows: int = 0  # readings dropped because the writer fell behind past max_pending_rows
+    evicted_rows: int = 0  # old telemetry removed by the retention or size bound
+    commits: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    db_bytes: int = 0
+    wal_bytes: int = 0
+    used_bytes: int = 0
+    disk_free_bytes: int = 0
+
+
+def _open_database(path: Path, synchronous: str) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        conn.execute("PRAGMA journal_size_limit=16777216")
+        conn.execute("PRAGMA busy_timeout=2000")
+        db = sqlite_utils.Database(conn)
+        with db.atomic():
+            db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            db.table("assets").create(
+                {"id": str, "kind": str, "zone": str, "owner": str, "reported": bytes, "desired": bytes,
+                 "version": int, "updated_at": float},
+                pk="id", not_null={"kind", "reported", "desired", "version"}, if_not_exists=True)
+            db.table("series").create({"id": int, "asset": str, "metric": str}, pk="id",
+                                not_null={"asset", "metric"}, if_not_exists=True)
+            db.table("series").create_index(["asset", "metric"], unique=True, if_not_exists=True)
+            # rowid is the telemetry sequence number: what "acknowledged up to" and paging refer to.
+            db.table("telemetry").create({"ts": float, "series": int, "value": float},
+                                   not_null={"ts", "series"}, if_not_exists=True)
+            db.table("outbox").create({"id": int, "kind": str, "topic": str, "payload": bytes, "created_at": float},
+                                pk="id", not_null={"kind", "topic", "payload", "created_at"}, if_not_exists=True)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(f"{path} was written by a newer gateway (schema {row[0]}, this one knows "
+                                 f"{SCHEMA_VERSION}); upgrade the gateway or move the file aside")
+        return conn
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open the store {path}: {exc} (is it a SQLite file? is the directory "
+                         "writable and the disk not full?)") from None
+    except OSError as exc:
+        raise StoreError(f"cannot create the data directory {path.parent}: {exc.strerror}") from None
+
+
+class Store:
+    def __init__(self, data_dir: Path, settings: StoreSection, *, clock: Any = time.time) -> None:
+        self.path = data_dir / "gateway.db"
+        self.settings = settings
+        self.stats = StoreStats()
+        self._clock = clock
+        self._pending: list[Reading] = []
+        self._carry: _Batch | None = None  # a batch that failed to commit, retried with the next one
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._conn: sqlite3.Connection | None = None
+        self._lock_file: int | None = None
+        self._flush_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._reserved = 0
+        self._series: dict[str, dict[str, int]] = {}  # writer thread only
+        self._last_retention = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def open(self, twin: Twin) -> None:
+        """Open (or create) the database, restore the twin into `twin`, reserve versions ahead."""
+        loop = asyncio.get_running_loop()
+        assets, version = await loop.run_in_executor(self._executor, self._open)
+        twin.restore(assets, version)
+        log.info("store %s: restored %d assets at version %d", self.path, len(assets), version)
+
+    def _open(self) -> tuple[list[Asset], int]:
+        self._lock()
+        conn = self._conn = _open_database(self.path, self.settings.synchronous)
+        assets = [
+            Asset(r[0], r[1], r[2], r[3], reported=orjson.loads(r[4]), desired=orjson.loads(r[5]),
+                  version=r[6], updated_at=r[7] or 0.0)
+            for r in conn.execute("SELECT id, kind, zone, owner, reported, desired, version, updated_at FROM assets")
+        ]
+        row = conn.execute("SELECT value FROM meta WHERE key='version_reserved'").fetchone()
+        version = max([int(row[0]) if row else 0, *(a.version for a in assets)])
+        self._write_reservation(version + VERSION_BLOCK)
+        for series_id, asset, metric in conn.execute("SELECT id, asset, metric FROM series"):
+            self._series.setdefault(asset, {})[metric] = series_id
+        seq = conn.execute("SELECT max(rowid) FROM telemetry").fetchone()[0]
+        self.stats.committed_seq = seq or 0
+        self._measure()
+        return assets, version
+
+    def _lock(self) -> None:
+        """One gateway per data directory: a second one would interleave versions."""
+        lock_path = self.path.with_suffix(".lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"the data directory {self.path.parent} is not usable: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"another gateway is running on {self.path.parent} (it holds {lock_path})") from None
+        self._lock_file = fd
+
+    def _write_reservation(self, reserved: int) -> None:
+        assert self._conn is not None
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('version_reserved', ?)", (str(reserved),))
+        self._reserved = reserved
+
+    async def close(self, twin: Twin) -> None:
+        """Write what is pending, then release the version reservation so a clean restart does not jump."""
+        if self._conn is None:
+            return
+        try:
+            await self.flush(twin)
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close, twin.version)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def _close(self, version: int) -> None:
+        assert self._conn is not None
+        if self._carry is None:  # everything is on disk: the exact version is the next start's version
+            self._write_reservation(version)
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.close()
+        self._conn = None
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+
+    # -- the loop's side -------------------------------------------------------------------------------
+    def add_telemetry(self, readings: Sequence[Reading]) -> None:
+        pending = self._pending
+        pending.extend(readings)
+        overflow = len(pending) - self.settings.max_pending_rows
+        if overflow > 0:
+            del pending[:overflow]
+            self.stats.dropped_rows += overflow
+            log.warning("store writer is behind: dropped the %d oldest pending readings", overflow)
+        if len(pending) >= 50_000:
+            self._wake.set()
+
+    async def run(self, twin: Twin) -> None:
+        """Flush every flush_interval (sooner when a large batch waits), until cancelled."""
+        interval = self.settings.flush_interval_ms / 1000
+        backoff = interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), backoff)
+            self._wake.clear()
+            try:
+                await self.flush(twin)
+                backoff = interval
+            except StoreError:
+                backoff = min(backoff * 2, 5.0)
+
+    async def flush(self, twin: Twin) -> int:
+        """Commit everything handed over so far; returns the acknowledged telemetry sequence number."""
+        async with self._flush_lock:
+            assets, removed = twin.take_dirty()
+            batch = _Batch(self._pending, {a.id: a for a in assets}, set(removed))
+            self._pending = []
+            if twin.version > self._reserved - VERSION_BLOCK * 9 // 10:
+                batch.reserve = twin.version + VERSION_BLOCK
+            if self._carry is not None:
+                self._carry.merge(batch)
+                batch, self._carry = self._carry, None
+            if not (batch.telemetry or batch.assets or batch.removed or batch.reserve):
+                return self.stats.committed_seq
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch)
+            except sqlite3.Error as exc:
+                self._carry = batch
+                self.stats.errors += 1
+                message = f"store write failed, will retry: {exc}"
+                if message != self.stats.last_error:
+                    log.error("%s (%s; %d readings waiting)", message, self.path, len(batch.telemetry))
+                self.stats.last_error = message
+                raise StoreError(message) from None
+            self.stats.last_error = None
+            return self.stats.committed_seq
+
+    # -- the writer thread -----------------------------------------------------------------------------
+    def _series_id(self, asset: str, metric: str) -> int:
+        assert self._conn is not None
+        self._conn.execute("INSERT OR IGNORE INTO series(asset, metric) VALUES (?, ?)", (asset, metric))
+        series_id: int = self._conn.execute(
+            "SELECT id FROM series WHERE asset=? AND metric=?", (asset, metric)).fetchone()[0]
+        self._series.setdefault(asset, {})[metric] = series_id
+        return series_id
+
+    def _write(self, batch: _Batch) -> None:
+        conn = self._conn
+        assert conn is not None
+        seq = self.stats.committed_seq
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.telemetry:
+                series = self._series
+                rows = []
+                for r in batch.telemetry:
+                    ids = series.get(r.asset)
+                    sid = ids.get(r.metric) if ids is not None else None
+                    rows.append((r.ts, sid or self._series_id(r.asset, r.metric), r.value))
+                conn.executemany("INSERT INTO telemetry(ts, series, value) VALUES (?, ?, ?)", rows)
+                seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            if batch.assets:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO assets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(a.id, a.kind, a.zone, a.owner, orjson.dumps(a.reported), orjson.dumps(a.desired), a.version,
+                      a.updated_at) for a in batch.assets.values()])
+            if batch.removed:
+                conn.executemany("DELETE FROM assets WHERE id=?", [(i,) for i in batch.removed])
+            if batch.reserve:
+                self._write_reservation(batch.reserve)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._series.clear()  # ids created in the rolled-back transaction are gone
+            for series_id, asset, metric in conn.execute("SELECT id, asset, metric FROM series"):
+                self._series.setdefault(asset, {})[metric] = series_id
+            raise
+        if batch.telemetry:
+            self.stats.committed_seq = seq
+            self.stats.committed_rows += len(batch.telemetry)
+        self.stats.commits += 1
+        now = time.monotonic()
+        if now - self._last_retention >= RETENTION_EVERY_S:
+            self._last_retention = now
+            self._enforce_bounds()
+            self._measure()
+
+    def _enforce_bounds(self) -> None:
+        """Evict the oldest telemetry past the retention age, then past the size bound, in short steps."""
+        conn = self._conn
+        assert conn is not None
+        cutoff = self._clock() - self.settings.telemetry_retention_hours * 3600
+        oldest = conn.execute("SELECT min(rowid) FROM telemetry").fetchone()[0]
+        if oldest is None:
+            return
+        young = conn.execute("SELECT min(rowid) FROM telemetry WHERE ts >= ?", (cutoff,)).fetchone()[0]
+        end = (young if young is not None else self.stats.committed_seq + 1) - 1
+        while oldest <= end:
+            self._evict(oldest, min(end, oldest + 100_000))
+            oldest += 100_001
+        max_bytes = self.settings.max_mb * 1024 * 1024
+        for _ in range(20):
+            if self._used_bytes() <= max_bytes:
+                break
+            first, last = conn.execute("SELECT min(rowid), max(rowid) FROM telemetry").fetchone()
+            if first is None:
+                log.warning("store is over its %d MB bound with no telemetry left to evict", self.settings.max_mb)
+                break
+            self._evict(first, first + max(1000, (last - first) // 20))
+
+    def _evict(self, first: int, last: int) -> None:
+        if last < first:
+            return
+        assert self._conn is not None
+        deleted = self._conn.execute("DELETE FROM telemetry WHERE rowid BETWEEN ? AND ?", (first, last)).rowcount
+        self.stats.evicted_rows += deleted
+
+    def _used_bytes(self) -> int:
+        assert self._conn is not None
+        pages, free, size = (self._conn.execute(f"PRAGMA {p}").fetchone()[0]
+                             for p in ("page_count", "freelist_count", "page_size"))
+        return int((pages - free) * size)
+
+    def _measure(self) -> None:
+        s = self.stats
+        s.used_bytes = self._used_bytes()
+        s.db_bytes = self.path.stat().st_size if self.path.exists() else 0
+        wal = self.path.with_name(self.path.name + "-wal")
+        s.wal_bytes = wal.stat().st_size if wal.exists() else 0
+        vfs = os.statvfs(self.path.parent)
+        s.disk_free_bytes = vfs.f_bavail * vfs.f_frsize

@@ -1,0 +1,155 @@
+"""The supervisor: runs every driver and service as a unit, restarts a failing one with exponential backoff
+and jitter, and shows each one's state in health and in the twin. One failure degrades the box, never stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gateway.config import SupervisorSection
+from gateway.twin import Twin
+
+log = logging.getLogger(__name__)
+
+State = Literal["starting", "running", "backoff", "stopped"]
+STOP_TIMEOUT_S = 2.0
+
+
+class NotReady(Exception):
+    """The device is not there yet (unplugged, not answering): retried with backoff, logged without a trace."""
+
+
+class Unit:
+    """Anything the supervisor runs: start -> run -> stop, with stop called whenever start succeeded."""
+
+    async def start(self) -> None:
+        """Open what the unit needs; raise NotReady to be retried later."""
+
+    async def run(self) -> None:
+        """Do the work until cancelled; raising or returning gets the unit restarted."""
+        await asyncio.Future()
+
+    async def stop(self) -> None:
+        """Release what start opened."""
+
+    def attach(self) -> None:
+        """Called once the unit runs (a driver starts taking desired state here)."""
+
+    def detach(self) -> None:
+        """Called before stop."""
+
+    def health(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class UnitStatus:
+    kind: str
+    state: State = "starting"
+    restarts: int = 0
+    last_error: str | None = None
+    retry_in_s: float | None = None
+    unit: Unit | None = None
+
+    def document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"kind": self.kind, "state": self.state, "restarts": self.restarts}
+        if self.last_error is not None:
+            doc["last_error"] = self.last_error
+        if self.retry_in_s is not None:
+            doc["retry_in_s"] = round(self.retry_in_s, 3)
+        if self.unit is not None and self.state == "running":
+            doc.update(self.unit.health())
+        return doc
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Exponential backoff with 'equal jitter': half fixed, half random, so restarts never synchronise."""
+    delay = min(maximum, initial * 2 ** min(attempt, 30))
+    return float(delay / 2 + rng.uniform(0, delay / 2))
+
+
+class Supervisor:
+    def __init__(self, settings: SupervisorSection, twin: Twin, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self._twin = twin
+        self._rng = rng or random.Random()
+        self._factories: dict[str, Callable[[], Unit]] = {}
+        self.units: dict[str, UnitStatus] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def add(self, name: str, kind: str, factory: Callable[[], Unit]) -> None:
+        self._factories[name] = factory
+        self.units[name] = UnitStatus(kind)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._supervise(name), name=f"unit:{name}") for name in self._factories]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for status in self.units.values():
+            status.state = "stopped"
+
+    def status(self) -> Literal["ok", "degraded", "starting"]:
+        units = self.units.values()
+        if all(u.state == "running" for u in units):
+            return "ok"
+        if any(u.restarts for u in units if u.state != "running"):
+            return "degraded"
+        return "starting"
+
+    def _show(self, name: str, status: UnitStatus) -> None:
+        self._twin.declare(f"{status.kind}:{name}", status.kind)
+        self._twin.report(f"{status.kind}:{name}", {"state": status.state, "restarts": status.restarts,
+                                                     "error": status.last_error})
+
+    async def _supervise(self, name: str) -> None:
+        status = self.units[name]
+        attempt = 0
+        while True:
+            status.state, status.retry_in_s = "starting", None
+            self._show(name, status)
+            began = time.monotonic()
+            unit = status.unit = self._factories[name]()
+            started = False
+            try:
+                await unit.start()
+                started = True
+                unit.attach()
+                status.state = "running"
+                self._show(name, status)
+                log.info("%s %s running", status.kind, name)
+                await unit.run()
+                raise RuntimeError("stopped by itself")
+            except asyncio.CancelledError:
+                raise
+            except NotReady as exc:
+                status.last_error = f"not ready: {exc}"
+                log.warning("%s %s not ready: %s", status.kind, name, exc)
+            except Exception as exc:
+                status.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s %s failed", status.kind, name)
+            finally:
+                if started:
+                    unit.detach()
+                    try:
+                        await asyncio.wait_for(unit.stop(), STOP_TIMEOUT_S)
+                    except Exception:
+                        log.exception("%s %s did not stop cleanly", status.kind, name)
+            if time.monotonic() - began >= self.settings.stable_after_s:
+                attempt = 0
+            delay = backoff_delay(attempt, self.settings.backoff_initial_s, self.settings.backoff_max_s, self._rng)
+            attempt += 1
+            status.restarts += 1
+            status.state, status.retry_in_s = "backoff", delay
+            self._show(name, status)
+            log.info("%s %s restarts in %.2f s", status.kind, name, delay)
+            await asyncio.sleep(delay)

@@ -1,0 +1,267 @@
+"""The venue twin: the live, versioned state of every asset, a bounded change log, and change waiters.
+
+Every change takes the next global version. State dicts are replaced, never mutated, so a snapshot or a
+store batch can hold references to them while the loop goes on changing the twin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import orjson
+
+if TYPE_CHECKING:
+    from gateway.readings import Reading
+
+JSON = dict[str, Any]
+DesiredHandler = Callable[[str, Mapping[str, Any]], None]
+
+
+@lru_cache(maxsize=4096)
+def _second(sec: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+
+
+def rfc3339(ts: float) -> str:
+    """UTC RFC 3339 with milliseconds; cached per second because snapshots format thousands at once."""
+    sec = int(ts)
+    return f"{_second(sec)}.{int((ts - sec) * 1000):03d}Z"
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> JSON:
+    """RFC 7396 JSON merge patch, returning a new dict: null deletes a key, objects merge recursively."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping):
+            base = merged.get(key)
+            merged[key] = merge_patch(base if isinstance(base, Mapping) else {}, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class UnknownAsset(LookupError):
+    pass
+
+
+class VersionMismatch(Exception):
+    def __init__(self, current: int) -> None:
+        super().__init__(f"the asset is at version {current}")
+        self.current = current
+
+
+class ChangesGone(Exception):
+    """The changes asked for are older than the retained log: take a snapshot instead."""
+
+    def __init__(self, floor: int) -> None:
+        super().__init__(f"changes before version {floor} are no longer kept; take a snapshot")
+        self.floor = floor
+
+
+class Asset:
+    __slots__ = ("_json", "_json_version", "desired", "id", "kind", "owner", "reported", "updated_at", "version",
+                 "zone")
+
+    def __init__(self, asset_id: str, kind: str, zone: str | None, owner: str | None, *,
+                 reported: JSON | None = None, desired: JSON | None = None, version: int = 0,
+                 updated_at: float = 0.0) -> None:
+        self.id = asset_id
+        self.kind = kind
+        self.zone = zone
+        self.owner = owner
+        self.reported: JSON = reported or {}
+        self.desired: JSON = desired or {}
+        self.version = version
+        self.updated_at = updated_at
+        self._json = b""
+        self._json_version = -1
+
+    def document(self) -> JSON:
+        return {"kind": self.kind, "zone": self.zone, "owner": self.owner, "reported": self.reported,
+                "desired": self.desired, "version": self.version, "updated_at": rfc3339(self.updated_at)}
+
+    def json_entry(self) -> bytes:
+        """`"id":{...}` for the snapshot document, encoded once per version of the asset."""
+        if self._json_version != self.version:
+            self._json = orjson.dumps(self.id) + b":" + orjson.dumps(self.document())
+            self._json_version = self.version
+        return self._json
+
+
+class Change(NamedTuple):
+    version: int
+    asset: str
+    at: float
+    kind: str
+    zone: str | None
+    reported: Mapping[str, Any] | None  # the merge patch applied to reported state, if any
+    desired: Mapping[str, Any] | None  # the merge patch applied to desired state, if any
+    removed: bool
+
+    def document(self) -> JSON:
+        return {"version": self.version, "asset": self.asset, "at": rfc3339(self.at), "kind": self.kind,
+                "zone": self.zone, "reported": self.reported, "desired": self.desired, "removed": self.removed}
+
+
+class Twin:
+    def __init__(self, gateway_id: str, venue: str, *, change_log: int = 100_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.gateway_id = gateway_id
+        self.venue = venue
+        self._clock = clock
+        self._assets: dict[str, Asset] = {}
+        self._version = 0
+        self._log: list[Change] = []  # _log[i].version == _floor + 1 + i
+        self._floor = 0
+        self._log_size = change_log
+        self._dirty: dict[str, Asset | None] = {}  # for the store: None marks a removed asset
+        self._waiter: asyncio.Event | None = None
+        self._desired_handlers: dict[str, DesiredHandler] = {}
+        self._snapshot: tuple[int, bytes] = (-1, b"")
+
+    # -- reading ---------------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def floor(self) -> int:
+        """The oldest `since` that `changes_since` can answer."""
+        return self._floor
+
+    def __len__(self) -> int:
+        return len(self._assets)
+
+    def get(self, asset_id: str) -> Asset | None:
+        return self._assets.get(asset_id)
+
+    def assets(self) -> Mapping[str, Asset]:
+        return self._assets
+
+    def changes_since(self, since: int, limit: int | None = None) -> Sequence[Change]:
+        if since < self._floor or since > self._version:  # too old, or from another history
+            raise ChangesGone(self._floor)
+        start = since - self._floor
+        return self._log[start:] if limit is None else self._log[start:start + limit]
+
+    def header(self) -> JSON:
+        return {"gateway_id": self.gateway_id, "venue": self.venue, "version": self._version,
+                "taken_at": rfc3339(self._clock())}
+
+    def snapshot_json(self) -> bytes:
+        """The whole twin as the JSON document of `GET /api/v1/twin`, encoded once per version."""
+        version, body = self._snapshot
+        if version != self._version:
+            head = orjson.dumps(self.header())
+            body = head[:-1] + b',"assets":{' + b",".join(a.json_entry() for a in self._assets.values()) + b"}}"
+            self._snapshot = (self._version, body)
+        return body
+
+    def snapshot(self) -> JSON:
+        doc = self.header()
+        doc["assets"] = {a.id: a.document() for a in self._assets.values()}
+        return doc
+
+    async def wait_for_change(self, after: int) -> None:
+        """Return once the twin's version is past `after`; costs nothing while nobody waits."""
+        while self._version <= after:
+            if self._waiter is None:
+                self._waiter = asyncio.Event()
+            await self._waiter.wait()
+
+    # -- changing --------------------------------------------------------------------------------------
+    def restore(self, assets: Iterable[Asset], version: int) -> None:
+        """Load persisted state before anything runs; the log starts empty at `version`."""
+        self._assets = {a.id: a for a in assets}
+        self._version = self._floor = version
+        self._log.clear()
+        self._dirty.clear()
+
+    def declare(self, asset_id: str, kind: str, zone: str | None = None, owner: str | None = None) -> Asset:
+        """Create an asset, or update what it is and who owns it; a no-op when nothing differs."""
+        asset = self._assets.get(asset_id)
+        if asset is None:
+            asset = self._assets[asset_id] = Asset(asset_id, kind, zone, owner)
+        elif (asset.kind, asset.zone, asset.owner) == (kind, zone, owner):
+            return asset
+        else:
+            asset.kind, asset.zone, asset.owner = kind, zone, owner
+        self._commit(asset, None, None)
+        return asset
+
+    def report(self, asset_id: str, values: Mapping[str, Any], owner: str | None = None) -> None:
+        """Merge `values` into the reported state (null deletes a key); creates an unknown asset."""
+        asset = self._assets.get(asset_id) or self.declare(asset_id, "unknown", None, owner)
+        patch = dict(values)
+        asset.reported = merge_patch(asset.reported, patch)
+        self._commit(asset, patch, None)
+
+    def apply_readings(self, readings: Iterable[Reading], owner: str | None = None) -> None:
+        """Fold a batch of readings into reported state: one change per asset, not per reading."""
+        groups: dict[str, JSON] = {}
+        for r in readings:
+            group = groups.get(r.asset)
+            if group is None:
+                groups[r.asset] = {r.metric: r.value}
+            else:
+                group[r.metric] = r.value
+        assets = self._assets
+        for asset_id, patch in groups.items():
+            asset = assets.get(asset_id) or self.declare(asset_id, "unknown", None, owner)
+            asset.reported = {**asset.reported, **patch}
+            self._commit(asset, patch, None)
+
+    def patch_desired(self, asset_id: str, patch: Mapping[str, Any], if_match: int | None = None) -> Asset:
+        asset = self._assets.get(asset_id)
+        if asset is None:
+            raise UnknownAsset(asset_id)
+        if if_match is not None and if_match != asset.version:
+            raise VersionMismatch(asset.version)
+        asset.desired = merge_patch(asset.desired, patch)
+        self._commit(asset, None, dict(patch))
+        handler = self._desired_handlers.get(asset.owner or "")
+        if handler is not None:
+            handler(asset.id, asset.desired)
+        return asset
+
+    def remove(self, asset_id: str) -> None:
+        asset = self._assets.pop(asset_id, None)
+        if asset is None:
+            raise UnknownAsset(asset_id)
+        self._commit(asset, None, None, removed=True)
+
+    def on_desired(self, owner: str, handler: DesiredHandler) -> Callable[[], None]:
+        """Route desired-state changes of `owner`'s assets to `handler`; returns the undo."""
+        self._desired_handlers[owner] = handler
+
+        def undo() -> None:
+            self._desired_handlers.pop(owner, None)
+
+        return undo
+
+    def take_dirty(self) -> tuple[list[Asset], list[str]]:
+        """Assets changed (and ids removed) since the last call, for the store to persist."""
+        dirty, self._dirty = self._dirty, {}
+        return [a for a in dirty.values() if a is not None], [k for k, a in dirty.items() if a is None]
+
+    def _commit(self, asset: Asset, reported: Mapping[str, Any] | None, desired: Mapping[str, Any] | None,
+                removed: bool = False) -> None:
+        self._version += 1
+        now = self._clock()
+        asset.version = self._version
+        asset.updated_at = now
+        self._log.append(Change(self._version, asset.id, now, asset.kind, asset.zone, reported, desired, removed))
+        if len(self._log) > 2 * self._log_size:
+            drop = len(self._log) - self._log_size
+            del self._log[:drop]
+            self._floor += drop
+        self._dirty[asset.id] = None if removed else asset
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +69,12 @@ class TokenSection:
     file: str | None = None
     demo_token: str | None = setting(None, check=lambda v: None if len(v) >= 8 else "must be 8 characters or more")
 
+    def problems(self) -> list[Problem]:
+        sources = [s for s in ("env", "file", "demo_token") if getattr(self, s) is not None]
+        if len(sources) != 1:
+            return [Problem("", "needs exactly one secret source (allowed: env, file, demo_token)")]
+        return []
+
 
 @dataclass(frozen=True)
 class ApiSection:
@@ -77,6 +83,14 @@ class ApiSection:
     max_body_kb: int = setting(256, min=1, max=65536)
     # The WebSocket stream sends a ping this often and drops a client that does not answer.
     heartbeat_s: float = setting(20.0, min=1, max=600)
+
+    def problems(self) -> list[Problem]:
+        host, _ = parse_listen(self.listen)
+        return [
+            Problem(f"tokens[{i}].demo_token", f"a demo token is refused on the non-loopback listener "
+                                               f"{self.listen} (allowed: env or file, or listen on 127.0.0.1)")
+            for i, token in enumerate(self.tokens) if token.demo_token is not None and not is_loopback(host)
+        ]
 
 
 @dataclass(frozen=True)
@@ -173,24 +187,7 @@ def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverCo
         return None
     opts, found = check_all(cls.Options, options, path)
     problems.extend(found)
-    if opts is not None and hasattr(opts, "problems"):  # checks across keys, declared by the driver
-        problems.extend(Problem(f"{path}.{p.path}", p.message) for p in opts.problems())
     return DriverConfig(name, kind, bool(enabled), opts) if opts is not None else None
-
-
-def _tokens(api: ApiSection, problems: list[Problem]) -> None:
-    host, _ = parse_listen(api.listen)
-    for i, token in enumerate(api.tokens):
-        path = f"api.tokens[{i}]"
-        sources = [s for s in ("env", "file", "demo_token") if getattr(token, s) is not None]
-        if len(sources) != 1:
-            problems.append(Problem(path, "needs exactly one secret source (allowed: env, file, demo_token)"))
-        if token.demo_token is not None and not is_loopback(host):
-            problems.append(Problem(
-                f"{path}.demo_token",
-                f"a demo token is refused on the non-loopback listener {api.listen} "
-                "(allowed: env or file, or listen on 127.0.0.1)",
-            ))
 
 
 def parse(path: Path, text: str) -> Config:
@@ -199,7 +196,10 @@ def parse(path: Path, text: str) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [Problem("(syntax)", f"{exc} (allowed: TOML, https://toml.io)")]) from None
-    sections, problems = check_all(_Sections, raw)
+    known = {f.name for f in fields(_Sections)}
+    problems = [Problem(key, f"unknown key (allowed: {', '.join(sorted(known))})") for key in raw if key not in known]
+    sections, found = check_all(_Sections, {k: v for k, v in raw.items() if k in known})
+    problems += found
     if sections is None:
         raise ConfigError(path, problems)
     gateway, found = check_all(GatewaySection, sections.gateway, "gateway")
@@ -214,8 +214,6 @@ def parse(path: Path, text: str) -> Config:
     problems += found
     loop, found = check_all(LoopSection, sections.loop, "loop")
     problems += found
-    if api is not None:
-        _tokens(api, problems)
     if supervisor is not None and supervisor.backoff_max_s < supervisor.backoff_initial_s:
         problems.append(Problem("supervisor.backoff_max_s", "must not be below supervisor.backoff_initial_s"))
     drivers = [_driver(name, table, problems) for name, table in sections.drivers.items()]

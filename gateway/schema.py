@@ -2,7 +2,8 @@
 
 A small loader of our own rather than a validation framework: it gives the exact message form the CLI
 promises (`key.path: what is wrong (what is allowed)`), rejects unknown keys with the list of known ones,
-and lets each driver declare its options as a plain dataclass that the same code checks.
+and lets each driver declare its options as a plain dataclass that the same code checks. A dataclass may
+define `problems() -> list[Problem]` for checks across its keys (paths relative to the table).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def setting(
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
+    return f"{path}.{key}" if path and key else path or key
 
 
 def _type_name(tp: Any) -> str:
@@ -128,6 +129,7 @@ class _Loader:
             if key not in fields:
                 self.fail(_join(path, key), f"unknown key (allowed: {', '.join(sorted(fields)) or 'none'})")
         values: dict[str, Any] = {}
+        before_table = len(self.problems)
         for name, f in fields.items():
             key_path = _join(path, name)
             if name not in raw:
@@ -137,15 +139,20 @@ class _Loader:
             before = len(self.problems)
             value = self.value(hints[name], raw[name], key_path)
             if len(self.problems) == before:
-                self.bounds(f, value, key_path)
+                self.bounds(f, value, raw[name], key_path)
             values[name] = value
         try:
-            return cls(**values)
+            built = cls(**values)
         except TypeError:
             # Required keys were missing: the problems already say which; build nothing.
             return None
+        # Checks across keys: a table may declare `problems()`, run once its keys are each well formed.
+        if len(self.problems) == before_table and hasattr(built, "problems"):
+            for p in built.problems():
+                self.fail(_join(path, p.path), p.message)
+        return built
 
-    def bounds(self, f: dataclasses.Field[Any], value: Any, path: str) -> None:
+    def bounds(self, f: dataclasses.Field[Any], value: Any, given: Any, path: str) -> None:
         lo, hi, check = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("check")
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
         if numeric and ((lo is not None and value < lo) or (hi is not None and value > hi)):
@@ -153,7 +160,7 @@ class _Loader:
                 f"from {lo} to {hi}" if lo is not None and hi is not None
                 else f"at least {lo}" if lo is not None else f"at most {hi}"
             )
-            self.fail(path, f"{value!r} is out of range (allowed: {span})")
+            self.fail(path, f"{given!r} is out of range (allowed: {span})")
             return
         if check is not None and value is not None:
             message = check(value)

@@ -1,0 +1,163 @@
+"""Configuration: typed loading, every problem reported with its key and what is allowed, the CLI's exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import config
+from tests.conftest import ROOT
+
+BASE = """
+[gateway]
+id = "box-1"
+venue = "hall"
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(Path("/etc/vg.toml"), text)
+    return err.value.lines()
+
+
+def test_shipped_configs_are_valid() -> None:
+    demo = config.load(ROOT / "config" / "demo.toml")
+    assert demo.gateway.id == "demo-01"
+    assert [d.type for d in demo.drivers] == ["sim"]
+    assert demo.data_dir == (ROOT / "var" / "demo").resolve()
+    example = config.load(ROOT / "config" / "venue.example.toml")
+    assert example.api.listen.startswith("0.0.0.0")
+    assert all(t.demo_token is None for t in example.api.tokens)
+
+
+def test_defaults_fill_what_is_not_given() -> None:
+    cfg = config.parse(Path("/etc/vg.toml"), BASE)
+    assert cfg.store.synchronous == "full"
+    assert cfg.api.listen == "127.0.0.1:8080"
+    assert cfg.drivers == []
+    assert cfg.data_dir == Path("/var/lib/venue-gateway")
+
+
+def test_unknown_keys_are_errors_naming_what_is_allowed() -> None:
+    lines = problems(BASE + "\n[store]\nmax_mbb = 10\n[stor]\n")
+    assert "/etc/vg.toml: store.max_mbb: unknown key (allowed: flush_interval_ms, max_mb, max_pending_rows, " \
+           "synchronous, telemetry_retention_hours)" in lines
+    assert any(line.startswith("/etc/vg.toml: stor: unknown key (allowed: api, drivers, gateway,") for line in lines)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = """
+[gateway]
+id = "Box 1"
+log_level = "loud"
+[api]
+listen = "localhost"
+max_body_kb = 0
+[store]
+synchronous = "sometimes"
+flush_interval_ms = "fast"
+"""
+    lines = problems(text)
+    expected = [
+        "gateway.id: 'Box 1' is not a valid name",
+        "gateway.venue: is required (a string)",
+        "gateway.log_level: 'loud' is not allowed (allowed: debug, info, warning, error)",
+        "api.listen: 'localhost' is not host:port",
+        "api.max_body_kb: 0 is out of range (allowed: from 1 to 65536)",
+        "store.synchronous: 'sometimes' is not allowed (allowed: full, normal)",
+        "store.flush_interval_ms: must be an integer (got 'fast')",
+    ]
+    for fragment in expected:
+        assert any(fragment in line for line in lines), (fragment, lines)
+    assert len(lines) == len(expected)
+
+
+def test_demo_tokens_are_refused_off_loopback() -> None:
+    text = BASE + '[api]\nlisten = "0.0.0.0:8080"\n[[api.tokens]]\nrole = "admin"\ndemo_token = "demo-admin-token"\n'
+    assert problems(text) == [
+        "/etc/vg.toml: api.tokens[0].demo_token: a demo token is refused on the non-loopback listener "
+        "0.0.0.0:8080 (allowed: env or file, or listen on 127.0.0.1)"]
+
+
+def test_a_token_needs_exactly_one_secret_source() -> None:
+    text = BASE + '[[api.tokens]]\nrole = "viewer"\nenv = "A"\nfile = "b"\n[[api.tokens]]\nrole = "boss"\nenv = "C"\n'
+    lines = problems(text)
+    assert "/etc/vg.toml: api.tokens[0]: needs exactly one secret source (allowed: env, file, demo_token)" in lines
+    assert "/etc/vg.toml: api.tokens[1].role: 'boss' is not allowed (allowed: viewer, operator, admin)" in lines
+
+
+def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "admin.token").write_text("s3cret-from-file\n")
+    cfg = config.parse(tmp_path / "vg.toml", BASE + '[[api.tokens]]\nrole = "admin"\nfile = "admin.token"\n'
+                       '[[api.tokens]]\nrole = "viewer"\nenv = "VG_TEST_TOKEN"\n')
+    assert config.resolve_secret(cfg, cfg.api.tokens[0]) == "s3cret-from-file"
+    monkeypatch.delenv("VG_TEST_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="VG_TEST_TOKEN is not set"):
+        config.resolve_secret(cfg, cfg.api.tokens[1])
+    monkeypatch.setenv("VG_TEST_TOKEN", "from-env")
+    assert config.resolve_secret(cfg, cfg.api.tokens[1]) == "from-env"
+
+
+def test_driver_options_are_checked_by_the_drivers_own_schema() -> None:
+    text = BASE + """
+[drivers.venue]
+type = "sim"
+speed = 0
+zones = [{ name = "floor", capacity = "lots" }]
+faults = [{ kind = "fan_stall", asset = "amp:r99.1", at_min = 10 }, { kind = "melt", asset = "x", at_min = 1 }]
+colour = "red"
+[drivers.other]
+type = "teleporter"
+"""
+    lines = problems(text)
+    for fragment in [
+        "drivers.venue.speed: 0 is out of range (allowed: from 0.01 to 1000)",
+        "drivers.venue.zones[0].capacity: must be an integer (got 'lots')",
+        "drivers.venue.faults[1].kind: 'melt' is not allowed (allowed: fan_stall, driver_open",
+        "drivers.venue.colour: unknown key (allowed: channels_per_rack, circuits, faults,",
+        "drivers.other.type: unknown driver type 'teleporter' (allowed: sim, or module.path:ClassName)",
+    ]:
+        assert any(fragment in line for line in lines), (fragment, lines)
+
+
+def test_driver_cross_checks_run_when_the_options_are_well_formed() -> None:
+    text = BASE + '[drivers.venue]\ntype = "sim"\nfaults = [{ kind = "breaker_trip", asset = "amp:r01.1", at_min = 5 }]\n'
+    assert problems(text) == [
+        "/etc/vg.toml: drivers.venue.faults[0].asset: 'amp:r01.1' is not a power of this venue "
+        "(allowed: e.g. mains:A, mains:B)"]
+
+
+def test_toml_syntax_errors_name_the_line() -> None:
+    (line,) = problems("[gateway\nid = 1")
+    assert line.startswith("/etc/vg.toml: (syntax): ") and "line 1" in line
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_exit_codes(tmp_path: Path) -> None:
+    ok = run_cli("check-config", str(ROOT / "config" / "demo.toml"))
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[gateway]\nid = "x"\nvenue = "y"\n[store]\nmax_mb = 1\nbogus = true\n')
+    result = run_cli("check-config", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{bad}: store.bogus: unknown key (allowed: flush_interval_ms, max_mb, max_pending_rows, synchronous, "
+        "telemetry_retention_hours)",
+        f"{bad}: store.max_mb: 1 is out of range (allowed: at least 8)",
+    ]
+    missing = run_cli("check-config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2
+    assert "nope.toml: (file): cannot be read: No such file or directory" in missing.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run_cli("frobnicate").returncode == 2
+    assert run_cli("run").returncode == 2

@@ -1,0 +1,177 @@
+"""The store: the twin restored, versions never reused, telemetry kept within its bounds, errors said plainly."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.config import StoreSection
+from gateway.readings import Ingest, Reading
+from gateway.store import VERSION_BLOCK, Store, StoreError
+from gateway.twin import Twin
+from tests.conftest import ROOT, with_tmpfs
+
+
+def twin() -> Twin:
+    return Twin("gw", "hall")
+
+
+async def test_the_twin_comes_back_after_a_clean_close_at_the_same_version(tmp_path: Path) -> None:
+    t = twin()
+    store = Store(tmp_path, StoreSection())
+    await store.open(t)
+    assert t.version == 0
+    t.declare("amp:1", "amplifier", "stage", "sim")
+    t.report("amp:1", {"temperature_c": 41.5, "label": "left"})
+    t.patch_desired("amp:1", {"enabled": False})
+    await store.close(t)
+
+    again = twin()
+    store = Store(tmp_path, StoreSection())
+    await store.open(again)
+    assert again.version == 3 and again.floor == 3
+    asset = again.get("amp:1")
+    assert asset is not None
+    assert (asset.kind, asset.zone, asset.owner) == ("amplifier", "stage", "sim")
+    assert asset.reported == {"temperature_c": 41.5, "label": "left"} and asset.desired == {"enabled": False}
+    await store.close(again)
+
+
+async def test_after_a_crash_versions_jump_past_any_that_was_shown(tmp_path: Path) -> None:
+    t = twin()
+    store = Store(tmp_path, StoreSection())
+    await store.open(t)
+    for i in range(10):
+        t.report("a", {"v": i})
+    await store.flush(t)
+    t.report("a", {"v": 99})  # shown to a client, never written: the process dies here
+    shown = t.version
+    store._executor.shutdown(wait=True)  # abandon it without closing, as kill -9 would
+    assert store._conn is not None
+    store._conn.close()
+    os.close(store._lock_file or -1)
+
+    again = twin()
+    store = Store(tmp_path, StoreSection())
+    await store.open(again)
+    assert again.version >= VERSION_BLOCK > shown
+    asset = again.get("a")
+    assert asset is not None and asset.reported == {"v": 9}  # what was committed
+    await store.close(again)
+
+
+async def test_telemetry_is_committed_and_acknowledged_by_sequence(tmp_path: Path) -> None:
+    t = twin()
+    store = Store(tmp_path, StoreSection())
+    await store.open(t)
+    ingest = Ingest(t, store)
+    now = time.time()
+    ingest.publish([Reading(now + i, f"amp:{i % 4}", "current_a", float(i)) for i in range(1000)], owner="sim")
+    seq = await store.flush(t)
+    assert seq == store.stats.committed_seq == 1000
+    await store.close(t)
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        rows = db.execute("SELECT s.asset, s.metric, t.value FROM telemetry t JOIN series s ON s.id = t.series "
+                          "ORDER BY t.rowid").fetchall()
+    assert len(rows) == 1000
+    assert rows[5] == ("amp:1", "current_a", 5.0)
+
+
+async def test_old_telemetry_is_evicted_by_age(tmp_path: Path) -> None:
+    now = time.time()
+    t = twin()
+    store = Store(tmp_path, StoreSection(telemetry_retention_hours=1.0))
+    await store.open(t)
+    store.add_telemetry([Reading(now - 7200 + i, "a", "v", 1.0) for i in range(100)])
+    store.add_telemetry([Reading(now - 60 + i, "a", "v", 2.0) for i in range(50)])
+    await store.flush(t)  # the first commit also runs the bounds
+    assert store.stats.evicted_rows == 100
+    await store.close(t)
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        assert db.execute("SELECT count(*), min(value) FROM telemetry").fetchone() == (50, 2.0)
+
+
+async def test_the_database_stays_under_its_size_bound(tmp_path: Path) -> None:
+    t = twin()
+    store = Store(tmp_path, StoreSection(max_mb=8))
+    await store.open(t)
+    for batch in range(30):
+        store.add_telemetry([Reading(time.time(), f"amp:{i % 50}", f"m{i % 5}", float(i)) for i in range(20_000)])
+        store._last_retention = 0.0  # run the bound after every batch rather than every 5 s
+        await store.flush(t)
+    assert store.stats.evicted_rows > 0
+    assert store.stats.used_bytes <= 8 * 1024 * 1024
+    size = (tmp_path / "gateway.db").stat().st_size
+    assert size < 10 * 1024 * 1024, size  # freed pages are reused: the file stays near the bound
+    await store.close(t)
+
+
+async def test_a_writer_that_falls_behind_drops_the_oldest_pending_and_counts(tmp_path: Path) -> None:
+    t = twin()
+    store = Store(tmp_path, StoreSection(max_pending_rows=1000))
+    await store.open(t)
+    store.add_telemetry([Reading(time.time(), "a", "v", float(i)) for i in range(1500)])
+    assert store.stats.dropped_rows == 500
+    await store.flush(t)
+    await store.close(t)
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        assert db.execute("SELECT min(value), count(*) FROM telemetry").fetchone() == (500.0, 1000)
+
+
+async def test_a_full_disk_is_reported_and_nothing_is_lost_once_there_is_room(tmp_path: Path) -> None:
+    t = twin()
+    store = Store(tmp_path, StoreSection())
+    await store.open(t)
+    await store.flush(t)
+    assert store._conn is not None
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own "disk is full", at the real seam
+    store.add_telemetry([Reading(time.time(), f"a{i}", "v", float(i)) for i in range(5000)])
+    with pytest.raises(StoreError, match="database or disk is full"):
+        await store.flush(t)
+    assert store.stats.last_error is not None and store.stats.errors == 1
+    store.add_telemetry([Reading(time.time(), "late", "v", 1.0)])
+    store._conn.execute("PRAGMA max_page_count=1073741823")
+    await store.flush(t)
+    assert store.stats.last_error is None
+    await store.close(t)
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        assert db.execute("SELECT count(*) FROM telemetry").fetchone() == (5001,)
+
+
+async def test_one_gateway_per_data_directory(tmp_path: Path) -> None:
+    first = Store(tmp_path, StoreSection())
+    await first.open(twin())
+    with pytest.raises(StoreError, match="another gateway is running"):
+        await Store(tmp_path, StoreSection()).open(twin())
+    await first.close(twin())
+
+
+async def test_a_file_that_is_not_a_database_is_refused_plainly(tmp_path: Path) -> None:
+    (tmp_path / "gateway.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"cannot open the store .*gateway.db: file is not a database"):
+        await Store(tmp_path, StoreSection()).open(twin())
+
+
+async def test_a_data_directory_that_cannot_be_made_is_refused_plainly(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match=r"data directory .*file/data is not usable: Not a directory"):
+        await Store(tmp_path / "file" / "data", StoreSection()).open(twin())
+
+
+def test_a_read_only_data_directory_is_refused_plainly(tmp_path: Path) -> None:
+    data = tmp_path / "ro"
+    data.mkdir()
+    script = ("import asyncio, pathlib\nfrom gateway.store import Store, StoreError\n"
+              "from gateway.config import StoreSection\nfrom gateway.twin import Twin\ntry:\n"
+              f"    asyncio.run(Store(pathlib.Path({str(data)!r}), StoreSection()).open(Twin('g', 'v')))\n"
+              "except StoreError as e:\n    print(e)\n")
+    result = subprocess.run(with_tmpfs(data, "ro", [sys.executable, "-c", script]), capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "is not usable: Read-only file system" in result.stdout, result.stdout + result.stderr

@@ -1,0 +1,97 @@
+"""The supervisor: failing units restart with growing, jittered delays; the rest of the box runs on."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from gateway.config import SupervisorSection
+from gateway.supervisor import NotReady, Supervisor, Unit, backoff_delay
+from gateway.twin import Twin
+
+
+class Flaky(Unit):
+    def __init__(self, log: list[str], fail_starts: int, counter: list[int]) -> None:
+        self.log, self.fail_starts, self.counter = log, fail_starts, counter
+
+    async def start(self) -> None:
+        self.counter[0] += 1
+        if self.counter[0] <= self.fail_starts:
+            raise NotReady("dongle unplugged")
+        self.log.append("start")
+
+    async def run(self) -> None:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("lost the device")
+
+    async def stop(self) -> None:
+        self.log.append("stop")
+
+
+class Steady(Unit):
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def run(self) -> None:
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(0.01)
+
+
+def test_backoff_grows_to_its_bound_with_jitter() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(n, 0.5, 8.0, rng) for n in range(8)]
+    for n, d in enumerate(delays):
+        full = min(8.0, 0.5 * 2**n)
+        assert full / 2 <= d <= full
+    assert len({round(backoff_delay(3, 0.5, 8.0, rng), 6) for _ in range(20)}) > 1  # jittered
+
+
+async def test_a_failing_unit_is_restarted_and_the_others_keep_running() -> None:
+    twin = Twin("gw", "hall")
+    sup = Supervisor(SupervisorSection(backoff_initial_s=0.01, backoff_max_s=0.05), twin)
+    log: list[str] = []
+    steady = Steady()
+    sup.add("flaky", "driver", lambda: Flaky(log, fail_starts=2, counter=counter))
+    sup.add("steady", "driver", lambda: steady)
+    counter = [0]
+    sup.start()
+    await asyncio.sleep(0.6)
+    flaky = sup.units["flaky"]
+    assert flaky.restarts >= 3
+    assert flaky.last_error is not None
+    assert log[:4] == ["start", "stop", "start", "stop"]  # stop after every successful start
+    assert sup.units["steady"].state == "running" and steady.ticks > 20
+    reported = twin.get("driver:flaky")
+    assert reported is not None and reported.reported["restarts"] >= 3
+    assert sup.status() in ("degraded", "ok")
+    await sup.stop()
+    assert all(u.state == "stopped" for u in sup.units.values())
+
+
+async def test_status_is_starting_then_ok_then_degraded() -> None:
+    twin = Twin("gw", "hall")
+    sup = Supervisor(SupervisorSection(backoff_initial_s=5, backoff_max_s=10), twin)
+    gate = asyncio.Event()
+
+    class Slow(Unit):
+        async def start(self) -> None:
+            await gate.wait()
+
+        async def run(self) -> None:
+            await asyncio.sleep(0.05)
+            raise RuntimeError("boom")
+
+    sup.add("slow", "driver", Slow)
+    assert sup.status() == "starting"
+    sup.start()
+    await asyncio.sleep(0.01)
+    assert sup.status() == "starting"
+    gate.set()
+    await asyncio.sleep(0.02)
+    assert sup.status() == "ok"
+    await asyncio.sleep(0.1)
+    assert sup.status() == "degraded"
+    assert sup.units["slow"].document()["state"] == "backoff"
+    assert 2.5 <= sup.units["slow"].document()["retry_in_s"] <= 5
+    await sup.stop()

@@ -29,7 +29,7 @@ BARE_COMMIT_ROWS = 50_000  # the store's own early-flush threshold, which a satu
 # Ingest.publish never pushes back, and the store drops the oldest readings past max_pending_rows. The producer
 # here waits while more than this many readings are handed over but not yet committed, so nothing is dropped
 # and the rate measured is the one the writer sustains.
-MAX_BACKLOG = 200_000
+MAX_BACKLOG = 800000
 LAG_INTERVAL_S = 0.01
 TARGET_RATE = 50_000.0
 TARGET_SHARE = 40.0  # % of the bare sqlite rate

@@ -176,20 +176,30 @@ class Store:
         if self._conn is None:
             return
         try:
-            await self.flush(twin)
+            try:
+                await self.flush(twin)
+            except StoreError:
+                carry = self._carry
+                log.error("closing with %d readings and %d twin assets that could not be written",
+                          len(carry.telemetry) if carry else 0, len(carry.assets) if carry else 0)
             await asyncio.get_running_loop().run_in_executor(self._executor, self._close, twin.version)
         finally:
             self._executor.shutdown(wait=True)
 
     def _close(self, version: int) -> None:
-        assert self._conn is not None
-        if self._carry is None:  # everything is on disk: the exact version is the next start's version
-            self._write_reservation(version)
-        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._conn.close()
-        self._conn = None
-        if self._lock_file is not None:
-            os.close(self._lock_file)
+        conn = self._conn
+        assert conn is not None
+        try:
+            if self._carry is None:  # everything is on disk: the exact version is the next start's version
+                self._write_reservation(version)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.error("the store could not be tidied on close (%s); the next start recovers from the journal", exc)
+        finally:
+            conn.close()
+            self._conn = None
+            if self._lock_file is not None:
+                os.close(self._lock_file)
 
     # -- the loop's side -------------------------------------------------------------------------------
     def add_telemetry(self, readings: Sequence[Reading]) -> None:

@@ -49,13 +49,14 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise
-        code = exc.reason.lower().replace(" ", "_")
-        raise json_error(type(exc), code, exc.text or exc.reason, **(
-            {"allowed": sorted(exc.allowed_methods)} if isinstance(exc, web.HTTPMethodNotAllowed) else {}
-        )) from None
+        doc: dict[str, Any] = {"error": exc.reason.lower().replace(" ", "_"), "message": exc.text or exc.reason}
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            doc["allowed"] = sorted(exc.allowed_methods)
+        headers = {k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")}
+        return _json(doc, exc.status, headers)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
-        raise json_error(web.HTTPInternalServerError, "internal", "the gateway failed to answer; see its log") from None
+        return _json({"error": "internal", "message": "the gateway failed to answer; see its log"}, 500)
 
 
 async def health(request: web.Request) -> web.Response:

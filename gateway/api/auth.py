@@ -6,12 +6,13 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from gateway.config import ROLES, Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ROLE_KEY = "vg_role"
+ROLE_KEY: web.RequestKey[Role] = web.RequestKey("vg_role", str)  # type: ignore[arg-type]
 
 
 def _digest(token: str) -> bytes:
@@ -28,9 +29,7 @@ class Tokens:
 
 
 def json_error(status: type[web.HTTPException], code: str, message: str, **extra: Any) -> web.HTTPException:
-    import orjson
-
-    return status(body=orjson.dumps({"error": code, "message": message, **extra}),
+    return status(text=orjson.dumps({"error": code, "message": message, **extra}).decode(),
                   content_type="application/json")
 
 

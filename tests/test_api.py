@@ -1,0 +1,182 @@
+"""The HTTP API in-process (aiohttp's test server on a real socket): auth, snapshot, changes, desired, stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient
+from openapi_spec_validator import validate
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import config
+from gateway.api.app import build_app
+from gateway.api.auth import Tokens
+from gateway.daemon import Gateway
+from gateway.readings import Reading
+
+VIEWER, OPERATOR, ADMIN = "v-token-123", "o-token-123", "a-token-123"
+AUTH = {t: {"Authorization": f"Bearer {t}"} for t in (VIEWER, OPERATOR, ADMIN)}
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    cfg = config.parse(tmp_path / "gw.toml", '[gateway]\nid = "gw"\nvenue = "hall"\ndata_dir = "data"\n')
+    gw = Gateway(cfg, Tokens([(VIEWER, "viewer"), (OPERATOR, "operator"), (ADMIN, "admin")]))
+    await gw.store.open(gw.twin)
+    gw.twin.declare("amp:1", "amplifier", "stage", "sim")
+    gw.ingest.publish([Reading(1.7e9, "amp:1", "temperature_c", 40.0)], owner="sim")
+    yield gw
+    await gw.store.close(gw.twin)
+
+
+@pytest.fixture
+async def client(gateway: Gateway, aiohttp_client: Any) -> TestClient[Any, Any]:
+    tokens = Tokens([(VIEWER, "viewer"), (OPERATOR, "operator"), (ADMIN, "admin")])
+    c: TestClient[Any, Any] = await aiohttp_client(build_app(gateway, tokens))
+    return c
+
+
+async def error_of(resp: Any) -> str:
+    body = await resp.json()
+    assert set(body) >= {"error", "message"}
+    return str(body["error"])
+
+
+async def test_health_needs_no_token(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/api/v1/health")
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["status"] in ("ok", "starting", "degraded") and doc["twin"]["assets"] == 1
+
+
+async def test_tokens_and_roles(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/api/v1/twin")
+    assert resp.status == 401 and await error_of(resp) == "unauthorized"
+    resp = await client.get("/api/v1/twin", headers={"Authorization": "Bearer wrong"})
+    assert resp.status == 401
+    resp = await client.get("/api/v1/twin", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert resp.status == 401
+    resp = await client.patch("/api/v1/twin/assets/amp:1/desired", json={"enabled": False}, headers=AUTH[OPERATOR])
+    assert resp.status == 403 and await error_of(resp) == "forbidden"
+    for token in (VIEWER, OPERATOR, ADMIN):
+        assert (await client.get("/api/v1/twin", headers=AUTH[token])).status == 200
+
+
+async def test_snapshot_with_etag_and_304(client: TestClient[Any, Any], gateway: Gateway) -> None:
+    resp = await client.get("/api/v1/twin", headers=AUTH[VIEWER])
+    doc = await resp.json()
+    assert resp.headers["ETag"] == f'"{doc["version"]}"'
+    assert set(doc) == {"gateway_id", "venue", "version", "taken_at", "assets"}
+    assert doc["assets"]["amp:1"]["reported"] == {"temperature_c": 40.0}
+    assert set(doc["assets"]["amp:1"]) >= {"kind", "zone", "reported", "desired", "version", "updated_at"}
+    resp = await client.get("/api/v1/twin", headers={**AUTH[VIEWER], "If-None-Match": resp.headers["ETag"]})
+    assert resp.status == 304 and await resp.read() == b""
+    gateway.twin.report("amp:1", {"fan_rpm": 1500.0})
+    resp = await client.get("/api/v1/twin", headers={**AUTH[VIEWER], "If-None-Match": f'"{doc["version"]}"'})
+    assert resp.status == 200
+
+
+async def test_changes_since_and_410(client: TestClient[Any, Any], gateway: Gateway) -> None:
+    v = gateway.twin.version
+    gateway.twin.report("amp:1", {"fan_rpm": 1500.0})
+    resp = await client.get(f"/api/v1/twin/changes?since={v}", headers=AUTH[VIEWER])
+    doc = await resp.json()
+    assert doc["from"] == v and doc["to"] == v + 1 and not doc["more"]
+    (change,) = doc["changes"]
+    assert change["asset"] == "amp:1" and change["reported"] == {"fan_rpm": 1500.0} and change["removed"] is False
+    resp = await client.get(f"/api/v1/twin/changes?since={v + 1}", headers=AUTH[VIEWER])
+    assert (await resp.json())["changes"] == []
+    gateway.twin.restore(list(gateway.twin.assets().values()), 5_000_000)
+    resp = await client.get(f"/api/v1/twin/changes?since={v}", headers=AUTH[VIEWER])
+    assert resp.status == 410 and (await resp.json())["floor"] == 5_000_000
+    resp = await client.get("/api/v1/twin/changes?since=abc", headers=AUTH[VIEWER])
+    assert resp.status == 400
+    resp = await client.get("/api/v1/twin/changes", headers=AUTH[VIEWER])
+    assert resp.status == 400
+
+
+async def test_desired_patch(client: TestClient[Any, Any], gateway: Gateway) -> None:
+    url = "/api/v1/twin/assets/amp:1/desired"
+    version = gateway.twin.get("amp:1").version  # type: ignore[union-attr]
+    resp = await client.patch(url, data=b"{not json", headers=AUTH[ADMIN])
+    assert resp.status == 400 and await error_of(resp) == "bad_json"
+    resp = await client.patch(url, json=[1, 2], headers=AUTH[ADMIN])
+    assert resp.status == 400
+    resp = await client.patch("/api/v1/twin/assets/nope/desired", json={}, headers=AUTH[ADMIN])
+    assert resp.status == 404 and await error_of(resp) == "not_found"
+    resp = await client.patch(url, json={"gain_db": -3}, headers={**AUTH[ADMIN], "If-Match": f'"{version - 1}"'})
+    assert resp.status == 412 and (await resp.json())["version"] == version
+    resp = await client.patch(url, json={"gain_db": -3}, headers={**AUTH[ADMIN], "If-Match": f'"{version}"'})
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["desired"] == {"gain_db": -3} and resp.headers["ETag"] == f'"{doc["version"]}"'
+    # answered only once it is on disk
+    rows = gateway.store._conn.execute("SELECT desired FROM assets WHERE id='amp:1'").fetchone()  # type: ignore[union-attr]
+    assert orjson.loads(rows[0]) == {"gain_db": -3}
+    resp = await client.patch(url, data=b"x" * (300 * 1024), headers=AUTH[ADMIN])
+    assert resp.status == 413
+
+
+async def test_one_asset_and_unknown_routes(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/api/v1/twin/assets/amp:1", headers=AUTH[VIEWER])
+    assert resp.status == 200 and (await resp.json())["id"] == "amp:1"
+    resp = await client.get("/api/v1/twin/assets/missing", headers=AUTH[VIEWER])
+    assert resp.status == 404
+    resp = await client.get("/api/v1/nothing-here")
+    assert resp.status == 404 and await error_of(resp) == "not_found"
+    resp = await client.delete("/api/v1/twin", headers=AUTH[VIEWER])
+    assert resp.status == 405 and "GET" in (await resp.json())["allowed"]
+
+
+async def test_the_stream_sends_a_snapshot_then_changes(client: TestClient[Any, Any], gateway: Gateway) -> None:
+    assert (await client.get("/api/v1/twin/stream")).status == 401
+    async with client.ws_connect("/api/v1/twin/stream", headers=AUTH[VIEWER]) as ws:
+        first = orjson.loads((await ws.receive(timeout=5)).data)
+        assert first["type"] == "snapshot" and "amp:1" in first["twin"]["assets"]
+        version = first["twin"]["version"]
+        gateway.twin.report("amp:1", {"fan_rpm": 2000.0})
+        gateway.twin.declare("amp:2", "amplifier", "stage", "sim")
+        seen: list[dict[str, Any]] = []
+        while len(seen) < 2:
+            msg = orjson.loads((await ws.receive(timeout=5)).data)
+            assert msg["type"] == "changes" and msg["from"] == (seen[-1]["version"] if seen else version)
+            seen += msg["changes"]
+        assert [c["version"] for c in seen] == [version + 1, version + 2]
+    async with client.ws_connect(f"/api/v1/twin/stream?since={version}", headers=AUTH[VIEWER]) as ws:
+        msg = orjson.loads((await ws.receive(timeout=5)).data)
+        assert msg["type"] == "changes" and msg["from"] == version and len(msg["changes"]) == 2
+        await ws.close()
+        assert ws.closed
+    async with client.ws_connect("/api/v1/twin/stream?since=1", headers=AUTH[VIEWER]) as ws:
+        gateway.twin.restore(list(gateway.twin.assets().values()), 10**7)  # the client's version is gone
+        gateway.twin.report("amp:1", {"x": 1.0})
+        kinds = set()
+        while "snapshot" not in kinds:
+            msg = await ws.receive(timeout=5)
+            assert msg.type == WSMsgType.BINARY
+            kinds.add(orjson.loads(msg.data)["type"])
+
+
+async def test_metrics_in_prometheus_text(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/metrics")).status == 401
+    resp = await client.get("/metrics", headers=AUTH[VIEWER])
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+    assert families["vg_twin_version"].samples[0].value >= 2
+    assert families["vg_readings"].samples[0].value == 1
+    assert "vg_event_loop_lag_seconds" in families
+    assert {s.labels["part"] for s in families["vg_store_bytes"].samples} == {"database", "wal", "used", "limit"}
+
+
+async def test_openapi_describes_every_route(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/api/v1/openapi.json")
+    doc = await resp.json()
+    validate(doc)
+    assert doc["openapi"].startswith("3.1")
+    routes = {r.resource.canonical for r in client.app.router.routes() if r.resource is not None}  # type: ignore[union-attr]
+    assert routes == set(doc["paths"])

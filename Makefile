@@ -1,0 +1,54 @@
+# The README's commands: `make run` (the gateway on the virtual venue) and `make test` (the whole suite).
+# Both set up .venv on a fresh Debian/Ubuntu machine with Python 3.11+.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Debian packages the test suite uses: mount/unshare for a real read-only or full filesystem.
+TEST_PEERS := util-linux mount
+
+.PHONY: run test lint unit bench peers clean
+
+$(VENV)/.created:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "venue-gateway needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
+	  else echo "cannot create a virtual environment: install python3-venv (sudo apt-get install python3-venv)"; exit 1; fi; }
+	$(BIN)/pip install -q --upgrade pip
+	@touch $@
+
+$(VENV)/.runtime: $(VENV)/.created pyproject.toml
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+run: $(VENV)/.runtime
+	@echo "venue-gateway on the virtual venue: HTTP API http://127.0.0.1:8080/api/v1 (health: /api/v1/health)"
+	@echo "demo tokens: viewer demo-viewer-token, operator demo-operator-token, admin demo-admin-token"
+	$(BIN)/venue-gateway run --config config/demo.toml
+
+peers:
+	@missing=""; for p in $(TEST_PEERS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "the test suite needs these Debian packages:$$missing (sudo apt-get install$$missing); tests that need them skip"; fi; \
+	fi
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check gateway drivers tests bench
+	$(BIN)/mypy
+
+unit: $(VENV)/.test peers
+	$(BIN)/python -m pytest -q
+
+test: lint unit
+
+bench: $(VENV)/.runtime
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -125,7 +125,8 @@ type = "teleporter"
 
 
 def test_driver_cross_checks_run_when_the_options_are_well_formed() -> None:
-    text = BASE + '[drivers.venue]\ntype = "sim"\nfaults = [{ kind = "breaker_trip", asset = "amp:r01.1", at_min = 5 }]\n'
+    text = BASE + '[drivers.venue]\ntype = "sim"\n' \
+        'faults = [{ kind = "breaker_trip", asset = "amp:r01.1", at_min = 5 }]\n'
     assert problems(text) == [
         "/etc/vg.toml: drivers.venue.faults[0].asset: 'amp:r01.1' is not a power of this venue "
         "(allowed: e.g. mains:A, mains:B)"]

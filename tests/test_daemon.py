@@ -20,7 +20,8 @@ def test_the_demo_venue_lives_in_the_twin_and_stops_cleanly(daemon_factory: Any,
     assert health["drivers"]["venue"]["state"] == "running" and health["services"]["api"]["state"] == "running"
     time.sleep(1.0)
     twin = d.get("/api/v1/twin")
-    assert {"zone:floor", "spl:balcony", "env:bar", "amp:r01.1", "mains:A", "show", "driver:venue"} <= set(twin["assets"])
+    expected = {"zone:floor", "spl:balcony", "env:bar", "amp:r01.1", "mains:A", "show", "driver:venue"}
+    assert expected <= set(twin["assets"])
     assert 80 < twin["assets"]["spl:floor"]["reported"]["laeq_db"] < 115
     assert twin["assets"]["driver:venue"]["reported"]["state"] == "running"
 
@@ -74,7 +75,7 @@ def test_kill_9_mid_load_loses_nothing_acknowledged(daemon_factory: Any) -> None
     d.start()
     health = d.wait_healthy()
     assert health["twin"]["version"] >= shown_version
-    status, _, body = d.request("GET", f"/api/v1/twin/changes?since={shown_version - 1}")
+    status, _, _body = d.request("GET", f"/api/v1/twin/changes?since={shown_version - 1}")
     assert status == 410  # a client that held an older version takes a fresh snapshot
     d.terminate()
     with sqlite3.connect(d.config.parent / "data" / "gateway.db") as db:
@@ -83,7 +84,8 @@ def test_kill_9_mid_load_loses_nothing_acknowledged(daemon_factory: Any) -> None
 
 
 def test_a_failing_driver_degrades_the_box_and_the_rest_runs_on(daemon_factory: Any) -> None:
-    extra = '\n[supervisor]\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.2\n\n[drivers.broken]\ntype = "tests.faulty:CrashingDriver"\n'
+    extra = ('\n[supervisor]\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.2\n'
+             '\n[drivers.broken]\ntype = "tests.faulty:CrashingDriver"\n')
     d: Daemon = daemon_factory(speed=20, extra=extra).start(wait=False)
     health = d.wait_healthy(status=("degraded",))
     readings = health["readings_total"]

@@ -101,7 +101,7 @@ async def test_the_database_stays_under_its_size_bound(tmp_path: Path) -> None:
     t = twin()
     store = Store(tmp_path, StoreSection(max_mb=8))
     await store.open(t)
-    for batch in range(30):
+    for _batch in range(30):
         store.add_telemetry([Reading(time.time(), f"amp:{i % 50}", f"m{i % 5}", float(i)) for i in range(20_000)])
         store._last_retention = 0.0  # run the bound after every batch rather than every 5 s
         await store.flush(t)

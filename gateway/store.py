@@ -226,6 +226,9 @@ class Store:
                 backoff = interval
             except StoreError:
                 backoff = min(backoff * 2, 5.0)
+            except Exception:  # a bug must not stop the writes: log it and keep flushing
+                log.exception("store flush failed")
+                backoff = min(backoff * 2, 5.0)
 
     async def flush(self, twin: Twin) -> int:
         """Commit everything handed over so far; returns the acknowledged telemetry sequence number."""
@@ -238,6 +241,10 @@ class Store:
             if self._carry is not None:
                 self._carry.merge(batch)
                 batch, self._carry = self._carry, None
+                overflow = len(batch.telemetry) - self.settings.max_pending_rows
+                if overflow > 0:  # the disk has been failing for long: keep the newest, count the rest
+                    del batch.telemetry[:overflow]
+                    self.stats.dropped_rows += overflow
             if not (batch.telemetry or batch.assets or batch.removed or batch.reserve):
                 return self.stats.committed_seq
             try:

@@ -180,3 +180,14 @@ async def test_openapi_describes_every_route(client: TestClient[Any, Any]) -> No
     assert doc["openapi"].startswith("3.1")
     routes = {r.resource.canonical for r in client.app.router.routes() if r.resource is not None}  # type: ignore[union-attr]
     assert routes == set(doc["paths"])
+
+
+async def test_desired_patch_says_so_when_the_store_cannot_write(client: TestClient[Any, Any], gateway: Gateway) -> None:
+    conn = gateway.store._conn
+    assert conn is not None
+    conn.execute(f"PRAGMA max_page_count={conn.execute('PRAGMA page_count').fetchone()[0]}")
+    gateway.ingest.publish([Reading(1.7e9, f"amp:{i}", "x", 1.0) for i in range(3000)])
+    resp = await client.patch("/api/v1/twin/assets/amp:1/desired", json={"gain_db": -1}, headers=AUTH[ADMIN])
+    assert resp.status == 503 and await error_of(resp) == "store_unavailable"
+    assert gateway.twin.get("amp:1").desired == {"gain_db": -1}  # type: ignore[union-attr]
+    conn.execute("PRAGMA max_page_count=1073741823")

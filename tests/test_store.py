@@ -145,6 +145,25 @@ async def test_a_full_disk_is_reported_and_nothing_is_lost_once_there_is_room(tm
         assert db.execute("SELECT count(*) FROM telemetry").fetchone() == (5001,)
 
 
+async def test_a_long_failure_keeps_the_newest_readings_within_the_bound(tmp_path: Path) -> None:
+    t = twin()
+    store = Store(tmp_path, StoreSection(max_pending_rows=1000))
+    await store.open(t)
+    assert store._conn is not None
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count={pages}")
+    for n in range(3):
+        store.add_telemetry([Reading(time.time(), "a", "v", float(n * 1000 + i)) for i in range(1000)])
+        with pytest.raises(StoreError):
+            await store.flush(t)
+    assert store.stats.dropped_rows == 2000
+    store._conn.execute("PRAGMA max_page_count=1073741823")
+    await store.flush(t)
+    await store.close(t)
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        assert db.execute("SELECT min(value), count(*) FROM telemetry").fetchone() == (2000.0, 1000)
+
+
 async def test_one_gateway_per_data_directory(tmp_path: Path) -> None:
     first = Store(tmp_path, StoreSection())
     await first.open(twin())

@@ -13,6 +13,7 @@ from gateway.api import GATEWAY, stream
 from gateway.api.auth import Tokens, json_error, middleware, requires
 from gateway.api.openapi import document as openapi_document
 from gateway.config import parse_listen
+from gateway.store import StoreError
 from gateway.supervisor import Unit
 from gateway.twin import ChangesGone, UnknownAsset, VersionMismatch
 
@@ -124,7 +125,12 @@ async def patch_desired(request: web.Request) -> web.Response:
     except VersionMismatch as exc:
         raise json_error(web.HTTPPreconditionFailed, "version_mismatch", str(exc), version=exc.current) from None
     # Answer once the change is on disk: a 200 means it survives a power cut.
-    await gw.store.flush(gw.twin)
+    try:
+        await gw.store.flush(gw.twin)
+    except StoreError as exc:
+        raise json_error(web.HTTPServiceUnavailable, "store_unavailable",
+                         f"the change is in effect but not yet on disk ({exc}); it is written when the store recovers",
+                         version=changed.version) from None
     log.info("desired state of %s changed to version %d", asset_id, changed.version)
     return _json({"id": changed.id, **changed.document()}, headers={"ETag": _etag(changed.version)})
 

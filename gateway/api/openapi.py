@@ -151,7 +151,9 @@ def document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
                 "responses": {"200": _response("The asset after the change", _ref("Asset")),
                               "400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR,
-                              "412": _response("If-Match does not match the asset's version", _ref("Error"))},
+                              "412": _response("If-Match does not match the asset's version", _ref("Error")),
+                              "503": _response("In effect, but the store cannot write it yet (retried)",
+                                               _ref("Error"))},
             }},
             "/api/v1/openapi.json": {"get": {
                 "summary": "This document", "security": [],

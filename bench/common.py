@@ -48,7 +48,8 @@ class Figure:
         return "pass" if ok else "SHORT"
 
     def row(self) -> list[str]:
-        target = "-" if self.target is None else f"{'<' if self.better == 'lower' else '>='} {fmt(self.target, self.unit)}"
+        sign = "<" if self.better == "lower" else ">="
+        target = "-" if self.target is None else f"{sign} {fmt(self.target, self.unit)}"
         peer = "-" if self.peer is None else f"{fmt(self.peer, self.unit)} {self.peer_label}".strip()
         ratio = "-" if self.ratio is None else f"{self.ratio:.2f}x"
         return [self.name, fmt(self.value, self.unit), target, peer, ratio, self.verdict]
@@ -178,7 +179,7 @@ def child(args: Sequence[str], log: Path, *, stdout: int | IO[bytes] | None = No
                                 preexec_fn=_die_with_parent)  # the benchmarks start children from their main thread
         try:
             yield proc
-        except BaseException:
+        except Exception:
             stop(proc)
             sys.stderr.write(f"--- last lines of {log} ({' '.join(args)}):\n{tail(log)}\n")
             raise

@@ -182,7 +182,7 @@ async def test_openapi_describes_every_route(client: TestClient[Any, Any]) -> No
     assert routes == set(doc["paths"])
 
 
-async def test_desired_patch_says_so_when_the_store_cannot_write(client: TestClient[Any, Any], gateway: Gateway) -> None:
+async def test_desired_patch_when_the_store_cannot_write(client: TestClient[Any, Any], gateway: Gateway) -> None:
     conn = gateway.store._conn
     assert conn is not None
     conn.execute(f"PRAGMA max_page_count={conn.execute('PRAGMA page_count').fetchone()[0]}")

@@ -99,6 +99,8 @@ class StoreSection:
     max_mb: float = setting(1024.0, min=8)
     telemetry_retention_hours: float = setting(168.0, min=0.01)
     flush_interval_ms: int = setting(100, min=5, max=5000)
+    # How often the twin's changed assets are written; desired-state changes are written at once.
+    twin_flush_interval_ms: int = setting(1000, min=10, max=60_000)
     # "full" makes every acknowledged batch survive a power cut; "normal" survives a crash of the process.
     synchronous: Literal["full", "normal"] = "full"
     # Readings waiting for the writer; past this the oldest are dropped and counted (a stuck disk).

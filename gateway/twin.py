@@ -205,12 +205,12 @@ class Twin:
     def apply_readings(self, readings: Iterable[Reading], owner: str | None = None) -> None:
         """Fold a batch of readings into reported state: one change per asset, not per reading."""
         groups: dict[str, JSON] = {}
-        for r in readings:
-            group = groups.get(r.asset)
+        for _, asset_id, metric, value in readings:
+            group = groups.get(asset_id)
             if group is None:
-                groups[r.asset] = {r.metric: r.value}
+                groups[asset_id] = {metric: value}
             else:
-                group[r.metric] = r.value
+                group[metric] = value
         assets = self._assets
         for asset_id, patch in groups.items():
             asset = assets.get(asset_id) or self.declare(asset_id, "unknown", None, owner)

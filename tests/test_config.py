@@ -45,7 +45,7 @@ def test_defaults_fill_what_is_not_given() -> None:
 def test_unknown_keys_are_errors_naming_what_is_allowed() -> None:
     lines = problems(BASE + "\n[store]\nmax_mbb = 10\n[stor]\n")
     assert "/etc/vg.toml: store.max_mbb: unknown key (allowed: flush_interval_ms, max_mb, max_pending_rows, " \
-           "synchronous, telemetry_retention_hours)" in lines
+           "synchronous, telemetry_retention_hours, twin_flush_interval_ms)" in lines
     assert any(line.startswith("/etc/vg.toml: stor: unknown key (allowed: api, drivers, gateway,") for line in lines)
 
 
@@ -151,7 +151,7 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"{bad}: store.bogus: unknown key (allowed: flush_interval_ms, max_mb, max_pending_rows, synchronous, "
-        "telemetry_retention_hours)",
+        "telemetry_retention_hours, twin_flush_interval_ms)",
         f"{bad}: store.max_mb: 1 is out of range (allowed: at least 8)",
     ]
     missing = run_cli("check-config", str(tmp_path / "nope.toml"))

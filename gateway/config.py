@@ -109,7 +109,8 @@ class StoreSection:
 
 @dataclass(frozen=True)
 class TwinSection:
-    change_log: int = setting(100_000, min=100, max=10_000_000)
+    # Changes kept for `changes?since=V` (about 300 bytes each); an older V gets 410 and takes a snapshot.
+    change_log: int = setting(50_000, min=100, max=10_000_000)
 
 
 @dataclass(frozen=True)

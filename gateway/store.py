@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -40,10 +41,15 @@ class StoreError(Exception):
     """A store problem a person must act on (disk, permissions, another instance); said plainly."""
 
 
+_AssetRow = tuple[str, str, str | None, str | None, dict[str, Any], dict[str, Any], int, float]
+
+
 @dataclass
 class _Batch:
     telemetry: list[Reading] = field(default_factory=list)
-    assets: dict[str, Asset] = field(default_factory=dict)
+    # Rows taken on the loop, so the writer never reads an asset the loop is changing. The state dicts in
+    # them are never mutated (the twin replaces them), so holding references is enough.
+    assets: dict[str, _AssetRow] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
     reserve: int | None = None
 
@@ -125,6 +131,7 @@ class Store:
         self._series: dict[str, dict[str, int]] = {}  # writer thread only
         self._last_retention = 0.0
         self._last_state = 0.0
+        self._last_drop_log = -math.inf
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def open(self, twin: Twin) -> None:
@@ -210,7 +217,11 @@ class Store:
         if overflow > 0:
             del pending[:overflow]
             self.stats.dropped_rows += overflow
-            log.warning("store writer is behind: dropped the %d oldest pending readings", overflow)
+            now = time.monotonic()
+            if now - self._last_drop_log >= 10.0:  # once in a while, not once per batch
+                self._last_drop_log = now
+                log.warning("store writer is behind: %d readings dropped so far (max_pending_rows=%d)",
+                            self.stats.dropped_rows, self.settings.max_pending_rows)
         if len(pending) >= 50_000:
             self._wake.set()
 
@@ -243,7 +254,9 @@ class Store:
         times a second."""
         async with self._flush_lock:
             assets, removed = twin.take_dirty() if state else ([], [])
-            batch = _Batch(self._pending, {a.id: a for a in assets}, set(removed))
+            rows = {a.id: (a.id, a.kind, a.zone, a.owner, a.reported, a.desired, a.version, a.updated_at)
+                    for a in assets}
+            batch = _Batch(self._pending, rows, set(removed))
             self._pending = []
             if twin.version > self._reserved - VERSION_BLOCK * 9 // 10:
                 batch.reserve = twin.version + VERSION_BLOCK
@@ -297,9 +310,11 @@ class Store:
                 seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             if batch.assets:
                 conn.executemany(
-                    "INSERT OR REPLACE INTO assets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(a.id, a.kind, a.zone, a.owner, orjson.dumps(a.reported), orjson.dumps(a.desired), a.version,
-                      a.updated_at) for a in batch.assets.values()])
+                    "INSERT INTO assets VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+                    " kind=excluded.kind, zone=excluded.zone, owner=excluded.owner, reported=excluded.reported,"
+                    " desired=excluded.desired, version=excluded.version, updated_at=excluded.updated_at",
+                    [(i, k, z, o, orjson.dumps(r), orjson.dumps(d), v, u) for i, k, z, o, r, d, v, u in
+                     batch.assets.values()])
             if batch.removed:
                 conn.executemany("DELETE FROM assets WHERE id=?", [(i,) for i in batch.removed])
             if batch.reserve:

@@ -191,3 +191,12 @@ async def test_desired_patch_when_the_store_cannot_write(client: TestClient[Any,
     assert resp.status == 503 and await error_of(resp) == "store_unavailable"
     assert gateway.twin.get("amp:1").desired == {"gain_db": -1}  # type: ignore[union-attr]
     conn.execute("PRAGMA max_page_count=1073741823")
+
+
+async def test_if_none_match_lists_and_weak_tags(client: TestClient[Any, Any], gateway: Gateway) -> None:
+    etag = f'"{gateway.twin.version}"'
+    for header in (f'"1",{etag}', f'W/{etag}', "*", f'"x", W/{etag} '):
+        resp = await client.get("/api/v1/twin", headers={**AUTH[VIEWER], "If-None-Match": header})
+        assert resp.status == 304, header
+    resp = await client.get("/api/v1/twin", headers={**AUTH[VIEWER], "If-None-Match": '"1", "2"'})
+    assert resp.status == 200

@@ -15,7 +15,7 @@ from gateway.api.openapi import document as openapi_document
 from gateway.config import parse_listen
 from gateway.store import StoreError
 from gateway.supervisor import Unit
-from gateway.twin import ChangesGone, UnknownAsset, VersionMismatch
+from gateway.twin import ChangesGone, UnknownAsset, VersionMismatch, change_document
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -32,6 +32,14 @@ def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 def _etag(version: int) -> str:
     return f'"{version}"'
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: a list of tags or `*`, compared weakly (W/"5" matches "5")."""
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 def _version_header(value: str, name: str) -> int:
@@ -69,7 +77,7 @@ async def health(request: web.Request) -> web.Response:
 async def twin_snapshot(request: web.Request) -> web.Response:
     twin = request.app[GATEWAY].twin
     etag = _etag(twin.version)
-    if etag in request.headers.get("If-None-Match", "").split(", ") or request.headers.get("If-None-Match") == "*":
+    if _matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers={"ETag": etag})
     return web.Response(body=twin.snapshot_json(), content_type="application/json", headers={"ETag": etag})
 
@@ -93,9 +101,9 @@ async def twin_changes(request: web.Request) -> web.Response:
         changes = twin.changes_since(since, limit)
     except ChangesGone as exc:
         raise json_error(web.HTTPGone, "gone", str(exc), floor=exc.floor) from None
-    to = changes[-1].version if changes else since
+    to = changes[-1][0] if changes else since
     return _json({"from": since, "to": to, "more": to < twin.version,
-                  "changes": [c.document() for c in changes]})
+                  "changes": [change_document(c) for c in changes]})
 
 
 @requires("viewer")

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from gateway.api import GATEWAY
-from gateway.twin import ChangesGone
+from gateway.twin import ChangesGone, change_document
 
 if TYPE_CHECKING:
     from gateway.twin import Twin
@@ -48,9 +48,9 @@ async def handler(request: web.Request) -> web.WebSocketResponse:
                 last = await _send_snapshot(ws, twin)
                 continue
             if changes:
-                await ws.send_bytes(orjson.dumps({"type": "changes", "from": last, "to": changes[-1].version,
-                                                  "changes": [c.document() for c in changes]}))
-                last = changes[-1].version
+                await ws.send_bytes(orjson.dumps({"type": "changes", "from": last, "to": changes[-1][0],
+                                                  "changes": [change_document(c) for c in changes]}))
+                last = changes[-1][0]
                 continue
             waiter = asyncio.ensure_future(twin.wait_for_change(last))
             await asyncio.wait([waiter, reader], return_when=asyncio.FIRST_COMPLETED)

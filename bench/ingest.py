@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import gc
 import io
 import pstats
@@ -181,8 +182,9 @@ def run(total: int = 2_000_000, profile: bool = False) -> list[Figure]:
         gc.unfreeze()
     rate, bare_rate = n / gw.seconds, n / bare_s
     share = 100 * rate / bare_rate
-    print(f"gateway  Ingest.publish -> Twin + Store, StoreSection() defaults (synchronous=full, flush every 100 ms"
-          f" or at 50,000 pending), producer backlog <= {MAX_BACKLOG:,}, until Store.flush confirmed:\n"
+    settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(StoreSection()).items())
+    print(f"gateway  Ingest.publish -> Twin + Store with StoreSection() defaults ({settings}),"
+          f" producer backlog <= {MAX_BACKLOG:,}, until Store.flush confirmed:\n"
           f"         {rate:,.0f} readings/s  ({n:,} in {gw.seconds:.2f} s; {gw.rows:,} rows in {gw.commits} commits,"
           f" {gw.rows / max(gw.commits, 1):,.0f} rows/commit; {gw.dropped:,} dropped; loop busy in publish"
           f" {gw.publish_seconds:.2f} s; producer waited {gw.waits:,} x 1 ms for the writer)")

@@ -198,5 +198,5 @@ async def test_if_none_match_lists_and_weak_tags(client: TestClient[Any, Any], g
     for header in (f'"1",{etag}', f'W/{etag}', "*", f'"x", W/{etag} '):
         resp = await client.get("/api/v1/twin", headers={**AUTH[VIEWER], "If-None-Match": header})
         assert resp.status == 304, header
-    resp = await client.get("/api/v1/twin", headers={**AUTH[VIEWER], "If-None-Match": '"1", "2"'})
+    resp = await client.get("/api/v1/twin", headers={**AUTH[VIEWER], "If-None-Match": '"999", "1000"'})
     assert resp.status == 200

@@ -116,7 +116,7 @@ class Gateway:
             async with asyncio.timeout(max(0.5, STOP_BUDGET_S - (time.monotonic() - began))):
                 await self.store.close(self.twin)
         self.notifier.close()
-        log.info("stopped in %.2f s at twin version %d, telemetry committed to %d", time.monotonic() - began,
+        log.info("stopped in %.3f s at twin version %d, telemetry committed to %d", time.monotonic() - began,
                  self.twin.version, self.store.stats.committed_seq)
 
 

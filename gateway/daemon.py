@@ -28,6 +28,7 @@ from gateway.twin import Twin
 
 log = logging.getLogger(__name__)
 
+READY_WAIT_S = 10.0  # a unit stuck in its first start does not hold READY=1 back longer than this
 STOP_BUDGET_S = 4.5  # SIGTERM to exit: under the 5 s promised, with room for the interpreter to leave
 
 
@@ -89,6 +90,9 @@ class Gateway:
         self._spawn(self.loop_lag.run(), "loop-lag")
         self._spawn(self.notifier.watchdog(), "watchdog")
         self.supervisor.start()
+        # Ready once every unit has started or failed once: the API listens before systemd is told.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.supervisor.settled.wait(), READY_WAIT_S)
         # What start-up made lives as long as the process: keep it out of every later garbage collection,
         # so that a full collection scans only what the running box makes (a pause of the loop otherwise).
         gc.collect()

@@ -82,6 +82,8 @@ class Supervisor:
         self._factories: dict[str, Callable[[], Unit]] = {}
         self.units: dict[str, UnitStatus] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._settled: set[str] = set()  # units that have run, or failed, at least once
+        self.settled = asyncio.Event()
 
     def add(self, name: str, kind: str, factory: Callable[[], Unit]) -> None:
         self._factories[name] = factory
@@ -106,6 +108,11 @@ class Supervisor:
             return "degraded"
         return "starting"
 
+    def _settle(self, name: str) -> None:
+        self._settled.add(name)
+        if len(self._settled) == len(self._factories):
+            self.settled.set()
+
     def _show(self, name: str, status: UnitStatus) -> None:
         self._twin.declare(f"{status.kind}:{name}", status.kind)
         self._twin.report(f"{status.kind}:{name}", {"state": status.state, "restarts": status.restarts,
@@ -125,6 +132,7 @@ class Supervisor:
                 started = True
                 unit.attach()
                 status.state = "running"
+                self._settle(name)
                 self._show(name, status)
                 log.info("%s %s running", status.kind, name)
                 await unit.run()
@@ -150,6 +158,7 @@ class Supervisor:
             attempt += 1
             status.restarts += 1
             status.state, status.retry_in_s = "backoff", delay
+            self._settle(name)
             self._show(name, status)
             log.info("%s %s restarts in %.2f s", status.kind, name, delay)
             await asyncio.sleep(delay)

@@ -109,9 +109,9 @@ def test_systemd_is_told_ready_watchdog_and_stopping(daemon_factory: Any, tmp_pa
         sock.settimeout(20)
         d: Daemon = daemon_factory(env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}).start(wait=False)
         messages: list[str] = []
-        while sum("WATCHDOG=1" in m for m in messages) < 3:
+        while sum("WATCHDOG=1" in m for m in messages) < 3 or not any("READY=1" in m for m in messages):
             messages.append(sock.recv(4096).decode())
-        assert messages[0].startswith("READY=1")
+        assert any(m.startswith("READY=1\nSTATUS=twin version") for m in messages)
         d.wait_healthy()
         d.terminate()
         while "STOPPING=1" not in messages[-1]:

@@ -27,8 +27,6 @@ $(VENV)/.test: $(VENV)/.runtime
 	@touch $@
 
 run: $(VENV)/.runtime
-	@echo "venue-gateway on the virtual venue: HTTP API http://127.0.0.1:8080/api/v1 (health: /api/v1/health)"
-	@echo "demo tokens: viewer demo-viewer-token, operator demo-operator-token, admin demo-admin-token"
 	$(BIN)/venue-gateway run --config config/demo.toml
 
 peers:

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,6 +120,11 @@ class SupervisorSection:
     # A unit that ran this long before failing starts again from the initial backoff.
     stable_after_s: float = setting(60.0, min=1)
 
+    def problems(self) -> list[Problem]:
+        if self.backoff_max_s < self.backoff_initial_s:
+            return [Problem("backoff_max_s", "must not be below supervisor.backoff_initial_s")]
+        return []
+
 
 @dataclass(frozen=True)
 class LoopSection:
@@ -132,17 +137,6 @@ class DriverConfig:
     type: str
     enabled: bool
     options: Any
-
-
-@dataclass(frozen=True)
-class _Sections:
-    gateway: dict[str, Any]
-    api: dict[str, Any] = field(default_factory=dict)
-    store: dict[str, Any] = field(default_factory=dict)
-    twin: dict[str, Any] = field(default_factory=dict)
-    supervisor: dict[str, Any] = field(default_factory=dict)
-    loop: dict[str, Any] = field(default_factory=dict)
-    drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -171,10 +165,16 @@ class ConfigError(Exception):
         return [f"{self.path}: {p}" for p in self.problems]
 
 
+# Units the gateway runs itself: a driver may not take their names.
+SERVICE_NAMES = ("api",)
+
+
 def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverConfig | None:
     path = f"drivers.{name}"
     if (message := _slug(name)) is not None:
         problems.append(Problem(path, message))
+    if name in SERVICE_NAMES:
+        problems.append(Problem(path, f"{name!r} is the name of a gateway service (allowed: any other name)"))
     options = dict(raw)
     kind = options.pop("type", None)
     enabled = options.pop("enabled", True)
@@ -193,37 +193,31 @@ def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverCo
     return DriverConfig(name, kind, bool(enabled), opts) if opts is not None else None
 
 
+@dataclass(frozen=True)
+class _Sections:
+    gateway: GatewaySection
+    api: ApiSection = field(default_factory=ApiSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    twin: TwinSection = field(default_factory=TwinSection)
+    supervisor: SupervisorSection = field(default_factory=SupervisorSection)
+    loop: LoopSection = field(default_factory=LoopSection)
+    drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 def parse(path: Path, text: str) -> Config:
     """Parse and validate configuration text; raise ConfigError with every problem found."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [Problem("(syntax)", f"{exc} (allowed: TOML, https://toml.io)")]) from None
-    known = {f.name for f in fields(_Sections)}
-    problems = [Problem(key, f"unknown key (allowed: {', '.join(sorted(known))})") for key in raw if key not in known]
-    sections, found = check_all(_Sections, {k: v for k, v in raw.items() if k in known})
-    problems += found
-    if sections is None:
+    sections, problems = check_all(_Sections, raw)
+    tables = raw.get("drivers")
+    drivers = [_driver(name, table, problems) for name, table in tables.items() if isinstance(table, dict)] \
+        if isinstance(tables, dict) else []
+    if sections is None or problems:
         raise ConfigError(path, problems)
-    gateway, found = check_all(GatewaySection, sections.gateway, "gateway")
-    problems += found
-    api, found = check_all(ApiSection, sections.api, "api")
-    problems += found
-    store, found = check_all(StoreSection, sections.store, "store")
-    problems += found
-    twin, found = check_all(TwinSection, sections.twin, "twin")
-    problems += found
-    supervisor, found = check_all(SupervisorSection, sections.supervisor, "supervisor")
-    problems += found
-    loop, found = check_all(LoopSection, sections.loop, "loop")
-    problems += found
-    if supervisor is not None and supervisor.backoff_max_s < supervisor.backoff_initial_s:
-        problems.append(Problem("supervisor.backoff_max_s", "must not be below supervisor.backoff_initial_s"))
-    drivers = [_driver(name, table, problems) for name, table in sections.drivers.items()]
-    if problems:
-        raise ConfigError(path, problems)
-    assert gateway and api and store and twin and supervisor and loop  # no problems: all were built
-    return Config(path, gateway, api, store, twin, supervisor, loop, [d for d in drivers if d is not None])
+    return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
+                  sections.loop, [d for d in drivers if d is not None])
 
 
 def load(path: str | os.PathLike[str]) -> Config:

@@ -45,18 +45,24 @@ class Gateway:
         self._tokens = tokens
         self._started_at = time.time()
         self._background: list[asyncio.Task[None]] = []
+        self._store_task: asyncio.Task[None] | None = None
+        self._up = False
 
     def health(self) -> dict[str, Any]:
         units = self.supervisor.units
         s = self.store.stats
+        status = self.supervisor.status() if self._up else "starting"
+        if status == "ok" and (s.last_error or self.twin.frozen):
+            status = "degraded"
         return {
-            "status": self.supervisor.status() if self._background else "starting",
+            "status": status,
             "gateway_id": self.config.gateway.id,
             "venue": self.config.gateway.venue,
             "uptime_s": round(time.time() - self._started_at, 1),
             "drivers": {n: u.document() for n, u in units.items() if u.kind == "driver"},
             "services": {n: u.document() for n, u in units.items() if u.kind == "service"},
-            "twin": {"version": self.twin.version, "assets": len(self.twin), "changes_from": self.twin.floor},
+            "twin": {"version": self.twin.version, "assets": len(self.twin), "changes_from": self.twin.floor,
+                     "held": self.twin.frozen, "refused_changes": self.twin.refused_changes},
             "store": {
                 "state": "degraded" if s.last_error else "ok", "last_error": s.last_error,
                 "committed_seq": s.committed_seq, "committed_rows": s.committed_rows,
@@ -86,24 +92,37 @@ class Gateway:
         for dc in self.config.drivers:
             if dc.enabled:
                 self.supervisor.add(dc.name, "driver", self._driver_factory(dc))
-        self._spawn(self.store.run(self.twin), "store-flush")
+        self._forget_removed_units()
+        self._store_task = asyncio.get_running_loop().create_task(self.store.run(self.twin), name="store-flush")
         self._spawn(self.loop_lag.run(), "loop-lag")
         self._spawn(self.notifier.watchdog(), "watchdog")
         self.supervisor.start()
-        # Ready once every unit has started or failed once: the API listens before systemd is told.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.supervisor.settled.wait(), READY_WAIT_S)
-        # What start-up made lives as long as the process: keep it out of every later garbage collection,
-        # so that a full collection scans only what the running box makes (a pause of the loop otherwise).
-        gc.collect()
-        gc.freeze()
-        self.notifier.notify(f"READY=1\nSTATUS=twin version {self.twin.version}, {len(self.twin)} assets")
-        log.info("gateway %s (venue %s) up: %d drivers, twin version %d", self.config.gateway.id,
-                 self.config.gateway.venue, len(self.config.drivers), self.twin.version)
         try:
-            await stop.wait()
+            # Ready once every unit has started or failed once (the API listens before systemd is told),
+            # unless a stop comes first.
+            waits = [asyncio.ensure_future(self.supervisor.settled.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waits, timeout=READY_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if not stop.is_set():
+                self._up = True
+                # What start-up made lives as long as the process: keep it out of every later garbage
+                # collection, so a full collection scans only what the running box makes (a loop pause).
+                gc.collect()
+                gc.freeze()
+                self.notifier.notify(f"READY=1\nSTATUS=twin version {self.twin.version}, {len(self.twin)} assets")
+                log.info("gateway %s (venue %s) up: %d drivers, twin version %d", self.config.gateway.id,
+                         self.config.gateway.venue, len(self.config.drivers), self.twin.version)
+                await stop.wait()
         finally:
             await self._shutdown()
+
+    def _forget_removed_units(self) -> None:
+        """Drop the twin's state assets of drivers no longer configured, so none shows 'running' forever."""
+        configured = {f"{u.kind}:{name}" for name, u in self.supervisor.units.items()}
+        for asset in list(self.twin.assets().values()):
+            if asset.kind in ("driver", "service") and asset.id not in configured:
+                self.twin.remove(asset.id)
 
     async def _shutdown(self) -> None:
         self.notifier.notify("STOPPING=1")
@@ -116,6 +135,11 @@ class Gateway:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        # The flush task ends after the write it may be in (never cancelled mid-write), then close writes the rest.
+        self.store.stop()
+        if self._store_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._store_task), max(0.5, STOP_BUDGET_S - 1.0))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.5, STOP_BUDGET_S - (time.monotonic() - began))):
                 await self.store.close(self.twin)

@@ -7,6 +7,7 @@ supervised: raising from `start` or `run` gets it restarted with backoff while t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -15,7 +16,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from gateway.readings import Ingest, Reading
 from gateway.supervisor import NotReady, Unit
-from gateway.twin import Twin
+from gateway.twin import Twin, TwinFrozen
+
+__all__ = ["Driver", "DriverContext", "NoOptions", "NotReady"]
 
 OptionsT = TypeVar("OptionsT")
 
@@ -34,9 +37,12 @@ class DriverContext:
         self._twin = twin
         self._ingest = ingest
 
+    # While the twin is held (TwinFrozen: the store cannot write), declarations and reports are refused and
+    # counted by the twin; a driver goes on working rather than failing over it.
     def declare(self, asset_id: str, kind: str, zone: str | None = None) -> None:
         """Make an asset known to the twin, owned by this driver (desired changes come back to it)."""
-        self._twin.declare(asset_id, kind, zone, self.name)
+        with contextlib.suppress(TwinFrozen):
+            self._twin.declare(asset_id, kind, zone, self.name)
 
     def publish(self, readings: Sequence[Reading]) -> None:
         """Telemetry: into the twin's reported state and the store's history."""
@@ -44,7 +50,8 @@ class DriverContext:
 
     def report(self, asset_id: str, values: Mapping[str, Any]) -> None:
         """State that is not telemetry (modes, flags, text): into the twin only."""
-        self._twin.report(asset_id, values, self.name)
+        with contextlib.suppress(TwinFrozen):
+            self._twin.report(asset_id, values, self.name)
 
     def desired(self, asset_id: str) -> Mapping[str, Any]:
         asset = self._twin.get(asset_id)
@@ -55,9 +62,6 @@ class DriverContext:
 
     def on_desired(self, handler: Callable[[str, Mapping[str, Any]], None]) -> Callable[[], None]:
         return self._twin.on_desired(self.name, handler)
-
-
-__all__ = ["Driver", "DriverContext", "NoOptions", "NotReady"]
 
 
 class Driver(Unit, ABC, Generic[OptionsT]):

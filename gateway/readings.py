@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
+
+from gateway.twin import TwinFrozen
 
 if TYPE_CHECKING:
     from gateway.store import Store
@@ -29,6 +32,7 @@ class Ingest:
         """Hand a batch over: the twin is updated now, the store writes it in its next batch."""
         if not readings:
             return
-        self._twin.apply_readings(readings, owner)
+        with contextlib.suppress(TwinFrozen):  # counted and logged by the twin; history is still kept
+            self._twin.apply_readings(readings, owner)
         self._store.add_telemetry(readings)
         self.readings_total += len(readings)

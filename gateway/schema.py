@@ -26,27 +26,15 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
-class SchemaError(Exception):
-    """Raised with every problem found, so a user fixes them all in one pass."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(str(p) for p in problems))
-        self.problems = problems
-
-
 def setting(
     default: Any = dataclasses.MISSING,
     *,
     min: float | None = None,
     max: float | None = None,
     check: Callable[[Any], str | None] | None = None,
-    factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field with bounds and an optional check returning an error message (or None)."""
-    meta = {"min": min, "max": max, "check": check}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+    return dataclasses.field(default=default, metadata={"min": min, "max": max, "check": check})
 
 
 def _join(path: str, key: str | int) -> str:
@@ -168,16 +156,8 @@ class _Loader:
                 self.fail(path, message)
 
 
-def load(cls: type[T], raw: Mapping[str, Any], path: str = "") -> T:
-    """Build `cls` from `raw`, or raise SchemaError listing every problem."""
-    result, problems = check_all(cls, raw, path)
-    if result is None:
-        raise SchemaError(problems)
-    return result
-
-
 def check_all(cls: type[T], raw: Mapping[str, Any], path: str = "") -> tuple[T | None, list[Problem]]:
-    """Like `load`, but return the problems instead of raising (for collecting across sections)."""
+    """Build `cls` from `raw`: the object (None if anything is wrong) and every problem found."""
     loader = _Loader()
     result: T = loader.table(cls, raw, path)
     return (None if loader.problems else result), loader.problems

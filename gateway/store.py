@@ -132,6 +132,7 @@ class Store:
         self._last_retention = 0.0
         self._last_state = 0.0
         self._last_drop_log = -math.inf
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def open(self, twin: Twin) -> None:
@@ -139,10 +140,19 @@ class Store:
         loop = asyncio.get_running_loop()
         assets, version = await loop.run_in_executor(self._executor, self._open)
         twin.restore(assets, version)
+        twin.version_limit = self._reserved
         log.info("store %s: restored %d assets at version %d", self.path, len(assets), version)
 
     def _open(self) -> tuple[list[Asset], int]:
         self._lock()
+        try:
+            return self._restore()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc} (is the disk full or read-only?)") from None
+        except OSError as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc.strerror}") from None
+
+    def _restore(self) -> tuple[list[Asset], int]:
         conn = self._conn = _open_database(self.path, self.settings.synchronous)
         assets = [
             Asset(r[0], r[1], r[2], r[3], reported=orjson.loads(r[4]), desired=orjson.loads(r[5]),
@@ -152,6 +162,7 @@ class Store:
         row = conn.execute("SELECT value FROM meta WHERE key='version_reserved'").fetchone()
         version = max([int(row[0]) if row else 0, *(a.version for a in assets)])
         self._write_reservation(version + VERSION_BLOCK)
+        self._reserved = version + VERSION_BLOCK
         for series_id, asset, metric in conn.execute("SELECT id, asset, metric FROM series"):
             self._series.setdefault(asset, {})[metric] = series_id
         seq = conn.execute("SELECT max(rowid) FROM telemetry").fetchone()[0]
@@ -177,7 +188,6 @@ class Store:
     def _write_reservation(self, reserved: int) -> None:
         assert self._conn is not None
         self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('version_reserved', ?)", (str(reserved),))
-        self._reserved = reserved
 
     async def close(self, twin: Twin) -> None:
         """Write what is pending, then release the version reservation so a clean restart does not jump."""
@@ -192,7 +202,7 @@ class Store:
                           len(carry.telemetry) if carry else 0, len(carry.assets) if carry else 0)
             await asyncio.get_running_loop().run_in_executor(self._executor, self._close, twin.version)
         finally:
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=False)  # never block the loop on a hung disk
 
     def _close(self, version: int) -> None:
         conn = self._conn
@@ -226,7 +236,7 @@ class Store:
             self._wake.set()
 
     async def run(self, twin: Twin) -> None:
-        """Flush every flush_interval (sooner when a large batch waits), until cancelled."""
+        """Flush every flush_interval (sooner when a large batch waits), until `stop()`."""
         interval = self.settings.flush_interval_ms / 1000
         state_interval = self.settings.twin_flush_interval_ms / 1000
         backoff = interval
@@ -234,6 +244,8 @@ class Store:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), backoff)
             self._wake.clear()
+            if self._stopping:
+                break
             now = time.monotonic()
             state = now - self._last_state >= state_interval
             try:
@@ -246,6 +258,11 @@ class Store:
             except Exception:  # a bug must not stop the writes: log it and keep flushing
                 log.exception("store flush failed")
                 backoff = min(backoff * 2, 5.0)
+
+    def stop(self) -> None:
+        """End `run` after the flush it may be in; `close` writes what is left."""
+        self._stopping = True
+        self._wake.set()
 
     async def flush(self, twin: Twin, *, state: bool = True) -> int:
         """Commit the readings handed over so far and, with `state`, the twin's changed assets; returns the
@@ -280,6 +297,8 @@ class Store:
                 self.stats.last_error = message
                 raise StoreError(message) from None
             self.stats.last_error = None
+            if batch.reserve:  # durable now: the twin may hand out versions up to it
+                self._reserved = twin.version_limit = batch.reserve
             return self.stats.committed_seq
 
     # -- the writer thread -----------------------------------------------------------------------------
@@ -334,8 +353,11 @@ class Store:
         now = time.monotonic()
         if now - self._last_retention >= RETENTION_EVERY_S:
             self._last_retention = now
-            self._enforce_bounds()
-            self._measure()
+            try:  # the batch is committed: a failure here must not send it again
+                self._enforce_bounds()
+                self._measure()
+            except (sqlite3.Error, OSError) as exc:
+                log.error("store bounds could not be enforced this time: %s", exc)
 
     def _enforce_bounds(self) -> None:
         """Evict the oldest telemetry past the retention age, then past the size bound, in short steps."""
@@ -361,6 +383,9 @@ class Store:
             self._evict(first, first + max(1000, (last - first) // 20))
 
     def _evict(self, first: int, last: int) -> None:
+        """Delete telemetry rows first..last, always keeping the newest: SQLite gives the next row
+        max(rowid) + 1, so keeping it keeps sequence numbers from ever going back."""
+        last = min(last, self.stats.committed_seq - 1)
         if last < first:
             return
         assert self._conn is not None

@@ -5,6 +5,7 @@ and jitter, and shows each one's state in health and in the twin. One failure de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -13,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.config import SupervisorSection
-from gateway.twin import Twin
+from gateway.twin import Twin, TwinFrozen
 
 log = logging.getLogger(__name__)
 
 State = Literal["starting", "running", "backoff", "stopped"]
+START_TIMEOUT_S = 30.0  # a start that hangs longer counts as a failure
 STOP_TIMEOUT_S = 2.0
 
 
@@ -64,7 +66,12 @@ class UnitStatus:
         if self.retry_in_s is not None:
             doc["retry_in_s"] = round(self.retry_in_s, 3)
         if self.unit is not None and self.state == "running":
-            doc.update(self.unit.health())
+            try:
+                detail = self.unit.health()
+            except Exception as exc:  # a driver's bug must not take the health document down
+                detail = {"error": f"health() failed: {exc}"}
+            if detail:
+                doc["detail"] = detail
         return doc
 
 
@@ -114,9 +121,10 @@ class Supervisor:
             self.settled.set()
 
     def _show(self, name: str, status: UnitStatus) -> None:
-        self._twin.declare(f"{status.kind}:{name}", status.kind)
-        self._twin.report(f"{status.kind}:{name}", {"state": status.state, "restarts": status.restarts,
-                                                     "error": status.last_error})
+        with contextlib.suppress(TwinFrozen):  # health still shows it
+            self._twin.declare(f"{status.kind}:{name}", status.kind)
+            self._twin.report(f"{status.kind}:{name}", {"state": status.state, "restarts": status.restarts,
+                                                         "error": status.last_error})
 
     async def _supervise(self, name: str) -> None:
         status = self.units[name]
@@ -125,10 +133,15 @@ class Supervisor:
             status.state, status.retry_in_s = "starting", None
             self._show(name, status)
             began = time.monotonic()
-            unit = status.unit = self._factories[name]()
+            unit: Unit | None = None
             started = False
             try:
-                await unit.start()
+                unit = status.unit = self._factories[name]()
+                try:
+                    async with asyncio.timeout(START_TIMEOUT_S):
+                        await unit.start()
+                except TimeoutError:
+                    raise NotReady(f"start did not finish within {START_TIMEOUT_S:.0f} s") from None
                 started = True
                 unit.attach()
                 status.state = "running"
@@ -146,7 +159,7 @@ class Supervisor:
                 status.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("%s %s failed", status.kind, name)
             finally:
-                if started:
+                if started and unit is not None:
                     unit.detach()
                     try:
                         await asyncio.wait_for(unit.stop(), STOP_TIMEOUT_S)

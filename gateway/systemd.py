@@ -25,10 +25,6 @@ class Notifier:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             self._sock.setblocking(False)
 
-    @property
-    def enabled(self) -> bool:
-        return self._sock is not None
-
     def notify(self, message: str) -> None:
         if self._sock is None:
             return

@@ -7,6 +7,8 @@ store batch can hold references to them while the loop goes on changing the twin
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
@@ -16,6 +18,8 @@ import orjson
 
 if TYPE_CHECKING:
     from gateway.readings import Reading
+
+log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 DesiredHandler = Callable[[str, Mapping[str, Any]], None]
@@ -54,6 +58,11 @@ class VersionMismatch(Exception):
     def __init__(self, current: int) -> None:
         super().__init__(f"the asset is at version {current}")
         self.current = current
+
+
+class TwinFrozen(Exception):
+    """No version is durably reserved for the change: the twin holds still rather than risk reusing a version
+    after a crash. It happens only while the store has been unable to write for a long time."""
 
 
 class ChangesGone(Exception):
@@ -122,6 +131,11 @@ class Twin:
         self._waiter: asyncio.Event | None = None
         self._desired_handlers: dict[str, DesiredHandler] = {}
         self._snapshot: tuple[int, bytes] = (-1, b"")
+        # The highest version the store has durably reserved (None: no store). Versions are never handed out
+        # past it, so none can be reused after a crash, however long the disk has been failing.
+        self.version_limit: int | None = None
+        self.refused_changes = 0
+        self._last_refusal_log = -math.inf
 
     # -- reading ---------------------------------------------------------------------------------------
     @property
@@ -161,11 +175,6 @@ class Twin:
             self._snapshot = (self._version, body)
         return body
 
-    def snapshot(self) -> JSON:
-        doc = self.header()
-        doc["assets"] = {a.id: a.document() for a in self._assets.values()}
-        return doc
-
     async def wait_for_change(self, after: int) -> None:
         """Return once the twin's version is past `after`; costs nothing while nobody waits."""
         while self._version <= after:
@@ -178,16 +187,34 @@ class Twin:
         """Load persisted state before anything runs; the log starts empty at `version`."""
         self._assets = {a.id: a for a in assets}
         self._version = self._floor = version
+        self.version_limit = None  # the store sets it once it has reserved versions past `version`
         self._log.clear()
         self._dirty.clear()
+
+    @property
+    def frozen(self) -> bool:
+        return self.version_limit is not None and self._version >= self.version_limit
+
+    def _reserve(self, changes: int) -> None:
+        """Raise TwinFrozen, changing nothing, unless `changes` more versions are durably reserved."""
+        if self.version_limit is None or self._version + changes <= self.version_limit:
+            return
+        self.refused_changes += changes
+        now = time.monotonic()
+        if now - self._last_refusal_log >= 10.0:
+            self._last_refusal_log = now
+            log.error("twin held at version %d: the store has not reserved more versions (it cannot write); "
+                      "%d changes refused so far", self._version, self.refused_changes)
+        raise TwinFrozen(f"the twin is held at version {self._version} until the store can write")
 
     def declare(self, asset_id: str, kind: str, zone: str | None = None, owner: str | None = None) -> Asset:
         """Create an asset, or update what it is and who owns it; a no-op when nothing differs."""
         asset = self._assets.get(asset_id)
+        if asset is not None and (asset.kind, asset.zone, asset.owner) == (kind, zone, owner):
+            return asset
+        self._reserve(1)
         if asset is None:
             asset = self._assets[asset_id] = Asset(asset_id, kind, zone, owner)
-        elif (asset.kind, asset.zone, asset.owner) == (kind, zone, owner):
-            return asset
         else:
             asset.kind, asset.zone, asset.owner = kind, zone, owner
         self._commit(asset, None, None)
@@ -195,7 +222,9 @@ class Twin:
 
     def report(self, asset_id: str, values: Mapping[str, Any], owner: str | None = None) -> None:
         """Merge `values` into the reported state (null deletes a key); creates an unknown asset."""
-        asset = self._assets.get(asset_id) or self.declare(asset_id, "unknown", None, owner)
+        asset = self._assets.get(asset_id)
+        self._reserve(1 if asset else 2)
+        asset = asset or self.declare(asset_id, "unknown", None, owner)
         patch = dict(values)
         asset.reported = merge_patch(asset.reported, patch)
         self._commit(asset, patch, None)
@@ -210,6 +239,8 @@ class Twin:
             else:
                 group[metric] = value
         assets = self._assets
+        if self.version_limit is not None:  # one change per asset, and one more for each new asset
+            self._reserve(len(groups) + sum(1 for a in groups if a not in assets))
         for asset_id, patch in groups.items():
             asset = assets.get(asset_id) or self.declare(asset_id, "unknown", None, owner)
             asset.reported = {**asset.reported, **patch}
@@ -221,6 +252,7 @@ class Twin:
             raise UnknownAsset(asset_id)
         if if_match is not None and if_match != asset.version:
             raise VersionMismatch(asset.version)
+        self._reserve(1)
         asset.desired = merge_patch(asset.desired, patch)
         self._commit(asset, None, dict(patch))
         handler = self._desired_handlers.get(asset.owner or "")
@@ -229,9 +261,10 @@ class Twin:
         return asset
 
     def remove(self, asset_id: str) -> None:
-        asset = self._assets.pop(asset_id, None)
-        if asset is None:
+        if asset_id not in self._assets:
             raise UnknownAsset(asset_id)
+        self._reserve(1)
+        asset = self._assets.pop(asset_id)
         self._commit(asset, None, None, removed=True)
 
     def on_desired(self, owner: str, handler: DesiredHandler) -> Callable[[], None]:

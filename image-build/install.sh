@@ -1,8 +1,8 @@
 #!/bin/sh
 # Install venue-gateway from this source tree on a Debian-based box (Raspberry Pi OS, Debian, Ubuntu):
 # a virtual environment in $PREFIX, the configuration in $ETC, the systemd unit, and the system user.
-# Run as root on the box, or with ROOT=/mnt/image for a Raspberry Pi OS image mounted there (chroot).
-#   sudo image-build/install.sh                 # install, enable and start
+# Run as root on the box (or inside a chroot of a mounted Raspberry Pi OS image):
+#   sudo image-build/install.sh                 # install and enable; start it once the tokens are in place
 #   PREFIX=/tmp/vg ETC=/tmp/vg/etc SYSTEMD=no image-build/install.sh   # a trial install without systemd
 set -eu
 

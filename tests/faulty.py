@@ -14,3 +14,13 @@ class CrashingDriver(Driver[NoOptions]):
     async def run(self) -> None:
         await asyncio.sleep(0.2)
         raise RuntimeError("lost the RS-485 adapter")
+
+
+class HangingDriver(Driver[NoOptions]):
+    """A device that never answers its first hello."""
+
+    async def start(self) -> None:
+        await asyncio.Event().wait()
+
+    async def run(self) -> None:
+        raise AssertionError("never started")

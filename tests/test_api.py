@@ -200,3 +200,40 @@ async def test_if_none_match_lists_and_weak_tags(client: TestClient[Any, Any], g
         assert resp.status == 304, header
     resp = await client.get("/api/v1/twin", headers={**AUTH[VIEWER], "If-None-Match": '"999", "1000"'})
     assert resp.status == 200
+
+
+async def test_auth_details(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/api/v1/twin")
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    resp = await client.get("/api/v1/twin", headers={"Authorization": "Bearer wrong"})
+    assert resp.status == 401 and 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+    assert (await resp.json())["message"] == "the bearer token is not valid"
+    resp = await client.get("/api/v1/health", headers={"Authorization": "Bearer wrong"})
+    assert resp.status == 200  # open routes ignore credentials
+    resp = await client.get("/api/v1/twin/changes?since=-1", headers=AUTH[VIEWER])
+    assert resp.status == 400
+
+
+async def test_if_match_is_strong_and_takes_lists_and_star(client: TestClient[Any, Any], gateway: Gateway) -> None:
+    url = "/api/v1/twin/assets/amp:1/desired"
+
+    def version() -> int:
+        return gateway.twin.get("amp:1").version  # type: ignore[union-attr]
+
+    resp = await client.patch(url, json={"a": 1}, headers={**AUTH[ADMIN], "If-Match": f'W/"{version()}"'})
+    assert resp.status == 412
+    resp = await client.patch(url, json={"a": 1}, headers={**AUTH[ADMIN], "If-Match": f'"1", "{version()}"'})
+    assert resp.status == 200
+    resp = await client.patch(url, json={"a": 2}, headers={**AUTH[ADMIN], "If-Match": str(version())})
+    assert resp.status == 200
+    resp = await client.patch(url, json={"a": 3}, headers={**AUTH[ADMIN], "If-Match": "*"})
+    assert resp.status == 200 and (await resp.json())["desired"] == {"a": 3}
+
+
+async def test_a_held_twin_refuses_desired_changes(client: TestClient[Any, Any], gateway: Gateway) -> None:
+    gateway.twin.version_limit = gateway.twin.version
+    resp = await client.patch("/api/v1/twin/assets/amp:1/desired", json={"a": 1}, headers=AUTH[ADMIN])
+    assert resp.status == 503 and "held" in (await resp.json())["message"]
+    assert gateway.twin.get("amp:1").desired == {}  # type: ignore[union-attr]
+    health = await (await client.get("/api/v1/health")).json()
+    assert health["twin"]["held"] is True

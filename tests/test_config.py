@@ -162,3 +162,11 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
 def test_usage_errors_exit_2() -> None:
     assert run_cli("frobnicate").returncode == 2
     assert run_cli("run").returncode == 2
+
+
+def test_problems_in_every_section_are_listed_even_without_a_gateway_section() -> None:
+    lines = problems('[store]\nmax_mbb = 1\n[api]\nlisten = "nowhere"\n[drivers.api]\ntype = "sim"\n')
+    assert "/etc/vg.toml: gateway: is required (a table)" in lines
+    assert any("store.max_mbb: unknown key" in line for line in lines)
+    assert any("api.listen: 'nowhere' is not host:port" in line for line in lines)
+    assert "/etc/vg.toml: drivers.api: 'api' is the name of a gateway service (allowed: any other name)" in lines

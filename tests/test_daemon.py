@@ -151,7 +151,7 @@ def test_a_full_disk_is_reported_and_the_box_keeps_answering(tmp_path: Path) -> 
             assert time.monotonic() < deadline, health
             time.sleep(0.2)
             health = d.get("/api/v1/health", token=None)
-        assert "disk is full" in health["store"]["last_error"]
+        assert "disk is full" in health["store"]["last_error"] and health["status"] == "degraded"
         assert health["drivers"]["venue"]["state"] == "running"
         assert d.get("/api/v1/twin")["version"] > 0
         assert d.terminate() == 0
@@ -171,3 +171,12 @@ def test_run_refuses_a_bad_config_or_a_missing_secret(tmp_path: Path) -> None:
                             text=True, timeout=30)
     assert result.returncode == 2
     assert "api.tokens[0]: environment variable VG_NOT_SET_ANYWHERE is not set or empty" in result.stderr
+
+
+def test_sigterm_while_a_driver_hangs_in_start_stops_in_time(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(extra='\n[drivers.stuck]\ntype = "tests.faulty:HangingDriver"\n').start(wait=False)
+    health = d.wait_healthy(status=("starting",))
+    assert health["drivers"]["stuck"]["state"] == "starting"
+    began = time.monotonic()
+    assert d.terminate() == 0
+    assert time.monotonic() - began < 5

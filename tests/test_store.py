@@ -14,7 +14,7 @@ import pytest
 from gateway.config import StoreSection
 from gateway.readings import Ingest, Reading
 from gateway.store import VERSION_BLOCK, Store, StoreError
-from gateway.twin import Twin
+from gateway.twin import Twin, TwinFrozen
 from tests.conftest import ROOT, with_tmpfs
 
 
@@ -194,3 +194,76 @@ def test_a_read_only_data_directory_is_refused_plainly(tmp_path: Path) -> None:
     result = subprocess.run(with_tmpfs(data, "ro", [sys.executable, "-c", script]), capture_output=True, text=True,
                             timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "is not usable: Read-only file system" in result.stdout, result.stdout + result.stderr
+
+
+async def test_sequence_numbers_never_go_back_after_eviction(tmp_path: Path) -> None:
+    t = twin()
+    store = Store(tmp_path, StoreSection(telemetry_retention_hours=1.0))
+    await store.open(t)
+    store.add_telemetry([Reading(time.time() - 7200, "a", "v", float(i)) for i in range(100)])  # all too old
+    assert await store.flush(t) == 100
+    store.add_telemetry([Reading(time.time(), "a", "v", 1.0)])
+    assert await store.flush(t) == 101
+    await store.close(t)
+
+
+async def test_versions_are_never_handed_out_past_the_durable_reservation(tmp_path: Path) -> None:
+    t = twin()
+    store = Store(tmp_path, StoreSection())
+    await store.open(t)
+    assert t.version_limit == VERSION_BLOCK
+    assert store._conn is not None
+    store._conn.execute(f"PRAGMA max_page_count={store._conn.execute('PRAGMA page_count').fetchone()[0]}")
+    t.restore([], VERSION_BLOCK - 5)  # as if 999,995 changes had gone by while the disk was failing
+    t.version_limit = VERSION_BLOCK
+    t.report("a", {"v": 1})
+    store.add_telemetry([Reading(time.time(), f"a{i}", "v", 1.0) for i in range(5000)])
+    with pytest.raises(StoreError):
+        await store.flush(t)  # the renewal of the reservation is in this batch, and fails
+    with pytest.raises(TwinFrozen):  # ten assets may take twenty versions: more than are reserved
+        t.apply_readings([Reading(time.time(), f"x{i}", "v", 1.0) for i in range(10)])
+    assert t.version == VERSION_BLOCK - 3 and t.refused_changes == 20 and t.get("x0") is None
+    t.report("a", {"v": 2})
+    t.report("a", {"v": 3})
+    t.report("a", {"v": 4})  # the last three reserved versions
+    assert t.frozen and t.version == VERSION_BLOCK
+    with pytest.raises(TwinFrozen):
+        t.report("a", {"v": 5})
+    store._conn.execute("PRAGMA max_page_count=1073741823")
+    await store.flush(t)  # the renewed reservation is now on disk
+    assert t.version_limit is not None and t.version_limit > VERSION_BLOCK and not t.frozen
+    t.report("a", {"v": 6})
+    await store.close(t)
+
+
+async def test_a_failure_after_commit_does_not_write_the_batch_twice(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    t = twin()
+    store = Store(tmp_path, StoreSection())
+    await store.open(t)
+
+    def broken() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "_enforce_bounds", broken)
+    store._last_retention = -1e9
+    store.add_telemetry([Reading(time.time(), "a", "v", float(i)) for i in range(100)])
+    await store.flush(t)
+    await store.flush(t)
+    await store.close(t)
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        assert db.execute("SELECT count(*) FROM telemetry").fetchone() == (100,)
+
+
+def test_a_full_disk_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "full"
+    data.mkdir()
+    script = ("import asyncio, pathlib\nfrom gateway.store import Store, StoreError\n"
+              "from gateway.config import StoreSection\nfrom gateway.twin import Twin\n"
+              f"d = pathlib.Path({str(data)!r})\n"
+              "try:\n    open(d / 'filler', 'wb').write(b'x' * (4 * 10**6))\nexcept OSError:\n    pass\n"
+              "try:\n    asyncio.run(Store(d, StoreSection()).open(Twin('g', 'v')))\n"
+              "except StoreError as e:\n    print('StoreError:', e)\n")
+    result = subprocess.run(with_tmpfs(data, "size=64k", [sys.executable, "-c", script]), capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "StoreError:" in result.stdout and "Traceback" not in result.stderr, result.stdout + result.stderr

@@ -95,3 +95,23 @@ async def test_status_is_starting_then_ok_then_degraded() -> None:
     assert sup.units["slow"].document()["state"] == "backoff"
     assert 2.5 <= sup.units["slow"].document()["retry_in_s"] <= 5
     await sup.stop()
+
+
+async def test_a_unit_that_cannot_even_be_built_is_retried() -> None:
+    twin = Twin("gw", "hall")
+    sup = Supervisor(SupervisorSection(backoff_initial_s=0.01, backoff_max_s=0.02), twin)
+    builds = [0]
+
+    def factory() -> Unit:
+        builds[0] += 1
+        if builds[0] < 3:
+            raise ValueError("bad wiring")
+        return Steady()
+
+    sup.add("fragile", "driver", factory)
+    sup.start()
+    await asyncio.wait_for(sup.settled.wait(), 1)
+    await asyncio.sleep(0.2)
+    assert sup.units["fragile"].state == "running" and sup.units["fragile"].restarts == 2
+    assert "bad wiring" in (sup.units["fragile"].last_error or "")
+    await sup.stop()

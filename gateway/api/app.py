@@ -15,7 +15,7 @@ from gateway.api.openapi import document as openapi_document
 from gateway.config import parse_listen
 from gateway.store import StoreError
 from gateway.supervisor import Unit
-from gateway.twin import ChangesGone, UnknownAsset, VersionMismatch, change_document
+from gateway.twin import ChangesGone, TwinFrozen, change_document
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -42,11 +42,11 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def _version_header(value: str, name: str) -> int:
-    text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
-        raise json_error(web.HTTPBadRequest, "bad_request", f"{name} must be a version number, e.g. \"42\"")
-    return int(text)
+def _if_match(value: str, version: int) -> bool:
+    """RFC 9110 If-Match with strong comparison: `*`, or a list of tags one of which is the version
+    (quoted, or bare as CONTRACT.md writes it). A weak tag never matches."""
+    tags = [t.strip() for t in value.split(",")]
+    return "*" in tags or any(t.strip('"') == str(version) for t in tags if not t.startswith("W/"))
 
 
 @web.middleware
@@ -86,10 +86,9 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
     raw = request.query.get(name)
     if raw is None and default is not None:
         return default
-    try:
-        return int(raw) if raw is not None else int("")
-    except ValueError:
-        raise json_error(web.HTTPBadRequest, "bad_request", f"query parameter {name} must be an integer") from None
+    if raw is None or not raw.isdigit():
+        raise json_error(web.HTTPBadRequest, "bad_request", f"query parameter {name} must be a whole number")
+    return int(raw)
 
 
 @requires("viewer")
@@ -124,14 +123,17 @@ async def patch_desired(request: web.Request) -> web.Response:
         raise json_error(web.HTTPBadRequest, "bad_json", f"the body is not JSON: {exc}") from None
     if not isinstance(patch, dict):
         raise json_error(web.HTTPBadRequest, "bad_request", "the body must be a JSON object (a merge patch)")
+    found = gw.twin.get(asset_id)
+    if found is None:
+        raise json_error(web.HTTPNotFound, "not_found", f"no asset {asset_id!r}")
     if_match = request.headers.get("If-Match")
-    try:
-        changed = gw.twin.patch_desired(
-            asset_id, patch, _version_header(if_match, "If-Match") if if_match else None)
-    except UnknownAsset:
-        raise json_error(web.HTTPNotFound, "not_found", f"no asset {asset_id!r}") from None
-    except VersionMismatch as exc:
-        raise json_error(web.HTTPPreconditionFailed, "version_mismatch", str(exc), version=exc.current) from None
+    if if_match is not None and not _if_match(if_match, found.version):
+        raise json_error(web.HTTPPreconditionFailed, "version_mismatch", f"the asset is at version {found.version}",
+                         version=found.version)
+    try:  # no await since the checks above: nothing can have changed the asset in between
+        changed = gw.twin.patch_desired(asset_id, patch)
+    except TwinFrozen as exc:
+        raise json_error(web.HTTPServiceUnavailable, "store_unavailable", str(exc)) from None
     # Answer once the change is on disk: a 200 means it survives a power cut.
     try:
         await gw.store.flush(gw.twin)

@@ -28,9 +28,13 @@ class Tokens:
         return self._roles.get(_digest(token))
 
 
-def json_error(status: type[web.HTTPException], code: str, message: str, **extra: Any) -> web.HTTPException:
+INVALID_KEY: web.RequestKey[bool] = web.RequestKey("vg_token_invalid", bool)
+
+
+def json_error(status: type[web.HTTPException], code: str, message: str, headers: dict[str, str] | None = None,
+               **extra: Any) -> web.HTTPException:
     return status(text=orjson.dumps({"error": code, "message": message, **extra}).decode(),
-                  content_type="application/json")
+                  content_type="application/json", headers=headers)
 
 
 def requires(role: Role) -> Callable[[Handler], Handler]:
@@ -41,8 +45,12 @@ def requires(role: Role) -> Callable[[Handler], Handler]:
         async def checked(request: web.Request) -> web.StreamResponse:
             have: Role | None = request.get(ROLE_KEY)
             if have is None:
+                invalid = request.get(INVALID_KEY, False)
                 raise json_error(web.HTTPUnauthorized, "unauthorized",
-                                 "a bearer token is required (Authorization: Bearer TOKEN)")
+                                 "the bearer token is not valid" if invalid
+                                 else "a bearer token is required (Authorization: Bearer TOKEN)",
+                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"' if invalid
+                                          else 'Bearer realm="venue-gateway"'})
             if ROLES.index(have) < needed:
                 raise json_error(web.HTTPForbidden, "forbidden", f"this needs the {role} role; the token is {have}")
             return await handler(request)
@@ -59,11 +67,12 @@ def middleware(tokens: Tokens) -> Any:
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if header:
+        if header:  # a bad token is refused by the routes that need one; open routes ignore it
             role = tokens.role(token.strip()) if scheme.lower() == "bearer" else None
             if role is None:
-                raise json_error(web.HTTPUnauthorized, "unauthorized", "the bearer token is not valid")
-            request[ROLE_KEY] = role
+                request[INVALID_KEY] = True
+            else:
+                request[ROLE_KEY] = role
         return await handler(request)
 
     return authenticate

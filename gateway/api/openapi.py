@@ -26,6 +26,7 @@ _ASSET = {
     "type": "object",
     "required": ["kind", "zone", "reported", "desired", "version", "updated_at"],
     "properties": {
+        "id": {"type": "string", "description": "Present when one asset is answered on its own."},
         "kind": {"type": "string", "examples": ["amplifier", "zone", "spl_meter"]},
         "zone": {"type": ["string", "null"]},
         "owner": {"type": ["string", "null"], "description": "The driver that owns the asset."},
@@ -108,7 +109,8 @@ def document() -> dict[str, Any]:
                 "summary": "The whole twin", "security": viewer,
                 "parameters": [{"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}],
                 "responses": {"200": _response("Snapshot", _ref("Twin"), ETag="The twin version, quoted"),
-                              "304": _response("Unchanged since the ETag given"), "401": _ERROR, "403": _ERROR},
+                              "304": _response("Unchanged since the ETag given", ETag="The twin version, quoted"),
+                              "401": _ERROR, "403": _ERROR},
             }},
             "/api/v1/twin/changes": {"get": {
                 "summary": "Changes after version `since`, in version order", "security": viewer,
@@ -149,8 +151,10 @@ def document() -> dict[str, Any]:
                      "description": "The asset version the change is based on"},
                 ],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
-                "responses": {"200": _response("The asset after the change", _ref("Asset")),
+                "responses": {"200": _response("The asset after the change", _ref("Asset"),
+                                               ETag="The asset's new version, quoted"),
                               "400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR,
+                              "413": _response("The body is larger than api.max_body_kb", _ref("Error")),
                               "412": _response("If-Match does not match the asset's version", _ref("Error")),
                               "503": _response("In effect, but the store cannot write it yet (retried)",
                                                _ref("Error"))},
@@ -171,6 +175,6 @@ def document() -> dict[str, Any]:
             "schemas": {"Asset": _ASSET, "Change": _CHANGE, "Twin": _TWIN, "Health": _HEALTH, "UnitHealth": _UNIT,
                         "Error": {"type": "object", "required": ["error", "message"],
                                   "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}},
-            "responses": {"Error": _response("An error", _ref("Error"))},
+            "responses": {"Error": _response("An error; a 401 carries WWW-Authenticate: Bearer", _ref("Error"))},
         },
     }

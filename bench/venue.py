@@ -172,7 +172,7 @@ def report(before: Sample, after: Sample, mem: dict[str, int], rss_max_kb: int, 
     rate = (h1["readings_total"] - h0["readings_total"]) / seconds
     committed = (h1["store"]["committed_rows"] - h0["store"]["committed_rows"]) / seconds
     cpu = (after.cpu_s - before.cpu_s) / seconds
-    drv = h1["drivers"]["venue"]
+    drv = h1["drivers"]["venue"].get("detail", {})
     mb = 1 / 1024
     rows = [
         ["loop lag, daemon (health, last 1200 x 50 ms)", f"{lag['p50_ms']:.3f}", f"{lag['p99_ms']:.3f}",

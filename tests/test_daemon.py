@@ -180,3 +180,18 @@ def test_sigterm_while_a_driver_hangs_in_start_stops_in_time(daemon_factory: Any
     began = time.monotonic()
     assert d.terminate() == 0
     assert time.monotonic() - began < 5
+
+
+def test_a_taken_port_is_retried_and_said_plainly(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(extra="\n[supervisor]\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.1\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", d.port))
+        taken.listen()
+        d.start(wait=False)
+        time.sleep(1.5)
+        assert d.proc is not None and d.proc.poll() is None
+    d.wait_healthy()  # the port is free again: the API comes up by itself
+    log = d.log.read_text()
+    assert "service api not ready: cannot listen on 127.0.0.1:" in log and "address already in use" in log.lower()
+    assert "Traceback" not in log
+    d.terminate()

@@ -14,7 +14,7 @@ from gateway.api.auth import Tokens, json_error, middleware, requires
 from gateway.api.openapi import document as openapi_document
 from gateway.config import parse_listen
 from gateway.store import StoreError
-from gateway.supervisor import Unit
+from gateway.supervisor import NotReady, Unit
 from gateway.twin import ChangesGone, TwinFrozen, change_document
 
 if TYPE_CHECKING:
@@ -185,10 +185,10 @@ class ApiService(Unit):
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, host, port).start()
-        except OSError:
+        except OSError as exc:  # the port is taken or the address is not this box's: retried with backoff
             await self._runner.cleanup()
             self._runner = None
-            raise
+            raise NotReady(f"cannot listen on {self._gw.config.api.listen}: {exc.strerror or exc}") from None
         log.info("HTTP API listening on http://%s:%d%s", host if ":" not in host else f"[{host}]", port, BASE)
 
     async def stop(self) -> None:

@@ -4,8 +4,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the test suite uses: mount/unshare for a real read-only or full filesystem.
-TEST_PEERS := util-linux mount
+# Debian packages the test suite uses: mount/unshare for a real read-only or full filesystem, tshark as an
+# independent protocol dissector.
+TEST_PEERS := util-linux mount tshark
 
 .PHONY: run test lint unit bench peers clean
 

@@ -1,0 +1,38 @@
+"""tshark as an independent dissector: payloads written to a pcap as UDP on loopback, read back with -V."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+from tests.conftest import require
+
+LINKTYPE_RAW = 101  # the packet starts with its IPv4 header
+
+
+def _ipv4_udp(payload: bytes, src_port: int, dst_port: int) -> bytes:
+    udp = struct.pack(">HHHH", src_port, dst_port, 8 + len(payload), 0) + payload
+    header = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, bytes([127, 0, 0, 1]),
+                         bytes([127, 0, 0, 1]))
+    checksum = sum(struct.unpack(">10H", header))
+    checksum = (checksum & 0xFFFF) + (checksum >> 16)
+    header = header[:10] + struct.pack(">H", ~checksum & 0xFFFF) + header[12:]
+    return header + udp
+
+
+def dissect(tmp: Path, payloads: list[bytes], port: int, decode_as: str | None = None) -> str:
+    """tshark's verbose dissection of `payloads` sent to UDP `port`; fails the test on a malformed frame."""
+    require(shutil.which("tshark") is not None, "tshark (Debian package tshark)")
+    pcap = tmp / "capture.pcap"
+    with pcap.open("wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW))
+        for i, payload in enumerate(payloads):
+            frame = _ipv4_udp(payload, 40000, port)
+            out.write(struct.pack("<IIII", 1_700_000_000 + i, 0, len(frame), len(frame)) + frame)
+    cmd = ["tshark", "-r", str(pcap), "-V"] + (["-d", f"udp.port=={port},{decode_as}"] if decode_as else [])
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Malformed" not in result.stdout, result.stdout
+    return result.stdout

@@ -1,0 +1,1 @@
+"""Synchronised wristband effects over BLE advertising: the packet, the reference band."""

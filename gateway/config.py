@@ -126,6 +126,20 @@ class SupervisorSection:
         return []
 
 
+def _universes(numbers: list[int]) -> str | None:
+    bad = [n for n in numbers if not 0 <= n <= 32767]
+    if bad:
+        return f"universe {bad[0]} is out of range (allowed: 0 to 32767)"
+    return "universes must not repeat" if len(set(numbers)) != len(numbers) else None
+
+
+@dataclass(frozen=True)
+class DmxSection:
+    # The DMX universes of the box: their levels are twin assets `universe:N`, sent by the DMX outputs.
+    universes: list[int] = setting(factory=list, check=_universes)
+    frame_rate_hz: float = setting(40.0, min=1, max=44)  # 44 Hz is a full universe's limit on the DMX wire
+
+
 @dataclass(frozen=True)
 class LoopSection:
     lag_interval_ms: int = setting(50, min=5, max=10_000)
@@ -148,6 +162,7 @@ class Config:
     twin: TwinSection
     supervisor: SupervisorSection
     loop: LoopSection
+    dmx: DmxSection
     drivers: list[DriverConfig]
 
     @property
@@ -201,6 +216,7 @@ class _Sections:
     twin: TwinSection = field(default_factory=TwinSection)
     supervisor: SupervisorSection = field(default_factory=SupervisorSection)
     loop: LoopSection = field(default_factory=LoopSection)
+    dmx: DmxSection = field(default_factory=DmxSection)
     drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -217,7 +233,7 @@ def parse(path: Path, text: str) -> Config:
     if sections is None or problems:
         raise ConfigError(path, problems)
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
-                  sections.loop, [d for d in drivers if d is not None])
+                  sections.loop, sections.dmx, [d for d in drivers if d is not None])
 
 
 def load(path: str | os.PathLike[str]) -> Config:

@@ -17,6 +17,7 @@ from gateway import registry
 from gateway.api.app import ApiService
 from gateway.api.auth import Tokens
 from gateway.config import Config, DriverConfig
+from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.looplag import LoopLag
 from gateway.metrics import build_registry
@@ -38,6 +39,8 @@ class Gateway:
         self.twin = Twin(config.gateway.id, config.gateway.venue, change_log=config.twin.change_log)
         self.store = Store(data_dir or config.data_dir, config.store)
         self.ingest = Ingest(self.twin, self.store)
+        self.dmx = DmxUniverses(self.twin, config.dmx.universes)
+        self.frames = FrameClock(config.dmx.frame_rate_hz)
         self.supervisor = Supervisor(config.supervisor, self.twin)
         self.metrics = build_registry(self)
         self.loop_lag = LoopLag(self.metrics, config.loop.lag_interval_ms / 1000)
@@ -71,6 +74,9 @@ class Gateway:
                 "wal_bytes": s.wal_bytes, "disk_free_bytes": s.disk_free_bytes,
             },
             "loop_lag": self.loop_lag.summary(),
+            "dmx": {"universes": list(self.dmx.universes), "frame_rate_hz": self.config.dmx.frame_rate_hz,
+                    "frames": self.frames.frame, "skipped_frames": self.frames.skipped,
+                    "frame_lateness": self.frames.jitter()},
             "readings_total": self.ingest.readings_total,
         }
 
@@ -78,7 +84,7 @@ class Gateway:
         cls = registry.find(dc.type)
 
         def make() -> Unit:
-            return cls(DriverContext(dc.name, self.twin, self.ingest), dc.options)
+            return cls(DriverContext(dc.name, self.twin, self.ingest, self.dmx, self.frames), dc.options)
 
         return make
 
@@ -96,6 +102,10 @@ class Gateway:
         self._store_task = asyncio.get_running_loop().create_task(self.store.run(self.twin), name="store-flush")
         self._spawn(self.loop_lag.run(), "loop-lag")
         self._spawn(self.notifier.watchdog(), "watchdog")
+        if self.dmx.universes:
+            self.dmx.declare()
+            self._spawn(self.dmx.report(), "dmx-report")
+            self._spawn(self.frames.run(), "frame-clock")
         self.supervisor.start()
         try:
             # Ready once every unit has started or failed once (the API listens before systemd is told),

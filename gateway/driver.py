@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+from gateway.dmx import DmxUniverses, FrameClock
 from gateway.readings import Ingest, Reading
 from gateway.supervisor import NotReady, Unit
 from gateway.twin import Twin, TwinFrozen
@@ -31,9 +32,11 @@ class NoOptions:
 class DriverContext:
     """What a driver may do to the rest of the box: declare assets, publish readings, report state."""
 
-    def __init__(self, name: str, twin: Twin, ingest: Ingest) -> None:
+    def __init__(self, name: str, twin: Twin, ingest: Ingest, dmx: DmxUniverses, frames: FrameClock) -> None:
         self.name = name
         self.log = logging.getLogger(f"drivers.{name}")
+        self.dmx = dmx  # the universes' levels, for DMX outputs
+        self.frames = frames  # subscribe to send one frame per tick
         self._twin = twin
         self._ingest = ingest
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -28,10 +29,14 @@ class LoopLag:
 
     def summary(self) -> dict[str, float]:
         """p50, p99 and max over the recent window, in milliseconds."""
-        if not self._recent:
-            return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "samples": 0}
-        ordered = sorted(self._recent)
-        n = len(ordered)
-        p99 = ordered[min(n - 1, n * 99 // 100)]
-        return {"p50_ms": round(ordered[n // 2] * 1000, 3), "p99_ms": round(p99 * 1000, 3),
-                "max_ms": round(ordered[-1] * 1000, 3), "samples": n}
+        return summarize(self._recent)
+
+
+def summarize(seconds: Iterable[float]) -> dict[str, float]:
+    """p50, p99 and max of durations given in seconds, in milliseconds, with the sample count."""
+    ordered = sorted(seconds)
+    n = len(ordered)
+    if not n:
+        return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "samples": 0}
+    return {"p50_ms": round(ordered[n // 2] * 1000, 3), "p99_ms": round(ordered[min(n - 1, n * 99 // 100)] * 1000, 3),
+            "max_ms": round(ordered[-1] * 1000, 3), "samples": n}

@@ -32,9 +32,13 @@ def setting(
     min: float | None = None,
     max: float | None = None,
     check: Callable[[Any], str | None] | None = None,
+    factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field with bounds and an optional check returning an error message (or None)."""
-    return dataclasses.field(default=default, metadata={"min": min, "max": max, "check": check})
+    meta = {"min": min, "max": max, "check": check}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def _join(path: str, key: str | int) -> str:

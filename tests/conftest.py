@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ("tests.ola",)  # the `ola` fixture
+
 ROOT = Path(__file__).resolve().parent.parent
 VIEWER, OPERATOR, ADMIN = "demo-viewer-token", "demo-operator-token", "demo-admin-token"
 

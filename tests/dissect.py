@@ -31,8 +31,13 @@ def dissect(tmp: Path, payloads: list[bytes], port: int, decode_as: str | None =
         for i, payload in enumerate(payloads):
             frame = _ipv4_udp(payload, 40000, port)
             out.write(struct.pack("<IIII", 1_700_000_000 + i, 0, len(frame), len(frame)) + frame)
-    cmd = ["tshark", "-r", str(pcap), "-V"] + (["-d", f"udp.port=={port},{decode_as}"] if decode_as else [])
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return read(pcap, ["-d", f"udp.port=={port},{decode_as}"] if decode_as else [])
+
+
+def read(pcap: Path, options: list[str] | None = None) -> str:
+    """tshark's verbose dissection of a capture file; fails the test on a malformed frame."""
+    result = subprocess.run(["tshark", "-r", str(pcap), "-V", *(options or [])], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stderr
     assert "Malformed" not in result.stdout, result.stdout
     return result.stdout

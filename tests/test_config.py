@@ -46,7 +46,8 @@ def test_unknown_keys_are_errors_naming_what_is_allowed() -> None:
     lines = problems(BASE + "\n[store]\nmax_mbb = 10\n[stor]\n")
     assert "/etc/vg.toml: store.max_mbb: unknown key (allowed: flush_interval_ms, max_mb, max_pending_rows, " \
            "synchronous, telemetry_retention_hours, twin_flush_interval_ms)" in lines
-    assert any(line.startswith("/etc/vg.toml: stor: unknown key (allowed: api, drivers, gateway,") for line in lines)
+    assert any(line.startswith("/etc/vg.toml: stor: unknown key (allowed: api, dmx, drivers, gateway,")
+               for line in lines)
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -119,7 +120,7 @@ type = "teleporter"
         "drivers.venue.zones[0].capacity: must be an integer (got 'lots')",
         "drivers.venue.faults[1].kind: 'melt' is not allowed (allowed: fan_stall, driver_open",
         "drivers.venue.colour: unknown key (allowed: channels_per_rack, circuits, faults,",
-        "drivers.other.type: unknown driver type 'teleporter' (allowed: sim, or module.path:ClassName)",
+        "drivers.other.type: unknown driver type 'teleporter' (allowed: artnet, sacn, sim, or module.path:ClassName)",
     ]:
         assert any(fragment in line for line in lines), (fragment, lines)
 

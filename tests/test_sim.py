@@ -10,6 +10,7 @@ import numpy as np
 from drivers.sim.driver import SimOptions, SimVenueDriver
 from drivers.sim.show import Show
 from drivers.sim.venue import Fault, VenueLayout, VirtualVenue, Zone, random_faults
+from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.readings import Reading
 from gateway.twin import Twin
@@ -105,7 +106,8 @@ class Recorder:
 
 async def test_amplifiers_take_desired_state_and_report_it_back() -> None:
     twin = Twin("gw", "hall")
-    driver = SimVenueDriver(DriverContext("venue", twin, Recorder()), SimOptions(zones=[], racks=1))  # type: ignore[arg-type]
+    ctx = DriverContext("venue", twin, Recorder(), DmxUniverses(twin, []), FrameClock(40))  # type: ignore[arg-type]
+    driver = SimVenueDriver(ctx, SimOptions(zones=[], racks=1))
     await driver.start()
     assert twin.get("amp:r01.1") is not None and twin.get("show") is not None
     await driver.apply_desired("amp:r01.1", {"enabled": False, "gain_db": -6})

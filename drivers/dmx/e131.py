@@ -1,0 +1,151 @@
+"""The `sacn` driver: sACN (ANSI E1.31-2018) output of the box's DMX universes, one frame per clock tick.
+(The module is named for the standard so as not to shadow the `sacn` package.)
+
+Packets are built by the `sacn` package's E1.31 codec (its own sender runs a thread per socket, so only its
+packet classes are used); the transport, scheduling and the stream-terminated goodbye are ours. Multicast to
+239.255.hi.lo or unicast; a stable CID per box and driver; universe synchronisation when `sync_universe` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sacn.messages.data_packet import DataPacket
+from sacn.messages.sync_packet import SyncPacket
+
+from gateway.driver import Driver, DriverContext, NotReady
+from gateway.schema import Problem, setting
+
+PORT = 5568
+TERMINATION_COPIES = 3  # E1.31 6.2.6: three packets with Stream_Terminated set end a stream
+
+
+def multicast_group(universe: int) -> str:
+    return f"239.255.{universe >> 8}.{universe & 0xFF}"
+
+
+@dataclass(frozen=True)
+class SacnOptions:
+    universes: list[int] = field(default_factory=list)  # empty: every universe of [dmx]
+    multicast: bool = True
+    targets: list[str] = field(default_factory=list)  # unicast receivers' IPv4 addresses
+    priority: int = setting(100, min=0, max=200)
+    source_name: str = "venue-gateway"
+    sync_universe: int = setting(0, min=0, max=63999)  # 0: no synchronisation
+    keepalive_s: float = setting(1.0, min=0.1, max=2.5)  # E1.31 receivers time a source out after 2.5 s
+    bind: str = "0.0.0.0"
+    ttl: int = setting(8, min=1, max=255)
+
+    def problems(self) -> list[Problem]:
+        out = []
+        for i, target in enumerate(self.targets):
+            try:
+                ipaddress.IPv4Address(target)
+            except ValueError:
+                out.append(Problem(f"targets[{i}]", f"{target!r} is not an IPv4 address"))
+        if not self.multicast and not self.targets:
+            out.append(Problem("targets", "with multicast = false, at least one unicast target is needed"))
+        return out
+
+
+class SacnOutput(Driver[SacnOptions]):
+    Options = SacnOptions
+
+    def __init__(self, ctx: DriverContext, options: SacnOptions) -> None:
+        super().__init__(ctx, options)
+        self.universes = options.universes or list(ctx.dmx.universes)
+        # Stable across restarts of this box and driver, different between boxes: receivers track sources by CID.
+        self.cid = tuple(uuid.uuid5(uuid.NAMESPACE_DNS, f"{ctx.name}.{socket.gethostname()}.venue-gateway").bytes)
+        self.sent = self.syncs = 0
+        self._sock: socket.socket | None = None
+        self._sequence: dict[int, int] = {}
+        self._sync_sequence = 0
+        self._last: dict[int, tuple[int, float]] = {}
+        self._undo_frames: Any = None
+
+    async def start(self) -> None:
+        for u in self.universes:
+            self.ctx.dmx.get(u)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind((self.options.bind, 0))
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.options.ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            if self.options.bind != "0.0.0.0":
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.options.bind))
+        except OSError as exc:
+            raise NotReady(f"cannot open sACN on {self.options.bind}: {exc.strerror or exc}") from None
+        self._sock = sock
+
+    def attach(self) -> None:
+        super().attach()
+        self._undo_frames = self.ctx.frames.subscribe(self.frame)
+
+    def detach(self) -> None:
+        if self._undo_frames is not None:
+            self._undo_frames()
+        super().detach()
+
+    async def run(self) -> None:
+        await asyncio.Future()
+
+    async def stop(self) -> None:
+        """Say goodbye: receivers drop this source at once instead of holding its last look for 2.5 s."""
+        if self._sock is None:
+            return
+        for u in self.universes:
+            for _ in range(TERMINATION_COPIES):
+                self._send_data(u, terminated=True)
+        self._sock.close()
+        self._sock = None
+
+    def _destinations(self, universe: int) -> list[str]:
+        return ([multicast_group(universe)] if self.options.multicast else []) + list(self.options.targets)
+
+    def _send(self, payload: bytes, destinations: list[str]) -> None:
+        assert self._sock is not None
+        for host in destinations:
+            try:
+                self._sock.sendto(payload, (host, PORT))
+            except (BlockingIOError, OSError):  # a full buffer drops this frame's copy; the next one follows
+                continue
+            self.sent += 1
+
+    def _send_data(self, universe: int, terminated: bool = False) -> None:
+        sequence = self._sequence[universe] = (self._sequence.get(universe, -1) + 1) % 256
+        levels = self.ctx.dmx.universes[universe].levels
+        packet = DataPacket(self.cid, self.options.source_name, universe, tuple(levels), self.options.priority,
+                            sequence, streamTerminated=terminated, sync_universe=self.options.sync_universe)
+        self._send(bytes(packet.getBytes()), self._destinations(universe))
+
+    def frame(self, number: int) -> None:
+        if self._sock is None:
+            return
+        now = time.monotonic()
+        any_sent = False
+        for u in self.universes:
+            changes = self.ctx.dmx.universes[u].changes
+            last_changes, sent_at = self._last.get(u, (-1, 0.0))
+            if changes == last_changes and now - sent_at < self.options.keepalive_s:
+                continue
+            self._send_data(u)
+            self._last[u] = (changes, now)
+            any_sent = True
+        if any_sent and self.options.sync_universe:
+            self._sync_sequence = (self._sync_sequence + 1) % 256
+            packet = SyncPacket(self.cid, self.options.sync_universe, self._sync_sequence)
+            sync_to = ([multicast_group(self.options.sync_universe)] if self.options.multicast else []) \
+                + list(self.options.targets)
+            self._send(bytes(packet.getBytes()), sync_to)
+            self.syncs += 1
+
+    def health(self) -> dict[str, Any]:
+        return {"universes": self.universes, "packets_sent": self.sent, "syncs_sent": self.syncs,
+                "cid": str(uuid.UUID(bytes=bytes(self.cid)))}

@@ -1,0 +1,152 @@
+"""DMX universes and the frame clock. The levels of every universe live here, set by desired state (and,
+later, OSC and the show engine); the frame clock hands them to every DMX output at one rate, on time.
+
+Each universe is a twin asset `universe:N`: desired `{"levels": {"CHANNEL": VALUE, ...}}` (a merge patch of
+1-based channels) or `{"levels": [v1, v2, ...]}` sets levels; reported `levels` follows, a few times a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from gateway.looplag import summarize
+from gateway.twin import Twin, TwinFrozen
+
+log = logging.getLogger(__name__)
+
+OWNER = "dmx"
+CHANNELS = 512
+REPORT_EVERY_S = 0.25  # reported levels in the twin: fresh enough for a person, cheap for the store
+
+FrameHandler = Callable[[int], None]
+
+
+class Universe:
+    __slots__ = ("changes", "levels", "number")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.levels = bytearray(CHANNELS)
+        self.changes = 0  # grows on every change: outputs compare it with what they last sent
+
+
+class DmxUniverses:
+    def __init__(self, twin: Twin, numbers: Iterable[int]) -> None:
+        self._twin = twin
+        self.universes = {n: Universe(n) for n in sorted(set(numbers))}
+        self._reported: dict[int, int] = {}
+
+    def __contains__(self, number: int) -> bool:
+        return number in self.universes
+
+    def get(self, number: int) -> Universe:
+        try:
+            return self.universes[number]
+        except KeyError:
+            raise KeyError(f"universe {number} is not configured (allowed: "
+                           f"{', '.join(map(str, self.universes)) or 'none'})") from None
+
+    def set_channel(self, number: int, channel: int, value: int) -> None:
+        """Channel 1..512 to 0..255 (values are clamped)."""
+        if not 1 <= channel <= CHANNELS:
+            raise ValueError(f"channel {channel} is out of range (allowed: 1 to {CHANNELS})")
+        universe = self.get(number)
+        level = max(0, min(255, int(value)))
+        if universe.levels[channel - 1] != level:
+            universe.levels[channel - 1] = level
+            universe.changes += 1
+
+    def apply(self, number: int, levels: Mapping[str, Any] | list[Any]) -> None:
+        """Levels from desired state: a list from channel 1, or {"channel": value}."""
+        items = enumerate(levels, 1) if isinstance(levels, list) else ((int(k), v) for k, v in levels.items())
+        for channel, value in items:
+            if value is not None:
+                self.set_channel(number, channel, value)
+
+    # -- the twin's side -------------------------------------------------------------------------------
+    def declare(self) -> Callable[[], None]:
+        """Make every universe a twin asset and take its desired state; returns the undo."""
+        for n in self.universes:
+            with contextlib.suppress(TwinFrozen):
+                self._twin.declare(f"universe:{n}", "dmx_universe", None, OWNER)
+            asset = self._twin.get(f"universe:{n}")
+            if asset is not None and asset.desired:
+                self._desired(asset.id, asset.desired)
+        return self._twin.on_desired(OWNER, self._desired)
+
+    def _desired(self, asset_id: str, desired: Mapping[str, Any]) -> None:
+        number = int(asset_id.partition(":")[2])
+        levels = desired.get("levels", {})
+        try:
+            if not isinstance(levels, dict | list):
+                raise ValueError("levels must be a list or an object of channel: value")
+            self.apply(number, levels)
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("desired levels of %s refused: %s", asset_id, exc)
+            with contextlib.suppress(TwinFrozen):
+                self._twin.report(asset_id, {"desired_error": str(exc)})
+
+    async def report(self) -> None:
+        """Report changed levels into the twin a few times a second, until cancelled."""
+        while True:
+            for n, universe in self.universes.items():
+                if self._reported.get(n) != universe.changes:
+                    self._reported[n] = universe.changes
+                    with contextlib.suppress(TwinFrozen):
+                        self._twin.report(f"universe:{n}", {"levels": list(universe.levels)})
+            await asyncio.sleep(REPORT_EVERY_S)
+
+
+class FrameClock:
+    """Calls every subscriber once per frame at `rate_hz`, from `loop.call_at` on monotonic time.
+
+    A late frame is sent at once and the next one keeps its slot; frames are never sent in a burst to catch
+    up. How late each frame fired is kept for health and metrics (jitter)."""
+
+    def __init__(self, rate_hz: float) -> None:
+        self.period = 1.0 / rate_hz
+        self.frame = 0
+        self.skipped = 0
+        self._handlers: list[FrameHandler] = []
+        self.lateness: deque[float] = deque(maxlen=2400)
+
+    def subscribe(self, handler: FrameHandler) -> Callable[[], None]:
+        self._handlers.append(handler)
+        return lambda: self._handlers.remove(handler) if handler in self._handlers else None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        handle: asyncio.TimerHandle
+
+        def tick(due: float) -> None:
+            nonlocal handle
+            now = loop.time()
+            self.lateness.append(now - due)
+            self.frame += 1
+            for handler in list(self._handlers):
+                try:
+                    handler(self.frame)
+                except Exception:  # one output's bug must not stop the others' frames
+                    log.exception("frame handler failed")
+            slot = due + self.period
+            if slot <= now:  # behind by a whole frame: skip to the next slot in the future
+                missed = int((now - slot) / self.period) + 1
+                self.skipped += missed
+                slot += missed * self.period
+            handle = loop.call_at(slot, tick, slot)
+
+        handle = loop.call_at(start + self.period, tick, start + self.period)
+        try:
+            await asyncio.Future()
+        finally:
+            handle.cancel()  # a cancelled clock stops ticking
+
+    def jitter(self) -> dict[str, float]:
+        """How late frames fired over the recent window (p50, p99, max in ms)."""
+        return summarize(self.lateness)

@@ -1,0 +1,81 @@
+"""DMX out, end to end: desired levels over HTTP -> the daemon's frame clock -> Art-Net and sACN on the wire ->
+OLA reports the levels; tshark dissects every packet sent; sACN says goodbye on shutdown."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ADMIN, Daemon, require
+from tests.dissect import read
+from tests.ola import Ola
+
+DMX = """
+[dmx]
+universes = [1, 2]
+frame_rate_hz = 40
+
+[drivers.artnet]
+type = "artnet"
+universes = [1]
+targets = ["127.0.0.1"]
+sync = true
+
+[drivers.sacn]
+type = "sacn"
+universes = [2]
+multicast = false
+targets = ["127.0.0.1"]
+source_name = "venue-gateway test"
+"""
+
+
+def wait_for(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_levels_reach_ola_over_artnet_and_sacn(ola: Ola, daemon_factory: Any, tmp_path: Path) -> None:
+    require(shutil.which("tshark") is not None, "tshark (Debian package tshark)")
+    ola.patch_input("ArtNet", 1)  # OLA's Art-Net input on OLA universe 1 listens to Port-Address 0:0:1
+    ola.patch_input("E1.31", 2)  # and its E1.31 input to sACN universe 2
+    capture = tmp_path / "dmx.pcap"
+    tshark = subprocess.Popen(["tshark", "-i", "lo", "-f", "udp port 6454 or udp port 5568", "-w", str(capture)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tshark.stderr is not None
+        while "Capturing on" not in tshark.stderr.readline():
+            assert tshark.poll() is None
+        d: Daemon = daemon_factory(extra=DMX).start()
+        status, _, body = d.request("PATCH", "/api/v1/twin/assets/universe:1/desired", ADMIN,
+                                    {"levels": {"1": 255, "2": 128, "512": 7}})
+        assert status == 200, body
+        status, _, body = d.request("PATCH", "/api/v1/twin/assets/universe:2/desired", ADMIN, {"levels": [1, 2, 3]})
+        assert status == 200, body
+        wait_for(lambda: ola.dmx(1)[:2] == [255, 128] and ola.dmx(1)[511] == 7)
+        wait_for(lambda: ola.dmx(2)[:3] == [1, 2, 3])
+        wait_for(lambda: d.get("/api/v1/twin/assets/universe:1")["reported"]["levels"][:2] == [255, 128])
+        time.sleep(2.5)  # unchanged universes are kept alive about once a second
+        health = d.get("/api/v1/health", token=None)
+        assert health["drivers"]["artnet"]["state"] == "running"
+        assert health["dmx"]["frames"] > 80
+        assert d.terminate() == 0
+    finally:
+        time.sleep(0.5)  # let the capture take the last packets before it stops
+        tshark.send_signal(signal.SIGINT)
+        tshark.wait(10)
+    text = read(capture, ["--enable-heuristic", "acn", "-o", "acn.dmx_enable:TRUE"])
+    artdmx = text.count("OpCode: ArtDMX")
+    assert 3 <= artdmx <= 40 * 6, artdmx  # never a frame rate's worth when nothing changes
+    assert text.count("OpCode: ArtSync") >= 3
+    assert text.count("PDU: Streaming DMX, Universe: 2, Priority: 100") >= 3
+    # The goodbye: three stream-terminated packets, as E1.31 asks, and nothing after them. (OLA's HTTP view keeps
+    # showing an input universe's last levels after its source left, so the wire is where this is checked.)
+    assert text.count("Stream Terminated: True") == 3
+    assert "Stream Terminated: False" not in text[text.index("Stream Terminated: True"):]

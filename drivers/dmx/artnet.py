@@ -1,9 +1,8 @@
 """The `artnet` driver: Art-Net 4 output of the box's DMX universes, one frame per tick of the frame clock.
 
-ArtDmx goes unicast to the configured targets and to the nodes that ArtPoll discovery found subscribing to
-each universe; broadcast only where the configuration asks for it. Unchanged universes are sent again about
-once a second (keep-alive), never faster than the frame rate; ArtSync follows each frame when asked for.
-The gateway's universe N is Art-Net Port-Address N (universe 1 is 0:0:1).
+ArtDmx goes unicast to the configured targets; broadcast only where the configuration asks for it. Unchanged
+universes are sent again about once a second (keep-alive), never faster than the frame rate; ArtSync follows
+each frame when asked for. The gateway's universe N is Art-Net Port-Address N (universe 1 is 0:0:1).
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.dmx.artnet_codec import PORT, ArtDmx, ArtNetError, ArtPoll, ArtPollReply, ArtSync, decode
+from drivers.dmx.artnet_codec import PORT, ArtDmx, ArtNetError, ArtSync, decode
 from gateway.driver import Driver, DriverContext, NotReady
 from gateway.schema import Problem, setting
-
-NODE_TIMEOUT_S = 10.0  # a node that stopped answering polls gets no more unicast
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -33,8 +30,6 @@ class ArtNetOptions:
     targets: list[str] = field(default_factory=list)  # "ip" or "ip:port", each takes every universe
     broadcast: str | None = None  # e.g. "2.255.255.255": only when set
     bind: str = "0.0.0.0"
-    discovery: bool = False  # ArtPoll every poll_interval_s; needs UDP port 6454 on `bind`
-    poll_interval_s: float = setting(3.0, min=1, max=60)
     sync: bool = False  # ArtSync after every frame, so nodes change all their universes together
     keepalive_s: float = setting(1.0, min=0.1, max=4)
 
@@ -66,21 +61,15 @@ class _Socket(asyncio.DatagramProtocol):
         self.driver.send_errors += 1
 
 
-@dataclass
-class _Node:
-    reply: ArtPollReply
-    seen: float
-    universes: set[int] = field(default_factory=set)
-
-
 class ArtNetOutput(Driver[ArtNetOptions]):
     Options = ArtNetOptions
 
     def __init__(self, ctx: DriverContext, options: ArtNetOptions) -> None:
         super().__init__(ctx, options)
         self.universes = options.universes or list(ctx.dmx.universes)
-        self.targets = [_address(t) for t in options.targets]
-        self.nodes: dict[str, _Node] = {}
+        self.destinations = [_address(t) for t in options.targets]
+        if options.broadcast:
+            self.destinations.append((options.broadcast, PORT))
         self.sent = self.syncs = self.malformed = self.send_errors = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._last: dict[int, tuple[int, float]] = {}  # universe -> (changes sent, when)
@@ -93,8 +82,8 @@ class ArtNetOutput(Driver[ArtNetOptions]):
         loop = asyncio.get_running_loop()
         try:
             self._transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Socket(self), local_addr=(self.options.bind, PORT if self.options.discovery else 0),
-                allow_broadcast=self.options.broadcast is not None or self.options.discovery)
+                lambda: _Socket(self), local_addr=(self.options.bind, 0),
+                allow_broadcast=self.options.broadcast is not None)
         except OSError as exc:
             raise NotReady(f"cannot open Art-Net on {self.options.bind}: {exc.strerror or exc}") from None
 
@@ -112,38 +101,14 @@ class ArtNetOutput(Driver[ArtNetOptions]):
             self._transport.close()
 
     async def run(self) -> None:
-        if not self.options.discovery:
-            await asyncio.Future()
-        poll = ArtPoll().encode()
-        broadcast = self.options.broadcast or "255.255.255.255"
-        while True:
-            assert self._transport is not None
-            self._transport.sendto(poll, (broadcast, PORT))
-            now = time.monotonic()
-            for ip in [ip for ip, node in self.nodes.items() if now - node.seen > NODE_TIMEOUT_S]:
-                del self.nodes[ip]
-                self.ctx.log.info("Art-Net node %s stopped answering", ip)
-            await asyncio.sleep(self.options.poll_interval_s)
+        await asyncio.Future()  # the frames are sent from the frame clock
 
     def received(self, data: bytes, ip: str) -> None:
+        """Whatever comes back to the sending port is only counted (malformed or not): nothing is expected."""
         try:
-            packet = decode(data)
+            decode(data)
         except ArtNetError:
             self.malformed += 1
-            return
-        if isinstance(packet, ArtPollReply):
-            ports = packet.output_universes() & set(self.universes)
-            if ip not in self.nodes:
-                self.ctx.log.info("Art-Net node %s (%s) takes universes %s", ip, packet.short_name,
-                                  sorted(ports) or "none of ours")
-            self.nodes[ip] = _Node(packet, time.monotonic(), ports)
-
-    def _destinations(self, universe: int) -> list[tuple[str, int]]:
-        out = list(self.targets)
-        out += [(ip, PORT) for ip, node in self.nodes.items() if universe in node.universes]
-        if self.options.broadcast:
-            out.append((self.options.broadcast, PORT))
-        return out
 
     def frame(self, number: int) -> None:
         """Send what changed since the last frame, and keep-alives; then ArtSync if asked for."""
@@ -159,7 +124,7 @@ class ArtNetOutput(Driver[ArtNetOptions]):
                 continue
             sequence = self._sequence[u] = self._sequence.get(u, 0) % 255 + 1
             payload = ArtDmx(u, bytes(universe.levels), sequence).encode()
-            for destination in self._destinations(u):
+            for destination in self.destinations:
                 transport.sendto(payload, destination)
                 synced.add(destination)
                 self.sent += 1
@@ -172,5 +137,4 @@ class ArtNetOutput(Driver[ArtNetOptions]):
 
     def health(self) -> dict[str, Any]:
         return {"universes": self.universes, "packets_sent": self.sent, "syncs_sent": self.syncs,
-                "nodes": {ip: sorted(n.universes) for ip, n in self.nodes.items()},
                 "malformed_received": self.malformed, "send_errors": self.send_errors}

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.dmx.artnet_codec import PORT, ArtDmx, ArtNetError, ArtSync, decode
-from gateway.driver import Driver, DriverContext, NotReady
+from drivers.dmx.output import DmxOutput
+from gateway.driver import DriverContext, NotReady
 from gateway.schema import Problem, setting
 
 
@@ -61,24 +61,20 @@ class _Socket(asyncio.DatagramProtocol):
         self.driver.send_errors += 1
 
 
-class ArtNetOutput(Driver[ArtNetOptions]):
+class ArtNetOutput(DmxOutput[ArtNetOptions]):
     Options = ArtNetOptions
 
     def __init__(self, ctx: DriverContext, options: ArtNetOptions) -> None:
         super().__init__(ctx, options)
-        self.universes = options.universes or list(ctx.dmx.universes)
         self.destinations = [_address(t) for t in options.targets]
         if options.broadcast:
             self.destinations.append((options.broadcast, PORT))
-        self.sent = self.syncs = self.malformed = self.send_errors = 0
+        self.syncs = self.malformed = self.send_errors = 0
         self._transport: asyncio.DatagramTransport | None = None
-        self._last: dict[int, tuple[int, float]] = {}  # universe -> (changes sent, when)
         self._sequence: dict[int, int] = {}
-        self._undo_frames: Any = None
 
     async def start(self) -> None:
-        for u in self.universes:
-            self.ctx.dmx.get(u)  # a universe missing from [dmx] is a configuration error, said plainly
+        self.check_universes()
         loop = asyncio.get_running_loop()
         try:
             self._transport, _ = await loop.create_datagram_endpoint(
@@ -87,21 +83,10 @@ class ArtNetOutput(Driver[ArtNetOptions]):
         except OSError as exc:
             raise NotReady(f"cannot open Art-Net on {self.options.bind}: {exc.strerror or exc}") from None
 
-    def attach(self) -> None:
-        super().attach()
-        self._undo_frames = self.ctx.frames.subscribe(self.frame)
-
-    def detach(self) -> None:
-        if self._undo_frames is not None:
-            self._undo_frames()
-        super().detach()
-
     async def stop(self) -> None:
         if self._transport is not None:
             self._transport.close()
-
-    async def run(self) -> None:
-        await asyncio.Future()  # the frames are sent from the frame clock
+            self._transport = None
 
     def received(self, data: bytes, ip: str) -> None:
         """Whatever comes back to the sending port is only counted (malformed or not): nothing is expected."""
@@ -110,29 +95,22 @@ class ArtNetOutput(Driver[ArtNetOptions]):
         except ArtNetError:
             self.malformed += 1
 
-    def frame(self, number: int) -> None:
-        """Send what changed since the last frame, and keep-alives; then ArtSync if asked for."""
-        transport = self._transport
-        if transport is None:
-            return
-        now = time.monotonic()
-        synced: set[tuple[str, int]] = set()
-        for u in self.universes:
-            universe = self.ctx.dmx.universes[u]
-            changes, sent_at = self._last.get(u, (-1, 0.0))
-            if changes == universe.changes and now - sent_at < self.options.keepalive_s:
-                continue
-            sequence = self._sequence[u] = self._sequence.get(u, 0) % 255 + 1
-            payload = ArtDmx(u, bytes(universe.levels), sequence).encode()
-            for destination in self.destinations:
-                transport.sendto(payload, destination)
-                synced.add(destination)
-                self.sent += 1
-            self._last[u] = (universe.changes, now)
-        if self.options.sync and synced:
+    def send(self, universe: int, levels: bytes) -> bool:
+        if self._transport is None:
+            return False
+        sequence = self._sequence[universe] = self._sequence.get(universe, 0) % 255 + 1
+        payload = ArtDmx(universe, levels, sequence).encode()
+        for destination in self.destinations:
+            self._transport.sendto(payload, destination)
+            self.sent += 1
+        return True
+
+    def frame_sent(self) -> None:
+        """ArtSync after the frame, so nodes change all their universes together."""
+        if self.options.sync and self._transport is not None:
             sync = ArtSync().encode()
-            for destination in synced:
-                transport.sendto(sync, destination)
+            for destination in self.destinations:
+                self._transport.sendto(sync, destination)
             self.syncs += 1
 
     def health(self) -> dict[str, Any]:

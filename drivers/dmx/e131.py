@@ -8,10 +8,8 @@ packet classes are used); the transport, scheduling and the stream-terminated go
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +17,8 @@ from typing import Any
 from sacn.messages.data_packet import DataPacket
 from sacn.messages.sync_packet import SyncPacket
 
-from gateway.driver import Driver, DriverContext, NotReady
+from drivers.dmx.output import DmxOutput
+from gateway.driver import DriverContext, NotReady
 from gateway.schema import Problem, setting
 
 PORT = 5568
@@ -54,24 +53,20 @@ class SacnOptions:
         return out
 
 
-class SacnOutput(Driver[SacnOptions]):
+class SacnOutput(DmxOutput[SacnOptions]):
     Options = SacnOptions
 
     def __init__(self, ctx: DriverContext, options: SacnOptions) -> None:
         super().__init__(ctx, options)
-        self.universes = options.universes or list(ctx.dmx.universes)
         # Stable across restarts of this box and driver, different between boxes: receivers track sources by CID.
         self.cid = tuple(uuid.uuid5(uuid.NAMESPACE_DNS, f"{ctx.name}.{socket.gethostname()}.venue-gateway").bytes)
-        self.sent = self.syncs = 0
+        self.syncs = 0
         self._sock: socket.socket | None = None
         self._sequence: dict[int, int] = {}
         self._sync_sequence = 0
-        self._last: dict[int, tuple[int, float]] = {}
-        self._undo_frames: Any = None
 
     async def start(self) -> None:
-        for u in self.universes:
-            self.ctx.dmx.get(u)
+        self.check_universes()
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setblocking(False)
@@ -84,25 +79,13 @@ class SacnOutput(Driver[SacnOptions]):
             raise NotReady(f"cannot open sACN on {self.options.bind}: {exc.strerror or exc}") from None
         self._sock = sock
 
-    def attach(self) -> None:
-        super().attach()
-        self._undo_frames = self.ctx.frames.subscribe(self.frame)
-
-    def detach(self) -> None:
-        if self._undo_frames is not None:
-            self._undo_frames()
-        super().detach()
-
-    async def run(self) -> None:
-        await asyncio.Future()
-
     async def stop(self) -> None:
         """Say goodbye: receivers drop this source at once instead of holding its last look for 2.5 s."""
         if self._sock is None:
             return
         for u in self.universes:
             for _ in range(TERMINATION_COPIES):
-                self._send_data(u, terminated=True)
+                self._send_data(u, bytes(self.ctx.dmx.universes[u].levels), terminated=True)
         self._sock.close()
         self._sock = None
 
@@ -114,36 +97,27 @@ class SacnOutput(Driver[SacnOptions]):
         for host in destinations:
             try:
                 self._sock.sendto(payload, (host, PORT))
-            except (BlockingIOError, OSError):  # a full buffer drops this frame's copy; the next one follows
+            except OSError:  # a full buffer drops this frame's copy; the next one follows
                 continue
             self.sent += 1
 
-    def _send_data(self, universe: int, terminated: bool = False) -> None:
+    def _send_data(self, universe: int, levels: bytes, terminated: bool = False) -> None:
         sequence = self._sequence[universe] = (self._sequence.get(universe, -1) + 1) % 256
-        levels = self.ctx.dmx.universes[universe].levels
         packet = DataPacket(self.cid, self.options.source_name, universe, tuple(levels), self.options.priority,
                             sequence, streamTerminated=terminated, sync_universe=self.options.sync_universe)
         self._send(bytes(packet.getBytes()), self._destinations(universe))
 
-    def frame(self, number: int) -> None:
+    def send(self, universe: int, levels: bytes) -> bool:
         if self._sock is None:
-            return
-        now = time.monotonic()
-        any_sent = False
-        for u in self.universes:
-            changes = self.ctx.dmx.universes[u].changes
-            last_changes, sent_at = self._last.get(u, (-1, 0.0))
-            if changes == last_changes and now - sent_at < self.options.keepalive_s:
-                continue
-            self._send_data(u)
-            self._last[u] = (changes, now)
-            any_sent = True
-        if any_sent and self.options.sync_universe:
+            return False
+        self._send_data(universe, levels)
+        return True
+
+    def frame_sent(self) -> None:
+        if self.options.sync_universe and self._sock is not None:
             self._sync_sequence = (self._sync_sequence + 1) % 256
             packet = SyncPacket(self.cid, self.options.sync_universe, self._sync_sequence)
-            sync_to = ([multicast_group(self.options.sync_universe)] if self.options.multicast else []) \
-                + list(self.options.targets)
-            self._send(bytes(packet.getBytes()), sync_to)
+            self._send(bytes(packet.getBytes()), self._destinations(self.options.sync_universe))
             self.syncs += 1
 
     def health(self) -> dict[str, Any]:

@@ -1,0 +1,124 @@
+"""The Enttec DMX USB Pro output: framing properties, and the real driver on a socat pseudo-terminal pair,
+byte-exact, unplugged and plugged back in."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.dmx.enttec_codec import Decoder, EnttecError, Message, dmx_frame, encode
+from tests.conftest import ADMIN, Daemon, require
+
+messages = st.lists(st.builds(Message, st.integers(0, 255), st.binary(max_size=600)), max_size=5)
+
+
+@given(messages)
+def test_a_stream_whole_or_byte_by_byte_gives_the_same_messages(msgs: list[Message]) -> None:
+    stream = b"".join(encode(m.label, m.data) for m in msgs)
+    assert Decoder().feed(stream) == msgs
+    one_by_one = Decoder()
+    assert [m for i in range(len(stream)) for m in one_by_one.feed(stream[i:i + 1])] == msgs
+
+
+@given(st.binary(max_size=300), messages)
+def test_garbage_before_a_message_is_skipped_and_counted(garbage: bytes, msgs: list[Message]) -> None:
+    decoder = Decoder()
+    decoded = decoder.feed(garbage.replace(b"\x7e", b"") + b"".join(encode(m.label, m.data) for m in msgs))
+    assert decoded == msgs
+
+
+@given(st.binary(max_size=2000))
+def test_any_bytes_decode_without_error(data: bytes) -> None:
+    Decoder().feed(data)
+
+
+def test_dmx_frames_are_label_6_with_start_code_zero() -> None:
+    frame = dmx_frame(bytes([255, 1]))
+    assert frame[:4] == bytes([0x7E, 6, 25, 0]) and frame[4] == 0 and frame[5:7] == bytes([255, 1])
+    assert frame[-1] == 0xE7 and len(frame) == 30
+    assert len(dmx_frame(bytes(512))) == 518
+    with pytest.raises(EnttecError):
+        dmx_frame(bytes(513))
+
+
+class PtyPair:
+    """Two joined pseudo-terminals: the gateway opens `device`, the test plays the widget on `widget`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.device, self.widget = directory / "ttyDMX", directory / "ttyWidget"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def plug(self) -> None:
+        self.proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.device}",
+                                      f"pty,raw,echo=0,link={self.widget}"], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while not (self.device.exists() and self.widget.exists()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    def unplug(self) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(5)
+
+    def frames(self, seconds: float) -> list[Message]:
+        """What the widget received over `seconds`."""
+        fd = os.open(self.widget, os.O_RDONLY | os.O_NONBLOCK)
+        decoder, out = Decoder(), []
+        deadline = time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if select.select([fd], [], [], left)[0]:
+                    with contextlib.suppress(BlockingIOError):
+                        out += decoder.feed(os.read(fd, 4096))
+        finally:
+            os.close(fd)
+        return out
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
+    require(shutil.which("socat") is not None, "socat (Debian package socat)")
+    pair = PtyPair(tmp_path)
+    pair.plug()
+    yield pair
+    if pair.proc and pair.proc.poll() is None:
+        pair.unplug()
+
+
+def test_levels_reach_the_widget_and_a_replugged_widget_is_picked_up(pty_pair: PtyPair, daemon_factory: Any) -> None:
+    extra = (f'\n[supervisor]\nbackoff_initial_s = 0.1\nbackoff_max_s = 0.3\n\n[dmx]\nuniverses = [1]\n\n'
+             f'[drivers.widget]\ntype = "enttec"\nport = "{pty_pair.device}"\nuniverse = 1\n')
+    d: Daemon = daemon_factory(extra=extra).start()
+    status, _, _ = d.request("PATCH", "/api/v1/twin/assets/universe:1/desired", ADMIN, {"levels": {"1": 200, "3": 9}})
+    assert status == 200
+    levels = bytearray(512)
+    levels[0], levels[2] = 200, 9
+    assert any(m.label == 6 and encode(m.label, m.data) == dmx_frame(bytes(levels)) for m in pty_pair.frames(1.5))
+
+    pty_pair.unplug()
+    deadline = time.monotonic() + 10
+    while (health := d.get("/api/v1/health", token=None))["drivers"]["widget"]["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert health["status"] == "degraded" and health["drivers"]["venue"]["state"] == "running"
+
+    pty_pair.plug()
+    d.wait_healthy(timeout=10)
+    d.request("PATCH", "/api/v1/twin/assets/universe:1/desired", ADMIN, {"levels": {"2": 77}})
+    levels[1] = 77
+    assert any(encode(m.label, m.data) == dmx_frame(bytes(levels)) for m in pty_pair.frames(2.5))
+    log = d.log.read_text()
+    assert "driver widget not ready: " in log and "went away (unplugged?)" in log and "Traceback" not in log
+    d.terminate()

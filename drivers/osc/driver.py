@@ -1,0 +1,252 @@
+"""The `osc` driver: OSC in over UDP and OSC 1.1 SLIP over TCP, OSC feedback out to configured destinations.
+
+python-osc decodes and builds the packets; the transports and the scheduling are ours, because python-osc's
+own asyncio server sleeps until a bundle's timetag and would freeze the loop. A bundle with a future timetag is
+put on `loop.call_at` and nothing else waits for it. Only sources on the allow list are obeyed.
+
+Addresses handled here: `/vg/ping` (answered with `/vg/out/pong`), `/vg/dmx/{universe}/{channel} ,i|f`
+(0-255, or 0.0-1.0) and `/vg/blackout` (every DMX level to 0). Routes in the configuration map any other
+address pattern (a console's own cue messages) to one of these. Anything else is answered with
+`/vg/out/alert ,ss unknown_address ADDRESS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pythonosc import osc_bundle, osc_message, osc_packet
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from drivers.osc import slip
+from gateway.config import parse_listen
+from gateway.driver import Driver, DriverContext, NotReady
+from gateway.schema import Problem, setting
+
+_DMX = re.compile(r"^/vg/dmx/(\d+)/(\d+)$")
+
+
+def pattern(osc_pattern: str) -> re.Pattern[str]:
+    """An OSC 1.0 address pattern (`*`, `?`, `[a-z]`, `[!x]`, `{a,b}`) as a regular expression."""
+    out, i = [], 0
+    while i < len(osc_pattern):
+        c = osc_pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = osc_pattern.index("]", i)
+            body = osc_pattern[i + 1:end]
+            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
+            i = end
+        elif c == "{":
+            end = osc_pattern.index("}", i)
+            out.append("(?:" + "|".join(re.escape(a) for a in osc_pattern[i + 1:end].split(",")) + ")")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("^" + "".join(out) + "$")
+
+
+def _pattern_problem(text: str) -> str | None:
+    try:
+        pattern(text)
+    except (ValueError, re.error):
+        return f"{text!r} is not an OSC address pattern (allowed: /path with * ? [..] {{a,b}})"
+    return None if text.startswith("/") else f"{text!r} must start with /"
+
+
+@dataclass(frozen=True)
+class RouteOptions:
+    match: str = setting(check=_pattern_problem)  # e.g. "/eos/out/event/cue/1/*/fire"
+    to: str = setting(check=lambda t: None if t.startswith("/vg/") else "must be a /vg/ address")
+    args: list[Any] = field(default_factory=list)  # the arguments sent with `to` (default: the incoming ones)
+
+
+@dataclass(frozen=True)
+class OscOptions:
+    listen: str = "0.0.0.0:9000"
+    tcp: bool = True  # OSC 1.1: SLIP-framed packets over TCP on the same port
+    allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])  # networks whose messages are obeyed
+    destinations: list[str] = field(default_factory=list)  # "host:port" that get /vg/out/... feedback
+    routes: list[RouteOptions] = field(default_factory=list)
+    horizon_s: float = setting(60.0, min=0, max=86400)  # a bundle timed further ahead is refused
+
+    def problems(self) -> list[Problem]:
+        out = []
+        for key in ("listen",):
+            try:
+                parse_listen(self.listen)
+            except ValueError as exc:
+                out.append(Problem(key, str(exc)))
+        for i, net in enumerate(self.allow):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                out.append(Problem(f"allow[{i}]", f"{net!r} is not a network (allowed: e.g. 10.0.0.0/8, 192.168.1.20)"))
+        for i, dest in enumerate(self.destinations):
+            try:
+                parse_listen(dest)
+            except ValueError:
+                out.append(Problem(f"destinations[{i}]", f"{dest!r} is not host:port"))
+        return out
+
+
+def message(address: str, *args: Any) -> bytes:
+    builder = OscMessageBuilder(address)
+    for arg in args:
+        builder.add_arg(arg)
+    return builder.build().dgram
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, driver: OscDriver) -> None:
+        self.driver = driver
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.driver.packet(data, addr[0])
+
+
+class OscDriver(Driver[OscOptions]):
+    Options = OscOptions
+
+    def __init__(self, ctx: DriverContext, options: OscOptions) -> None:
+        super().__init__(ctx, options)
+        self.counts: Counter[str] = Counter()
+        self._allow = [ipaddress.ip_network(n, strict=False) for n in options.allow]
+        self._routes = [(pattern(r.match), r) for r in options.routes]
+        self._destinations = [parse_listen(d) for d in options.destinations]
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    async def start(self) -> None:
+        host, port = parse_listen(self.options.listen)
+        loop = asyncio.get_running_loop()
+        try:
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+            if self.options.tcp:
+                self._tcp = await asyncio.start_server(self._tcp_client, host, port)
+        except OSError as exc:
+            await self.stop()
+            raise NotReady(f"cannot listen for OSC on {self.options.listen}: {exc.strerror or exc}") from None
+        self.ctx.log.info("OSC on udp%s %s", "+tcp" if self.options.tcp else "", self.options.listen)
+
+    async def run(self) -> None:
+        await asyncio.Future()
+
+    async def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+            self._tcp = None
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        decoder = slip.Decoder()
+        try:
+            while data := await reader.read(65536):
+                for packet in decoder.feed(data):
+                    self.packet(packet, peer[0])
+        except ConnectionError:
+            pass
+        finally:
+            self.counts["slip_dropped"] += decoder.dropped
+            writer.close()
+
+    # -- what arrives ----------------------------------------------------------------------------------
+    def packet(self, data: bytes, source: str) -> None:
+        """One OSC packet (a message or a bundle) from `source`."""
+        try:
+            allowed = any(ipaddress.ip_address(source) in net for net in self._allow)
+        except ValueError:
+            allowed = False
+        if not allowed:
+            self.counts["not_allowed"] += 1
+            return
+        try:
+            timed = osc_packet.OscPacket(data).messages
+        except (osc_packet.ParseError, osc_message.ParseError, osc_bundle.ParseError, ValueError, IndexError):
+            self.counts["malformed"] += 1
+            return
+        now = time.time()
+        for item in timed:
+            msg = item.message
+            delay = item.time - now
+            if delay <= 0.0005:
+                self.handle(msg.address, list(msg.params))
+            elif delay > self.options.horizon_s:
+                self.counts["beyond_horizon"] += 1
+                self.alert("beyond_horizon", f"{msg.address} is timed {delay:.0f} s ahead "
+                                              f"(at most {self.options.horizon_s:.0f} s)")
+            else:  # monotonic time from here: a wall-clock step does not move it
+                self.counts["scheduled"] += 1
+                self._schedule(delay, msg.address, list(msg.params))
+
+    def _schedule(self, delay: float, address: str, args: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            self.handle(address, args)
+
+        timer = loop.call_at(loop.time() + delay, fire)
+        self._timers.add(timer)
+
+    def handle(self, address: str, args: list[Any]) -> None:
+        self.counts["received"] += 1
+        for regex, route in self._routes:
+            if regex.match(address):
+                address, args = route.to, list(route.args) or args
+                self.counts["routed"] += 1
+                break
+        if address == "/vg/ping":
+            self.send("/vg/out/pong")
+        elif address == "/vg/blackout":
+            for number in self.ctx.dmx.universes:
+                self.ctx.dmx.apply(number, [0] * 512)
+        elif match := _DMX.match(address):
+            self._dmx(int(match[1]), int(match[2]), args)
+        else:
+            self.counts["unknown"] += 1
+            self.alert("unknown_address", address)
+
+    def _dmx(self, universe: int, channel: int, args: list[Any]) -> None:
+        value = args[0] if args else None
+        if isinstance(value, float):
+            value = round(max(0.0, min(1.0, value)) * 255)
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.alert("bad_arguments", f"/vg/dmx/{universe}/{channel} takes one int (0-255) or float (0-1)")
+            return
+        try:
+            self.ctx.dmx.set_channel(universe, channel, value)
+        except (KeyError, ValueError) as exc:
+            self.alert("bad_address", str(exc).strip("'\""))
+
+    # -- what goes out ---------------------------------------------------------------------------------
+    def send(self, address: str, *args: Any) -> None:
+        if self._udp is None:
+            return
+        payload = message(address, *args)
+        for destination in self._destinations:
+            self._udp.sendto(payload, destination)
+            self.counts["sent"] += 1
+
+    def alert(self, kind: str, text: str) -> None:
+        self.ctx.log.info("OSC %s: %s", kind, text)
+        self.send("/vg/out/alert", kind, text)
+
+    def health(self) -> dict[str, Any]:
+        return {"listen": self.options.listen, "pending_timed": len(self._timers), **self.counts}

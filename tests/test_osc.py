@@ -1,0 +1,163 @@
+"""OSC: SLIP framing, address patterns, and the real driver in the daemon driven by liblo's oscsend, with
+feedback read by liblo's oscdump; bundles with future timetags wait on the loop, not in it."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from pythonosc.osc_bundle_builder import OscBundleBuilder
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from drivers.osc import slip
+from drivers.osc.driver import OscDriver, OscOptions, pattern
+from gateway.dmx import DmxUniverses, FrameClock
+from gateway.driver import DriverContext
+from gateway.twin import Twin
+from tests.conftest import Daemon, free_port, require
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=6))
+def test_slip_whole_or_byte_by_byte_gives_the_same_packets(packets: list[bytes]) -> None:
+    stream = b"".join(slip.encode(p) for p in packets)
+    assert slip.Decoder().feed(stream) == packets
+    one = slip.Decoder()
+    assert [p for i in range(len(stream)) for p in one.feed(stream[i:i + 1])] == packets
+
+
+@given(st.binary(max_size=500))
+def test_slip_any_bytes_decode_without_error(data: bytes) -> None:
+    slip.Decoder().feed(data)
+
+
+def test_osc_address_patterns() -> None:
+    assert pattern("/eos/out/event/cue/1/*/fire").match("/eos/out/event/cue/1/23/fire")
+    assert not pattern("/eos/out/event/cue/1/*/fire").match("/eos/out/event/cue/1/2/3/fire")
+    assert pattern("/a/{go,stop}/?").match("/a/stop/x")
+    assert pattern("/ch/[0-9]").match("/ch/7") and not pattern("/ch/[!0-9]").match("/ch/7")
+
+
+def osc(address: str, *args: Any) -> bytes:
+    builder = OscMessageBuilder(address)
+    for arg in args:
+        builder.add_arg(arg)
+    return builder.build().dgram
+
+
+def bundle(at: float, *messages: bytes) -> bytes:
+    from pythonosc.osc_message import OscMessage
+
+    builder = OscBundleBuilder(at)
+    for m in messages:
+        builder.add_content(OscMessage(m))
+    return builder.build().dgram
+
+
+def test_sources_off_the_allow_list_and_malformed_packets_are_dropped_and_counted() -> None:
+    twin = Twin("gw", "hall")
+    dmx = DmxUniverses(twin, [1])
+    driver = OscDriver(DriverContext("osc", twin, None, dmx, FrameClock(40)),  # type: ignore[arg-type]
+                       OscOptions(allow=["10.0.0.0/8"]))
+    driver.packet(osc("/vg/dmx/1/1", 255), "192.168.1.20")
+    driver.packet(b"/vg/dmx\x00garbage", "10.1.2.3")
+    driver.packet(osc("/vg/dmx/1/1", 255)[:-2], "10.1.2.3")
+    assert dmx.get(1).levels[0] == 0
+    assert driver.counts["not_allowed"] == 1 and driver.counts["malformed"] == 2
+    driver.packet(osc("/vg/dmx/1/1", 255), "10.1.2.3")
+    assert dmx.get(1).levels[0] == 255
+
+
+class Dump:
+    """liblo's oscdump on a port, line by line."""
+
+    def __init__(self, port: int) -> None:
+        self.proc = subprocess.Popen(["oscdump", "-L", str(port)], stdout=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+
+    def wait_for(self, fragment: str, timeout: float = 5.0) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if fragment in line:
+                    self.lines.remove(line)
+                    return line
+            import select
+
+            if select.select([self.proc.stdout], [], [], 0.1)[0]:
+                self.lines.append(self.proc.stdout.readline())
+        raise AssertionError(f"{fragment!r} never came; got {self.lines}")
+
+
+def test_osc_in_and_feedback_out_with_liblo(daemon_factory: Any, tmp_path: Path) -> None:
+    require(shutil.which("oscsend") is not None and shutil.which("oscdump") is not None,
+            "liblo's oscsend and oscdump (Debian package liblo-tools)")
+    osc_port, dump_port = free_port(), free_port()
+    extra = f"""
+[dmx]
+universes = [1]
+
+[drivers.osc]
+type = "osc"
+listen = "127.0.0.1:{osc_port}"
+destinations = ["127.0.0.1:{dump_port}"]
+routes = [{{ match = "/eos/out/event/cue/1/*/fire", to = "/vg/dmx/1/10", args = [255] }}]
+horizon_s = 30
+"""
+    dump = Dump(dump_port)
+    d: Daemon = daemon_factory(extra=extra).start()
+    try:
+        def send(*args: str) -> None:
+            subprocess.run(["oscsend", "127.0.0.1", str(osc_port), *args], check=True, timeout=10)
+
+        def level(channel: int) -> int:
+            return int(d.get("/api/v1/twin/assets/universe:1")["reported"]["levels"][channel - 1])
+
+        def wait_level(channel: int, value: int, timeout: float = 3.0) -> float:
+            began = time.monotonic()
+            while level(channel) != value:
+                assert time.monotonic() - began < timeout, (channel, level(channel))
+                time.sleep(0.05)
+            return time.monotonic() - began
+
+        send("/vg/ping")
+        dump.wait_for("/vg/out/pong")
+        send("/vg/dmx/1/5", "i", "200")
+        send("/vg/dmx/1/6", "f", "0.5")
+        send("/eos/out/event/cue/1/7/fire")
+        wait_level(5, 200)
+        wait_level(6, 128)
+        wait_level(10, 255)
+        send("/vg/nope")
+        assert '"unknown_address" "/vg/nope"' in dump.wait_for("/vg/out/alert")
+        send("/vg/dmx/9/1", "i", "1")
+        assert "universe 9 is not configured" in dump.wait_for("/vg/out/alert")
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(bundle(time.time() + 1.0, osc("/vg/dmx/1/20", 99)), ("127.0.0.1", osc_port))
+            s.sendto(osc("/vg/ping"), ("127.0.0.1", osc_port))
+            dump.wait_for("/vg/out/pong", timeout=0.5)  # the bundle waits on the loop, not in it
+            assert level(20) == 0
+            assert 0.4 < wait_level(20, 99, timeout=3.0) < 1.5
+            s.sendto(bundle(time.time() + 3600, osc("/vg/dmx/1/21", 1)), ("127.0.0.1", osc_port))
+            assert "beyond_horizon" in dump.wait_for("/vg/out/alert")
+            s.sendto(b"\x00not osc", ("127.0.0.1", osc_port))
+
+        with socket.create_connection(("127.0.0.1", osc_port)) as tcp:
+            tcp.sendall(slip.encode(osc("/vg/dmx/1/30", 42)) + slip.encode(osc("/vg/ping")))
+            dump.wait_for("/vg/out/pong")
+        wait_level(30, 42)
+        health = d.get("/api/v1/health", token=None)["drivers"]["osc"]["detail"]
+        assert health["malformed"] == 1 and health["beyond_horizon"] == 1 and health["routed"] == 1
+        assert d.terminate() == 0
+    finally:
+        dump.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            dump.proc.wait(5)

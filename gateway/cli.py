@@ -73,8 +73,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace, path: str, *, auth: bool = True) -> Any:
+    return _request(args, "GET", path, auth=auth)
+
+
+def _request(args: argparse.Namespace, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
     token = args.token or os.environ.get("VENUE_GATEWAY_TOKEN", "")
-    request = urllib.request.Request(args.url.rstrip("/") + path)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(args.url.rstrip("/") + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
     if auth:
         if not token:
             raise RuntimeError("a token is needed: --token or VENUE_GATEWAY_TOKEN")
@@ -129,6 +135,18 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_fire(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"preset": args.preset}
+    if args.zone:
+        body["zones"] = args.zone
+    if args.lead_ms is not None:
+        body["lead_ms"] = args.lead_ms
+    answer = _request(args, "POST", "/api/v1/effects", body)
+    print(f"effect {answer['effect_id']} ({args.preset}) starts at {answer['starts_at']} in "
+          f"{', '.join(answer['zones']) or 'every zone'}")
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="venue-gateway", description="Edge gateway for concert venues.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -145,7 +163,8 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
 
     for name, func, text in (("status", cmd_status, "health of a running gateway (exit 1 unless ok)"),
-                             ("snapshot", cmd_snapshot, "print the twin of a running gateway as JSON")):
+                             ("snapshot", cmd_snapshot, "print the twin of a running gateway as JSON"),
+                             ("fire", cmd_fire, "fire a preset on a running gateway (operator token)")):
         client = sub.add_parser(name, help=text)
         client.add_argument("--url", default=os.environ.get("VENUE_GATEWAY_URL", DEFAULT_URL),
                             help=f"the gateway's HTTP API (default {DEFAULT_URL}, or VENUE_GATEWAY_URL)")
@@ -154,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
         client.set_defaults(func=func)
     sub.choices["status"].add_argument("--json", action="store_true", help="print the health document")
     sub.choices["snapshot"].add_argument("--output", "-o", metavar="FILE", help="write to FILE instead")
+    sub.choices["fire"].add_argument("preset", metavar="PRESET")
+    sub.choices["fire"].add_argument("--zone", action="append", metavar="ZONE", help="a zone (repeat for more)")
+    sub.choices["fire"].add_argument("--lead-ms", type=int, metavar="MS", help="how far ahead it starts")
     return p
 
 

@@ -22,6 +22,7 @@ from gateway.driver import DriverContext
 from gateway.looplag import LoopLag
 from gateway.metrics import build_registry
 from gateway.readings import Ingest
+from gateway.show.engine import ShowEngine
 from gateway.store import Store
 from gateway.supervisor import Supervisor, Unit
 from gateway.systemd import Notifier
@@ -41,6 +42,7 @@ class Gateway:
         self.ingest = Ingest(self.twin, self.store)
         self.dmx = DmxUniverses(self.twin, config.dmx.universes)
         self.frames = FrameClock(config.dmx.frame_rate_hz)
+        self.show = ShowEngine(config.show, self.twin)
         self.supervisor = Supervisor(config.supervisor, self.twin)
         self.metrics = build_registry(self)
         self.loop_lag = LoopLag(self.metrics, config.loop.lag_interval_ms / 1000)
@@ -84,7 +86,7 @@ class Gateway:
         cls = registry.find(dc.type)
 
         def make() -> Unit:
-            return cls(DriverContext(dc.name, self.twin, self.ingest, self.dmx, self.frames), dc.options)
+            return cls(DriverContext(dc.name, self.twin, self.ingest, self.dmx, self.frames, self.show), dc.options)
 
         return make
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.readings import Ingest, Reading
+from gateway.show.engine import ShowEngine
 from gateway.supervisor import NotReady, Unit
 from gateway.twin import Twin, TwinFrozen
 
@@ -32,11 +33,13 @@ class NoOptions:
 class DriverContext:
     """What a driver may do to the rest of the box: declare assets, publish readings, report state."""
 
-    def __init__(self, name: str, twin: Twin, ingest: Ingest, dmx: DmxUniverses, frames: FrameClock) -> None:
+    def __init__(self, name: str, twin: Twin, ingest: Ingest, dmx: DmxUniverses, frames: FrameClock,
+                 show: ShowEngine) -> None:
         self.name = name
         self.log = logging.getLogger(f"drivers.{name}")
         self.dmx = dmx  # the universes' levels, for DMX outputs
         self.frames = frames  # subscribe to send one frame per tick
+        self.show = show  # fire and stop effects; subscribe to what is fired
         self._twin = twin
         self._ingest = ingest
 

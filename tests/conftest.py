@@ -33,6 +33,7 @@ def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = 
     """The shipped demo configuration, moved to `port` and `directory`, optionally sped up and extended."""
     text = (ROOT / "config" / "demo.toml").read_text()
     text = text.replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"')
+    text = text.replace('listen = "127.0.0.1:9000"', f'listen = "127.0.0.1:{free_port()}"')
     text = text.replace('data_dir = "../var/demo"', 'data_dir = "data"')
     text = text.replace("speed = 1.0", f"speed = {speed}")
     path = directory / "gateway.toml"

@@ -63,7 +63,7 @@ def bundle(at: float, *messages: bytes) -> bytes:
 def test_sources_off_the_allow_list_and_malformed_packets_are_dropped_and_counted() -> None:
     twin = Twin("gw", "hall")
     dmx = DmxUniverses(twin, [1])
-    driver = OscDriver(DriverContext("osc", twin, None, dmx, FrameClock(40)),  # type: ignore[arg-type]
+    driver = OscDriver(DriverContext("osc", twin, None, dmx, FrameClock(40), None),  # type: ignore[arg-type]
                        OscOptions(allow=["10.0.0.0/8"]))
     driver.packet(osc("/vg/dmx/1/1", 255), "192.168.1.20")
     driver.packet(b"/vg/dmx\x00garbage", "10.1.2.3")
@@ -104,7 +104,7 @@ def test_osc_in_and_feedback_out_with_liblo(daemon_factory: Any, tmp_path: Path)
 [dmx]
 universes = [1]
 
-[drivers.osc]
+[drivers.console]
 type = "osc"
 listen = "127.0.0.1:{osc_port}"
 destinations = ["127.0.0.1:{dump_port}"]
@@ -154,7 +154,7 @@ horizon_s = 30
             tcp.sendall(slip.encode(osc("/vg/dmx/1/30", 42)) + slip.encode(osc("/vg/ping")))
             dump.wait_for("/vg/out/pong")
         wait_level(30, 42)
-        health = d.get("/api/v1/health", token=None)["drivers"]["osc"]["detail"]
+        health = d.get("/api/v1/health", token=None)["drivers"]["console"]["detail"]
         assert health["malformed"] == 1 and health["beyond_horizon"] == 1 and health["routed"] == 1
         assert d.terminate() == 0
     finally:

@@ -106,7 +106,7 @@ class Recorder:
 
 async def test_amplifiers_take_desired_state_and_report_it_back() -> None:
     twin = Twin("gw", "hall")
-    ctx = DriverContext("venue", twin, Recorder(), DmxUniverses(twin, []), FrameClock(40))  # type: ignore[arg-type]
+    ctx = DriverContext("venue", twin, Recorder(), DmxUniverses(twin, []), FrameClock(40), None)  # type: ignore[arg-type]
     driver = SimVenueDriver(ctx, SimOptions(zones=[], racks=1))
     await driver.start()
     assert twin.get("amp:r01.1") is not None and twin.get("show") is not None

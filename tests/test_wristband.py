@@ -22,7 +22,7 @@ KEY = bytes(range(16))
 STRANGER = bytes(16)
 
 packets = st.builds(
-    WristbandPacket, show_id=st.integers(0, 0xFFFF), sequence=st.integers(0, 2**32 - 1),
+    WristbandPacket, show_id=st.integers(0, 0xFFFF), sequence=st.integers(0, 2**32 - 1), serial=st.integers(0, 255),
     effect=st.sampled_from(Effect), countdown_ms=st.integers(0, 0xFFFF), zones=st.integers(0, 0xFFFF),
     colour=st.tuples(*[st.integers(0, 255)] * 3), intensity=st.integers(0, 255),
     period_ms=st.integers(0, 65535).map(lambda p: p * 10), duration_ms=st.integers(0, 65535).map(lambda d: d * 100),
@@ -51,63 +51,77 @@ def test_any_changed_byte_is_refused(packet: WristbandPacket, index: int, flip: 
 
 
 def test_a_strangers_key_does_not_verify() -> None:
-    adv = WristbandPacket(7, 1000, Effect.STROBE, 500).encode(STRANGER)
+    adv = WristbandPacket(7, 1000, 1, Effect.STROBE, 500).encode(STRANGER)
     with pytest.raises(AuthenticationError):
         decode(adv, KEY)
 
 
 def test_fields_out_of_range_are_refused_when_encoding() -> None:
     with pytest.raises(WristbandError):
-        WristbandPacket(7, 1000, Effect.SOLID, 70_000).encode(KEY)
+        WristbandPacket(7, 1000, 1, Effect.SOLID, 70_000).encode(KEY)
 
 
-def copy(start_ms: int, sent_at_ms: int, **kw: object) -> bytes:
-    """The copy of the effect starting at `start_ms` (show clock) that the gateway sends at `sent_at_ms`."""
-    return WristbandPacket(7, start_ms, kw.pop("effect", Effect.PULSE), start_ms - sent_at_ms,  # type: ignore[arg-type]
+def copy(serial: int, start_ms: int, sent_at_ms: int, **kw: object) -> bytes:
+    """The copy of effect `serial`, starting at `start_ms` on the show clock, that the gateway sends at `sent_at_ms`."""
+    return WristbandPacket(7, sent_at_ms, serial, kw.pop("effect", Effect.PULSE), start_ms - sent_at_ms,  # type: ignore[arg-type]
                            **kw).encode(KEY)  # type: ignore[arg-type]
 
 
+OFFSET = -100_000  # the band's clock reads 100 s when the show clock reads 0
+
+
+def local(show_ms: float, delay_s: float = 0.0) -> float:
+    return (show_ms - OFFSET) / 1000 + delay_s
+
+
 def test_the_least_delayed_copy_sets_the_start() -> None:
-    # The band's clock reads 100 s when the show clock reads 5,000 ms: its start should be 100 + (10,000-5,000)/1000.
     band = Band(KEY, 7, zone=0)
-    offset = 5_000 - 100_000
     for sent, delay in [(6_000, 0.008), (6_100, 0.0015), (6_200, 0.009), (6_300, 0.004)]:
-        band.hear(copy(10_000, sent), (sent - offset) / 1000 + delay)
-    assert band.starts_at() == pytest.approx(105.0 + 0.0015, abs=1e-9)
+        band.hear(copy(1, 10_000, sent), local(sent, delay))
+    assert band.starts_at() == pytest.approx(local(10_000, 0.0015), abs=1e-9)
+
+
+def test_a_later_fired_effect_wins_even_if_it_starts_first() -> None:
+    band = Band(KEY, 7, zone=0)
+    band.hear(copy(1, 10_000, 9_000), local(9_000))  # long lead
+    band.hear(copy(2, 9_200, 9_100, effect=Effect.BLACKOUT), local(9_100))  # a stop fired right after
+    band.hear(copy(1, 10_000, 9_150), local(9_150))  # the first effect's copies are still on the air
+    assert band.current is not None and band.current.packet.effect == Effect.BLACKOUT
+    assert band.starts_at() == pytest.approx(local(9_200))
 
 
 def test_a_replayed_packet_does_nothing() -> None:
     band = Band(KEY, 7, zone=0)
-    offset = -100_000
-    first = copy(10_000, 9_500)
-    band.hear(first, (9_500 - offset) / 1000)
-    newer = copy(20_000, 19_000, effect=Effect.SOLID)
-    band.hear(newer, (19_000 - offset) / 1000)
+    first = copy(1, 10_000, 9_500)
+    band.hear(first, local(9_500))
+    band.hear(first, local(9_600))  # the radio repeating the same data: ignored, not a replay
+    newer = copy(2, 20_000, 19_000, effect=Effect.SOLID)
+    band.hear(newer, local(19_000))
     assert band.current is not None and band.current.packet.effect == Effect.SOLID
-    band.hear(first, (25_000 - offset) / 1000)  # the older effect, recorded and played back
+    band.hear(first, local(25_000))  # a recording of the older effect, played back
     assert band.current.packet.effect == Effect.SOLID and band.refused["replay"] == 1
-    # a fresh band that heard a heartbeat knows the show clock: a recording of an effect long over is refused
+    # a band that heard only a heartbeat knows the show clock: an old recording is refused
     fresh = Band(KEY, 7, zone=0)
-    fresh.hear(copy(30_000, 30_000, effect=Effect.HEARTBEAT), (30_000 - offset) / 1000)
-    fresh.hear(newer, (30_001 - offset) / 1000)
+    fresh.hear(copy(0, 30_000, 30_000, effect=Effect.HEARTBEAT), local(30_000))
+    fresh.hear(newer, local(30_001))
     assert fresh.current is None and fresh.refused["replay"] == 1
 
 
 def test_strangers_other_shows_and_other_zones_are_ignored() -> None:
     band = Band(KEY, 7, zone=3)
-    band.hear(WristbandPacket(7, 5_000, Effect.STROBE, 500).encode(STRANGER), 1.0)
-    band.hear(WristbandPacket(8, 5_000, Effect.STROBE, 500).encode(KEY), 1.0)
-    band.hear(copy(5_000, 4_500, zones=0b0111), 1.0)
+    band.hear(WristbandPacket(7, 5_000, 1, Effect.STROBE, 500).encode(STRANGER), 1.0)
+    band.hear(WristbandPacket(8, 5_000, 1, Effect.STROBE, 500).encode(KEY), 1.0)
+    band.hear(copy(1, 5_000, 4_500, zones=0b0111), 1.0)
     band.hear(b"\x02\x01\x06", 1.0)
     assert band.current is None
     assert band.refused == {"forged": 1, "other show": 1, "malformed": 1}
-    band.hear(copy(6_000, 5_500, zones=0b1000), 1.5)
+    band.hear(copy(2, 6_000, 5_500, zones=0b1000), 1.5)
     assert band.current is not None
 
 
 def test_the_clock_estimate_follows_a_drifting_band() -> None:
     band = Band(KEY, 7, zone=0)
-    band.hear(copy(1_000, 1_000, effect=Effect.HEARTBEAT), 10.0)  # offset -9,000 ms
-    band.hear(copy(40_000, 40_000, effect=Effect.HEARTBEAT), 49.1)  # 100 ms of drift later: -9,100 ms
-    band.hear(copy(45_000, 44_000), 53.1)
+    band.hear(copy(0, 1_000, 1_000, effect=Effect.HEARTBEAT), 10.0)  # offset -9,000 ms
+    band.hear(copy(0, 40_000, 40_000, effect=Effect.HEARTBEAT), 49.1)  # 100 ms of drift later: -9,100 ms
+    band.hear(copy(1, 45_000, 44_000), 53.1)
     assert band.starts_at() == pytest.approx(54.1)  # the old bound has left the window

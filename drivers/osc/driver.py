@@ -4,10 +4,11 @@ python-osc decodes and builds the packets; the transports and the scheduling are
 own asyncio server sleeps until a bundle's timetag and would freeze the loop. A bundle with a future timetag is
 put on `loop.call_at` and nothing else waits for it. Only sources on the allow list are obeyed.
 
-Addresses handled here: `/vg/ping` (answered with `/vg/out/pong`), `/vg/dmx/{universe}/{channel} ,i|f`
-(0-255, or 0.0-1.0) and `/vg/blackout` (every DMX level to 0). Routes in the configuration map any other
-address pattern (a console's own cue messages) to one of these. Anything else is answered with
-`/vg/out/alert ,ss unknown_address ADDRESS`.
+Addresses: `/vg/preset/{name}/fire` (optional args: zone names), `/vg/effect/stop`, `/vg/blackout` (wristbands
+and every DMX level to 0), `/vg/tempo ,f BPM`, `/vg/tempo/tap`, `/vg/dmx/{universe}/{channel} ,i|f` (0-255, or
+0.0-1.0) and `/vg/ping` (answered with `/vg/out/pong`). Every effect fired, from here or elsewhere, is told as
+`/vg/out/effect/fired ,ss PRESET EFFECT_ID`. Routes in the configuration map any other address pattern (a
+console's own cue messages) to one of these; anything else is answered with `/vg/out/alert ,ss KIND TEXT`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ipaddress
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +29,11 @@ from drivers.osc import slip
 from gateway.config import parse_listen
 from gateway.driver import Driver, DriverContext, NotReady
 from gateway.schema import Problem, setting
+from gateway.show.effects import EffectError
+from gateway.show.engine import Fired, UnknownPreset
 
 _DMX = re.compile(r"^/vg/dmx/(\d+)/(\d+)$")
+_PRESET = re.compile(r"^/vg/preset/([^/]+)/fire$")
 
 
 def pattern(osc_pattern: str) -> re.Pattern[str]:
@@ -126,6 +131,7 @@ class OscDriver(Driver[OscOptions]):
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._timers: set[asyncio.TimerHandle] = set()
+        self._undo_fired: Callable[[], Any] | None = None
 
     async def start(self) -> None:
         host, port = parse_listen(self.options.listen)
@@ -138,6 +144,16 @@ class OscDriver(Driver[OscOptions]):
             await self.stop()
             raise NotReady(f"cannot listen for OSC on {self.options.listen}: {exc.strerror or exc}") from None
         self.ctx.log.info("OSC on udp%s %s", "+tcp" if self.options.tcp else "", self.options.listen)
+
+    def attach(self) -> None:
+        super().attach()
+        self._undo_fired = self.ctx.show.on_fire(self._fired)
+
+    def detach(self) -> None:
+        if self._undo_fired is not None:
+            self._undo_fired()
+            self._undo_fired = None
+        super().detach()
 
     async def run(self) -> None:
         await asyncio.Future()
@@ -212,16 +228,37 @@ class OscDriver(Driver[OscOptions]):
                 address, args = route.to, list(route.args) or args
                 self.counts["routed"] += 1
                 break
-        if address == "/vg/ping":
-            self.send("/vg/out/pong")
+        try:
+            self._dispatch(address, args)
+        except UnknownPreset as exc:
+            self.alert("unknown_preset", str(exc))
+        except (EffectError, TypeError, ValueError) as exc:
+            self.alert("bad_arguments", f"{address}: {exc}")
+
+    def _dispatch(self, address: str, args: list[Any]) -> None:
+        show = self.ctx.show
+        if match := _DMX.match(address):
+            self._dmx(int(match[1]), int(match[2]), args)
+        elif match := _PRESET.match(address):
+            show.fire(match[1], zones=[str(a) for a in args] or None)
+        elif address == "/vg/effect/stop":
+            show.stop()
         elif address == "/vg/blackout":
+            show.stop()
             for number in self.ctx.dmx.universes:
                 self.ctx.dmx.apply(number, [0] * 512)
-        elif match := _DMX.match(address):
-            self._dmx(int(match[1]), int(match[2]), args)
+        elif address == "/vg/tempo":
+            show.set_tempo(float(args[0]) if args else 0.0)
+        elif address == "/vg/tempo/tap":
+            show.tap()
+        elif address == "/vg/ping":
+            self.send("/vg/out/pong")
         else:
             self.counts["unknown"] += 1
             self.alert("unknown_address", address)
+
+    def _fired(self, fired: Fired) -> None:
+        self.send("/vg/out/effect/fired", fired.preset or fired.effect.kind, fired.effect_id)
 
     def _dmx(self, universe: int, channel: int, args: list[Any]) -> None:
         value = args[0] if args else None

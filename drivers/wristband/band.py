@@ -1,10 +1,10 @@
 """The reference wristband: what a band's firmware does with what it hears. Decode, authenticate, refuse
 replays, keep an estimate of the show clock, and schedule the effect on the band's own clock.
 
-Every authentic copy says "the effect that starts at show time S starts in C ms". Hearing it at local time
-t, the band knows the show clock was S - C when the copy was sent, so the offset between the clocks is at
-least S - C - t (the copy can only have been delayed on its way). The band keeps the largest such bound over
-a sliding window, so the least-delayed copy it heard wins and a lost copy costs nothing.
+Every authentic copy says "the show clock read S when this copy was sent, and the effect starts C ms later".
+Hearing it at local time t, the band knows the offset between the clocks is at least S - t (a copy can only be
+late on its way). The band keeps the largest such bound over a sliding window, so the least-delayed copy it
+heard wins and a lost copy costs nothing. Sequence numbers only grow, so a recording played back is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from drivers.wristband.protocol import AuthenticationError, Effect, WristbandError, WristbandPacket, decode
 
 CLOCK_WINDOW_S = 10.0  # long enough to span many copies, short enough to follow a band's crystal drift
-LATE_GRACE_MS = 100  # an effect heard this long after its start is still joined; older means a replay
+LATE_GRACE_MS = 100  # an effect heard this long after its start is still joined
+
+
+def newer(serial: int, than: int) -> bool:
+    """Serial numbers count modulo 256: the next 127 are newer, the 128 before are older."""
+    return 0 < (serial - than) % 256 < 128
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Band:
         self.zone = zone
         self.current: Scheduled | None = None
         self.refused: Counter[str] = Counter()
+        self._last_sequence = -1
         self._bounds: deque[tuple[float, float]] = deque()  # (heard at, lower bound of the clock offset, ms)
         self._offset_ms: float | None = None
 
@@ -47,19 +53,22 @@ class Band:
         if packet.show_id != self.show_id:
             self.refused["other show"] += 1
             return
-        now_ms = t * 1000
-        self._learn_clock(packet.sequence - packet.countdown_ms - now_ms, t)
-        if packet.effect == Effect.HEARTBEAT:
-            return
-        if self.current is not None and packet.sequence <= self.current.packet.sequence:
-            if packet.sequence < self.current.packet.sequence:
+        if packet.sequence <= self._last_sequence:
+            if packet.sequence < self._last_sequence:
                 self.refused["replay"] += 1
-            return  # another copy of the effect already scheduled: it only sharpened the clock
-        if self.start_ms(packet) < now_ms - LATE_GRACE_MS:
-            self.refused["replay"] += 1  # authentic but over: a recording played back
+            return  # the radio repeating the same copy: nothing new
+        self._last_sequence = packet.sequence
+        now_ms = t * 1000
+        self._learn_clock(packet.sequence - now_ms, t)
+        if packet.effect == Effect.HEARTBEAT or not packet.zones >> self.zone & 1:
             return
-        if packet.zones >> self.zone & 1:
-            self.current = Scheduled(packet, t)
+        current = self.current
+        if current is not None and not newer(packet.serial, current.packet.serial):
+            return  # a copy of the effect scheduled, or an older one still on the air: it only sharpened the clock
+        if self.start_ms(packet) < now_ms - LATE_GRACE_MS:
+            self.refused["late"] += 1  # heard only after it was over
+            return
+        self.current = Scheduled(packet, t)
 
     def _learn_clock(self, bound_ms: float, t: float) -> None:
         bounds = self._bounds
@@ -73,7 +82,7 @@ class Band:
     def start_ms(self, packet: WristbandPacket) -> float:
         """When the packet's effect starts, in ms on this band's clock."""
         assert self._offset_ms is not None
-        return packet.sequence - self._offset_ms
+        return packet.start() - self._offset_ms
 
     def starts_at(self) -> float | None:
         """When the scheduled effect starts, in seconds on the band's clock (None: nothing scheduled)."""

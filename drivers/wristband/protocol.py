@@ -24,7 +24,7 @@ KEY_SIZE = 16
 ALL_ZONES = 0xFFFF
 
 # AD length, AD type, company id, then the 21 bytes of the body and the 6 of the tag.
-_BODY = struct.Struct("<BHIHBBBBBHHBH")
+_BODY = struct.Struct("<BHIBHBBBBHHBH")
 _PREFIX = struct.Struct("<BBH")
 assert _PREFIX.size + _BODY.size + TAG_SIZE == ADV_SIZE
 
@@ -52,7 +52,8 @@ class AuthenticationError(WristbandError):
 @dataclass(frozen=True)
 class WristbandPacket:
     show_id: int  # 0..65535: which show (and so which key) the packet belongs to
-    sequence: int  # the effect's start on the show clock (ms): names the effect, grows, dates the packet
+    sequence: int  # the show clock (ms) when this copy was sent: grows with every copy, dates the packet
+    serial: int  # 0..255: the effect's number, one more for each effect fired (modulo 256)
     effect: Effect
     countdown_ms: int  # 0..65535: the effect starts this long after this copy was sent
     zones: int = ALL_ZONES  # bit n: bands of zone n take part
@@ -62,11 +63,17 @@ class WristbandPacket:
     duration_ms: int = 0  # 0: until the next effect; 100 ms resolution
     param: int = 0  # per effect: twinkle chance /255, chase width, wave step per zone in 10 ms
 
+    def start(self) -> int:
+        """The effect's start on the show clock (ms)."""
+        return self.sequence + self.countdown_ms
+
     def body(self) -> bytes:
         r, g, b = self.colour
+        if not 0 <= int(self.effect) <= 15:
+            raise WristbandError(f"effect {self.effect} does not fit its 4 bits")
         try:
-            return _BODY.pack(VERSION, self.show_id, self.sequence, self.zones, int(self.effect), r, g, b,
-                              self.intensity, self.period_ms // 10, self.duration_ms // 100, self.param,
+            return _BODY.pack(VERSION << 4 | int(self.effect), self.show_id, self.sequence, self.serial, self.zones,
+                              r, g, b, self.intensity, self.period_ms // 10, self.duration_ms // 100, self.param,
                               self.countdown_ms)
         except struct.error as exc:
             raise WristbandError(f"a field is out of range: {exc}") from None
@@ -93,16 +100,16 @@ def decode(adv: bytes, key: bytes) -> WristbandPacket:
     length, ad_type, company = _PREFIX.unpack_from(adv)
     if (length, ad_type, company) != (ADV_SIZE - 1, AD_TYPE_MANUFACTURER, COMPANY_ID):
         raise WristbandError("not a wristband advertisement (AD structure or company id)")
-    if adv[_PREFIX.size] != VERSION:
-        raise WristbandError(f"wristband protocol version {adv[_PREFIX.size]}, this is {VERSION}")
+    if adv[_PREFIX.size] >> 4 != VERSION:
+        raise WristbandError(f"wristband protocol version {adv[_PREFIX.size] >> 4}, this is {VERSION}")
     signed, received = adv[:ADV_SIZE - TAG_SIZE], adv[ADV_SIZE - TAG_SIZE:ADV_SIZE]
     if not hmac.compare_digest(tag(key, signed), received):
         raise AuthenticationError("tag does not verify with this show's key")
-    (_, show_id, sequence, zones, effect, r, g, b, intensity, period, duration, param,
+    (head, show_id, sequence, serial, zones, r, g, b, intensity, period, duration, param,
      countdown) = _BODY.unpack_from(adv, _PREFIX.size)
     try:
-        kind = Effect(effect)
+        kind = Effect(head & 0x0F)
     except ValueError:
-        raise WristbandError(f"unknown effect {effect}") from None
-    return WristbandPacket(show_id, sequence, kind, countdown, zones, (r, g, b), intensity, period * 10,
+        raise WristbandError(f"unknown effect {head & 0x0F}") from None
+    return WristbandPacket(show_id, sequence, serial, kind, countdown, zones, (r, g, b), intensity, period * 10,
                            duration * 100, param)

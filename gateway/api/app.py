@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.api import GATEWAY, stream
+from gateway.api import GATEWAY, effects, stream
 from gateway.api.auth import Tokens, json_error, middleware, requires
 from gateway.api.openapi import document as openapi_document
 from gateway.config import parse_listen
@@ -165,6 +165,7 @@ def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
     app.router.add_get(f"{BASE}/twin/stream", requires("viewer")(stream.handler))
     app.router.add_get(f"{BASE}/twin/assets/{{id}}", asset)
     app.router.add_patch(f"{BASE}/twin/assets/{{id}}/desired", patch_desired)
+    effects.add_routes(app, BASE)
     app.router.add_get(f"{BASE}/openapi.json", openapi)
     app.router.add_get("/metrics", metrics)
     return app

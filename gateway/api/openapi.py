@@ -159,6 +159,38 @@ def document() -> dict[str, Any]:
                               "503": _response("In effect, but the store cannot write it yet (retried)",
                                                _ref("Error"))},
             }},
+            "/api/v1/effects": {
+                "post": {
+                    "summary": "Fire a preset or an inline effect (or, with preview, render it without sending)",
+                    "security": [{"bearer": []}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "properties": {
+                            "preset": {"type": "string"},
+                            "effect": {"type": "object", "description": "kind, colour (#RRGGBB), intensity (0-1), "
+                                       "bpm or period_ms, duration_s, chance, width, step_ms"},
+                            "zones": {"type": "array", "items": {"type": "string"}},
+                            "lead_ms": {"type": "integer", "minimum": 0, "maximum": 60000},
+                            "preview": {"type": "boolean"},
+                            "duration_ms": {"type": "integer", "description": "how much to preview"},
+                        }}}}},
+                    "responses": {
+                        "202": _response("Fired", {"type": "object", "required": ["effect_id", "starts_at"],
+                                                   "properties": {"effect_id": {"type": "string"},
+                                                                  "starts_at": {"type": "string",
+                                                                                "format": "date-time"},
+                                                                  "zones": {"type": "array"}}}),
+                        "200": _response("The preview: each zone's colour every step_ms", {"type": "object"}),
+                        "400": _ERROR, "401": _ERROR, "403": _ERROR,
+                        "404": _response("No such preset", _ref("Error")),
+                    },
+                },
+                "delete": {
+                    "summary": "Stop every effect: a blackout of the wristbands", "security": [{"bearer": []}],
+                    "responses": {"202": _response("Blackout fired", {"type": "object"}), "401": _ERROR,
+                                  "403": _ERROR},
+                },
+            },
             "/api/v1/openapi.json": {"get": {
                 "summary": "This document", "security": [],
                 "responses": {"200": _response("OpenAPI 3.1", {"type": "object"})},

@@ -1,0 +1,65 @@
+"""`/api/v1/effects`: fire a preset or an inline effect (operator), preview it, stop everything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.api import GATEWAY
+from gateway.api.auth import json_error, requires
+from gateway.show.effects import Effect, EffectError
+from gateway.show.engine import Fired, UnknownPreset
+from gateway.twin import rfc3339
+
+PREVIEW_STEP_MS = 40
+
+
+def _accepted(fired: Fired) -> web.Response:
+    return web.Response(status=202, content_type="application/json", body=orjson.dumps(
+        {"effect_id": fired.effect_id, "starts_at": rfc3339(fired.starts_at), "zones": list(fired.zones)}))
+
+
+@requires("operator")
+async def fire(request: web.Request) -> web.Response:
+    show = request.app[GATEWAY].show
+    try:
+        doc = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise json_error(web.HTTPBadRequest, "bad_json", f"the body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise json_error(web.HTTPBadRequest, "bad_request", "the body must be a JSON object")
+    unknown = set(doc) - {"preset", "effect", "zones", "lead_ms", "preview", "duration_ms"}
+    if unknown:
+        raise json_error(web.HTTPBadRequest, "bad_request", f"unknown key {sorted(unknown)[0]!r} "
+                         "(allowed: preset or effect, zones, lead_ms, preview, duration_ms)")
+    zones: Any = doc.get("zones")
+    lead: Any = doc.get("lead_ms")
+    if zones is not None and not (isinstance(zones, list) and all(isinstance(z, str) for z in zones)):
+        raise json_error(web.HTTPBadRequest, "bad_request", "zones must be a list of zone names")
+    if lead is not None and not isinstance(lead, int):
+        raise json_error(web.HTTPBadRequest, "bad_request", "lead_ms must be a whole number of milliseconds")
+    try:
+        if doc.get("preview"):
+            effect: Effect = show.effect_of(doc.get("preset"), doc.get("effect"))[0]
+            duration = int(doc.get("duration_ms", 4000))
+            frames = show.preview(effect, PREVIEW_STEP_MS, max(PREVIEW_STEP_MS, min(duration, 60_000)))
+            return web.Response(content_type="application/json", body=orjson.dumps(
+                {"effect": effect.document(), "step_ms": PREVIEW_STEP_MS, "zones": frames}))
+        fired = show.fire(doc.get("preset"), doc.get("effect"), zones, lead)
+    except UnknownPreset as exc:
+        raise json_error(web.HTTPNotFound, "unknown_preset", str(exc)) from None
+    except (EffectError, TypeError, ValueError) as exc:
+        raise json_error(web.HTTPBadRequest, "bad_effect", str(exc)) from None
+    return _accepted(fired)
+
+
+@requires("operator")
+async def stop(request: web.Request) -> web.Response:
+    return _accepted(request.app[GATEWAY].show.stop())
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    app.router.add_post(f"{base}/effects", fire)
+    app.router.add_delete(f"{base}/effects", stop)

@@ -1,0 +1,185 @@
+"""The show engine: presets fired by OSC, HTTP or the cloud become effects with an id and an absolute start
+(now plus a lead time), split into zone groups that start later the further they are from the stage, so the
+light lands with the sound. Outputs (the wristband radio, OSC feedback) subscribe to what is fired.
+
+Two clocks: effects are scheduled on monotonic time; the show clock (ms) that names them on the air is anchored
+to the wall clock once at start, so it keeps growing across restarts but never jumps with an NTP step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import PresetSection, ShowSection
+from gateway.show.effects import RGB, Effect, EffectError, render
+from gateway.twin import Twin, TwinFrozen, rfc3339
+
+log = logging.getLogger(__name__)
+
+ASSET = "show_control"
+TAP_WINDOW_S = 2.5  # taps further apart than this start a new count
+STOP_LEAD_MS = 0
+
+
+class UnknownPreset(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Group:
+    """Zones that start together: the same distance from the stage."""
+
+    zones: tuple[str, ...]
+    mask: int  # wristband zone bits
+    delay_ms: int
+    show_ms: int  # the group's start on the show clock
+
+
+@dataclass(frozen=True)
+class Fired:
+    effect_id: str
+    serial: int  # one more for each effect fired, modulo 256: on the air, the later effect wins
+    preset: str | None
+    effect: Effect
+    zones: tuple[str, ...]
+    groups: tuple[Group, ...]
+    start_mono: float
+    starts_at: float  # wall clock
+
+    def document(self) -> dict[str, Any]:
+        return {"effect_id": self.effect_id, "preset": self.preset, "effect": self.effect.document(),
+                "zones": list(self.zones), "starts_at": rfc3339(self.starts_at),
+                "groups": [{"zones": list(g.zones), "delay_ms": g.delay_ms} for g in self.groups]}
+
+
+Listener = Callable[[Fired], None]
+
+
+class ShowEngine:
+    def __init__(self, settings: ShowSection, twin: Twin) -> None:
+        self.settings = settings
+        self.tempo_bpm = settings.tempo_bpm
+        self.presets = {p.name: p for p in settings.presets}
+        self.zones = {z.name: z for z in settings.zones}
+        self.last: Fired | None = None
+        self._twin = twin
+        self._listeners: list[Listener] = []
+        self._taps: deque[float] = deque(maxlen=8)
+        self._anchor = (time.monotonic(), time.time())
+        self._serial = 0
+
+    # -- clocks ----------------------------------------------------------------------------------------
+    def show_ms(self, mono: float) -> int:
+        anchor_mono, anchor_wall = self._anchor
+        return int((anchor_wall + mono - anchor_mono) * 1000)
+
+    def wall(self, mono: float) -> float:
+        anchor_mono, anchor_wall = self._anchor
+        return anchor_wall + mono - anchor_mono
+
+    # -- commands --------------------------------------------------------------------------------------
+    def on_fire(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def effect_of(self, preset: str | None, inline: dict[str, Any] | None) -> tuple[Effect, PresetSection | None]:
+        if preset is not None:
+            found = self.presets.get(preset)
+            if found is None:
+                raise UnknownPreset(f"no preset {preset!r} (allowed: {', '.join(sorted(self.presets)) or 'none'})")
+            return Effect.from_document(found.effect_document(), self.tempo_bpm), found
+        if inline is None:
+            raise EffectError("give a preset or an inline effect")
+        return Effect.from_document(inline, self.tempo_bpm), None
+
+    def _zones(self, names: list[str] | None) -> tuple[str, ...]:
+        if not names:
+            return tuple(self.zones)
+        unknown = [n for n in names if n not in self.zones]
+        if unknown:
+            raise EffectError(f"no zone {unknown[0]!r} (allowed: {', '.join(self.zones) or 'none configured'})")
+        return tuple(names)
+
+    def fire(self, preset: str | None = None, inline: dict[str, Any] | None = None, zones: list[str] | None = None,
+             lead_ms: int | None = None) -> Fired:
+        """Fire a preset (or an inline effect) in `zones` (default: the preset's, else all) after `lead_ms`."""
+        effect, found = self.effect_of(preset, inline)
+        names = self._zones(zones or (list(found.zones) if found is not None and found.zones else None))
+        return self._fire(effect, preset, names, self.settings.lead_ms if lead_ms is None else lead_ms)
+
+    def stop(self) -> Fired:
+        """Stop every effect: a blackout of the wristbands, at once."""
+        return self._fire(Effect("blackout"), None, tuple(self.zones), STOP_LEAD_MS)
+
+    def _fire(self, effect: Effect, preset: str | None, names: tuple[str, ...], lead_ms: int) -> Fired:
+        if not 0 <= lead_ms <= 60_000:
+            raise EffectError(f"lead_ms {lead_ms} is out of range (allowed: 0 to 60000)")
+        start = time.monotonic() + lead_ms / 1000
+        by_delay: dict[int, list[str]] = {}
+        for name in names:
+            by_delay.setdefault(self._delay_ms(name), []).append(name)
+        if not names:  # no zones configured: one group, every band
+            by_delay[0] = []
+        groups = []
+        for delay, members in sorted(by_delay.items()):
+            mask = sum(1 << self.zones[m].index for m in members) if members else 0xFFFF
+            groups.append(Group(tuple(members), mask, delay, self.show_ms(start) + delay))
+        self._serial = (self._serial + 1) % 256
+        fired = Fired(uuid.uuid4().hex[:12], self._serial, preset, effect, names, tuple(groups), start,
+                      self.wall(start))
+        self.last = fired
+        log.info("effect %s (%s) fired for %s, starts %s", fired.effect_id, preset or effect.kind,
+                 ", ".join(names) or "every zone", rfc3339(fired.starts_at))
+        for listener in list(self._listeners):
+            try:
+                listener(fired)
+            except Exception:
+                log.exception("an effect listener failed")
+        self._report()
+        return fired
+
+    def _delay_ms(self, zone: str) -> int:
+        if not self.settings.delay_by_distance:
+            return 0
+        return round(self.zones[zone].distance_m / self.settings.speed_of_sound_m_s * 1000)
+
+    def set_tempo(self, bpm: float) -> None:
+        if not 1 <= bpm <= 999:
+            raise EffectError(f"tempo {bpm} bpm is out of range (allowed: 1 to 999)")
+        self.tempo_bpm = float(bpm)
+        self._report()
+
+    def tap(self, at: float | None = None) -> float:
+        """Tap tempo: the mean interval of the recent taps sets the tempo."""
+        now = time.monotonic() if at is None else at
+        if self._taps and now - self._taps[-1] > TAP_WINDOW_S:
+            self._taps.clear()
+        self._taps.append(now)
+        if len(self._taps) >= 2:
+            self.set_tempo(round(60 * (len(self._taps) - 1) / (self._taps[-1] - self._taps[0]), 1))
+        return self.tempo_bpm
+
+    def preview(self, effect: Effect, step_ms: int = 40, duration_ms: int = 4000) -> dict[str, list[RGB]]:
+        """What each zone would show, every `step_ms` from the start, without transmitting anything."""
+        names = list(self.zones) or ["all"]
+        order = {name: i for i, name in enumerate(sorted(names, key=lambda n: self.zones[n].index
+                                                         if n in self.zones else 0))}
+        out = {}
+        for name in names:
+            delay = self._delay_ms(name) if name in self.zones else 0
+            out[name] = [render(effect, t - delay, order[name], len(names))
+                         for t in range(0, duration_ms, step_ms)]
+        return out
+
+    def _report(self) -> None:
+        with contextlib.suppress(TwinFrozen):
+            self._twin.declare(ASSET, "show_control")
+            self._twin.report(ASSET, {"tempo_bpm": self.tempo_bpm,
+                                      "last_effect": self.last.document() if self.last else None})

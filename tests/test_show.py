@@ -1,0 +1,140 @@
+"""The show engine: effects rendered as the crowd sees them, presets fired at an absolute time in zone groups
+delayed by distance, tempo, preview, and the HTTP effects API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway import config
+from gateway.api.app import build_app
+from gateway.api.auth import Tokens
+from gateway.daemon import Gateway
+from gateway.show.effects import Effect, EffectError, render
+from gateway.show.engine import ShowEngine, UnknownPreset
+from gateway.twin import Twin
+from tests.conftest import ROOT
+
+OPERATOR, VIEWER = "operator-token-1", "viewer-token-12"
+
+
+def engine() -> ShowEngine:
+    return ShowEngine(config.load(ROOT / "config" / "demo.toml").show, Twin("gw", "hall"))
+
+
+def test_effects_render_as_the_crowd_sees_them() -> None:
+    red = (255, 0, 0)
+    assert render(Effect("solid", red, 0.5), 10, 0, 3) == (128, 0, 0)
+    strobe = Effect("strobe", red, period_ms=500)
+    assert render(strobe, 10, 0, 1) == red and render(strobe, 200, 0, 1) == (0, 0, 0)
+    assert render(Effect("pulse", red, period_ms=1000), 500, 0, 1) == red
+    chase = Effect("chase", red, period_ms=100, param=1)
+    assert [render(chase, 150, z, 3) for z in range(3)] == [(0, 0, 0), red, (0, 0, 0)]
+    wave = Effect("wave", red, period_ms=1000, param=25)  # 250 ms from one zone to the next
+    assert render(wave, 250, 0, 2) == red and render(wave, 500, 1, 2) == red
+    twinkle = Effect("twinkle", red, period_ms=500, param=round(0.3 * 255))
+    lit = sum(render(twinkle, 100, 0, 1, band) == red for band in range(2000))
+    assert 500 < lit < 700
+    assert render(Effect("solid", red, duration_ms=1000), 1000, 0, 1) == (0, 0, 0)
+    assert render(Effect("solid", red), -1, 0, 1) == (0, 0, 0)
+    assert render(Effect("blackout"), 10, 0, 1) == (0, 0, 0)
+    assert render(Effect("rainbow", period_ms=3000), 0, 0, 1) == (255, 0, 0)
+
+
+def test_inline_effects_say_what_is_wrong() -> None:
+    with pytest.raises(EffectError, match="kind 'laser' is not allowed"):
+        Effect.from_document({"kind": "laser"})
+    with pytest.raises(EffectError, match="colour 'red' is not #RRGGBB"):
+        Effect.from_document({"kind": "solid", "colour": "red"})
+    with pytest.raises(EffectError, match="unknown key 'speed'"):
+        Effect.from_document({"kind": "solid", "speed": 3})
+    assert Effect.from_document({"kind": "pulse", "bpm": 120}).period_ms == 500
+    assert Effect.from_document({"kind": "pulse"}, tempo_bpm=128).period_ms == 469
+
+
+def test_a_preset_fires_in_zone_groups_delayed_by_distance() -> None:
+    show = engine()
+    seen = []
+    show.on_fire(seen.append)
+    fired = show.fire("chorus", lead_ms=500)
+    assert [g.zones for g in fired.groups] == [("floor",), ("balcony",), ("bar",)]
+    assert [g.delay_ms for g in fired.groups] == [29, 102, 131]  # 10, 35 and 45 m at 343 m/s
+    assert [g.mask for g in fired.groups] == [0b001, 0b010, 0b100]
+    shows = [g.show_ms for g in fired.groups]
+    assert shows == sorted(shows) and shows[2] - shows[0] == 102
+    assert seen == [fired]
+    again = show.fire("intro", zones=["bar"], lead_ms=0)  # fired later, starts sooner: the serial says which wins
+    assert again.serial == fired.serial + 1 and again.groups[0].show_ms < shows[0]
+    assert again.zones == ("bar",)
+    with pytest.raises(UnknownPreset, match="no preset 'nope' \\(allowed: chorus, drop, encore, intro, sparkle\\)"):
+        show.fire("nope")
+    with pytest.raises(EffectError, match="no zone 'roof'"):
+        show.fire("intro", zones=["roof"])
+    blackout = show.stop()
+    assert blackout.effect.kind == "blackout" and blackout.zones == ("floor", "balcony", "bar")
+
+
+def test_serials_count_modulo_256() -> None:
+    show = engine()
+    serials = [show.fire("intro", lead_ms=0).serial for _ in range(300)]
+    assert serials[:3] == [1, 2, 3] and serials[255] == 0 and serials[256] == 1
+
+
+def test_tempo_and_tap_tempo() -> None:
+    show = engine()
+    for t in (10.0, 10.5, 11.0, 11.5):
+        show.tap(t)
+    assert show.tempo_bpm == 120.0
+    show.tap(20.0)  # after a pause, counting starts again
+    assert show.tempo_bpm == 120.0
+    show.set_tempo(90)
+    assert show.fire("intro").effect.period_ms == 667
+    with pytest.raises(EffectError):
+        show.set_tempo(0)
+
+
+def test_preview_renders_each_zone_without_transmitting() -> None:
+    show = engine()
+    frames = show.preview(Effect("solid", (0, 255, 0)), step_ms=40, duration_ms=200)
+    assert set(frames) == {"floor", "balcony", "bar"}
+    assert frames["floor"][0] == (0, 0, 0) and frames["floor"][1] == (0, 255, 0)  # the floor starts 29 ms in
+    assert frames["bar"][3] == (0, 0, 0) and frames["bar"][4] == (0, 255, 0)  # the bar 131 ms in
+
+
+@pytest.fixture
+async def client(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[TestClient[Any, Any]]:
+    text = (ROOT / "config" / "demo.toml").read_text().replace('data_dir = "../var/demo"', 'data_dir = "data"')
+    cfg = config.parse(tmp_path / "gw.toml", text)
+    tokens = Tokens([(OPERATOR, "operator"), (VIEWER, "viewer")])
+    gw = Gateway(cfg, tokens)
+    await gw.store.open(gw.twin)
+    yield await aiohttp_client(build_app(gw, tokens))
+    await gw.store.close(gw.twin)
+
+
+async def test_the_effects_api(client: TestClient[Any, Any]) -> None:
+    op = {"Authorization": f"Bearer {OPERATOR}"}
+    resp = await client.post("/api/v1/effects", json={"preset": "drop", "zones": ["floor"], "lead_ms": 250}, headers=op)
+    assert resp.status == 202
+    doc = await resp.json()
+    assert set(doc) == {"effect_id", "starts_at", "zones"} and doc["zones"] == ["floor"]
+    resp = await client.post("/api/v1/effects", json={"preset": "drop"},
+                             headers={"Authorization": f"Bearer {VIEWER}"})
+    assert resp.status == 403
+    resp = await client.post("/api/v1/effects", json={"preset": "nope"}, headers=op)
+    assert resp.status == 404 and (await resp.json())["error"] == "unknown_preset"
+    resp = await client.post("/api/v1/effects", json={"effect": {"kind": "laser"}}, headers=op)
+    assert resp.status == 400 and "kind 'laser'" in (await resp.json())["message"]
+    resp = await client.post("/api/v1/effects", json={"effect": {"kind": "solid", "colour": "#00ff00"},
+                                                      "preview": True, "duration_ms": 200}, headers=op)
+    assert resp.status == 200
+    preview = await resp.json()
+    assert preview["step_ms"] == 40 and preview["zones"]["floor"][1] == [0, 255, 0]
+    resp = await client.delete("/api/v1/effects", headers=op)
+    assert resp.status == 202
+    snapshot = await (await client.get("/api/v1/twin", headers=op)).json()
+    assert snapshot["assets"]["show_control"]["reported"]["last_effect"]["effect"]["kind"] == "blackout"

@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import math
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -171,12 +172,15 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
 
 @contextlib.contextmanager
 def child(args: Sequence[str], log: Path, *, stdout: int | IO[bytes] | None = None,
-          env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `args` in its own session with stderr (and stdout unless given) to `log`; always stopped on exit."""
-    with open(log, "wb") as out:
+          env: dict[str, str] | None = None, user: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `args` in its own session with stderr (and stdout unless given) to `log`; always stopped on exit.
+    `user` (when root) runs it as that user; the parent-death signal is set after the switch, so it holds."""
+    group = pwd.getpwnam(user).pw_gid if user else None
+    groups: list[int] | None = [] if user else None  # its own group, none of ours
+    with open(log, "wb") as out:  # (the benchmarks start children from their main thread: preexec_fn is safe)
         proc = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=out if stdout is None else stdout,
-                                stderr=out, cwd=ROOT, env=env, start_new_session=True,
-                                preexec_fn=_die_with_parent)  # the benchmarks start children from their main thread
+                                stderr=out, cwd=ROOT, env=env, start_new_session=True, user=user, group=group,
+                                extra_groups=groups, preexec_fn=_die_with_parent)
         try:
             yield proc
         except Exception:

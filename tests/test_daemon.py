@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ADMIN, ROOT, VIEWER, Daemon, with_tmpfs
+from tests.conftest import ADMIN, OPERATOR, ROOT, VIEWER, Daemon, with_tmpfs
 
 
 def test_the_demo_venue_lives_in_the_twin_and_stops_cleanly(daemon_factory: Any, tmp_path: Path) -> None:
@@ -34,6 +34,10 @@ def test_the_demo_venue_lives_in_the_twin_and_stops_cleanly(daemon_factory: Any,
                           capture_output=True, text=True, timeout=30, env={**d.env, "VENUE_GATEWAY_TOKEN": VIEWER})
     assert snap.returncode == 0, snap.stderr
     assert "zone:floor" in json.loads(out.read_text())["assets"]
+    fired = subprocess.run([sys.executable, "-m", "gateway", "fire", "chorus", "--zone", "floor", "--url", d.url],
+                           capture_output=True, text=True, timeout=30, env={**d.env, "VENUE_GATEWAY_TOKEN": OPERATOR})
+    assert fired.returncode == 0, fired.stderr
+    assert "(chorus) starts at" in fired.stdout and "in floor" in fired.stdout
     denied = subprocess.run([sys.executable, "-m", "gateway", "snapshot", "--url", d.url, "--token", "nope"],
                             capture_output=True, text=True, timeout=30)
     assert denied.returncode == 1 and "401 the bearer token is not valid" in denied.stderr

@@ -137,6 +137,17 @@ horizon_s = 30
         wait_level(10, 255)
         send("/vg/nope")
         assert '"unknown_address" "/vg/nope"' in dump.wait_for("/vg/out/alert")
+        send("/vg/preset/intro/fire", "s", "floor")
+        fired = dump.wait_for("/vg/out/effect/fired")
+        assert '"intro"' in fired
+        effect = d.get("/api/v1/twin/assets/show_control")["reported"]["last_effect"]
+        assert effect["effect_id"] in fired and effect["zones"] == ["floor"]
+        send("/vg/preset/nope/fire")
+        assert "no preset 'nope'" in dump.wait_for('"unknown_preset"')
+        send("/vg/tempo", "f", "100")
+        send("/vg/effect/stop")
+        assert '"blackout"' in dump.wait_for("/vg/out/effect/fired")
+        assert d.get("/api/v1/twin/assets/show_control")["reported"]["tempo_bpm"] == 100.0
         send("/vg/dmx/9/1", "i", "1")
         assert "universe 9 is not configured" in dump.wait_for("/vg/out/alert")
 

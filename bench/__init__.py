@@ -1,1 +1,2 @@
-"""Benchmarks of the gateway: ingest, the twin API and the whole daemon; `python -m bench` runs them all."""
+"""Benchmarks of the gateway: ingest, the twin API, the whole daemon, and OSC in -> Art-Net out on the wire;
+`python -m bench` runs them all."""

@@ -2,11 +2,13 @@
 8 universes at 40 Hz) gets `/vg/dmx/1/1 ,i V` over UDP and sends ArtDmx to a socket of this benchmark, which
 takes the kernel's arrival timestamps: latency raw and beyond the wait for the next frame slot, frame interval
 jitter, and OSC messages handled per second with the event-loop lag meanwhile. OLA (olad, OSC plugin in, Art-Net
-plugin out) does the same job in the same run as the peer, with the daemon stopped."""
+plugin out) does the same job in the same run as the peer, with the daemon stopped; the daemon's own FrameClock
+alone on an idle asyncio loop is the floor of frame timing."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import itertools
 import json
@@ -16,20 +18,24 @@ import random
 import shutil
 import socket
 import struct
+import subprocess
 import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from bench.common import (
     LOOPBACK,
+    PYTHON,
     ROOT,
     Figure,
     child,
@@ -44,6 +50,8 @@ from bench.common import (
 from bench.venue import cpu_seconds, histogram_p99_ms, lag_histogram
 from drivers.dmx.artnet_codec import PORT as ARTNET_PORT
 from drivers.dmx.artnet_codec import ArtDmx, ArtNetError, decode
+from gateway.dmx import FrameClock
+from gateway.looplag import LoopLag
 
 TOKEN = "bench-viewer-token"
 SPEED = 10.0
@@ -65,7 +73,7 @@ RCVBUF = 4 << 20
 TARGET_BEYOND_P99_MS = 2.0
 TARGET_JITTER_P99_MS = 1.0
 TARGET_OSC_PER_S = 20_000.0
-OFFERED_PER_S = 1.1 * TARGET_OSC_PER_S  # paced a tenth above the target: handled >= target is then no rounding
+OFFERED_PER_S = 1.1 * TARGET_OSC_PER_S  # a tenth above the target, so meeting it does not hinge on rounding
 TARGET_LAG_P99_MS = 5.0
 
 
@@ -175,6 +183,16 @@ def frames(packets: Sequence[Packet], since_ns: int = 0, until_ns: int = 2**63) 
     return out
 
 
+def frame_errors(packets: Sequence[Packet], since_ns: int, until_ns: int) -> tuple[list[float], list[list[Packet]],
+                                                                                  int]:
+    """|interval - 25 ms| between consecutive frames' first packets (seconds), the frames, and the frames missing
+    (an interval of 1.5 periods or more: it counts as missing frames, not as jitter)."""
+    run = frames(packets, since_ns, until_ns)
+    intervals = [b[0].at_ns - a[0].at_ns for a, b in itertools.pairwise(run)]
+    errors = [abs(i - PERIOD_NS) / 1e9 for i in intervals if i < 1.5 * PERIOD_NS]
+    return errors, run, sum(round(i / PERIOD_NS) - 1 for i in intervals if i >= 1.5 * PERIOD_NS)
+
+
 # -- OSC ------------------------------------------------------------------------------------------------
 def osc(address: str, value: int) -> bytes:
     builder = OscMessageBuilder(address)
@@ -258,6 +276,8 @@ def beyond_slot(result: Latency, packets: Sequence[Packet]) -> tuple[list[float]
     beyond: list[float] = []
     for sent, arrived in zip(result.sent_ns, result.arrived_ns, strict=True):
         near = [s for s in starts if abs(s - sent) < 2_000_000_000]
+        if not near:  # no frame within 2 s: cannot happen while the outputs keep universes alive every second
+            continue
         ref = near[0]
         phase = ref + min((s - ref + PERIOD_NS // 2) % PERIOD_NS - PERIOD_NS // 2 for s in near)
         slot = phase + math.ceil((sent - phase) / PERIOD_NS) * PERIOD_NS
@@ -422,7 +442,7 @@ class Load:
     lag_max_ms: float = math.nan
     lag_samples: int = 0
     cpu: float = math.nan  # share of one core
-    frame_p99_ms: float = math.nan  # the daemon's frame lateness p99 meanwhile
+    frame_error_p99_ms: float = math.nan  # frame interval |error| on the wire meanwhile
 
     @property
     def offered(self) -> float:
@@ -439,13 +459,17 @@ class Load:
         if not math.isnan(self.lag_p99_ms):
             text += (f"; loop lag p99 {self.lag_p99_ms:.3f} ms, max {self.lag_max_ms:.3f} ms ({self.lag_samples}"
                      f" samples), /metrics p99 ~{self.lag_hist_p99_ms:.3f} ms (bucket <= {self.lag_bucket_ms:g} ms);"
-                     f" frame lateness p99 {self.frame_p99_ms:.3f} ms; daemon CPU {100 * self.cpu:.0f} %")
+                     f" frame interval |error| p99 {self.frame_error_p99_ms:.3f} ms (wire);"
+                     f" daemon CPU {100 * self.cpu:.0f} %")
         return text
 
 
-def gateway_load(base: str, pid: int, target: Target, label: str, seconds: float, rate: float | None) -> Load:
+def gateway_load(base: str, pid: int, target: Target, w: Wire, label: str, seconds: float,
+                 rate: float | None) -> Load:
     h0, m0, c0, d0 = _health(base), _get(f"{base}/metrics"), cpu_seconds(pid), udp_drops(target.port)
+    since = time.time_ns()
     sent, elapsed = blast(target, seconds, rate)
+    errors, _, _ = frame_errors(w.packets, since, time.time_ns())
     h1 = _health(base)  # first: its loop-lag window is then the flood's last 12 s
     c1 = cpu_seconds(pid)
     time.sleep(0.3)  # what was queued in the socket is handled
@@ -455,7 +479,7 @@ def gateway_load(base: str, pid: int, target: Target, label: str, seconds: float
     lag = h1["loop_lag"]
     return Load(label, elapsed, sent, handled, udp_drops(target.port) - d0, lag["p99_ms"],
                 histogram_quantile_ms(before, after, 0.99), histogram_p99_ms(before, after)[0], lag["max_ms"],
-                lag["samples"], (c1 - c0) / elapsed, h1["dmx"]["frame_lateness"]["p99_ms"])
+                lag["samples"], (c1 - c0) / elapsed, ms(errors, 99))
 
 
 @dataclass
@@ -463,7 +487,8 @@ class GatewayRun:
     latency: Latency
     waits: list[float]
     beyond: list[float]
-    latency_lag_p99_ms: float
+    light_lag: dict[str, float]  # the daemon's loop lag over the last 12 s of the latency phase
+    light_lag_hist_p99_ms: float  # ... and over all of it from /metrics, interpolated
     jitter: list[float]  # |interval - 25 ms| of consecutive frames, seconds
     frames: int
     full_frames: int
@@ -486,27 +511,22 @@ def gateway(tmp: Path, samples: int, jitter_s: float, load_s: float) -> GatewayR
             target = Target(osc_port, "/vg/dmx/{u}/{c}")
             m0 = _get(f"{base}/metrics")
             result = latency(target, w, samples)
-            latency_lag = histogram_quantile_ms(lag_histogram(m0), lag_histogram(_get(f"{base}/metrics")), 0.99)
-            print(f"latency phase done: {len(result.sent_ns)} samples, {result.missing} missing", flush=True)
+            light_lag = _health(base)["loop_lag"]
+            light_hist = histogram_quantile_ms(lag_histogram(m0), lag_histogram(_get(f"{base}/metrics")), 0.99)
 
             since = time.time_ns() + 200_000_000  # from 0.2 s in: every universe changes in every frame by then
             driven = drive_all(target, jitter_s)
             until = time.time_ns()
             health = _health(base)
-            with w.paused():
-                loads = [gateway_load(base, daemon.pid, target, f"{OFFERED_PER_S:,.0f}/s offered", load_s,
-                                      OFFERED_PER_S),
-                         gateway_load(base, daemon.pid, target, "flat out", load_s, None)]
+            loads = [gateway_load(base, daemon.pid, target, w, f"{OFFERED_PER_S:,.0f}/s offered", load_s,
+                                  OFFERED_PER_S),
+                     gateway_load(base, daemon.pid, target, w, "flat out", load_s, None)]
             target.sock.close()
         waits, beyond = beyond_slot(result, w.packets)
-        run = frames(w.packets, since, until)
+        jitter, run, missed = frame_errors(w.packets, since, until)
         other = w.other
-    starts = [f[0].at_ns for f in run]
-    intervals = [b - a for a, b in itertools.pairwise(starts)]
-    jitter = [abs(i - PERIOD_NS) / 1e9 for i in intervals if i < 1.5 * PERIOD_NS]
-    return GatewayRun(result, waits, beyond, latency_lag, jitter, len(run),
-                      sum({p.universe for p in f} >= set(UNIVERSES) for f in run),
-                      sum(round(i / PERIOD_NS) - 1 for i in intervals if i >= 1.5 * PERIOD_NS),
+    return GatewayRun(result, waits, beyond, light_lag, light_hist, jitter, len(run),
+                      sum({p.universe for p in f} >= set(UNIVERSES) for f in run), missed,
                       [(f[-1].at_ns - f[0].at_ns) / 1e9 for f in run], driven, health["dmx"], loads, other)
 
 
@@ -597,17 +617,44 @@ def ola(tmp: Path, samples: int, load_s: float) -> OlaRun:
     return OlaRun(result, loads, version)
 
 
+# -- the floor: the same frame clock on an idle asyncio loop ---------------------------------------------
+async def _idle_clock(seconds: float) -> dict[str, float]:
+    """gateway.dmx.FrameClock at 40 Hz and the daemon's 10 ms loop-lag timer, nothing else on the loop."""
+    clock = FrameClock(FRAME_HZ)
+    clock.lateness = deque(maxlen=100_000)
+    lag = LoopLag(CollectorRegistry(), LAG_INTERVAL_MS / 1000, window=100_000)
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(clock.run()), loop.create_task(lag.run())]
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    late = list(clock.lateness)
+    errors = [abs(b - a) for a, b in itertools.pairwise(late)]  # interval - period = change of lateness
+    return {"late_p50_ms": ms(late, 50), "late_p99_ms": ms(late, 99), "error_p50_ms": ms(errors, 50),
+            "error_p99_ms": ms(errors, 99), "frames": len(late), "lag_p99_ms": lag.summary()["p99_ms"]}
+
+
+def idle_floor(seconds: float, tmp: Path) -> dict[str, float]:
+    with child([PYTHON, "-m", "bench.show", "--idle-clock", str(seconds)], tmp / "idle.log",
+               stdout=subprocess.PIPE) as proc:
+        out, _ = proc.communicate(timeout=seconds + 30)
+    floor: dict[str, float] = json.loads(out)
+    return floor
+
+
 # -- the run --------------------------------------------------------------------------------------------
 def ms(values: Sequence[float], p: float) -> float:
     return percentile(values, p) * 1000
 
 
-def run(samples: int = 400, jitter_s: float = 10.0, load_s: float = 12.0, ola_load_s: float = 5.0) -> list[Figure]:
+def run(samples: int = 400, jitter_s: float = 10.0, load_s: float = 12.0, ola_load_s: float = 5.0,
+        idle_s: float = 8.0) -> list[Figure]:
     title(f"Show: OSC -> Art-Net on loopback, venue-gateway run (sim at {SPEED:g}x, {len(UNIVERSES)} universes at"
           f" {FRAME_HZ:g} Hz) against olad; {samples} latency samples {GAP_S[0] * 1000:.0f}-{GAP_S[1] * 1000:.0f} ms"
           f" apart, {jitter_s:g} s of all-universe frames, {load_s:g} s OSC floods")
     with tempfile.TemporaryDirectory(prefix="vg-bench-show-") as tmp_name:
         tmp = Path(tmp_name)
+        floor = idle_floor(idle_s, tmp)  # first, alone: this machine's floor, nothing else running
         (tmp / "gateway").mkdir()
         g = gateway(tmp / "gateway", samples, jitter_s, load_s)
         (tmp / "ola").mkdir()
@@ -620,17 +667,16 @@ def run(samples: int = 400, jitter_s: float = 10.0, load_s: float = 12.0, ola_lo
             log = tmp / "ola" / "olad.log"
             if log.exists():
                 why += "\n  olad.log: " + "\n  ".join(log.read_text(errors="replace").splitlines()[-5:])
-    return report(g, o, why)
+    return report(g, o, why, floor)
 
 
-def report(g: GatewayRun, o: OlaRun | None, why: str) -> list[Figure]:
+def report(g: GatewayRun, o: OlaRun | None, why: str, floor: dict[str, float]) -> list[Figure]:
     lat = g.latency.seconds
     print(latency_line("gateway OSC -> ArtDmx, raw              ", lat))
     print(latency_line("gateway, wait for the next frame slot   ", g.waits))
     print(latency_line("gateway, beyond the frame slot          ", g.beyond))
-    print(f"  ({g.latency.missing} samples never seen on the wire within 1 s; "
-          f"{sum(b > 0.5 / FRAME_HZ for b in g.beyond)} missed the first frame slot after their send;"
-          f" loop lag p99 meanwhile ~{g.latency_lag_p99_ms:.3f} ms from /metrics)")
+    print(f"  ({g.latency.missing} samples never seen on the wire within 1 s;"
+          f" {sum(b > 0.5 / FRAME_HZ for b in g.beyond)} missed the first frame slot after their send)")
     if o is not None:
         print(latency_line(f"OLA {o.version} OSC -> ArtDmx, raw          ", o.latency.seconds))
         print(f"  ({o.latency.missing} samples never seen on the wire within 1 s; OLA sends on every change,"
@@ -646,11 +692,18 @@ def report(g: GatewayRun, o: OlaRun | None, why: str) -> list[Figure]:
     print(f"daemon's own frame lateness (health, last {fl['samples']} frames): p50 {fl['p50_ms']:.3f} ms,"
           f" p99 {fl['p99_ms']:.3f} ms, max {fl['max_ms']:.3f} ms; {g.health_dmx['frames']} frames,"
           f" {g.health_dmx['skipped_frames']} skipped")
+    print(f"floor, the same FrameClock + 10 ms lag timer alone on an idle asyncio loop ({floor['frames']:.0f} frames):"
+          f" lateness p50 {floor['late_p50_ms']:.3f} ms, p99 {floor['late_p99_ms']:.3f} ms; interval |error| p50"
+          f" {floor['error_p50_ms']:.3f} ms, p99 {floor['error_p99_ms']:.3f} ms; loop lag p99"
+          f" {floor['lag_p99_ms']:.3f} ms")
+    ll = g.light_lag
+    print(f"daemon loop lag, latency phase (light OSC): p99 {ll['p99_ms']:.3f} ms, max {ll['max_ms']:.3f} ms"
+          f" (health, last {ll['samples']:.0f} x {LAG_INTERVAL_MS} ms); /metrics p99 ~{g.light_lag_hist_p99_ms:.3f} ms")
     for load in g.loads:
         print("gateway " + load.line())
     if o is not None:
         for load in o.loads:
-            print("OLA " + load.line())
+            print("OLA " + load.line() + " (handled = sent - dropped: olad counts no OSC)")
     paced, flat = g.loads
     peer_lat = o.latency.seconds if o is not None else []
     ola_paced, ola_flat = o.loads if o is not None else (None, None)
@@ -665,19 +718,22 @@ def report(g: GatewayRun, o: OlaRun | None, why: str) -> list[Figure]:
                peer_label="OLA (raw)"),
         Figure("OSC->ArtDmx beyond frame slot p99", ms(g.beyond, 99), "ms", TARGET_BEYOND_P99_MS,
                peer=peer(peer_lat, 99), peer_label="OLA (raw)"),
-        Figure("frame interval |error| p50", ms(g.jitter, 50), "ms"),
+        Figure("frame interval |error| p50", ms(g.jitter, 50), "ms", peer=floor["error_p50_ms"],
+               peer_label="idle FrameClock"),
         Figure("frame interval |error| p99", ms(g.jitter, 99), "ms", TARGET_JITTER_P99_MS,
-               peer=fl["p99_ms"], peer_label="daemon lateness p99"),
+               peer=floor["error_p99_ms"], peer_label="idle FrameClock"),
+        Figure("frame lateness p99 (daemon health)", fl["p99_ms"], "ms", peer=floor["late_p99_ms"],
+               peer_label="idle FrameClock"),
         Figure(f"OSC handled/s, {paced.offered:,.0f}/s offered", paced.rate, "/s", TARGET_OSC_PER_S, "higher",
                peer=ola_paced.rate if ola_paced else None, peer_label="OLA"),
         Figure(f"loop lag p99, {paced.offered:,.0f} OSC/s", paced.lag_p99_ms, "ms", TARGET_LAG_P99_MS,
-               peer=g.latency_lag_p99_ms, peer_label="light OSC"),
+               peer=floor["lag_p99_ms"], peer_label="idle loop"),
         Figure(f"OSC dropped, {paced.offered:,.0f}/s offered", 100 * paced.dropped / max(1, paced.sent), "%",
                peer=100 * ola_paced.dropped / max(1, ola_paced.sent) if ola_paced else None, peer_label="OLA"),
         Figure("OSC handled/s, flat out", flat.rate, "/s", better="higher",
                peer=ola_flat.rate if ola_flat else None, peer_label="OLA"),
-        Figure("loop lag p99, OSC flat out", flat.lag_p99_ms, "ms", peer=g.latency_lag_p99_ms,
-               peer_label="light OSC"),
+        Figure("loop lag p99, OSC flat out", flat.lag_p99_ms, "ms", peer=floor["lag_p99_ms"],
+               peer_label="idle loop"),
     ]
 
 
@@ -688,8 +744,14 @@ def main() -> None:
     parser.add_argument("--jitter-seconds", type=float, default=10.0, help="of all-universe frames (default 10)")
     parser.add_argument("--load-seconds", type=float, default=12.0, help="per gateway OSC flood (default 12)")
     parser.add_argument("--ola-load-seconds", type=float, default=5.0, help="per OLA OSC flood (default 5)")
+    parser.add_argument("--idle-seconds", type=float, default=8.0, help="of the idle FrameClock floor (default 8)")
+    parser.add_argument("--idle-clock", type=float, metavar="S", help=argparse.SUPPRESS)  # the floor's child
     args = parser.parse_args()
-    print(figures_table(run(args.samples, args.jitter_seconds, args.load_seconds, args.ola_load_seconds)))
+    if args.idle_clock:
+        print(json.dumps(asyncio.run(_idle_clock(args.idle_clock))))
+        return
+    print(figures_table(run(args.samples, args.jitter_seconds, args.load_seconds, args.ola_load_seconds,
+                            args.idle_seconds)))
 
 
 if __name__ == "__main__":

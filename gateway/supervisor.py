@@ -90,6 +90,7 @@ class Supervisor:
         self.units: dict[str, UnitStatus] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._settled: set[str] = set()  # units that have run, or failed, at least once
+        self._stopping = False
         self.settled = asyncio.Event()
 
     def add(self, name: str, kind: str, factory: Callable[[], Unit]) -> None:
@@ -101,6 +102,7 @@ class Supervisor:
         self._tasks = [loop.create_task(self._supervise(name), name=f"unit:{name}") for name in self._factories]
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -129,7 +131,7 @@ class Supervisor:
     async def _supervise(self, name: str) -> None:
         status = self.units[name]
         attempt = 0
-        while True:
+        while not self._stopping:
             status.state, status.retry_in_s = "starting", None
             self._show(name, status)
             began = time.monotonic()
@@ -162,7 +164,10 @@ class Supervisor:
                 if started and unit is not None:
                     unit.detach()
                     try:
-                        await asyncio.wait_for(unit.stop(), STOP_TIMEOUT_S)
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                        # arrives as the inner call finishes, and the supervisor would then never stop.
+                        async with asyncio.timeout(STOP_TIMEOUT_S):
+                            await unit.stop()
                     except Exception:
                         log.exception("%s %s did not stop cleanly", status.kind, name)
             if time.monotonic() - began >= self.settings.stable_after_s:

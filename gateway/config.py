@@ -195,7 +195,7 @@ class ShowSection:
                 out.append(Problem(f"presets[{i}]", "give bpm or period_ms, not both"))
             try:
                 Effect.from_document(preset.effect_document(), self.tempo_bpm)
-            except EffectError as exc:
+            except (EffectError, ValueError) as exc:
                 out.append(Problem(f"presets[{i}]", str(exc)))
             unknown = [z for z in preset.zones if z not in names]
             if unknown:

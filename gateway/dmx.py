@@ -42,6 +42,7 @@ class DmxUniverses:
         self._twin = twin
         self.universes = {n: Universe(n) for n in sorted(set(numbers))}
         self._reported: dict[int, int] = {}
+        self._applied: dict[int, dict[int, Any]] = {}  # the desired levels last applied, per universe
 
     def __contains__(self, number: int) -> bool:
         return number in self.universes
@@ -63,12 +64,12 @@ class DmxUniverses:
             universe.levels[channel - 1] = level
             universe.changes += 1
 
-    def apply(self, number: int, levels: Mapping[str, Any] | list[Any]) -> None:
-        """Levels from desired state: a list from channel 1, or {"channel": value}."""
-        items = enumerate(levels, 1) if isinstance(levels, list) else ((int(k), v) for k, v in levels.items())
-        for channel, value in items:
-            if value is not None:
-                self.set_channel(number, channel, value)
+    def blackout(self) -> None:
+        """Every channel of every universe to 0."""
+        for universe in self.universes.values():
+            if any(universe.levels):
+                universe.levels[:] = bytes(CHANNELS)
+                universe.changes += 1
 
     # -- the twin's side -------------------------------------------------------------------------------
     def declare(self) -> Callable[[], None]:
@@ -82,12 +83,19 @@ class DmxUniverses:
         return self._twin.on_desired(OWNER, self._desired)
 
     def _desired(self, asset_id: str, desired: Mapping[str, Any]) -> None:
+        """Apply the channels whose desired level changed since the last desired state: a PATCH of one channel
+        must not undo what OSC set on the others since."""
         number = int(asset_id.partition(":")[2])
         levels = desired.get("levels", {})
         try:
             if not isinstance(levels, dict | list):
                 raise ValueError("levels must be a list or an object of channel: value")
-            self.apply(number, levels)
+            wanted = dict(enumerate(levels, 1)) if isinstance(levels, list) else {int(k): v for k, v in levels.items()}
+            before = self._applied.get(number, {})
+            self._applied[number] = wanted
+            for channel, value in wanted.items():
+                if value is not None and before.get(channel) != value:
+                    self.set_channel(number, channel, value)
         except (KeyError, ValueError, TypeError) as exc:
             log.warning("desired levels of %s refused: %s", asset_id, exc)
             with contextlib.suppress(TwinFrozen):

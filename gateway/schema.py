@@ -147,7 +147,7 @@ class _Loader:
     def bounds(self, f: dataclasses.Field[Any], value: Any, given: Any, path: str) -> None:
         lo, hi, check = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("check")
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        if numeric and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        if numeric and not ((lo is None or value >= lo) and (hi is None or value <= hi)):  # NaN fails too
             span = (
                 f"from {lo} to {hi}" if lo is not None and hi is not None
                 else f"at least {lo}" if lo is not None else f"at most {hi}"

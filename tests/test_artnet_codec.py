@@ -92,3 +92,10 @@ def test_tshark_dissects_every_packet_without_a_malformed_frame(tmp_path: Path) 
     for fragment in ("ArtDMX", "ArtSync", "ArtPoll ", "ArtPollReply", "Universe: 1", "Length: 4",
                      "Short Name: vg"):
         assert fragment in text, fragment
+
+
+@pytest.mark.parametrize("length", range(200, 240))
+def test_poll_replies_of_every_length_decode_or_raise_the_codecs_own_error(length: int) -> None:
+    data = ArtPollReply("10.0.0.1", short_name="n", port_types=(0x80,), sw_out=(1,)).encode()[:length]
+    with contextlib.suppress(ArtNetError):
+        decode(data)

@@ -173,3 +173,9 @@ def test_problems_in_every_section_are_listed_even_without_a_gateway_section() -
     assert any("store.max_mbb: unknown key" in line for line in lines)
     assert any("api.listen: 'nowhere' is not host:port" in line for line in lines)
     assert "/etc/vg.toml: drivers.api: 'api' is the name of a gateway service (allowed: any other name)" in lines
+
+
+def test_nan_is_out_of_every_range() -> None:
+    lines = problems(BASE + "[dmx]\nframe_rate_hz = nan\n[show]\npresets = [{ name = \"x\", chance = nan }]\n")
+    assert any("dmx.frame_rate_hz: nan is out of range" in line for line in lines)
+    assert any("show.presets[0].chance: nan is out of range" in line for line in lines)

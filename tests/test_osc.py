@@ -172,3 +172,32 @@ horizon_s = 30
         dump.proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             dump.proc.wait(5)
+
+
+async def test_tcp_clients_off_the_allow_list_are_shut_out_and_stop_closes_the_rest() -> None:
+    import asyncio
+
+    twin = Twin("gw", "hall")
+    dmx = DmxUniverses(twin, [1])
+    port = free_port()
+    refusing = OscDriver(DriverContext("osc", twin, None, dmx, FrameClock(40), None),  # type: ignore[arg-type]
+                         OscOptions(listen=f"127.0.0.1:{port}", allow=["10.0.0.0/8"]))
+    await refusing.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await asyncio.wait_for(reader.read(), 2) == b""  # closed before anything is read
+    writer.close()
+    await refusing.stop()
+    driver = OscDriver(DriverContext("osc", twin, None, dmx, FrameClock(40), None),  # type: ignore[arg-type]
+                       OscOptions(listen=f"127.0.0.1:{port}"))
+    await driver.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(slip.encode(osc("/vg/dmx/1/2", 50)))
+    await writer.drain()
+    for _ in range(50):
+        if dmx.get(1).levels[1] == 50:
+            break
+        await asyncio.sleep(0.02)
+    assert dmx.get(1).levels[1] == 50
+    await asyncio.wait_for(driver.stop(), 2)
+    assert await asyncio.wait_for(reader.read(), 2) == b""  # a stopped driver obeys nobody
+    writer.close()

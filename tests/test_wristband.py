@@ -125,3 +125,20 @@ def test_the_clock_estimate_follows_a_drifting_band() -> None:
     band.hear(copy(0, 40_000, 40_000, effect=Effect.HEARTBEAT), 49.1)  # 100 ms of drift later: -9,100 ms
     band.hear(copy(1, 45_000, 44_000), 53.1)
     assert band.starts_at() == pytest.approx(54.1)  # the old bound has left the window
+
+
+def test_sequence_numbers_wrap_without_a_hitch() -> None:
+    band = Band(KEY, 7, zone=0)
+    top = 2**32 - 200
+    for sent in (top, top + 100):
+        band.hear(WristbandPacket(7, sent % 2**32, 1, Effect.PULSE, top + 400 - sent).encode(KEY), local(sent))
+    band.hear(WristbandPacket(7, (top + 300) % 2**32, 1, Effect.PULSE, 100).encode(KEY), local(top + 300))
+    assert band.refused["replay"] == 0 and band.current is not None
+    assert band.starts_at() == pytest.approx(local(top + 400))
+
+
+def test_a_restarted_gateways_serials_are_new_effects_after_a_minute() -> None:
+    band = Band(KEY, 7, zone=0)
+    band.hear(copy(5, 10_000, 9_000), local(9_000))
+    band.hear(copy(5, 100_000, 99_000, effect=Effect.SOLID), local(99_000))  # serial 5 again, 90 s later
+    assert band.current is not None and band.current.packet.effect == Effect.SOLID

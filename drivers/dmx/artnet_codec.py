@@ -18,7 +18,7 @@ OP_POLL_REPLY = 0x2100
 OP_DMX = 0x5000
 OP_SYNC = 0x5200
 POLL_REPLY_SIZE = 239
-POLL_REPLY_MIN = 207  # nodes older than Art-Net 4 stop after BindIndex/Status2
+POLL_REPLY_MIN = 213  # through Status2: what every Art-Net 3 and 4 node sends
 
 _VERSION = struct.Struct(">H")
 

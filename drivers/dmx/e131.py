@@ -37,7 +37,7 @@ class SacnOptions:
     priority: int = setting(100, min=0, max=200)
     source_name: str = "venue-gateway"
     sync_universe: int = setting(0, min=0, max=63999)  # 0: no synchronisation
-    keepalive_s: float = setting(1.0, min=0.1, max=2.5)  # E1.31 receivers time a source out after 2.5 s
+    keepalive_s: float = setting(1.0, min=0.1, max=1.0)  # receivers drop a source silent for 2.5 s
     bind: str = "0.0.0.0"
     ttl: int = setting(8, min=1, max=255)
 
@@ -67,8 +67,11 @@ class SacnOutput(DmxOutput[SacnOptions]):
 
     async def start(self) -> None:
         self.check_universes()
+        outside = [u for u in self.universes if not 1 <= u <= 63999]
+        if outside:
+            raise ValueError(f"universe {outside[0]} cannot be sent over sACN (allowed: 1 to 63999)")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.bind((self.options.bind, 0))
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.options.ttl)
@@ -76,6 +79,7 @@ class SacnOutput(DmxOutput[SacnOptions]):
             if self.options.bind != "0.0.0.0":
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.options.bind))
         except OSError as exc:
+            sock.close()
             raise NotReady(f"cannot open sACN on {self.options.bind}: {exc.strerror or exc}") from None
         self._sock = sock
 
@@ -83,11 +87,13 @@ class SacnOutput(DmxOutput[SacnOptions]):
         """Say goodbye: receivers drop this source at once instead of holding its last look for 2.5 s."""
         if self._sock is None:
             return
-        for u in self.universes:
-            for _ in range(TERMINATION_COPIES):
-                self._send_data(u, bytes(self.ctx.dmx.universes[u].levels), terminated=True)
-        self._sock.close()
-        self._sock = None
+        try:
+            for u in self.universes:
+                for _ in range(TERMINATION_COPIES):
+                    self._send_data(u, bytes(self.ctx.dmx.universes[u].levels), terminated=True)
+        finally:
+            self._sock.close()
+            self._sock = None
 
     def _destinations(self, universe: int) -> list[str]:
         return ([multicast_group(universe)] if self.options.multicast else []) + list(self.options.targets)

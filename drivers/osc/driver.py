@@ -128,6 +128,7 @@ class OscDriver(Driver[OscOptions]):
         self._allowed: dict[str, bool] = {}  # the allow list's answer per source address, remembered
         self._tcp: asyncio.Server | None = None
         self._timers: set[asyncio.TimerHandle] = set()
+        self._clients: set[asyncio.StreamWriter] = set()
         self._undo_fired: Callable[[], Any] | None = None
 
     async def start(self) -> None:
@@ -163,6 +164,9 @@ class OscDriver(Driver[OscOptions]):
     async def stop(self) -> None:
         for timer in self._timers:
             timer.cancel()
+        self._timers.clear()
+        for client in list(self._clients):  # a stopped driver obeys nobody: close the open connections too
+            client.close()
         if self._udp is not None:
             asyncio.get_running_loop().remove_reader(self._udp.fileno())
             self._udp.close()
@@ -174,7 +178,12 @@ class OscDriver(Driver[OscOptions]):
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        if not self._is_allowed(peer[0]):  # refused before a byte of it is read
+            self.counts["not_allowed"] += 1
+            writer.close()
+            return
         decoder = slip.Decoder()
+        self._clients.add(writer)
         try:
             while data := await reader.read(65536):
                 for packet in decoder.feed(data):
@@ -182,6 +191,7 @@ class OscDriver(Driver[OscOptions]):
         except ConnectionError:
             pass
         finally:
+            self._clients.discard(writer)
             self.counts["slip_dropped"] += decoder.dropped
             writer.close()
 
@@ -201,17 +211,26 @@ class OscDriver(Driver[OscOptions]):
                 return
             self.packet(data, addr[0])
 
-    def packet(self, data: bytes, source: str) -> None:
-        """One OSC packet (a message or a bundle) from `source`."""
+    def _is_allowed(self, source: str) -> bool:
+        """The allow list's answer for a source address (an IPv4 address seen through an IPv6 socket too).
+        It checks addresses, which UDP does not authenticate: it keeps out mistakes and strangers, not an
+        attacker on the lighting network."""
         allowed = self._allowed.get(source)
         if allowed is None:
             try:
-                allowed = any(ipaddress.ip_address(source) in net for net in self._allow)
+                address = ipaddress.ip_address(source.partition("%")[0])
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                    address = address.ipv4_mapped
+                allowed = any(address in net for net in self._allow)
             except ValueError:
                 allowed = False
             if len(self._allowed) < 4096:  # bounded: a flood of spoofed sources cannot grow it for ever
                 self._allowed[source] = allowed
-        if not allowed:
+        return allowed
+
+    def packet(self, data: bytes, source: str) -> None:
+        """One OSC packet (a message or a bundle) from `source`."""
+        if not self._is_allowed(source):
             self.counts["not_allowed"] += 1
             return
         try:
@@ -267,8 +286,7 @@ class OscDriver(Driver[OscOptions]):
             show.stop()
         elif address == "/vg/blackout":
             show.stop()
-            for number in self.ctx.dmx.universes:
-                self.ctx.dmx.apply(number, [0] * 512)
+            self.ctx.dmx.blackout()
         elif address == "/vg/tempo":
             show.set_tempo(float(args[0]) if args else 0.0)
         elif address == "/vg/tempo/tap":

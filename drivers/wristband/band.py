@@ -4,7 +4,9 @@ replays, keep an estimate of the show clock, and schedule the effect on the band
 Every authentic copy says "the show clock read S when this copy was sent, and the effect starts C ms later".
 Hearing it at local time t, the band knows the offset between the clocks is at least S - t (a copy can only be
 late on its way). The band keeps the largest such bound over a sliding window, so the least-delayed copy it
-heard wins and a lost copy costs nothing. Sequence numbers only grow, so a recording played back is refused.
+heard wins and a lost copy costs nothing. Sequence numbers grow (compared modulo 2^32, as RFC 1982 does), so a
+recording played back is refused. An effect serial not heard in the last minute is a new effect: the latest
+one heard wins, and copies of an older one still on the air change nothing.
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ from drivers.wristband.protocol import AuthenticationError, Effect, WristbandErr
 
 CLOCK_WINDOW_S = 10.0  # long enough to span many copies, short enough to follow a band's crystal drift
 LATE_GRACE_MS = 100  # an effect heard this long after its start is still joined
+SERIAL_MEMORY_S = 60.0  # how long a heard serial is remembered as "not new"
+HALF = 2**31
 
 
-def newer(serial: int, than: int) -> bool:
-    """Serial numbers count modulo 256: the next 127 are newer, the 128 before are older."""
-    return 0 < (serial - than) % 256 < 128
+def sequence_delta(sequence: int, last: int) -> int:
+    """How far `sequence` is past `last`, modulo 2^32: negative when it is older."""
+    return (sequence - last + HALF) % 2**32 - HALF
 
 
 @dataclass
 class Scheduled:
     packet: WristbandPacket
     heard_at: float
+    start_show_ms: int  # the effect's start on the (unwrapped) show clock
 
 
 class Band:
@@ -36,7 +41,9 @@ class Band:
         self.zone = zone
         self.current: Scheduled | None = None
         self.refused: Counter[str] = Counter()
-        self._last_sequence = -1
+        self._last_sequence: int | None = None
+        self._show_ms = 0  # the last sequence, unwrapped: show time keeps counting past 2^32 ms
+        self._serials: dict[int, float] = {}  # serial -> when last heard
         self._bounds: deque[tuple[float, float]] = deque()  # (heard at, lower bound of the clock offset, ms)
         self._offset_ms: float | None = None
 
@@ -53,22 +60,29 @@ class Band:
         if packet.show_id != self.show_id:
             self.refused["other show"] += 1
             return
-        if packet.sequence <= self._last_sequence:
-            if packet.sequence < self._last_sequence:
+        first = self._last_sequence is None
+        delta = 1 if self._last_sequence is None else sequence_delta(packet.sequence, self._last_sequence)
+        if delta <= 0:
+            if delta < 0:
                 self.refused["replay"] += 1
             return  # the radio repeating the same copy: nothing new
         self._last_sequence = packet.sequence
+        self._show_ms = packet.sequence if first else self._show_ms + delta
         now_ms = t * 1000
-        self._learn_clock(packet.sequence - now_ms, t)
+        self._learn_clock(self._show_ms - now_ms, t)
         if packet.effect == Effect.HEARTBEAT or not packet.zones >> self.zone & 1:
             return
-        current = self.current
-        if current is not None and not newer(packet.serial, current.packet.serial):
-            return  # a copy of the effect scheduled, or an older one still on the air: it only sharpened the clock
-        if self.start_ms(packet) < now_ms - LATE_GRACE_MS:
+        for serial in [s for s, heard in self._serials.items() if t - heard > SERIAL_MEMORY_S]:
+            del self._serials[serial]
+        known = packet.serial in self._serials
+        self._serials[packet.serial] = t
+        if known:
+            return  # a copy of an effect already heard: it only sharpened the clock
+        start = self._show_ms + packet.countdown_ms - (self._offset_ms or 0.0)
+        if start < now_ms - LATE_GRACE_MS:
             self.refused["late"] += 1  # heard only after it was over
             return
-        self.current = Scheduled(packet, t)
+        self.current = Scheduled(packet, t, self._show_ms + packet.countdown_ms)
 
     def _learn_clock(self, bound_ms: float, t: float) -> None:
         bounds = self._bounds
@@ -79,11 +93,8 @@ class Band:
         bounds.append((t, bound_ms))
         self._offset_ms = bounds[0][1]
 
-    def start_ms(self, packet: WristbandPacket) -> float:
-        """When the packet's effect starts, in ms on this band's clock."""
-        assert self._offset_ms is not None
-        return packet.start() - self._offset_ms
-
     def starts_at(self) -> float | None:
         """When the scheduled effect starts, in seconds on the band's clock (None: nothing scheduled)."""
-        return None if self.current is None else self.start_ms(self.current.packet) / 1000
+        if self.current is None or self._offset_ms is None:
+            return None
+        return (self.current.start_show_ms - self._offset_ms) / 1000

@@ -52,7 +52,7 @@ class AuthenticationError(WristbandError):
 @dataclass(frozen=True)
 class WristbandPacket:
     show_id: int  # 0..65535: which show (and so which key) the packet belongs to
-    sequence: int  # the show clock (ms) when this copy was sent: grows with every copy, dates the packet
+    sequence: int  # the show clock (ms, modulo 2^32) when this copy was sent: grows with every copy
     serial: int  # 0..255: the effect's number, one more for each effect fired (modulo 256)
     effect: Effect
     countdown_ms: int  # 0..65535: the effect starts this long after this copy was sent
@@ -62,10 +62,6 @@ class WristbandPacket:
     period_ms: int = 500  # one beat of the effect, 10 ms resolution
     duration_ms: int = 0  # 0: until the next effect; 100 ms resolution
     param: int = 0  # per effect: twinkle chance /255, chase width, wave step per zone in 10 ms
-
-    def start(self) -> int:
-        """The effect's start on the show clock (ms)."""
-        return self.sequence + self.countdown_ms
 
     def body(self) -> bytes:
         r, g, b = self.colour

@@ -1,7 +1,8 @@
 """Effects: what a zone of wristbands shows, as a pure function of the time since the effect started.
 
-The same rendering serves the preview (dashboard, tests) and the reference band, so what is previewed is
-what the crowd sees. Kinds: solid, strobe, pulse, chase, wave, twinkle, rainbow, blackout.
+This is the rendering the preview (dashboard, tests) uses and a band's firmware is meant to run, from the fields
+of the wristband packet and its zone's position. Kinds: solid, strobe, pulse, chase, wave, twinkle, rainbow,
+blackout.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class ShowEngine:
         self._listeners: list[Listener] = []
         self._taps: deque[float] = deque(maxlen=8)
         self._anchor = (time.monotonic(), time.time())
-        self._serial = 0
+        self._serial = int(time.time()) % 256  # a restarted gateway does not begin where bands last heard it
 
     # -- clocks ----------------------------------------------------------------------------------------
     def show_ms(self, mono: float) -> int:
@@ -105,7 +105,7 @@ class ShowEngine:
         unknown = [n for n in names if n not in self.zones]
         if unknown:
             raise EffectError(f"no zone {unknown[0]!r} (allowed: {', '.join(self.zones) or 'none configured'})")
-        return tuple(names)
+        return tuple(dict.fromkeys(names))  # each zone once, in the order given
 
     def fire(self, preset: str | None = None, inline: dict[str, Any] | None = None, zones: list[str] | None = None,
              lead_ms: int | None = None) -> Fired:
@@ -115,7 +115,7 @@ class ShowEngine:
         return self._fire(effect, preset, names, self.settings.lead_ms if lead_ms is None else lead_ms)
 
     def stop(self) -> Fired:
-        """Stop every effect: a blackout of the wristbands, at once."""
+        """Stop every effect: a blackout of the wristbands with no lead time (each zone still by its delay)."""
         return self._fire(Effect("blackout"), None, tuple(self.zones), STOP_LEAD_MS)
 
     def _fire(self, effect: Effect, preset: str | None, names: tuple[str, ...], lead_ms: int) -> Fired:
@@ -129,7 +129,10 @@ class ShowEngine:
             by_delay[0] = []
         groups = []
         for delay, members in sorted(by_delay.items()):
-            mask = sum(1 << self.zones[m].index for m in members) if members else 0xFFFF
+            mask = 0
+            for member in members:
+                mask |= 1 << self.zones[member].index
+            mask = mask or 0xFFFF
             groups.append(Group(tuple(members), mask, delay, self.show_ms(start) + delay))
         self._serial = (self._serial + 1) % 256
         fired = Fired(uuid.uuid4().hex[:12], self._serial, preset, effect, names, tuple(groups), start,

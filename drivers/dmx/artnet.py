@@ -21,7 +21,10 @@ from gateway.schema import Problem, setting
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.partition(":")
     ipaddress.IPv4Address(host)
-    return host, int(port) if port else PORT
+    number = int(port) if port else PORT
+    if not 1 <= number <= 65535:
+        raise ValueError(f"port {number} is out of range")
+    return host, number
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,10 @@ class ArtNetOptions:
             try:
                 _address(target)
             except ValueError:
-                out.append(Problem(f"targets[{i}]", f"{target!r} is not an IPv4 address (allowed: ip or ip:port)"))
+                out.append(Problem(f"targets[{i}]", f"{target!r} is not an IPv4 address with an optional port "
+                                                    "(allowed: ip or ip:port, port 1 to 65535)"))
+        if not self.targets and self.broadcast is None:
+            out.append(Problem("targets", "Art-Net needs somewhere to go (allowed: targets, or broadcast)"))
         for key in ("broadcast", "bind"):
             value = getattr(self, key)
             try:

@@ -72,15 +72,15 @@ class DmxUniverses:
                 universe.changes += 1
 
     # -- the twin's side -------------------------------------------------------------------------------
-    def declare(self) -> Callable[[], None]:
-        """Make every universe a twin asset and take its desired state; returns the undo."""
+    def declare(self) -> None:
+        """Make every universe a twin asset and take its desired state, now and whenever it changes."""
         for n in self.universes:
             with contextlib.suppress(TwinFrozen):
                 self._twin.declare(f"universe:{n}", "dmx_universe", None, OWNER)
             asset = self._twin.get(f"universe:{n}")
             if asset is not None and asset.desired:
                 self._desired(asset.id, asset.desired)
-        return self._twin.on_desired(OWNER, self._desired)
+        self._twin.on_desired(OWNER, self._desired)
 
     def _desired(self, asset_id: str, desired: Mapping[str, Any]) -> None:
         """Apply the channels whose desired level changed since the last desired state: a PATCH of one channel

@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api import GATEWAY, effects, stream
-from gateway.api.auth import Tokens, json_error, middleware, requires
+from gateway.api.auth import Tokens, json_error, middleware, read_object, requires
 from gateway.api.openapi import document as openapi_document
 from gateway.config import parse_listen
 from gateway.store import StoreError
@@ -117,12 +117,7 @@ async def asset(request: web.Request) -> web.Response:
 async def patch_desired(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     asset_id = request.match_info["id"]
-    try:
-        patch = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise json_error(web.HTTPBadRequest, "bad_json", f"the body is not JSON: {exc}") from None
-    if not isinstance(patch, dict):
-        raise json_error(web.HTTPBadRequest, "bad_request", "the body must be a JSON object (a merge patch)")
+    patch = await read_object(request, "a JSON object (a merge patch)")
     found = gw.twin.get(asset_id)
     if found is None:
         raise json_error(web.HTTPNotFound, "not_found", f"no asset {asset_id!r}")

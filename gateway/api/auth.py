@@ -37,6 +37,17 @@ def json_error(status: type[web.HTTPException], code: str, message: str, headers
                   content_type="application/json", headers=headers)
 
 
+async def read_object(request: web.Request, what: str = "a JSON object") -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    try:
+        doc = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise json_error(web.HTTPBadRequest, "bad_json", f"the body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise json_error(web.HTTPBadRequest, "bad_request", f"the body must be {what}")
+    return doc
+
+
 def requires(role: Role) -> Callable[[Handler], Handler]:
     """Wrap a handler so that it answers 401 without a valid token and 403 below `role`."""
     needed = ROLES.index(role)

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from gateway.api import GATEWAY
-from gateway.api.auth import json_error, requires
+from gateway.api.auth import json_error, read_object, requires
 from gateway.show.effects import Effect, EffectError
 from gateway.show.engine import Fired, UnknownPreset
 from gateway.twin import rfc3339
@@ -24,12 +24,7 @@ def _accepted(fired: Fired) -> web.Response:
 @requires("operator")
 async def fire(request: web.Request) -> web.Response:
     show = request.app[GATEWAY].show
-    try:
-        doc = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise json_error(web.HTTPBadRequest, "bad_json", f"the body is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise json_error(web.HTTPBadRequest, "bad_request", "the body must be a JSON object")
+    doc = await read_object(request)
     unknown = set(doc) - {"preset", "effect", "zones", "lead_ms", "preview", "duration_ms"}
     if unknown:
         raise json_error(web.HTTPBadRequest, "bad_request", f"unknown key {sorted(unknown)[0]!r} "

@@ -86,6 +86,8 @@ class Gateway:
 
     def _driver_factory(self, dc: DriverConfig) -> Callable[[], Unit]:
         cls = registry.find(dc.type)
+        if cls.TRANSMITS_EFFECTS:
+            self.show.expect_transmitter(dc.name)
 
         def make() -> Unit:
             return cls(DriverContext(dc.name, self.twin, self.ingest, self.dmx, self.frames, self.show), dc.options)

@@ -74,6 +74,9 @@ class Driver(Unit, ABC, Generic[OptionsT]):
     """Subclass with `Options` (a frozen dataclass of the driver's config keys) and `run`."""
 
     Options: ClassVar[type[Any]] = NoOptions
+    # A transmitter of effects (the wristband radio) attaches to the show engine while it runs; while it is
+    # down, effects are reported "not sent" by it.
+    TRANSMITS_EFFECTS: ClassVar[bool] = False
 
     def __init__(self, ctx: DriverContext, options: OptionsT) -> None:
         self.ctx = ctx

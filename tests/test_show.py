@@ -123,7 +123,7 @@ async def test_the_effects_api(client: TestClient[Any, Any]) -> None:
     resp = await client.post("/api/v1/effects", json={"preset": "drop", "zones": ["floor"], "lead_ms": 250}, headers=op)
     assert resp.status == 202
     doc = await resp.json()
-    assert set(doc) == {"effect_id", "starts_at", "zones"} and doc["zones"] == ["floor"]
+    assert set(doc) == {"effect_id", "starts_at", "zones", "delivery"} and doc["zones"] == ["floor"]
     resp = await client.post("/api/v1/effects", json={"preset": "drop"},
                              headers={"Authorization": f"Bearer {VIEWER}"})
     assert resp.status == 403

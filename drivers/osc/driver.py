@@ -7,7 +7,8 @@ put on `loop.call_at` and nothing else waits for it. Only sources on the allow l
 Addresses: `/vg/preset/{name}/fire` (optional args: zone names), `/vg/effect/stop`, `/vg/blackout` (wristbands
 and every DMX level to 0), `/vg/tempo ,f BPM`, `/vg/tempo/tap`, `/vg/dmx/{universe}/{channel} ,i|f` (0-255, or
 0.0-1.0) and `/vg/ping` (answered with `/vg/out/pong`). Every effect fired, from here or elsewhere, is told as
-`/vg/out/effect/fired ,ss PRESET EFFECT_ID`. Routes in the configuration map any other address pattern (a
+`/vg/out/effect/fired ,ss PRESET EFFECT_ID` (and `/vg/out/alert ,ss not_sent TEXT` for a transmitter that could
+not send it). Routes in the configuration map any other address pattern (a
 console's own cue messages) to one of these; anything else is answered with `/vg/out/alert ,ss KIND TEXT`.
 """
 
@@ -299,6 +300,8 @@ class OscDriver(Driver[OscOptions]):
 
     def _fired(self, fired: Fired) -> None:
         self.send("/vg/out/effect/fired", fired.preset or fired.effect.kind, fired.effect_id)
+        for name, status in fired.not_sent().items():
+            self.alert("not_sent", f"effect {fired.effect_id}: {name} {status}")
 
     def _dmx(self, universe: int, channel: int, args: list[Any]) -> None:
         value = args[0] if args else None

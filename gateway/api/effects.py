@@ -18,7 +18,8 @@ PREVIEW_STEP_MS = 40
 
 def _accepted(fired: Fired) -> web.Response:
     return web.Response(status=202, content_type="application/json", body=orjson.dumps(
-        {"effect_id": fired.effect_id, "starts_at": rfc3339(fired.starts_at), "zones": list(fired.zones)}))
+        {"effect_id": fired.effect_id, "starts_at": rfc3339(fired.starts_at), "zones": list(fired.zones),
+         "delivery": fired.delivery}))
 
 
 @requires("operator")

@@ -179,7 +179,12 @@ def document() -> dict[str, Any]:
                                                    "properties": {"effect_id": {"type": "string"},
                                                                   "starts_at": {"type": "string",
                                                                                 "format": "date-time"},
-                                                                  "zones": {"type": "array"}}}),
+                                                                  "zones": {"type": "array"},
+                                                                  "delivery": {
+                                                                      "type": "object",
+                                                                      "description": "per transmitter: 'sending' "
+                                                                                     "or 'not sent: why'",
+                                                                      "additionalProperties": {"type": "string"}}}}),
                         "200": _response("The preview: each zone's colour every step_ms", {"type": "object"}),
                         "400": _ERROR, "401": _ERROR, "403": _ERROR,
                         "404": _response("No such preset", _ref("Error")),

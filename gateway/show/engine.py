@@ -1,6 +1,8 @@
 """The show engine: presets fired by OSC, HTTP or the cloud become effects with an id and an absolute start
 (now plus a lead time), split into zone groups that start later the further they are from the stage, so the
-light lands with the sound. Outputs (the wristband radio, OSC feedback) subscribe to what is fired.
+light lands with the sound. Transmitters (the wristband radio) take each effect and say whether it is being
+sent; a configured transmitter that is down has the effect reported "not sent". Listeners (OSC feedback) then
+hear what was fired and how it went out.
 
 Two clocks: effects are scheduled on monotonic time; the show clock (ms) that names them on the air is anchored
 to the wall clock once at start, so it keeps growing across restarts but never jumps with an NTP step.
@@ -14,7 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import PresetSection, ShowSection
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 ASSET = "show_control"
 TAP_WINDOW_S = 2.5  # taps further apart than this start a new count
 STOP_LEAD_MS = 0
+RECENT = 16  # effects kept for a transmitter that restarts while they still count down
 
 
 class UnknownPreset(LookupError):
@@ -52,14 +55,20 @@ class Fired:
     groups: tuple[Group, ...]
     start_mono: float
     starts_at: float  # wall clock
+    delivery: dict[str, str] = field(default_factory=dict)  # transmitter -> "sending" or "not sent: why"
 
     def document(self) -> dict[str, Any]:
         return {"effect_id": self.effect_id, "preset": self.preset, "effect": self.effect.document(),
                 "zones": list(self.zones), "starts_at": rfc3339(self.starts_at),
-                "groups": [{"zones": list(g.zones), "delay_ms": g.delay_ms} for g in self.groups]}
+                "groups": [{"zones": list(g.zones), "delay_ms": g.delay_ms} for g in self.groups],
+                "delivery": dict(self.delivery)}
+
+    def not_sent(self) -> dict[str, str]:
+        return {name: status for name, status in self.delivery.items() if status != "sending"}
 
 
 Listener = Callable[[Fired], None]
+Transmitter = Callable[[Fired], str]  # returns the delivery status
 
 
 class ShowEngine:
@@ -71,6 +80,8 @@ class ShowEngine:
         self.last: Fired | None = None
         self._twin = twin
         self._listeners: list[Listener] = []
+        self._transmitters: dict[str, Transmitter | None] = {}  # None: configured, but down
+        self.recent: deque[Fired] = deque(maxlen=RECENT)
         self._taps: deque[float] = deque(maxlen=8)
         self._anchor = (time.monotonic(), time.time())
         self._serial = int(time.time()) % 256  # a restarted gateway does not begin where bands last heard it
@@ -88,6 +99,18 @@ class ShowEngine:
     def on_fire(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def expect_transmitter(self, name: str) -> None:
+        """A transmitter is configured: until it attaches, what is fired is reported not sent by it."""
+        self._transmitters.setdefault(name, None)
+
+    def attach_transmitter(self, name: str, send: Transmitter) -> Callable[[], None]:
+        self._transmitters[name] = send
+
+        def detach() -> None:
+            if self._transmitters.get(name) is send:
+                self._transmitters[name] = None
+        return detach
 
     def effect_of(self, preset: str | None, inline: dict[str, Any] | None) -> tuple[Effect, PresetSection | None]:
         if preset is not None:
@@ -138,8 +161,17 @@ class ShowEngine:
         fired = Fired(uuid.uuid4().hex[:12], self._serial, preset, effect, names, tuple(groups), start,
                       self.wall(start))
         self.last = fired
+        self.recent.append(fired)
         log.info("effect %s (%s) fired for %s, starts %s", fired.effect_id, preset or effect.kind,
                  ", ".join(names) or "every zone", rfc3339(fired.starts_at))
+        for name, send in list(self._transmitters.items()):
+            try:
+                fired.delivery[name] = "not sent: the transmitter is down" if send is None else send(fired)
+            except Exception as exc:
+                log.exception("transmitter %s failed", name)
+                fired.delivery[name] = f"not sent: {type(exc).__name__}: {exc}"
+        for name, status in fired.not_sent().items():
+            log.warning("effect %s: %s %s", fired.effect_id, name, status)
         for listener in list(self._listeners):
             try:
                 listener(fired)
@@ -147,6 +179,13 @@ class ShowEngine:
                 log.exception("an effect listener failed")
         self._report()
         return fired
+
+    def update_delivery(self, fired: Fired, transmitter: str, status: str) -> None:
+        """A transmitter's later word on an effect: resumed when it came back in time, or cut short."""
+        fired.delivery[transmitter] = status
+        log.info("effect %s: %s %s", fired.effect_id, transmitter, status)
+        if fired is self.last:
+            self._report()
 
     def _delay_ms(self, zone: str) -> int:
         if not self.settings.delay_by_distance:

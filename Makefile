@@ -21,11 +21,11 @@ $(VENV)/.created:
 	@touch $@
 
 $(VENV)/.runtime: $(VENV)/.created pyproject.toml
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[sim]'
 	@touch $@
 
 $(VENV)/.test: $(VENV)/.runtime
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[sim,test]'
 	@touch $@
 
 run: $(VENV)/.runtime

@@ -36,6 +36,7 @@ def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = 
     text = text.replace('listen = "127.0.0.1:9000"', f'listen = "127.0.0.1:{free_port()}"')
     text = text.replace('data_dir = "../var/demo"', 'data_dir = "data"')
     text = text.replace("speed = 1.0", f"speed = {speed}")
+    text = text.replace('"/tmp/venue-gateway-air"', f'"{directory / "air"}"')
     path = directory / "gateway.toml"
     path.write_text(text + extra)
     return path

@@ -41,3 +41,18 @@ def read(pcap: Path, options: list[str] | None = None) -> str:
     assert result.returncode == 0, result.stderr
     assert "Malformed" not in result.stdout, result.stdout
     return result.stdout
+
+
+LINKTYPE_BLUETOOTH_HCI_H4_WITH_PHDR = 201  # a 4-byte direction (0: host to controller), then the H4 packet
+
+
+def dissect_hci(tmp: Path, packets: list[tuple[bool, bytes]]) -> str:
+    """tshark's verbose dissection of H4 packets, each (sent by the host?, bytes); fails on a malformed frame."""
+    require(shutil.which("tshark") is not None, "tshark (Debian package tshark)")
+    pcap = tmp / "hci.pcap"
+    with pcap.open("wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_BLUETOOTH_HCI_H4_WITH_PHDR))
+        for i, (sent, packet) in enumerate(packets):
+            frame = struct.pack(">I", 0 if sent else 1) + packet
+            out.write(struct.pack("<IIII", 1_700_000_000 + i, 0, len(frame), len(frame)) + frame)
+    return read(pcap)

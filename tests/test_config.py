@@ -27,7 +27,7 @@ def problems(text: str) -> list[str]:
 def test_shipped_configs_are_valid() -> None:
     demo = config.load(ROOT / "config" / "demo.toml")
     assert demo.gateway.id == "demo-01"
-    assert sorted(d.type for d in demo.drivers) == ["osc", "sim"]
+    assert sorted(d.type for d in demo.drivers) == ["air", "osc", "sim", "wristband"]
     assert [p.name for p in demo.show.presets] == ["intro", "drop", "chorus", "sparkle", "encore"]
     assert demo.data_dir == (ROOT / "var" / "demo").resolve()
     example = config.load(ROOT / "config" / "venue.example.toml")
@@ -121,8 +121,8 @@ type = "teleporter"
         "drivers.venue.zones[0].capacity: must be an integer (got 'lots')",
         "drivers.venue.faults[1].kind: 'melt' is not allowed (allowed: fan_stall, driver_open",
         "drivers.venue.colour: unknown key (allowed: channels_per_rack, circuits, faults,",
-        "drivers.other.type: unknown driver type 'teleporter' (allowed: artnet, enttec, osc, sacn, sim, "
-        "or module.path:ClassName)",
+        "drivers.other.type: unknown driver type 'teleporter' (allowed: air, artnet, enttec, osc, sacn, sim, "
+        "wristband, or module.path:ClassName)",
     ]:
         assert any(fragment in line for line in lines), (fragment, lines)
 
@@ -179,3 +179,29 @@ def test_nan_is_out_of_every_range() -> None:
     lines = problems(BASE + "[dmx]\nframe_rate_hz = nan\n[show]\npresets = [{ name = \"x\", chance = nan }]\n")
     assert any("dmx.frame_rate_hz: nan is out of range" in line for line in lines)
     assert any("show.presets[0].chance: nan is out of range" in line for line in lines)
+
+
+def test_the_wristband_radio_needs_exactly_one_show_key() -> None:
+    lines = problems(BASE + """
+[drivers.none]
+type = "wristband"
+port = "/dev/ttyACM0"
+[drivers.two]
+type = "wristband"
+port = "/dev/ttyACM0"
+key_env = "SHOW_KEY"
+demo_key = "00112233445566778899aabbccddeeff"
+[drivers.relative]
+type = "wristband"
+port = "/dev/ttyACM0"
+key_file = "show.key"
+[drivers.short]
+type = "wristband"
+port = "/dev/ttyACM0"
+demo_key = "0011"
+""")
+    for fragment in ["drivers.none: needs exactly one show key source (allowed: key_file, key_env, demo_key)",
+                     "drivers.two: needs exactly one show key source",
+                     "drivers.relative.key_file: 'show.key' is not an absolute path",
+                     "drivers.short.demo_key: a show key is 16 bytes (32 hexadecimal digits), not 2"]:
+        assert any(fragment in line for line in lines), (fragment, lines)

@@ -17,6 +17,9 @@ from drivers.wristband.protocol import (
     WristbandPacket,
     decode,
 )
+from drivers.wristband.streams import Streams
+from gateway.show.effects import Effect as ShowEffect
+from gateway.show.engine import Fired, Group
 
 KEY = bytes(range(16))
 STRANGER = bytes(16)
@@ -142,3 +145,46 @@ def test_a_restarted_gateways_serials_are_new_effects_after_a_minute() -> None:
     band.hear(copy(5, 10_000, 9_000), local(9_000))
     band.hear(copy(5, 100_000, 99_000, effect=Effect.SOLID), local(99_000))  # serial 5 again, 90 s later
     assert band.current is not None and band.current.packet.effect == Effect.SOLID
+
+
+# -- what the radio sends next ----------------------------------------------------------------------------------
+
+def fired(serial: int, groups: list[tuple[int, int]], kind: str = "solid") -> Fired:
+    """An effect with (zone mask, start on the show clock) groups."""
+    return Fired(f"e{serial}", serial, None, ShowEffect(kind), (), tuple(Group((), mask, 0, start)
+                                                                       for mask, start in groups), 0.0, 0.0)
+
+
+def test_copies_take_turns_between_groups_and_count_down_to_each_start() -> None:
+    streams = Streams(show_id=1, tail_ms=200, heartbeat_ms=0)
+    streams.add(fired(5, [(0b01, 10_500), (0b10, 10_600)]))
+    copies = [streams.next(10_000 + 20 * i) for i in range(4)]
+    assert [c.zones for c in copies if c] == [0b10, 0b01, 0b10, 0b01]
+    assert [c.countdown_ms for c in copies if c] == [600, 480, 560, 440]
+    assert all(c is not None and c.sequence == 10_000 + 20 * i and c.serial == 5 for i, c in enumerate(copies))
+
+
+def test_copies_go_on_for_the_tail_with_no_countdown_then_heartbeats_follow() -> None:
+    streams = Streams(show_id=1, tail_ms=200, heartbeat_ms=500)
+    streams.add(fired(9, [(0xFFFF, 1_000)]))
+    late = streams.next(1_150)
+    assert late is not None and late.effect == Effect.SOLID and late.countdown_ms == 0
+    beat = streams.next(1_201)
+    assert beat is not None and beat.effect == Effect.HEARTBEAT and beat.serial == 9
+    assert streams.next(1_300) is None and streams.next(1_701) is not None
+
+
+def test_a_newer_effect_takes_over_the_zones_it_covers() -> None:
+    streams = Streams(show_id=1, tail_ms=0, heartbeat_ms=0)
+    streams.add(fired(1, [(0b111, 60_000)]))
+    streams.add(fired(2, [(0b001, 1_000)]))
+    zones = {(s.template.serial, s.template.zones) for s in streams.active}
+    assert zones == {(1, 0b110), (2, 0b001)}
+
+
+def test_an_effect_further_ahead_than_a_countdown_can_say_waits_its_turn() -> None:
+    streams = Streams(show_id=1, tail_ms=0, heartbeat_ms=0)
+    streams.add(fired(3, [(1, 100_000)]))
+    assert streams.next(30_000) is None
+    copy = streams.next(40_000)
+    assert copy is not None and copy.countdown_ms == 60_000

@@ -57,6 +57,10 @@ class Band:
         except WristbandError:
             self.refused["malformed"] += 1
             return
+        self.accept(packet, t)
+
+    def accept(self, packet: WristbandPacket, t: float) -> None:
+        """An authentic packet heard at local time `t`."""
         if packet.show_id != self.show_id:
             self.refused["other show"] += 1
             return

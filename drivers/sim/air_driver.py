@@ -1,0 +1,93 @@
+"""The `air` driver: the virtual air for the demo and the tests (drivers/sim/air.py), inside the gateway.
+
+It exposes a virtual BLE controller on a pseudo-terminal for the `wristband` driver to open as it would a USB
+dongle, and scatters virtual wristbands over the show's zones. When an effect starts, each zone's group of
+bands is reported to the twin (`wristbands:<zone>`): which effect, how many bands started it, how closely.
+Needs the `sim` extra (Bumble).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.sim.crowd import VirtualBand
+from drivers.wristband.radio import parse_key
+from gateway.driver import Driver, DriverContext
+from gateway.schema import Problem, setting
+
+REPORT_AFTER_S = 0.2  # a group is reported this long after its start, once every band has had its say
+
+
+@dataclass(frozen=True)
+class AirOptions:
+    demo_key: str  # the show key the virtual bands were given: the radio's
+    pty: str = "/tmp/venue-gateway-air"  # where the virtual controller's pty is linked: the radio's `port`
+    show_id: int = setting(1, min=0, max=0xFFFF)
+    bands_per_zone: int = setting(4, min=1, max=64)
+    loss: float = setting(0.3, min=0, max=0.95)  # the share of advertisements each band misses
+    seed: int | None = None
+
+    def problems(self) -> list[Problem]:
+        try:
+            parse_key(self.demo_key)
+        except ValueError as exc:
+            return [Problem("demo_key", str(exc))]
+        return []
+
+
+class VirtualAirDriver(Driver[AirOptions]):
+    Options = AirOptions
+
+    def __init__(self, ctx: DriverContext, options: AirOptions) -> None:
+        super().__init__(ctx, options)
+        from drivers.sim.air import VirtualAir  # Bumble is the `sim` extra: needed only when this driver runs
+
+        self.air = VirtualAir(parse_key(options.demo_key), options.show_id, options.loss, options.seed)
+        self.zones = {z.index: z.name for z in ctx.show.zones.values()} or {0: "all"}
+        self._reports: set[tuple[int, int]] = set()
+
+    async def start(self) -> None:
+        zones = [index for index in self.zones for _ in range(self.options.bands_per_zone)]
+        await self.air.open(self.options.pty, zones)
+        self.air.listeners.append(self._scheduled)
+        for name in self.zones.values():
+            self.ctx.declare(f"wristbands:{name}", "wristband_group", None if name == "all" else name)
+            self.ctx.report(f"wristbands:{name}", {"bands": self.options.bands_per_zone})
+        self.ctx.log.info("virtual air: controller on %s, %d bands", self.options.pty, len(zones))
+
+    def _scheduled(self, band: VirtualBand) -> None:
+        current = band.band.current
+        if current is None or (band.zone, current.packet.serial) in self._reports:
+            return
+        key = (band.zone, current.packet.serial)
+        self._reports.add(key)
+        start = band.starts[current.packet.serial]
+        asyncio.get_running_loop().call_later(max(0.0, start - time.monotonic()) + REPORT_AFTER_S,
+                                              self._report, key)
+
+    def _report(self, key: tuple[int, int]) -> None:
+        self._reports.discard(key)
+        zone, serial = key
+        group = [b for b in self.air.bands if b.zone == zone]
+        starts = [b.starts[serial] for b in group if serial in b.starts]
+        current = next((b.band.current for b in group if b.band.current is not None), None)
+        if current is None:
+            return
+        packet = current.packet
+        r, g, b = packet.colour
+        self.ctx.report(f"wristbands:{self.zones.get(zone, zone)}", {
+            "bands": len(group), "effect": packet.effect.name.lower(), "colour": f"#{r:02x}{g:02x}{b:02x}",
+            "started": len(starts), "start_spread_ms": round((max(starts) - min(starts)) * 1000, 2)})
+
+    async def run(self) -> None:
+        await asyncio.Future()
+
+    async def stop(self) -> None:
+        await self.air.close()
+
+    def health(self) -> dict[str, Any]:
+        return {"pty": self.options.pty, "bands": len(self.air.bands),
+                "heard": sum(b.heard for b in self.air.bands), "lost": sum(b.lost for b in self.air.bands)}

@@ -1,0 +1,215 @@
+"""The `wristband` driver: the show's effects broadcast to the crowd's wristbands through a BLE controller
+spoken to in HCI over a serial port (docs/wristband-protocol.md).
+
+Start: reset the controller, read what it is and whether it has extended advertising, give it a random static
+address and non-connectable advertising parameters (extended advertising with legacy PDUs when it has it, so
+every band hears them; legacy advertising otherwise). Run: every copy interval, the next copy (streams.py) is
+stamped with the show clock and handed over as disable, set data, enable (one advertising event with extended
+advertising): a copy goes on the air as soon as it is made, and a fresh stamp is what keeps the bands in sync.
+Heartbeats keep the bands' clocks fresh between effects and prove the controller still answers.
+
+A controller that stops answering, reports a hardware error or is unplugged ends the run (NotReady); the
+supervisor resets it after a backoff. Effects fired meanwhile are reported "not sent" by the show engine; those
+still counting down when the radio comes back are resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from drivers.wristband import hci
+from drivers.wristband.hci_port import HciPort
+from drivers.wristband.protocol import KEY_SIZE
+from drivers.wristband.streams import Streams
+from gateway.driver import Driver, DriverContext
+from gateway.schema import Problem, setting
+from gateway.show.engine import Fired
+
+
+def parse_key(text: str) -> bytes:
+    try:
+        key = binascii.unhexlify("".join(text.split()))
+    except (binascii.Error, ValueError):
+        raise ValueError("a show key is 32 hexadecimal digits") from None
+    if len(key) != KEY_SIZE:
+        raise ValueError(f"a show key is {KEY_SIZE} bytes (32 hexadecimal digits), not {len(key)}")
+    return key
+
+
+@dataclass(frozen=True)
+class RadioOptions:
+    port: str  # the dongle's serial port; name it by /dev/serial/by-id/... so replugging changes nothing
+    show_id: int = setting(1, min=0, max=0xFFFF)
+    key_file: str | None = None  # an absolute path to the show key: 32 hexadecimal digits
+    key_env: str | None = None  # or an environment variable holding them
+    demo_key: str | None = None  # or the digits themselves, for the virtual venue only
+    baudrate: int = setting(1_000_000, min=9600, max=4_000_000)
+    rtscts: bool = True
+    advertising: Literal["auto", "extended", "legacy"] = "auto"
+    copy_interval_ms: int = setting(20, min=10, max=1000)
+    heartbeat_interval_ms: int = setting(500, min=0, max=60_000)  # 0: no heartbeats
+    tail_ms: int = setting(200, min=0, max=5000)  # copies go on this long after the start, for late joiners
+    command_timeout_s: float = setting(1.0, min=0.05, max=30)
+
+    def problems(self) -> list[Problem]:
+        sources = [s for s in ("key_file", "key_env", "demo_key") if getattr(self, s) is not None]
+        if len(sources) != 1:
+            return [Problem("", "needs exactly one show key source (allowed: key_file, key_env, demo_key)")]
+        if self.key_file is not None and not Path(self.key_file).is_absolute():
+            return [Problem("key_file", f"{self.key_file!r} is not an absolute path")]
+        if self.demo_key is not None:
+            try:
+                parse_key(self.demo_key)
+            except ValueError as exc:
+                return [Problem("demo_key", str(exc))]
+        return []
+
+    def key(self) -> bytes:
+        if self.key_file is not None:
+            try:
+                return parse_key(Path(self.key_file).read_text(encoding="ascii"))
+            except (OSError, UnicodeError) as exc:
+                raise ValueError(f"show key file {self.key_file} cannot be read: {exc}") from None
+        if self.key_env is not None:
+            if self.key_env not in os.environ:
+                raise ValueError(f"environment variable {self.key_env} (the show key) is not set")
+            return parse_key(os.environ[self.key_env])
+        assert self.demo_key is not None
+        return parse_key(self.demo_key)
+
+
+class WristbandRadio(Driver[RadioOptions]):
+    Options = RadioOptions
+    TRANSMITS_EFFECTS = True
+
+    def __init__(self, ctx: DriverContext, options: RadioOptions) -> None:
+        super().__init__(ctx, options)
+        self.key = b""
+        self.port = HciPort(options.port, options.baudrate, options.rtscts, options.command_timeout_s, ctx.log)
+        self.streams = Streams(options.show_id, options.tail_ms, options.heartbeat_interval_ms)
+        self.extended = False
+        self.controller: dict[str, Any] = {}
+        self.copies_sent = 0
+        self.effects_taken = 0
+        self._undo: Any = None
+
+    async def start(self) -> None:
+        self.key = self.options.key()
+        await self.port.open()
+        try:
+            await self._set_up()
+        except BaseException:
+            await self.port.close()
+            raise
+
+    async def _set_up(self) -> None:
+        port = self.port
+        await port.command(hci.RESET)
+        version = await port.command(hci.READ_LOCAL_VERSION)
+        hci_version, _, _, manufacturer, _ = struct.unpack_from("<BHBHH", version)
+        features = int.from_bytes((await port.command(hci.LE_READ_LOCAL_FEATURES))[:8], "little")
+        has_extended = bool(features & hci.LE_FEATURE_EXTENDED_ADVERTISING)
+        if self.options.advertising == "extended" and not has_extended:
+            raise ValueError(f"the controller on {self.options.port} has no extended advertising "
+                             "(allowed: advertising = \"auto\" or \"legacy\")")
+        self.extended = has_extended and self.options.advertising != "legacy"
+        address = bytearray(os.urandom(6))
+        address[5] |= 0xC0  # a random static address: its two top bits set
+        interval = self.options.copy_interval_ms
+        if self.extended:
+            await port.command(hci.LE_SET_EXT_ADV_PARAMETERS, hci.extended_parameters(interval))
+            await port.command(hci.LE_SET_ADV_SET_RANDOM_ADDRESS, bytes([hci.ADV_HANDLE]) + address)
+        else:
+            await port.command(hci.LE_SET_RANDOM_ADDRESS, bytes(address))
+            await port.command(hci.LE_SET_ADV_PARAMETERS, hci.legacy_parameters(interval))
+        self.controller = {"hci_version": hci_version, "manufacturer": manufacturer,
+                           "advertising": "extended" if self.extended else "legacy"}
+        self.ctx.log.info("BLE controller on %s: HCI version %d, manufacturer 0x%04x, %s advertising",
+                          self.options.port, hci_version, manufacturer, self.controller["advertising"])
+        asset = f"radio:{self.ctx.name}"
+        self.ctx.declare(asset, "wristband_radio")
+        self.ctx.report(asset, {"port": self.options.port, "show_id": self.options.show_id, **self.controller})
+
+    def attach(self) -> None:
+        super().attach()
+        show = self.ctx.show
+        now = show.show_ms(time.monotonic())
+        for fired in show.recent:  # effects fired while the radio was down and still to come: resumed
+            if fired.delivery.get(self.ctx.name, "").startswith("not sent") \
+                    and max(g.show_ms for g in fired.groups) + self.options.tail_ms > now:
+                self.streams.add(fired)
+                show.update_delivery(fired, self.ctx.name, "sending (resumed)")
+        self._undo = show.attach_transmitter(self.ctx.name, self._take)
+
+    def detach(self) -> None:
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
+        now = self.ctx.show.show_ms(time.monotonic())
+        for fired in self.ctx.show.recent:
+            if fired.delivery.get(self.ctx.name, "").startswith("sending") \
+                    and self.streams.pending(fired.effect_id, now):
+                self.ctx.show.update_delivery(fired, self.ctx.name, "not sent: the radio stopped before the start")
+        super().detach()
+
+    def _take(self, fired: Fired) -> str:
+        self.streams.add(fired)
+        self.effects_taken += 1
+        return "sending"
+
+    async def run(self) -> None:
+        sender = asyncio.get_running_loop().create_task(self._send_forever(), name=f"{self.ctx.name}:copies")
+        closed = asyncio.get_running_loop().create_task(self.port.closed(), name=f"{self.ctx.name}:closed")
+        try:
+            done, _ = await asyncio.wait({sender, closed}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            sender.cancel()
+            closed.cancel()
+
+    async def _send_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.options.copy_interval_ms / 1000
+        show, port = self.ctx.show, self.port
+        enable, disable, set_data = ((hci.LE_SET_EXT_ADV_ENABLE, hci.extended_enable(True, max_events=1)),
+                                     (hci.LE_SET_EXT_ADV_ENABLE, hci.extended_enable(False)),
+                                     hci.LE_SET_EXT_ADV_DATA) if self.extended else \
+            ((hci.LE_SET_ADV_ENABLE, b"\x01"), (hci.LE_SET_ADV_ENABLE, b"\x00"), hci.LE_SET_ADV_DATA)
+        advertising = False
+        quiet_since = due = loop.time()
+        while True:
+            due = max(due + interval, loop.time())  # a late copy is not made up for: the next one is fresh
+            await asyncio.sleep(due - loop.time())
+            if advertising:  # the last copy off the air before the next is made
+                await port.command(*disable)
+                advertising = False
+                quiet_since = loop.time()
+            # Stamped now, after the round trips before it: the closest the host gets to the air.
+            packet = self.streams.next(show.show_ms(time.monotonic()))
+            if packet is None:
+                if loop.time() - quiet_since > 1.0:  # no heartbeats: still notice a controller gone silent
+                    await port.command(hci.READ_LOCAL_VERSION)
+                    quiet_since = loop.time()
+                continue
+            adv = packet.encode(self.key)
+            await port.command(set_data, hci.extended_data(adv) if self.extended else hci.legacy_data(adv))
+            await port.command(*enable)
+            advertising = True
+            self.copies_sent += 1
+
+    async def stop(self) -> None:
+        await self.port.close()
+
+    def health(self) -> dict[str, Any]:
+        return {"port": self.options.port, **self.controller, "copies_sent": self.copies_sent,
+                "effects_taken": self.effects_taken, "streams": len(self.streams.active),
+                "hci_commands": self.port.commands, "unexpected_events": self.port.unexpected,
+                "dropped": dict(self.port.reader.dropped), "ignored_events": self.port.reader.ignored}

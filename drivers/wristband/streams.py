@@ -1,0 +1,76 @@
+"""What the radio sends next: the copies of the effects still counting down, in turn, else a heartbeat.
+
+Each fired effect becomes one stream per zone group (groups further from the stage start later). A copy is made
+at the moment it is handed to the radio: its sequence number is the show clock then, its countdown the time
+left to its group's start. Copies go on for a short tail after the start with a countdown of 0, so a band that
+missed every earlier copy still joins (late), and an effect fired with no lead time (a stop) is heard at all.
+A newer effect replaces the streams of older ones for the zones it covers: on the air, the latest effect wins.
+Pure: no radio, no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from drivers.wristband.protocol import Effect, WristbandPacket
+from gateway.show.engine import Fired
+
+MAX_COUNTDOWN_MS = 0xFFFF
+
+
+@dataclass(frozen=True)
+class Stream:
+    effect_id: str
+    template: WristbandPacket  # sequence and countdown filled in per copy
+    start_ms: int  # the group's start on the show clock
+    until_ms: int  # last copy
+
+
+def template(fired: Fired, show_id: int, zones: int) -> WristbandPacket:
+    effect = fired.effect
+    return WristbandPacket(show_id, 0, fired.serial, Effect[effect.kind.upper()], 0, zones, effect.colour,
+                           round(effect.intensity * 255), min(effect.period_ms, 655_350),
+                           min(effect.duration_ms, 6_553_500), effect.param)
+
+
+class Streams:
+    def __init__(self, show_id: int, tail_ms: int, heartbeat_ms: int) -> None:
+        self.show_id = show_id
+        self.tail_ms = tail_ms
+        self.heartbeat_ms = heartbeat_ms
+        self.active: list[Stream] = []
+        self.serial = 0  # the last effect's, for heartbeats
+        self._turn = 0
+        self._last_heartbeat: int | None = None
+
+    def add(self, fired: Fired) -> None:
+        for group in fired.groups:
+            kept = []
+            for stream in self.active:
+                if stream.effect_id != fired.effect_id and stream.template.zones & group.mask:
+                    rest = stream.template.zones & ~group.mask
+                    if not rest:
+                        continue
+                    stream = replace(stream, template=replace(stream.template, zones=rest))
+                kept.append(stream)
+            self.active = kept
+            self.active.append(Stream(fired.effect_id, template(fired, self.show_id, group.mask), group.show_ms,
+                                      group.show_ms + self.tail_ms))
+        self.serial = fired.serial
+
+    def pending(self, effect_id: str, show_ms: int) -> bool:
+        return any(s.effect_id == effect_id and s.until_ms >= show_ms for s in self.active)
+
+    def next(self, show_ms: int) -> WristbandPacket | None:
+        """The copy to send at `show_ms`, or None when there is nothing to say yet."""
+        self.active = [s for s in self.active if s.until_ms >= show_ms]
+        ready = [s for s in self.active if s.start_ms - show_ms <= MAX_COUNTDOWN_MS]
+        sequence = show_ms & 0xFFFFFFFF
+        if ready:
+            self._turn = (self._turn + 1) % len(ready)
+            stream = ready[self._turn]
+            return replace(stream.template, sequence=sequence, countdown_ms=max(0, stream.start_ms - show_ms))
+        if self.heartbeat_ms and (self._last_heartbeat is None or show_ms - self._last_heartbeat >= self.heartbeat_ms):
+            self._last_heartbeat = show_ms
+            return WristbandPacket(self.show_id, sequence, self.serial, Effect.HEARTBEAT, 0)
+        return None

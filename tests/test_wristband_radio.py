@@ -1,0 +1,226 @@
+"""The wristband radio on the virtual air: the gateway (a subprocess) speaks HCI H4 over a real pseudo-terminal
+to a Bumble controller hosted here, and virtual wristbands, Bumble hosts scanning the same virtual link, hear
+what it advertises. Faults are the controller's: silent, babbling, unplugged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.sim.air import VirtualAir
+from drivers.sim.crowd import Crowd, sync
+from drivers.wristband.protocol import decode
+from tests.conftest import OPERATOR, Daemon, free_port, require
+
+KEY_HEX = "000102030405060708090a0b0c0d0e0f"
+KEY = bytes.fromhex(KEY_HEX)
+ZONES = {"floor": (0, 10.0), "balcony": (1, 35.0), "bar": (2, 45.0)}
+SOUND_M_S = 343.0
+
+
+def config(directory: Path, pty: Path, extra: str = "") -> tuple[Path, int, int]:
+    port, osc_port = free_port(), free_port()
+    zones = "".join(f'\n[[show.zones]]\nname = "{name}"\nindex = {index}\ndistance_m = {distance}\n'
+                    for name, (index, distance) in ZONES.items())
+    text = f"""
+[gateway]
+id = "radio-test"
+venue = "test"
+data_dir = "data"
+
+[api]
+listen = "127.0.0.1:{port}"
+
+[[api.tokens]]
+role = "viewer"
+demo_token = "demo-viewer-token"
+
+[[api.tokens]]
+role = "operator"
+demo_token = "demo-operator-token"
+
+[supervisor]
+backoff_initial_s = 0.2
+backoff_max_s = 0.5
+
+[show]
+lead_ms = 500
+speed_of_sound_m_s = {SOUND_M_S}
+{zones}
+[[show.presets]]
+name = "drop"
+kind = "strobe"
+colour = "#ff0000"
+
+[drivers.console]
+type = "osc"
+listen = "127.0.0.1:{osc_port}"
+
+[drivers.radio]
+type = "wristband"
+port = "{pty}"
+demo_key = "{KEY_HEX}"
+command_timeout_s = 0.3
+{extra}
+"""
+    path = directory / "gateway.toml"
+    path.write_text(text)
+    return path, port, osc_port
+
+
+class Rig:
+    def __init__(self, tmp: Path, air: VirtualAir, daemon: Daemon, osc_port: int) -> None:
+        self.tmp, self.air, self.daemon, self.osc_port = tmp, air, daemon, osc_port
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)  # the air lives on this loop: never block it
+
+    async def radio(self) -> dict[str, Any]:
+        health = await self.call(self.daemon.get, "/api/v1/health")
+        return dict(health["drivers"]["radio"])
+
+    async def wait_radio(self, check: Callable[[dict[str, Any]], bool], within_s: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within_s
+        while True:
+            radio = await self.radio()
+            if check(radio):
+                return radio
+            assert time.monotonic() < deadline, radio
+            await asyncio.sleep(0.1)
+
+    async def fire(self, **body: Any) -> dict[str, Any]:
+        status, _, raw = await self.call(lambda: self.daemon.request("POST", "/api/v1/effects", OPERATOR, body))
+        assert status == 202, raw
+        return dict(json.loads(raw))
+
+    def intended(self, starts_at: float) -> dict[int, float]:
+        """Each zone's intended start on this process's monotonic clock, from the effect's wall-clock start."""
+        to_mono = time.monotonic() - time.time()
+        return {index: starts_at + to_mono + round(distance / SOUND_M_S * 1000) / 1000
+                for index, distance in ZONES.values()}
+
+
+def wall(rfc3339: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    marker = request.node.get_closest_marker("radio")
+    extra, bands, loss = marker.args if marker else ("", 20, 0.3)
+    pty = tmp_path / "hci"
+    air = VirtualAir(KEY, 1, loss=loss, seed=7)
+    await air.open(str(pty), [i % len(ZONES) for i in range(bands)], record=True)
+    path, port, osc_port = config(tmp_path, pty, extra)
+    daemon = Daemon(path, port)
+    rig = Rig(tmp_path, air, daemon, osc_port)
+    try:
+        await asyncio.to_thread(daemon.start)
+        yield rig
+    finally:
+        daemon.cleanup()
+        await rig.air.close()
+
+
+def started(air: VirtualAir, serial: int) -> int:
+    return sum(serial in band.starts for band in air.bands)
+
+
+async def test_bands_on_the_air_start_an_effect_fired_by_oscsend_together(rig: Rig) -> None:
+    require(shutil.which("oscsend") is not None, "liblo's oscsend (Debian package liblo-tools)")
+    radio = await rig.wait_radio(lambda r: r["state"] == "running")
+    assert radio["detail"]["advertising"] == "extended"
+    await rig.call(subprocess.run, ["oscsend", "127.0.0.1", str(rig.osc_port), "/vg/preset/drop/fire"])
+    show = await rig.call(rig.daemon.get, "/api/v1/twin/assets/show_control")
+    fired = show["reported"]["last_effect"]
+    assert fired["preset"] == "drop" and fired["delivery"] == {"radio": "sending"}
+    intended = rig.intended(wall(fired["starts_at"]))
+    await asyncio.sleep(max(intended.values()) - time.monotonic() + 0.4)  # past every start and the tail
+    serial = next(iter(rig.air.bands[0].starts))
+    result = sync(rig.air.bands, serial, intended)
+    assert result.started == len(rig.air.bands), result.document()
+    assert result.spread_ms < 5, result.document()
+    assert all(band.band.current is not None and band.band.current.packet.colour == (255, 0, 0)
+               for band in rig.air.bands)
+    assert all(not band.band.refused for band in rig.air.bands)
+    # A modelled crowd hears the same transmissions (the air's log) through the same 30% loss.
+    crowd = Crowd(KEY, 1, [i % len(ZONES) for i in range(2000)], loss=0.3, seed=3)
+    crowd.hear(rig.air.on_air)
+    modelled = sync(crowd.bands, serial, intended)
+    assert modelled.started >= 0.999 * modelled.bands and modelled.spread_ms < 5, modelled.document()
+
+
+@pytest.mark.radio('advertising = "legacy"', 2, 0.0)
+async def test_legacy_advertising_sets_a_non_connectable_advertiser_with_the_packet(rig: Rig) -> None:
+    radio = await rig.wait_radio(lambda r: r["state"] == "running" and r["detail"]["copies_sent"] > 0)
+    assert radio["detail"]["advertising"] == "legacy"
+    advertiser = rig.air.radio.le_legacy_advertiser  # Bumble's legacy advertiser puts no ADV_NONCONN_IND on air
+    assert advertiser.advertising_type == 3  # ADV_NONCONN_IND
+    assert advertiser.advertising_interval_min == 32  # 20 ms
+    decode(advertiser.advertising_data, KEY)  # a heartbeat, authentic
+
+
+async def test_a_silent_controller_is_reset_and_effects_fired_meanwhile_are_not_sent_or_resumed(rig: Rig) -> None:
+    await rig.wait_radio(lambda r: r["state"] == "running")
+    controller = rig.air.radio
+    answer = controller.on_hci_packet
+    controller.on_hci_packet = lambda packet: None  # the controller hangs: commands go unanswered
+    radio = await rig.wait_radio(lambda r: r["state"] == "backoff")
+    assert "did not answer" in radio["last_error"]
+    health = await rig.call(rig.daemon.get, "/api/v1/health")
+    assert health["status"] == "degraded"
+    twin = await rig.call(rig.daemon.get, "/api/v1/twin/assets/driver:radio")
+    assert twin["reported"]["state"] in ("backoff", "starting")
+
+    soon = await rig.fire(preset="drop")
+    assert soon["delivery"] == {"radio": "not sent: the transmitter is down"}
+    later = await rig.fire(preset="drop", lead_ms=4000)
+    assert later["delivery"] == {"radio": "not sent: the transmitter is down"}
+
+    controller.on_hci_packet = answer  # it answers again: reset, set up, and the later effect is resumed
+    await rig.wait_radio(lambda r: r["state"] == "running")
+    intended = rig.intended(wall(later["starts_at"]))
+    await asyncio.sleep(max(intended.values()) - time.monotonic() + 0.4)
+    show = await rig.call(rig.daemon.get, "/api/v1/twin/assets/show_control")
+    assert show["reported"]["last_effect"]["delivery"] == {"radio": "sending (resumed)"}
+    serials = {s for band in rig.air.bands for s in band.starts}
+    assert len(serials) == 1  # only the later effect: the first was over before the radio came back
+    result = sync(rig.air.bands, serials.pop(), intended)
+    assert result.started == len(rig.air.bands) and result.spread_ms < 5, result.document()
+
+
+@pytest.mark.radio("", 1, 0.0)
+async def test_malformed_hci_from_the_controller_is_dropped_and_counted(rig: Rig) -> None:
+    await rig.wait_radio(lambda r: r["state"] == "running")
+    sink = rig.air.radio.host
+    sink.on_packet(b"\x77\x42")  # no packet type: garbage bytes
+    sink.on_packet(bytes([0x04, 0x0E, 0x01, 0x01]))  # a Command Complete too short to carry an opcode
+    radio = await rig.wait_radio(lambda r: r["detail"]["dropped"].get("malformed_events") == 1)
+    assert radio["detail"]["dropped"]["garbage_bytes"] == 2
+    copies = radio["detail"]["copies_sent"]
+    radio = await rig.wait_radio(lambda r: r["detail"]["copies_sent"] > copies + 3)
+    assert radio["restarts"] == 0
+
+
+@pytest.mark.radio("", 1, 0.0)
+async def test_an_unplugged_dongle_is_retried_until_it_is_back(rig: Rig) -> None:
+    await rig.wait_radio(lambda r: r["state"] == "running")
+    pty = rig.tmp / "hci"
+    await rig.air.close()  # unplugged: the pty goes away
+    radio = await rig.wait_radio(lambda r: r["state"] == "backoff")
+    assert "went away" in radio["last_error"] or "cannot open" in radio["last_error"]
+    rig.air = VirtualAir(KEY, 1, seed=8)
+    await rig.air.open(str(pty), [0])  # plugged in again
+    await rig.wait_radio(lambda r: r["state"] == "running" and r["detail"]["copies_sent"] > 0)
+    await asyncio.sleep(0.6)
+    assert rig.air.bands[0].heard > 0  # heartbeats on the air again

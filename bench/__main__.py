@@ -1,4 +1,4 @@
-"""`python -m bench`: runs the ingest, API, venue and show benchmarks in turn and prints one summary table of
+"""`python -m bench`: runs the ingest, API, venue, show and wristband benchmarks in turn and prints one summary table of
 every figure, its target or limit, the peer measured in the same run, the ratio, and pass or short."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bench import api, ingest, show, venue
+from bench import api, ingest, show, venue, wristband
 from bench.common import HEADERS, Figure, exit_on_signals, figures_table, table, title
 
 BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
@@ -20,6 +20,7 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("api", api.run),
     ("venue", venue.run),
     ("show", show.run),
+    ("wristband", wristband.run),
 ]
 
 

@@ -53,7 +53,7 @@ class RadioOptions:
     baudrate: int = setting(1_000_000, min=9600, max=4_000_000)
     rtscts: bool = True
     advertising: Literal["auto", "extended", "legacy"] = "auto"
-    copy_interval_ms: int = setting(20, min=10, max=1000)
+    copy_interval_ms: int = setting(10, min=10, max=1000)  # shared in turn by an effect's zone groups
     heartbeat_interval_ms: int = setting(500, min=0, max=60_000)  # 0: no heartbeats
     tail_ms: int = setting(200, min=0, max=5000)  # copies go on this long after the start, for late joiners
     command_timeout_s: float = setting(1.0, min=0.05, max=30)

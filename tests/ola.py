@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,8 +23,8 @@ PLUGINS_OFF = ["dummy", "espnet", "ftdidmx", "gpio", "karate", "kinet", "milinst
 
 
 class Ola:
-    def __init__(self, http_port: int) -> None:
-        self.url = f"http://127.0.0.1:{http_port}"
+    def __init__(self, http_port: int, host: str = "127.0.0.1") -> None:
+        self.url = f"http://{host}:{http_port}"
 
     def _get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=5) as resp:
@@ -43,26 +44,31 @@ class Ola:
         return list(self._get(f"/get_dmx?u={universe}")["dmx"])
 
 
-@pytest.fixture
-def ola(tmp_path: Path) -> Iterator[Ola]:
+@contextlib.contextmanager
+def running_olad(directory: Path, ip: str = "127.0.0.1", netns: str | None = None) -> Iterator[Ola]:
+    """olad with its Art-Net and E1.31 plugins on `ip` (loopback by default, or inside network namespace
+    `netns`), every other plugin off."""
     require(shutil.which("olad") is not None, "OLA (Debian package ola)")
-    config = tmp_path / "ola"
+    config = directory / "ola"
     config.mkdir()
-    (config / "ola-artnet.conf").write_text("enabled = true\nip = 127.0.0.1\nuse_loopback = true\n"
+    loopback = "true" if ip.startswith("127.") else "false"
+    (config / "ola-artnet.conf").write_text(f"enabled = true\nip = {ip}\nuse_loopback = {loopback}\n"
                                             "use_limited_broadcast = false\nalways_broadcast = false\n")
-    (config / "ola-e131.conf").write_text("enabled = true\nip = 127.0.0.1\n")
+    (config / "ola-e131.conf").write_text(f"enabled = true\nip = {ip}\n")
     for plugin in PLUGINS_OFF:
         (config / f"ola-{plugin}.conf").write_text("enabled = false\n")
     http_port, rpc_port = free_port(), free_port()
     cmd = ["olad", "--config-dir", str(config), "--http-port", str(http_port), "--rpc-port", str(rpc_port),
            "--no-register-with-dns-sd", "--log-level", "1"]
     if os.geteuid() == 0:  # olad refuses to run as root
-        for path in (tmp_path, config, *config.iterdir()):
+        for path in (directory, config, *config.iterdir()):
             path.chmod(0o777 if path.is_dir() else 0o666)
         cmd = ["runuser", "-u", "nobody", "--", *cmd]
-    log = (tmp_path / "olad.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    peer = Ola(http_port)
+    if netns is not None:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    log = (directory / "olad.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+    peer = Ola(http_port, "127.0.0.1" if netns is None else ip)
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -71,7 +77,7 @@ def ola(tmp_path: Path) -> Iterator[Ola]:
                     break
             except OSError:
                 pass
-            assert proc.poll() is None, (tmp_path / "olad.log").read_text()
+            assert proc.poll() is None, (directory / "olad.log").read_text()
             assert time.monotonic() < deadline, "olad did not start"
             time.sleep(0.1)
         yield peer
@@ -81,3 +87,11 @@ def ola(tmp_path: Path) -> Iterator[Ola]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def ola(tmp_path: Path) -> Iterator[Ola]:
+    with running_olad(tmp_path) as peer:
+        yield peer

@@ -3,16 +3,19 @@ OLA reports the levels; tshark dissects every packet sent; sACN says goodbye on 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import ADMIN, Daemon, require
 from tests.dissect import read
-from tests.ola import Ola
+from tests.ola import Ola, running_olad
 
 DMX = """
 [dmx]
@@ -79,3 +82,57 @@ def test_levels_reach_ola_over_artnet_and_sacn(ola: Ola, daemon_factory: Any, tm
     # showing an input universe's last levels after its source left, so the wire is where this is checked.)
     assert text.count("Stream Terminated: True") == 3
     assert "Stream Terminated: False" not in text[text.index("Stream Terminated: True"):]
+
+
+@contextlib.contextmanager
+def lighting_network(name: str) -> Iterator[str]:
+    """A lighting network with one node: a veth pair from this host (10.77.0.1/24) into network namespace
+    `name` (10.77.0.2/24), so broadcasts and replies cross a real link. Needs root and iproute2."""
+    require(os.geteuid() == 0 and shutil.which("ip") is not None, "root and iproute2 (ip netns)")
+    host_side = f"{name}h"
+    commands = [["ip", "netns", "add", name],
+                ["ip", "link", "add", host_side, "type", "veth", "peer", "name", "eth0", "netns", name],
+                ["ip", "addr", "add", "10.77.0.1/24", "brd", "+", "dev", host_side],
+                ["ip", "link", "set", host_side, "up"],
+                ["ip", "-n", name, "addr", "add", "10.77.0.2/24", "brd", "+", "dev", "eth0"],
+                ["ip", "-n", name, "link", "set", "eth0", "up"],
+                ["ip", "-n", name, "link", "set", "lo", "up"]]
+    try:
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True, timeout=10)
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", host_side], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def test_artnet_discovers_a_node_by_artpoll_and_sends_it_the_universes_it_outputs(daemon_factory: Any,
+                                                                                  tmp_path: Path) -> None:
+    with lighting_network(f"vg{os.getpid() % 100000}") as netns, \
+            running_olad(tmp_path, "10.77.0.2", netns) as node:
+        node.patch_input("ArtNet", 1)  # OLA's Art-Net port on universe 0:0:1: its ArtPollReply lists it
+        d: Daemon = daemon_factory(extra="""
+[dmx]
+universes = [1, 2]
+
+[drivers.artnet]
+type = "artnet"
+discover = "10.77.0.255"
+poll_interval_s = 1
+node_timeout_s = 3
+""").start()
+
+        def nodes() -> list[dict[str, Any]]:
+            return list(d.get("/api/v1/health")["drivers"]["artnet"]["detail"]["nodes"])
+
+        wait_for(lambda: any(n["ip"] == "10.77.0.2" and 1 in n["universes"] for n in nodes()))
+        twin = d.get("/api/v1/twin/assets/artnet:artnet")["reported"]["nodes"]
+        assert twin[0]["ip"] == "10.77.0.2" and "OLA" in twin[0]["long_name"]
+        status, _, body = d.request("PATCH", "/api/v1/twin/assets/universe:1/desired", ADMIN, {"levels": [9, 8, 7]})
+        assert status == 200, body
+        wait_for(lambda: node.dmx(1)[:3] == [9, 8, 7])  # unicast to the node that outputs universe 1
+        before = d.get("/api/v1/health")["drivers"]["artnet"]["detail"]["packets_sent"]
+        time.sleep(1.2)
+        after = d.get("/api/v1/health")["drivers"]["artnet"]["detail"]["packets_sent"]
+        assert 1 <= after - before <= 3  # universe 1 kept alive once a second; universe 2 has no node: not sent
+    wait_for(lambda: not nodes(), timeout=6)  # the node is gone: forgotten after node_timeout_s

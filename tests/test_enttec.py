@@ -122,3 +122,25 @@ def test_levels_reach_the_widget_and_a_replugged_widget_is_picked_up(pty_pair: P
     log = d.log.read_text()
     assert "driver widget not ready: " in log and "went away (unplugged?)" in log and "Traceback" not in log
     d.terminate()
+
+
+def test_a_widget_that_stops_taking_frames_gets_no_growing_backlog(daemon_factory: Any, tmp_path: Path) -> None:
+    main_fd, device_fd = os.openpty()  # the widget's side is never read: its buffer fills, then ours would
+    try:
+        device = tmp_path / "ttyStalled"
+        device.symlink_to(os.ttyname(device_fd))
+        extra = (f'\n[dmx]\nuniverses = [1]\nframe_rate_hz = 40\n\n'
+                 f'[drivers.widget]\ntype = "enttec"\nport = "{device}"\nuniverse = 1\nkeepalive_s = 0.1\n')
+        d: Daemon = daemon_factory(extra=extra).start()
+        deadline = time.monotonic() + 20
+        while (detail := d.get("/api/v1/health")["drivers"]["widget"]["detail"])["frames_skipped"] < 5:
+            assert time.monotonic() < deadline, detail
+            time.sleep(0.2)
+        sent = detail["frames_sent"]
+        time.sleep(1.0)
+        detail = d.get("/api/v1/health")["drivers"]["widget"]["detail"]
+        assert detail["frames_sent"] == sent and detail["frames_skipped"] >= 10  # nothing queued while stalled
+        assert d.get("/api/v1/health")["drivers"]["widget"]["state"] == "running"
+    finally:
+        os.close(main_fd)
+        os.close(device_fd)

@@ -19,6 +19,8 @@ from drivers.dmx.output import DmxOutput
 from gateway.driver import DriverContext, NotReady
 from gateway.schema import setting
 
+BACKLOG_BYTES = 2048  # about four frames waiting: the next one waits too, never a growing queue of old levels
+
 
 @dataclass(frozen=True)
 class EnttecOptions:
@@ -38,6 +40,7 @@ class EnttecOutput(DmxOutput[EnttecOptions]):
         super().__init__(ctx, options)
         self.decoder = Decoder()
         self.replies = 0
+        self.skipped = 0  # frames not written while the widget had not taken the ones before
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -66,6 +69,9 @@ class EnttecOutput(DmxOutput[EnttecOptions]):
         writer = self._writer
         if writer is None or writer.transport.is_closing():
             return False
+        if writer.transport.get_write_buffer_size() > BACKLOG_BYTES:  # the widget is not taking frames
+            self.skipped += 1
+            return False
         writer.write(dmx_frame(levels))
         self.sent += 1
         return True
@@ -77,4 +83,4 @@ class EnttecOutput(DmxOutput[EnttecOptions]):
 
     def health(self) -> dict[str, Any]:
         return {"port": self.options.port, "universe": self.options.universe, "frames_sent": self.sent,
-                "replies": self.replies, "garbage_bytes": self.decoder.dropped}
+                "replies": self.replies, "garbage_bytes": self.decoder.dropped, "frames_skipped": self.skipped}

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 ASSET = "show_control"
 TAP_WINDOW_S = 2.5  # taps further apart than this start a new count
+TAP_BOUNCE_S = 0.15  # a tap this soon after the last is the same press bouncing (or sent twice): ignored
 STOP_LEAD_MS = 0
 RECENT = 16  # effects kept for a transmitter that restarts while they still count down
 
@@ -201,6 +202,8 @@ class ShowEngine:
     def tap(self, at: float | None = None) -> float:
         """Tap tempo: the mean interval of the recent taps sets the tempo."""
         now = time.monotonic() if at is None else at
+        if self._taps and now - self._taps[-1] < TAP_BOUNCE_S:
+            return self.tempo_bpm
         if self._taps and now - self._taps[-1] > TAP_WINDOW_S:
             self._taps.clear()
         self._taps.append(now)

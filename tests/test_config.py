@@ -205,3 +205,15 @@ demo_key = "0011"
                      "drivers.relative.key_file: 'show.key' is not an absolute path",
                      "drivers.short.demo_key: a show key is 16 bytes (32 hexadecimal digits), not 2"]:
         assert any(fragment in line for line in lines), (fragment, lines)
+
+
+def test_artnet_discovery_does_not_forget_nodes_between_polls() -> None:
+    lines = problems(BASE + """
+[drivers.artnet]
+type = "artnet"
+discover = "2.255.255.255"
+poll_interval_s = 10
+node_timeout_s = 15
+""")
+    expected = "drivers.artnet.node_timeout_s: 15.0 s would forget nodes between polls"
+    assert any(expected in line for line in lines), lines

@@ -188,3 +188,16 @@ def test_an_effect_further_ahead_than_a_countdown_can_say_waits_its_turn() -> No
     assert streams.next(30_000) is None
     copy = streams.next(40_000)
     assert copy is not None and copy.countdown_ms == 60_000
+
+
+def test_a_stop_whose_copies_are_over_still_takes_its_zones_from_an_earlier_effect() -> None:
+    streams = Streams(show_id=1, tail_ms=200, heartbeat_ms=0)  # a restarted radio replaying the recent effects
+    streams.add(fired(1, [(0xFFFF, 30_000)]))  # fired with a long lead while the radio was down
+    streams.add(fired(2, [(0xFFFF, 1_000)], kind="blackout"))  # then a stop, long over when the radio is back
+    assert streams.next(5_000) is None and not streams.before_start("e1", 5_000)
+
+
+def test_period_and_duration_are_rounded_and_a_short_flash_still_ends() -> None:
+    packet = WristbandPacket(1, 0, 1, Effect.STROBE, 0, period_ms=469, duration_ms=50)
+    decoded = decode(packet.encode(KEY), KEY)
+    assert decoded.period_ms == 470 and decoded.duration_ms == 100

@@ -6,8 +6,10 @@ Unchanged universes are sent again about once a second (keep-alive), never faste
 follows each frame when asked for. The gateway's universe N is Art-Net Port-Address N (universe 1 is 0:0:1).
 
 Discovery polls the `discover` (directed broadcast) address every `poll_interval_s` from UDP port 6454, where
-nodes send their replies (usually broadcast), so the socket is bound to 0.0.0.0:6454, shared (SO_REUSEADDR)
-with any other Art-Net software on the box. A node not heard for `node_timeout_s` is forgotten.
+nodes send their replies (usually broadcast), so the socket is bound to 0.0.0.0:6454 with SO_REUSEADDR. Other
+Art-Net software on the box can share the port only if it sets SO_REUSEADDR too, and then a unicast reply
+reaches only one of the two: run discovery on a box where the gateway is the only Art-Net controller. A node
+not heard for `node_timeout_s` is forgotten.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import asyncio
 import ipaddress
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from drivers.dmx.artnet_codec import PORT, ArtDmx, ArtNetError, ArtPoll, ArtPollReply, ArtSync, decode
+from drivers.dmx.artnet_codec import PORT, ArtDmx, ArtNetError, ArtPoll, ArtPollReply, ArtSync, UnreadOpcode, decode
 from drivers.dmx.output import DmxOutput
 from gateway.driver import DriverContext, NotReady
 from gateway.schema import Problem, setting
@@ -56,6 +58,9 @@ class ArtNetOptions:
                                                     "(allowed: ip or ip:port, port 1 to 65535)"))
         if not self.targets and self.broadcast is None and self.discover is None:
             out.append(Problem("targets", "Art-Net needs somewhere to go (allowed: targets, broadcast, discover)"))
+        if self.node_timeout_s <= 2 * self.poll_interval_s:
+            out.append(Problem("node_timeout_s", f"{self.node_timeout_s} s would forget nodes between polls "
+                                                 f"(allowed: more than twice poll_interval_s)"))
         if self.discover is not None and self.bind != "0.0.0.0":
             out.append(Problem("bind", "discovery hears broadcast replies only on 0.0.0.0 (allowed: leave bind "
                                        "unset with discover)"))
@@ -88,7 +93,7 @@ class ArtNetOutput(DmxOutput[ArtNetOptions]):
         self.destinations = [_address(t) for t in options.targets]
         if options.broadcast:
             self.destinations.append((options.broadcast, PORT))
-        self.syncs = self.malformed = self.send_errors = self.polls = 0
+        self.syncs = self.malformed = self.send_errors = self.polls = self.ignored = 0
         self.nodes: dict[tuple[str, int], tuple[ArtPollReply, float]] = {}  # (ip, bind index) -> reply, heard at
         self._subscribers: dict[int, list[tuple[str, int]]] = {}  # universe -> discovered nodes' addresses
         self._transport: asyncio.DatagramTransport | None = None
@@ -141,10 +146,15 @@ class ArtNetOutput(DmxOutput[ArtNetOptions]):
         ignored, and what does not parse is counted."""
         try:
             packet = decode(data)
+        except UnreadOpcode:
+            self.ignored += 1  # other Art-Net traffic on the shared port
+            return
         except ArtNetError:
             self.malformed += 1
             return
         if isinstance(packet, ArtPollReply) and self.options.discover is not None:
+            # Sent where the reply came from: the address a node writes into its reply may be stale or 0.0.0.0.
+            packet = replace(packet, ip=ip)
             key = (packet.ip, packet.bind_index)
             known = self.nodes.get(key)
             self.nodes[key] = (packet, time.monotonic())
@@ -183,8 +193,8 @@ class ArtNetOutput(DmxOutput[ArtNetOptions]):
         for destination in self.destinations:
             self._transport.sendto(payload, destination)
             self.sent += 1
-        for destination in self._subscribers.get(universe, ()):
-            if destination not in self.destinations:
+        for destination in () if self.options.broadcast else self._subscribers.get(universe, ()):
+            if destination not in self.destinations:  # (a broadcast already reaches every node)
                 self._transport.sendto(payload, destination)
                 self.sent += 1
         return True
@@ -193,14 +203,15 @@ class ArtNetOutput(DmxOutput[ArtNetOptions]):
         """ArtSync after the frame, so nodes change all their universes together."""
         if self.options.sync and self._transport is not None:
             sync = ArtSync().encode()
-            nodes = {d for addresses in self._subscribers.values() for d in addresses} - set(self.destinations)
+            nodes = set() if self.options.broadcast else \
+                {d for addresses in self._subscribers.values() for d in addresses} - set(self.destinations)
             for destination in [*self.destinations, *sorted(nodes)]:
                 self._transport.sendto(sync, destination)
             self.syncs += 1
 
     def health(self) -> dict[str, Any]:
         doc = {"universes": self.universes, "packets_sent": self.sent, "syncs_sent": self.syncs,
-               "malformed_received": self.malformed, "send_errors": self.send_errors}
+               "malformed_received": self.malformed, "ignored_received": self.ignored, "send_errors": self.send_errors}
         if self.options.discover is not None:
             doc |= {"polls_sent": self.polls, "nodes": self._node_documents()}
         return doc

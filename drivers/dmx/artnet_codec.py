@@ -27,6 +27,10 @@ class ArtNetError(ValueError):
     """Bytes that are not a well-formed Art-Net packet of a kind this codec reads."""
 
 
+class UnreadOpcode(ArtNetError):
+    """A well-formed Art-Net header with an opcode this codec does not read (ArtAddress, ArtTodData, ...)."""
+
+
 def port_address(net: int, sub_net: int, universe: int) -> int:
     """The 15-bit Port-Address: Net (7 bits), Sub-Net (4 bits), Universe (4 bits)."""
     return (net & 0x7F) << 8 | (sub_net & 0x0F) << 4 | (universe & 0x0F)
@@ -144,4 +148,4 @@ def decode(data: bytes) -> Packet:
         if len(data) < 14:
             raise ArtNetError("ArtPoll shorter than 14 bytes")
         return ArtPoll(data[12], data[13])
-    raise ArtNetError(f"Art-Net opcode 0x{opcode:04x} is not read here")
+    raise UnreadOpcode(f"Art-Net opcode 0x{opcode:04x} is not read here")

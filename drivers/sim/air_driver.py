@@ -48,10 +48,15 @@ class VirtualAirDriver(Driver[AirOptions]):
         self.air = VirtualAir(parse_key(options.demo_key), options.show_id, options.loss, options.seed)
         self.zones = {z.index: z.name for z in ctx.show.zones.values()} or {0: "all"}
         self._reports: set[tuple[int, int]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
 
     async def start(self) -> None:
         zones = [index for index in self.zones for _ in range(self.options.bands_per_zone)]
-        await self.air.open(self.options.pty, zones)
+        try:
+            await self.air.open(self.options.pty, zones)
+        except BaseException:
+            await self.air.close()  # the supervisor calls stop only after a start that succeeded
+            raise
         self.air.listeners.append(self._scheduled)
         for name in self.zones.values():
             self.ctx.declare(f"wristbands:{name}", "wristband_group", None if name == "all" else name)
@@ -65,10 +70,11 @@ class VirtualAirDriver(Driver[AirOptions]):
         key = (band.zone, current.packet.serial)
         self._reports.add(key)
         start = band.starts[current.packet.serial]
-        asyncio.get_running_loop().call_later(max(0.0, start - time.monotonic()) + REPORT_AFTER_S,
-                                              self._report, key)
+        at = asyncio.get_running_loop().time() + max(0.0, start - time.monotonic()) + REPORT_AFTER_S
+        self._timers.add(asyncio.get_running_loop().call_at(at, self._report, key))
 
     def _report(self, key: tuple[int, int]) -> None:
+        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
         self._reports.discard(key)
         zone, serial = key
         group = [b for b in self.air.bands if b.zone == zone]
@@ -86,6 +92,8 @@ class VirtualAirDriver(Driver[AirOptions]):
         await asyncio.Future()
 
     async def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
         await self.air.close()
 
     def health(self) -> dict[str, Any]:

@@ -41,15 +41,6 @@ ALL_CHANNELS = 0x07
 ADV_HANDLE = 0x00
 
 
-class HciError(Exception):
-    """A command the controller answered with a failure status."""
-
-    def __init__(self, opcode: int, status: int) -> None:
-        super().__init__(f"command 0x{opcode:04x} failed with status 0x{status:02x}")
-        self.opcode = opcode
-        self.status = status
-
-
 def command(opcode: int, params: bytes = b"") -> bytes:
     """One H4 command packet."""
     if len(params) > 255:
@@ -116,6 +107,7 @@ class HardwareError:
 Event = CommandComplete | CommandStatus | HardwareError
 
 _HEADERS = {EVENT: (2, 1, 1), ACL: (4, 2, 2), SCO: (3, 2, 1), ISO: (4, 2, 2)}  # header size, length at, bytes
+MAX_DATA = 2048  # no controller's data packets are larger: a bigger length is a stray byte, not a packet
 
 
 class H4Reader:
@@ -142,6 +134,10 @@ class H4Reader:
             if len(buffer) < 1 + size:
                 break
             length = int.from_bytes(buffer[1 + at:1 + at + width], "little") & (0x3FFF if kind == ISO else 0xFFFF)
+            if kind != EVENT and length > MAX_DATA:
+                del buffer[0]
+                self.dropped["garbage_bytes"] += 1
+                continue
             end = 1 + size + length
             if len(buffer) < end:
                 break

@@ -1,4 +1,5 @@
-"""A BLE controller on a serial port, spoken to in HCI H4: one command at a time, each answered within a timeout.
+"""A BLE controller on a serial port, spoken to in HCI H4: one command at a time, each answered within a timeout
+(so the controller's command credits, at least one by the specification, are never exceeded).
 
 The port is opened with pyserial through its asyncio transport (a USB dongle such as an nRF52840 with Zephyr's
 hci_uart firmware: 1 Mbaud, RTS/CTS). A controller that stops answering, reports a hardware error or goes away
@@ -76,8 +77,9 @@ class HciPort:
                                f"within {self.timeout_s} s") from None
             finally:
                 self._waiting = None
-        if event.status:
-            raise hci.HciError(opcode, event.status)
+        if event.status:  # refused: the controller is reset (after a backoff) and set up again
+            raise NotReady(f"the controller on {self.url} refused command 0x{opcode:04x} "
+                           f"(status 0x{event.status:02x})")
         return event.returned if isinstance(event, hci.CommandComplete) else b""
 
     async def _read(self, stream: asyncio.StreamReader) -> None:
@@ -93,6 +95,9 @@ class HciPort:
                     self._dispatch(event)
         except NotReady as exc:
             self._fail(exc)
+            raise
+        except BaseException as exc:  # cancelled, or a bug: a waiting command must not wait for its timeout
+            self._fail(NotReady(f"{self.url}: the reader stopped ({type(exc).__name__})"))
             raise
 
     def _dispatch(self, event: hci.Event) -> None:

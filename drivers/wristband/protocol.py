@@ -59,8 +59,8 @@ class WristbandPacket:
     zones: int = ALL_ZONES  # bit n: bands of zone n take part
     colour: tuple[int, int, int] = (255, 255, 255)
     intensity: int = 255
-    period_ms: int = 500  # one beat of the effect, 10 ms resolution
-    duration_ms: int = 0  # 0: until the next effect; 100 ms resolution
+    period_ms: int = 500  # one beat of the effect, sent rounded to 10 ms
+    duration_ms: int = 0  # 0: until the next effect; sent rounded to 100 ms (a shorter one as 100 ms)
     param: int = 0  # per effect: twinkle chance /255, chase width, wave step per zone in 10 ms
 
     def body(self) -> bytes:
@@ -69,7 +69,8 @@ class WristbandPacket:
             raise WristbandError(f"effect {self.effect} does not fit its 4 bits")
         try:
             return _BODY.pack(VERSION << 4 | int(self.effect), self.show_id, self.sequence, self.serial, self.zones,
-                              r, g, b, self.intensity, self.period_ms // 10, self.duration_ms // 100, self.param,
+                              r, g, b, self.intensity, round(self.period_ms / 10),
+                              max(1, round(self.duration_ms / 100)) if self.duration_ms else 0, self.param,
                               self.countdown_ms)
         except struct.error as exc:
             raise WristbandError(f"a field is out of range: {exc}") from None

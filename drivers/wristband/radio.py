@@ -28,7 +28,7 @@ from drivers.wristband import hci
 from drivers.wristband.hci_port import HciPort
 from drivers.wristband.protocol import KEY_SIZE
 from drivers.wristband.streams import Streams
-from gateway.driver import Driver, DriverContext
+from gateway.driver import Driver, DriverContext, NotReady
 from gateway.schema import Problem, setting
 from gateway.show.engine import Fired
 
@@ -113,6 +113,9 @@ class WristbandRadio(Driver[RadioOptions]):
         port = self.port
         await port.command(hci.RESET)
         version = await port.command(hci.READ_LOCAL_VERSION)
+        if len(version) < 8:
+            raise NotReady(f"the controller on {self.options.port} answered Read Local Version with "
+                           f"{len(version)} bytes, not 8")
         hci_version, _, _, manufacturer, _ = struct.unpack_from("<BHBHH", version)
         features = int.from_bytes((await port.command(hci.LE_READ_LOCAL_FEATURES))[:8], "little")
         has_extended = bool(features & hci.LE_FEATURE_EXTENDED_ADVERTISING)
@@ -141,10 +144,13 @@ class WristbandRadio(Driver[RadioOptions]):
         super().attach()
         show = self.ctx.show
         now = show.show_ms(time.monotonic())
-        for fired in show.recent:  # effects fired while the radio was down and still to come: resumed
+        # Every recent effect, in the order fired: a later one takes its zones from earlier ones even when its own
+        # copies are over (a stop fired while the radio was down), and what is still to come is sent after all.
+        for fired in show.recent:
+            self.streams.add(fired)
+        for fired in show.recent:
             if fired.delivery.get(self.ctx.name, "").startswith("not sent") \
-                    and max(g.show_ms for g in fired.groups) + self.options.tail_ms > now:
-                self.streams.add(fired)
+                    and self.streams.before_start(fired.effect_id, now):
                 show.update_delivery(fired, self.ctx.name, "sending (resumed)")
         self._undo = show.attach_transmitter(self.ctx.name, self._take)
 
@@ -155,7 +161,7 @@ class WristbandRadio(Driver[RadioOptions]):
         now = self.ctx.show.show_ms(time.monotonic())
         for fired in self.ctx.show.recent:
             if fired.delivery.get(self.ctx.name, "").startswith("sending") \
-                    and self.streams.pending(fired.effect_id, now):
+                    and self.streams.before_start(fired.effect_id, now):
                 self.ctx.show.update_delivery(fired, self.ctx.name, "not sent: the radio stopped before the start")
         super().detach()
 
@@ -168,12 +174,14 @@ class WristbandRadio(Driver[RadioOptions]):
         sender = asyncio.get_running_loop().create_task(self._send_forever(), name=f"{self.ctx.name}:copies")
         closed = asyncio.get_running_loop().create_task(self.port.closed(), name=f"{self.ctx.name}:closed")
         try:
-            done, _ = await asyncio.wait({sender, closed}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
+            await asyncio.wait({sender, closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             sender.cancel()
             closed.cancel()
+            outcomes = await asyncio.gather(sender, closed, return_exceptions=True)
+        for outcome in outcomes:  # the first real failure ends the run; each task's outcome is read
+            if isinstance(outcome, Exception):
+                raise outcome
 
     async def _send_forever(self) -> None:
         loop = asyncio.get_running_loop()

@@ -58,8 +58,9 @@ class Streams:
                                       group.show_ms + self.tail_ms))
         self.serial = fired.serial
 
-    def pending(self, effect_id: str, show_ms: int) -> bool:
-        return any(s.effect_id == effect_id and s.until_ms >= show_ms for s in self.active)
+    def before_start(self, effect_id: str, show_ms: int) -> bool:
+        """Whether a group of the effect still counts down to its start (copies of it are still to come)."""
+        return any(s.effect_id == effect_id and s.start_ms > show_ms for s in self.active)
 
     def next(self, show_ms: int) -> WristbandPacket | None:
         """The copy to send at `show_ms`, or None when there is nothing to say yet."""

@@ -301,6 +301,28 @@ class Store:
                 self._reserved = twin.version_limit = batch.reserve
             return self.stats.committed_seq
 
+    # -- reading history (from a thread of the caller's, never the loop) ------------------------------------
+    def read_telemetry(self, since: int, limit: int, asset: str | None = None,
+                       metric: str | None = None) -> tuple[list[tuple[int, float, str, str, float]], int | None]:
+        """Committed readings after sequence number `since`, oldest first, at most `limit`: (seq, ts, asset,
+        metric, value) rows, and the oldest sequence number still kept (None: no telemetry). A connection of
+        its own, read-only: WAL lets it read beside the writer without waiting for it."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        try:
+            where: list[str] = ["t.rowid > ?"]
+            args: list[object] = [since]
+            for column, value in (("s.asset", asset), ("s.metric", metric)):
+                if value is not None:
+                    where.append(f"{column} = ?")
+                    args.append(value)
+            rows = conn.execute(
+                "SELECT t.rowid, t.ts, s.asset, s.metric, t.value FROM telemetry t JOIN series s ON s.id = t.series "
+                f"WHERE {' AND '.join(where)} ORDER BY t.rowid LIMIT ?", [*args, limit]).fetchall()
+            oldest = conn.execute("SELECT min(rowid) FROM telemetry").fetchone()[0]
+        finally:
+            conn.close()
+        return rows, oldest
+
     # -- the writer thread -----------------------------------------------------------------------------
     def _series_id(self, asset: str, metric: str) -> int:
         assert self._conn is not None

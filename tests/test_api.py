@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from gateway.api.app import build_app
 from gateway.api.auth import Tokens
 from gateway.daemon import Gateway
 from gateway.readings import Reading
+from gateway.twin import rfc3339
 
 VIEWER, OPERATOR, ADMIN = "v-token-123", "o-token-123", "a-token-123"
 AUTH = {t: {"Authorization": f"Bearer {t}"} for t in (VIEWER, OPERATOR, ADMIN)}
@@ -237,3 +239,28 @@ async def test_a_held_twin_refuses_desired_changes(client: TestClient[Any, Any],
     assert gateway.twin.get("amp:1").desired == {}  # type: ignore[union-attr]
     health = await (await client.get("/api/v1/health")).json()
     assert health["twin"]["held"] is True
+
+
+async def test_telemetry_history_is_paged_by_sequence_and_filtered(client: TestClient[Any, Any],
+                                                                   gateway: Gateway) -> None:
+    now = round(time.time())  # (the fixture's first reading, from 2023, is past retention: gone at the flush)
+    gateway.ingest.publish([Reading(now + i, "amp:1", "temperature_c", 41.0 + i) for i in range(5)]
+                           + [Reading(now + i, "spl:floor", "laeq_db", 95.0) for i in range(3)], owner="sim")
+    await gateway.store.flush(gateway.twin)  # history is what is committed
+    resp = await client.get("/api/v1/telemetry?limit=4", headers=AUTH[VIEWER])
+    assert resp.status == 200
+    page = await resp.json()
+    first = page["oldest"]
+    assert page["from"] == 0 and page["more"] and len(page["readings"]) == 4
+    assert page["readings"][0] == {"seq": first, "ts": rfc3339(now), "asset": "amp:1", "metric": "temperature_c",
+                                   "value": 41.0}
+    rest = await (await client.get(f"/api/v1/telemetry?since={page['to']}", headers=AUTH[VIEWER])).json()
+    seqs = [r["seq"] for r in page["readings"] + rest["readings"]]
+    assert not rest["more"] and seqs == list(range(first, first + 8))
+    only = await (await client.get("/api/v1/telemetry?asset=spl:floor", headers=AUTH[VIEWER])).json()
+    assert [r["value"] for r in only["readings"]] == [95.0] * 3
+    end = seqs[-1]
+    none = await (await client.get(f"/api/v1/telemetry?since={end}", headers=AUTH[VIEWER])).json()
+    assert none == {"from": end, "to": end, "more": False, "oldest": first, "readings": []}
+    assert (await client.get("/api/v1/telemetry?since=-1", headers=AUTH[VIEWER])).status == 400
+    assert (await client.get("/api/v1/telemetry")).status == 401

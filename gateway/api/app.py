@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from gateway.api.openapi import document as openapi_document
 from gateway.config import parse_listen
 from gateway.store import StoreError
 from gateway.supervisor import NotReady, Unit
-from gateway.twin import ChangesGone, TwinFrozen, change_document
+from gateway.twin import ChangesGone, TwinFrozen, change_document, rfc3339
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 BASE = "/api/v1"
 MAX_CHANGES = 10_000
+MAX_READINGS = 10_000
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -106,6 +108,22 @@ async def twin_changes(request: web.Request) -> web.Response:
 
 
 @requires("viewer")
+async def telemetry(request: web.Request) -> web.Response:
+    """History for backfill, paged by the readings' sequence numbers: `since` (exclusive), `asset`, `metric`,
+    `limit`. `oldest` is the first sequence number still kept: above `since + 1`, retention took the gap."""
+    store = request.app[GATEWAY].store
+    since = _int_param(request, "since", 0)
+    limit = max(1, min(_int_param(request, "limit", 1000), MAX_READINGS))
+    asset, metric = request.query.get("asset"), request.query.get("metric")
+    rows, oldest = await asyncio.to_thread(store.read_telemetry, since, limit + 1, asset, metric)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return _json({"from": since, "to": rows[-1][0] if rows else since, "more": more, "oldest": oldest,
+                  "readings": [{"seq": seq, "ts": rfc3339(ts), "asset": a, "metric": m, "value": v}
+                               for seq, ts, a, m, v in rows]})
+
+
+@requires("viewer")
 async def asset(request: web.Request) -> web.Response:
     found = request.app[GATEWAY].twin.get(request.match_info["id"])
     if found is None:
@@ -159,6 +177,7 @@ def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
     app.router.add_get(f"{BASE}/twin/changes", twin_changes)
     app.router.add_get(f"{BASE}/twin/stream", requires("viewer")(stream.handler))
     app.router.add_get(f"{BASE}/twin/assets/{{id}}", asset)
+    app.router.add_get(f"{BASE}/telemetry", telemetry)
     app.router.add_patch(f"{BASE}/twin/assets/{{id}}/desired", patch_desired)
     effects.add_routes(app, BASE)
     app.router.add_get(f"{BASE}/openapi.json", openapi)

@@ -129,6 +129,34 @@ def document() -> dict[str, Any]:
                                      "take a snapshot", _ref("Error")),
                 },
             }},
+            "/api/v1/telemetry": {"get": {
+                "summary": "Telemetry history for backfill, in sequence order, paged by `since`",
+                "description": "Each reading has a sequence number; ask again with `since` = the answer's `to` "
+                               "while `more`. `oldest` is the first sequence number still kept: above `since` + 1, "
+                               "retention has removed the readings between.",
+                "security": viewer,
+                "parameters": [
+                    {"name": "since", "in": "query", "schema": {"type": "integer", "default": 0}},
+                    {"name": "asset", "in": "query", "schema": {"type": "string"}},
+                    {"name": "metric", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 1000,
+                                                                 "maximum": 10000}},
+                ],
+                "responses": {
+                    "200": _response("Readings", {
+                        "type": "object", "required": ["from", "to", "more", "readings"],
+                        "properties": {
+                            "from": {"type": "integer"}, "to": {"type": "integer"}, "more": {"type": "boolean"},
+                            "oldest": {"type": ["integer", "null"]},
+                            "readings": {"type": "array", "items": {
+                                "type": "object", "required": ["seq", "ts", "asset", "metric", "value"],
+                                "properties": {"seq": {"type": "integer"},
+                                               "ts": {"type": "string", "format": "date-time"},
+                                               "asset": {"type": "string"}, "metric": {"type": "string"},
+                                               "value": {"type": ["number", "null"]}}}}}}),
+                    "400": _ERROR, "401": _ERROR, "403": _ERROR,
+                },
+            }},
             "/api/v1/twin/stream": {"get": {
                 "summary": "WebSocket: a snapshot (unless `since` is given) then every change as it happens",
                 "description": "Messages are JSON: {type: snapshot, twin} or {type: changes, from, to, changes}.",

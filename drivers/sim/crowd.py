@@ -43,21 +43,23 @@ class VirtualBand:
 
     def hear(self, data: bytes, t: float) -> bool:
         """One advertisement on the air at host time `t`; True when it made the band schedule a new effect."""
-        if self.rng.random() < self.loss:
-            self.lost += 1
+        if self._lost():
             return False
-        self.heard += 1
         self.band.hear(data, self.clock(t))
         return self._follow(t)
 
     def accept(self, packet: WristbandPacket, t: float) -> bool:
         """`hear`, for a packet already decoded and authenticated (the crowd decodes each copy once)."""
-        if self.rng.random() < self.loss:
-            self.lost += 1
+        if self._lost():
             return False
-        self.heard += 1
         self.band.accept(packet, self.clock(t))
         return self._follow(t)
+
+    def _lost(self) -> bool:
+        lost = self.rng.random() < self.loss
+        self.lost += lost
+        self.heard += not lost
+        return lost
 
     def _follow(self, t: float) -> bool:
         current, estimate = self.band.current, self.band.starts_at()

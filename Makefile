@@ -6,8 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the test suite uses: mount/unshare for a real read-only or full filesystem, tshark as an
 # independent protocol dissector, OLA as an independent Art-Net and sACN receiver, socat for pseudo-terminal pairs,
-# liblo-tools (oscsend, oscdump) as an independent OSC sender and receiver.
-TEST_PEERS := util-linux mount tshark ola socat liblo-tools
+# liblo-tools (oscsend, oscdump) as an independent OSC sender and receiver, mosquitto as the MQTT broker.
+TEST_PEERS := util-linux mount tshark ola socat liblo-tools mosquitto
 
 .PHONY: run test lint unit bench peers clean
 

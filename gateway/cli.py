@@ -63,7 +63,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             logging.getLogger("gateway").warning("demo %s token: %s", token.role, token.demo_token)
     if not secrets:
         logging.getLogger("gateway").warning("no API tokens configured: only /api/v1/health will answer")
-    gateway = Gateway(cfg, Tokens(secrets), data_dir=Path(args.data_dir).resolve() if args.data_dir else None)
+    cloud = None
+    if cfg.cloud is not None:
+        from gateway.cloud.link import tls_context
+        from gateway.cloud.settings import credentials
+
+        try:
+            creds = credentials(cfg.cloud, cfg.path.parent)
+            cloud = (creds, tls_context(creds) if cfg.cloud.broker.startswith("mqtts:") else None)
+        except ValueError as exc:
+            print(f"{cfg.path}: cloud: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    gateway = Gateway(cfg, Tokens(secrets), data_dir=Path(args.data_dir).resolve() if args.data_dir else None,
+                      cloud=cloud)
     try:
         asyncio.run(serve(gateway))
     except StoreError as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway import registry
+from gateway.cloud.settings import CloudSection
 from gateway.schema import Problem, check_all, setting
 
 Role = Literal["viewer", "operator", "admin"]
@@ -231,6 +232,7 @@ class Config:
     dmx: DmxSection
     show: ShowSection
     drivers: list[DriverConfig]
+    cloud: CloudSection | None = None  # no section: the box keeps everything local
 
     @property
     def data_dir(self) -> Path:
@@ -248,7 +250,7 @@ class ConfigError(Exception):
 
 
 # Units the gateway runs itself: a driver may not take their names.
-SERVICE_NAMES = ("api",)
+SERVICE_NAMES = ("api", "cloud")
 
 
 def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverConfig | None:
@@ -285,6 +287,7 @@ class _Sections:
     loop: LoopSection = field(default_factory=LoopSection)
     dmx: DmxSection = field(default_factory=DmxSection)
     show: ShowSection = field(default_factory=ShowSection)
+    cloud: CloudSection | None = None
     drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -301,7 +304,7 @@ def parse(path: Path, text: str) -> Config:
     if sections is None or problems:
         raise ConfigError(path, problems)
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
-                  sections.loop, sections.dmx, sections.show, [d for d in drivers if d is not None])
+                  sections.loop, sections.dmx, sections.show, [d for d in drivers if d is not None], sections.cloud)
 
 
 def load(path: str | os.PathLike[str]) -> Config:

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -17,13 +18,16 @@ from typing import Any
 from gateway import registry
 from gateway.api.app import ApiService
 from gateway.api.auth import Tokens
+from gateway.cloud.link import CloudLink
+from gateway.cloud.settings import Credentials
 from gateway.config import Config, DriverConfig
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.looplag import LoopLag
 from gateway.metrics import build_registry
+from gateway.outbox import OutboxSettings, event_payload
 from gateway.readings import Ingest
-from gateway.show.engine import ShowEngine
+from gateway.show.engine import Fired, ShowEngine
 from gateway.store import Store
 from gateway.supervisor import Supervisor, Unit
 from gateway.systemd import Notifier
@@ -37,10 +41,16 @@ GIL_SWITCH_S = 0.0005  # SIGTERM to exit: under the 5 s promised, with room for 
 
 
 class Gateway:
-    def __init__(self, config: Config, tokens: Tokens, *, data_dir: Path | None = None) -> None:
+    def __init__(self, config: Config, tokens: Tokens, *, data_dir: Path | None = None,
+                 cloud: tuple[Credentials, ssl.SSLContext | None] | None = None) -> None:
+        """`cloud`: the broker credentials and TLS context, resolved from the [cloud] section by the caller."""
         self.config = config
         self.twin = Twin(config.gateway.id, config.gateway.venue, change_log=config.twin.change_log)
-        self.store = Store(data_dir or config.data_dir, config.store)
+        c = config.cloud
+        outbox = None if c is None else OutboxSettings(config.gateway.id, c.batch_readings, c.batch_delay_ms / 1000,
+                                                       int(c.outbox_max_mb * 1024 * 1024),
+                                                       c.outbox_max_age_hours * 3600)
+        self.store = Store(data_dir or config.data_dir, config.store, outbox=outbox)
         self.ingest = Ingest(self.twin, self.store)
         self.dmx = DmxUniverses(self.twin, config.dmx.universes)
         self.frames = FrameClock(config.dmx.frame_rate_hz)
@@ -50,6 +60,8 @@ class Gateway:
         self.loop_lag = LoopLag(self.metrics, config.loop.lag_interval_ms / 1000)
         self.notifier = Notifier()
         self._tokens = tokens
+        self._cloud_access = cloud
+        self.cloud: CloudLink | None = None  # the running link's unit, when the cloud is configured
         self._started_at = time.time()
         self._background: list[asyncio.Task[None]] = []
         self._store_task: asyncio.Task[None] | None = None
@@ -84,6 +96,30 @@ class Gateway:
             "readings_total": self.ingest.readings_total,
         }
 
+    def event(self, kind: str, doc: dict[str, Any]) -> None:
+        """An event for the cloud (alerts, show events, command answers): into the outbox, never evicted."""
+        if self.store.outbox is not None:
+            self.store.add_event(event_payload(self.config.gateway.id, kind, doc, time.time()))
+
+    def _fired(self, fired: Fired) -> None:
+        self.event("effect_fired", fired.document())
+        for transmitter, status in fired.not_sent().items():
+            self.event("alert", {"alert": "not_sent", "effect_id": fired.effect_id, "unit": transmitter,
+                                 "message": status})
+
+    def _unit_failed(self, name: str, kind: str, error: str) -> None:
+        self.event("alert", {"alert": "unit_failed", "unit": name, "unit_kind": kind, "message": error})
+
+    def _cloud_factory(self) -> Callable[[], Unit]:
+        assert self.config.cloud is not None and self._cloud_access is not None
+        settings, (creds, tls) = self.config.cloud, self._cloud_access
+
+        def make() -> Unit:
+            self.cloud = CloudLink(self, settings, creds, tls)
+            return self.cloud
+
+        return make
+
     def _driver_factory(self, dc: DriverConfig) -> Callable[[], Unit]:
         cls = registry.find(dc.type)
         if cls.TRANSMITS_EFFECTS:
@@ -104,6 +140,10 @@ class Gateway:
         sys.setswitchinterval(GIL_SWITCH_S)
         await self.store.open(self.twin)
         self.supervisor.add("api", "service", lambda: ApiService(self, self._tokens))
+        if self.config.cloud is not None:
+            self.supervisor.add("cloud", "service", self._cloud_factory())
+            self.show.on_fire(self._fired)
+            self.supervisor.on_failure = self._unit_failed
         for dc in self.config.drivers:
             if dc.enabled:
                 self.supervisor.add(dc.name, "driver", self._driver_factory(dc))

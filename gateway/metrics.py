@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ class GatewayCollector(Collector):
         yield size
         yield GaugeMetricFamily("vg_store_disk_free_bytes", "Free space on the data directory's disk",
                                 value=s.disk_free_bytes)
+        yield from _cloud(gw)
         up = GaugeMetricFamily("vg_unit_up", "1 when the driver or service runs", labels=["unit", "kind"])
         restarts = CounterMetricFamily("vg_unit_restarts", "Restarts of a driver or service", labels=["unit", "kind"])
         for name, unit in gw.supervisor.units.items():
@@ -47,6 +49,36 @@ class GatewayCollector(Collector):
             restarts.add_metric([name, unit.kind], unit.restarts)
         yield up
         yield restarts
+
+
+def _cloud(gw: Gateway) -> Iterator[Metric]:
+    link, outbox = gw.cloud, gw.store.outbox
+    if link is not None:
+        yield GaugeMetricFamily("vg_cloud_link_up", "1 while the MQTT link to the cloud is online",
+                                value=1.0 if link.state == "online" else 0.0)
+        yield CounterMetricFamily("vg_cloud_connects", "Successful connections to the broker", value=link.connects)
+        sent = CounterMetricFamily("vg_cloud_sent", "Messages acknowledged by the broker", labels=["kind"])
+        c = link.drain_counts
+        for kind, value in (("telemetry", c.batches), ("event", c.events), ("snapshot", link.snapshots),
+                            ("delta", link.deltas)):
+            sent.add_metric([kind], value)
+        yield sent
+        yield CounterMetricFamily("vg_cloud_readings_sent", "Readings acknowledged by the broker", value=c.readings)
+        commands = CounterMetricFamily("vg_cloud_commands", "Commands from the cloud", labels=["result"])
+        commands.add_metric(["ok"], link.commands_ok)
+        commands.add_metric(["refused"], link.commands_refused)
+        yield commands
+    if outbox is not None:
+        s = outbox.stats
+        waiting = GaugeMetricFamily("vg_cloud_outbox", "What waits in the outbox for the broker", labels=["what"])
+        for what, value in (("batches", s.batches), ("readings", s.readings), ("events", s.events),
+                            ("bytes", s.bytes)):
+            waiting.add_metric([what], value)
+        yield waiting
+        yield GaugeMetricFamily("vg_cloud_outbox_oldest_age_seconds", "Age of the oldest reading waiting",
+                                value=0.0 if s.oldest_ts is None else max(0.0, time.time() - s.oldest_ts))
+        yield CounterMetricFamily("vg_cloud_outbox_evicted_readings", "Readings evicted from the outbox at its bound",
+                                  value=s.evicted_readings)
 
 
 def build_registry(gateway: Gateway) -> CollectorRegistry:

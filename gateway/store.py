@@ -1,5 +1,6 @@
 """The SQLite store: the twin (restored on start), telemetry history under a retention and a size bound, and
-the cloud outbox. The loop hands over batches; one writer thread commits them, so the loop never waits on disk.
+the cloud outbox (gateway.outbox). The loop hands over batches; one writer thread commits them, so the loop
+never waits on disk.
 
 sqlite-utils creates the schema and answers queries; the hot insert path uses the connection's executemany
 directly, because building dicts per row (sqlite-utils' insert_all) would cost more than the write itself.
@@ -25,12 +26,14 @@ import orjson
 import sqlite_utils
 
 from gateway.config import StoreSection
+from gateway.outbox import Outbox, OutboxSettings, new_store_id
 from gateway.readings import Reading
 from gateway.twin import Asset, Twin
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# 2: the outbox table as gateway.outbox writes it (schema 1 had an outbox table that nothing wrote).
+SCHEMA_VERSION = 2
 # Versions are reserved on disk a block ahead of use, so a restart after a crash never reuses a version
 # that a client may have seen. The block is renewed once a tenth of it is used.
 VERSION_BLOCK = 1_000_000
@@ -52,9 +55,13 @@ class _Batch:
     assets: dict[str, _AssetRow] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
     reserve: int | None = None
+    events: list[bytes] = field(default_factory=list)  # encoded, for the outbox
+    acked: list[int] = field(default_factory=list)  # outbox rows the broker has
 
     def merge(self, newer: _Batch) -> None:
         self.telemetry += newer.telemetry
+        self.events += newer.events
+        self.acked += newer.acked
         for asset_id in newer.removed:
             self.assets.pop(asset_id, None)
         self.removed = (self.removed - newer.assets.keys()) | newer.removed
@@ -98,14 +105,19 @@ def _open_database(path: Path, synchronous: str) -> sqlite3.Connection:
             # rowid is the telemetry sequence number: what "acknowledged up to" and paging refer to.
             db.table("telemetry").create({"ts": float, "series": int, "value": float},
                                    not_null={"ts", "series"}, if_not_exists=True)
-            db.table("outbox").create({"id": int, "kind": str, "topic": str, "payload": bytes, "created_at": float},
-                                pk="id", not_null={"kind", "topic", "payload", "created_at"}, if_not_exists=True)
             row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise StoreError(f"{path} was written by a newer gateway (schema {row[0]}, this one knows "
                                  f"{SCHEMA_VERSION}); upgrade the gateway or move the file aside")
+            if row is not None and int(row[0]) < 2:
+                conn.execute("DROP TABLE IF EXISTS outbox")
+            # AUTOINCREMENT: an id is never reused, even once the table has emptied, so the drain's position
+            # stays valid. The payload is the last column: the others are read without its overflow pages.
+            conn.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+                         " rows INTEGER NOT NULL, bytes INTEGER NOT NULL, first_seq INTEGER, created_at REAL NOT NULL,"
+                         " payload BLOB NOT NULL)")
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (new_store_id(),))
         return conn
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open the store {path}: {exc} (is it a SQLite file? is the directory "
@@ -115,10 +127,17 @@ def _open_database(path: Path, synchronous: str) -> sqlite3.Connection:
 
 
 class Store:
-    def __init__(self, data_dir: Path, settings: StoreSection, *, clock: Any = time.time) -> None:
+    def __init__(self, data_dir: Path, settings: StoreSection, *, clock: Any = time.time,
+                 outbox: OutboxSettings | None = None) -> None:
         self.path = data_dir / "gateway.db"
         self.settings = settings
         self.stats = StoreStats()
+        self._outbox_settings = outbox
+        self.outbox: Outbox | None = None  # set on open when the cloud is configured
+        self.outbox_ready = asyncio.Event()  # set when rows are added to the outbox
+        self.outbox_in_flight = 0  # the drain's highest id sent: eviction leaves these to their acknowledgement
+        self._events: list[bytes] = []
+        self._acked: list[int] = []
         self._clock = clock
         self._pending: list[Reading] = []
         self._carry: _Batch | None = None  # a batch that failed to commit, retried with the next one
@@ -167,6 +186,12 @@ class Store:
             self._series.setdefault(asset, {})[metric] = series_id
         seq = conn.execute("SELECT max(rowid) FROM telemetry").fetchone()[0]
         self.stats.committed_seq = seq or 0
+        if self._outbox_settings is not None:
+            store_id = conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()[0]
+            self.outbox = Outbox(self._outbox_settings, store_id)
+            self.outbox.open(conn, self.stats.committed_seq)
+        else:  # no cloud: readings from now on are not queued, so the position is forgotten
+            conn.execute("DELETE FROM meta WHERE key='outbox_seq'")
         self._measure()
         return assets, version
 
@@ -235,6 +260,16 @@ class Store:
         if len(pending) >= 50_000:
             self._wake.set()
 
+    def add_event(self, payload: bytes) -> None:
+        """An encoded event for the cloud: into the outbox with the next write (dropped without a cloud)."""
+        if self.outbox is not None:
+            self._events.append(payload)
+            self._wake.set()
+
+    def ack_outbox(self, ids: Sequence[int]) -> None:
+        """The broker has acknowledged these outbox rows; they are deleted with the next write."""
+        self._acked.extend(ids)
+
     async def run(self, twin: Twin) -> None:
         """Flush every flush_interval (sooner when a large batch waits), until `stop()`."""
         interval = self.settings.flush_interval_ms / 1000
@@ -273,8 +308,8 @@ class Store:
             assets, removed = twin.take_dirty() if state else ([], [])
             rows = {a.id: (a.id, a.kind, a.zone, a.owner, a.reported, a.desired, a.version, a.updated_at)
                     for a in assets}
-            batch = _Batch(self._pending, rows, set(removed))
-            self._pending = []
+            batch = _Batch(self._pending, rows, set(removed), events=self._events, acked=self._acked)
+            self._pending, self._events, self._acked = [], [], []
             if twin.version > self._reserved - VERSION_BLOCK * 9 // 10:
                 batch.reserve = twin.version + VERSION_BLOCK
             if self._carry is not None:
@@ -284,7 +319,9 @@ class Store:
                 if overflow > 0:  # the disk has been failing for long: keep the newest, count the rest
                     del batch.telemetry[:overflow]
                     self.stats.dropped_rows += overflow
-            if not (batch.telemetry or batch.assets or batch.removed or batch.reserve):
+            outbox = self.outbox
+            if not (batch.telemetry or batch.assets or batch.removed or batch.reserve or batch.events or batch.acked
+                    or (outbox is not None and (outbox.due() or (outbox.online and outbox.tally)))):
                 return self.stats.committed_seq
             try:
                 await asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch)
@@ -299,6 +336,8 @@ class Store:
             self.stats.last_error = None
             if batch.reserve:  # durable now: the twin may hand out versions up to it
                 self._reserved = twin.version_limit = batch.reserve
+            if outbox is not None and (outbox.stats.batches or outbox.stats.events):
+                self.outbox_ready.set()
             return self.stats.committed_seq
 
     # -- reading history (from a thread of the caller's, never the loop) ------------------------------------
@@ -336,6 +375,8 @@ class Store:
         conn = self._conn
         assert conn is not None
         seq = self.stats.committed_seq
+        outbox = self.outbox
+        saved = outbox.save() if outbox is not None else None
         conn.execute("BEGIN IMMEDIATE")
         try:
             if batch.telemetry:
@@ -349,6 +390,17 @@ class Store:
                     rows = [(ts, series[a][m], v) for ts, a, m, v in batch.telemetry]
                 conn.executemany("INSERT INTO telemetry(ts, series, value) VALUES (?, ?, ?)", rows)
                 seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                if outbox is not None:  # one executemany in one transaction: the rowids are consecutive
+                    outbox.add(conn, batch.telemetry, seq - len(rows) + 1)
+            elif outbox is not None and outbox.due():
+                outbox.cut(conn, force=False)
+            if outbox is not None:
+                if batch.acked:
+                    outbox.ack(conn, batch.acked)
+                if batch.events:
+                    outbox.add_events(conn, batch.events)
+                if outbox.online and outbox.tally:
+                    outbox.announce(conn)
             if batch.assets:
                 conn.executemany(
                     "INSERT INTO assets VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
@@ -364,6 +416,8 @@ class Store:
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if outbox is not None and saved is not None:
+                outbox.restore(saved)
             self._series.clear()  # ids created in the rolled-back transaction are gone
             for series_id, asset, metric in conn.execute("SELECT id, asset, metric FROM series"):
                 self._series.setdefault(asset, {})[metric] = series_id
@@ -382,9 +436,19 @@ class Store:
                 log.error("store bounds could not be enforced this time: %s", exc)
 
     def _enforce_bounds(self) -> None:
-        """Evict the oldest telemetry past the retention age, then past the size bound, in short steps."""
+        """Evict the outbox's oldest telemetry past its bounds; then the oldest telemetry history past the retention
+        age, then past the size bound, in short steps."""
         conn = self._conn
         assert conn is not None
+        if self.outbox is not None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.outbox.evict(conn, self._clock(), self.outbox_in_flight)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
         cutoff = self._clock() - self.settings.telemetry_retention_hours * 3600
         oldest = conn.execute("SELECT min(rowid) FROM telemetry").fetchone()[0]
         if oldest is None:

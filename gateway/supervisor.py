@@ -92,6 +92,7 @@ class Supervisor:
         self._settled: set[str] = set()  # units that have run, or failed, at least once
         self._stopping = False
         self.settled = asyncio.Event()
+        self.on_failure: Callable[[str, str, str], None] | None = None  # (unit, kind, error): an alert
 
     def add(self, name: str, kind: str, factory: Callable[[], Unit]) -> None:
         self._factories[name] = factory
@@ -170,6 +171,8 @@ class Supervisor:
                             await unit.stop()
                     except Exception:
                         log.exception("%s %s did not stop cleanly", status.kind, name)
+            if self.on_failure is not None and (started or attempt == 0):  # once per outage, not per retry
+                self.on_failure(name, status.kind, status.last_error or "")
             if time.monotonic() - began >= self.settings.stable_after_s:
                 attempt = 0
             delay = backoff_delay(attempt, self.settings.backoff_initial_s, self.settings.backoff_max_s, self._rng)

@@ -103,16 +103,16 @@ class Asset:
         return self._json
 
 
-# A change: (version, asset, at, kind, zone, reported patch, desired patch, removed). The patches are the
+# A change: (version, asset, at, kind, zone, owner, reported patch, desired patch, removed). The patches are the
 # merge patches applied, or None. A plain tuple on purpose: the garbage collector stops tracking a plain tuple
 # of plain values, not a NamedTuple, and 100,000 tracked log entries made each full collection a 20-50 ms
 # pause of the event loop.
-Change = tuple[int, str, float, str, str | None, JSON | None, JSON | None, bool]
+Change = tuple[int, str, float, str, str | None, str | None, JSON | None, JSON | None, bool]
 
 
 def change_document(change: Change) -> JSON:
-    version, asset, at, kind, zone, reported, desired, removed = change
-    return {"version": version, "asset": asset, "at": rfc3339(at), "kind": kind, "zone": zone,
+    version, asset, at, kind, zone, owner, reported, desired, removed = change
+    return {"version": version, "asset": asset, "at": rfc3339(at), "kind": kind, "zone": zone, "owner": owner,
             "reported": reported, "desired": desired, "removed": removed}
 
 
@@ -286,7 +286,8 @@ class Twin:
         now = self._clock()
         asset.version = self._version
         asset.updated_at = now
-        self._log.append((self._version, asset.id, now, asset.kind, asset.zone, reported, desired, removed))
+        self._log.append((self._version, asset.id, now, asset.kind, asset.zone, asset.owner, reported, desired,
+                          removed))
         if len(self._log) > self._log_size + self._log_size // 4:  # trimmed in steps: amortised O(1)
             drop = len(self._log) - self._log_size
             del self._log[:drop]

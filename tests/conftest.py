@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ("tests.ola",)  # the `ola` fixture
+pytest_plugins = ("tests.ola", "tests.mosquitto")  # the `ola` and `mosquitto` fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWER, OPERATOR, ADMIN = "demo-viewer-token", "demo-operator-token", "demo-admin-token"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from aiohttp import web
 
@@ -26,16 +24,6 @@ def _accepted(fired: Fired) -> web.Response:
 async def fire(request: web.Request) -> web.Response:
     show = request.app[GATEWAY].show
     doc = await read_object(request)
-    unknown = set(doc) - {"preset", "effect", "zones", "lead_ms", "preview", "duration_ms"}
-    if unknown:
-        raise json_error(web.HTTPBadRequest, "bad_request", f"unknown key {sorted(unknown)[0]!r} "
-                         "(allowed: preset or effect, zones, lead_ms, preview, duration_ms)")
-    zones: Any = doc.get("zones")
-    lead: Any = doc.get("lead_ms")
-    if zones is not None and not (isinstance(zones, list) and all(isinstance(z, str) for z in zones)):
-        raise json_error(web.HTTPBadRequest, "bad_request", "zones must be a list of zone names")
-    if lead is not None and not isinstance(lead, int):
-        raise json_error(web.HTTPBadRequest, "bad_request", "lead_ms must be a whole number of milliseconds")
     try:
         if doc.get("preview"):
             effect: Effect = show.effect_of(doc.get("preset"), doc.get("effect"))[0]
@@ -43,7 +31,7 @@ async def fire(request: web.Request) -> web.Response:
             frames = show.preview(effect, PREVIEW_STEP_MS, max(PREVIEW_STEP_MS, min(duration, 60_000)))
             return web.Response(content_type="application/json", body=orjson.dumps(
                 {"effect": effect.document(), "step_ms": PREVIEW_STEP_MS, "zones": frames}))
-        fired = show.fire(doc.get("preset"), doc.get("effect"), zones, lead)
+        fired = show.fire_request(doc, extra=("preview", "duration_ms"))
     except UnknownPreset as exc:
         raise json_error(web.HTTPNotFound, "unknown_preset", str(exc)) from None
     except (EffectError, TypeError, ValueError) as exc:

@@ -46,6 +46,7 @@ _CHANGE = {
         "at": {"type": "string", "format": "date-time"},
         "kind": {"type": "string"},
         "zone": {"type": ["string", "null"]},
+        "owner": {"type": ["string", "null"], "description": "the driver or service that reports the asset"},
         "reported": {"type": ["object", "null"], "description": "JSON merge patch applied to reported state."},
         "desired": {"type": ["object", "null"], "description": "JSON merge patch applied to desired state."},
         "removed": {"type": "boolean"},

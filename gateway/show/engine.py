@@ -138,6 +138,24 @@ class ShowEngine:
         names = self._zones(zones or (list(found.zones) if found is not None and found.zones else None))
         return self._fire(effect, preset, names, self.settings.lead_ms if lead_ms is None else lead_ms)
 
+    def fire_request(self, doc: dict[str, Any], extra: tuple[str, ...] = ()) -> Fired:
+        """Fire what a request document asks for (HTTP or the cloud): `preset` or `effect`, `zones`, `lead_ms`.
+        Raises EffectError (or UnknownPreset) naming what is wrong; keys in `extra` are the caller's own."""
+        allowed = ("preset", "effect", "zones", "lead_ms", *extra)
+        unknown = sorted(set(doc) - set(allowed))
+        if unknown:
+            raise EffectError(f"unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+        preset, inline, zones, lead = (doc.get(k) for k in ("preset", "effect", "zones", "lead_ms"))
+        if preset is not None and not isinstance(preset, str):
+            raise EffectError("preset must be a preset name")
+        if inline is not None and not isinstance(inline, dict):
+            raise EffectError("effect must be an object")
+        if zones is not None and not (isinstance(zones, list) and all(isinstance(z, str) for z in zones)):
+            raise EffectError("zones must be a list of zone names")
+        if lead is not None and (not isinstance(lead, int) or isinstance(lead, bool)):
+            raise EffectError("lead_ms must be a whole number of milliseconds")
+        return self.fire(preset, inline, zones, lead)
+
     def stop(self) -> Fired:
         """Stop every effect: a blackout of the wristbands with no lead time (each zone still by its delay)."""
         return self._fire(Effect("blackout"), None, tuple(self.zones), STOP_LEAD_MS)

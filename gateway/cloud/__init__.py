@@ -1,0 +1,1 @@
+"""Cloud sync over MQTT: the link to the broker, the outbox drain, commands from the cloud, and the mirror."""

@@ -1,0 +1,297 @@
+"""The MQTT link to the cloud: one connection at a time, retried with exponential backoff and jitter.
+
+Every (re)connect is a birth: the retained `status` online (its will says offline), a retained twin snapshot, then
+deltas that continue it, so a consumer rebuilds the exact twin from the snapshot and what follows. Telemetry and
+events leave through the outbox drain; `desired` and `cmd/*` come in and are answered with events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import aiomqtt
+import orjson
+import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
+
+from gateway import __version__
+from gateway.cloud import commands
+from gateway.cloud.drain import Drain, DrainCounts
+from gateway.cloud.settings import CloudSection, Credentials, parse_broker
+from gateway.supervisor import Unit, backoff_delay
+from gateway.twin import ChangesGone, TwinFrozen, change_document, rfc3339
+
+if TYPE_CHECKING:
+    from gateway.daemon import Gateway
+
+log = logging.getLogger(__name__)
+
+State = Literal["connecting", "online", "offline"]
+UNSUPPORTED_PROTOCOL = 132  # CONNACK reason code of a broker that does not speak MQTT 5
+GOODBYE_S = 1.0
+CONNACK_TIMEOUT_S = 10.0
+ASSET = "service:cloud"
+
+
+class _SocketErrors(logging.Handler):
+    """Keeps the MQTT client's last logged error: a TLS alert while waiting for CONNACK is only logged, and the
+    attempt then ends as a bare timeout. The error makes that timeout's message say what happened."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage()
+
+
+def topic_root(venue: str, gateway_id: str) -> str:
+    return f"venues/{venue}/gateways/{gateway_id}"
+
+
+def tls_context(creds: Credentials) -> ssl.SSLContext:
+    """Verify the broker against `ca_file` (default: the system's CAs); present this box's certificate for
+    mutual TLS. ValueError says which file is wrong."""
+    try:
+        context = ssl.create_default_context(cafile=str(creds.ca_file) if creds.ca_file else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"cloud.ca_file {creds.ca_file} is not a usable CA certificate: {exc}") from None
+    if creds.cert_file is not None:
+        try:
+            context.load_cert_chain(str(creds.cert_file), str(creds.key_file) if creds.key_file else None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"cloud.cert_file {creds.cert_file} and cloud.key_file {creds.key_file} are not a "
+                             f"certificate and its key: {exc}") from None
+    return context
+
+
+def _explain(exc: BaseException, socket_error: str | None = None) -> str:
+    """A connection failure in words a venue tech can act on."""
+    if isinstance(exc, MqttConnectError) and exc.rc is not None:
+        reason = str(exc.rc).strip() if not isinstance(exc.rc, int) else paho.connack_string(exc.rc)
+        hint = " (check cloud.username or username_env, password_env, and the broker's password file and ACL)" \
+            if "password" in reason.lower() or "author" in reason.lower() else ""
+        return f"the broker refused the connection: {reason}{hint}"
+    text = str(exc.__cause__ or exc) if str(exc) in ("", "Operation timed out") and exc.__cause__ else str(exc)
+    if text == "Operation timed out":
+        text = f"no answer from the broker within {CONNACK_TIMEOUT_S:.0f} s" + \
+            (f" ({socket_error})" if socket_error else "")
+    if any(word in text for word in ("SSL", "certificate", "TLS", "tlsv1")):
+        return f"TLS failed: {text} (check cloud.ca_file, cert_file and key_file against the broker's)"
+    return text or type(exc).__name__
+
+
+class CloudLink(Unit):
+    def __init__(self, gw: Gateway, settings: CloudSection, creds: Credentials,
+                 tls: ssl.SSLContext | None, *, rng: random.Random | None = None) -> None:
+        self._gw = gw
+        self.settings = settings
+        self.broker = parse_broker(settings.broker)
+        self._creds = creds
+        self._tls = tls
+        self._rng = rng or random.Random()
+        self.root = topic_root(gw.config.gateway.venue, gw.config.gateway.id)
+        self.topics = {"telemetry": f"{self.root}/telemetry", "event": f"{self.root}/events"}
+        self.client_id = settings.client_id or f"vg-{gw.config.gateway.id}"[:23]
+        self.protocol = "3.1.1" if settings.protocol == "3.1.1" else "5"
+        self.state: State = "connecting"
+        self.last_error: str | None = None
+        self.retry_in_s: float | None = None
+        self.since = time.time()
+        self.connects = 0
+        self.snapshots = 0
+        self.deltas = 0
+        self.commands_ok = 0
+        self.commands_refused = 0
+        self._drain = Drain(gw.store, settings.inflight, settings.drain_rate)
+        self._snapshot_wanted = asyncio.Event()
+        self._mqtt_log = logging.getLogger("gateway.cloud.mqtt")
+        self._socket_errors = _SocketErrors()
+
+    # -- what others see -------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        outbox = self._gw.store.outbox
+        doc: dict[str, Any] = {"link": self.state, "broker": str(self.broker), "since": rfc3339(self.since),
+                               "connects": self.connects}
+        if self.state == "online":
+            doc["protocol"] = self.protocol
+        if self.last_error is not None:
+            doc["last_error"] = self.last_error
+        if self.retry_in_s is not None:
+            doc["retry_in_s"] = round(self.retry_in_s, 3)
+        if outbox is not None:
+            s = outbox.stats
+            doc["outbox"] = {"batches": s.batches, "readings": s.readings, "events": s.events, "bytes": s.bytes,
+                             "oldest_age_s": None if s.oldest_ts is None else round(time.time() - s.oldest_ts, 1),
+                             "evicted_readings": s.evicted_readings}
+        c = self._drain.counts
+        doc["sent"] = {"telemetry_batches": c.batches, "readings": c.readings, "events": c.events,
+                       "snapshots": self.snapshots, "deltas": self.deltas}
+        doc["commands"] = {"ok": self.commands_ok, "refused": self.commands_refused}
+        return doc
+
+    @property
+    def drain_counts(self) -> DrainCounts:
+        return self._drain.counts
+
+    def request_snapshot(self) -> int:
+        self._snapshot_wanted.set()
+        return self._gw.twin.version
+
+    def _set_state(self, state: State, error: str | None = None) -> None:
+        if state == self.state and error == self.last_error:
+            return
+        self.state, self.last_error, self.since = state, error, time.time()
+        outbox = self._gw.store.outbox
+        if outbox is not None:
+            outbox.online = state == "online"
+        with contextlib.suppress(TwinFrozen):
+            self._gw.twin.report(ASSET, {"link": state, "broker": str(self.broker), "link_error": error})
+
+    # -- the connection loop ---------------------------------------------------------------------------
+    def _client(self) -> aiomqtt.Client:
+        v5 = self.protocol == "5"
+        offline = orjson.dumps({"online": False, "gateway_id": self._gw.config.gateway.id,
+                                "venue": self._gw.config.gateway.venue, "reason": "connection lost"})
+        return aiomqtt.Client(
+            self.broker.host, self.broker.port, username=self._creds.username, password=self._creds.password,
+            identifier=self.client_id, logger=self._mqtt_log,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            will=aiomqtt.Will(f"{self.root}/status", offline, qos=1, retain=True),
+            clean_session=None if v5 else True, clean_start=True if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            keepalive=self.settings.keepalive_s,
+            timeout=CONNACK_TIMEOUT_S, max_inflight_messages=self.settings.inflight + 16,
+            tls_context=self._tls if self.broker.tls else None)
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            self._set_state("connecting", self.last_error)
+            self.retry_in_s = None
+            self._socket_errors.last = None
+            try:
+                async with self._client() as client:
+                    attempt = 0
+                    self.connects += 1
+                    await self._session(client)
+            except MqttConnectError as exc:
+                code = getattr(exc.rc, "value", exc.rc)
+                if code == UNSUPPORTED_PROTOCOL and self.settings.protocol == "auto" and self.protocol == "5":
+                    log.info("cloud: the broker %s does not speak MQTT 5; using 3.1.1", self.broker)
+                    self.protocol = "3.1.1"
+                    continue
+                self._failed(exc)
+            except aiomqtt.MqttError as exc:
+                self._failed(exc)
+            delay = backoff_delay(attempt, self.settings.backoff_initial_s, self.settings.backoff_max_s, self._rng)
+            attempt += 1
+            self.retry_in_s = delay
+            await asyncio.sleep(delay)
+
+    def _failed(self, exc: BaseException) -> None:
+        message = _explain(exc, self._socket_errors.last)
+        if message != self.last_error or self.state == "online":
+            log.warning("cloud link to %s: %s", self.broker, message)
+        self._set_state("offline", message)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        gw = self._gw
+        self._set_state("online")
+        log.info("cloud link to %s online (MQTT %s, client %s)", self.broker, self.protocol, self.client_id)
+        try:
+            await client.publish(f"{self.root}/status", orjson.dumps({
+                "online": True, "gateway_id": gw.config.gateway.id, "venue": gw.config.gateway.venue,
+                "software": __version__, "protocol": self.protocol, "since": rfc3339(time.time())}),
+                qos=1, retain=True, timeout=math.inf)
+            await client.subscribe([(f"{self.root}/desired", 1), (f"{self.root}/cmd/+", 1)])
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._twin_sync(client))
+                    group.create_task(self._drain.run(client, self.topics, group))
+                    group.create_task(self._commands(client))
+            except* aiomqtt.MqttError as failed:
+                raise failed.exceptions[0] from None
+        except asyncio.CancelledError:  # stopping: say so, since a clean disconnect does not fire the will
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(GOODBYE_S):
+                    await client.publish(f"{self.root}/status", orjson.dumps({
+                        "online": False, "gateway_id": gw.config.gateway.id, "venue": gw.config.gateway.venue,
+                        "reason": "stopped"}), qos=1, retain=True)
+            raise
+
+    # -- the twin: snapshot, then deltas -----------------------------------------------------------------
+    async def _twin_sync(self, client: aiomqtt.Client) -> None:
+        twin = self._gw.twin
+        interval = self.settings.snapshot_interval_s
+        self._snapshot_wanted.set()  # the birth snapshot
+        sent = twin.version
+        due = time.monotonic() + interval
+        while True:
+            if self._snapshot_wanted.is_set():
+                self._snapshot_wanted.clear()
+                sent = twin.version
+                await client.publish(f"{self.root}/twin/snapshot", twin.snapshot_json(), qos=1, retain=True,
+                                     timeout=math.inf)
+                self.snapshots += 1
+                due = time.monotonic() + interval
+            try:
+                changes = twin.changes_since(sent, self.settings.delta_max_changes)
+            except ChangesGone:  # the link fell further behind than the change log: start over from state
+                self._snapshot_wanted.set()
+                continue
+            if changes:
+                to = changes[-1][0]
+                await client.publish(f"{self.root}/twin/delta", orjson.dumps({
+                    "gateway_id": twin.gateway_id, "from": sent, "to": to,
+                    "changes": [change_document(c) for c in changes]}), qos=1, timeout=math.inf)
+                self.deltas += 1
+                sent = to
+                continue
+            waits = [asyncio.ensure_future(twin.wait_for_change(sent)),
+                     asyncio.ensure_future(self._snapshot_wanted.wait())]
+            try:
+                _, pending = await asyncio.wait(waits, timeout=max(0.0, due - time.monotonic()),
+                                                return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            if len(pending) == len(waits):  # time for the periodic snapshot
+                self._snapshot_wanted.set()
+
+    # -- commands from the cloud -------------------------------------------------------------------------
+    async def _commands(self, client: aiomqtt.Client) -> None:
+        limit = self.settings.max_payload_kb * 1024
+        async for message in client.messages:
+            name = str(message.topic)[len(self.root) + 1:]
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            request_id = None
+            try:
+                if message.retain:
+                    raise commands.CommandError("retained", "a retained command is ignored: it would run again on "
+                                                            "every reconnect (publish commands with retain false)")
+                command = commands.parse(name, payload, limit)
+                request_id = command.request_id
+                result = await commands.execute(self._gw, command, self.request_snapshot)
+            except commands.CommandError as exc:
+                self.commands_refused += 1
+                log.warning("cloud command %s refused: %s", name, exc)
+                self._gw.event("command_error", {"command": name, "request_id": request_id, "error": exc.code,
+                                                 "message": str(exc), **exc.extra})
+                continue
+            self.commands_ok += 1
+            log.info("cloud command %s done", name)
+            self._gw.event("command_result", {"command": name, "request_id": request_id, **result})
+
+    async def start(self) -> None:
+        self._mqtt_log.addHandler(self._socket_errors)
+
+    async def stop(self) -> None:
+        self._mqtt_log.removeHandler(self._socket_errors)
+        self._drain.close()

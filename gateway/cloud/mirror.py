@@ -1,0 +1,262 @@
+"""The reference consumer: subscribes to one or many gateways on a broker, rebuilds each one's twin from the
+retained snapshot and the deltas after it, drops duplicate telemetry batches and events, and keeps what it saw.
+`venue-gateway mirror` prints it or serves it over HTTP; the tests use it as the cloud's side of the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+import orjson
+
+from gateway.cloud.settings import Broker
+from gateway.supervisor import backoff_delay
+from gateway.twin import merge_patch
+
+log = logging.getLogger(__name__)
+
+SEEN_IDS = 200_000  # ids remembered for dropping duplicates
+SNAPSHOT_ASK_S = 5.0
+EVENTS_KEPT = 1000
+
+
+class Seen:
+    """The most recent ids, for dropping duplicates in bounded memory."""
+
+    def __init__(self, size: int = SEEN_IDS) -> None:
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+        self._size = size
+
+    def add(self, key: str) -> bool:
+        """True when `key` is new."""
+        if key in self._ids:
+            return False
+        self._ids.add(key)
+        self._order.append(key)
+        if len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+        return True
+
+
+def _add_range(ranges: list[list[int]], lo: int, hi: int) -> bool:
+    """Merge [lo, hi] into sorted, disjoint ranges; False when it overlaps what is there (a duplicate)."""
+    overlap = any(a <= hi and lo <= b for a, b in ranges)
+    ranges.append([lo, hi])
+    ranges.sort()
+    merged: list[list[int]] = []
+    for a, b in ranges:
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    ranges[:] = merged
+    return not overlap
+
+
+@dataclass
+class GatewayMirror:
+    venue: str
+    gateway_id: str
+    status: dict[str, Any] = field(default_factory=dict)
+    version: int | None = None  # None: no snapshot yet
+    assets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    taken_at: str | None = None
+    gaps: int = 0  # deltas that did not continue what was held: a snapshot was needed
+    batches: int = 0
+    readings: int = 0
+    duplicates: int = 0  # batches and events dropped as already seen
+    overlaps: int = 0  # readings in a new batch id already held from another (never expected)
+    seqs: list[list[int]] = field(default_factory=list)  # telemetry sequence ranges held
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
+    events_total: int = 0
+    last_seen: float = 0.0
+    asked_snapshot: float = 0.0
+    seen: Seen = field(default_factory=Seen)
+
+    @property
+    def complete(self) -> bool:
+        return self.version is not None
+
+    def twin(self) -> dict[str, Any]:
+        """The twin document as the gateway's `GET /api/v1/twin` gives it (taken_at: the snapshot's)."""
+        return {"gateway_id": self.gateway_id, "venue": self.venue, "version": self.version or 0,
+                "taken_at": self.taken_at, "assets": self.assets}
+
+    def summary(self) -> dict[str, Any]:
+        return {"venue": self.venue, "gateway_id": self.gateway_id, "online": self.status.get("online"),
+                "twin_version": self.version, "assets": len(self.assets), "gaps": self.gaps,
+                "telemetry": {"batches": self.batches, "readings": self.readings, "duplicates": self.duplicates,
+                              "overlaps": self.overlaps, "seq_ranges": self.seqs},
+                "events": self.events_total}
+
+    # -- applying what arrives ---------------------------------------------------------------------------
+    def snapshot(self, doc: dict[str, Any]) -> None:
+        version = doc["version"]
+        if self.version is not None and version < self.version:
+            return  # an older retained snapshot, delivered again on a reconnect
+        self.version, self.assets, self.taken_at = version, doc["assets"], doc.get("taken_at")
+
+    def delta(self, doc: dict[str, Any]) -> bool:
+        """Apply a delta; False when it does not continue the twin held (a snapshot is needed)."""
+        if self.version is None:
+            return False
+        if doc["to"] <= self.version:
+            return True  # already held (a duplicate, or covered by a newer snapshot)
+        if doc["from"] > self.version:
+            self.gaps += 1
+            return False
+        for change in doc["changes"]:
+            if change["version"] <= self.version:
+                continue
+            asset_id = change["asset"]
+            if change["removed"]:
+                self.assets.pop(asset_id, None)
+            else:
+                asset = self.assets.get(asset_id) or {"reported": {}, "desired": {}}
+                reported, desired = asset["reported"], asset["desired"]
+                if change["reported"] is not None:
+                    reported = merge_patch(reported, change["reported"])
+                if change["desired"] is not None:
+                    desired = merge_patch(desired, change["desired"])
+                self.assets[asset_id] = {"kind": change["kind"], "zone": change["zone"], "owner": change["owner"],
+                                         "reported": reported, "desired": desired, "version": change["version"],
+                                         "updated_at": change["at"]}
+            self.version = change["version"]
+        self.version = doc["to"]
+        return True
+
+    def telemetry(self, doc: dict[str, Any]) -> list[list[Any]] | None:
+        """The batch's readings if it is new, else None (a duplicate)."""
+        if not self.seen.add(f"b:{doc['batch_id']}"):
+            self.duplicates += 1
+            return None
+        readings: list[list[Any]] = doc["readings"]
+        if readings:
+            first, last = readings[0][0], readings[-1][0]
+            if not _add_range(self.seqs, first, last):
+                self.overlaps += 1
+        self.batches += 1
+        self.readings += len(readings)
+        return readings
+
+    def event(self, doc: dict[str, Any]) -> bool:
+        if not self.seen.add(f"e:{doc.get('event_id')}"):
+            self.duplicates += 1
+            return False
+        self.events.append(doc)
+        self.events_total += 1
+        return True
+
+
+Listener = Callable[[GatewayMirror, str, Any], None]  # (gateway, what: status|snapshot|delta|telemetry|event, doc)
+
+
+class Mirror:
+    def __init__(self, broker: Broker, *, venue: str = "+", gateway: str = "+", client_id: str | None = None,
+                 username: str | None = None, password: str | None = None, tls: ssl.SSLContext | None = None,
+                 ask_snapshots: bool = True) -> None:
+        self.broker = broker
+        self.filter = f"venues/{venue}/gateways/{gateway}/#"
+        # A fixed client id gets a persistent session: the broker keeps what arrives while the mirror is away.
+        self.client_id = client_id
+        self._username, self._password, self._tls = username, password, tls
+        self.ask_snapshots = ask_snapshots
+        self.gateways: dict[tuple[str, str], GatewayMirror] = {}
+        self.listeners: list[Listener] = []
+        self.connected = asyncio.Event()
+        self.malformed = 0
+        self._client: aiomqtt.Client | None = None
+
+    def gateway(self, venue: str, gateway_id: str) -> GatewayMirror:
+        key = (venue, gateway_id)
+        found = self.gateways.get(key)
+        if found is None:
+            found = self.gateways[key] = GatewayMirror(venue, gateway_id)
+        return found
+
+    async def run(self) -> None:
+        """Subscribe and follow until cancelled, reconnecting with backoff."""
+        attempt = 0
+        rng = random.Random()
+        identifier = self.client_id or f"mirror-{uuid.uuid4().hex[:8]}"
+        while True:
+            try:
+                async with aiomqtt.Client(
+                        self.broker.host, self.broker.port, identifier=identifier,
+                        username=self._username, password=self._password,
+                        tls_context=self._tls if self.broker.tls else None,
+                        clean_session=self.client_id is None, logger=logging.getLogger("gateway.cloud.mqtt")) as client:
+                    self._client = client
+                    await client.subscribe(self.filter, qos=1)
+                    attempt = 0
+                    self.connected.set()
+                    log.info("mirror subscribed to %s on %s", self.filter, self.broker)
+                    async for message in client.messages:
+                        await self._handle(str(message.topic), message.payload)
+            except aiomqtt.MqttError as exc:
+                log.warning("mirror: broker %s: %s", self.broker, exc)
+            finally:
+                self._client = None
+                self.connected.clear()
+            delay = backoff_delay(attempt, 0.2, 5.0, rng)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _handle(self, topic: str, payload: Any) -> None:
+        parts = topic.split("/", 4)
+        if len(parts) < 5 or parts[0] != "venues" or parts[2] != "gateways":
+            return
+        gw = self.gateway(parts[1], parts[3])
+        what = parts[4]
+        if what in ("desired",) or what.startswith("cmd/"):
+            return  # the cloud's own commands
+        try:
+            doc = orjson.loads(payload) if payload else None
+        except orjson.JSONDecodeError:
+            self.malformed += 1
+            return
+        if not isinstance(doc, dict):
+            self.malformed += 1
+            return
+        gw.last_seen = time.time()
+        try:
+            if what == "status":
+                gw.status = doc
+            elif what == "twin/snapshot":
+                gw.snapshot(doc)
+            elif what == "twin/delta":
+                if not gw.delta(doc):
+                    await self._ask_snapshot(gw)
+            elif what == "telemetry":
+                if gw.telemetry(doc) is None:
+                    return
+            elif what == "events":
+                if not gw.event(doc):
+                    return
+            else:
+                return
+        except (KeyError, TypeError, IndexError) as exc:
+            self.malformed += 1
+            log.warning("mirror: malformed %s from %s/%s: %s", what, gw.venue, gw.gateway_id, exc)
+            return
+        for listener in self.listeners:
+            listener(gw, what, doc)
+
+    async def _ask_snapshot(self, gw: GatewayMirror) -> None:
+        now = time.monotonic()
+        if not self.ask_snapshots or self._client is None or now - gw.asked_snapshot < SNAPSHOT_ASK_S:
+            return
+        gw.asked_snapshot = now
+        topic = f"venues/{gw.venue}/gateways/{gw.gateway_id}/cmd/snapshot"
+        await self._client.publish(topic, orjson.dumps({"request_id": f"mirror-{uuid.uuid4().hex[:8]}"}), qos=1)

@@ -1,0 +1,139 @@
+"""The `[cloud]` section: where the broker is, how to prove who the box is, and how hard to push a backlog."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from gateway.schema import Problem, setting
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,23}$")
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker(url: str) -> Broker:
+    """`mqtt://host[:port]` or `mqtts://host[:port]` (TLS); ValueError says what is allowed."""
+    parts = urlsplit(url)
+    allowed = "allowed: mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{url!r} is not a broker address ({allowed})")
+    if parts.path not in ("", "/") or parts.query or parts.username or parts.password:
+        raise ValueError(f"{url!r} has a path, query or credentials ({allowed}; credentials come from the "
+                         "environment)")
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError:
+        raise ValueError(f"{url!r} has a bad port ({allowed})") from None
+    return Broker(parts.hostname, port, parts.scheme == "mqtts")
+
+
+def _broker(value: str) -> str | None:
+    try:
+        parse_broker(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _client_id(value: str) -> str | None:
+    if _CLIENT_ID.match(value):
+        return None
+    return f"{value!r} is not a portable client id (allowed: 1-23 of A-Z a-z 0-9 _ . -)"
+
+
+@dataclass(frozen=True)
+class CloudSection:
+    broker: str = setting(check=_broker)
+    # Default: "vg-" and the gateway id. One per box: the broker drops the older of two clients with one id.
+    client_id: str | None = setting(None, check=_client_id)
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"  # auto: MQTT 5, else 3.1.1 when the broker refuses 5
+    keepalive_s: int = setting(30, min=5, max=3600)
+    username: str | None = None
+    username_env: str | None = None
+    password_env: str | None = None
+    # TLS (mqtts://): the CA that signed the broker's certificate (default: the system's), and for mutual TLS
+    # this box's certificate and key. Relative paths are taken from the configuration file's directory.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    backoff_initial_s: float = setting(1.0, min=0.05, max=60)
+    backoff_max_s: float = setting(60.0, min=0.1, max=3600)
+    # Telemetry leaves in batches of up to batch_readings; online, a reading waits at most batch_delay_ms.
+    batch_readings: int = setting(1000, min=1, max=20_000)
+    batch_delay_ms: int = setting(100, min=0, max=60_000)
+    # The backlog drains as fast as the broker acknowledges, with this many batches in flight, capped at
+    # drain_rate readings per second (0: no cap).
+    inflight: int = setting(8, min=1, max=100)
+    drain_rate: float = setting(0.0, min=0)
+    # The outbox bound: past either, the oldest telemetry is evicted (counted, and announced once back
+    # online). Events and the twin are never evicted.
+    outbox_max_mb: float = setting(256.0, min=0.01)
+    outbox_max_age_hours: float = setting(72.0, min=0.001)
+    # The retained snapshot is refreshed this often, so a consumer that joins late is never far behind it.
+    snapshot_interval_s: float = setting(300.0, min=1, max=86_400)
+    delta_max_changes: int = setting(2000, min=1, max=100_000)
+    # Commands and desired state larger than this are refused with an error event.
+    max_payload_kb: int = setting(64, min=1, max=16_384)
+
+    def problems(self) -> list[Problem]:
+        out = []
+        if self.username is not None and self.username_env is not None:
+            out.append(Problem("username", "give username or username_env, not both"))
+        if self.password_env is not None and self.username is None and self.username_env is None:
+            out.append(Problem("password_env", "a password needs a user name (allowed: username or username_env)"))
+        if (self.cert_file is None) != (self.key_file is None):
+            out.append(Problem("cert_file", "mutual TLS needs both cert_file and key_file"))
+        tls = parse_broker(self.broker).tls
+        for key in ("ca_file", "cert_file", "key_file"):
+            if getattr(self, key) is not None and not tls:
+                out.append(Problem(key, f"is for TLS, but the broker {self.broker} is plain (allowed: an mqtts:// "
+                                        "broker)"))
+        if self.backoff_max_s < self.backoff_initial_s:
+            out.append(Problem("backoff_max_s", "must not be below cloud.backoff_initial_s"))
+        return out
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str | None
+    password: str | None
+    ca_file: Path | None
+    cert_file: Path | None
+    key_file: Path | None
+
+
+def credentials(section: CloudSection, base: Path) -> Credentials:
+    """Resolve the secrets the section names (environment, files); ValueError names the one missing."""
+    def env(name: str | None) -> str | None:
+        if name is None:
+            return None
+        value = os.environ.get(name, "")
+        if not value:
+            raise ValueError(f"environment variable {name} is not set or empty")
+        return value
+
+    def file(name: str | None, key: str) -> Path | None:
+        if name is None:
+            return None
+        path = (base / name).resolve()
+        if not path.is_file():
+            raise ValueError(f"cloud.{key} {path} does not exist or is not a file")
+        return path
+
+    return Credentials(section.username or env(section.username_env), env(section.password_env),
+                       file(section.ca_file, "ca_file"), file(section.cert_file, "cert_file"),
+                       file(section.key_file, "key_file"))

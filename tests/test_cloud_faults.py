@@ -1,0 +1,240 @@
+"""Cloud sync when things go wrong, against a real Mosquitto: a broker away for a minute, a gateway killed mid-drain,
+an outbox that reaches its bound, TLS and mutual TLS with good and wrong certificates, refused credentials with the
+shipped ACL, and a broker that speaks only MQTT 3.1.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from gateway.cloud.mirror import GatewayMirror
+from tests.cloud import cloud_config, events, in_step, mirroring, running, until
+from tests.conftest import ROOT, Daemon, free_port
+from tests.mosquitto import Mosquitto, TlsFiles
+
+OUTAGE_S = 60.0
+
+
+def covered(mirrored: GatewayMirror, last: int) -> bool:
+    """Every reading from 1 to `last` is held, each from exactly one batch."""
+    return bool(mirrored.seqs) and mirrored.seqs[0][0] == 1 and mirrored.seqs[0][1] >= last
+
+
+async def test_a_broker_away_for_a_minute_loses_nothing(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    cfg = cloud_config(tmp_path, mosquitto.url, sample_s=0.1)
+    async with mirroring(mosquitto.url, client_id="mirror-chaos") as mirror, running(cfg) as gw:
+        mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
+        await until(lambda: mirrored.readings > 100, 10, "telemetry before the outage")
+        assert gw.cloud is not None and gw.store.outbox is not None
+        mosquitto.stop()
+        await until(lambda: gw.cloud is not None and gw.cloud.state == "offline", 10, "the link to notice")
+        await asyncio.sleep(OUTAGE_S)
+        assert gw.store.outbox.stats.readings > 1000  # the backlog waits in the outbox
+        mosquitto.start()
+        await until(lambda: gw.cloud is not None and gw.cloud.state == "online", 10, "the link to come back")
+        assert gw.cloud.connects == 2
+        committed = gw.store.stats.committed_seq
+        await until(lambda: covered(mirrored, committed), 30, "every reading up to the reconnection")
+        assert len(mirrored.seqs) == 1 and mirrored.overlaps == 0  # exactly once, after dropping duplicates
+        await in_step(gw, mirrored)
+
+
+async def test_kill_9_mid_drain_loses_nothing_acknowledged(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    port = free_port()
+    # A slow drain (500 readings a second) of a backlog built while the broker is away.
+    cfg = cloud_config(tmp_path, mosquitto.url, sample_s=0.05, api_port=port,
+                       cloud="batch_readings = 50\ndrain_rate = 500")
+    daemon = Daemon(cfg, port)
+    async with mirroring(mosquitto.url, client_id="mirror-kill") as mirror:
+        mosquitto.stop()
+        daemon.start()
+        try:
+            await asyncio.sleep(8)
+            mosquitto.start()
+            mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 15, "the gateway's birth")
+            await until(lambda: mirrored.readings > 500, 20, "the drain to be under way")
+            daemon.kill()  # kill -9 mid-drain
+            with sqlite3.connect(tmp_path / "data" / "gateway.db") as db:
+                committed = db.execute("SELECT max(rowid) FROM telemetry").fetchone()[0]
+                waiting = db.execute("SELECT count(*) FROM outbox WHERE kind = 'telemetry'").fetchone()[0]
+            assert waiting > 0, "the drain finished before the kill"
+            daemon.start()
+            await until(lambda: covered(mirrored, committed), 60, "every reading committed before the kill")
+            assert len(mirrored.seqs) == 1 and mirrored.overlaps == 0
+        finally:
+            daemon.cleanup()
+
+
+async def test_at_the_outbox_bound_the_oldest_telemetry_goes_and_the_twin_still_arrives(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    cfg = cloud_config(tmp_path, mosquitto.url, sample_s=0.05,
+                       cloud="outbox_max_mb = 0.02\nbatch_readings = 50")
+    async with mirroring(mosquitto.url, client_id="mirror-bound") as mirror:
+        mosquitto.stop()  # the persistent session keeps what arrives while the mirror is away
+        async with running(cfg) as gw:
+            assert gw.store.outbox is not None
+            await until(lambda: gw.store.outbox is not None and gw.store.outbox.stats.evicted_readings > 0, 20,
+                        "an eviction")
+            mosquitto.start()
+            mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 15, "the gateway's birth")
+            announced = await until(lambda: events(mirrored, "outbox_evicted"), 15, "the eviction event")
+            assert announced[0]["readings"] > 0 and announced[0]["first_seq"] == 1
+            assert announced[0]["by_bytes"] == announced[0]["readings"]
+            await in_step(gw, mirrored)  # the twin is never evicted: it arrives whole as a fresh snapshot
+            detail = gw.health()["services"]["cloud"]["detail"]
+            assert detail["outbox"]["evicted_readings"] == gw.store.outbox.stats.evicted_readings
+            assert mirrored.seqs[0][0] == announced[0]["last_seq"] + 1  # what was evicted is all that is missing
+            from prometheus_client import generate_latest
+
+            assert b"vg_cloud_outbox_evicted_readings_total" in generate_latest(gw.metrics)
+
+
+@pytest.fixture
+def passwords(tmp_path: Path) -> Path:
+    """A Mosquitto password file: the gateway gw-1 and the cloud backend."""
+    path = tmp_path / "passwords"
+    for user, password in (("gw-1", "gw-secret"), ("cloud", "cloud-secret")):
+        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if user == "gw-1" else []), str(path), user, password],
+                       check=True)
+    return path
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> dict[str, Path]:
+    """A CA, the broker's certificate, a client certificate it signed, and one from a CA nobody trusts."""
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    ca, stranger = trustme.CA(), trustme.CA()
+    files: dict[str, Path] = {}
+
+    def write(name: str, blob: trustme.Blob) -> None:
+        files[name] = directory / f"{name}.pem"
+        blob.write_to_path(files[name])
+
+    write("ca", ca.cert_pem)
+    write("stranger_ca", stranger.cert_pem)
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    write("server_cert", server.cert_chain_pems[0])
+    write("server_key", server.private_key_pem)
+    for name, issuer in (("client", ca), ("stranger", stranger)):
+        cert = issuer.issue_cert("gw-1")
+        write(f"{name}_cert", cert.cert_chain_pems[0])
+        write(f"{name}_key", cert.private_key_pem)
+    return files
+
+
+@contextlib.asynccontextmanager
+async def tls_broker(tmp_path: Path, certs: dict[str, Path], *, mutual: bool) -> AsyncIterator[Mosquitto]:
+    broker = Mosquitto(tmp_path / "tls-broker", tls=TlsFiles(certs["ca"], certs["server_cert"], certs["server_key"]),
+                       require_certificate=mutual).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def test_tls_and_mutual_tls_with_good_certificates(tmp_path: Path, mosquitto: Mosquitto,
+                                                          certificates: dict[str, Path]) -> None:
+    c = certificates
+    async with tls_broker(tmp_path, c, mutual=False) as broker:
+        cfg = cloud_config(tmp_path / "tls", broker.url, cloud=f'ca_file = "{c["ca"]}"')
+        async with running(cfg) as gw:
+            await until(lambda: gw.cloud is not None and gw.cloud.state == "online", 10, "a TLS link")
+    async with tls_broker(tmp_path, c, mutual=True) as broker:
+        cfg = cloud_config(tmp_path / "mtls", broker.url, cloud=f'ca_file = "{c["ca"]}"\n'
+                           f'cert_file = "{c["client_cert"]}"\nkey_file = "{c["client_key"]}"')
+        async with running(cfg) as gw:
+            await until(lambda: gw.cloud is not None and gw.cloud.state == "online", 10, "a mutual TLS link")
+
+
+async def test_wrong_certificates_are_refused_with_a_clear_message(tmp_path: Path, mosquitto: Mosquitto,
+                                                                    certificates: dict[str, Path]) -> None:
+    c = certificates
+    async with tls_broker(tmp_path, c, mutual=True) as broker:
+        # The broker's certificate is not from the CA this box trusts.
+        cfg = cloud_config(tmp_path / "a", broker.url, cloud=f'ca_file = "{c["stranger_ca"]}"\n'
+                           f'cert_file = "{c["client_cert"]}"\nkey_file = "{c["client_key"]}"')
+        async with running(cfg) as gw:
+            await until(lambda: gw.cloud is not None and gw.cloud.connects == 0 and gw.cloud.last_error, 15,
+                        "the refusal")
+            assert gw.cloud is not None and gw.cloud.state != "online"
+            assert "TLS failed" in gw.cloud.last_error and "certificate verify failed" in gw.cloud.last_error
+        # This box's certificate is from a CA the broker does not trust.
+        cfg = cloud_config(tmp_path / "b", broker.url, cloud=f'ca_file = "{c["ca"]}"\n'
+                           f'cert_file = "{c["stranger_cert"]}"\nkey_file = "{c["stranger_key"]}"')
+        async with running(cfg) as gw:
+            await until(lambda: gw.cloud is not None and gw.cloud.last_error, 20, "the refusal")
+            assert gw.cloud is not None and gw.cloud.state != "online" and gw.cloud.connects == 0
+            assert "TLS failed" in gw.cloud.last_error and "unknown ca" in gw.cloud.last_error, gw.cloud.last_error
+
+
+async def test_the_shipped_acl_lets_a_gateway_in_and_bad_credentials_are_refused_and_retried(
+        tmp_path: Path, mosquitto: Mosquitto, passwords: Path) -> None:
+    broker = Mosquitto(tmp_path / "acl-broker", acl=ROOT / "config" / "mosquitto.acl", passwords=passwords).start()
+    try:
+        cfg = cloud_config(tmp_path / "good", broker.url, cloud='username = "gw-1"\npassword_env = "VG_TEST_MQTT"')
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("VG_TEST_MQTT", "gw-secret")
+            async with mirroring(broker.url, username="cloud", password="cloud-secret") as mirror, \
+                    running(cfg) as gw:
+                mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
+                await in_step(gw, mirrored)
+                await until(lambda: mirrored.readings > 0, 10, "telemetry through the ACL")
+            env.setenv("VG_TEST_MQTT", "wrong")
+            async with running(cfg) as gw:
+                await until(lambda: gw.cloud is not None and gw.cloud.last_error, 10, "the refusal")
+                assert gw.cloud is not None and gw.cloud.connects == 0
+                assert "refused the connection: Not authorized" in gw.cloud.last_error
+                assert "password_env" in gw.cloud.last_error
+                await until(lambda: gw.cloud is not None and gw.cloud.retry_in_s, 5, "a retry")
+    finally:
+        broker.stop()
+
+
+async def _old_broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+    """Answer an MQTT 5 CONNECT as a 3.1.1-only broker does (CONNACK 'unacceptable protocol version'); pass
+    anything else through to the real broker."""
+    head = await reader.readexactly(2)
+    length, shift, extra = head[1] & 0x7F, 7, b""
+    while head[-1] & 0x80 if not extra else extra[-1] & 0x80:
+        extra += await reader.readexactly(1)
+        length += (extra[-1] & 0x7F) << shift
+        shift += 7
+    body = await reader.readexactly(length)
+    if body[6] == 5:  # protocol name "MQTT" (2 + 4 bytes), then the level
+        writer.write(b"\x20\x02\x00\x01")
+        await writer.drain()
+        writer.close()
+        return
+    up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+    up_writer.write(head + extra + body)
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_a_broker_that_speaks_only_3_1_1_gets_3_1_1(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    server = await asyncio.start_server(lambda r, w: _old_broker(r, w, mosquitto.port), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with mirroring(mosquitto.url) as mirror, \
+                running(cloud_config(tmp_path, f"mqtt://127.0.0.1:{port}")) as gw:
+            mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
+            await until(lambda: mirrored.status.get("online"), 10, "status online")
+            assert mirrored.status["protocol"] == "3.1.1" and gw.cloud is not None and gw.cloud.protocol == "3.1.1"
+            await in_step(gw, mirrored)
+    finally:
+        server.close()

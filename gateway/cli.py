@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway import config as configuration
+from gateway.cloud import mirror_cli
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -127,6 +128,12 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"telemetry committed to #{store['committed_seq']}, {store['evicted_rows']} evicted, "
           f"{store['dropped_rows']} dropped" + (f" ({store['last_error']})" if store["last_error"] else ""))
     print(f"  loop lag p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms")
+    cloud = health["services"].get("cloud", {}).get("detail")
+    if cloud:
+        outbox = cloud.get("outbox", {})
+        print(f"  cloud    {cloud['link']} ({cloud['broker']}): {outbox.get('readings', 0)} readings and "
+              f"{outbox.get('events', 0)} events waiting, {outbox.get('evicted_readings', 0)} evicted"
+              + (f" ({cloud['last_error']})" if cloud.get("last_error") and cloud["link"] != "online" else ""))
     for section in ("drivers", "services"):
         for name, unit in health[section].items():
             extra = f", restarts {unit['restarts']}" if unit.get("restarts") else ""
@@ -183,6 +190,7 @@ def parser() -> argparse.ArgumentParser:
         client.add_argument("--token", help="API token (default: VENUE_GATEWAY_TOKEN)")
         client.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
         client.set_defaults(func=func)
+    mirror_cli.add_parser(sub)
     sub.choices["status"].add_argument("--json", action="store_true", help="print the health document")
     sub.choices["snapshot"].add_argument("--output", "-o", metavar="FILE", help="write to FILE instead")
     sub.choices["fire"].add_argument("preset", metavar="PRESET")

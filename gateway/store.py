@@ -120,10 +120,21 @@ def _open_database(path: Path, synchronous: str) -> sqlite3.Connection:
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (new_store_id(),))
         return conn
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot open the store {path}: {exc} (is it a SQLite file? is the directory "
-                         "writable and the disk not full?)") from None
+        raise StoreError(_advice(path, exc)) from None
     except OSError as exc:
         raise StoreError(f"cannot create the data directory {path.parent}: {exc.strerror}") from None
+
+
+def _advice(path: Path, exc: sqlite3.Error) -> str:
+    """What went wrong opening the database, and what to do about it."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (f"the store {path} is locked by another program ({text}): close whatever holds it (a sqlite3 "
+                "shell, a backup) and start again")
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return (f"the store {path} is corrupt ({text}): stop the gateway and move the file aside (a new one is "
+                f"made; the twin is filled again by the drivers), or rescue it with `sqlite3 {path.name} .recover`")
+    return f"cannot open the store {path}: {text} (is the directory writable and the disk not full?)"
 
 
 class Store:
@@ -166,8 +177,10 @@ class Store:
         self._lock()
         try:
             return self._restore()
+        except StoreError:
+            raise
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store {self.path}: {exc} (is the disk full or read-only?)") from None
+            raise StoreError(_advice(self.path, exc)) from None
         except OSError as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc.strerror}") from None
 

@@ -3,13 +3,23 @@ desired state and commands from the cloud, and bad input refused with error even
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import orjson
 
 from gateway.cloud.link import topic_root
 from tests.cloud import cloud_config, events, in_step, mirroring, running, until
+from tests.conftest import ROOT as ROOT_DIR
+from tests.conftest import Daemon, free_port
 from tests.mosquitto import Mosquitto
 
 ROOT = topic_root("hall", "gw-1")
@@ -109,3 +119,46 @@ async def test_a_consumer_that_joins_late_rebuilds_the_exact_twin(tmp_path: Path
             mirrored = await until(lambda: late.gateways.get(("hall", "gw-1")), 10, "the retained snapshot")
             await in_step(gw, mirrored)  # the retained snapshot was behind: it asked for a fresh one
             assert mirrored.gaps >= 1
+
+
+def test_three_gateways_on_one_broker_and_the_mirror_shows_all_three(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    mirror_port = free_port()
+    mirror = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "mirror", "--broker", mosquitto.url, "--venue", "hall", "--serve",
+         f"127.0.0.1:{mirror_port}", "--quiet"], env={**os.environ, "PYTHONPATH": str(ROOT_DIR)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    daemons = []
+    try:
+        for gateway_id in ("stage-left", "stage-right", "bar"):
+            port = free_port()
+            cfg = cloud_config(tmp_path / gateway_id, mosquitto.url, gateway_id=gateway_id, api_port=port, sample_s=1.0)
+            daemons.append(Daemon(cfg, port).start(wait=False))
+        for d in daemons:
+            d.wait_healthy()
+
+        def mirrored(path: str) -> Any:
+            with urllib.request.urlopen(f"http://127.0.0.1:{mirror_port}{path}", timeout=5) as response:
+                return json.load(response)
+
+        deadline = time.monotonic() + 20
+        seen: list[Any] = []
+        while time.monotonic() < deadline and len([g for g in seen if g["online"]]) < 3:
+            with contextlib.suppress(OSError):
+                seen = mirrored("/gateways")
+            time.sleep(0.2)
+        assert sorted(g["gateway_id"] for g in seen if g["online"]) == ["bar", "stage-left", "stage-right"]
+        for d in daemons:
+            gateway_id = d.get("/api/v1/health")["gateway_id"]
+            for _ in range(100):  # the twins move every second: compare when both are at one version
+                own = d.get("/api/v1/twin")
+                copy = mirrored(f"/gateways/hall/{gateway_id}/twin")
+                if own["version"] == copy["version"]:
+                    break
+                time.sleep(0.05)
+            assert copy["version"] == own["version"] and copy["assets"] == own["assets"]
+            assert mirrored(f"/gateways/hall/{gateway_id}")["telemetry"]["readings"] > 0
+    finally:
+        for d in daemons:
+            d.cleanup()
+        mirror.terminate()
+        mirror.wait(10)

@@ -222,3 +222,35 @@ async def test_a_schema_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     await store.flush(twin)
     assert [k for _, k, _ in rows(store)] == ["event"]
     await store.close(twin)
+
+
+async def test_a_corrupt_outbox_is_detected_at_start_and_said_with_what_to_do(tmp_path: Path) -> None:
+    store, twin = await opened(tmp_path)
+    store.add_telemetry(readings(300))
+    await store.flush(twin)
+    await store.close(twin)
+    path = tmp_path / "gateway.db"
+    with sqlite3.connect(path) as db:
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'outbox'").fetchone()[0]
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with path.open("r+b") as f:  # the outbox's first page overwritten, as a failing SD card might
+        f.seek((root - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+    with pytest.raises(StoreError, match=r"gateway.db is corrupt \(.*malformed.*\): stop the gateway and move the "
+                                         r"file aside .* or rescue it with `sqlite3 gateway.db .recover`"):
+        await opened(tmp_path)
+
+
+async def test_a_locked_store_is_detected_at_start_and_said_with_what_to_do(tmp_path: Path) -> None:
+    store, twin = await opened(tmp_path)
+    await store.close(twin)
+    holder = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a shell or a backup holding the write lock
+    try:
+        with pytest.raises(StoreError, match=r"gateway.db is locked by another program \(database is locked\): "
+                                             r"close whatever holds it"):
+            await opened(tmp_path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -174,7 +174,7 @@ async def test_one_gateway_per_data_directory(tmp_path: Path) -> None:
 
 async def test_a_file_that_is_not_a_database_is_refused_plainly(tmp_path: Path) -> None:
     (tmp_path / "gateway.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match=r"cannot open the store .*gateway.db: file is not a database"):
+    with pytest.raises(StoreError, match=r"the store .*gateway.db is corrupt \(file is not a database\): stop the "):
         await Store(tmp_path, StoreSection()).open(twin())
 
 

@@ -1,5 +1,6 @@
-"""`python -m bench`: runs the ingest, API, venue, show and wristband benchmarks in turn and prints one summary table of
-every figure, its target or limit, the peer measured in the same run, the ratio, and pass or short."""
+"""`python -m bench`: runs the ingest, API, venue, show, wristband and cloud benchmarks in turn and prints one
+summary table of every figure, its target or limit, the peer measured in the same run, the ratio, and pass or
+short."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bench import api, ingest, show, venue, wristband
+from bench import api, cloud, ingest, show, venue, wristband
 from bench.common import HEADERS, Figure, exit_on_signals, figures_table, table, title
 
 BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
@@ -21,6 +22,7 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("venue", venue.run),
     ("show", show.run),
     ("wristband", wristband.run),
+    ("cloud", cloud.run),
 ]
 
 

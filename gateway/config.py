@@ -301,6 +301,10 @@ def parse(path: Path, text: str) -> Config:
     tables = raw.get("drivers")
     drivers = [_driver(name, table, problems) for name, table in tables.items() if isinstance(table, dict)] \
         if isinstance(tables, dict) else []
+    if sections is not None and sections.cloud is not None and sections.cloud.outbox_max_mb > sections.store.max_mb / 2:
+        problems.append(Problem("cloud.outbox_max_mb", f"{sections.cloud.outbox_max_mb:g} is more than half of "
+                                f"store.max_mb ({sections.store.max_mb:g}); the outbox lives in the store (allowed: up"
+                                f" to {sections.store.max_mb / 2:g}, or raise store.max_mb)"))
     if sections is None or problems:
         raise ConfigError(path, problems)
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,

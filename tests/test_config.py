@@ -217,3 +217,22 @@ node_timeout_s = 15
 """)
     expected = "drivers.artnet.node_timeout_s: 15.0 s would forget nodes between polls"
     assert any(expected in line for line in lines), lines
+
+
+def test_the_cloud_section_is_checked_across_its_keys() -> None:
+    assert problems(BASE + '\n[cloud]\nbroker = "http://broker"\n') == [
+        "/etc/vg.toml: cloud.broker: 'http://broker' is not a broker address (allowed: mqtt://HOST[:PORT] or "
+        "mqtts://HOST[:PORT])"]
+    lines = problems(BASE + '\n[cloud]\nbroker = "mqtt://broker"\npassword_env = "P"\nca_file = "ca.pem"\n'
+                            'cert_file = "box.pem"\n')
+    assert lines == [
+        "/etc/vg.toml: cloud.password_env: a password needs a user name (allowed: username or username_env)",
+        "/etc/vg.toml: cloud.cert_file: mutual TLS needs both cert_file and key_file",
+        "/etc/vg.toml: cloud.ca_file: is for TLS, but the broker mqtt://broker is plain (allowed: an mqtts:// broker)",
+        "/etc/vg.toml: cloud.cert_file: is for TLS, but the broker mqtt://broker is plain (allowed: an mqtts:// "
+        "broker)"]
+    assert problems(BASE + '\n[store]\nmax_mb = 100\n[cloud]\nbroker = "mqtts://broker"\n') == [
+        "/etc/vg.toml: cloud.outbox_max_mb: 128 is more than half of store.max_mb (100); the outbox lives in the "
+        "store (allowed: up to 50, or raise store.max_mb)"]
+    cfg = config.parse(Path("/etc/vg.toml"), BASE + '\n[cloud]\nbroker = "mqtts://broker.example.net"\n')
+    assert cfg.cloud is not None and cfg.cloud.batch_readings == 1000

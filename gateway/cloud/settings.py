@@ -81,7 +81,7 @@ class CloudSection:
     drain_rate: float = setting(0.0, min=0)
     # The outbox bound: past either, the oldest telemetry is evicted (counted, and announced once back
     # online). Events and the twin are never evicted.
-    outbox_max_mb: float = setting(256.0, min=0.01)
+    outbox_max_mb: float = setting(128.0, min=0.01)  # at most half of store.max_mb: it lives in the store
     outbox_max_age_hours: float = setting(72.0, min=0.001)
     # The retained snapshot is refreshed this often, so a consumer that joins late is never far behind it.
     snapshot_interval_s: float = setting(300.0, min=1, max=86_400)

@@ -1,0 +1,326 @@
+"""Cloud sync against Mosquitto on loopback: a backlog of a million readings drained by the gateway against a bare
+paho-mqtt loop publishing the same payloads (both timed by one subscriber's arrival window, which also checks that
+nothing is lost); a twin change reaching the reference mirror; and OSC -> Art-Net timing while a backlog drains."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import orjson
+
+from bench import show
+from bench.common import (
+    LOOPBACK,
+    PYTHON,
+    ROOT,
+    Figure,
+    child,
+    free_port,
+    latency_line,
+    percentile,
+    title,
+    wait_until,
+)
+from gateway.cloud.mirror import GatewayMirror, Mirror
+from gateway.cloud.settings import Broker
+from gateway.config import StoreSection
+from gateway.outbox import OutboxSettings
+from gateway.readings import Reading
+from gateway.store import Store
+from gateway.twin import Twin
+
+READINGS = 1_000_000
+SHOW_READINGS = 3_000_000  # a longer drain, for more latency samples within it
+BATCH = 1000
+ASSETS = 200
+TOKEN = "bench-admin-token"
+TARGET_DRAIN_RATIO = 0.5
+TARGET_MIRROR_P99_MS = 50.0
+GATEWAY_ID = "bench-cloud"
+TELEMETRY = f"venues/bench/gateways/{GATEWAY_ID}/telemetry"
+
+
+@contextlib.contextmanager
+def mosquitto(directory: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "mosquitto.conf"
+    conf.write_text(f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
+                    + ("user root\n" if os.geteuid() == 0 else ""))
+    with child(["mosquitto", "-c", str(conf)], directory / "mosquitto.log") as proc:
+        wait_until(lambda: _listens(port), 10, proc, "mosquitto listening")
+        yield proc
+
+
+def _listens(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex((LOOPBACK, port)) == 0
+
+
+def fill(data_dir: Path, readings: int) -> float:
+    """A store whose outbox holds `readings` readings in full batches, as an outage leaves it; returns seconds."""
+    async def go() -> float:
+        twin = Twin(GATEWAY_ID, "bench")
+        store = Store(data_dir, StoreSection(max_mb=8192), outbox=OutboxSettings(GATEWAY_ID, BATCH, 0.1, 2**40, 1e9))
+        await store.open(twin)
+        began = time.perf_counter()
+        now = time.time()
+        rng = random.Random(1)
+        for start in range(0, readings, 50_000):
+            store.add_telemetry([Reading(now + i / 1e4, f"amp:{i % ASSETS}", "temperature_c", rng.uniform(30, 60))
+                                 for i in range(start, min(readings, start + 50_000))])
+            await store.flush(twin)
+        seconds = time.perf_counter() - began
+        await store.close(twin)
+        return seconds
+
+    return asyncio.run(go())
+
+
+@contextlib.contextmanager
+def counter(port: int, topic: str, expected: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with child([PYTHON, "-m", "bench.mqtt_peers", "count", str(port), topic, str(expected)], log,
+               stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the counting subscriber did not start")
+        time.sleep(0.3)  # subscribed
+        yield proc
+
+
+def result(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    out: IO[bytes] | None = proc.stdout
+    assert out is not None
+    doc: dict[str, Any] = orjson.loads(out.readline())
+    return doc
+
+
+def write_config(directory: Path, api_port: int, broker_port: int) -> Path:
+    path = directory / "cloud.toml"
+    path.write_text(f"""
+[gateway]
+id = "{GATEWAY_ID}"
+venue = "bench"
+data_dir = "data"
+log_level = "warning"
+
+[api]
+listen = "{LOOPBACK}:{api_port}"
+
+[[api.tokens]]
+role = "admin"
+demo_token = "{TOKEN}"
+
+[store]
+max_mb = 8192
+
+[cloud]
+broker = "mqtt://{LOOPBACK}:{broker_port}"
+outbox_max_mb = 4096
+backoff_initial_s = 0.1
+backoff_max_s = 0.5
+
+[drivers.venue]
+type = "sim"
+seed = 7
+racks = 4
+""")
+    return path
+
+
+async def mirror_latency(base: str, broker_port: int, samples: int) -> list[float]:
+    """PATCH a desired value stamped with the wall clock; the mirror takes the time it sees the change."""
+    mirror = Mirror(Broker(LOOPBACK, broker_port, False), gateway=GATEWAY_ID)
+    seen: list[float] = []
+    got = asyncio.Event()
+
+    def on(gw: GatewayMirror, what: str, doc: dict[str, Any]) -> None:
+        if what != "twin/delta":
+            return
+        for change in doc["changes"]:
+            mark = (change.get("desired") or {}).get("bench_mark")
+            if mark is not None:
+                seen.append(time.time() - mark)
+                got.set()
+
+    mirror.listeners.append(on)
+    task = asyncio.create_task(mirror.run())
+    try:
+        await asyncio.wait_for(mirror.connected.wait(), 10)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            async with http.get(f"{base}/api/v1/twin") as response:
+                asset = next(a for a in (await response.json())["assets"] if a.startswith("amp"))
+            for _ in range(samples):
+                got.clear()
+                async with http.patch(f"{base}/api/v1/twin/assets/{asset}/desired",
+                                      json={"bench_mark": time.time()}) as response:
+                    response.raise_for_status()
+                await asyncio.wait_for(got.wait(), 5)
+                await asyncio.sleep(random.uniform(0.01, 0.03))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return seen
+
+
+def drain_and_mirror(tmp: Path) -> list[Figure]:
+    broker_port, api_port = free_port(), free_port()
+    base = f"http://{LOOPBACK}:{api_port}"
+    data = tmp / "data"
+    filled = fill(data, READINGS)
+    size = (data / "gateway.db").stat().st_size
+    print(f"backlog: {READINGS:,} readings in {READINGS // BATCH:,} batches written in {filled:.2f} s"
+          f" ({READINGS / filled:,.0f}/s with telemetry history), database {size / 1e6:.0f} MB")
+    with mosquitto(tmp / "broker", broker_port):
+        with counter(broker_port, "bench/paho", READINGS, tmp / "count-paho.log") as count:
+            peer = subprocess.run([PYTHON, "-m", "bench.mqtt_peers", "publish", str(broker_port), "bench/paho",
+                                   str(data / "gateway.db")], capture_output=True, cwd=ROOT, check=True)
+            paho = result(count)
+        published = orjson.loads(peer.stdout)
+        paho_rate = paho["backlog"] / ((paho["last_ns"] - paho["first_ns"]) / 1e9)
+        print(f"paho-mqtt loop: {published['published']:,} messages acknowledged in {published['seconds']:.2f} s;"
+              f" subscriber got {paho['readings']:,} readings in {(paho['last_ns'] - paho['first_ns']) / 1e9:.2f} s"
+              f" = {paho_rate:,.0f}/s")
+        with counter(broker_port, TELEMETRY, READINGS, tmp / "count-drain.log") as count, \
+                child([str(ROOT / ".venv/bin/venue-gateway"), "run", "--config",
+                       str(write_config(tmp, api_port, broker_port))], tmp / "daemon.log") as daemon:
+            drained = result(count)
+            window = (drained["last_ns"] - drained["first_ns"]) / 1e9
+            drain_rate = drained["backlog"] / window
+            print(f"gateway drain: subscriber got all {drained['backlog']:,} readings of the backlog (and "
+                  f"{drained['readings'] - drained['backlog']:,} live ones; {drained['batches']:,} batches, "
+                  f"{drained['duplicates']} duplicates) in {window:.2f} s = {drain_rate:,.0f}/s")
+            wait_until(lambda: orjson.loads(_get(f"{base}/api/v1/health"))["status"] == "ok", 20, daemon,
+                       "the daemon ok")
+            lat = asyncio.run(mirror_latency(base, broker_port, 300))
+            print(latency_line("twin change (PATCH sent) -> mirror      ", lat))
+    lost = READINGS - drained["backlog"]
+    return [
+        Figure("drain of 1M readings to Mosquitto", drain_rate, "/s", better="higher", peer=paho_rate,
+               peer_label="bare paho loop"),
+        Figure("drain rate / bare paho loop", drain_rate / paho_rate * 100, "%", TARGET_DRAIN_RATIO * 100, "higher"),
+        Figure("readings lost in the drain", lost, "", 1, "lower"),
+        Figure("twin change -> mirror p50", percentile([s * 1000 for s in lat], 50), "ms"),
+        Figure("twin change -> mirror p99", percentile([s * 1000 for s in lat], 99), "ms", TARGET_MIRROR_P99_MS),
+    ]
+
+
+def _get(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: bytes = response.read()
+        return body
+
+
+def show_while_draining(tmp: Path) -> list[Figure]:
+    """The show benchmark's daemon with a backlog to drain: OSC -> Art-Net latency beyond the frame slot and the
+    frame interval error, before the broker is there and while the backlog drains, in the same run."""
+    broker_port, api_port, osc_port = free_port(), free_port(), show.free_udp_port(tcp_too=True)
+    data = tmp / "data"
+    fill(data, SHOW_READINGS)  # the daemon adds its own live readings while the broker is away
+    with show.wire() as w:
+        config = show.write_config(tmp, api_port, osc_port, w.port)
+        config.write_text(config.read_text().replace("[drivers.osc]", f"""[cloud]
+broker = "mqtt://{LOOPBACK}:{broker_port}"
+outbox_max_mb = 512
+backoff_initial_s = 0.05
+backoff_max_s = 0.1
+
+[drivers.osc]""").replace('id = "bench-show"', f'id = "{GATEWAY_ID}"').replace("bench-hall", "bench"))
+        args = [str(ROOT / ".venv/bin/venue-gateway"), "run", "--config", str(config), "--data-dir", str(data)]
+        with child(args, tmp / "daemon.log") as daemon:
+            wait_until(lambda: orjson.loads(_get(f"http://{LOOPBACK}:{api_port}/api/v1/health"))["status"] == "ok",
+                       30, daemon, "the daemon ok")
+            target = show.Target(osc_port, "/vg/dmx/{u}/{c}")
+            driving = threading.Event()
+            driving.set()
+
+            def drive() -> None:  # channel 2 of every universe changes every 5 ms: every frame carries them all
+                k = 0
+                while driving.is_set():
+                    k += 1
+                    for u in show.UNIVERSES:
+                        target.send(target.message(u, 2, k % 255 + 1))
+                    time.sleep(show.DRIVE_EVERY_S)
+
+            sent: list[tuple[int, int]] = []  # (time, readings the broker has), polled in both phases alike
+
+            def poll() -> None:
+                while driving.is_set():
+                    health = orjson.loads(_get(f"http://{LOOPBACK}:{api_port}/api/v1/health"))
+                    sent.append((time.time_ns(), health["services"]["cloud"]["detail"]["sent"]["readings"]))
+                    time.sleep(0.05)
+
+            threads = [threading.Thread(target=drive, daemon=True), threading.Thread(target=poll, daemon=True)]
+            for t in threads:
+                t.start()
+            before_from = time.time_ns()
+            calm = show.latency(target, w, 150)
+            before_to = time.time_ns()
+            with mosquitto(tmp / "broker", broker_port):
+                samples: list[show.Latency] = []
+                while not sent or sent[-1][1] < SHOW_READINGS:
+                    samples.append(show.latency(target, w, 10, seed=len(samples)))
+            driving.clear()
+            for t in threads:
+                t.join(2)
+    since = next(at for at, n in sent if n > 0) - 50_000_000  # the poll before the first acknowledgement
+    until = next(at for at, n in sent if n >= SHOW_READINGS)
+    pairs = [(s, a) for sample in samples for s, a in zip(sample.sent_ns, sample.arrived_ns, strict=True)
+             if since <= s <= until]
+    during = show.Latency([p[0] for p in pairs], [p[1] for p in pairs], 0)
+    _, beyond_calm = show.beyond_slot(calm, w.packets)
+    _, beyond = show.beyond_slot(during, w.packets)
+    jitter_calm = show.frame_errors(w.packets, before_from, before_to)[0]
+    jitter = show.frame_errors(w.packets, since, until)[0]
+    print(f"drain of {SHOW_READINGS:,} readings took about {(until - since) / 1e9:.2f} s (health polled every 50 ms)"
+          f" with the show running; {len(during.sent_ns)} latency samples fell within it")
+    print(latency_line("OSC->ArtDmx beyond slot, no drain        ", beyond_calm))
+    print(latency_line("OSC->ArtDmx beyond slot, while draining  ", beyond))
+    print(latency_line("frame interval |error|, no drain         ", jitter_calm))
+    print(latency_line("frame interval |error|, while draining   ", jitter))
+
+    def p99(values: list[float]) -> float:
+        return percentile([v * 1000 for v in values], 99)
+
+    return [
+        Figure("OSC->ArtDmx beyond slot p99, draining", p99(beyond), "ms", show.TARGET_BEYOND_P99_MS,
+               peer=p99(beyond_calm), peer_label="no drain"),
+        Figure("frame interval |error| p99, draining", p99(jitter), "ms", show.TARGET_JITTER_P99_MS,
+               peer=p99(jitter_calm), peer_label="no drain"),
+    ]
+
+
+def run() -> list[Figure]:
+    title(f"Cloud: {READINGS:,} readings drained to Mosquitto on loopback against a bare paho-mqtt loop; twin change "
+          "-> mirror; OSC -> Art-Net while draining")
+    if shutil.which("mosquitto") is None:
+        print("NOT MEASURED: needs the Debian package mosquitto (make peers installs it)")
+        return []
+    with tempfile.TemporaryDirectory(prefix="vg-bench-cloud-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "drain").mkdir()
+        figures = drain_and_mirror(tmp / "drain")
+        (tmp / "show").mkdir()
+        return figures + show_while_draining(tmp / "show")
+
+
+if __name__ == "__main__":
+    from bench.common import figures_table
+
+    print(figures_table(run()))

@@ -227,17 +227,20 @@ def _get(url: str) -> bytes:
         return body
 
 
-def show_while_draining(tmp: Path) -> list[Figure]:
+def show_while_draining(tmp: Path, readings: int = SHOW_READINGS, drain_rate: float = 0.0,
+                        extra: str = "") -> list[Figure]:
     """The show benchmark's daemon with a backlog to drain: OSC -> Art-Net latency beyond the frame slot and the
     frame interval error, before the broker is there and while the backlog drains, in the same run."""
     broker_port, api_port, osc_port = free_port(), free_port(), show.free_udp_port(tcp_too=True)
     data = tmp / "data"
-    fill(data, SHOW_READINGS)  # the daemon adds its own live readings while the broker is away
+    fill(data, readings)  # the daemon adds its own live readings while the broker is away
     with show.wire() as w:
         config = show.write_config(tmp, api_port, osc_port, w.port)
         config.write_text(config.read_text().replace("[drivers.osc]", f"""[cloud]
 broker = "mqtt://{LOOPBACK}:{broker_port}"
 outbox_max_mb = 512
+drain_rate = {drain_rate}
+{extra}
 backoff_initial_s = 0.05
 backoff_max_s = 0.1
 
@@ -274,13 +277,13 @@ backoff_max_s = 0.1
             before_to = time.time_ns()
             with mosquitto(tmp / "broker", broker_port):
                 samples: list[show.Latency] = []
-                while not sent or sent[-1][1] < SHOW_READINGS:
+                while not sent or sent[-1][1] < readings:
                     samples.append(show.latency(target, w, 10, seed=len(samples)))
             driving.clear()
             for t in threads:
                 t.join(2)
     since = next(at for at, n in sent if n > 0) - 50_000_000  # the poll before the first acknowledgement
-    until = next(at for at, n in sent if n >= SHOW_READINGS)
+    until = next(at for at, n in sent if n >= readings)
     pairs = [(s, a) for sample in samples for s, a in zip(sample.sent_ns, sample.arrived_ns, strict=True)
              if since <= s <= until]
     during = show.Latency([p[0] for p in pairs], [p[1] for p in pairs], 0)
@@ -288,7 +291,7 @@ backoff_max_s = 0.1
     _, beyond = show.beyond_slot(during, w.packets)
     jitter_calm = show.frame_errors(w.packets, before_from, before_to)[0]
     jitter = show.frame_errors(w.packets, since, until)[0]
-    print(f"drain of {SHOW_READINGS:,} readings took about {(until - since) / 1e9:.2f} s (health polled every 50 ms)"
+    print(f"drain of {readings:,} readings (drain_rate {drain_rate:g}) took about {(until - since) / 1e9:.2f} s (health polled every 50 ms)"
           f" with the show running; {len(during.sent_ns)} latency samples fell within it")
     print(latency_line("OSC->ArtDmx beyond slot, no drain        ", beyond_calm))
     print(latency_line("OSC->ArtDmx beyond slot, while draining  ", beyond))

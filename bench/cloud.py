@@ -291,8 +291,8 @@ backoff_max_s = 0.1
     _, beyond = show.beyond_slot(during, w.packets)
     jitter_calm = show.frame_errors(w.packets, before_from, before_to)[0]
     jitter = show.frame_errors(w.packets, since, until)[0]
-    print(f"drain of {readings:,} readings (drain_rate {drain_rate:g}) took about {(until - since) / 1e9:.2f} s (health polled every 50 ms)"
-          f" with the show running; {len(during.sent_ns)} latency samples fell within it")
+    print(f"drain of {readings:,} readings (drain_rate {drain_rate:g}) took about {(until - since) / 1e9:.2f} s"
+          f" (health polled every 50 ms) with the show running; {len(during.sent_ns)} latency samples fell within it")
     print(latency_line("OSC->ArtDmx beyond slot, no drain        ", beyond_calm))
     print(latency_line("OSC->ArtDmx beyond slot, while draining  ", beyond))
     print(latency_line("frame interval |error|, no drain         ", jitter_calm))

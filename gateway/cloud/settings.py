@@ -85,7 +85,8 @@ class CloudSection:
     outbox_max_age_hours: float = setting(72.0, min=0.001)
     # The retained snapshot is refreshed this often, so a consumer that joins late is never far behind it.
     snapshot_interval_s: float = setting(300.0, min=1, max=86_400)
-    delta_max_changes: int = setting(2000, min=1, max=100_000)
+    # Small deltas: each is encoded on the loop, and a DMX universe change carries all its levels.
+    delta_max_changes: int = setting(100, min=1, max=100_000)
     # Commands and desired state larger than this are refused with an error event.
     max_payload_kb: int = setting(64, min=1, max=16_384)
 

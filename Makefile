@@ -47,7 +47,7 @@ unit: $(VENV)/.test peers
 
 test: lint unit
 
-bench: $(VENV)/.runtime
+bench: $(VENV)/.runtime peers
 	$(BIN)/python -m bench
 
 clean:

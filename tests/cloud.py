@@ -43,7 +43,7 @@ role = "admin"
 demo_token = "{ADMIN}"
 
 [store]
-max_mb = 64
+max_mb = 256
 
 [show]
 lead_ms = 100

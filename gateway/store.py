@@ -1,6 +1,6 @@
 """The SQLite store: the twin (restored on start), telemetry history under a retention and a size bound, and
-the cloud outbox (gateway.outbox). The loop hands over batches; one writer thread commits them, so the loop
-never waits on disk.
+the cloud outbox (gateway.outbox); the file itself is gateway.database. The loop hands over batches; one writer
+thread commits them, so the loop never waits on disk.
 
 sqlite-utils creates the schema and answers queries; the hot insert path uses the connection's executemany
 directly, because building dicts per row (sqlite-utils' insert_all) would cost more than the write itself.
@@ -23,25 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import sqlite_utils
 
 from gateway.config import StoreSection
-from gateway.outbox import Outbox, OutboxSettings, new_store_id
+from gateway.database import StoreError as StoreError  # raised by the store: its callers catch it from here
+from gateway.database import advice, open_database
+from gateway.outbox import Outbox, OutboxSettings
 from gateway.readings import Reading
 from gateway.twin import Asset, Twin
 
 log = logging.getLogger(__name__)
 
-# 2: the outbox table as gateway.outbox writes it (schema 1 had an outbox table that nothing wrote).
-SCHEMA_VERSION = 2
 # Versions are reserved on disk a block ahead of use, so a restart after a crash never reuses a version
 # that a client may have seen. The block is renewed once a tenth of it is used.
 VERSION_BLOCK = 1_000_000
 RETENTION_EVERY_S = 5.0
-
-
-class StoreError(Exception):
-    """A store problem a person must act on (disk, permissions, another instance); said plainly."""
 
 
 _AssetRow = tuple[str, str, str | None, str | None, dict[str, Any], dict[str, Any], int, float]
@@ -82,59 +77,6 @@ class StoreStats:
     wal_bytes: int = 0
     used_bytes: int = 0
     disk_free_bytes: int = 0
-
-
-def _open_database(path: Path, synchronous: str) -> sqlite3.Connection:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        conn.execute("PRAGMA journal_size_limit=16777216")
-        conn.execute("PRAGMA busy_timeout=2000")
-        db = sqlite_utils.Database(conn)
-        with db.atomic():
-            db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
-            db.table("assets").create(
-                {"id": str, "kind": str, "zone": str, "owner": str, "reported": bytes, "desired": bytes,
-                 "version": int, "updated_at": float},
-                pk="id", not_null={"kind", "reported", "desired", "version"}, if_not_exists=True)
-            db.table("series").create({"id": int, "asset": str, "metric": str}, pk="id",
-                                not_null={"asset", "metric"}, if_not_exists=True)
-            db.table("series").create_index(["asset", "metric"], unique=True, if_not_exists=True)
-            # rowid is the telemetry sequence number: what "acknowledged up to" and paging refer to.
-            db.table("telemetry").create({"ts": float, "series": int, "value": float},
-                                   not_null={"ts", "series"}, if_not_exists=True)
-            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is not None and int(row[0]) > SCHEMA_VERSION:
-                raise StoreError(f"{path} was written by a newer gateway (schema {row[0]}, this one knows "
-                                 f"{SCHEMA_VERSION}); upgrade the gateway or move the file aside")
-            if row is not None and int(row[0]) < 2:
-                conn.execute("DROP TABLE IF EXISTS outbox")
-            # AUTOINCREMENT: an id is never reused, even once the table has emptied, so the drain's position
-            # stays valid. The payload is the last column: the others are read without its overflow pages.
-            conn.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
-                         " rows INTEGER NOT NULL, bytes INTEGER NOT NULL, first_seq INTEGER, created_at REAL NOT NULL,"
-                         " payload BLOB NOT NULL)")
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (new_store_id(),))
-        return conn
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(_advice(path, exc)) from None
-    except OSError as exc:
-        raise StoreError(f"cannot create the data directory {path.parent}: {exc.strerror}") from None
-
-
-def _advice(path: Path, exc: sqlite3.Error) -> str:
-    """What went wrong opening the database, and what to do about it."""
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return (f"the store {path} is locked by another program ({text}): close whatever holds it (a sqlite3 "
-                "shell, a backup) and start again")
-    if "malformed" in text or "not a database" in text or "corrupt" in text:
-        return (f"the store {path} is corrupt ({text}): stop the gateway and move the file aside (a new one is "
-                f"made; the twin is filled again by the drivers), or rescue it with `sqlite3 {path.name} .recover`")
-    return f"cannot open the store {path}: {text} (is the directory writable and the disk not full?)"
 
 
 class Store:
@@ -180,12 +122,12 @@ class Store:
         except StoreError:
             raise
         except sqlite3.Error as exc:
-            raise StoreError(_advice(self.path, exc)) from None
+            raise StoreError(advice(self.path, exc)) from None
         except OSError as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc.strerror}") from None
 
     def _restore(self) -> tuple[list[Asset], int]:
-        conn = self._conn = _open_database(self.path, self.settings.synchronous)
+        conn = self._conn = open_database(self.path, self.settings.synchronous)
         assets = [
             Asset(r[0], r[1], r[2], r[3], reported=orjson.loads(r[4]), desired=orjson.loads(r[5]),
                   version=r[6], updated_at=r[7] or 0.0)

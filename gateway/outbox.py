@@ -196,18 +196,17 @@ class Outbox:
             s.oldest_ts = conn.execute(
                 "SELECT min(created_at) FROM outbox WHERE kind = 'telemetry'").fetchone()[0]
 
-    def announce(self, conn: sqlite3.Connection) -> bool:
-        """Online: turn the eviction tally into an event. Returns whether there was one."""
+    def announce(self, conn: sqlite3.Connection) -> None:
+        """Online: turn the eviction tally into an event."""
         row = conn.execute("SELECT value FROM meta WHERE key='outbox_evicted'").fetchone()
         if row is None:
-            return False
+            return
         tally = orjson.loads(row[0])
         self.add_events(conn, [event_payload(self.settings.gateway_id, "outbox_evicted", tally, time.time())])
         conn.execute("DELETE FROM meta WHERE key='outbox_evicted'")
         self.tally = False
         log.warning("outbox: %d readings in %d batches were evicted while offline; announced",
                     tally["readings"], tally["batches"])
-        return True
 
     def evict(self, conn: sqlite3.Connection, now: float, in_flight: int) -> int:
         """Evict the oldest telemetry past the age bound, then past the byte bound, except rows up to id

@@ -192,9 +192,9 @@ class Outbox:
                 s.readings -= count
         if s.batches == 0:
             s.oldest_ts = None
-        elif rows and any(kind == "telemetry" for kind, _, _ in rows):
+        elif rows and any(kind == "telemetry" for kind, _, _ in rows):  # batches are cut in time order
             s.oldest_ts = conn.execute(
-                "SELECT min(created_at) FROM outbox WHERE kind = 'telemetry'").fetchone()[0]
+                "SELECT created_at FROM outbox WHERE kind = 'telemetry' ORDER BY id LIMIT 1").fetchone()[0]
 
     def announce(self, conn: sqlite3.Connection) -> None:
         """Online: turn the eviction tally into an event."""

@@ -3,12 +3,19 @@ cannot be opened."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sqlite_utils
 
 from gateway.outbox import new_store_id
+
+BULK_NICE = 10  # a thread of database work runs at this niceness: the loop (the show) comes first for the CPU
 
 # 2: the outbox table as gateway.outbox writes it (schema 1 had an outbox table that nothing wrote).
 SCHEMA_VERSION = 2
@@ -16,6 +23,18 @@ SCHEMA_VERSION = 2
 
 class StoreError(Exception):
     """A store problem a person must act on (disk, permissions, another instance); said plainly."""
+
+
+def worker(name: str) -> ThreadPoolExecutor:
+    """One thread for a connection's database work, at a lower CPU priority than the loop: when a drain or a
+    large commit keeps it busy on a loaded box, the scheduler lets the loop (frames, OSC) run first."""
+    return ThreadPoolExecutor(1, thread_name_prefix=name, initializer=_lower_priority)
+
+
+def _lower_priority() -> None:
+    if sys.platform == "linux":  # there a thread has a niceness of its own (elsewhere it would be the process's)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
 
 
 def open_database(path: Path, synchronous: str) -> sqlite3.Connection:

@@ -17,7 +17,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import orjson
 
 from gateway.config import StoreSection
 from gateway.database import StoreError as StoreError  # raised by the store: its callers catch it from here
-from gateway.database import advice, open_database
+from gateway.database import advice, open_database, worker
 from gateway.outbox import Outbox, OutboxSettings
 from gateway.readings import Reading
 from gateway.twin import Asset, Twin
@@ -94,7 +93,7 @@ class Store:
         self._clock = clock
         self._pending: list[Reading] = []
         self._carry: _Batch | None = None  # a batch that failed to commit, retried with the next one
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._executor = worker("store-writer")
         self._conn: sqlite3.Connection | None = None
         self._lock_file: int | None = None
         self._flush_lock = asyncio.Lock()

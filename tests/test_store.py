@@ -267,3 +267,22 @@ def test_a_full_disk_at_start_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(with_tmpfs(data, "size=64k", [sys.executable, "-c", script]), capture_output=True,
                             text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "StoreError:" in result.stdout and "Traceback" not in result.stderr, result.stdout + result.stderr
+
+
+async def test_the_writer_thread_yields_the_cpu_to_the_loop_and_deletes_without_zeroing_pages(tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    from gateway.database import BULK_NICE
+
+    store = Store(tmp_path, StoreSection())
+    t = twin()
+    await store.open(t)
+    loop = asyncio.get_running_loop()
+    nice = await loop.run_in_executor(store._executor, lambda: os.getpriority(os.PRIO_PROCESS,
+                                                                               threading.get_native_id()))
+    assert nice == os.getpriority(os.PRIO_PROCESS, 0) + BULK_NICE or nice == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < nice  # the loop's thread is untouched
+    assert store._conn is not None
+    assert store._conn.execute("PRAGMA secure_delete").fetchone()[0] == 2  # FAST: b-tree pages, not the freelist
+    await store.close(t)

@@ -126,24 +126,57 @@ class FrameClock:
         self.frame = 0
         self.skipped = 0
         self._handlers: list[FrameHandler] = []
+        self._inputs: list[Callable[[], None]] = []
         self.lateness: deque[float] = deque(maxlen=2400)
+        self.next_slot: float | None = None  # monotonic time of the next frame; None while the clock is stopped
+        self._passed: asyncio.Future[None] | None = None  # done when the next frame has gone out (see clear)
 
     def subscribe(self, handler: FrameHandler) -> Callable[[], None]:
         self._handlers.append(handler)
         return lambda: self._handlers.remove(handler) if handler in self._handlers else None
 
+    def poll_before(self, read: Callable[[], None]) -> Callable[[], None]:
+        """Call `read` (a non-blocking read of an input) at the start of every frame, before its handlers: what
+        arrived before the slot is in the frame even when the loop was busy when it arrived (the slot's
+        wake-up is queued ahead of the socket's readiness)."""
+        self._inputs.append(read)
+        return lambda: self._inputs.remove(read) if read in self._inputs else None
+
+    async def clear(self, margin_s: float) -> None:
+        """For work that can wait (a drain): return at once, or, within `margin_s` of the next frame slot, once
+        that frame has gone out, so that none of the work is running when a frame is due."""
+        slot = self.next_slot
+        if slot is None or slot - time.monotonic() >= margin_s:
+            return
+        if self._passed is None:
+            self._passed = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._passed)  # one waiter cancelled does not cancel the others
+
+    def _pass(self) -> None:
+        passed, self._passed = self._passed, None
+        if passed is not None and not passed.done():
+            passed.set_result(None)
+
     def _tick(self, due: float) -> None:
+        self.next_slot = due + self.period
         late = time.monotonic() - due
         if late >= self.period:  # the loop was held up for a whole frame: a newer slot is already queued
             self.skipped += 1
+            self._pass()
             return
         self.lateness.append(late)
         self.frame += 1
+        for read in list(self._inputs):
+            try:
+                read()
+            except Exception:
+                log.exception("reading an input before the frame failed")
         for handler in list(self._handlers):
             try:
                 handler(self.frame)
             except Exception:  # one output's bug must not stop the others' frames
                 log.exception("frame handler failed")
+        self._pass()
 
     def _pace(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
         slot = time.monotonic() + self.period
@@ -166,6 +199,8 @@ class FrameClock:
             await asyncio.Future()
         finally:  # a cancelled clock stops ticking
             stop.set()
+            self.next_slot = None
+            self._pass()
 
     def jitter(self) -> dict[str, float]:
         """How late frames fired over the recent window (p50, p99, max in ms)."""

@@ -131,6 +131,7 @@ class OscDriver(Driver[OscOptions]):
         self._timers: set[asyncio.TimerHandle] = set()
         self._clients: set[asyncio.StreamWriter] = set()
         self._undo_fired: Callable[[], Any] | None = None
+        self._undo_poll: Callable[[], Any] | None = None
 
     async def start(self) -> None:
         host, port = parse_listen(self.options.listen)
@@ -142,6 +143,7 @@ class OscDriver(Driver[OscOptions]):
             udp.bind((host, port))
             self._udp = udp
             loop.add_reader(udp.fileno(), self._readable)
+            self._undo_poll = self.ctx.frames.poll_before(self._readable)
             if self.options.tcp:
                 self._tcp = await asyncio.start_server(self._tcp_client, host, port)
         except OSError as exc:
@@ -168,6 +170,9 @@ class OscDriver(Driver[OscOptions]):
         self._timers.clear()
         for client in list(self._clients):  # a stopped driver obeys nobody: close the open connections too
             client.close()
+        if self._undo_poll is not None:
+            self._undo_poll()
+            self._undo_poll = None
         if self._udp is not None:
             asyncio.get_running_loop().remove_reader(self._udp.fileno())
             self._udp.close()
@@ -199,7 +204,8 @@ class OscDriver(Driver[OscOptions]):
     # -- what arrives ----------------------------------------------------------------------------------
     def _readable(self) -> None:
         """Take up to a batch of datagrams per wake-up: one per loop pass (what asyncio's datagram transport
-        does) handles a third of the messages a second that this does."""
+        does) handles a third of the messages a second that this does. The frame clock calls it too, at the start of
+        every frame, so a message that arrived before the slot is in that frame however busy the loop was."""
         udp = self._udp
         if udp is None:
             return

@@ -7,17 +7,19 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import aiomqtt
 
+from gateway.database import worker
+from gateway.dmx import FrameClock
 from gateway.outbox import OutboxReader
 from gateway.store import Store
 
 READ_ROWS = 256
 READ_BYTES = 4 * 1024 * 1024
 BURST_S = 0.1  # the rate cap lets this much unused time be caught up at once
+QUIET_S = 0.008  # while DMX frames go out, nothing is sent in this time before each frame slot
 
 
 @dataclass
@@ -45,12 +47,13 @@ class RateCap:
 
 
 class Drain:
-    def __init__(self, store: Store, inflight: int, rate: float) -> None:
+    def __init__(self, store: Store, inflight: int, rate: float, frames: FrameClock) -> None:
         self._store = store
+        self._frames = frames
         self._inflight = inflight
         self._cap = RateCap(rate)
         self._reader = OutboxReader(str(store.path))
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox-reader")
+        self._executor = worker("outbox-reader")
         self.counts = DrainCounts()
 
     async def run(self, client: aiomqtt.Client, topics: dict[str, str], group: asyncio.TaskGroup) -> None:
@@ -70,9 +73,11 @@ class Drain:
                 for row_id, kind, readings, payload in rows:
                     await self._cap.take(readings)
                     await window.acquire()
+                    await self._frames.clear(QUIET_S)
                     store.outbox_in_flight = row_id
                     group.create_task(self._send(client, topics[kind], row_id, kind, readings, payload, window))
                     after = row_id
+                    await asyncio.sleep(0)  # one publish per loop pass: a frame tick waits behind one, not a window
         finally:
             store.outbox_in_flight = 0
 

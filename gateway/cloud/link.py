@@ -110,7 +110,7 @@ class CloudLink(Unit):
         self.deltas = 0
         self.commands_ok = 0
         self.commands_refused = 0
-        self._drain = Drain(gw.store, settings.inflight, settings.drain_rate)
+        self._drain = Drain(gw.store, settings.inflight, settings.drain_rate, gw.frames)
         self._snapshot_wanted = asyncio.Event()
         self._mqtt_log = logging.getLogger("gateway.cloud.mqtt")
         self._socket_errors = _SocketErrors()

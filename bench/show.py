@@ -265,13 +265,22 @@ def latency(target: Target, w: Wire, samples: int, seed: int = 5) -> Latency:
     return Latency(sent_ns, arrived_ns, missing)
 
 
-def beyond_slot(result: Latency, packets: Sequence[Packet]) -> tuple[list[float], list[float]]:
+def path_floor(result: Latency) -> int:
+    """The fastest sample's latency (ns): the least time the wire and the gateway's parse take."""
+    return min((a - s for s, a in zip(result.sent_ns, result.arrived_ns, strict=True)), default=0)
+
+
+def beyond_slot(result: Latency, packets: Sequence[Packet], floor_ns: int | None = None) -> tuple[list[float],
+                                                                                                list[float]]:
     """Each sample's wait for the frame slot at or after its send, and its latency beyond that wait (seconds).
 
     The slots are recovered from the frames seen on the wire within 2 s of the send: slot k = phase + k x 25 ms,
     the phase being the earliest frame's arrival (so the tick's own lateness in the best frame is left out).
-    A value that went out with a late tick of the slot before its send waited for nothing."""
+    A value that went out with a late tick of the slot before its send waited for nothing. A value sent less than
+    the path's floor (the run's fastest sample: the wire and the OSC parse) before a slot cannot be in that frame,
+    however fast the gateway: its slot is the next one (`floor_ns` gives it when `result` is a loaded part of a run)."""
     starts = [f[0].at_ns for f in frames(packets)]
+    floor = path_floor(result) if floor_ns is None else floor_ns
     waits: list[float] = []
     beyond: list[float] = []
     for sent, arrived in zip(result.sent_ns, result.arrived_ns, strict=True):
@@ -280,7 +289,7 @@ def beyond_slot(result: Latency, packets: Sequence[Packet]) -> tuple[list[float]
             continue
         ref = near[0]
         phase = ref + min((s - ref + PERIOD_NS // 2) % PERIOD_NS - PERIOD_NS // 2 for s in near)
-        slot = phase + math.ceil((sent - phase) / PERIOD_NS) * PERIOD_NS
+        slot = phase + math.ceil((sent + floor - phase) / PERIOD_NS) * PERIOD_NS
         wait = slot - sent if arrived >= slot else 0
         waits.append(wait / 1e9)
         beyond.append((arrived - sent - wait) / 1e9)

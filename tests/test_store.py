@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from gateway.config import StoreSection
+from gateway.database import BULK_NICE
 from gateway.readings import Ingest, Reading
 from gateway.store import VERSION_BLOCK, Store, StoreError
 from gateway.twin import Twin, TwinFrozen
@@ -270,11 +273,6 @@ def test_a_full_disk_at_start_is_a_clear_error(tmp_path: Path) -> None:
 
 
 async def test_the_writer_thread_yields_the_cpu_to_the_loop_and_deletes_without_zeroing_pages(tmp_path: Path) -> None:
-    import asyncio
-    import threading
-
-    from gateway.database import BULK_NICE
-
     store = Store(tmp_path, StoreSection())
     t = twin()
     await store.open(t)

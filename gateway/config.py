@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from gateway import registry
 from gateway.cloud.settings import CloudSection
+from gateway.compliance.settings import ComplianceSection
 from gateway.schema import Problem, check_all, setting
 
 Role = Literal["viewer", "operator", "admin"]
@@ -233,6 +234,7 @@ class Config:
     show: ShowSection
     drivers: list[DriverConfig]
     cloud: CloudSection | None = None  # no section: the box keeps everything local
+    compliance: ComplianceSection | None = None  # no section: sound levels are logged, not judged
 
     @property
     def data_dir(self) -> Path:
@@ -288,6 +290,7 @@ class _Sections:
     dmx: DmxSection = field(default_factory=DmxSection)
     show: ShowSection = field(default_factory=ShowSection)
     cloud: CloudSection | None = None
+    compliance: ComplianceSection | None = None
     drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -308,7 +311,8 @@ def parse(path: Path, text: str) -> Config:
     if sections is None or problems:
         raise ConfigError(path, problems)
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
-                  sections.loop, sections.dmx, sections.show, [d for d in drivers if d is not None], sections.cloud)
+                  sections.loop, sections.dmx, sections.show, [d for d in drivers if d is not None], sections.cloud,
+                  sections.compliance)
 
 
 def load(path: str | os.PathLike[str]) -> Config:

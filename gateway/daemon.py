@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway import registry
+from gateway.alerts import Alerts
 from gateway.api.app import ApiService
 from gateway.api.auth import Tokens
 from gateway.cloud.link import CloudLink
 from gateway.cloud.settings import Credentials
+from gateway.compliance.monitor import ComplianceMonitor
 from gateway.config import Config, DriverConfig
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
@@ -50,8 +52,17 @@ class Gateway:
         outbox = None if c is None else OutboxSettings(config.gateway.id, c.batch_readings, c.batch_delay_ms / 1000,
                                                        int(c.outbox_max_mb * 1024 * 1024),
                                                        c.outbox_max_age_hours * 3600)
-        self.store = Store(data_dir or config.data_dir, config.store, outbox=outbox)
+        retention = config.compliance.retention_days * 86400 if config.compliance is not None else 90 * 86400
+        self.store = Store(data_dir or config.data_dir, config.store, outbox=outbox,
+                           compliance_retention_s=retention)
         self.ingest = Ingest(self.twin, self.store)
+        self.alerts = Alerts()
+        self.alerts.listen(lambda kind, text, doc: self.event("alert", doc))
+        self.compliance: ComplianceMonitor | None = None
+        if config.compliance is not None:
+            self.compliance = ComplianceMonitor(config.compliance, self.twin, self.ingest.publish,
+                                                self.store.add_compliance, self.alerts.raise_alert)
+            self.ingest.observers.append(self.compliance.observe)
         self.dmx = DmxUniverses(self.twin, config.dmx.universes)
         self.frames = FrameClock(config.dmx.frame_rate_hz)
         self.show = ShowEngine(config.show, self.twin)
@@ -126,7 +137,8 @@ class Gateway:
             self.show.expect_transmitter(dc.name)
 
         def make() -> Unit:
-            return cls(DriverContext(dc.name, self.twin, self.ingest, self.dmx, self.frames, self.show), dc.options)
+            return cls(DriverContext(dc.name, self.twin, self.ingest, self.dmx, self.frames, self.show,
+                                     alerts=self.alerts), dc.options)
 
         return make
 

@@ -62,6 +62,11 @@ def open_database(path: Path, synchronous: str) -> sqlite3.Connection:
             # rowid is the telemetry sequence number: what "acknowledged up to" and paging refer to.
             db.table("telemetry").create({"ts": float, "series": int, "value": float},
                                    not_null={"ts", "series"}, if_not_exists=True)
+            # Sound-level compliance, a row per zone and minute, kept for the authorities longer than telemetry.
+            conn.execute("CREATE TABLE IF NOT EXISTS compliance_log (ts REAL NOT NULL, zone TEXT NOT NULL,"
+                         " laeq_1min REAL, laeq_15min REAL, laeq_60min REAL, lmax REAL, limit_label TEXT NOT NULL,"
+                         " limit_db REAL NOT NULL, state TEXT NOT NULL, projected REAL)")
+            conn.execute("CREATE INDEX IF NOT EXISTS compliance_log_ts ON compliance_log(ts)")
             row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise StoreError(f"{path} was written by a newer gateway (schema {row[0]}, this one knows "

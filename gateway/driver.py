@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+from gateway.alerts import Alerts, Listener
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.readings import Ingest, Reading
 from gateway.show.engine import ShowEngine
@@ -34,7 +35,7 @@ class DriverContext:
     """What a driver may do to the rest of the box: declare assets, publish readings, report state."""
 
     def __init__(self, name: str, twin: Twin, ingest: Ingest, dmx: DmxUniverses, frames: FrameClock,
-                 show: ShowEngine) -> None:
+                 show: ShowEngine, *, alerts: Alerts | None = None) -> None:
         self.name = name
         self.log = logging.getLogger(f"drivers.{name}")
         self.dmx = dmx  # the universes' levels, for DMX outputs
@@ -42,6 +43,7 @@ class DriverContext:
         self.show = show  # fire and stop effects; subscribe to what is fired
         self._twin = twin
         self._ingest = ingest
+        self._alerts = alerts or Alerts()
 
     # While the twin is held (TwinFrozen: the store cannot write), declarations and reports are refused and
     # counted by the twin; a driver goes on working rather than failing over it.
@@ -65,6 +67,10 @@ class DriverContext:
 
     def owned(self) -> list[str]:
         return [a.id for a in self._twin.assets().values() if a.owner == self.name]
+
+    def on_alert(self, listener: Listener) -> Callable[[], None]:
+        """The core's alerts (sound-level compliance, ...): `listener(kind, text, document)`."""
+        return self._alerts.listen(listener)
 
     def on_desired(self, handler: Callable[[str, Mapping[str, Any]], None]) -> Callable[[], None]:
         return self._twin.on_desired(self.name, handler)

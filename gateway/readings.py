@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.twin import TwinFrozen
@@ -27,6 +27,8 @@ class Ingest:
         self._twin = twin
         self._store = store
         self.readings_total = 0
+        # Watchers of what comes in (sound-level compliance), called with each batch after the twin has it.
+        self.observers: list[Callable[[Sequence[Reading], str | None], None]] = []
 
     def publish(self, readings: Sequence[Reading], owner: str | None = None) -> None:
         """Hand a batch over: the twin is updated now, the store writes it in its next batch."""
@@ -36,3 +38,5 @@ class Ingest:
             self._twin.apply_readings(readings, owner)
         self._store.add_telemetry(readings)
         self.readings_total += len(readings)
+        for observe in self.observers:
+            observe(readings, owner)

@@ -51,9 +51,11 @@ class _Batch:
     reserve: int | None = None
     events: list[bytes] = field(default_factory=list)  # encoded, for the outbox
     acked: list[int] = field(default_factory=list)  # outbox rows the broker has
+    compliance: list[tuple[Any, ...]] = field(default_factory=list)  # rows of the compliance log
 
     def merge(self, newer: _Batch) -> None:
         self.telemetry += newer.telemetry
+        self.compliance += newer.compliance
         self.events += newer.events
         self.acked += newer.acked
         for asset_id in newer.removed:
@@ -80,7 +82,7 @@ class StoreStats:
 
 class Store:
     def __init__(self, data_dir: Path, settings: StoreSection, *, clock: Any = time.time,
-                 outbox: OutboxSettings | None = None) -> None:
+                 outbox: OutboxSettings | None = None, compliance_retention_s: float = 90 * 86400) -> None:
         self.path = data_dir / "gateway.db"
         self.settings = settings
         self.stats = StoreStats()
@@ -89,6 +91,8 @@ class Store:
         self.outbox_ready = asyncio.Event()  # set when rows are added to the outbox
         self.outbox_in_flight = 0  # the drain's highest id sent: eviction leaves these to their acknowledgement
         self._events: list[bytes] = []
+        self._compliance: list[tuple[Any, ...]] = []
+        self._compliance_retention_s = compliance_retention_s
         self._acked: list[int] = []
         self._clock = clock
         self._pending: list[Reading] = []
@@ -220,6 +224,10 @@ class Store:
             self._events.append(payload)
             self._wake.set()
 
+    def add_compliance(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows of the sound-level compliance log, written with the next batch."""
+        self._compliance.extend(rows)
+
     def ack_outbox(self, ids: Sequence[int]) -> None:
         """The broker has acknowledged these outbox rows; they are deleted with the next write."""
         self._acked.extend(ids)
@@ -262,8 +270,9 @@ class Store:
             assets, removed = twin.take_dirty() if state else ([], [])
             rows = {a.id: (a.id, a.kind, a.zone, a.owner, a.reported, a.desired, a.version, a.updated_at)
                     for a in assets}
-            batch = _Batch(self._pending, rows, set(removed), events=self._events, acked=self._acked)
-            self._pending, self._events, self._acked = [], [], []
+            batch = _Batch(self._pending, rows, set(removed), events=self._events, acked=self._acked,
+                           compliance=self._compliance)
+            self._pending, self._events, self._acked, self._compliance = [], [], [], []
             if twin.version > self._reserved - VERSION_BLOCK * 9 // 10:
                 batch.reserve = twin.version + VERSION_BLOCK
             if self._carry is not None:
@@ -275,7 +284,7 @@ class Store:
                     self.stats.dropped_rows += overflow
             outbox = self.outbox
             if not (batch.telemetry or batch.assets or batch.removed or batch.reserve or batch.events or batch.acked
-                    or (outbox is not None and (outbox.due() or (outbox.online and outbox.tally)))):
+                    or batch.compliance or (outbox is not None and (outbox.due() or (outbox.online and outbox.tally)))):
                 return self.stats.committed_seq
             try:
                 await asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch)
@@ -315,6 +324,19 @@ class Store:
         finally:
             conn.close()
         return rows, oldest
+
+    def read_compliance(self, since: float, until: float,
+                        zone: str | None = None) -> list[tuple[Any, ...]]:
+        """Compliance log rows with since <= ts < until, oldest first (from a thread of the caller's)."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        try:
+            where, args = "ts >= ? AND ts < ?", list[object]([since, until])
+            if zone is not None:
+                where += " AND zone = ?"
+                args.append(zone)
+            return conn.execute(f"SELECT * FROM compliance_log WHERE {where} ORDER BY ts, zone", args).fetchall()
+        finally:
+            conn.close()
 
     # -- the writer thread -----------------------------------------------------------------------------
     def _series_id(self, asset: str, metric: str) -> int:
@@ -364,6 +386,8 @@ class Store:
                      batch.assets.values()])
             if batch.removed:
                 conn.executemany("DELETE FROM assets WHERE id=?", [(i,) for i in batch.removed])
+            if batch.compliance:
+                conn.executemany("INSERT INTO compliance_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.compliance)
             if batch.reserve:
                 self._write_reservation(batch.reserve)
             conn.execute("COMMIT")
@@ -403,6 +427,7 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
+        conn.execute("DELETE FROM compliance_log WHERE ts < ?", (self._clock() - self._compliance_retention_s,))
         cutoff = self._clock() - self.settings.telemetry_retention_hours * 3600
         oldest = conn.execute("SELECT min(rowid) FROM telemetry").fetchone()[0]
         if oldest is None:

@@ -47,7 +47,8 @@ def test_unknown_keys_are_errors_naming_what_is_allowed() -> None:
     lines = problems(BASE + "\n[store]\nmax_mbb = 10\n[stor]\n")
     assert "/etc/vg.toml: store.max_mbb: unknown key (allowed: flush_interval_ms, max_mb, max_pending_rows, " \
            "synchronous, telemetry_retention_hours, twin_flush_interval_ms)" in lines
-    assert any(line.startswith("/etc/vg.toml: stor: unknown key (allowed: api, cloud, dmx, drivers, gateway,")
+    assert any(line.startswith("/etc/vg.toml: stor: unknown key (allowed: api, cloud, compliance, dmx, drivers, "
+                                "gateway,")
                for line in lines)
 
 
@@ -236,3 +237,17 @@ def test_the_cloud_section_is_checked_across_its_keys() -> None:
         "store (allowed: up to 50, or raise store.max_mb)"]
     cfg = config.parse(Path("/etc/vg.toml"), BASE + '\n[cloud]\nbroker = "mqtts://broker.example.net"\n')
     assert cfg.cloud is not None and cfg.cloud.batch_readings == 1000
+
+
+def test_compliance_settings_are_checked() -> None:
+    lines = problems(BASE + '\n[compliance]\nprofile = "loud"\nshow_end = "25:00"\n'
+                            'limits = [{ window_min = 5 }]\n')
+    for fragment in ["compliance.profile: 'loud' is not allowed (allowed: who, ch_vnissg, custom)",
+                     "compliance.show_end: '25:00' is not a time of day (allowed: HH:MM, 24-hour)",
+                     "compliance.limits[0].window_min: 5 is not a kept window (allowed: 1, 15, 60)"]:
+        assert any(fragment in line for line in lines), (fragment, lines)
+    lines = problems(BASE + '\n[compliance]\nprofile = "custom"\n')
+    assert any("compliance.limits: the custom profile needs at least one limit" in line for line in lines), lines
+    cfg = config.parse(Path("/etc/vg.toml"), BASE + '\n[compliance]\nprofile = "ch_vnissg"\n')
+    assert cfg.compliance is not None
+    assert [lim.label for lim in cfg.compliance.all_limits()] == ["LAeq,60min", "LAFmax"]

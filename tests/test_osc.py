@@ -201,3 +201,29 @@ async def test_tcp_clients_off_the_allow_list_are_shut_out_and_stop_closes_the_r
     await asyncio.wait_for(driver.stop(), 2)
     assert await asyncio.wait_for(reader.read(), 2) == b""  # a stopped driver obeys nobody
     writer.close()
+
+
+def test_a_sound_level_alert_reaches_front_of_house(daemon_factory: Any) -> None:
+    """The core's compliance monitor judges the virtual venue's meters; its alert goes out as OSC feedback."""
+    require(shutil.which("oscdump") is not None, "liblo's oscdump (Debian package liblo-tools)")
+    osc_port, dump_port = free_port(), free_port()
+    extra = f"""
+[compliance]
+profile = "custom"
+limits = [{{ measure = "laeq", window_min = 1, level_db = 60 }}]
+
+[drivers.console]
+type = "osc"
+listen = "127.0.0.1:{osc_port}"
+destinations = ["127.0.0.1:{dump_port}"]
+"""
+    dump = Dump(dump_port)
+    d: Daemon = daemon_factory(extra=extra).start()
+    try:
+        line = dump.wait_for("/vg/out/alert", timeout=10)
+        assert '"sound_level"' in line and "over the 60 dB limit" in line
+        zones = d.get("/api/v1/compliance")["zones"]
+        assert zones and all(z["limits"][0]["state"] == "over" for z in zones.values())
+    finally:
+        dump.proc.kill()
+        d.terminate()

@@ -8,8 +8,9 @@ Addresses: `/vg/preset/{name}/fire` (optional args: zone names), `/vg/effect/sto
 and every DMX level to 0), `/vg/tempo ,f BPM`, `/vg/tempo/tap`, `/vg/dmx/{universe}/{channel} ,i|f` (0-255, or
 0.0-1.0) and `/vg/ping` (answered with `/vg/out/pong`). Every effect fired, from here or elsewhere, is told as
 `/vg/out/effect/fired ,ss PRESET EFFECT_ID` (and `/vg/out/alert ,ss not_sent TEXT` for a transmitter that could
-not send it). Routes in the configuration map any other address pattern (a
-console's own cue messages) to one of these; anything else is answered with `/vg/out/alert ,ss KIND TEXT`.
+not send it); the core's alerts (a zone near or over its sound-level limit) go out as `/vg/out/alert ,ss KIND TEXT`
+too. Routes in the configuration map any other address pattern (a console's own cue messages) to one of these;
+anything else is answered with `/vg/out/alert ,ss KIND TEXT`.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ class OscDriver(Driver[OscOptions]):
         self._tcp: asyncio.Server | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._clients: set[asyncio.StreamWriter] = set()
-        self._undo_fired: Callable[[], Any] | None = None
+        self._undo: list[Callable[[], Any]] = []  # what attach registered
         self._undo_poll: Callable[[], Any] | None = None
 
     async def start(self) -> None:
@@ -153,12 +154,13 @@ class OscDriver(Driver[OscOptions]):
 
     def attach(self) -> None:
         super().attach()
-        self._undo_fired = self.ctx.show.on_fire(self._fired)
+        self._undo = [self.ctx.show.on_fire(self._fired),
+                      self.ctx.on_alert(lambda kind, text, doc: self.alert(kind, text))]
 
     def detach(self) -> None:
-        if self._undo_fired is not None:
-            self._undo_fired()
-            self._undo_fired = None
+        for undo in self._undo:
+            undo()
+        self._undo = []
         super().detach()
 
     async def run(self) -> None:

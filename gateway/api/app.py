@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.api import GATEWAY, effects, stream
+from gateway.api import GATEWAY, compliance, effects, stream
 from gateway.api.auth import Tokens, json_error, middleware, read_object, requires
 from gateway.api.openapi import document as openapi_document
 from gateway.config import parse_listen
@@ -180,6 +180,7 @@ def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
     app.router.add_get(f"{BASE}/telemetry", telemetry)
     app.router.add_patch(f"{BASE}/twin/assets/{{id}}/desired", patch_desired)
     effects.add_routes(app, BASE)
+    compliance.add_routes(app, BASE)
     app.router.add_get(f"{BASE}/openapi.json", openapi)
     app.router.add_get("/metrics", metrics)
     return app

@@ -158,6 +158,28 @@ def document() -> dict[str, Any]:
                     "400": _ERROR, "401": _ERROR, "403": _ERROR,
                 },
             }},
+            "/api/v1/compliance": {"get": {
+                "summary": "Sound-level compliance now: each zone's rolling LAeq (1, 15, 60 min), maximum, and "
+                           "every limit's state, projection to the show's end and the level that can be kept",
+                "security": viewer,
+                "responses": {"200": _response("Compliance", {"type": "object", "required": ["profile", "zones"],
+                                                              "properties": {"profile": {"type": "string"},
+                                                                             "zones": {"type": "object"}}}),
+                              "401": _ERROR, "403": _ERROR,
+                              "404": _response("No [compliance] section in the configuration", _ref("Error"))},
+            }},
+            "/api/v1/compliance/history.csv": {"get": {
+                "summary": "The per-minute sound-level history as CSV (RFC 4180), for the authorities",
+                "description": "One row per zone and minute: time_utc, time_local, zone, laeq_1min_db, "
+                               "laeq_15min_db, laeq_60min_db, lmax_db, limit, limit_db, state, projected_db. "
+                               "`from`/`to`: RFC 3339 or seconds since the epoch; default the last 24 hours.",
+                "security": viewer,
+                "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
+                               for n in ("from", "to", "zone")],
+                "responses": {"200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                              "400": _ERROR, "401": _ERROR, "403": _ERROR,
+                              "404": _response("No [compliance] section in the configuration", _ref("Error"))},
+            }},
             "/api/v1/twin/stream": {"get": {
                 "summary": "WebSocket: a snapshot (unless `since` is given) then every change as it happens",
                 "description": "Messages are JSON: {type: snapshot, twin} or {type: changes, from, to, changes}.",

@@ -3,6 +3,8 @@
 It exposes a virtual BLE controller on a pseudo-terminal for the `wristband` driver to open as it would a USB
 dongle, and scatters virtual wristbands over the show's zones. When an effect starts, each zone's group of
 bands is reported to the twin (`wristbands:<zone>`): which effect, how many bands started it, how closely.
+With `sensing_pty_prefix`, it also hosts the BLE sensing room (drivers/sim/ble_devices.py): beacons, sensor tags
+and phones on a second virtual link, heard by a scanner per zone on `<prefix>-<zone>` for the `ble` driver.
 Needs the `sim` extra (Bumble).
 """
 
@@ -11,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.sim.crowd import VirtualBand
 from drivers.wristband.radio import parse_key
 from gateway.driver import Driver, DriverContext
 from gateway.schema import Problem, setting
+
+if TYPE_CHECKING:
+    from drivers.sim.ble_devices import VirtualRoom
 
 REPORT_AFTER_S = 0.2  # a group is reported this long after its start, once every band has had its say
 
@@ -29,6 +34,10 @@ class AirOptions:
     bands_per_zone: int = setting(4, min=1, max=64)
     loss: float = setting(0.3, min=0, max=0.95)  # the share of advertisements each band misses
     seed: int | None = None
+    # The BLE sensing room: off unless a prefix is given. A link of its own: the bands need not hear the phones.
+    sensing_pty_prefix: str | None = None
+    phones_per_zone: int = setting(20, min=0, max=200)
+    sensing_tags: bool = True  # beacons always; Ruuvi and BTHome tags too
 
     def problems(self) -> list[Problem]:
         try:
@@ -49,13 +58,20 @@ class VirtualAirDriver(Driver[AirOptions]):
         self.zones = {z.index: z.name for z in ctx.show.zones.values()} or {0: "all"}
         self._reports: set[tuple[int, int]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        self.room: VirtualRoom | None = None
 
     async def start(self) -> None:
         zones = [index for index in self.zones for _ in range(self.options.bands_per_zone)]
         try:
             await self.air.open(self.options.pty, zones)
+            if self.options.sensing_pty_prefix:
+                from drivers.sim.ble_devices import VirtualRoom, furnish
+
+                self.room = VirtualRoom(seed=self.options.seed)
+                await furnish(self.room, list(self.zones.values()), self.options.sensing_pty_prefix,
+                              self.options.phones_per_zone, self.options.sensing_tags, drift=0.05)
         except BaseException:
-            await self.air.close()  # the supervisor calls stop only after a start that succeeded
+            await self._close()  # the supervisor calls stop only after a start that succeeded
             raise
         self.air.listeners.append(self._scheduled)
         for name in self.zones.values():
@@ -94,8 +110,18 @@ class VirtualAirDriver(Driver[AirOptions]):
     async def stop(self) -> None:
         for timer in self._timers:
             timer.cancel()
+        await self._close()
+
+    async def _close(self) -> None:
         await self.air.close()
+        if self.room is not None:
+            await self.room.close()
+            self.room = None
 
     def health(self) -> dict[str, Any]:
-        return {"pty": self.options.pty, "bands": len(self.air.bands),
-                "heard": sum(b.heard for b in self.air.bands), "lost": sum(b.lost for b in self.air.bands)}
+        doc = {"pty": self.options.pty, "bands": len(self.air.bands),
+               "heard": sum(b.heard for b in self.air.bands), "lost": sum(b.lost for b in self.air.bands)}
+        if self.room is not None:
+            doc["sensing"] = {"scanners": {z: s.reported for z, s in self.room.scanners.items()},
+                              "phones": len(self.room.phones), "tags": len(self.room.tags)}
+        return doc

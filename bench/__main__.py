@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bench import api, ble, ble_frames, cloud, ingest, laeq, show, venue, wristband
+from bench import api, ble, ble_frames, cloud, ingest, laeq, modbus, show, venue, wristband
 from bench.common import HEADERS, Figure, exit_on_signals, figures_table, table, title
 
 BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
@@ -25,6 +25,7 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("cloud", cloud.run),
     ("ble_frames", ble_frames.run),
     ("ble", ble.run),
+    ("modbus", modbus.run),
     ("laeq", laeq.run),
 ]
 

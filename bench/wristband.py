@@ -54,6 +54,7 @@ def _config(directory: Path, api_port: int, osc_port: int, pty: Path) -> tuple[P
     text = text.replace('data_dir = "../var/demo"', 'data_dir = "data"')
     text = text.replace('"/tmp/venue-gateway-air"', f'"{pty}"')
     text = text.replace('type = "air"\n', 'type = "air"\nenabled = false  # the benchmark hosts the air\n')
+    text = text.replace('type = "ble"\n', 'type = "ble"\nenabled = false  # its room is the air driver\'s\n')
     path = directory / "gateway.toml"
     path.write_text(text)
     from gateway import config

@@ -29,14 +29,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = "") -> Path:
-    """The shipped demo configuration, moved to `port` and `directory`, optionally sped up and extended."""
+def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = "", sensing: bool = True) -> Path:
+    """The shipped demo configuration, moved to `port` and `directory`, optionally sped up and extended;
+    without `sensing`, the demo's own BLE room and its `ble` driver are off (a test brings its own)."""
     text = (ROOT / "config" / "demo.toml").read_text()
     text = text.replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"')
     text = text.replace('listen = "127.0.0.1:9000"', f'listen = "127.0.0.1:{free_port()}"')
     text = text.replace('data_dir = "../var/demo"', 'data_dir = "data"')
     text = text.replace("speed = 1.0", f"speed = {speed}")
     text = text.replace('"/tmp/venue-gateway-air"', f'"{directory / "air"}"')
+    text = text.replace("/tmp/venue-gateway-ble", str(directory / "ble"))
+    if not sensing:
+        text = text.replace(f'sensing_pty_prefix = "{directory / "ble"}"\n', "")
+        text = text.replace('type = "ble"\n', 'type = "ble"\nenabled = false\n')
+    text = text.replace('"/tmp/venue-gateway', f'"{directory}/dev')  # the venue's serial devices
     path = directory / "gateway.toml"
     path.write_text(text + extra)
     return path

@@ -307,7 +307,7 @@ def venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Ro
                  + f'\n[[drivers.sensing.tags]]\nname = "hot-floor"\nzone = "floor"\naddress = "{HOT}"\n'
                  + f'\n[[drivers.sensing.tags]]\nname = "locked-floor"\naddress = "{LOCKED}"\nformat = "bthome_v2"\n')
         port = free_port()
-        d = Daemon(demo_config(tmp, port, extra=extra), port)
+        d = Daemon(demo_config(tmp, port, extra=extra, sensing=False), port)
         d.start()
         yield d, room
         d.cleanup()
@@ -348,9 +348,15 @@ def test_beacons_tags_and_occupancy_reach_the_twin(venue: tuple[Daemon, RoomThre
 
     r = _until(complete)
     assert r["occupancy:floor"]["people"] == 12.0
-    for name, truth in (("floor-ibeacon", math.hypot(5, 2)), ("balcony-ibeacon", math.hypot(5, 2)),
-                        ("floor-eddystone", math.hypot(8, 3))):
-        assert r[f"beacon:{name}"]["distance_m"] == pytest.approx(truth, rel=0.35)  # 2 dB of noise, smoothed
+
+    def near_the_truth() -> dict[str, dict[str, Any]]:  # 2 dB of noise: the smoothed estimate settles in a few s
+        r = _reported(d)
+        for name, truth in (("floor-ibeacon", math.hypot(5, 2)), ("balcony-ibeacon", math.hypot(5, 2)),
+                            ("floor-eddystone", math.hypot(8, 3))):
+            assert r[f"beacon:{name}"]["distance_m"] == pytest.approx(truth, rel=0.35)
+        return r
+
+    r = _until(near_the_truth)
     assert r["beacon:floor-ibeacon"]["nearest_scanner"] == "floor"
     assert r["beacon:floor-eddystone"]["battery_v"] == 2.95 and r["beacon:floor-eddystone"]["temperature_c"] == 21.5
     assert r["tag:env-floor"]["temperature_c"] == 21.0 and r["tag:env-balcony"]["pressure_hpa"] == 1012.5
@@ -409,22 +415,18 @@ async def test_a_scanner_that_is_not_there_is_not_ready(tmp_path: Path) -> None:
         await BleSensing(ctx, options).start()
 
 
-def test_the_demo_air_hosts_the_sensing_room(daemon_factory: Any, tmp_path: Path) -> None:
-    prefix = str(tmp_path / "sense")
-    extra = ('\n[drivers.room]\ntype = "air"\npty = "' + str(tmp_path / "air2") + '"\n'
-             'demo_key = "76656e75652d67617465776179212121"\nbands_per_zone = 1\n'
-             f'sensing_pty_prefix = "{prefix}"\nphones_per_zone = 5\n\n'
-             + sensing_config(["floor", "balcony", "bar"], prefix, name="sensing"))
-    d: Daemon = daemon_factory(extra=extra).start()
+def test_the_demo_air_hosts_the_sensing_room(daemon_factory: Any) -> None:
+    """The shipped demo: its air driver hosts the room, its `ble` driver hears it through the bumble backend."""
+    d: Daemon = daemon_factory().start()
 
     def seen() -> dict[str, dict[str, Any]]:
         r = _reported(d)
-        assert all(r[f"occupancy:{z}"]["devices"] == 5 for z in ("floor", "balcony", "bar"))
+        assert all(r[f"occupancy:{z}"]["devices"] == 20 for z in ("floor", "balcony", "bar"))
         assert r["tag:secure-bar"]["temperature_c"] and r["beacon:floor-eddystone"]["distance_m"]
         return r
 
     _until(seen, timeout=20)
-    assert d.get("/api/v1/health")["drivers"]["room"]["detail"]["sensing"]["phones"] == 15
+    assert d.get("/api/v1/health")["drivers"]["air"]["detail"]["sensing"]["phones"] == 60
     d.terminate()
 
 

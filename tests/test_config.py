@@ -27,7 +27,8 @@ def problems(text: str) -> list[str]:
 def test_shipped_configs_are_valid() -> None:
     demo = config.load(ROOT / "config" / "demo.toml")
     assert demo.gateway.id == "demo-01"
-    assert sorted(d.type for d in demo.drivers) == ["air", "osc", "sim", "wristband"]
+    assert sorted(d.type for d in demo.drivers) == ["air", "ble", "modbus", "nodes", "osc", "sim", "wristband", "xl2",
+                                                    "xl2", "xl2"]
     assert [p.name for p in demo.show.presets] == ["intro", "drop", "chorus", "sparkle", "encore"]
     assert demo.data_dir == (ROOT / "var" / "demo").resolve()
     example = config.load(ROOT / "config" / "venue.example.toml")
@@ -121,9 +122,9 @@ type = "teleporter"
         "drivers.venue.speed: 0 is out of range (allowed: from 0.01 to 1000)",
         "drivers.venue.zones[0].capacity: must be an integer (got 'lots')",
         "drivers.venue.faults[1].kind: 'melt' is not allowed (allowed: fan_stall, driver_open",
-        "drivers.venue.colour: unknown key (allowed: channels_per_rack, circuits, faults,",
-        "drivers.other.type: unknown driver type 'teleporter' (allowed: air, artnet, enttec, osc, sacn, sim, "
-        "wristband, or module.path:ClassName)",
+        "drivers.venue.colour: unknown key (allowed: channels_per_rack, circuits, device_prefix, devices, faults,",
+        "drivers.other.type: unknown driver type 'teleporter' (allowed: air, artnet, ble, enttec, modbus, nodes, "
+        "osc, sacn, sim, wristband, xl2, or module.path:ClassName)",
     ]:
         assert any(fragment in line for line in lines), (fragment, lines)
 

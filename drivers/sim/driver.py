@@ -1,5 +1,9 @@
 """The `sim` driver: runs the virtual venue against the clock (at any speed) and feeds it to the gateway
-through the same driver API as real hardware. Amplifiers take desired state (`enabled`, `gain_db`)."""
+through the same driver API as real hardware. Amplifiers take desired state (`enabled`, `gain_db`).
+
+With `devices`, what the venue's meters measure goes out through simulated hardware instead (drivers/sim/devices.py:
+a Modbus bus of power meters, an XL2 sound level meter and a sensor node per zone, on pseudo-terminals named from
+`device_prefix`), and the gateway's own `modbus`, `xl2` and `nodes` drivers read it, as in a venue."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +20,9 @@ from drivers.sim.show import ShowTiming
 from drivers.sim.venue import Fault, FaultKind, VenueLayout, VirtualVenue, Zone, random_faults
 from gateway.driver import Driver, DriverContext
 from gateway.schema import Problem, setting
+
+if TYPE_CHECKING:
+    from drivers.sim.devices import VenueDevices
 
 CHUNK = 400  # readings published per slice of a tick, so a large venue never holds the loop for long
 
@@ -53,6 +60,8 @@ class SimOptions:
     faults: list[FaultOptions] = field(default_factory=list)
     random_faults_per_hour: float = setting(0.0, min=0, max=100)
     timing: ShowTiming = field(default_factory=ShowTiming)
+    devices: bool = False
+    device_prefix: str = "/tmp/venue-gateway"  # <prefix>-rs485, <prefix>-xl2-<zone>, <prefix>-nodes
 
     def layout(self) -> VenueLayout:
         return VenueLayout(tuple(Zone(z.name, z.capacity, z.distance_m) for z in self.zones), self.racks,
@@ -92,11 +101,26 @@ class SimVenueDriver(Driver[SimOptions]):
         self.ticks = 0
         self.late_ticks = 0
         self._segment = ""
+        self.devices: VenueDevices | None = None
 
     async def start(self) -> None:
+        measured: set[str] = set()
+        if self.options.devices:
+            from drivers.sim.devices import VenueDevices  # pymodbus is the `sim` extra: only when asked for
+
+            self.devices = VenueDevices(self.venue.layout, self.options.device_prefix)
+            await self.devices.start()
+            measured = self.devices.assets()  # declared by the drivers that read them
+            self.ctx.log.info("venue devices: Modbus on %s-rs485, XL2s and nodes beside it", self.options.device_prefix)
         for asset_id, (kind, zone) in self.venue.layout.assets().items():
-            self.ctx.declare(asset_id, kind, zone)
+            if asset_id not in measured:
+                self.ctx.declare(asset_id, kind, zone)
         self.ctx.declare("show", "show")
+
+    async def stop(self) -> None:
+        if self.devices is not None:
+            await self.devices.stop()
+            self.devices = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -112,6 +136,8 @@ class SimVenueDriver(Driver[SimOptions]):
                 t = dt
             self.show_time = t
             readings = self.venue.step(t, dt, time.time())
+            if self.devices is not None:
+                readings = self.devices.feed(readings)
             for i in range(0, len(readings), CHUNK):
                 self.ctx.publish(readings[i:i + CHUNK])
                 await asyncio.sleep(0)

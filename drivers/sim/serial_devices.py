@@ -13,7 +13,6 @@ import concurrent.futures
 import contextlib
 import math
 import os
-import random
 import threading
 import time
 import tty
@@ -23,7 +22,6 @@ from typing import Any, Literal, TypeVar
 
 from drivers.serial import xl2_protocol as xl2
 from drivers.serial.lines import LineFramer, encode_line
-from gateway.driver import Driver, DriverContext
 
 T = TypeVar("T")
 
@@ -273,58 +271,3 @@ class BackgroundLoop:
 
         self.loop.call_soon_threadsafe(stop)
         self.thread.join(timeout=5)
-
-
-@dataclass(frozen=True)
-class SerialSimOptions:
-    nodes_pty: str = "/tmp/venue-gateway-nodes"  # the `nodes` driver's port
-    xl2_pty: str = "/tmp/venue-gateway-xl2"  # the `xl2` driver's port
-    node: str = "stage-env"
-    seed: int | None = None
-
-
-class SimSerialDevices(Driver[SerialSimOptions]):
-    """The demo's serial devices: one node printing temperature, humidity and CO2 once a second (JSON with a
-    checksum), and an XL2 whose level wanders like a set's (a slow swell between about 92 and 100 dB)."""
-
-    Options = SerialSimOptions
-
-    def __init__(self, ctx: DriverContext, options: SerialSimOptions) -> None:
-        super().__init__(ctx, options)
-        self.rng = random.Random(options.seed)
-        self.nodes_device, self.xl2_device = PtyDevice(), PtyDevice()
-        self.node = SimNode(self.nodes_device, options.node, {"t": 22.0, "rh": 45.0, "co2": 600.0})
-        self.meter: SimXl2 | None = None
-
-    async def start(self) -> None:
-        try:
-            self.nodes_device.create(self.options.nodes_pty)
-            self.xl2_device.create(self.options.xl2_pty)
-        except BaseException:
-            self.nodes_device.close()
-            self.xl2_device.close()
-            raise
-        self.meter = SimXl2(self.xl2_device)
-        self.node.start()
-        self.ctx.log.info("simulated node on %s, XL2 on %s", self.options.nodes_pty, self.options.xl2_pty)
-
-    async def run(self) -> None:
-        began = time.monotonic()
-        while True:
-            await asyncio.sleep(1.0)
-            v = self.node.values
-            v["t"] = round(min(35.0, max(15.0, v["t"] + self.rng.gauss(0, 0.05))), 2)
-            v["rh"] = round(min(90.0, max(20.0, v["rh"] + self.rng.gauss(0, 0.2))), 1)
-            v["co2"] = round(min(3000.0, max(400.0, v["co2"] + self.rng.gauss(2, 10))), 0)
-            if self.meter is not None:
-                swell = 4 * math.sin((time.monotonic() - began) * 2 * math.pi / 180)
-                self.meter.level_db = 96 + swell + self.rng.gauss(0, 1.0)
-
-    async def stop(self) -> None:
-        self.node.stop()
-        self.nodes_device.close()
-        self.xl2_device.close()
-
-    def health(self) -> dict[str, Any]:
-        return {"node_lines": self.node.sent, "xl2_commands": len(self.meter.commands) if self.meter else 0,
-                "dropped_writes": self.nodes_device.dropped + self.xl2_device.dropped}

@@ -115,6 +115,7 @@ class ComplianceMonitor:
                                                limits=[LimitState(lim) for lim in self.settings.all_limits()])
             with contextlib.suppress(TwinFrozen):
                 self._twin.declare(f"compliance:{zone}", "sound_compliance", zone, OWNER)
+            self._report(zl)
             log.info("compliance: zone %s measured by %s", zone, zl.meter)
         if zl.meter != asset_id:
             self.ignored_meters.add(asset_id)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.dmx.enttec_codec import Decoder, EnttecError, Message, dmx_frame, encode
-from tests.conftest import ADMIN, Daemon, require
+from tests.conftest import ADMIN, Daemon
+from tests.socat import SocatPair
 
 messages = st.lists(st.builds(Message, st.integers(0, 255), st.binary(max_size=600)), max_size=5)
 
@@ -52,29 +51,15 @@ def test_dmx_frames_are_label_6_with_start_code_zero() -> None:
         dmx_frame(bytes(513))
 
 
-class PtyPair:
-    """Two joined pseudo-terminals: the gateway opens `device`, the test plays the widget on `widget`."""
+class PtyPair(SocatPair):
+    """The gateway opens `device`, the test plays the widget on the far end."""
 
     def __init__(self, directory: Path) -> None:
-        self.device, self.widget = directory / "ttyDMX", directory / "ttyWidget"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def plug(self) -> None:
-        self.proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.device}",
-                                      f"pty,raw,echo=0,link={self.widget}"], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not (self.device.exists() and self.widget.exists()):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-
-    def unplug(self) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.wait(5)
+        super().__init__(directory, "ttyDMX")
 
     def frames(self, seconds: float) -> list[Message]:
         """What the widget received over `seconds`."""
-        fd = os.open(self.widget, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(self.far, os.O_RDONLY | os.O_NONBLOCK)
         decoder, out = Decoder(), []
         deadline = time.monotonic() + seconds
         try:
@@ -89,12 +74,10 @@ class PtyPair:
 
 @pytest.fixture
 def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
-    require(shutil.which("socat") is not None, "socat (Debian package socat)")
     pair = PtyPair(tmp_path)
     pair.plug()
     yield pair
-    if pair.proc and pair.proc.poll() is None:
-        pair.unplug()
+    pair.close()
 
 
 def test_levels_reach_the_widget_and_a_replugged_widget_is_picked_up(pty_pair: PtyPair, daemon_factory: Any) -> None:

@@ -12,9 +12,7 @@ import math
 import os
 import random
 import select
-import shutil
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -50,7 +48,8 @@ from drivers.sim.modbus_devices import (
 )
 from drivers.sim.wire import Wire
 from gateway.schema import check_all
-from tests.conftest import Daemon, require
+from tests.conftest import Daemon
+from tests.socat import SocatPair
 
 T = TypeVar("T")
 DATATYPE = ModbusSerialClient.DATATYPE
@@ -324,43 +323,22 @@ class ServedBus:
         self.thread.join(5)
 
 
-class SocatPair:
-    def __init__(self, directory: Path) -> None:
-        self.gateway, self.devices = directory / "ttyRS485", directory / "ttyDevices"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def plug(self) -> None:
-        self.proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.gateway}",
-                                      f"pty,raw,echo=0,link={self.devices}"], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not (self.gateway.exists() and self.devices.exists()):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-
-    def unplug(self) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.wait(5)
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[SocatPair, ServedBus]]:
-    require(shutil.which("socat") is not None, "socat (Debian package socat)")
-    pair = SocatPair(tmp_path)
+    pair = SocatPair(tmp_path, "ttyRS485")
     pair.plug()
     bus = ServedBus([SimulatedDevice("mains-a", 1, POWER_METER, "stage"), SimulatedDevice("rack-1", 2, AMP_RACK),
                      SimulatedDevice("env-floor", 3, ENVIRONMENT, "floor")])
-    bus.call(bus.bus.serve(str(pair.devices)))
+    bus.call(bus.bus.serve(str(pair.far)))
     yield pair, bus
     bus.close()
-    if pair.proc and pair.proc.poll() is None:
-        pair.unplug()
+    pair.close()
 
 
 def gateway_with(served: tuple[SocatPair, ServedBus], daemon_factory: Any) -> Daemon:
     pair, bus = served
     extra = "\n[supervisor]\nbackoff_initial_s = 0.1\nbackoff_max_s = 0.3\n" + bus.bus.config(
-        "rack_bus", str(pair.gateway), interval_ms=100, timeout_ms=100, offline_after=2, offline_backoff_max_s=0.5,
+        "rack_bus", str(pair.device), interval_ms=100, timeout_ms=100, offline_after=2, offline_backoff_max_s=0.5,
         report_s=0.3)
     return daemon_factory(extra=extra).start()  # type: ignore[no-any-return]
 
@@ -440,7 +418,7 @@ def test_a_port_that_vanishes_and_comes_back_is_picked_up_without_a_restart(
     wait_for(d, "env-floor", lambda r: r.get("online") is False)
 
     pair.plug()
-    bus.call(bus.bus.serve(str(pair.devices)))
+    bus.call(bus.bus.serve(str(pair.far)))
     bus.bus.set_values(3, {"humidity_pct": 61.5})
     wait_for(d, "env-floor", lambda r: r.get("humidity_pct") == 61.5 and r.get("online") is True)
     wait_for(d, "bus:rack_bus", lambda r: r.get("connected") is True)

@@ -4,8 +4,6 @@ driver in a gateway process reading simulated nodes across a socat pseudo-termin
 from __future__ import annotations
 
 import contextlib
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +26,8 @@ from drivers.serial.lines import (
 from drivers.serial.nodes import NodesOptions
 from drivers.sim.serial_devices import BackgroundLoop, PtyDevice, SimNode
 from gateway.schema import check_all
-from tests.conftest import Daemon, require
+from tests.conftest import Daemon
+from tests.socat import SocatPair
 
 names = st.from_regex(r"[A-Za-z0-9_.\-]{1,16}", fullmatch=True)
 fields = st.dictionaries(names.filter(lambda k: k != "node"), st.floats(allow_nan=False, allow_infinity=False),
@@ -155,24 +154,6 @@ def test_a_line_longer_than_the_limit_is_dropped_until_the_next_newline() -> Non
 
 
 # -- the driver, in a gateway, across a socat pair -------------------------------------------------------------------
-class SocatPair:
-    """Two joined pseudo-terminals: the gateway opens `device`, the simulated devices sit on `far`."""
-
-    def __init__(self, directory: Path, name: str = "ttyNodes") -> None:
-        self.device, self.far = directory / name, directory / f"{name}-far"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def plug(self) -> None:
-        self.proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.device}",
-                                      f"pty,raw,echo=0,link={self.far}"], stderr=subprocess.DEVNULL)
-        wait_for(lambda: self.device.exists() and self.far.exists(), 5, "socat's links")
-
-    def unplug(self) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.wait(5)
-
-
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while not (result := check()):
@@ -183,12 +164,10 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 @pytest.fixture
 def socat_pair(tmp_path: Path) -> Iterator[SocatPair]:
-    require(shutil.which("socat") is not None, "socat (Debian package socat)")
-    pair = SocatPair(tmp_path)
+    pair = SocatPair(tmp_path, "ttyNodes")
     pair.plug()
     yield pair
-    if pair.proc is not None and pair.proc.poll() is None:
-        pair.unplug()
+    pair.close()
 
 
 @pytest.fixture

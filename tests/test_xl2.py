@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ from hypothesis import strategies as st
 
 from drivers.serial import xl2_protocol as xl2
 from drivers.sim.serial_devices import BackgroundLoop, PtyDevice, SimXl2
-from tests.conftest import Daemon, require
-from tests.test_serial_nodes import SocatPair, reported, wait_for
+from tests.conftest import Daemon
+from tests.socat import SocatPair
+from tests.test_serial_nodes import reported, wait_for
 
 statuses = st.sampled_from(["ok", "overload", "underrange"])
 
@@ -87,7 +87,6 @@ def test_the_simulated_meter_integrates_its_level_over_each_interval() -> None:
 # -- the driver, in a gateway, across a socat pair -------------------------------------------------------------------
 @pytest.fixture
 def meter_line(tmp_path: Path) -> Iterator[tuple[SocatPair, SimXl2, BackgroundLoop]]:
-    require(shutil.which("socat") is not None, "socat (Debian package socat)")
     pair = SocatPair(tmp_path, "ttyXL2")
     pair.plug()
     bg = BackgroundLoop()
@@ -96,8 +95,7 @@ def meter_line(tmp_path: Path) -> Iterator[tuple[SocatPair, SimXl2, BackgroundLo
     meter = SimXl2(device, level_db=94.0)
     yield pair, meter, bg
     bg.close()
-    if pair.proc is not None and pair.proc.poll() is None:
-        pair.unplug()
+    pair.close()
 
 
 def xl2_config(port: Path) -> str:

@@ -303,41 +303,6 @@ class Store:
                 self.outbox_ready.set()
             return self.stats.committed_seq
 
-    # -- reading history (from a thread of the caller's, never the loop) ------------------------------------
-    def read_telemetry(self, since: int, limit: int, asset: str | None = None,
-                       metric: str | None = None) -> tuple[list[tuple[int, float, str, str, float]], int | None]:
-        """Committed readings after sequence number `since`, oldest first, at most `limit`: (seq, ts, asset,
-        metric, value) rows, and the oldest sequence number still kept (None: no telemetry). A connection of
-        its own, read-only: WAL lets it read beside the writer without waiting for it."""
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
-        try:
-            where: list[str] = ["t.rowid > ?"]
-            args: list[object] = [since]
-            for column, value in (("s.asset", asset), ("s.metric", metric)):
-                if value is not None:
-                    where.append(f"{column} = ?")
-                    args.append(value)
-            rows = conn.execute(
-                "SELECT t.rowid, t.ts, s.asset, s.metric, t.value FROM telemetry t JOIN series s ON s.id = t.series "
-                f"WHERE {' AND '.join(where)} ORDER BY t.rowid LIMIT ?", [*args, limit]).fetchall()
-            oldest = conn.execute("SELECT min(rowid) FROM telemetry").fetchone()[0]
-        finally:
-            conn.close()
-        return rows, oldest
-
-    def read_compliance(self, since: float, until: float,
-                        zone: str | None = None) -> list[tuple[Any, ...]]:
-        """Compliance log rows with since <= ts < until, oldest first (from a thread of the caller's)."""
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
-        try:
-            where, args = "ts >= ? AND ts < ?", list[object]([since, until])
-            if zone is not None:
-                where += " AND zone = ?"
-                args.append(zone)
-            return conn.execute(f"SELECT * FROM compliance_log WHERE {where} ORDER BY ts, zone", args).fetchall()
-        finally:
-            conn.close()
-
     # -- the writer thread -----------------------------------------------------------------------------
     def _series_id(self, asset: str, metric: str) -> int:
         assert self._conn is not None

@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import history
 from gateway.api import GATEWAY, compliance, effects, stream
 from gateway.api.auth import Tokens, json_error, middleware, read_object, requires
 from gateway.api.openapi import document as openapi_document
@@ -115,7 +116,7 @@ async def telemetry(request: web.Request) -> web.Response:
     since = _int_param(request, "since", 0)
     limit = max(1, min(_int_param(request, "limit", 1000), MAX_READINGS))
     asset, metric = request.query.get("asset"), request.query.get("metric")
-    rows, oldest = await asyncio.to_thread(store.read_telemetry, since, limit + 1, asset, metric)
+    rows, oldest = await asyncio.to_thread(history.read_telemetry, store.path, since, limit + 1, asset, metric)
     more = len(rows) > limit
     rows = rows[:limit]
     return _json({"from": since, "to": rows[-1][0] if rows else since, "more": more, "oldest": oldest,

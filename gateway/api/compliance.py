@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
+from gateway import history
 from gateway.api import GATEWAY
 from gateway.api.auth import json_error, requires
 
@@ -64,7 +65,7 @@ async def history_csv(request: web.Request) -> web.Response:
     since = _time(request, "from", until - 86400)
     if since >= until:
         raise json_error(web.HTTPBadRequest, "bad_request", "`from` must be before `to`")
-    rows = await asyncio.to_thread(gw.store.read_compliance, since, until, request.query.get("zone"))
+    rows = await asyncio.to_thread(history.read_compliance, gw.store.path, since, until, request.query.get("zone"))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180
     writer.writerow(COLUMNS)

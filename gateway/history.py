@@ -1,0 +1,45 @@
+"""Reading the store's history: telemetry paged by sequence number, and the sound-level compliance log. Each call
+opens a read-only connection of its own, from a thread of the caller's (never the loop): WAL lets it read beside
+the store's writer without waiting for it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def _reader(path: Path) -> Iterator[sqlite3.Connection]:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
+        yield conn
+
+
+def read_telemetry(path: Path, since: int, limit: int, asset: str | None = None,
+                   metric: str | None = None) -> tuple[list[tuple[int, float, str, str, float]], int | None]:
+    """Committed readings after sequence number `since`, oldest first, at most `limit`: (seq, ts, asset, metric,
+    value) rows, and the oldest sequence number still kept (None: no telemetry)."""
+    where: list[str] = ["t.rowid > ?"]
+    args: list[object] = [since]
+    for column, value in (("s.asset", asset), ("s.metric", metric)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    with _reader(path) as conn:
+        rows = conn.execute(
+            "SELECT t.rowid, t.ts, s.asset, s.metric, t.value FROM telemetry t JOIN series s ON s.id = t.series "
+            f"WHERE {' AND '.join(where)} ORDER BY t.rowid LIMIT ?", [*args, limit]).fetchall()
+        oldest = conn.execute("SELECT min(rowid) FROM telemetry").fetchone()[0]
+    return rows, oldest
+
+
+def read_compliance(path: Path, since: float, until: float, zone: str | None = None) -> list[tuple[Any, ...]]:
+    """Compliance log rows with since <= ts < until, oldest first."""
+    where, args = "ts >= ? AND ts < ?", list[object]([since, until])
+    if zone is not None:
+        where += " AND zone = ?"
+        args.append(zone)
+    with _reader(path) as conn:
+        return conn.execute(f"SELECT * FROM compliance_log WHERE {where} ORDER BY ts, zone", args).fetchall()

@@ -79,7 +79,7 @@ class ComplianceMonitor:
         self._alert = alert
         self._wanted = {z.zone: z.meter for z in settings.zones}
         self.zones: dict[str, ZoneLevels] = {}
-        self._zone_of: dict[str, str | None] = {}  # asset -> zone, cached: assets do not move often
+        self._zone_of: dict[str, str] = {}  # asset -> zone, cached: assets do not move often
         self.ignored_meters: set[str] = set()
         self.readings = 0
 
@@ -103,10 +103,12 @@ class ComplianceMonitor:
             self._evaluate(zl)
 
     def _zone_for(self, asset_id: str) -> ZoneLevels | None:
-        if asset_id not in self._zone_of:
+        zone = self._zone_of.get(asset_id)
+        if zone is None:  # not cached until the asset is known with a zone: it may be declared later
             found = self._twin.get(asset_id)
-            self._zone_of[asset_id] = found.zone if found is not None else None
-        zone = self._zone_of[asset_id]
+            zone = found.zone if found is not None else None
+            if zone is not None:
+                self._zone_of[asset_id] = zone
         if zone is None or (self._wanted and zone not in self._wanted):
             return None
         zl = self.zones.get(zone)

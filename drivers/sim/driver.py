@@ -115,6 +115,8 @@ class SimVenueDriver(Driver[SimOptions]):
         for asset_id, (kind, zone) in self.venue.layout.assets().items():
             if asset_id not in measured:
                 self.ctx.declare(asset_id, kind, zone)
+        for z in self.options.zones:  # what occupancy is a share of (the audience-mood model's fill)
+            self.ctx.report(f"zone:{z.name}", {"capacity": z.capacity})
         self.ctx.declare("show", "show")
 
     async def stop(self) -> None:

@@ -1,5 +1,5 @@
-"""The virtual venue's physics: crowd, sound levels and air per zone, amplifier racks with a thermal model,
-mains circuits, and scheduled equipment faults. Pure computation (no I/O, no clock): stepping it with the
+"""The virtual venue's physics: crowd, sound levels, crowd microphones and air per zone, amplifier racks with a
+thermal model, mains circuits, and scheduled equipment faults. Pure computation (no I/O, no clock): stepping it with the
 same seed and the same steps gives the same readings, so tests and model training can rely on it.
 """
 
@@ -15,12 +15,19 @@ import numpy as np
 from drivers.sim.show import Show, ShowTiming
 from gateway.readings import Reading
 
-FaultKind = Literal["fan_stall", "driver_open", "driver_short", "breaker_trip", "sensor_drift"]
-AMP_FAULTS: tuple[FaultKind, ...] = ("fan_stall", "driver_open", "driver_short", "sensor_drift")
+FaultKind = Literal["fan_stall", "driver_open", "driver_short", "breaker_trip", "sensor_drift", "thermal_runaway"]
+AMP_FAULTS: tuple[FaultKind, ...] = ("fan_stall", "driver_open", "driver_short", "sensor_drift", "thermal_runaway")
 
 RATED_W = 1200.0  # per amplifier channel
 FULL_DRIVE_DB = 106.0  # PA level at which the amplifiers deliver their rated power
 MAINS_V = 230.0
+# The spectra at a crowd microphone, in dB relative to each source's A-weighted level, for the bands
+# low (63-250 Hz), mid (500 Hz-2 kHz) and high (4-8 kHz): music through a PA is heavy in the low end, a cheering
+# crowd is a mid and high sound. The microphone faces the crowd and rejects the PA by PA_REJECTION_DB.
+PA_BANDS_DB = np.array([4.0, -3.0, -9.0])
+CROWD_BANDS_DB = np.array([-14.0, 0.0, -4.0])
+MIC_BANDS = ("band_low_db", "band_mid_db", "band_high_db")
+PA_REJECTION_DB = 8.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class VenueLayout:
             out[f"zone:{z.name}"] = ("zone", z.name)
             out[f"spl:{z.name}"] = ("spl_meter", z.name)
             out[f"env:{z.name}"] = ("environment", z.name)
+            out[f"mic:{z.name}"] = ("crowd_mic", z.name)
         for r in range(self.racks):
             for c in range(self.channels_per_rack):
                 out[amp_id(r, c)] = ("amplifier", "stage")
@@ -113,6 +121,8 @@ class VirtualVenue:
         self._fan = np.full(n, 1400.0)
         self._protect = np.zeros(n, dtype=bool)
         self.enabled = np.ones(n, dtype=bool)
+        # How much more of the PA the crowd microphones hear than designed (dB): a mic turned towards a stack.
+        self.pa_leak_db = 0.0
         self.gain_db = np.zeros(n)
         self._circuit_ids = [circuit_id(i) for i in range(layout.circuits)]
 
@@ -130,11 +140,13 @@ class VirtualVenue:
                 return "breaker_trip"
         return None
 
-    def _masks(self, t: float) -> tuple[dict[FaultKind, Any], Any, Any]:
-        """Which amplifiers each fault kind affects now, each one's sensor drift, and the tripped circuits."""
+    def _masks(self, t: float) -> tuple[dict[FaultKind, Any], Any, Any, Any]:
+        """Which amplifiers each fault kind affects now, each one's sensor drift and lost cooling, and the
+        tripped circuits."""
         n = len(self._amp_ids)
         masks = {k: np.zeros(n, dtype=bool) for k in AMP_FAULTS}
         drift = np.zeros(n)
+        clogged = np.zeros(n)  # share of the cooling lost
         tripped = np.zeros(self.layout.circuits, dtype=bool)
         for f in self.faults:
             if not f.active(t):
@@ -146,7 +158,9 @@ class VirtualVenue:
                 masks[f.kind][i] = True
                 if f.kind == "sensor_drift":
                     drift[i] = 0.5 * (t - f.start) / 60  # half a degree a minute
-        return masks, drift, tripped
+                elif f.kind == "thermal_runaway":  # a heatsink clogging up: cooling lost over ten minutes
+                    clogged[i] = min(0.8, (t - f.start) / 750)
+        return masks, drift, clogged, tripped
 
     def step(self, t: float, dt: float, ts: float) -> list[Reading]:
         """Advance the physics by `dt` seconds to show time `t`; the readings are stamped `ts`."""
@@ -161,6 +175,10 @@ class VirtualVenue:
         music_at = music - 10 * np.log10(np.maximum(self._distance, 5.0) / 20.0)
         crowd_db = 62 + 30 * energy * fill
         laeq = 10 * np.log10(10 ** (music_at / 10) + 10 ** (crowd_db / 10)) + rng.normal(0, 0.4, len(energy))
+        pa_at_mic = (music_at - PA_REJECTION_DB + self.pa_leak_db)[:, None] + PA_BANDS_DB
+        crowd_at_mic = (crowd_db + 6)[:, None] + CROWD_BANDS_DB  # the microphone is in the crowd
+        bands = 10 * np.log10(10 ** (pa_at_mic / 10) + 10 ** (crowd_at_mic / 10))
+        bands += rng.normal(0, 0.5, bands.shape)
         vibration = 0.01 + 0.2 * (energy ** 2) * fill + np.abs(rng.normal(0, 0.005, len(energy)))
         k = min(1.0, dt / 600)
         self._temp += (19 + 8 * fill + 2 * energy - self._temp) * k
@@ -176,6 +194,8 @@ class VirtualVenue:
                 Reading(ts, f"env:{z.name}", "humidity_pct", round(float(self._humidity[i]), 1)),
                 Reading(ts, f"env:{z.name}", "co2_ppm", round(float(self._co2[i] + rng.normal(0, 8)), 0)),
             ]
+            out += [Reading(ts, f"mic:{z.name}", band, round(float(v), 2)) for band, v in zip(MIC_BANDS, bands[i],
+                                                                                                strict=True)]
         out += self._amps(t, dt, ts, music, float(np.mean(self._temp)) if len(self._temp) else 22.0,
                           float(np.mean(energy)) if len(energy) else 0.0)
         return out
@@ -183,7 +203,7 @@ class VirtualVenue:
     def _amps(self, t: float, dt: float, ts: float, music: float, ambient: float, energy: float) -> list[Reading]:
         rng = self._rng
         n = len(self._amp_ids)
-        masks, drift, tripped = self._masks(t)
+        masks, drift, clogged, tripped = self._masks(t)
         powered = ~tripped[self._amp_circuit] & self.enabled if n else np.zeros(0, dtype=bool)
         load = self._nominal_ohm * (1 + 0.003 * (self._amp_temp - 25)) * (1 + rng.normal(0, 0.004, n))
         load = np.where(masks["driver_open"], load * 2.0, load)
@@ -194,7 +214,7 @@ class VirtualVenue:
         power = RATED_W * np.clip(drive, 0, 1) * (self._nominal_ohm / load)
         power = np.where(powered & ~self._protect, np.clip(power, 0, 2 * RATED_W), 0.0)
         current = np.where(powered, (power / 0.82 + np.where(self._protect, 15.0, 25.0)) / MAINS_V, 0.0)
-        cooling = 0.25 + 0.75 * self._fan / 4500
+        cooling = (0.25 + 0.75 * self._fan / 4500) * (1 - clogged)
         target = ambient + 6 + 45 * (power / RATED_W) / cooling
         self._amp_temp += (target - self._amp_temp) * min(1.0, dt / 150)
         fan_target = np.clip(1400 + 120 * (self._amp_temp - 38), 1400, 4500)

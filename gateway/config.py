@@ -13,6 +13,7 @@ from typing import Any, Literal
 from gateway import registry
 from gateway.cloud.settings import CloudSection
 from gateway.compliance.settings import ComplianceSection
+from gateway.inference.settings import InferenceSection
 from gateway.schema import Problem, check_all, setting
 
 Role = Literal["viewer", "operator", "admin"]
@@ -162,6 +163,10 @@ class PresetSection:
     width: int = setting(1, min=1, max=16)  # chase: zones lit at once
     step_ms: int = setting(100, min=0, max=2550)  # wave: delay from one zone to the next
     zones: list[str] = field(default_factory=list)  # default zones; empty: all
+    # "energy": the intensity is scaled by the crowd energy the audience-mood model gives the preset's zones,
+    # from `min_intensity` (a calm room) to `intensity` (energy 1).
+    intensity_from: Literal["fixed", "energy"] = "fixed"
+    min_intensity: float = setting(0.2, min=0, max=1)
 
     def effect_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"kind": self.kind, "colour": self.colour, "intensity": self.intensity,
@@ -235,6 +240,7 @@ class Config:
     drivers: list[DriverConfig]
     cloud: CloudSection | None = None  # no section: the box keeps everything local
     compliance: ComplianceSection | None = None  # no section: sound levels are logged, not judged
+    inference: InferenceSection | None = None  # no section: no models run
 
     @property
     def data_dir(self) -> Path:
@@ -252,7 +258,7 @@ class ConfigError(Exception):
 
 
 # Units the gateway runs itself: a driver may not take their names.
-SERVICE_NAMES = ("api", "cloud")
+SERVICE_NAMES = ("api", "cloud", "inference")
 
 
 def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverConfig | None:
@@ -291,6 +297,7 @@ class _Sections:
     show: ShowSection = field(default_factory=ShowSection)
     cloud: CloudSection | None = None
     compliance: ComplianceSection | None = None
+    inference: InferenceSection | None = None
     drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -312,7 +319,7 @@ def parse(path: Path, text: str) -> Config:
         raise ConfigError(path, problems)
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
                   sections.loop, sections.dmx, sections.show, [d for d in drivers if d is not None], sections.cloud,
-                  sections.compliance)
+                  sections.compliance, sections.inference)
 
 
 def load(path: str | os.PathLike[str]) -> Config:

@@ -25,6 +25,7 @@ from gateway.compliance.monitor import ComplianceMonitor
 from gateway.config import Config, DriverConfig
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
+from gateway.inference.service import InferenceService
 from gateway.looplag import LoopLag
 from gateway.metrics import build_registry
 from gateway.outbox import OutboxSettings, event_payload
@@ -152,6 +153,10 @@ class Gateway:
         sys.setswitchinterval(GIL_SWITCH_S)
         await self.store.open(self.twin)
         self.supervisor.add("api", "service", lambda: ApiService(self, self._tokens))
+        if self.config.inference is not None:
+            inference = self.config.inference
+            self.supervisor.add("inference", "service", lambda: InferenceService(
+                inference, self.config.path.parent, self.twin, self.ingest, self.alerts))
         if self.config.cloud is not None:
             self.supervisor.add("cloud", "service", self._cloud_factory())
             self.show.on_fire(self._fired)

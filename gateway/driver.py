@@ -72,6 +72,13 @@ class DriverContext:
         """The core's alerts (sound-level compliance, ...): `listener(kind, text, document)`."""
         return self._alerts.listen(listener)
 
+    def on_readings(self, listener: Callable[[Sequence[Reading], str | None], None]) -> Callable[[], None]:
+        """Every batch of readings as it goes into the twin (the audience-mood energies for OSC feedback, ...):
+        `listener(readings, owner)`, on the loop; keep it quick."""
+        observers = self._ingest.observers
+        observers.append(listener)
+        return lambda: observers.remove(listener) if listener in observers else None
+
     def on_desired(self, handler: Callable[[str, Mapping[str, Any]], None]) -> Callable[[], None]:
         return self._twin.on_desired(self.name, handler)
 

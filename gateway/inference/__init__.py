@@ -1,0 +1,1 @@
+"""Edge inference: the ONNX models (equipment anomaly, audience mood), their front end and their runtime."""

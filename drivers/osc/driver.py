@@ -8,9 +8,10 @@ Addresses: `/vg/preset/{name}/fire` (optional args: zone names), `/vg/effect/sto
 and every DMX level to 0), `/vg/tempo ,f BPM`, `/vg/tempo/tap`, `/vg/dmx/{universe}/{channel} ,i|f` (0-255, or
 0.0-1.0) and `/vg/ping` (answered with `/vg/out/pong`). Every effect fired, from here or elsewhere, is told as
 `/vg/out/effect/fired ,ss PRESET EFFECT_ID` (and `/vg/out/alert ,ss not_sent TEXT` for a transmitter that could
-not send it); the core's alerts (a zone near or over its sound-level limit) go out as `/vg/out/alert ,ss KIND TEXT`
-too. Routes in the configuration map any other address pattern (a console's own cue messages) to one of these;
-anything else is answered with `/vg/out/alert ,ss KIND TEXT`.
+not send it); the core's alerts (a zone near or over its sound-level limit, an equipment anomaly) go out as
+`/vg/out/alert ,ss KIND TEXT` too, and each zone's crowd energy from the audience-mood model as
+`/vg/out/zone/{zone}/energy ,f` (0..1, every inference cycle). Routes in the configuration map any other address
+pattern (a console's own cue messages) to one of these; anything else is answered with `/vg/out/alert ,ss KIND TEXT`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from drivers.osc import slip
 from gateway.config import parse_listen
 from gateway.driver import Driver, DriverContext, NotReady
+from gateway.readings import Reading
 from gateway.schema import Problem, setting
 from gateway.show.effects import EffectError
 from gateway.show.engine import Fired, UnknownPreset
@@ -155,7 +157,8 @@ class OscDriver(Driver[OscOptions]):
     def attach(self) -> None:
         super().attach()
         self._undo = [self.ctx.show.on_fire(self._fired),
-                      self.ctx.on_alert(lambda kind, text, doc: self.alert(kind, text))]
+                      self.ctx.on_alert(lambda kind, text, doc: self.alert(kind, text)),
+                      self.ctx.on_readings(self._readings)]
 
     def detach(self) -> None:
         for undo in self._undo:
@@ -335,6 +338,11 @@ class OscDriver(Driver[OscOptions]):
                 self.counts["send_errors"] += 1
                 continue
             self.counts["sent"] += 1
+
+    def _readings(self, readings: Sequence[Reading], owner: str | None) -> None:
+        for r in readings:  # the audience-mood model's `mood:<zone>` assets
+            if r.metric == "energy" and r.asset.startswith("mood:"):
+                self.send(f"/vg/out/zone/{r.asset[5:]}/energy", float(r.value))
 
     def alert(self, kind: str, text: str) -> None:
         self.ctx.log.info("OSC %s: %s", kind, text)

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.config import PresetSection, ShowSection
@@ -136,6 +136,8 @@ class ShowEngine:
         """Fire a preset (or an inline effect) in `zones` (default: the preset's, else all) after `lead_ms`."""
         effect, found = self.effect_of(preset, inline)
         names = self._zones(zones or (list(found.zones) if found is not None and found.zones else None))
+        if found is not None and found.intensity_from == "energy":
+            effect = self._by_energy(effect, found, names)
         return self._fire(effect, preset, names, self.settings.lead_ms if lead_ms is None else lead_ms)
 
     def fire_request(self, doc: dict[str, Any], extra: tuple[str, ...] = ()) -> Fired:
@@ -155,6 +157,22 @@ class ShowEngine:
         if lead is not None and (not isinstance(lead, int) or isinstance(lead, bool)):
             raise EffectError("lead_ms must be a whole number of milliseconds")
         return self.fire(preset, inline, zones, lead)
+
+    def _by_energy(self, effect: Effect, preset: PresetSection, names: tuple[str, ...]) -> Effect:
+        """The preset's intensity scaled by the mean crowd energy of its zones (the `mood:<zone>` assets); without
+        an energy for any of them, the preset's own intensity."""
+        energies = []
+        for name in names or tuple(self.zones):
+            asset = self._twin.get(f"mood:{name}")
+            value = asset.reported.get("energy") if asset is not None else None
+            if isinstance(value, int | float) and 0 <= value <= 1:
+                energies.append(float(value))
+        if not energies:
+            log.info("preset %s: no crowd energy known for its zones; intensity %.2f", preset.name, effect.intensity)
+            return effect
+        energy = sum(energies) / len(energies)
+        low = min(preset.min_intensity, effect.intensity)
+        return replace(effect, intensity=round(low + (effect.intensity - low) * energy, 3))
 
     def stop(self) -> Fired:
         """Stop every effect: a blackout of the wristbands with no lead time (each zone still by its delay)."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bench import api, ble, ble_frames, cloud, ingest, laeq, modbus, show, venue, wristband
+from bench import api, ble, ble_frames, cloud, inference, ingest, laeq, modbus, show, venue, wristband
 from bench.common import HEADERS, Figure, exit_on_signals, figures_table, table, title
 
 BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
@@ -27,6 +27,7 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("ble", ble.run),
     ("modbus", modbus.run),
     ("laeq", laeq.run),
+    ("inference", inference.run),
 ]
 
 

@@ -19,8 +19,10 @@ say "virtual environment in $PREFIX"
 "$PYTHON" -m venv "$PREFIX"
 "$PREFIX/bin/pip" install -q --upgrade pip
 "$PREFIX/bin/pip" install -q "$src"
-mkdir -p "$PREFIX/share"
+mkdir -p "$PREFIX/share" "$PREFIX/models"
 cp "$src/README.md" "$PREFIX/share/README.md"
+# The shipped models and their cards; a venue replaces a model by renaming a new file over it (hot-reloaded).
+cp "$src"/models/*.onnx "$src"/models/*.md "$PREFIX/models/"
 
 mkdir -p "$ETC/tokens"
 chmod 0750 "$ETC/tokens"

@@ -4,6 +4,7 @@ feedback read by liblo's oscdump; bundles with future timetags wait on the loop,
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pythonosc.osc_bundle_builder import OscBundleBuilder
@@ -21,7 +23,7 @@ from drivers.osc.driver import OscDriver, OscOptions, pattern
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.twin import Twin
-from tests.conftest import Daemon, free_port, require
+from tests.conftest import OPERATOR, Daemon, free_port, require
 
 
 @given(st.lists(st.binary(min_size=1, max_size=300), max_size=6))
@@ -225,6 +227,41 @@ destinations = ["127.0.0.1:{dump_port}"]
         assert '"sound_level"' in line and "over the 60 dB limit" in line
         zones = d.get("/api/v1/compliance")["zones"]
         assert zones and all(z["limits"][0]["state"] == "over" for z in zones.values())
+    finally:
+        dump.proc.kill()
+        d.terminate()
+
+
+def test_crowd_energy_reaches_front_of_house_and_drives_a_preset(daemon_factory: Any, tmp_path: Path) -> None:
+    """The audience-mood model's energy per zone goes out as /vg/out/zone/{zone}/energy; the demo's `chorus`
+    preset (intensity_from = "energy") is as bright as the crowd is lively. A small mood model with a one-second
+    window stands in for the shipped one here, so the test need not wait for its two-minute window."""
+    require(shutil.which("oscdump") is not None, "liblo's oscdump (Debian package liblo-tools)")
+    from tests import onnx_files
+
+    (tmp_path / "mood.onnx").write_bytes(onnx_files.mood(onnx_files.mood_spec(version="osc-1", bin_s=0.5)))
+    osc_port, dump_port = free_port(), free_port()
+    dump = Dump(dump_port)
+    d: Daemon = daemon_factory(extra=f"""
+[drivers.console]
+type = "osc"
+listen = "127.0.0.1:{osc_port}"
+destinations = ["127.0.0.1:{dump_port}"]
+""")
+    text = d.config.read_text()
+    d.config.write_text(text.replace('mood_model = "../models/audience_mood.onnx"',
+                                     f'mood_model = "{tmp_path / "mood.onnx"}"'))
+    d.start()
+    try:
+        line = dump.wait_for("/vg/out/zone/floor/energy", timeout=15)
+        assert " f " in line and 0.0 <= float(line.split()[-1]) <= 1.0
+        assert d.get("/api/v1/twin")["assets"]["inference"]["reported"]["audience_mood"]["version"] == "osc-1"
+        energy = d.get("/api/v1/twin")["assets"]["mood:floor"]["reported"]["energy"]
+        status, _, body = d.request("POST", "/api/v1/effects", OPERATOR, {"preset": "chorus", "zones": ["floor"]})
+        assert status == 202
+        last = d.get("/api/v1/twin")["assets"]["show_control"]["reported"]["last_effect"]
+        assert last["effect_id"] == json.loads(body)["effect_id"]
+        assert last["effect"]["intensity"] == pytest.approx(0.3 + 0.7 * energy, abs=0.05)
     finally:
         dump.proc.kill()
         d.terminate()

@@ -25,7 +25,6 @@ from gateway.compliance.monitor import ComplianceMonitor
 from gateway.config import Config, DriverConfig
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
-from gateway.inference.service import InferenceService
 from gateway.looplag import LoopLag
 from gateway.metrics import build_registry
 from gateway.outbox import OutboxSettings, event_payload
@@ -154,6 +153,9 @@ class Gateway:
         await self.store.open(self.twin)
         self.supervisor.add("api", "service", lambda: ApiService(self, self._tokens))
         if self.config.inference is not None:
+            # onnxruntime is loaded only by a box that runs models (some 20 MB resident of its own)
+            from gateway.inference.service import InferenceService
+
             inference = self.config.inference
             self.supervisor.add("inference", "service", lambda: InferenceService(
                 inference, self.config.path.parent, self.twin, self.ingest, self.alerts))

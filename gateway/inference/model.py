@@ -52,8 +52,8 @@ class Model:
     classes: tuple[str, ...]  # audience_mood: the class names
 
     def run(self, inputs: dict[str, npt.NDArray[np.float64]]) -> Outputs:
-        """One call for every group (runs in the model's worker thread)."""
-        names = [n for n in output_names(self.spec) if n.rsplit("_", 1)[0] in inputs]
+        """One call for every group, each fed (runs in the model's worker thread)."""
+        names = output_names(self.spec)
         return dict(zip(names, self.session.run(names, inputs), strict=True))
 
     def document(self) -> dict[str, Any]:

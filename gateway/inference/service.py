@@ -306,8 +306,9 @@ def _infer(model: Model, front: FrontEnd) -> tuple[list[Batch], Outputs, float]:
     """In the model's worker thread: the features of every group, then one run for all the rows scored."""
     began = time.thread_time()
     batches = front.batches()
-    inputs = {b.group.name: np.ascontiguousarray(b.x[b.scored]) for b in batches if b.scored.any()}
-    outputs = model.run(inputs) if inputs else {}
+    # Every group is fed, with no rows when none is scored: a graph needs all of its inputs.
+    inputs = {b.group.name: np.ascontiguousarray(b.x[b.scored]) for b in batches}
+    outputs = model.run(inputs) if any(b.scored.any() for b in batches) else {}
     return batches, outputs, time.thread_time() - began
 
 

@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 # liblo-tools (oscsend, oscdump) as an independent OSC sender and receiver, mosquitto as the MQTT broker.
 TEST_PEERS := util-linux mount tshark ola socat liblo-tools mosquitto
 
-.PHONY: run test lint unit bench peers clean
+.PHONY: run test lint unit bench eval models peers clean
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "venue-gateway needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -25,7 +25,11 @@ $(VENV)/.runtime: $(VENV)/.created pyproject.toml
 	@touch $@
 
 $(VENV)/.test: $(VENV)/.runtime
-	$(BIN)/pip install -q -e '.[sim,test]'
+	$(BIN)/pip install -q -e '.[sim,test,train]'
+	@touch $@
+
+$(VENV)/.train: $(VENV)/.runtime
+	$(BIN)/pip install -q -e '.[sim,train]'
 	@touch $@
 
 run: $(VENV)/.runtime
@@ -39,7 +43,7 @@ peers:
 	fi
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check gateway drivers tests bench
+	$(BIN)/ruff check gateway drivers models tests bench
 	$(BIN)/mypy
 
 unit: $(VENV)/.test peers
@@ -49,6 +53,16 @@ test: lint unit
 
 bench: $(VENV)/.runtime peers
 	$(BIN)/python -m bench
+
+# The shipped models/*.onnx are what this writes: trained on the virtual venue with fixed seeds.
+models: $(VENV)/.train
+	$(BIN)/python -m models.train
+
+# The models on held-out virtual shows, and the anomaly method on NAB's real data (NAB=path of a NAB-format copy).
+NAB ?= ../shared/data/nab
+eval: $(VENV)/.train
+	$(BIN)/python -m models.evaluate
+	$(BIN)/python -m models.nab $(NAB)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,11 +1,12 @@
 """Edge inference: one cycle of both shipped models for 256 amplifier channels, 16 mains circuits and 64 zones,
 the event-loop lag while they run, and the resident memory they add.
 
-In a child process of its own (so the memory figure is the models' alone): a virtual venue of that size steps once
-a second on the loop and publishes through the real ingest (twin, SQLite store) as the sim driver does; the
-inference service runs the shipped models/*.onnx on it. The memory added is VmRSS after some cycles minus VmRSS
-before onnxruntime was imported (onnxruntime's own library counts against the models). The loop's lag is
-sampled every 10 ms, first without the models (same venue, same feed: the peer), then with them.
+In a child process: a virtual venue of that size steps once a second on the loop and publishes through the real
+ingest (twin, SQLite store) as the sim driver does; the inference service runs the shipped models/*.onnx on it.
+The loop's lag is sampled every 10 ms, first without the models (same venue, same feed: the peer), then with them.
+The memory the models add is measured in another child, without the feed (whose twin change log and store queues
+grow on their own): VmRSS with the venue's readings in hand, then after importing onnxruntime, loading both files,
+filling both front ends' windows for every row and running five cycles (onnxruntime's library counts).
 """
 
 from __future__ import annotations
@@ -72,7 +73,6 @@ async def _child(seconds: float, models: Path) -> dict[str, Any]:
     feeder = asyncio.create_task(feed())
     idle: list[float] = []
     await _lag(min(30.0, seconds / 2), idle)
-    rss_before = proc_status(os.getpid())["VmRSS"]
     from gateway.alerts import Alerts
     from gateway.inference.service import InferenceService
 
@@ -98,7 +98,6 @@ async def _child(seconds: float, models: Path) -> dict[str, Any]:
                     cycles[s.kind].append(s.cycle_ms)
         if time.monotonic() - began < warm:
             lag.clear()
-    rss_after = proc_status(os.getpid())["VmRSS"]
     rows = {b.group.name: len(b.keys) for s in service.slots if s.front for b in s.front.batches()}
     scored = sum(1 for a in twin.assets().values() if a.reported.get("anomaly") == "ok")
     for task in (runner, feeder):
@@ -108,8 +107,36 @@ async def _child(seconds: float, models: Path) -> dict[str, Any]:
     store.stop()
     await asyncio.gather(flush, return_exceptions=True)
     await store.close(twin)
-    return {"cycles": cycles, "lag": lag, "idle": idle, "rss_kb": rss_after - rss_before, "rows": rows,
+    return {"cycles": cycles, "lag": lag, "idle": idle, "rows": rows,
             "ok": scored, "versions": {s.kind: s.model.spec.version if s.model else s.error for s in service.slots}}
+
+
+def _memory(models: Path) -> dict[str, Any]:
+    from drivers.sim.venue import VenueLayout, VirtualVenue, Zone
+
+    layout = VenueLayout(tuple(Zone(f"z{i:02d}", 400, 5.0 + i) for i in range(ZONES)), RACKS, CHANNELS, CIRCUITS)
+    venue, assets = VirtualVenue(7, layout, []), layout.assets()
+    steps = [venue.step(7200.0 + i, 1.0, 7200.0 + i) for i in range(1, 601)]  # ten minutes of readings
+    before = proc_status(os.getpid())["VmRSS"]
+    import numpy as np
+
+    from gateway.inference.features import FrontEnd
+    from gateway.inference.model import load
+
+    loaded = [load(models / "equipment_anomaly.onnx", "equipment_anomaly"),
+              load(models / "audience_mood.onnx", "audience_mood")]
+    fronts = [FrontEnd(m.spec, assets.get) for m in loaded]
+    for z in layout.zones:
+        fronts[1].set_capacity(z.name, z.capacity)
+    for i, readings in enumerate(steps, start=1):
+        for front in fronts:
+            front.observe(readings)
+            if i % 5 == 0:
+                front.close_bin()
+    for _ in range(5):
+        for model, front in zip(loaded, fronts, strict=True):
+            model.run({b.group.name: np.ascontiguousarray(b.x[b.scored]) for b in front.batches()})
+    return {"rss_kb": proc_status(os.getpid())["VmRSS"] - before}
 
 
 def run(seconds: float = 240.0, models: Path = ROOT / "models") -> list[Figure]:
@@ -120,6 +147,9 @@ def run(seconds: float = 240.0, models: Path = ROOT / "models") -> list[Figure]:
     if proc.returncode != 0:
         raise RuntimeError(f"the inference bench failed:\n{proc.stderr[-3000:]}")
     doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    memory = subprocess.run([PYTHON, "-m", "bench.inference", "--memory", "--models", str(models)], cwd=ROOT,
+                            capture_output=True, text=True, check=True)
+    doc.update(json.loads(memory.stdout.strip().splitlines()[-1]))
     cycles = doc["cycles"]
     both = [a + b for a, b in zip(cycles["equipment_anomaly"], cycles["audience_mood"], strict=False)]
     lag, idle = [x * 1000 for x in doc["lag"]], [x * 1000 for x in doc["idle"]]
@@ -131,7 +161,8 @@ def run(seconds: float = 240.0, models: Path = ROOT / "models") -> list[Figure]:
           f"max {max(both):.2f} ms")
     print(f"  loop lag with the models p50 {percentile(lag, 50):.2f} / p99 {percentile(lag, 99):.2f} ms; "
           f"without (same feed) p99 {percentile(idle, 99):.2f} ms")
-    print(f"  resident memory added by onnxruntime, both sessions and the ring buffers: {doc['rss_kb'] / 1024:.1f} MB")
+    print(f"  resident memory added by onnxruntime, both sessions, full windows and a cycle: "
+          f"{doc['rss_kb'] / 1024:.1f} MB")
     return [
         Figure("inference cycle CPU, 256 assets + 64 zones (max)", max(both), "ms", 10.0),
         Figure("loop lag p99 while inference runs", percentile(lag, 99), "ms", 5.0, peer=percentile(idle, 99),
@@ -143,10 +174,13 @@ def run(seconds: float = 240.0, models: Path = ROOT / "models") -> list[Figure]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--child", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=240.0)
     parser.add_argument("--models", type=Path, default=ROOT / "models", help="the directory of the .onnx files")
     args = parser.parse_args()
-    if args.child:
+    if args.memory:
+        print(json.dumps(_memory(args.models)))
+    elif args.child:
         print(json.dumps(asyncio.run(_child(args.child, args.models))))
     else:
         run(args.seconds, args.models)

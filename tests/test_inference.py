@@ -71,6 +71,19 @@ def test_a_missing_optional_channel_is_imputed_and_flagged() -> None:
     assert fe.batches()[0].x.tolist() == [[96.0, 1.0]]
 
 
+def test_rows_grow_past_the_first_allocation() -> None:
+    kinds = {f"amp:{i}": ("amplifier", "stage") for i in range(100)} | {f"spl:{i}": ("spl_meter", f"z{i}")
+                                                                         for i in range(40)}
+    amps, zones = (FrontEnd(parse(json.dumps(s)), kinds.get) for s in (files.equipment_spec(), files.mood_spec()))
+    for i in range(40):
+        zones.set_capacity(f"z{i}", 100.0 + i)
+    feed(amps, 4, lambda b: [r for i in range(100) for r in amp(f"amp:{i}", 40.0 + i + b, 1.0 + b)])
+    feed(zones, 4, lambda b: [Reading(1e9, f"spl:{i}", "laeq_db", 80.0 + i) for i in range(40)])
+    (a,), (z,) = amps.batches(), zones.batches()
+    assert a.scored.all() and a.x[99, 0] == pytest.approx(139 + 2.5) and len(a.keys) == 100
+    assert z.scored.all() and z.keys[39] == "z39" and z.x[39, 0] == 119.0
+
+
 def test_a_specification_the_runtime_cannot_follow_is_refused() -> None:
     spec = files.equipment_spec()
     for broken, message in [({**spec, "format": 9}, "format 9 is unknown"),

@@ -47,6 +47,8 @@ class _Buffers:
         self.keys: list[str] = []
         self.channel = {c: i for i, c in enumerate(group.channels)}
         self.held: set[int] = set()  # rows whose baselines stand still
+        self.spread = sorted({self.channel[f.channels[0]] for f in group.features if f.op in ("slope", "std")})
+        self.stuck = [self.channel[c] for c in group.stuck_check]
         self._alloc(16)
 
     def _alloc(self, capacity: int) -> None:
@@ -136,7 +138,8 @@ class FrontEnd:
     def set_capacity(self, zone: str, capacity: float) -> None:
         for b in self.buffers:
             if b.group.rows == "zone":
-                b.capacity[b.row(zone)] = capacity
+                row = b.row(zone)  # first: it may grow the arrays
+                b.capacity[row] = capacity
 
     def close_bin(self) -> None:
         """End the current bin: its means go into the ring (NaN where nothing came)."""
@@ -155,23 +158,33 @@ class FrontEnd:
     def _batch(self, b: _Buffers) -> Batch:
         spec, g = self.spec, b.group
         n, w = len(b.keys), spec.window_bins
-        order = (np.arange(w) + self._pos + 1) % w
-        x = b.ring[:n][:, :, order]  # (rows, channels, bins), oldest first
+        # The ring is read where it lies (no copy into time order): each slot's time, and the recent slots.
+        t = self._t[(np.arange(w) - self._pos - 1) % w]
+        last = (self._pos - np.arange(spec.short_bins)) % w
+        x = b.ring[:n]  # (rows, channels, slots)
         valid = ~np.isnan(x)
         y = np.where(valid, x, 0.0)
         count = valid.sum(axis=2)
-        recent_count = valid[:, :, -spec.short_bins:].sum(axis=2)
+        recent_count = valid[:, :, last].sum(axis=2)
+        nch = len(g.channels)
+        slope, std = np.full((n, nch), np.nan), np.full((n, nch), np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
-            recent = y[:, :, -spec.short_bins:].sum(axis=2) / recent_count
-            ybar = y.sum(axis=2) / count
-            tbar = (valid * self._t).sum(axis=2) / count
-            dt = np.where(valid, self._t - tbar[:, :, None], 0.0)
-            dy = np.where(valid, y - ybar[:, :, None], 0.0)
-            slope = (dt * dy).sum(axis=2) / (dt * dt).sum(axis=2)
-            std = np.sqrt((dy * dy).sum(axis=2) / count)
+            recent = y[:, :, last].sum(axis=2) / recent_count
+            if b.spread:  # least squares and spread only for the channels a feature takes them of
+                c, v = b.spread, valid[:, b.spread]
+                ys, cnt = y[:, c], count[:, c]
+                tbar = (v * t).sum(axis=2) / cnt
+                dt = np.where(v, t - tbar[:, :, None], 0.0)
+                dy = np.where(v, ys - (ys.sum(axis=2) / cnt)[:, :, None], 0.0)
+                slope[:, c] = (dt * dy).sum(axis=2) / (dt * dt).sum(axis=2)
+                std[:, c] = np.sqrt((dy * dy).sum(axis=2) / cnt)
         ok = (count >= spec.min_coverage * w) & (recent_count > 0)
-        span = np.where(valid, x, -np.inf).max(axis=2) - np.where(valid, x, np.inf).min(axis=2)
-        stuck = ok & (count >= 2) & (span == 0) & (ybar != 0)
+        stuck = np.zeros((n, nch), dtype=bool)
+        if b.stuck:
+            xs, v = x[:, b.stuck], valid[:, b.stuck]
+            top = np.where(v, xs, -np.inf).max(axis=2)
+            low = np.where(v, xs, np.inf).min(axis=2)
+            stuck[:, b.stuck] = ok[:, b.stuck] & (count[:, b.stuck] >= 2) & (low == top) & (top != 0)
         self._update_stats(b, recent, ok)
         feats = np.empty((n, len(g.features)))
         defined = np.ones((n, len(g.features)), dtype=bool)

@@ -25,9 +25,9 @@ from gateway.inference.alarms import AlarmRule, Hysteresis
 from gateway.inference.features import FrontEnd
 from gateway.inference.model import Model, load
 from gateway.inference.spec import METADATA_KEY
-from models.dataset import LAYOUT
+from models.dataset import LAYOUT, fault_spans, simulate, zone_energy
 from models.mood import CLASSES, classify
-from models.train import Trained, fault_spans, log, parallel, simulate, train, zone_energy
+from models.train import Trained, log, parallel, train
 
 Array = npt.NDArray[np.float64]
 HELD_OUT = tuple(range(1001, 1011))

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,12 +17,9 @@ import numpy as np
 import numpy.typing as npt
 import sklearn
 
-from drivers.sim.venue import Fault, VirtualVenue, amp_id, circuit_id, random_faults
-from gateway.inference.features import FrontEnd
-from gateway.inference.spec import parse
-from gateway.readings import Reading
+from drivers.sim.venue import Fault
 from models import equipment, mood
-from models.dataset import LAYOUT
+from models.dataset import fault_spans, faulted, simulate, zone_energy
 from models.equipment import GroupModel, ZBaseline
 from models.specs import equipment_spec, mood_spec
 
@@ -59,69 +55,6 @@ def log(text: str) -> None:
 
 
 @dataclass
-class Bin:
-    t: float  # show time (s) at the end of the bin
-    venue: VirtualVenue
-    fronts: list[FrontEnd]
-
-
-def simulate(seed: int, specs: Sequence[dict[str, Any]], *, faults_per_hour: float = 0.0,
-             faults: Sequence[Fault] = (), pa_leak_db: float = 0.0, ble_noise: float = 0.0,
-             drop: frozenset[str] = frozenset(), until: float | None = None, dt: float = 1.0) -> Iterator[Bin]:
-    """models.dataset.night for several specifications at once (one venue, one front end each), with the
-    front ends in reach (to hold baselines as the runtime does) and some sensors absent: `drop` holds asset kinds
-    ("crowd_mic") and kind.metric ("zone.vibration_g") whose readings never arrive; `until`: stop at this show
-    time (s) instead of the end of the night."""
-    venue = VirtualVenue(seed, LAYOUT, [])
-    venue.faults = sorted([*faults, *random_faults(seed, LAYOUT, venue.show, faults_per_hour)], key=lambda f: f.start)
-    venue.pa_leak_db = pa_leak_db
-    assets = LAYOUT.assets()
-    fronts = [FrontEnd(parse(json.dumps(doc)), assets.get) for doc in specs]
-    for front in fronts:
-        for z in LAYOUT.zones:
-            front.set_capacity(z.name, z.capacity)
-    noise = np.random.default_rng([seed, 0xB1E])  # as models.dataset.night draws it
-    kinds = {a: kind for a, (kind, _) in assets.items()}
-    per_bin = round(fronts[0].spec.bin_s / dt)
-    for i, (t, readings) in enumerate(venue.run(end=until, dt=dt), start=1):
-        if ble_noise > 0:
-            readings = [Reading(r.ts, r.asset, r.metric, max(0.0, r.value * (1 + ble_noise * noise.normal())))
-                        if r.metric == "occupancy" else r for r in readings]
-        if drop:
-            readings = [r for r in readings
-                        if kinds.get(r.asset) not in drop and f"{kinds.get(r.asset)}.{r.metric}" not in drop]
-        for front in fronts:
-            front.observe(readings)
-        if i % per_bin == 0:
-            for front in fronts:
-                front.close_bin()
-            yield Bin(t, venue, fronts)
-
-
-def fault_spans(venue: VirtualVenue) -> dict[str, list[Fault]]:
-    """Each asset's faults, an amplifier's including the breaker trips of its circuit (venue.fault_active's truth:
-    rack r hangs on circuit r mod circuits)."""
-    out: dict[str, list[Fault]] = {}
-    layout = venue.layout
-    for f in venue.faults:
-        out.setdefault(f.asset, []).append(f)
-        if f.kind == "breaker_trip":
-            for r in range(layout.racks):
-                if circuit_id(r % layout.circuits) == f.asset:
-                    for c in range(layout.channels_per_rack):
-                        out.setdefault(amp_id(r, c), []).append(Fault(f.kind, amp_id(r, c), f.start, f.end))
-    return out
-
-
-def faulted(spans: dict[str, list[Fault]], asset: str, start: float, end: float) -> str | None:
-    """The kind of a fault on `asset` active at any time in [start, end], else None."""
-    for f in spans.get(asset, ()):
-        if f.start <= end and start < f.end:
-            return f.kind
-    return None
-
-
-@dataclass
 class Rows:
     """One group's scored rows of some nights, with the truth beside them."""
 
@@ -137,12 +70,6 @@ class Rows:
         return Rows(np.concatenate([p.x for p in parts]), [k for p in parts for k in p.key],
                     np.concatenate([p.t for p in parts]), np.concatenate([p.seed for p in parts]),
                     np.concatenate([p.target for p in parts]), [k for p in parts for k in p.kind])
-
-
-def zone_energy(venue: VirtualVenue, zone: str, t: float, span_s: float) -> float:
-    """The scripted energy of a zone, averaged over the `span_s` seconds before `t` (what a recent mean sees)."""
-    d = next(z.distance_m for z in LAYOUT.zones if z.name == zone)
-    return float(np.mean([venue.show.zone_energy(t - k, d) for k in range(int(span_s))]))
 
 
 def collect(seed: int, until: float | None = None, settle_s: float = SETTLE_S) -> dict[str, Rows]:

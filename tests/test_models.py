@@ -20,9 +20,9 @@ from gateway.inference.alarms import Hysteresis
 from gateway.inference.model import load
 from gateway.inference.spec import METADATA_KEY, parse
 from models import equipment, mood
-from models.dataset import LAYOUT
+from models.dataset import LAYOUT, fault_spans, faulted, simulate
 from models.specs import equipment_spec, mood_spec
-from models.train import Rows, collect, fault_spans, faulted, simulate
+from models.train import Rows, collect
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models"
 

@@ -166,6 +166,7 @@ def train(out: Path, *, fit_seeds: Sequence[int] = TRAIN_SEEDS, cal_seeds: Seque
                  f"of the calibration seeds {list(cal_seeds)} is 1; those rows also set the alert thresholds")
     eq_meta = {"alert": extra["alert"], "training": _training(seeds, eq_method)}
     eq_model = equipment.build_onnx(equipment_spec(VERSION), models, eq_meta, MODEL_VERSION)
+    out.mkdir(parents=True, exist_ok=True)
     paths = {"equipment": out / "equipment_anomaly.onnx", "mood": out / "audience_mood.onnx"}
     paths["equipment"].write_bytes(eq_model.SerializeToString())
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -102,7 +103,7 @@ class InferenceService(Unit):
     def health(self) -> dict[str, Any]:
         return {slot.kind: slot.document() for slot in self.slots}
 
-    def _observe(self, readings: Any, owner: str | None = None) -> None:
+    def _observe(self, readings: Sequence[Reading], owner: str | None = None) -> None:
         if owner == OWNER:
             return  # our own results
         for slot in self.slots:

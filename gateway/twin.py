@@ -104,16 +104,18 @@ class Asset:
 
 
 # A change: (version, asset, at, kind, zone, owner, reported patch, desired patch, removed). The patches are the
-# merge patches applied, or None. A plain tuple on purpose: the garbage collector stops tracking a plain tuple
-# of plain values, not a NamedTuple, and 100,000 tracked log entries made each full collection a 20-50 ms
-# pause of the event loop.
-Change = tuple[int, str, float, str, str | None, str | None, JSON | None, JSON | None, bool]
+# merge patches applied, as their JSON, or None. A plain tuple of atomic values on purpose: the garbage collector
+# stops tracking such a tuple, while a tuple holding a dict (even an untracked one) or a NamedTuple stays tracked,
+# and 100,000 tracked log entries made each full collection a 17-50 ms pause of the event loop.
+Change = tuple[int, str, float, str, str | None, str | None, bytes | None, bytes | None, bool]
 
 
 def change_document(change: Change) -> JSON:
+    """The change as it travels; its patches are embedded as the JSON they were kept as (orjson.Fragment)."""
     version, asset, at, kind, zone, owner, reported, desired, removed = change
     return {"version": version, "asset": asset, "at": rfc3339(at), "kind": kind, "zone": zone, "owner": owner,
-            "reported": reported, "desired": desired, "removed": removed}
+            "reported": None if reported is None else orjson.Fragment(reported),
+            "desired": None if desired is None else orjson.Fragment(desired), "removed": removed}
 
 
 class Twin:
@@ -286,8 +288,9 @@ class Twin:
         now = self._clock()
         asset.version = self._version
         asset.updated_at = now
-        self._log.append((self._version, asset.id, now, asset.kind, asset.zone, asset.owner, reported, desired,
-                          removed))
+        self._log.append((self._version, asset.id, now, asset.kind, asset.zone, asset.owner,
+                          None if reported is None else orjson.dumps(reported),
+                          None if desired is None else orjson.dumps(desired), removed))
         if len(self._log) > self._log_size + self._log_size // 4:  # trimmed in steps: amortised O(1)
             drop = len(self._log) - self._log_size
             del self._log[:drop]

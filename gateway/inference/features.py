@@ -53,15 +53,22 @@ class _Buffers:
 
     def _alloc(self, capacity: int) -> None:
         nch = len(self.group.channels)
-        old = (self.ring, self.sum, self.count, self.baseline, self.capacity) if hasattr(self, "ring") else None
+        old = [self.ring, self.filled, self.valid, self.sum, self.count, self.baseline, self.capacity] \
+            if hasattr(self, "ring") else None
+        # The bin means three ways, each written once per bin and read every cycle without a pass to make it:
+        # NaN where a bin had nothing, 0 there, and whether it had something.
         self.ring: Array = np.full((capacity, nch, self.window), np.nan)
+        self.filled: Array = np.zeros((capacity, nch, self.window))
+        self.valid: npt.NDArray[np.bool_] = np.zeros((capacity, nch, self.window), dtype=bool)
         self.sum: Array = np.zeros((capacity, nch))
         self.count: Array = np.zeros((capacity, nch))
         self.baseline: Array = np.full((capacity, nch), np.nan)
         self.capacity: Array = np.full(capacity, np.nan)
         if old is not None:
             n = len(old[0])
-            self.ring[:n], self.sum[:n], self.count[:n], self.baseline[:n], self.capacity[:n] = old
+            for new, kept in zip([self.ring, self.filled, self.valid, self.sum, self.count, self.baseline,
+                                  self.capacity], old, strict=True):
+                new[:n] = kept
 
     def row(self, key: str) -> int:
         i = self.rows.get(key)
@@ -147,8 +154,12 @@ class FrontEnd:
         self.bins += 1
         for b in self.buffers:
             n = len(b.keys)
+            had = b.count[:n] > 0
             with np.errstate(invalid="ignore", divide="ignore"):
-                b.ring[:n, :, self._pos] = np.where(b.count[:n] > 0, b.sum[:n] / b.count[:n], np.nan)
+                means = b.sum[:n] / b.count[:n]
+            b.ring[:n, :, self._pos] = np.where(had, means, np.nan)
+            b.filled[:n, :, self._pos] = np.where(had, means, 0.0)
+            b.valid[:n, :, self._pos] = had
             b.sum[:n] = 0.0
             b.count[:n] = 0.0
 
@@ -161,9 +172,7 @@ class FrontEnd:
         # The ring is read where it lies (no copy into time order): each slot's time, and the recent slots.
         t = self._t[(np.arange(w) - self._pos - 1) % w]
         last = (self._pos - np.arange(spec.short_bins)) % w
-        x = b.ring[:n]  # (rows, channels, slots)
-        valid = ~np.isnan(x)
-        y = np.where(valid, x, 0.0)
+        x, y, valid = b.ring[:n], b.filled[:n], b.valid[:n]  # (rows, channels, slots)
         count = valid.sum(axis=2)
         recent_count = valid[:, :, last].sum(axis=2)
         nch = len(g.channels)
@@ -181,9 +190,8 @@ class FrontEnd:
         ok = (count >= spec.min_coverage * w) & (recent_count > 0)
         stuck = np.zeros((n, nch), dtype=bool)
         if b.stuck:
-            xs, v = x[:, b.stuck], valid[:, b.stuck]
-            top = np.where(v, xs, -np.inf).max(axis=2)
-            low = np.where(v, xs, np.inf).min(axis=2)
+            top = np.fmax.reduce(x, axis=2)[:, b.stuck]  # of the bins that had readings (NaN if none had)
+            low = np.fmin.reduce(x, axis=2)[:, b.stuck]
             stuck[:, b.stuck] = ok[:, b.stuck] & (count[:, b.stuck] >= 2) & (low == top) & (top != 0)
         self._update_stats(b, recent, ok)
         feats = np.empty((n, len(g.features)))

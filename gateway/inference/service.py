@@ -90,7 +90,9 @@ class InferenceService(Unit):
         self._report_status()
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._cycles(slot) for slot in self.slots), asyncio.Future())
+        # The models' cycles are spread over the bin, so their workers do not contend with each other for the cores.
+        await asyncio.gather(*(self._cycles(slot, i / len(self.slots)) for i, slot in enumerate(self.slots)),
+                             asyncio.Future())
 
     async def stop(self) -> None:
         if self._observing:
@@ -166,9 +168,10 @@ class InferenceService(Unit):
             self._twin.report(STATUS_ASSET, {slot.kind: slot.document() for slot in self.slots}, OWNER)
 
     # -- cycles --------------------------------------------------------------------------------------------
-    async def _cycles(self, slot: Slot) -> None:
+    async def _cycles(self, slot: Slot, share: float) -> None:
+        """Every bin, `share` of a bin after the first model's cycles."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        next_at = loop.time() + share * (slot.model.spec.bin_s if slot.model is not None else 0.0)
         while True:
             bin_s = slot.model.spec.bin_s if slot.model is not None else self.settings.reload_check_s
             next_at = max(next_at + bin_s, loop.time())
@@ -239,12 +242,16 @@ class InferenceService(Unit):
                     self._not_finite(slot, model, batch, bad)
             for key, change in slot.hysteresis.update(batch.keys, scores, batch.scored):
                 self._alarm(slot, model, batch, key, change, z[batch.keys.index(key)], scores)
-            for i, key in enumerate(batch.keys):
-                if batch.scored[i]:
-                    readings.append(Reading(now, key, "anomaly_score", round(float(scores[i]), 4)))
-                state = ("alarm" if key in alarmed else "ok") if batch.scored[i] else "not scored"
-                channels = _channels(batch, z[i], model.rule.channel_z) if key in alarmed else ()
-                self._set_state(slot, key, state, channels, batch.reasons[i])
+            # Row by row in plain Python values: a NumPy scalar per row costs more than the row's work.
+            for i, (key, ok, score, reason) in enumerate(zip(batch.keys, batch.scored.tolist(), scores.tolist(),
+                                                             batch.reasons, strict=True)):
+                if ok:
+                    readings.append(Reading(now, key, "anomaly_score", round(score, 4)))
+                if key in alarmed:
+                    self._set_state(slot, key, "alarm" if ok else "not scored",
+                                    _channels(batch, z[i], model.rule.channel_z), reason)
+                else:
+                    self._set_state(slot, key, "ok" if ok else "not scored", (), reason)
             front = slot.front
             if front is not None:
                 front.hold_baselines(batch.group.name, alarmed)
@@ -284,17 +291,18 @@ class InferenceService(Unit):
                 energy[batch.scored], classes[batch.scored] = e, np.where(bad, 0, c)
                 if bad.any():
                     self._not_finite(slot, model, batch, bad)
-            for i, zone in enumerate(batch.keys):
+            for zone, ok, value, cls, missing, reason in zip(batch.keys, batch.scored.tolist(), energy.tolist(),
+                                                             classes.tolist(), batch.missing, batch.reasons,
+                                                             strict=True):
                 asset = f"mood:{zone}"
                 if asset not in slot.state:
                     with contextlib.suppress(TwinFrozen):
                         self._twin.declare(asset, "audience_mood", zone, OWNER)
-                if batch.scored[i]:
-                    readings.append(Reading(now, asset, "energy", round(float(energy[i]), 3)))
-                    state = model.classes[int(classes[i])]
+                if ok:
+                    readings.append(Reading(now, asset, "energy", round(value, 3)))
+                    state = model.classes[cls]
                 else:
                     state = "not scored"
-                missing, reason = batch.missing[i], batch.reasons[i]
                 if slot.state.get(asset) != (state, missing, reason):
                     slot.state[asset] = (state, missing, reason)
                     with contextlib.suppress(TwinFrozen):

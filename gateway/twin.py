@@ -224,15 +224,17 @@ class Twin:
 
     def report(self, asset_id: str, values: Mapping[str, Any], owner: str | None = None) -> None:
         """Merge `values` into the reported state (null deletes a key); creates an unknown asset."""
+        patch = dict(values)
+        encoded = orjson.dumps(patch)  # first: a value JSON cannot carry is refused with nothing changed
         asset = self._assets.get(asset_id)
         self._reserve(1 if asset else 2)
         asset = asset or self.declare(asset_id, "unknown", None, owner)
-        patch = dict(values)
         asset.reported = merge_patch(asset.reported, patch)
-        self._commit(asset, patch, None)
+        self._commit(asset, encoded, None)
 
     def apply_readings(self, readings: Iterable[Reading], owner: str | None = None) -> None:
-        """Fold a batch of readings into reported state: one change per asset, not per reading."""
+        """Fold a batch of readings into reported state: one change per asset, not per reading. A value JSON cannot
+        carry (a NumPy scalar, say) refuses the whole batch with TypeError, nothing changed."""
         groups: dict[str, JSON] = {}
         for _, asset_id, metric, value in readings:
             group = groups.get(asset_id)
@@ -240,13 +242,14 @@ class Twin:
                 groups[asset_id] = {metric: value}
             else:
                 group[metric] = value
+        encoded = [orjson.dumps(patch) for patch in groups.values()]
         assets = self._assets
         if self.version_limit is not None:  # one change per asset, and one more for each new asset
             self._reserve(len(groups) + sum(1 for a in groups if a not in assets))
-        for asset_id, patch in groups.items():
+        for (asset_id, patch), patch_json in zip(groups.items(), encoded, strict=True):
             asset = assets.get(asset_id) or self.declare(asset_id, "unknown", None, owner)
             asset.reported = {**asset.reported, **patch}
-            self._commit(asset, patch, None)
+            self._commit(asset, patch_json, None)
 
     def patch_desired(self, asset_id: str, patch: Mapping[str, Any], if_match: int | None = None) -> Asset:
         asset = self._assets.get(asset_id)
@@ -254,9 +257,10 @@ class Twin:
             raise UnknownAsset(asset_id)
         if if_match is not None and if_match != asset.version:
             raise VersionMismatch(asset.version)
+        encoded = orjson.dumps(dict(patch))
         self._reserve(1)
         asset.desired = merge_patch(asset.desired, patch)
-        self._commit(asset, None, dict(patch))
+        self._commit(asset, None, encoded)
         handler = self._desired_handlers.get(asset.owner or "")
         if handler is not None:
             handler(asset.id, asset.desired)
@@ -283,14 +287,14 @@ class Twin:
         dirty, self._dirty = self._dirty, {}
         return [a for a in dirty.values() if a is not None], [k for k, a in dirty.items() if a is None]
 
-    def _commit(self, asset: Asset, reported: JSON | None, desired: JSON | None, removed: bool = False) -> None:
+    def _commit(self, asset: Asset, reported: bytes | None, desired: bytes | None, removed: bool = False) -> None:
+        """One version: the patches come encoded (Change), so nothing here can fail half way."""
         self._version += 1
         now = self._clock()
         asset.version = self._version
         asset.updated_at = now
-        self._log.append((self._version, asset.id, now, asset.kind, asset.zone, asset.owner,
-                          None if reported is None else orjson.dumps(reported),
-                          None if desired is None else orjson.dumps(desired), removed))
+        self._log.append((self._version, asset.id, now, asset.kind, asset.zone, asset.owner, reported, desired,
+                          removed))
         if len(self._log) > self._log_size + self._log_size // 4:  # trimmed in steps: amortised O(1)
             drop = len(self._log) - self._log_size
             del self._log[:drop]

@@ -6,6 +6,7 @@ import asyncio
 import gc
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -64,6 +65,23 @@ def test_the_change_log_is_not_scanned_by_the_garbage_collector() -> None:
     gc.collect()
     changes = twin.changes_since(0)
     assert len(changes) == 5 and not any(gc.is_tracked(c) for c in changes)
+
+
+def test_a_value_json_cannot_carry_is_refused_with_nothing_changed() -> None:
+    twin = make_twin()
+    twin.apply_readings([Reading(1.0, "amp:1", "temperature_c", 40.0)], owner="sim")
+    version, state = twin.version, dict(twin.get("amp:1").reported)  # type: ignore[union-attr]
+    bad: Any = np.float32(41.0)  # not a float, as a careless driver might hand over: JSON encoders refuse it
+    with pytest.raises(TypeError):
+        twin.apply_readings([Reading(2.0, "amp:1", "current_a", 1.0), Reading(2.0, "amp:2", "temperature_c", bad)])
+    with pytest.raises(TypeError):
+        twin.report("amp:1", {"temperature_c": bad})
+    with pytest.raises(TypeError):
+        twin.patch_desired("amp:1", {"limit": bad})
+    assert twin.version == version and twin.get("amp:2") is None
+    assert twin.get("amp:1").reported == state  # type: ignore[union-attr]
+    twin.report("amp:1", {"temperature_c": 41.0})
+    assert [c[0] for c in twin.changes_since(version - 1)] == [version, version + 1]
 
 
 def test_changes_since_a_trimmed_version_are_gone() -> None:

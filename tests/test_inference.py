@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import config
 from gateway.api.auth import Tokens
 from gateway.daemon import Gateway
 from gateway.inference.features import FrontEnd
 from gateway.inference.model import ModelError, load
-from gateway.inference.service import InferenceService
+from gateway.inference.service import InferenceService, next_cycle
 from gateway.inference.spec import SpecError, parse
 from gateway.readings import Reading
 from tests import onnx_files as files
@@ -208,3 +210,16 @@ async def test_crowd_energy_goes_into_the_twin_per_zone(gateway: Gateway) -> Non
     assert mood is not None and mood.kind == "audience_mood" and mood.zone == "floor"
     assert mood.reported["energy"] == pytest.approx(0.73, abs=0.02) and mood.reported["class"] == "engaged"
     assert mood.reported["without"] == ["vibration_g"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6), st.floats(0.01, 60.0))
+def test_cycles_keep_their_phase_and_never_come_less_than_half_a_bin_apart(now: float, phase: float,
+                                                                          bin_s: float) -> None:
+    """The models' cycles stay on their staggered grid; a timer firing early or a late cycle never makes a bin of
+    almost nothing."""
+    at = next_cycle(now, phase, bin_s)
+    assert bin_s / 2 - 1e-6 <= at - now <= 1.5 * bin_s + 1e-6
+    k = (at - phase) / bin_s
+    assert abs(k - round(k)) < 1e-6
+    assert next_cycle(at - 1e-9, phase, bin_s) == pytest.approx(at + bin_s)  # woken a hair early: the next one

@@ -91,7 +91,8 @@ class InferenceService(Unit):
 
     async def run(self) -> None:
         # The models' cycles are spread over the bin, so their workers do not contend with each other for the cores.
-        await asyncio.gather(*(self._cycles(slot, i / len(self.slots)) for i, slot in enumerate(self.slots)),
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.gather(*(self._cycles(slot, t0, i / len(self.slots)) for i, slot in enumerate(self.slots)),
                              asyncio.Future())
 
     async def stop(self) -> None:
@@ -168,14 +169,15 @@ class InferenceService(Unit):
             self._twin.report(STATUS_ASSET, {slot.kind: slot.document() for slot in self.slots}, OWNER)
 
     # -- cycles --------------------------------------------------------------------------------------------
-    async def _cycles(self, slot: Slot, share: float) -> None:
-        """Every bin, `share` of a bin after the first model's cycles."""
+    async def _cycles(self, slot: Slot, t0: float, share: float) -> None:
+        """Every bin, on a grid from `t0` offset by `share` of a bin: the phase holds through a model that loads
+        late, a new bin length or a late cycle. A timer that fires a hair early, or a cycle that ran late, never
+        makes a bin of almost nothing (next_cycle)."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time() + share * (slot.model.spec.bin_s if slot.model is not None else 0.0)
         while True:
             bin_s = slot.model.spec.bin_s if slot.model is not None else self.settings.reload_check_s
-            next_at = max(next_at + bin_s, loop.time())
-            await asyncio.sleep(next_at - loop.time())
+            now = loop.time()
+            await asyncio.sleep(next_cycle(now, t0 + share * bin_s, bin_s) - now)
             await self._check_file(slot)
             model, front = slot.model, slot.front
             if model is None or front is None:
@@ -309,6 +311,11 @@ class InferenceService(Unit):
                         self._twin.report(asset, {"class": state, "model_version": model.spec.version,
                                                   "reason": reason, "without": list(missing)}, OWNER)
         self._ingest.publish(readings, OWNER)
+
+
+def next_cycle(now: float, phase: float, bin_s: float) -> float:
+    """The point of the grid `phase + k * bin_s` that follows `now` by at least half a bin."""
+    return phase + (round((now - phase) / bin_s) + 1) * bin_s
 
 
 def _infer(model: Model, front: FrontEnd) -> tuple[list[Batch], Outputs, float]:

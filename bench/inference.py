@@ -5,7 +5,7 @@ In a child process: a virtual venue of that size, its physics stepped offline fr
 (the box joins a running show: amplifiers warm), steps once a second on the loop and publishes through the real
 ingest (twin, SQLite store) as the sim driver does; the inference service runs the shipped models/*.onnx on it.
 What start-up made is frozen out of the garbage collector, as the daemon does. Alarms raised while measuring are
-counted: each costs about 0.1 ms of the cycle that raises it.
+counted: raising or clearing one costs about 0.1 ms of the cycle that does it.
 The loop's lag is sampled every 10 ms, first without the models (same venue, same feed: the peer), then with them.
 The memory the models add is measured in another child, without the feed (whose twin change log and store queues
 grow on their own): VmRSS with the venue's readings in hand, then after importing onnxruntime, loading both files,

@@ -29,6 +29,7 @@ from gateway.looplag import LoopLag
 from gateway.metrics import build_registry
 from gateway.outbox import OutboxSettings, event_payload
 from gateway.readings import Ingest
+from gateway.realtime import make_realtime
 from gateway.show.engine import Fired, ShowEngine
 from gateway.store import Store
 from gateway.supervisor import Supervisor, Unit
@@ -77,6 +78,7 @@ class Gateway:
         self._background: list[asyncio.Task[None]] = []
         self._store_task: asyncio.Task[None] | None = None
         self._up = False
+        self.scheduling = "normal"  # how the loop's thread is scheduled (gateway.realtime)
 
     def health(self) -> dict[str, Any]:
         units = self.supervisor.units
@@ -101,6 +103,7 @@ class Gateway:
                 "wal_bytes": s.wal_bytes, "disk_free_bytes": s.disk_free_bytes,
             },
             "loop_lag": self.loop_lag.summary(),
+            "scheduling": self.scheduling,
             "dmx": {"universes": list(self.dmx.universes), "frame_rate_hz": self.config.dmx.frame_rate_hz,
                     "frames": self.frames.frame, "skipped_frames": self.frames.skipped,
                     "frame_lateness": self.frames.jitter()},
@@ -150,6 +153,10 @@ class Gateway:
         # The frame clock's pacing thread and the store's writer share the GIL with the loop; by default a thread
         # that wants it waits up to 5 ms for the holder to let go, the whole budget of a frame slot.
         sys.setswitchinterval(GIL_SWITCH_S)
+        priority = self.config.gateway.realtime_priority
+        self.scheduling = make_realtime(priority, "the event loop")
+        if self.scheduling.startswith("fifo"):  # the pacer too, which wakes the loop for each frame
+            self.frames.realtime_priority = priority
         await self.store.open(self.twin)
         self.supervisor.add("api", "service", lambda: ApiService(self, self._tokens))
         if self.config.inference is not None:

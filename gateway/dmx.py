@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from gateway.looplag import summarize
+from gateway.realtime import make_realtime
 from gateway.twin import Twin, TwinFrozen
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class FrameClock:
 
     def __init__(self, rate_hz: float) -> None:
         self.period = 1.0 / rate_hz
+        self.realtime_priority = 0  # the pacing thread's SCHED_FIFO priority (gateway.realtime), 0: ordinary
         self.frame = 0
         self.skipped = 0
         self._handlers: list[FrameHandler] = []
@@ -179,6 +181,7 @@ class FrameClock:
         self._pass()
 
     def _pace(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        make_realtime(self.realtime_priority, "the frame clock")
         slot = time.monotonic() + self.period
         while not stop.wait(max(0.0, slot - time.monotonic())):
             try:

@@ -75,6 +75,8 @@ _HEALTH = {
         "twin": {"type": "object"},
         "store": {"type": "object"},
         "loop_lag": {"type": "object"},
+        "scheduling": {"type": "string", "description": "how the event loop's thread is scheduled: `fifo N` "
+                       "(gateway.realtime_priority), `normal`, or `normal: why` when the system refused"},
     },
 }
 

@@ -1,0 +1,32 @@
+"""Real-time scheduling for the threads the show's timing runs on (the event loop and the frame clock's pacer),
+when the configuration asks for it and the system allows it: a frame or an OSC message then runs as soon as it is
+due, whatever else keeps the box's cores busy (the store's writer, a broker on the same box, a drain)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def make_realtime(priority: int, thread: str) -> str:
+    """Put the calling thread in SCHED_FIFO at `priority` (1-99); the threads it starts afterwards are ordinary
+    ones (SCHED_RESET_ON_FORK), so only the threads that ask run real-time. Returns how the thread now runs, for
+    health: "fifo N", "normal", or "normal: why" when the system refused."""
+    if priority <= 0:
+        return "normal"
+    if sys.platform != "linux":
+        return "normal: real-time scheduling is only used on Linux"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
+    except OSError as exc:  # EPERM: not root, no CAP_SYS_NICE, and RLIMIT_RTPRIO below `priority`
+        allowed = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
+        why = (f"the system refused SCHED_FIFO {priority} ({exc.strerror}; this process may use up to {allowed}): "
+               f"allow it with LimitRTPRIO={priority} in the service's unit")
+        log.warning("%s runs at normal priority: %s", thread, why)
+        return f"normal: {why}"
+    log.info("%s runs SCHED_FIFO at priority %d", thread, priority)
+    return f"fifo {priority}"

@@ -47,6 +47,7 @@ SHOW_READINGS = 3_000_000  # a longer drain, for more latency samples within it
 SHOW_ROUNDS = 4
 CAPPED_READINGS = 1_000_000
 BROKER_NICE = 10
+REALTIME_PRIORITY = 10  # as config/venue.example.toml, under the systemd unit's LimitRTPRIO
 CAPPED_RATE = 100_000.0  # readings/s: about 60 Mbit/s of payload, more than most venue uplinks carry
 BATCH = 1000
 ASSETS = 200
@@ -243,9 +244,11 @@ class Timing:
         self.jitter += other.jitter
 
 
-def show_round(tmp: Path, readings: int, drain_rate: float, broker_nice: int) -> tuple[Timing, Timing, float]:
+def show_round(tmp: Path, readings: int, drain_rate: float, broker_nice: int,
+               realtime: int) -> tuple[Timing, Timing, float, str]:
     """The show benchmark's daemon with a backlog to drain: OSC -> Art-Net latency beyond the frame slot and the
-    frame interval error before the broker is there (calm) and while the backlog drains; and the drain's seconds."""
+    frame interval error before the broker is there (calm) and while the backlog drains; the drain's seconds;
+    and how the daemon's loop was scheduled (`realtime`: its gateway.realtime_priority)."""
     broker_port, api_port, osc_port = free_port(), free_port(), show.free_udp_port(tcp_too=True)
     data = tmp / "data"
     fill(data, readings)  # the daemon adds its own live readings while the broker is away
@@ -258,11 +261,13 @@ drain_rate = {drain_rate}
 backoff_initial_s = 0.05
 backoff_max_s = 0.1
 
-[drivers.osc]""").replace('id = "bench-show"', f'id = "{GATEWAY_ID}"').replace("bench-hall", "bench"))
+[drivers.osc]""").replace('id = "bench-show"', f'id = "{GATEWAY_ID}"').replace("bench-hall", "bench")
+                          .replace('log_level = "warning"', f'log_level = "warning"\nrealtime_priority = {realtime}'))
         args = [str(ROOT / ".venv/bin/venue-gateway"), "run", "--config", str(config), "--data-dir", str(data)]
         with child(args, tmp / "daemon.log") as daemon:
             wait_until(lambda: orjson.loads(_get(f"http://{LOOPBACK}:{api_port}/api/v1/health"))["status"] == "ok",
                        30, daemon, "the daemon ok")
+            scheduling = orjson.loads(_get(f"http://{LOOPBACK}:{api_port}/api/v1/health"))["scheduling"]
             target = show.Target(osc_port, "/vg/dmx/{u}/{c}")
             driving = threading.Event()
             driving.set()
@@ -304,22 +309,25 @@ backoff_max_s = 0.1
     return (Timing(show.beyond_slot(calm, w.packets)[1], show.frame_errors(w.packets, before_from, before_to)[0]),
             Timing(show.beyond_slot(during, w.packets, show.path_floor(calm))[1],
                    show.frame_errors(w.packets, since, until)[0]),
-            (until - since) / 1e9)
+            (until - since) / 1e9, scheduling)
 
 
-def show_while_draining(tmp: Path, readings: int, drain_rate: float, rounds: int, broker_nice: int) -> list[Figure]:
+def show_while_draining(tmp: Path, readings: int, drain_rate: float, rounds: int, broker_nice: int,
+                        realtime: int = 0) -> list[Figure]:
     """`rounds` drains pooled (one uncapped drain is over in a second: too few frames for a p99 alone), with
-    Mosquitto at niceness `broker_nice`."""
+    Mosquitto at niceness `broker_nice` and the daemon's gateway.realtime_priority at `realtime`."""
     calm, during = Timing(), Timing()
     for r in range(rounds):
         (tmp / str(r)).mkdir()
-        c, d, seconds = show_round(tmp / str(r), readings, drain_rate, broker_nice)
+        c, d, seconds, scheduling = show_round(tmp / str(r), readings, drain_rate, broker_nice, realtime)
         calm.add(c)
         during.add(d)
         print(f"round {r + 1}/{rounds}: {readings:,} readings drained (drain_rate {drain_rate:g}) in about"
               f" {seconds:.2f} s (health polled every 50 ms) with the show running; {len(d.beyond)} latency samples"
-              f" and {len(d.jitter)} frames within it")
+              f" and {len(d.jitter)} frames within it; the daemon's loop: {scheduling}")
     label = (f"at {drain_rate:,.0f}/s" if drain_rate else "uncapped") + f", broker nice {broker_nice}"
+    if realtime:
+        label += f", loop {scheduling.split(':')[0]}"
     print(latency_line("OSC->ArtDmx beyond slot, no drain", calm.beyond))
     print(latency_line(f"OSC->ArtDmx beyond slot, draining {label}", during.beyond))
     print(latency_line("frame interval |error|, no drain", calm.jitter))
@@ -347,12 +355,15 @@ def run() -> list[Figure]:
         (tmp / "drain").mkdir()
         figures = drain_and_mirror(tmp / "drain")
         # A venue's broker is across its uplink, not on the box: here it shares the two cores, so it runs once
-        # at a lower priority (the box's own share of the work) and once at the same priority as the gateway.
-        for name, readings, rate, rounds, nice in (("uncapped", SHOW_READINGS, 0.0, SHOW_ROUNDS, BROKER_NICE),
-                                                   ("uncapped-shared", SHOW_READINGS, 0.0, SHOW_ROUNDS // 2, 0),
-                                                   ("capped", CAPPED_READINGS, CAPPED_RATE, 1, 0)):
+        # at a lower priority (the box's own share of the work) and once at the same priority as the gateway; then
+        # as the shipped unit allows the box (realtime_priority, LimitRTPRIO), and with the drain capped.
+        for name, readings, rate, rounds, nice, realtime in (
+                ("uncapped", SHOW_READINGS, 0.0, SHOW_ROUNDS, BROKER_NICE, 0),
+                ("uncapped-shared", SHOW_READINGS, 0.0, SHOW_ROUNDS // 2, 0, 0),
+                ("uncapped-realtime", SHOW_READINGS, 0.0, SHOW_ROUNDS, 0, REALTIME_PRIORITY),
+                ("capped", CAPPED_READINGS, CAPPED_RATE, 1, 0, 0)):
             (tmp / name).mkdir()
-            figures += show_while_draining(tmp / name, readings, rate, rounds, nice)
+            figures += show_while_draining(tmp / name, readings, rate, rounds, nice, realtime)
         return figures
 
 

@@ -62,8 +62,8 @@ class GatewaySection:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The event loop's thread and the frame clock's as SCHED_FIFO at this priority (1-99), so frames and OSC keep
     # their timing while a drain, the store or a broker on the same box keep the cores busy; 0: ordinary. Needs
-    # root, CAP_SYS_NICE or an RLIMIT_RTPRIO this high (the systemd unit's LimitRTPRIO); refused, it is logged and
-    # the box runs at ordinary priority.
+    # CAP_SYS_NICE or an RLIMIT_RTPRIO this high (the systemd unit's LimitRTPRIO), and a cgroup with a real-time
+    # budget; refused, it is logged and the box runs at ordinary priority.
     realtime_priority: int = setting(0, min=0, max=99)
 
 

@@ -22,10 +22,15 @@ def make_realtime(priority: int, thread: str) -> str:
         return "normal: real-time scheduling is only used on Linux"
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
-    except OSError as exc:  # EPERM: not root, no CAP_SYS_NICE, and RLIMIT_RTPRIO below `priority`
+    except OSError as exc:
         allowed = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
-        why = (f"the system refused SCHED_FIFO {priority} ({exc.strerror}; this process may use up to {allowed}): "
-               f"allow it with LimitRTPRIO={priority} in the service's unit")
+        if allowed != resource.RLIM_INFINITY and allowed < priority:  # no CAP_SYS_NICE and too low a limit
+            fix = f"this process may use up to {allowed}: allow it with LimitRTPRIO={priority} in the service's unit"
+        else:  # the limit allows it: real-time group scheduling (a cgroup's cpu.rt_runtime_us of 0), a
+            # container without CAP_SYS_NICE or a security module refused
+            fix = ("RLIMIT_RTPRIO allows it, so the refusal is the cgroup's real-time budget (cpu.rt_runtime_us) "
+                   "or a container or security policy")
+        why = f"the system refused SCHED_FIFO {priority} ({exc.strerror}; {fix})"
         log.warning("%s runs at normal priority: %s", thread, why)
         return f"normal: {why}"
     log.info("%s runs SCHED_FIFO at priority %d", thread, priority)

@@ -110,6 +110,12 @@ class Asset:
 Change = tuple[int, str, float, str, str | None, str | None, bytes | None, bytes | None, bool]
 
 
+def _encode(patch: JSON) -> bytes:
+    """A patch as the log keeps it: its JSON, in an object of its own size. orjson's result keeps the whole of
+    its write buffer (about 4 KB, however short the JSON): a log of 50,000 of them held 200 MB."""
+    return memoryview(orjson.dumps(patch)).tobytes()
+
+
 def change_document(change: Change) -> JSON:
     """The change as it travels; its patches are embedded as the JSON they were kept as (orjson.Fragment)."""
     version, asset, at, kind, zone, owner, reported, desired, removed = change
@@ -225,7 +231,7 @@ class Twin:
     def report(self, asset_id: str, values: Mapping[str, Any], owner: str | None = None) -> None:
         """Merge `values` into the reported state (null deletes a key); creates an unknown asset."""
         patch = dict(values)
-        encoded = orjson.dumps(patch)  # first: a value JSON cannot carry is refused with nothing changed
+        encoded = _encode(patch)  # first: a value JSON cannot carry is refused with nothing changed
         asset = self._assets.get(asset_id)
         self._reserve(1 if asset else 2)
         asset = asset or self.declare(asset_id, "unknown", None, owner)
@@ -242,7 +248,7 @@ class Twin:
                 groups[asset_id] = {metric: value}
             else:
                 group[metric] = value
-        encoded = [orjson.dumps(patch) for patch in groups.values()]
+        encoded = [_encode(patch) for patch in groups.values()]
         assets = self._assets
         if self.version_limit is not None:  # one change per asset, and one more for each new asset
             self._reserve(len(groups) + sum(1 for a in groups if a not in assets))
@@ -257,7 +263,7 @@ class Twin:
             raise UnknownAsset(asset_id)
         if if_match is not None and if_match != asset.version:
             raise VersionMismatch(asset.version)
-        encoded = orjson.dumps(dict(patch))
+        encoded = _encode(dict(patch))
         self._reserve(1)
         asset.desired = merge_patch(asset.desired, patch)
         self._commit(asset, None, encoded)

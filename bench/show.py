@@ -275,7 +275,10 @@ def beyond_slot(result: Latency, packets: Sequence[Packet], floor_ns: int | None
     """Each sample's wait for the frame slot at or after its send, and its latency beyond that wait (seconds).
 
     The slots are recovered from the frames seen on the wire within 2 s of the send: slot k = phase + k x 25 ms,
-    the phase being the earliest frame's arrival (so the tick's own lateness in the best frame is left out).
+    the phase being the earliest arrival among the frames within a quarter period of the typical (median) one, so
+    the tick's own lateness in the best frame is left out. A tick is never early, only late; one held up by more
+    than half a period (the first frame of a daemon still starting, say) would wrap round and look early, and
+    taken as the grid it would add its lateness to every sample within 2 s of it.
     A value that went out with a late tick of the slot before its send waited for nothing. A value sent less than
     the path's floor (the run's fastest sample: the wire and the OSC parse) before a slot cannot be in that frame,
     however fast the gateway: its slot is the next one (`floor_ns` gives it when `result` is a loaded part of a run)."""
@@ -288,7 +291,11 @@ def beyond_slot(result: Latency, packets: Sequence[Packet], floor_ns: int | None
         if not near:  # no frame within 2 s: cannot happen while the outputs keep universes alive every second
             continue
         ref = near[0]
-        phase = ref + min((s - ref + PERIOD_NS // 2) % PERIOD_NS - PERIOD_NS // 2 for s in near)
+        offsets = sorted((s - ref + PERIOD_NS // 2) % PERIOD_NS - PERIOD_NS // 2 for s in near)
+        typical = offsets[len(offsets) // 2]
+        phase = ref + typical + min(d for o in offsets
+                                    if abs(d := (o - typical + PERIOD_NS // 2) % PERIOD_NS - PERIOD_NS // 2)
+                                    <= PERIOD_NS // 4)
         slot = phase + math.ceil((sent + floor - phase) / PERIOD_NS) * PERIOD_NS
         wait = slot - sent if arrived >= slot else 0
         waits.append(wait / 1e9)

@@ -76,11 +76,12 @@ def _listens(port: int) -> bool:
         return s.connect_ex((LOOPBACK, port)) == 0
 
 
-def fill(data_dir: Path, readings: int) -> float:
-    """A store whose outbox holds `readings` readings in full batches, as an outage leaves it; returns seconds."""
+def fill(data_dir: Path, readings: int, gateway: tuple[str, str] = (GATEWAY_ID, "bench")) -> float:
+    """A store whose outbox holds `readings` readings in full batches, as an outage leaves it, for the gateway
+    (id, venue); returns seconds."""
     async def go() -> float:
-        twin = Twin(GATEWAY_ID, "bench")
-        store = Store(data_dir, StoreSection(max_mb=8192), outbox=OutboxSettings(GATEWAY_ID, BATCH, 0.1, 2**40, 1e9))
+        twin = Twin(*gateway)
+        store = Store(data_dir, StoreSection(max_mb=8192), outbox=OutboxSettings(gateway[0], BATCH, 0.1, 2**40, 1e9))
         await store.open(twin)
         began = time.perf_counter()
         now = time.time()

@@ -3,24 +3,29 @@ presets by OSC; its radio driver speaks HCI over a pseudo-terminal to a Bumble c
 virtual bands (Bumble hosts scanning the same virtual link, 30% of advertisements lost each) start the effects
 on their own drifting clocks. A crowd of 10,000 modelled bands then hears the same transmissions (the air's log)
 through the same loss; once more with a modelled controller delay of 0-10 ms per advertising event (the worst a
-real controller's advDelay could add). Figures: the spread of start times across bands, against each zone's
-intended start, and the share of bands that started, per effect (the worst effect is reported)."""
+real controller's advDelay could add). Then each preset once more, fired while the daemon drains a cloud backlog
+of 3,000,000 readings to Mosquitto (one daemon per preset, the loop real-time as the example venue runs it).
+Figures: the spread of start times across bands, against each zone's intended start, and the share of bands that
+started, per effect (the worst effect is reported)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import shutil
 import socket
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from bench import cloud
 from bench.common import (
     LOOPBACK,
     PYTHON,
@@ -45,9 +50,49 @@ TARGET_SPREAD_MS = 5.0
 TARGET_STARTED_PCT = 99.9
 PRESETS = ("intro", "drop", "chorus", "sparkle", "encore")
 BETWEEN_S = 1.5  # between effects: past the last zone's start and the copies' tail
+DRAIN_READINGS = 3_000_000  # a backlog that drains for about a second, longer than an effect's copies are sent
+REALTIME_PRIORITY = 10  # the example venue's gateway.realtime_priority, as the cloud benchmark's drains
 
 
-def _config(directory: Path, api_port: int, osc_port: int, pty: Path) -> tuple[Path, bytes, dict[int, int]]:
+@dataclass
+class Round:
+    """One daemon's effects: (serial, zone -> intended start) each, what the air carried, its Bumble bands, the
+    radio's key and health, the zones, how the loop ran; with a backlog, the wall-clock times of the first and
+    last acknowledgement polled."""
+    fired: list[tuple[int, dict[int, float]]]
+    on_air: list[tuple[float, bytes]]
+    bands: list[VirtualBand]
+    key: bytes
+    radio: dict[str, Any]
+    zones: list[int]
+    scheduling: str
+    drain: tuple[float, float] | None = None
+
+    def crowd(self, size: int, seed: int, controller_delay_ms: float = 0.0) -> list[VirtualBand]:
+        """A modelled crowd of `size` that heard what the air carried."""
+        crowd = Crowd(self.key, 1, [self.zones[i % len(self.zones)] for i in range(size)], LOSS,
+                      controller_delay_ms=controller_delay_ms, seed=seed)
+        crowd.hear(self.on_air)
+        return crowd.bands
+
+
+def _report(label: str, rounds: list[Round], crowds: list[list[VirtualBand]]) -> tuple[float, float]:
+    """Each effect's sync in the bands that heard its round, printed; the worst spread and started share."""
+    results = []
+    for r, crowd in zip(rounds, crowds, strict=True):
+        for serial, intended in r.fired:
+            result = sync(crowd, serial, intended)
+            doc = result.document()
+            print(f"  {label}: effect {serial:3d}: {doc['started']}/{doc['bands']} started, spread "
+                  f"{doc['spread_ms']:.2f} ms (error {doc['error_min_ms']:.2f} to {doc['error_max_ms']:.2f} ms)")
+            results.append(result)
+    return _worst(results)
+
+
+def _config(directory: Path, api_port: int, osc_port: int, pty: Path,
+            broker_port: int | None = None) -> tuple[Path, bytes, dict[int, int]]:
+    """The demo configuration on this run's ports; with `broker_port`, a cloud link to it (the backlog's outbox
+    fits the store) and the loop real-time."""
     text = (ROOT / "config" / "demo.toml").read_text()
     text = text.replace('listen = "127.0.0.1:8080"', f'listen = "{LOOPBACK}:{api_port}"')
     text = text.replace('listen = "127.0.0.1:9000"', f'listen = "{LOOPBACK}:{osc_port}"')
@@ -55,6 +100,15 @@ def _config(directory: Path, api_port: int, osc_port: int, pty: Path) -> tuple[P
     text = text.replace('"/tmp/venue-gateway-air"', f'"{pty}"')
     text = text.replace('type = "air"\n', 'type = "air"\nenabled = false  # the benchmark hosts the air\n')
     text = text.replace('type = "ble"\n', 'type = "ble"\nenabled = false  # its room is the air driver\'s\n')
+    if broker_port is not None:
+        text = text.replace('log_level = "info"', f'log_level = "info"\nrealtime_priority = {REALTIME_PRIORITY}')
+        text = text.replace("max_mb = 256", "max_mb = 1024").replace("[drivers.osc]", f"""[cloud]
+broker = "mqtt://{LOOPBACK}:{broker_port}"
+outbox_max_mb = 512
+backoff_initial_s = 0.05
+backoff_max_s = 0.1
+
+[drivers.osc]""")
     path = directory / "gateway.toml"
     path.write_text(text)
     from gateway import config
@@ -79,13 +133,13 @@ def _worst(results: list[Sync]) -> tuple[float, float]:
     return max(r.spread_ms for r in results), min(100 * r.started / r.bands for r in results)
 
 
-async def _measure(api_port: int, osc_port: int, air: VirtualAir, delays: dict[int, int]) -> list[tuple[int, dict[
-        int, float]]]:
+async def _measure(api_port: int, osc_port: int, air: VirtualAir, delays: dict[int, int],
+                   presets: tuple[str, ...] = PRESETS) -> list[tuple[int, dict[int, float]]]:
     """Fire each preset by OSC; (serial, zone -> intended start on this clock) for each."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     fired: list[tuple[int, dict[int, float]]] = []
     try:
-        for preset in PRESETS:
+        for preset in presets:
             before = {s for b in air.bands for s in b.starts}
             sock.sendto(OscMessageBuilder(f"/vg/preset/{preset}/fire").build().dgram, (LOOPBACK, osc_port))
             await asyncio.sleep(0.2)
@@ -117,50 +171,71 @@ def _stamp_to_air_ms(on_air: list[tuple[float, bytes]], key: bytes) -> list[floa
     return out
 
 
-async def _run(bands: int, crowd_size: int) -> list[Figure]:
+async def _round(directory: Path, bands: int, presets: tuple[str, ...], backlog: int = 0) -> Round:
+    """The demo daemon with its own Bumble air firing `presets`; with a `backlog` of readings in its outbox,
+    offline until Mosquitto starts, the presets fired once the first of it is acknowledged."""
+    api_port, osc_port, broker_port, pty = free_port(), free_port(), free_port(), directory / "hci"
+    path, key, delays = _config(directory, api_port, osc_port, pty, broker_port if backlog else None)
+    zones = sorted(delays)
+    if backlog:
+        await asyncio.to_thread(cloud.fill, directory / "data", backlog, ("demo-01", "demo-hall"))
+    air = VirtualAir(key, 1, loss=LOSS, seed=11)
+    await air.open(str(pty), [zones[i % len(zones)] for i in range(bands)], record=True)
+    sent: list[tuple[float, int]] = []  # (wall time, readings the broker has acknowledged), polled
+    acknowledged, drained = asyncio.Event(), asyncio.Event()  # the first of the backlog; all of it
+
+    async def poll() -> None:
+        while True:
+            health = await asyncio.to_thread(_get, api_port, "/api/v1/health")
+            sent.append((time.time(), health["services"]["cloud"]["detail"]["sent"]["readings"]))
+            if sent[-1][1] > 0:
+                acknowledged.set()
+            if sent[-1][1] >= backlog:
+                drained.set()
+            await asyncio.sleep(0.05)
+
+    try:
+        with child([PYTHON, "-m", "gateway", "run", "--config", str(path)], directory / "daemon.log") as proc:
+            def radio_running() -> bool:
+                health = _get(api_port, "/api/v1/health")
+                return bool(health["drivers"]["wristbands"]["state"] == "running")
+            await asyncio.to_thread(wait_until, radio_running, 30, proc, "the radio running")
+            if backlog:
+                with cloud.mosquitto(directory / "broker", broker_port):
+                    polling = asyncio.create_task(poll())
+                    try:
+                        await acknowledged.wait()
+                        fired = await _measure(api_port, osc_port, air, delays, presets)
+                        await drained.wait()
+                    finally:
+                        polling.cancel()
+            else:
+                fired = await _measure(api_port, osc_port, air, delays, presets)
+            health = await asyncio.to_thread(_get, api_port, "/api/v1/health")
+    finally:
+        await air.close()
+    # from the poll before the first acknowledgement to the first poll that saw the whole backlog
+    drain = (next(t for t, n in sent if n > 0) - 0.05, next(t for t, n in sent if n >= backlog)) if backlog else None
+    return Round(fired, list(air.on_air), air.bands, key, health["drivers"]["wristbands"], zones, health["scheduling"],
+                 drain)
+
+
+async def _run(bands: int, crowd_size: int, drain: bool) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="vg-bench-wristband-") as tmp:
-        directory = Path(tmp)
-        api_port, osc_port, pty = free_port(), free_port(), directory / "hci"
-        path, key, delays = _config(directory, api_port, osc_port, pty)
-        zones = sorted(delays)
-        air = VirtualAir(key, 1, loss=LOSS, seed=11)
-        await air.open(str(pty), [zones[i % len(zones)] for i in range(bands)], record=True)
-        try:
-            with child([PYTHON, "-m", "gateway", "run", "--config", str(path)], directory / "daemon.log") as proc:
-                def radio_running() -> bool:
-                    health = _get(api_port, "/api/v1/health")
-                    return bool(health["drivers"]["wristbands"]["state"] == "running")
-                await asyncio.to_thread(wait_until, radio_running, 30, proc, "the radio running")
-                fired = await _measure(api_port, osc_port, air, delays)
-                radio = (await asyncio.to_thread(_get, api_port, "/api/v1/health"))["drivers"]["wristbands"]
-        finally:
-            await air.close()
-    on_air = list(air.on_air)
-    print(f"{len(fired)} effects fired by OSC; {len(on_air)} advertisements on the air "
-          f"({radio['detail']['copies_sent']} copies, {radio['detail']['hci_commands']} HCI commands)")
-    stamp = _stamp_to_air_ms(on_air, key)
+        quiet = await _round(Path(tmp), bands, PRESETS)
+    print(f"{len(quiet.fired)} effects fired by OSC; {len(quiet.on_air)} advertisements on the air "
+          f"({quiet.radio['detail']['copies_sent']} copies, {quiet.radio['detail']['hci_commands']} HCI commands)")
+    stamp = _stamp_to_air_ms(quiet.on_air, quiet.key)
     print(f"stamp to air: p50 {percentile(stamp, 50):.2f} ms, p99 {percentile(stamp, 99):.2f} ms, "
           f"max {max(stamp):.2f} ms (HCI over the pty, Bumble's controller, the virtual link)")
-
-    def report(label: str, crowd: list[VirtualBand]) -> tuple[float, float]:
-        results = [sync(crowd, serial, intended) for serial, intended in fired]
-        for (serial, _), result in zip(fired, results, strict=True):
-            doc = result.document()
-            print(f"  {label}: effect {serial:3d}: {doc['started']}/{doc['bands']} started, spread "
-                  f"{doc['spread_ms']:.2f} ms (error {doc['error_min_ms']:.2f} to {doc['error_max_ms']:.2f} ms)")
-        return _worst(results)
-
-    air_spread, air_started = report(f"{bands} Bumble bands", air.bands)
-    modelled = Crowd(key, 1, [zones[i % len(zones)] for i in range(crowd_size)], LOSS, seed=5)
+    air_spread, air_started = _report(f"{bands} Bumble bands", [quiet], [quiet.bands])
     began = time.monotonic()
-    modelled.hear(on_air)
+    crowd = quiet.crowd(crowd_size, 5)
     print(f"(crowd of {crowd_size} modelled in {time.monotonic() - began:.1f} s)")
-    crowd_spread, crowd_started = report(f"{crowd_size} modelled", modelled.bands)
-    delayed = Crowd(key, 1, [zones[i % len(zones)] for i in range(crowd_size)], LOSS, controller_delay_ms=10.0,
-                    seed=6)
-    delayed.hear(on_air)
-    worst_spread, worst_started = report(f"{crowd_size} modelled, 0-10 ms controller delay", delayed.bands)
-    return [
+    crowd_spread, crowd_started = _report(f"{crowd_size} modelled", [quiet], [crowd])
+    worst_spread, worst_started = _report(f"{crowd_size} modelled, 0-10 ms controller delay", [quiet],
+                                          [quiet.crowd(crowd_size, 6, 10.0)])
+    figures = [
         Figure(f"wristband spread, {bands} Bumble bands (30% loss)", air_spread, "ms", TARGET_SPREAD_MS),
         Figure(f"wristband started, {bands} Bumble bands", air_started, "%", TARGET_STARTED_PCT, "higher"),
         Figure(f"wristband spread, {crowd_size} modelled (30% loss)", crowd_spread, "ms", TARGET_SPREAD_MS),
@@ -169,12 +244,63 @@ async def _run(bands: int, crowd_size: int) -> list[Figure]:
         Figure("wristband started, + 0-10 ms controller delay", worst_started, "%", better="higher"),
         Figure("wristband copy stamp to air p99", percentile(stamp, 99), "ms"),
     ]
+    if drain:
+        # each drain round fires one effect on bands that have just heard the daemon: the quiet run's first
+        # effect is the like-for-like peer (the later ones include 1.5-6 s more of the bands' crystal drift)
+        first = quiet.fired[0]
+        figures += await _while_draining(bands, crowd_size, sync(quiet.bands, *first).spread_ms,
+                                         sync(crowd, *first).spread_ms, percentile(stamp, 99))
+    return figures
 
 
-def run(bands: int = 24, crowd: int = 10_000) -> list[Figure]:
+async def _while_draining(bands: int, crowd_size: int, quiet_air: float, quiet_crowd: float,
+                          quiet_stamp: float) -> list[Figure]:
+    """Each preset fired by a daemon of its own while it drains a cloud backlog (an uncapped drain is over in
+    about a second, so one effect a drain); the spreads against the quiet daemon's first effect."""
+    rounds: list[Round] = []
+    with tempfile.TemporaryDirectory(prefix="vg-bench-wristband-drain-") as tmp:
+        for i, preset in enumerate(PRESETS):
+            directory = Path(tmp) / str(i)
+            directory.mkdir()
+            r = await _round(directory, bands, (preset,), DRAIN_READINGS)
+            shutil.rmtree(directory, ignore_errors=True)  # some 300 MB of outbox, not left to the next round's disk
+            assert r.drain is not None
+            first, last = (round(t * 1000) for t in r.drain)
+            stamps = {decode(data, r.key).sequence for _, data in r.on_air}  # the show clock's ms, mod 2**32
+            during = sum(1 for stamp in stamps if (stamp - first) % 2**32 <= last - first)
+            print(f"round {i + 1}/{len(PRESETS)}: {preset} fired while {DRAIN_READINGS:,} readings drained in about "
+                  f"{r.drain[1] - r.drain[0]:.2f} s (health polled every 50 ms); {during} of its {len(stamps)} "
+                  f"copies stamped within the drain; the daemon's loop: {r.scheduling}")
+            rounds.append(r)
+    air_spread, air_started = _report(f"{bands} Bumble bands, draining", rounds, [r.bands for r in rounds])
+    crowd_spread, crowd_started = _report(f"{crowd_size} modelled, draining", rounds,
+                                          [r.crowd(crowd_size, 5 + i) for i, r in enumerate(rounds)])
+    stamp = [ms for r in rounds for ms in _stamp_to_air_ms(r.on_air, r.key)]
+    print(f"stamp to air while draining: p50 {percentile(stamp, 50):.2f} ms, p99 {percentile(stamp, 99):.2f} ms, "
+          f"max {max(stamp):.2f} ms")
+    loop = "/".join(sorted({r.scheduling.split(":")[0] for r in rounds}))
+    return [
+        Figure(f"wristband spread while draining (loop {loop}), {bands} Bumble bands", air_spread, "ms",
+               TARGET_SPREAD_MS, peer=quiet_air, peer_label="no drain, 1st effect"),
+        Figure(f"wristband started while draining, {bands} Bumble bands", air_started, "%", TARGET_STARTED_PCT,
+               "higher"),
+        Figure(f"wristband spread while draining, {crowd_size} modelled", crowd_spread, "ms", TARGET_SPREAD_MS,
+               peer=quiet_crowd, peer_label="no drain, 1st effect"),
+        Figure(f"wristband started while draining, {crowd_size} modelled", crowd_started, "%",
+               TARGET_STARTED_PCT, "higher"),
+        Figure("wristband copy stamp to air p99, draining", percentile(stamp, 99), "ms", peer=quiet_stamp,
+               peer_label="no drain"),
+    ]
+
+
+def run(bands: int = 24, crowd: int = 10_000, drain: bool = True) -> list[Figure]:
     title(f"Wristband sync: {len(PRESETS)} presets fired by OSC at the demo daemon; {bands} Bumble bands and "
-          f"{crowd} modelled, {LOSS:.0%} loss")
-    return asyncio.run(_run(bands, crowd))
+          f"{crowd} modelled, {LOSS:.0%} loss" + (f"; then each fired while a {DRAIN_READINGS:,}-reading cloud "
+                                                    "backlog drains" if drain else ""))
+    if drain and shutil.which("mosquitto") is None:
+        print("NOT MEASURED while draining: needs the Debian package mosquitto (make peers installs it)")
+        drain = False
+    return asyncio.run(_run(bands, crowd, drain))
 
 
 def main() -> None:
@@ -182,8 +308,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.wristband", description=__doc__)
     parser.add_argument("--bands", type=int, default=24, help="virtual bands on the Bumble air (default 24)")
     parser.add_argument("--crowd", type=int, default=10_000, help="modelled bands (default 10000)")
+    parser.add_argument("--no-drain", action="store_true", help="skip the rounds fired while a backlog drains")
     args = parser.parse_args()
-    print(figures_table(run(args.bands, args.crowd)))
+    print(figures_table(run(args.bands, args.crowd, not args.no_drain)))
 
 
 if __name__ == "__main__":

@@ -365,7 +365,8 @@ def run() -> list[Figure]:
         for name, readings, rate, rounds, nice, realtime in (
                 ("uncapped", SHOW_READINGS, 0.0, SHOW_ROUNDS, BROKER_NICE, 0),
                 ("uncapped-shared", SHOW_READINGS, 0.0, SHOW_ROUNDS // 2, 0, 0),
-                ("uncapped-realtime", SHOW_READINGS, 0.0, SHOW_ROUNDS, 0, REALTIME_PRIORITY),
+                # the shipped scheduling's figure, twice the rounds: a p99 of 160 frames is their second worst
+                ("uncapped-realtime", SHOW_READINGS, 0.0, 2 * SHOW_ROUNDS, 0, REALTIME_PRIORITY),
                 ("capped", CAPPED_READINGS, CAPPED_RATE, 1, 0, 0)):
             (tmp / name).mkdir()
             figures += show_while_draining(tmp / name, readings, rate, rounds, nice, realtime)

@@ -61,6 +61,7 @@ UNIVERSES = tuple(range(1, 9))
 LAG_INTERVAL_MS = 10  # the daemon's loop-lag timer: its health window (1200 samples) is then the last 12 s
 GAP_S = (0.030, 0.070)  # between latency samples, drawn at random so sends fall anywhere in the frame
 FRAME_GAP_NS = 5_000_000  # packets closer than this belong to one frame (frames are 25 ms apart)
+GRID_SPREAD_NS = 1_000_000  # on-time frames arrive within this of each other (the frame interval target)
 DRIVE_EVERY_S = 0.005  # the jitter phase changes every universe this often: each frame carries all 8
 OLA_OSC_ADDRESS = "/dmx/universe/%d"
 OLA_DEVICES = ("ArtNet", "OSC Device")
@@ -275,10 +276,11 @@ def beyond_slot(result: Latency, packets: Sequence[Packet], floor_ns: int | None
     """Each sample's wait for the frame slot at or after its send, and its latency beyond that wait (seconds).
 
     The slots are recovered from the frames seen on the wire within 2 s of the send: slot k = phase + k x 25 ms,
-    the phase being the earliest arrival among the frames within a quarter period of the typical (median) one, so
-    the tick's own lateness in the best frame is left out. A tick is never early, only late; one held up by more
-    than half a period (the first frame of a daemon still starting, say) would wrap round and look early, and
-    taken as the grid it would add its lateness to every sample within 2 s of it.
+    the phase being the earliest frame's arrival modulo the period (so the tick's own lateness in the best frame
+    is left out) among the frames within GRID_SPREAD_NS of the 5th percentile (taken around the median, so the grid
+    does not wrap). Not the earliest of all: a tick is never early, only late, and one held up by more than half a
+    period (the first frame of a daemon still starting, say) wraps round and looks early; taken for the grid, it
+    would put its lateness on the samples within 2 s of it.
     A value that went out with a late tick of the slot before its send waited for nothing. A value sent less than
     the path's floor (the run's fastest sample: the wire and the OSC parse) before a slot cannot be in that frame,
     however fast the gateway: its slot is the next one (`floor_ns` gives it when `result` is a loaded part of a run)."""
@@ -293,9 +295,9 @@ def beyond_slot(result: Latency, packets: Sequence[Packet], floor_ns: int | None
         ref = near[0]
         offsets = sorted((s - ref + PERIOD_NS // 2) % PERIOD_NS - PERIOD_NS // 2 for s in near)
         typical = offsets[len(offsets) // 2]
-        phase = ref + typical + min(d for o in offsets
-                                    if abs(d := (o - typical + PERIOD_NS // 2) % PERIOD_NS - PERIOD_NS // 2)
-                                    <= PERIOD_NS // 4)
+        around = sorted((o - typical + PERIOD_NS // 2) % PERIOD_NS - PERIOD_NS // 2 for o in offsets)
+        low = around[len(around) // 20] - GRID_SPREAD_NS
+        phase = ref + typical + next(d for d in around if d >= low)
         slot = phase + math.ceil((sent + floor - phase) / PERIOD_NS) * PERIOD_NS
         wait = slot - sent if arrived >= slot else 0
         waits.append(wait / 1e9)

@@ -15,6 +15,7 @@ import asyncio
 import json
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -41,7 +42,7 @@ from bench.common import (
 )
 from drivers.sim.air import VirtualAir
 from drivers.sim.crowd import Crowd, Sync, VirtualBand, sync
-from drivers.wristband.protocol import decode
+from drivers.wristband.protocol import Effect, decode
 from drivers.wristband.radio import parse_key
 
 TOKEN = "demo-viewer-token"
@@ -51,6 +52,7 @@ TARGET_STARTED_PCT = 99.9
 PRESETS = ("intro", "drop", "chorus", "sparkle", "encore")
 BETWEEN_S = 1.5  # between effects: past the last zone's start and the copies' tail
 DRAIN_READINGS = 3_000_000  # a backlog that drains for about a second, longer than an effect's copies are sent
+DRAIN_WAIT_S = 60.0  # for the first and the last of that backlog to be acknowledged
 REALTIME_PRIORITY = 10  # the example venue's gateway.realtime_priority, as the cloud benchmark's drains
 
 
@@ -171,6 +173,14 @@ def _stamp_to_air_ms(on_air: list[tuple[float, bytes]], key: bytes) -> list[floa
     return out
 
 
+async def _within(event: asyncio.Event, seconds: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        raise RuntimeError(f"not {what} within {seconds:g} s (the daemon {'runs' if proc.poll() is None else 'exited'}"
+                           "; see its log)") from None
+
+
 async def _round(directory: Path, bands: int, presets: tuple[str, ...], backlog: int = 0) -> Round:
     """The demo daemon with its own Bumble air firing `presets`; with a `backlog` of readings in its outbox,
     offline until Mosquitto starts, the presets fired once the first of it is acknowledged."""
@@ -204,9 +214,9 @@ async def _round(directory: Path, bands: int, presets: tuple[str, ...], backlog:
                 with cloud.mosquitto(directory / "broker", broker_port):
                     polling = asyncio.create_task(poll())
                     try:
-                        await acknowledged.wait()
+                        await _within(acknowledged, DRAIN_WAIT_S, "the first of the backlog acknowledged", proc)
                         fired = await _measure(api_port, osc_port, air, delays, presets)
-                        await drained.wait()
+                        await _within(drained, DRAIN_WAIT_S, "the whole backlog acknowledged", proc)
                     finally:
                         polling.cancel()
             else:
@@ -266,7 +276,9 @@ async def _while_draining(bands: int, crowd_size: int, quiet_air: float, quiet_c
             shutil.rmtree(directory, ignore_errors=True)  # some 300 MB of outbox, not left to the next round's disk
             assert r.drain is not None
             first, last = (round(t * 1000) for t in r.drain)
-            stamps = {decode(data, r.key).sequence for _, data in r.on_air}  # the show clock's ms, mod 2**32
+            serial = r.fired[0][0]  # its copies, not the heartbeats (which carry the last effect's serial too)
+            stamps = {p.sequence for p in (decode(data, r.key) for _, data in r.on_air)  # the show clock's ms
+                      if p.serial == serial and p.effect != Effect.HEARTBEAT}
             during = sum(1 for stamp in stamps if (stamp - first) % 2**32 <= last - first)
             print(f"round {i + 1}/{len(PRESETS)}: {preset} fired while {DRAIN_READINGS:,} readings drained in about "
                   f"{r.drain[1] - r.drain[0]:.2f} s (health polled every 50 ms); {during} of its {len(stamps)} "

@@ -53,7 +53,6 @@ PRESETS = ("intro", "drop", "chorus", "sparkle", "encore")
 BETWEEN_S = 1.5  # between effects: past the last zone's start and the copies' tail
 DRAIN_READINGS = 3_000_000  # a backlog that drains for about a second, longer than an effect's copies are sent
 DRAIN_WAIT_S = 60.0  # for the first and the last of that backlog to be acknowledged
-REALTIME_PRIORITY = 10  # the example venue's gateway.realtime_priority, as the cloud benchmark's drains
 
 
 @dataclass
@@ -103,7 +102,7 @@ def _config(directory: Path, api_port: int, osc_port: int, pty: Path,
     text = text.replace('type = "air"\n', 'type = "air"\nenabled = false  # the benchmark hosts the air\n')
     text = text.replace('type = "ble"\n', 'type = "ble"\nenabled = false  # its room is the air driver\'s\n')
     if broker_port is not None:
-        text = text.replace('log_level = "info"', f'log_level = "info"\nrealtime_priority = {REALTIME_PRIORITY}')
+        text = text.replace('log_level = "info"', f'log_level = "info"\nrealtime_priority = {cloud.REALTIME_PRIORITY}')
         text = text.replace("max_mb = 256", "max_mb = 1024").replace("[drivers.osc]", f"""[cloud]
 broker = "mqtt://{LOOPBACK}:{broker_port}"
 outbox_max_mb = 512

@@ -140,7 +140,7 @@ def wait_until(check: Callable[[], bool], timeout: float, proc: subprocess.Popen
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: get SIGKILL when the bench process dies, however it dies."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -180,7 +180,7 @@ def child(args: Sequence[str], log: Path, *, stdout: int | IO[bytes] | None = No
     with open(log, "wb") as out:  # (the benchmarks start children from their main thread: preexec_fn is safe)
         proc = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=out if stdout is None else stdout,
                                 stderr=out, cwd=ROOT, env=env, start_new_session=True, user=user, group=group,
-                                extra_groups=groups, preexec_fn=_die_with_parent)
+                                extra_groups=groups, preexec_fn=die_with_parent)
         try:
             yield proc
         except Exception:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import math
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +30,7 @@ from typing import Any
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from bench import cloud
+from bench.air_process import AirProcess, HeardBand
 from bench.common import (
     LOOPBACK,
     PYTHON,
@@ -40,8 +44,8 @@ from bench.common import (
     title,
     wait_until,
 )
-from drivers.sim.air import VirtualAir
-from drivers.sim.crowd import Crowd, Sync, VirtualBand, sync
+from drivers.sim.crowd import Crowd, Started, Sync, VirtualBand, sync
+from drivers.wristband import hci
 from drivers.wristband.protocol import Effect, decode
 from drivers.wristband.radio import parse_key
 
@@ -53,20 +57,25 @@ PRESETS = ("intro", "drop", "chorus", "sparkle", "encore")
 BETWEEN_S = 1.5  # between effects: past the last zone's start and the copies' tail
 DRAIN_READINGS = 3_000_000  # a backlog that drains for about a second, longer than an effect's copies are sent
 DRAIN_WAIT_S = 60.0  # for the first and the last of that backlog to be acknowledged
+# The virtual air's process: above the daemon's loop, as a radio chip answers whatever the host's cores do.
+AIR_PRIORITY = cloud.REALTIME_PRIORITY + 10
+DATA, ENABLE = {hci.LE_SET_EXT_ADV_DATA, hci.LE_SET_ADV_DATA}, {hci.LE_SET_EXT_ADV_ENABLE, hci.LE_SET_ADV_ENABLE}
 
 
 @dataclass
 class Round:
     """One daemon's effects: (serial, zone -> intended start) each, what the air carried, its Bumble bands, the
-    radio's key and health, the zones, how the loop ran; with a backlog, the wall-clock times of the first and
-    last acknowledgement polled."""
+    HCI commands its radio took (opcode, read, answered), the radio's key and health, the zones, how the loop
+    ran; with a backlog, the wall-clock times of the first and last acknowledgement polled."""
     fired: list[tuple[int, dict[int, float]]]
     on_air: list[tuple[float, bytes]]
-    bands: list[VirtualBand]
+    bands: list[HeardBand]
+    commands: list[tuple[int, float, float]]
     key: bytes
     radio: dict[str, Any]
     zones: list[int]
     scheduling: str
+    air: str  # how the air's process ran
     drain: tuple[float, float] | None = None
 
     def crowd(self, size: int, seed: int, controller_delay_ms: float = 0.0) -> list[VirtualBand]:
@@ -77,7 +86,7 @@ class Round:
         return crowd.bands
 
 
-def _report(label: str, rounds: list[Round], crowds: list[list[VirtualBand]]) -> tuple[float, float]:
+def _report(label: str, rounds: list[Round], crowds: Sequence[Sequence[Started]]) -> tuple[float, float]:
     """Each effect's sync in the bands that heard its round, printed; the worst spread and started share."""
     results = []
     for r, crowd in zip(rounds, crowds, strict=True):
@@ -134,14 +143,14 @@ def _worst(results: list[Sync]) -> tuple[float, float]:
     return max(r.spread_ms for r in results), min(100 * r.started / r.bands for r in results)
 
 
-async def _measure(api_port: int, osc_port: int, air: VirtualAir, delays: dict[int, int],
+async def _measure(api_port: int, osc_port: int, air: AirProcess, delays: dict[int, int],
                    presets: tuple[str, ...] = PRESETS) -> list[tuple[int, dict[int, float]]]:
     """Fire each preset by OSC; (serial, zone -> intended start on this clock) for each."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     fired: list[tuple[int, dict[int, float]]] = []
     try:
         for preset in presets:
-            before = {s for b in air.bands for s in b.starts}
+            before = await air.serials()
             sock.sendto(OscMessageBuilder(f"/vg/preset/{preset}/fire").build().dgram, (LOOPBACK, osc_port))
             await asyncio.sleep(0.2)
             effect = (await asyncio.to_thread(_get, api_port, "/api/v1/twin/assets/show_control"))["reported"][
@@ -150,7 +159,7 @@ async def _measure(api_port: int, osc_port: int, air: VirtualAir, delays: dict[i
             to_mono = time.monotonic() - time.time()
             intended = {zone: _wall(effect["starts_at"]) + to_mono + delay / 1000 for zone, delay in delays.items()}
             await asyncio.sleep(BETWEEN_S)
-            new = {s for b in air.bands for s in b.starts} - before
+            new = await air.serials() - before
             assert len(new) == 1, f"{preset}: bands started {new}"
             fired.append((new.pop(), intended))
     finally:
@@ -172,6 +181,28 @@ def _stamp_to_air_ms(on_air: list[tuple[float, bytes]], key: bytes) -> list[floa
     return out
 
 
+def _hci_ms(rounds: list[Round]) -> tuple[list[float], list[float]]:
+    """From the radio's trace: how long the virtual controller took to answer each command, and how long the
+    gateway took from a copy's set data answered to its enable read (the daemon's own work and the pty's two ways,
+    with nothing else between them in the radio's loop), in ms."""
+    answers, turnarounds = [], []
+    for r in rounds:
+        answers += [(answered - read) * 1000 for _, read, answered in r.commands if not math.isnan(answered)]
+        for (before, _, answered), (opcode, read, _) in itertools.pairwise(r.commands):
+            if opcode in ENABLE and before in DATA:
+                turnarounds.append((read - answered) * 1000)
+    return answers, turnarounds
+
+
+def _print_hci(label: str, rounds: list[Round]) -> tuple[float, float]:
+    """The trace's two shares printed; their p99s."""
+    answers, turnarounds = _hci_ms(rounds)
+    for what, ms in (("virtual controller's answer", answers), ("gateway's turnaround", turnarounds)):
+        print(f"{label}: {what}: p50 {percentile(ms, 50):.2f} ms, p99 {percentile(ms, 99):.2f} ms, "
+              f"max {max(ms):.2f} ms ({len(ms)} commands)")
+    return percentile(answers, 99), percentile(turnarounds, 99)
+
+
 async def _within(event: asyncio.Event, seconds: float, what: str, proc: subprocess.Popen[bytes]) -> None:
     try:
         await asyncio.wait_for(event.wait(), seconds)
@@ -180,7 +211,7 @@ async def _within(event: asyncio.Event, seconds: float, what: str, proc: subproc
                            "; see its log)") from None
 
 
-async def _round(directory: Path, bands: int, presets: tuple[str, ...], backlog: int = 0) -> Round:
+async def _round(directory: Path, bands: int, presets: tuple[str, ...], air_priority: int, backlog: int = 0) -> Round:
     """The demo daemon with its own Bumble air firing `presets`; with a `backlog` of readings in its outbox,
     offline until Mosquitto starts, the presets fired once the first of it is acknowledged."""
     api_port, osc_port, broker_port, pty = free_port(), free_port(), free_port(), directory / "hci"
@@ -188,8 +219,8 @@ async def _round(directory: Path, bands: int, presets: tuple[str, ...], backlog:
     zones = sorted(delays)
     if backlog:
         await asyncio.to_thread(cloud.fill, directory / "data", backlog, ("demo-01", "demo-hall"))
-    air = VirtualAir(key, 1, loss=LOSS, seed=11)
-    await air.open(str(pty), [zones[i % len(zones)] for i in range(bands)], record=True)
+    air = AirProcess(key, 1, LOSS, 11, air_priority)
+    await air.open(pty, [zones[i % len(zones)] for i in range(bands)], directory / "air.log")
     sent: list[tuple[float, int]] = []  # (wall time, readings the broker has acknowledged), polled
     acknowledged, drained = asyncio.Event(), asyncio.Event()  # the first of the backlog; all of it
 
@@ -221,22 +252,25 @@ async def _round(directory: Path, bands: int, presets: tuple[str, ...], backlog:
             else:
                 fired = await _measure(api_port, osc_port, air, delays, presets)
             health = await asyncio.to_thread(_get, api_port, "/api/v1/health")
+        record = await air.close()
     finally:
-        await air.close()
+        air.kill()
     # from the poll before the first acknowledgement to the first poll that saw the whole backlog
     drain = (next(t for t, n in sent if n > 0) - 0.05, next(t for t, n in sent if n >= backlog)) if backlog else None
-    return Round(fired, list(air.on_air), air.bands, key, health["drivers"]["wristbands"], zones, health["scheduling"],
-                 drain)
+    return Round(fired, record.on_air, record.bands, record.commands, key, health["drivers"]["wristbands"], zones,
+                 health["scheduling"], air.scheduling, drain)
 
 
-async def _run(bands: int, crowd_size: int, drain: bool) -> list[Figure]:
+async def _run(bands: int, crowd_size: int, drain: bool, air_priority: int) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="vg-bench-wristband-") as tmp:
-        quiet = await _round(Path(tmp), bands, PRESETS)
+        quiet = await _round(Path(tmp), bands, PRESETS, air_priority)
     print(f"{len(quiet.fired)} effects fired by OSC; {len(quiet.on_air)} advertisements on the air "
           f"({quiet.radio['detail']['copies_sent']} copies, {quiet.radio['detail']['hci_commands']} HCI commands)")
     stamp = _stamp_to_air_ms(quiet.on_air, quiet.key)
     print(f"stamp to air: p50 {percentile(stamp, 50):.2f} ms, p99 {percentile(stamp, 99):.2f} ms, "
-          f"max {max(stamp):.2f} ms (HCI over the pty, Bumble's controller, the virtual link)")
+          f"max {max(stamp):.2f} ms (HCI over the pty, Bumble's controller, the virtual link; the air's process: "
+          f"{quiet.air})")
+    quiet_hci = _print_hci("quiet", [quiet])
     air_spread, air_started = _report(f"{bands} Bumble bands", [quiet], [quiet.bands])
     began = time.monotonic()
     crowd = quiet.crowd(crowd_size, 5)
@@ -258,20 +292,22 @@ async def _run(bands: int, crowd_size: int, drain: bool) -> list[Figure]:
         # effect is the like-for-like peer (the later ones include 1.5-6 s more of the bands' crystal drift)
         first = quiet.fired[0]
         figures += await _while_draining(bands, crowd_size, sync(quiet.bands, *first).spread_ms,
-                                         sync(crowd, *first).spread_ms, percentile(stamp, 99))
+                                         sync(crowd, *first).spread_ms, percentile(stamp, 99), quiet_hci,
+                                         air_priority)
     return figures
 
 
 async def _while_draining(bands: int, crowd_size: int, quiet_air: float, quiet_crowd: float,
-                          quiet_stamp: float) -> list[Figure]:
+                          quiet_stamp: float, quiet_hci: tuple[float, float], air_priority: int) -> list[Figure]:
     """Each preset fired by a daemon of its own while it drains a cloud backlog (an uncapped drain is over in
-    about a second, so one effect a drain); the spreads against the quiet daemon's first effect."""
+    about a second, so one effect a drain); the spreads against the quiet daemon's first effect, the radio's
+    trace against the quiet daemon's."""
     rounds: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="vg-bench-wristband-drain-") as tmp:
         for i, preset in enumerate(PRESETS):
             directory = Path(tmp) / str(i)
             directory.mkdir()
-            r = await _round(directory, bands, (preset,), DRAIN_READINGS)
+            r = await _round(directory, bands, (preset,), air_priority, DRAIN_READINGS)
             shutil.rmtree(directory, ignore_errors=True)  # some 300 MB of outbox, not left to the next round's disk
             assert r.drain is not None
             first, last = (round(t * 1000) for t in r.drain)
@@ -281,7 +317,7 @@ async def _while_draining(bands: int, crowd_size: int, quiet_air: float, quiet_c
             during = sum(1 for stamp in stamps if (stamp - first) % 2**32 <= last - first)
             print(f"round {i + 1}/{len(PRESETS)}: {preset} fired while {DRAIN_READINGS:,} readings drained in about "
                   f"{r.drain[1] - r.drain[0]:.2f} s (health polled every 50 ms); {during} of its {len(stamps)} "
-                  f"copies stamped within the drain; the daemon's loop: {r.scheduling}")
+                  f"copies stamped within the drain; the daemon's loop: {r.scheduling}; the air's: {r.air}")
             rounds.append(r)
     air_spread, air_started = _report(f"{bands} Bumble bands, draining", rounds, [r.bands for r in rounds])
     crowd_spread, crowd_started = _report(f"{crowd_size} modelled, draining", rounds,
@@ -289,6 +325,7 @@ async def _while_draining(bands: int, crowd_size: int, quiet_air: float, quiet_c
     stamp = [ms for r in rounds for ms in _stamp_to_air_ms(r.on_air, r.key)]
     print(f"stamp to air while draining: p50 {percentile(stamp, 50):.2f} ms, p99 {percentile(stamp, 99):.2f} ms, "
           f"max {max(stamp):.2f} ms")
+    answer, turnaround = _print_hci("draining", rounds)
     loop = "/".join(sorted({r.scheduling.split(":")[0] for r in rounds}))
     return [
         Figure(f"wristband spread while draining (loop {loop}), {bands} Bumble bands", air_spread, "ms",
@@ -301,17 +338,21 @@ async def _while_draining(bands: int, crowd_size: int, quiet_air: float, quiet_c
                TARGET_STARTED_PCT, "higher"),
         Figure("wristband copy stamp to air p99, draining", percentile(stamp, 99), "ms", peer=quiet_stamp,
                peer_label="no drain"),
+        Figure("radio: gateway's HCI turnaround p99, draining", turnaround, "ms", peer=quiet_hci[1],
+               peer_label="no drain"),
+        Figure("radio: virtual controller's answer p99, draining", answer, "ms", peer=quiet_hci[0],
+               peer_label="no drain"),
     ]
 
 
-def run(bands: int = 24, crowd: int = 10_000, drain: bool = True) -> list[Figure]:
+def run(bands: int = 24, crowd: int = 10_000, drain: bool = True, air_priority: int = AIR_PRIORITY) -> list[Figure]:
     title(f"Wristband sync: {len(PRESETS)} presets fired by OSC at the demo daemon; {bands} Bumble bands and "
           f"{crowd} modelled, {LOSS:.0%} loss" + (f"; then each fired while a {DRAIN_READINGS:,}-reading cloud "
                                                     "backlog drains" if drain else ""))
     if drain and shutil.which("mosquitto") is None:
         print("NOT MEASURED while draining: needs the Debian package mosquitto (make peers installs it)")
         drain = False
-    return asyncio.run(_run(bands, crowd, drain))
+    return asyncio.run(_run(bands, crowd, drain, air_priority))
 
 
 def main() -> None:
@@ -320,8 +361,10 @@ def main() -> None:
     parser.add_argument("--bands", type=int, default=24, help="virtual bands on the Bumble air (default 24)")
     parser.add_argument("--crowd", type=int, default=10_000, help="modelled bands (default 10000)")
     parser.add_argument("--no-drain", action="store_true", help="skip the rounds fired while a backlog drains")
+    parser.add_argument("--air-priority", type=int, default=AIR_PRIORITY,
+                        help=f"the virtual air's SCHED_FIFO priority, 0: ordinary (default {AIR_PRIORITY})")
     args = parser.parse_args()
-    print(figures_table(run(args.bands, args.crowd, not args.no_drain)))
+    print(figures_table(run(args.bands, args.crowd, not args.no_drain, args.air_priority)))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 
 from drivers.sim.air import VirtualAir
 from drivers.sim.crowd import Crowd, sync
+from drivers.wristband import hci
 from drivers.wristband.protocol import decode
 from tests.conftest import OPERATOR, Daemon, free_port, require
 
@@ -158,6 +159,13 @@ async def test_bands_on_the_air_start_an_effect_fired_by_oscsend_together(rig: R
     crowd.hear(rig.air.on_air)
     modelled = sync(crowd.bands, serial, intended)
     assert modelled.started >= 0.999 * modelled.bands and modelled.spread_ms < 5, modelled.document()
+    # The radio's trace (what the benchmark splits a copy's delay by): the set-up first, then each copy as
+    # disable, set data, enable, every command answered after it was read.
+    trace = rig.air.commands[:-1]  # the last may be on its way
+    assert trace[0][0] == hci.RESET and all(read <= answered for _, read, answered in trace)
+    copies = [i for i, (opcode, _, _) in enumerate(trace) if opcode == hci.LE_SET_EXT_ADV_DATA]
+    assert len(copies) > 20  # the effect's, every 10 ms until the tail is over, and the heartbeats
+    assert all(trace[i - 1][0] == trace[i + 1][0] == hci.LE_SET_EXT_ADV_ENABLE for i in copies[1:-1])
 
 
 @pytest.mark.radio('advertising = "legacy"', 2, 0.0)

@@ -9,7 +9,9 @@ advertising sets to scanners; a real controller puts the same bytes on the air a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
 import os
 import random
 import time
@@ -18,7 +20,14 @@ from collections.abc import Callable
 
 from bumble.controller import Controller
 from bumble.device import Advertisement, Device
-from bumble.hci import HCI_LE_1M_PHY, Address
+from bumble.hci import (
+    HCI_LE_1M_PHY,
+    Address,
+    HCI_Command,
+    HCI_Command_Complete_Event,
+    HCI_Command_Status_Event,
+    HCI_Packet,
+)
 from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.ll import AdvertisingPdu
@@ -52,6 +61,32 @@ class _Receiver(Controller):
         return time.monotonic()
 
 
+class _Radio(Controller):
+    """The gateway's controller, with when it read each HCI command from the pty and wrote its answer:
+    (opcode, read, answered) on the monotonic clock, `answered` NaN until then."""
+
+    def __init__(self, transport: Transport, link: LocalLink) -> None:
+        super().__init__("gateway-radio", host_source=transport.source, host_sink=transport.sink, link=link)
+        self.commands: list[tuple[int, float, float]] | None = None
+
+    def on_hci_command_packet(self, command: HCI_Command) -> None:
+        if self.commands is not None:
+            self.commands.append((command.op_code, time.monotonic(), math.nan))
+        super().on_hci_command_packet(command)
+
+    def send_hci_packet(self, packet: HCI_Packet) -> None:
+        if self.commands is not None and isinstance(packet, HCI_Command_Complete_Event | HCI_Command_Status_Event):
+            asyncio.get_running_loop().call_soon(self._answer, bytes(packet))  # when Bumble writes it
+        else:
+            super().send_hci_packet(packet)
+
+    def _answer(self, packet: bytes) -> None:
+        assert self.host is not None and self.commands is not None
+        self.host.on_packet(packet)
+        opcode, read, _ = self.commands[-1]
+        self.commands[-1] = (opcode, read, time.monotonic())
+
+
 class _Air(LocalLink):
     """The link, stamping each advertisement as it goes on the air. A band's radio timestamps what it receives
     in hardware, so a band hears a copy when the air carries it, not when its simulated host gets to it."""
@@ -80,7 +115,7 @@ class VirtualAir:
         self.rng = random.Random(seed)
         self.link = _Air()
         self.bands: list[VirtualBand] = []
-        self.radio: Controller | None = None
+        self.radio: _Radio | None = None
         self.listeners: list[Callable[[VirtualBand], None]] = []
         self._transport: Transport | None = None
         self._devices: list[Device] = []
@@ -91,10 +126,10 @@ class VirtualAir:
         _remove_stale_link(pty_path)
         self._transport = await open_transport(f"pty:{pty_path}")
         self._pty_path = pty_path
-        self.radio = Controller("gateway-radio", host_source=self._transport.source,
-                                host_sink=self._transport.sink, link=self.link)
+        self.radio = _Radio(self._transport, self.link)
         if record:
             self.link.record = []
+            self.radio.commands = []
         for band in make_bands(self.key, self.show_id, zones, self.loss, self.rng):
             self.bands.append(band)
             await self._listen(band)
@@ -103,6 +138,11 @@ class VirtualAir:
     def on_air(self) -> list[tuple[float, bytes]]:
         """Every advertisement on the air since `open(record=True)`: (when, data)."""
         return self.link.record or []
+
+    @property
+    def commands(self) -> list[tuple[int, float, float]]:
+        """Every HCI command the radio read since `open(record=True)`: (opcode, read, answered)."""
+        return (self.radio.commands if self.radio else None) or []
 
     async def _listen(self, band: VirtualBand) -> None:
         address = f"C0:00:00:00:{band.index >> 8:02X}:{band.index & 0xFF:02X}"

@@ -13,7 +13,7 @@ import random
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.wristband.band import Band
 from drivers.wristband.protocol import WristbandError, WristbandPacket, decode
@@ -117,7 +117,13 @@ class Sync:
                 "error_min_ms": errors[0] if errors else None, "error_max_ms": errors[-1] if errors else None}
 
 
-def sync(bands: Sequence[VirtualBand], serial: int, intended: dict[int, float]) -> Sync:
+class Started(Protocol):
+    """A band as `sync` reads it: its zone and when it started each effect (serial -> the host's clock)."""
+    zone: int
+    starts: dict[int, float]
+
+
+def sync(bands: Sequence[Started], serial: int, intended: dict[int, float]) -> Sync:
     """Start errors of `bands` for the effect `serial`; `intended`: zone -> its start on the host's clock."""
     errors = [(band.starts[serial] - intended[band.zone]) * 1000 for band in bands if serial in band.starts]
     return Sync(len(bands), len(errors), errors)

@@ -1,0 +1,147 @@
+"""The virtual air (drivers/sim/air.py) in a process of its own, real-time when the system allows it, for the
+benchmarks that load the box: a radio is a chip of its own that answers the gateway within a millisecond
+whatever the host's cores are doing, so its stand-in does not queue behind the load under test (a drain, the
+broker) or behind the benchmark's own work. The air's bands start effects on the air's clock (the monotonic
+clock, the same in every process), so what they report is comparable with the parent's times.
+
+The parent talks to it over its stdin and stdout, a line each way: `serials` (the effects any band has
+started), `close` (the air's record written to a JSON file, then it exits)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import PYTHON, ROOT, die_with_parent
+from drivers.sim.air import VirtualAir
+from gateway.realtime import make_realtime
+
+READY_S = 30.0  # for the bands to power on and scan
+
+
+@dataclass
+class HeardBand:
+    """A virtual band as the parent sees it: its zone and its starts (effect serial -> monotonic time)."""
+    zone: int
+    starts: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """What the air carried (when, data), its bands, and the HCI commands the radio took (opcode, read,
+    answered)."""
+    on_air: list[tuple[float, bytes]]
+    bands: list[HeardBand]
+    commands: list[tuple[int, float, float]]
+
+
+class AirProcess:
+    """`python -m bench.air_process`, started by `open` and ended by `close`."""
+
+    def __init__(self, key: bytes, show_id: int, loss: float, seed: int, priority: int) -> None:
+        self.args = ["--key", key.hex(), "--show-id", str(show_id), "--loss", str(loss), "--seed", str(seed),
+                     "--priority", str(priority)]
+        self.scheduling = "not started"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._out: Path | None = None
+
+    async def open(self, pty: Path, zones: list[int], log: Path) -> None:
+        self._out = pty.with_suffix(".air.json")
+        self._proc = await asyncio.create_subprocess_exec(
+            PYTHON, "-m", "bench.air_process", *self.args, "--pty", str(pty), "--out", str(self._out),
+            "--log", str(log), "--zones", ",".join(map(str, zones)), cwd=ROOT, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+        try:
+            ready = await asyncio.wait_for(self._line(), READY_S)
+        except TimeoutError:
+            raise RuntimeError(f"the virtual air did not start within {READY_S:g} s (see {log})") from None
+        self.scheduling = ready["scheduling"]
+
+    async def serials(self) -> set[int]:
+        """The effects that any band has started so far."""
+        return set(await self._ask("serials"))
+
+    async def close(self) -> Record:
+        assert self._proc is not None and self._out is not None
+        await self._ask("close")
+        await self._proc.wait()
+        doc = json.loads(await asyncio.to_thread(self._out.read_text))
+        return Record([(t, bytes.fromhex(data)) for t, data in doc["on_air"]],
+                      [HeardBand(zone, {int(s): t for s, t in starts.items()}) for zone, starts in doc["bands"]],
+                      [(opcode, read, answered) for opcode, read, answered in doc["commands"]])
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+
+    async def _ask(self, request: str) -> Any:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(request.encode() + b"\n")
+        await self._proc.stdin.drain()
+        return await self._line()
+
+    async def _line(self) -> Any:
+        assert self._proc is not None and self._proc.stdout is not None
+        line = await self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the virtual air exited with {await self._proc.wait()}")
+        return json.loads(line)
+
+
+async def _serve(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The air until the parent asks to close it (its record) or goes away (None)."""
+    scheduling = make_realtime(args.priority, "the virtual air")
+    air = VirtualAir(bytes.fromhex(args.key), args.show_id, loss=args.loss, seed=args.seed)
+    await air.open(args.pty, [int(z) for z in args.zones.split(",")], record=True)
+    loop = asyncio.get_running_loop()
+    requests = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(requests), sys.stdin)
+
+    _answer({"scheduling": scheduling})
+    try:
+        while request := (await requests.readline()).strip():
+            if request == b"serials":
+                _answer(sorted({s for band in air.bands for s in band.starts}))
+            elif request == b"close":
+                return {"on_air": [(t, data.hex()) for t, data in air.on_air],
+                        "bands": [(band.zone, band.starts) for band in air.bands], "commands": air.commands}
+            else:
+                raise ValueError(f"unknown request {request!r} (allowed: serials, close)")
+        return None
+    finally:
+        await air.close()
+
+
+def _answer(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.air_process", description=__doc__)
+    parser.add_argument("--pty", required=True, help="where to link the radio's pty")
+    parser.add_argument("--out", required=True, help="the JSON file the record is written to on close")
+    parser.add_argument("--log", required=True, help="the file its standard error goes to")
+    parser.add_argument("--key", required=True, help="the show key, in hexadecimal")
+    parser.add_argument("--show-id", type=int, default=1)
+    parser.add_argument("--zones", required=True, help="one band per entry: its zone, comma-separated")
+    parser.add_argument("--loss", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--priority", type=int, default=0, help="SCHED_FIFO priority, 0: ordinary")
+    args = parser.parse_args()
+    with open(args.log, "wb") as log:
+        os.dup2(log.fileno(), sys.stderr.fileno())
+    record = asyncio.run(_serve(args))
+    if record is not None:
+        Path(args.out).write_text(json.dumps(record))
+        _answer("closed")
+
+
+if __name__ == "__main__":
+    main()

@@ -201,7 +201,7 @@ def _print_hci(label: str, rounds: list[Round]) -> tuple[float, float]:
     answers, turnarounds = _hci_ms(rounds)
     for what, ms in (("virtual controller's answer", answers), ("gateway's turnaround", turnarounds)):
         print(f"{label}: {what}: p50 {percentile(ms, 50):.2f} ms, p99 {percentile(ms, 99):.2f} ms, "
-              f"max {max(ms):.2f} ms ({len(ms)} commands)")
+              f"max {max(ms):.2f} ms ({len(ms)} measured)")
     return percentile(answers, 99), percentile(turnarounds, 99)
 
 

@@ -63,7 +63,8 @@ class _Receiver(Controller):
 
 class _Radio(Controller):
     """The gateway's controller, with when it read each HCI command from the pty and wrote its answer:
-    (opcode, read, answered) on the monotonic clock, `answered` NaN until then."""
+    (opcode, read, answered) on the monotonic clock, `answered` NaN until then (the radio waits for each answer
+    before its next command, so an answer is the last command's)."""
 
     def __init__(self, transport: Transport, link: LocalLink) -> None:
         super().__init__("gateway-radio", host_source=transport.source, host_sink=transport.sink, link=link)

@@ -23,6 +23,7 @@ from drivers.sim.air import VirtualAir
 from gateway.realtime import make_realtime
 
 READY_S = 30.0  # for the bands to power on and scan
+ANSWER_S = 30.0  # for any request: the air answers in milliseconds; a stuck one is killed, not waited for
 
 
 @dataclass
@@ -52,15 +53,17 @@ class AirProcess:
         self._out: Path | None = None
 
     async def open(self, pty: Path, zones: list[int], log: Path) -> None:
+        """Start it; on any failure it is stopped before the error is raised."""
         self._out = pty.with_suffix(".air.json")
         self._proc = await asyncio.create_subprocess_exec(
             PYTHON, "-m", "bench.air_process", *self.args, "--pty", str(pty), "--out", str(self._out),
-            "--log", str(log), "--zones", ",".join(map(str, zones)), cwd=ROOT, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+            "--log", str(log), "--zones", ",".join(map(str, zones)), "--parent", str(os.getpid()), cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         try:
-            ready = await asyncio.wait_for(self._line(), READY_S)
-        except TimeoutError:
-            raise RuntimeError(f"the virtual air did not start within {READY_S:g} s (see {log})") from None
+            ready = await self._line(READY_S, "start")
+        except BaseException:
+            await self.stop()
+            raise
         self.scheduling = ready["scheduling"]
 
     async def serials(self) -> set[int]:
@@ -68,29 +71,38 @@ class AirProcess:
         return set(await self._ask("serials"))
 
     async def close(self) -> Record:
+        """Its record, once it has written it and exited."""
         assert self._proc is not None and self._out is not None
         await self._ask("close")
-        await self._proc.wait()
+        try:
+            await asyncio.wait_for(self._proc.wait(), ANSWER_S)
+        except TimeoutError:
+            raise RuntimeError(f"the virtual air did not exit within {ANSWER_S:g} s of closing") from None
         doc = json.loads(await asyncio.to_thread(self._out.read_text))
         return Record([(t, bytes.fromhex(data)) for t, data in doc["on_air"]],
                       [HeardBand(zone, {int(s): t for s, t in starts.items()}) for zone, starts in doc["bands"]],
                       [(opcode, read, answered) for opcode, read, answered in doc["commands"]])
 
-    def kill(self) -> None:
+    async def stop(self) -> None:
+        """Killed, if it still runs (after an error), and waited for."""
         if self._proc is not None and self._proc.returncode is None:
             self._proc.kill()
+            await self._proc.wait()
 
     async def _ask(self, request: str) -> Any:
         assert self._proc is not None and self._proc.stdin is not None
         self._proc.stdin.write(request.encode() + b"\n")
         await self._proc.stdin.drain()
-        return await self._line()
+        return await self._line(ANSWER_S, f"answer {request!r}")
 
-    async def _line(self) -> Any:
+    async def _line(self, seconds: float, what: str) -> Any:
         assert self._proc is not None and self._proc.stdout is not None
-        line = await self._proc.stdout.readline()
+        try:
+            line = await asyncio.wait_for(self._proc.stdout.readline(), seconds)
+        except TimeoutError:
+            raise RuntimeError(f"the virtual air did not {what} within {seconds:g} s (see its log)") from None
         if not line:
-            raise RuntimeError(f"the virtual air exited with {await self._proc.wait()}")
+            raise RuntimeError(f"the virtual air exited with {await self._proc.wait()} (see its log)")
         return json.loads(line)
 
 
@@ -105,7 +117,8 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any] | None:
 
     _answer({"scheduling": scheduling})
     try:
-        while request := (await requests.readline()).strip():
+        while line := await requests.readline():  # until the parent goes away (end of input)
+            request = line.strip()
             if request == b"serials":
                 _answer(sorted({s for band in air.bands for s in band.starts}))
             elif request == b"close":
@@ -134,7 +147,12 @@ def main() -> None:
     parser.add_argument("--loss", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--priority", type=int, default=0, help="SCHED_FIFO priority, 0: ordinary")
+    parser.add_argument("--parent", type=int, default=None, help="exit if this process is gone (killed with it)")
     args = parser.parse_args()
+    if args.parent is not None:  # set here, not before exec: the parent has threads by then
+        die_with_parent()
+        if os.getppid() != args.parent:
+            sys.exit("the parent process has gone")
     with open(args.log, "wb") as log:
         os.dup2(log.fileno(), sys.stderr.fileno())
     record = asyncio.run(_serve(args))

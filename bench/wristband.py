@@ -184,15 +184,18 @@ def _stamp_to_air_ms(on_air: list[tuple[float, bytes]], key: bytes) -> list[floa
 
 
 def _hci_ms(rounds: list[Round]) -> tuple[list[float], list[float]]:
-    """From the radio's trace: how long the virtual controller took to answer each command, and how long the
-    gateway took from a copy's set data answered to its enable read (the daemon's own work and the pty's two ways,
-    with nothing else between them in the radio's loop), in ms."""
+    """From the radio's trace of the copies (within the drain, for a round with one): how long the virtual
+    controller took to answer each command, and how long from a copy's set data answered to its enable read (with
+    the air real-time, the gateway's turnaround: its loop and the pty's two ways), in ms."""
+    to_mono = time.monotonic() - time.time()
     answers, turnarounds = [], []
     for r in rounds:
-        answers += [(answered - read) * 1000 for _, read, answered in r.commands if not math.isnan(answered)]
-        for (before, _, answered), (opcode, read, _) in itertools.pairwise(r.commands):
-            if opcode in ENABLE and before in DATA:
-                turnarounds.append((read - answered) * 1000)
+        first, last = (r.drain[0] + to_mono, r.drain[1] + to_mono) if r.drain else (-math.inf, math.inf)
+        copies = [(opcode, read, answered) for opcode, read, answered in r.commands
+                  if opcode in DATA | ENABLE and first <= read <= last and not math.isnan(answered)]
+        answers += [(answered - read) * 1000 for _, read, answered in copies]
+        turnarounds += [(read - answered) * 1000 for (before, _, answered), (opcode, read, _)
+                        in itertools.pairwise(copies) if opcode in ENABLE and before in DATA]
     return answers, turnarounds
 
 
@@ -256,7 +259,7 @@ async def _round(directory: Path, bands: int, presets: tuple[str, ...], air_prio
             health = await asyncio.to_thread(_get, api_port, "/api/v1/health")
         record = await air.close()
     finally:
-        air.kill()
+        await air.stop()
     # from the poll before the first acknowledgement to the first poll that saw the whole backlog
     drain = (next(t for t, n in sent if n > 0) - 0.05, next(t for t, n in sent if n >= backlog)) if backlog else None
     return Round(fired, record.on_air, record.bands, record.commands, key, health["drivers"]["wristbands"], zones,

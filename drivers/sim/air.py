@@ -63,8 +63,7 @@ class _Receiver(Controller):
 
 class _Radio(Controller):
     """The gateway's controller, with when it read each HCI command from the pty and wrote its answer:
-    (opcode, read, answered) on the monotonic clock, `answered` NaN until then (the radio waits for each answer
-    before its next command, so an answer is the last command's)."""
+    (opcode, read, answered) on the monotonic clock, `answered` NaN until then."""
 
     def __init__(self, transport: Transport, link: LocalLink) -> None:
         super().__init__("gateway-radio", host_source=transport.source, host_sink=transport.sink, link=link)
@@ -77,15 +76,17 @@ class _Radio(Controller):
 
     def send_hci_packet(self, packet: HCI_Packet) -> None:
         if self.commands is not None and isinstance(packet, HCI_Command_Complete_Event | HCI_Command_Status_Event):
-            asyncio.get_running_loop().call_soon(self._answer, bytes(packet))  # when Bumble writes it
+            # Bumble answers from inside the command's handler: the answer is the last command read's. It is
+            # written on the loop's next pass, as Bumble writes it; that is when it is stamped.
+            asyncio.get_running_loop().call_soon(self._answer, len(self.commands) - 1, bytes(packet))
         else:
             super().send_hci_packet(packet)
 
-    def _answer(self, packet: bytes) -> None:
-        assert self.host is not None and self.commands is not None
-        self.host.on_packet(packet)
-        opcode, read, _ = self.commands[-1]
-        self.commands[-1] = (opcode, read, time.monotonic())
+    def _answer(self, index: int, packet: bytes) -> None:
+        if self.host and self.commands is not None:
+            self.host.on_packet(packet)
+            opcode, read, _ = self.commands[index]
+            self.commands[index] = (opcode, read, time.monotonic())
 
 
 class _Air(LocalLink):

@@ -8,6 +8,7 @@ import ctypes
 import math
 import os
 import pwd
+import random
 import signal
 import socket
 import subprocess
@@ -103,11 +104,28 @@ def latency_line(label: str, seconds: Sequence[float]) -> str:
 
 
 # -- the machine ----------------------------------------------------------------------------------------
+PORTS_FROM = 10_000  # free ports are taken from here up to the kernel's ephemeral range
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free on the loopback address right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]
+    """A TCP port free on the loopback address right now, never the same twice in a process, and below the
+    kernel's ephemeral range: a client retrying a port nobody listens on yet (a daemon waiting for its broker)
+    can be given that very port as its own and connect to itself, and the broker then cannot bind it."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768  # Linux's default
+    while True:
+        port = random.randrange(PORTS_FROM, max(ephemeral, PORTS_FROM + 10_000))
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,12 @@ from typing import Any
 
 import pytest
 
+from bench.common import free_port as free_port  # the tests import it from here
+
 pytest_plugins = ("tests.ola", "tests.mosquitto")  # the `ola` and `mosquitto` fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWER, OPERATOR, ADMIN = "demo-viewer-token", "demo-operator-token", "demo-admin-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = "", sensing: bool = True) -> Path:

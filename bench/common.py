@@ -159,7 +159,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when the bench process dies, however it dies."""
+    """In a child (before exec, or first thing in its own code): get SIGKILL when the bench process dies, however
+    it dies."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 

@@ -2,13 +2,13 @@
 presets by OSC; its radio driver speaks HCI over a pseudo-terminal to a Bumble controller, and virtual bands
 (Bumble hosts scanning the same virtual link, 30% of advertisements lost each) start the effects on their own
 drifting clocks; that air runs in a process of its own (bench/air_process.py), real-time above the daemon's loop,
-as a radio chip answers whatever the host's cores do, and its trace splits each copy's delay between the
-controller and the gateway. A crowd of 10,000 modelled bands then hears the same transmissions (the air's log)
-through the same loss; once more with a modelled controller delay of 0-10 ms per advertising event (the worst a
-real controller's advDelay could add). Then each preset once more, fired while the daemon drains a cloud backlog
-of 3,000,000 readings to Mosquitto (one daemon per preset, the loop real-time as the example venue runs it).
-Figures: the spread of start times across bands, against each zone's intended start, and the share of bands that
-started, per effect (the worst effect is reported)."""
+as a radio chip answers whatever the host's cores do, and its trace times the controller's answers and the
+gateway's turnaround within each copy. A crowd of 10,000 modelled bands then hears the same transmissions (the
+air's log) through the same loss; once more with a modelled controller delay of 0-10 ms per advertising event
+(the worst a real controller's advDelay could add). Then each preset once more, fired while the daemon drains a
+cloud backlog of 3,000,000 readings to Mosquitto (one daemon per preset, the loop real-time as the example venue
+runs it). Figures: the spread of start times across bands, against each zone's intended start, and the share of
+bands that started, per effect (the worst effect is reported)."""
 
 from __future__ import annotations
 

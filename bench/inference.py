@@ -41,9 +41,9 @@ async def _lag(seconds: float, out: list[float]) -> None:
 
 async def _child(seconds: float, models: Path) -> dict[str, Any]:
     from drivers.sim.venue import VenueLayout, VirtualVenue, Zone
-    from gateway.config import StoreSection
     from gateway.inference.settings import InferenceSection
     from gateway.readings import Ingest
+    from gateway.settings import StoreSection
     from gateway.store import Store
     from gateway.twin import Twin
 

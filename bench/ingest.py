@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bench.common import Figure, exit_on_signals, figures_table, latency_line, percentile, title
-from gateway.config import StoreSection, TwinSection
 from gateway.readings import Ingest, Reading
+from gateway.settings import StoreSection, TwinSection
 from gateway.store import Store
 from gateway.twin import Twin
 

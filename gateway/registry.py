@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from gateway.driver import Driver
+from gateway.driver import Driver
 
 GROUP = "venue_gateway.drivers"
 
@@ -22,8 +21,6 @@ def available() -> list[str]:
 
 
 def find(kind: str) -> type[Driver[Any]]:
-    from gateway.driver import Driver
-
     if ":" in kind:
         module_name, _, attr = kind.partition(":")
         try:

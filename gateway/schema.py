@@ -9,12 +9,17 @@ define `problems() -> list[Problem]` for checks across its keys (paths relative 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from gateway.addresses import parse_listen
+
 T = TypeVar("T")
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,22 @@ def setting(
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def check_slug(value: str) -> str | None:
+    """For `setting(check=...)`: a name used in the twin, topics and files."""
+    if _SLUG.match(value):
+        return None
+    return f"{value!r} is not a valid name (allowed: 1-64 of a-z 0-9 _ -, starting with a letter or digit)"
+
+
+def check_listen(value: str) -> str | None:
+    """For `setting(check=...)`: a `host:port` to listen on or send to."""
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _join(path: str, key: str | int) -> str:

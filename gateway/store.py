@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
-from gateway.config import StoreSection
 from gateway.database import StoreError as StoreError  # raised by the store: its callers catch it from here
 from gateway.database import advice, open_database, worker
 from gateway.outbox import Outbox, OutboxSettings
 from gateway.readings import Reading
+from gateway.settings import StoreSection
 from gateway.twin import Asset, Twin
 
 log = logging.getLogger(__name__)

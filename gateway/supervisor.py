@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gateway.config import SupervisorSection
+from gateway.settings import SupervisorSection
 from gateway.twin import Twin, TwinFrozen
 
 log = logging.getLogger(__name__)

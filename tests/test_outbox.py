@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.config import StoreSection
 from gateway.outbox import OutboxReader, OutboxSettings
 from gateway.readings import Reading
+from gateway.settings import StoreSection
 from gateway.store import Store, StoreError
 from gateway.twin import Twin
 

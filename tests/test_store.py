@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import StoreSection
 from gateway.database import BULK_NICE
 from gateway.readings import Ingest, Reading
+from gateway.settings import StoreSection
 from gateway.store import VERSION_BLOCK, Store, StoreError
 from gateway.twin import Twin, TwinFrozen
 from tests.conftest import ROOT, with_tmpfs
@@ -191,7 +191,7 @@ def test_a_read_only_data_directory_is_refused_plainly(tmp_path: Path) -> None:
     data = tmp_path / "ro"
     data.mkdir()
     script = ("import asyncio, pathlib\nfrom gateway.store import Store, StoreError\n"
-              "from gateway.config import StoreSection\nfrom gateway.twin import Twin\ntry:\n"
+              "from gateway.settings import StoreSection\nfrom gateway.twin import Twin\ntry:\n"
               f"    asyncio.run(Store(pathlib.Path({str(data)!r}), StoreSection()).open(Twin('g', 'v')))\n"
               "except StoreError as e:\n    print(e)\n")
     result = subprocess.run(with_tmpfs(data, "ro", [sys.executable, "-c", script]), capture_output=True, text=True,
@@ -262,7 +262,7 @@ def test_a_full_disk_at_start_is_a_clear_error(tmp_path: Path) -> None:
     data = tmp_path / "full"
     data.mkdir()
     script = ("import asyncio, pathlib\nfrom gateway.store import Store, StoreError\n"
-              "from gateway.config import StoreSection\nfrom gateway.twin import Twin\n"
+              "from gateway.settings import StoreSection\nfrom gateway.twin import Twin\n"
               f"d = pathlib.Path({str(data)!r})\n"
               "try:\n    open(d / 'filler', 'wb').write(b'x' * (4 * 10**6))\nexcept OSError:\n    pass\n"
               "try:\n    asyncio.run(Store(d, StoreSection()).open(Twin('g', 'v')))\n"

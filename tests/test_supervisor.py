@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from gateway.config import SupervisorSection
+from gateway.settings import SupervisorSection
 from gateway.supervisor import NotReady, Supervisor, Unit, backoff_delay
 from gateway.twin import Twin
 

@@ -11,10 +11,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import history
+from gateway.addresses import parse_listen
 from gateway.api import GATEWAY, compliance, effects, stream
 from gateway.api.auth import Tokens, json_error, middleware, read_object, requires
 from gateway.api.openapi import document as openapi_document
-from gateway.config import parse_listen
 from gateway.store import StoreError
 from gateway.supervisor import NotReady, Unit
 from gateway.twin import ChangesGone, TwinFrozen, change_document, rfc3339

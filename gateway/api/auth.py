@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.config import ROLES, Role
+from gateway.settings import ROLES, Role
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROLE_KEY: web.RequestKey[Role] = web.RequestKey("vg_role", str)  # type: ignore[arg-type]

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.addresses import parse_listen
 from gateway.cloud.mirror import GatewayMirror, Mirror
 from gateway.cloud.settings import parse_broker
-from gateway.config import parse_listen
 
 SUMMARY_EVERY_S = 10.0
 MIRROR: web.AppKey[Mirror] = web.AppKey("mirror")

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gateway.config import PresetSection, ShowSection
 from gateway.show.effects import RGB, Effect, EffectError, render
+from gateway.show.settings import PresetSection, ShowSection
 from gateway.twin import Twin, TwinFrozen, rfc3339
 
 log = logging.getLogger(__name__)

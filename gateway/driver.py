@@ -1,4 +1,7 @@
-"""The driver API: the small interface every device driver implements, and the context it is given.
+"""The driver API: the one module of the core a driver imports. It holds the small interface every device driver
+implements and the context it is given, and re-exports the rest a driver needs: readings, the options schema's
+helpers, backoff, listen addresses, and the show's fired effects and their errors. A site's own driver, loaded as
+`package.module:Class`, imports from here alone; what it names here stays importable across releases.
 
 A driver knows its protocol and nothing of the core beyond this module. Its life is start -> run -> stop,
 supervised: raising from `start` or `run` gets it restarted with backoff while the rest of the box runs on.
@@ -14,14 +17,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+from gateway.addresses import is_loopback, parse_listen
 from gateway.alerts import Alerts, Listener
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.readings import Ingest, Reading
-from gateway.show.engine import ShowEngine
-from gateway.supervisor import NotReady, Unit
+from gateway.schema import Problem, check_listen, check_slug, setting
+from gateway.show.effects import EffectError
+from gateway.show.engine import Fired, ShowEngine, UnknownPreset
+from gateway.supervisor import NotReady, Unit, backoff_delay
 from gateway.twin import Twin, TwinFrozen
 
-__all__ = ["Driver", "DriverContext", "NoOptions", "NotReady"]
+# What a driver may import from here: the interface and its context; a start that cannot go on yet and the backoff
+# between tries; readings; its options (a frozen dataclass of `setting(...)` fields, checked across keys by
+# `problems()`); the addresses it listens on or sends to; the show's fired effects and why a fire was refused.
+__all__ = [
+    "Driver", "DriverContext", "EffectError", "Fired", "NoOptions", "NotReady", "Problem", "Reading", "UnknownPreset",
+    "backoff_delay", "check_listen", "check_slug", "is_loopback", "parse_listen", "setting",
+]
 
 OptionsT = TypeVar("OptionsT")
 

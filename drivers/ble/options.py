@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from drivers.ble.occupancy import parse_time_of_day
-from gateway.schema import Problem, setting
+from gateway.driver import Problem, setting
 
 
 def _check_hhmm(value: str) -> str | None:

@@ -23,8 +23,7 @@ from typing import Any
 
 from drivers.dmx.artnet_codec import PORT, ArtDmx, ArtNetError, ArtPoll, ArtPollReply, ArtSync, UnreadOpcode, decode
 from drivers.dmx.output import DmxOutput
-from gateway.driver import DriverContext, NotReady
-from gateway.schema import Problem, setting
+from gateway.driver import DriverContext, NotReady, Problem, setting
 
 
 def _address(text: str) -> tuple[str, int]:

@@ -18,8 +18,7 @@ from sacn.messages.data_packet import DataPacket
 from sacn.messages.sync_packet import SyncPacket
 
 from drivers.dmx.output import DmxOutput
-from gateway.driver import DriverContext, NotReady
-from gateway.schema import Problem, setting
+from gateway.driver import DriverContext, NotReady, Problem, setting
 
 PORT = 5568
 TERMINATION_COPIES = 3  # E1.31 6.2.6: three packets with Stream_Terminated set end a stream

@@ -16,8 +16,7 @@ import serial_asyncio_fast
 
 from drivers.dmx.enttec_codec import Decoder, dmx_frame
 from drivers.dmx.output import DmxOutput
-from gateway.driver import DriverContext, NotReady
-from gateway.schema import setting
+from gateway.driver import DriverContext, NotReady, setting
 
 BACKLOG_BYTES = 2048  # about four frames waiting: the next one waits too, never a growing queue of old levels
 

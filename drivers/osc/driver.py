@@ -30,12 +30,18 @@ from pythonosc import osc_bundle, osc_message, osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from drivers.osc import slip
-from gateway.config import parse_listen
-from gateway.driver import Driver, DriverContext, NotReady
-from gateway.readings import Reading
-from gateway.schema import Problem, setting
-from gateway.show.effects import EffectError
-from gateway.show.engine import Fired, UnknownPreset
+from gateway.driver import (
+    Driver,
+    DriverContext,
+    EffectError,
+    Fired,
+    NotReady,
+    Problem,
+    Reading,
+    UnknownPreset,
+    parse_listen,
+    setting,
+)
 
 READ_BATCH = 64
 RECEIVE_BUFFER = 4 * 1024 * 1024  # room for bursts from a console while a frame is being sent

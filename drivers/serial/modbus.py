@@ -17,9 +17,7 @@ from drivers.serial.modbus_codec import ReadRequest
 from drivers.serial.modbus_link import ModbusLink
 from drivers.serial.registers import Block, RegisterMap
 from drivers.serial.scheduler import PollSchedule, PollState
-from gateway.driver import Driver, DriverContext, NotReady
-from gateway.readings import Reading
-from gateway.schema import Problem, setting
+from gateway.driver import Driver, DriverContext, NotReady, Problem, Reading, setting
 
 BACKOFF_INITIAL_S = 1.0
 # Exception codes 10 and 11: a gateway on the bus says the device behind it is not there.

@@ -16,9 +16,7 @@ from typing import Any
 
 from drivers.serial.lines import MAX_LINE, NODE_KEY, Checksum, LineDecoder, NodeLine
 from drivers.serial.port import SerialPort
-from gateway.driver import Driver, DriverContext
-from gateway.readings import Reading
-from gateway.schema import Problem, setting
+from gateway.driver import Driver, DriverContext, Problem, Reading, setting
 
 TICK_S = 1.0  # staleness, the bus report and the port's presence are looked at this often
 REMEMBER_UNKNOWN = 16  # unknown node ids and field names kept for the twin, to help commissioning

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from drivers.serial.modbus_codec import MAX_READ, READ_HOLDING, READ_INPUT
-from gateway.schema import Problem, setting
+from gateway.driver import Problem, setting
 
 RegisterType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
 Table = Literal["holding", "input"]

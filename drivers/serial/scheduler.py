@@ -10,7 +10,7 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from gateway.supervisor import backoff_delay
+from gateway.driver import backoff_delay
 
 
 @dataclass

@@ -17,9 +17,7 @@ from typing import Any
 from drivers.serial import xl2_protocol as xl2
 from drivers.serial.lines import LineFramer
 from drivers.serial.port import SerialPort
-from gateway.driver import Driver, DriverContext
-from gateway.readings import Reading
-from gateway.schema import Problem, setting
+from gateway.driver import Driver, DriverContext, Problem, Reading, setting
 
 PHYSICAL_DB = (0.0, 150.0)  # what a sound level in air at a venue can be; beyond it the meter is wrong
 MAX_ANSWER = 256  # longer than any answer to the commands used; longer lines are garbage

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.sim.crowd import VirtualBand
 from drivers.wristband.radio import parse_key
-from gateway.driver import Driver, DriverContext
-from gateway.schema import Problem, setting
+from gateway.driver import Driver, DriverContext, Problem, setting
 
 if TYPE_CHECKING:
     from drivers.sim.ble_devices import VirtualRoom

@@ -13,7 +13,7 @@ from pathlib import Path
 from drivers.sim.modbus_devices import MODELS, SimulatedDevice, VirtualModbusBus
 from drivers.sim.serial_devices import PtyDevice, SimNode, SimXl2
 from drivers.sim.venue import VenueLayout, circuit_id
-from gateway.readings import Reading
+from gateway.driver import Reading
 
 NODE_FIELDS = {"temperature_c": "t", "humidity_pct": "rh", "co2_ppm": "co2"}  # the nodes' own short names
 

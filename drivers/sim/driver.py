@@ -18,8 +18,7 @@ import numpy as np
 
 from drivers.sim.show import ShowTiming
 from drivers.sim.venue import Fault, FaultKind, VenueLayout, VirtualVenue, Zone, random_faults
-from gateway.driver import Driver, DriverContext
-from gateway.schema import Problem, setting
+from gateway.driver import Driver, DriverContext, Problem, setting
 
 if TYPE_CHECKING:
     from drivers.sim.devices import VenueDevices

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from drivers.sim.show import Show, ShowTiming
-from gateway.readings import Reading
+from gateway.driver import Reading
 
 FaultKind = Literal["fan_stall", "driver_open", "driver_short", "breaker_trip", "sensor_drift", "thermal_runaway"]
 AMP_FAULTS: tuple[FaultKind, ...] = ("fan_stall", "driver_open", "driver_short", "sensor_drift", "thermal_runaway")

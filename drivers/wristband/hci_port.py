@@ -16,7 +16,7 @@ import serial
 import serial_asyncio_fast
 
 from drivers.wristband import hci
-from gateway.supervisor import NotReady
+from gateway.driver import NotReady
 
 
 class HciPort:

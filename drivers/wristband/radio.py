@@ -28,9 +28,7 @@ from drivers.wristband import hci
 from drivers.wristband.hci_port import HciPort
 from drivers.wristband.protocol import KEY_SIZE
 from drivers.wristband.streams import Streams
-from gateway.driver import Driver, DriverContext, NotReady
-from gateway.schema import Problem, setting
-from gateway.show.engine import Fired
+from gateway.driver import Driver, DriverContext, Fired, NotReady, Problem, setting
 
 
 def parse_key(text: str) -> bytes:

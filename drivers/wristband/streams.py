@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from drivers.wristband.protocol import Effect, WristbandPacket
-from gateway.show.engine import Fired
+from gateway.driver import Fired
 
 MAX_COUNTDOWN_MS = 0xFFFF
 

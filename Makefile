@@ -43,7 +43,7 @@ peers:
 	fi
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check gateway drivers models tests bench
+	$(BIN)/ruff check gateway drivers models tests bench peers
 	$(BIN)/mypy
 
 unit: $(VENV)/.test peers

@@ -15,18 +15,17 @@ import aiohttp
 
 from bench.api_server import CHURN_EVERY_S, TOKEN
 from bench.common import (
-    LOOPBACK,
     PYTHON,
     Figure,
     child,
     exit_on_signals,
     figures_table,
-    free_port,
     latency_line,
     percentile,
     title,
     wait_until,
 )
+from peers.ports import LOOPBACK, free_port
 
 TARGET_FULL_P99_MS = 25.0
 TARGET_304_P99_MS = 2.0

@@ -32,7 +32,6 @@ from drivers.ble import frames
 from drivers.ble.driver import BleSensing
 from drivers.ble.health import backend_of
 from drivers.ble.options import BleOptions
-from drivers.sim.ble_backend import FeedScanner
 from drivers.sim.ble_devices import DEMO_BTHOME_KEY, DEMO_IBEACON_UUID, sensing_config
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
@@ -40,6 +39,7 @@ from gateway.looplag import LoopLag
 from gateway.readings import Reading
 from gateway.schema import check_all
 from gateway.twin import Twin
+from peers.ble_feed import FeedScanner
 
 TARGET_RATE = 10_000.0
 OFFERED = 1.1 * TARGET_RATE

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import shutil
 import subprocess
@@ -21,81 +20,36 @@ from typing import IO, Any
 import aiohttp
 import orjson
 
-from bench import show
+from bench import osc_artnet
+from bench.backlog import BATCH, broker, fill
 from bench.common import (
-    LOOPBACK,
     PYTHON,
+    REALTIME_PRIORITY,
     ROOT,
     Figure,
     child,
-    free_port,
     latency_line,
     percentile,
     title,
     wait_until,
 )
+from bench.daemon_probe import DaemonApi
 from gateway.cloud.mirror import GatewayMirror, Mirror
 from gateway.cloud.settings import Broker
-from gateway.config import StoreSection
-from gateway.outbox import OutboxSettings
-from gateway.readings import Reading
-from gateway.store import Store
-from gateway.twin import Twin
+from peers.ports import LOOPBACK, free_port, free_udp_port
 
 READINGS = 1_000_000
 SHOW_READINGS = 3_000_000  # a longer drain, for more latency samples within it
 SHOW_ROUNDS = 4
 CAPPED_READINGS = 1_000_000
 BROKER_NICE = 10
-REALTIME_PRIORITY = 10  # as config/venue.example.toml, under the systemd unit's LimitRTPRIO
 CAPPED_RATE = 100_000.0  # readings/s: about 60 Mbit/s of payload, more than most venue uplinks carry
-BATCH = 1000
-ASSETS = 200
 TOKEN = "bench-admin-token"
 TARGET_DRAIN_RATIO = 0.5
 TARGET_MIRROR_P99_MS = 50.0
 GATEWAY_ID = "bench-cloud"
+GATEWAY = (GATEWAY_ID, "bench")  # (id, venue)
 TELEMETRY = f"venues/bench/gateways/{GATEWAY_ID}/telemetry"
-
-
-@contextlib.contextmanager
-def mosquitto(directory: Path, port: int, nice: int = 0) -> Iterator[subprocess.Popen[bytes]]:
-    directory.mkdir(parents=True, exist_ok=True)
-    conf = directory / "mosquitto.conf"
-    conf.write_text(f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
-                    + ("user root\n" if os.geteuid() == 0 else ""))
-    with child(["nice", "-n", str(nice), "mosquitto", "-c", str(conf)], directory / "mosquitto.log") as proc:
-        wait_until(lambda: _listens(port), 10, proc, "mosquitto listening")
-        yield proc
-
-
-def _listens(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex((LOOPBACK, port)) == 0
-
-
-def fill(data_dir: Path, readings: int, gateway: tuple[str, str] = (GATEWAY_ID, "bench")) -> float:
-    """A store whose outbox holds `readings` readings in full batches, as an outage leaves it, for the gateway
-    (id, venue); returns seconds."""
-    async def go() -> float:
-        twin = Twin(*gateway)
-        store = Store(data_dir, StoreSection(max_mb=8192), outbox=OutboxSettings(gateway[0], BATCH, 0.1, 2**40, 1e9))
-        await store.open(twin)
-        began = time.perf_counter()
-        now = time.time()
-        rng = random.Random(1)
-        for start in range(0, readings, 50_000):
-            store.add_telemetry([Reading(now + i / 1e4, f"amp:{i % ASSETS}", "temperature_c", rng.uniform(30, 60))
-                                 for i in range(start, min(readings, start + 50_000))])
-            await store.flush(twin)
-        seconds = time.perf_counter() - began
-        await store.close(twin)
-        os.sync()  # on disk before anything is timed: the kernel's writeback of a gigabyte would be in the figures
-        return seconds
-
-    return asyncio.run(go())
 
 
 @contextlib.contextmanager
@@ -189,11 +143,11 @@ def drain_and_mirror(tmp: Path) -> list[Figure]:
     broker_port, api_port = free_port(), free_port()
     base = f"http://{LOOPBACK}:{api_port}"
     data = tmp / "data"
-    filled = fill(data, READINGS)
+    filled = fill(data, READINGS, GATEWAY)
     size = (data / "gateway.db").stat().st_size
     print(f"backlog: {READINGS:,} readings in {READINGS // BATCH:,} batches written in {filled:.2f} s"
           f" ({READINGS / filled:,.0f}/s with telemetry history), database {size / 1e6:.0f} MB")
-    with mosquitto(tmp / "broker", broker_port):
+    with broker(tmp / "broker", broker_port):
         with counter(broker_port, "bench/paho", READINGS, tmp / "count-paho.log") as count:
             peer = subprocess.run([PYTHON, "-m", "bench.mqtt_peers", "publish", str(broker_port), "bench/paho",
                                    str(data / "gateway.db")], capture_output=True, cwd=ROOT, check=True)
@@ -212,8 +166,7 @@ def drain_and_mirror(tmp: Path) -> list[Figure]:
             print(f"gateway drain: subscriber got all {drained['backlog']:,} readings of the backlog (and "
                   f"{drained['readings'] - drained['backlog']:,} live ones; {drained['batches']:,} batches, "
                   f"{drained['duplicates']} duplicates) in {window:.2f} s = {drain_rate:,.0f}/s")
-            wait_until(lambda: orjson.loads(_get(f"{base}/api/v1/health"))["status"] == "ok", 20, daemon,
-                       "the daemon ok")
+            wait_until(lambda: DaemonApi(base).health()["status"] == "ok", 20, daemon, "the daemon ok")
             lat = asyncio.run(mirror_latency(base, broker_port, 300))
             print(latency_line("twin change (PATCH sent) -> mirror      ", lat))
     lost = READINGS - drained["backlog"]
@@ -225,14 +178,6 @@ def drain_and_mirror(tmp: Path) -> list[Figure]:
         Figure("twin change -> mirror p50", percentile([s * 1000 for s in lat], 50), "ms"),
         Figure("twin change -> mirror p99", percentile([s * 1000 for s in lat], 99), "ms", TARGET_MIRROR_P99_MS),
     ]
-
-
-def _get(url: str) -> bytes:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body: bytes = response.read()
-        return body
 
 
 @dataclass
@@ -250,11 +195,11 @@ def show_round(tmp: Path, readings: int, drain_rate: float, broker_nice: int,
     """The show benchmark's daemon with a backlog to drain: OSC -> Art-Net latency beyond the frame slot and the
     frame interval error before the broker is there (calm) and while the backlog drains; the drain's seconds;
     and how the daemon's loop was scheduled (`realtime`: its gateway.realtime_priority)."""
-    broker_port, api_port, osc_port = free_port(), free_port(), show.free_udp_port(tcp_too=True)
+    broker_port, api_port, osc_port = free_port(), free_port(), free_udp_port(tcp_too=True)
     data = tmp / "data"
-    fill(data, readings)  # the daemon adds its own live readings while the broker is away
-    with show.wire() as w:
-        config = show.write_config(tmp, api_port, osc_port, w.port)
+    fill(data, readings, GATEWAY)  # the daemon adds its own live readings while the broker is away
+    with osc_artnet.wire() as w:
+        config = osc_artnet.write_config(tmp, api_port, osc_port, w.port)
         config.write_text(config.read_text().replace("[drivers.osc]", f"""[cloud]
 broker = "mqtt://{LOOPBACK}:{broker_port}"
 outbox_max_mb = 512
@@ -265,11 +210,11 @@ backoff_max_s = 0.1
 [drivers.osc]""").replace('id = "bench-show"', f'id = "{GATEWAY_ID}"').replace("bench-hall", "bench")
                           .replace('log_level = "warning"', f'log_level = "warning"\nrealtime_priority = {realtime}'))
         args = [str(ROOT / ".venv/bin/venue-gateway"), "run", "--config", str(config), "--data-dir", str(data)]
+        api = DaemonApi(f"http://{LOOPBACK}:{api_port}")
         with child(args, tmp / "daemon.log") as daemon:
-            wait_until(lambda: orjson.loads(_get(f"http://{LOOPBACK}:{api_port}/api/v1/health"))["status"] == "ok",
-                       30, daemon, "the daemon ok")
-            scheduling = orjson.loads(_get(f"http://{LOOPBACK}:{api_port}/api/v1/health"))["scheduling"]
-            target = show.Target(osc_port, "/vg/dmx/{u}/{c}")
+            wait_until(lambda: api.health()["status"] == "ok", 30, daemon, "the daemon ok")
+            scheduling = api.health()["scheduling"]
+            target = osc_artnet.Target(osc_port, "/vg/dmx/{u}/{c}")
             driving = threading.Event()
             driving.set()
 
@@ -277,15 +222,15 @@ backoff_max_s = 0.1
                 k = 0
                 while driving.is_set():
                     k += 1
-                    for u in show.UNIVERSES:
+                    for u in osc_artnet.UNIVERSES:
                         target.send(target.message(u, 2, k % 255 + 1))
-                    time.sleep(show.DRIVE_EVERY_S)
+                    time.sleep(osc_artnet.DRIVE_EVERY_S)
 
             sent: list[tuple[int, int]] = []  # (time, readings the broker has), polled in both phases alike
 
             def poll() -> None:
                 while driving.is_set():
-                    health = orjson.loads(_get(f"http://{LOOPBACK}:{api_port}/api/v1/health"))
+                    health = api.health()
                     sent.append((time.time_ns(), health["services"]["cloud"]["detail"]["sent"]["readings"]))
                     time.sleep(0.05)
 
@@ -293,12 +238,12 @@ backoff_max_s = 0.1
             for t in threads:
                 t.start()
             before_from = time.time_ns()
-            calm = show.latency(target, w, 150)
+            calm = osc_artnet.latency(target, w, 150)
             before_to = time.time_ns()
-            with mosquitto(tmp / "broker", broker_port, broker_nice):
-                samples: list[show.Latency] = []
+            with broker(tmp / "broker", broker_port, broker_nice):
+                samples: list[osc_artnet.Latency] = []
                 while not sent or sent[-1][1] < readings:
-                    samples.append(show.latency(target, w, 10, seed=len(samples)))
+                    samples.append(osc_artnet.latency(target, w, 10, seed=len(samples)))
             driving.clear()
             for t in threads:
                 t.join(2)
@@ -306,10 +251,11 @@ backoff_max_s = 0.1
     until = next(at for at, n in sent if n >= readings)
     pairs = [(s, a) for sample in samples for s, a in zip(sample.sent_ns, sample.arrived_ns, strict=True)
              if since <= s <= until]
-    during = show.Latency([p[0] for p in pairs], [p[1] for p in pairs], 0)
-    return (Timing(show.beyond_slot(calm, w.packets)[1], show.frame_errors(w.packets, before_from, before_to)[0]),
-            Timing(show.beyond_slot(during, w.packets, show.path_floor(calm))[1],
-                   show.frame_errors(w.packets, since, until)[0]),
+    during = osc_artnet.Latency([p[0] for p in pairs], [p[1] for p in pairs], 0)
+    return (Timing(osc_artnet.beyond_slot(calm, w.packets)[1],
+                   osc_artnet.frame_errors(w.packets, before_from, before_to)[0]),
+            Timing(osc_artnet.beyond_slot(during, w.packets, osc_artnet.path_floor(calm))[1],
+                   osc_artnet.frame_errors(w.packets, since, until)[0]),
             (until - since) / 1e9, scheduling)
 
 
@@ -343,9 +289,9 @@ def show_while_draining(tmp: Path, readings: int, drain_rate: float, rounds: int
 
     return [
         Figure(f"OSC->ArtDmx beyond slot p99, draining {label}", p99(during.beyond), "ms",
-               show.TARGET_BEYOND_P99_MS, peer=p99(calm.beyond), peer_label="no drain"),
-        Figure(f"frame interval |error| p99, draining {label}", p99(during.jitter), "ms", show.TARGET_JITTER_P99_MS,
-               peer=p99(calm.jitter), peer_label="no drain"),
+               osc_artnet.TARGET_BEYOND_P99_MS, peer=p99(calm.beyond), peer_label="no drain"),
+        Figure(f"frame interval |error| p99, draining {label}", p99(during.jitter), "ms",
+               osc_artnet.TARGET_JITTER_P99_MS, peer=p99(calm.jitter), peer_label="no drain"),
     ]
 
 

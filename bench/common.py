@@ -1,5 +1,5 @@
-"""Shared helpers of the benchmarks: figures and tables, percentiles, free loopback ports, /proc memory,
-and child processes that are always stopped (on errors, SIGTERM, and via PDEATHSIG if the bench is killed)."""
+"""Shared helpers of the benchmarks: figures and tables, percentiles, /proc memory, and child processes that are
+always stopped (on errors, SIGTERM, and via PDEATHSIG if the bench is killed). Free loopback ports: peers.ports."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import ctypes
 import math
 import os
 import pwd
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ from typing import IO, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-LOOPBACK = "127.0.0.1"
+REALTIME_PRIORITY = 10  # gateway.realtime_priority as config/venue.example.toml, under the systemd unit's LimitRTPRIO
 
 
 # -- figures --------------------------------------------------------------------------------------------
@@ -104,31 +102,6 @@ def latency_line(label: str, seconds: Sequence[float]) -> str:
 
 
 # -- the machine ----------------------------------------------------------------------------------------
-PORTS_FROM = 10_000  # free ports are taken from here up to the kernel's ephemeral range
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback address right now, never the same twice in a process, and below the
-    kernel's ephemeral range: a client retrying a port nobody listens on yet (a daemon waiting for its broker)
-    can be given that very port as its own and connect to itself, and the broker then cannot bind it."""
-    try:
-        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral = 32768  # Linux's default
-    while True:
-        port = random.randrange(PORTS_FROM, max(ephemeral, PORTS_FROM + 10_000))
-        if port in _handed_out:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((LOOPBACK, port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-
-
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM etc. of a process, in kB, from /proc/PID/status."""
     out: dict[str, int] = {}

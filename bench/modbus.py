@@ -12,20 +12,20 @@ same wire for a while: it does not keep the master's 3.5-character silence (docs
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient
 
-from bench.common import LOOPBACK, PYTHON, Figure, child, figures_table, free_port, title
+from bench.common import PYTHON, Figure, child, figures_table, title
+from bench.daemon_probe import DaemonApi
 from drivers.serial.modbus_codec import ReadRequest, char_time, frame_gap
 from drivers.sim.modbus_devices import AMP_RACK, ENVIRONMENT, POWER_METER, SimulatedDevice, VirtualModbusBus
 from drivers.sim.wire import WireStats
+from peers.ports import LOOPBACK, free_port
 
 TOKEN = "demo-viewer-token"
 BAUD, PARITY, STOPBITS = 9600, "E", 1
@@ -75,15 +75,9 @@ demo_token = "{TOKEN}"
     return path
 
 
-def _get(api_port: int, path: str) -> Any:
-    req = urllib.request.Request(f"http://{LOOPBACK}:{api_port}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-async def _bus_health(api_port: int) -> dict[str, Any] | None:
+async def _bus_health(api: DaemonApi) -> dict[str, Any] | None:
     try:
-        health = await asyncio.to_thread(_get, api_port, "/api/v1/health")
+        health = await asyncio.to_thread(api.health)
     except OSError:
         return None
     unit = health["drivers"].get("rs485", {})
@@ -94,20 +88,21 @@ async def _gateway_run(directory: Path, vbus: VirtualModbusBus, link: Path) -> t
                                                                                       dict[str, Any], float]:
     api_port = free_port()
     path = _config(directory, api_port, vbus, link)
+    api = DaemonApi(f"http://{LOOPBACK}:{api_port}", TOKEN)
     with child([PYTHON, "-m", "gateway", "run", "--config", str(path)], directory / "daemon.log") as proc:
         deadline = time.monotonic() + 30
-        while (before := await _bus_health(api_port)) is None or before["devices_online"] < 32:
+        while (before := await _bus_health(api)) is None or before["devices_online"] < 32:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the bus did not come up: {before}")
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.0)  # past start-up
-        before = await _bus_health(api_port)
+        before = await _bus_health(api)
         wire0, t0 = vbus.wire.stats(), time.monotonic()
         await asyncio.sleep(WINDOW_S)
-        after = await _bus_health(api_port)
+        after = await _bus_health(api)
         wire, elapsed = vbus.wire.stats() - wire0, time.monotonic() - t0
         await asyncio.sleep(2.5)  # one more of the driver's own reports, over a window inside ours
-        reported = (await asyncio.to_thread(_get, api_port, "/api/v1/twin/assets/bus:rs485"))["reported"]
+        reported = (await asyncio.to_thread(api.json, "/api/v1/twin/assets/bus:rs485"))["reported"]
     assert before is not None and after is not None
     after["utilisation_reported"] = reported["utilisation"]
     return wire, before, after, elapsed

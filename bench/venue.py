@@ -6,33 +6,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
-    LOOPBACK,
     PYTHON,
     ROOT,
     Figure,
     child,
     exit_on_signals,
     figures_table,
-    free_port,
     proc_status,
     table,
     title,
     wait_until,
 )
+from bench.daemon_probe import DaemonApi, cpu_seconds, histogram_p99_ms, lag_histogram
 from gateway.looplag import LoopLag
+from peers.ports import LOOPBACK, free_port
 
 TOKEN = "bench-viewer-token"
 ZONES, RACKS, CHANNELS, CIRCUITS, SPEED = 12, 116, 4, 4, 10.0
@@ -73,34 +70,6 @@ circuits = {CIRCUITS}
     return path
 
 
-def _get(url: str) -> bytes:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        body: bytes = response.read()
-        return body
-
-
-def lag_histogram(metrics: bytes) -> dict[float, float]:
-    """Cumulative bucket counts of vg_event_loop_lag_seconds, by upper bound."""
-    for family in text_string_to_metric_families(metrics.decode()):
-        if family.name == "vg_event_loop_lag_seconds":
-            return {float(s.labels["le"]): s.value for s in family.samples if s.name.endswith("_bucket")}
-    raise LookupError("no vg_event_loop_lag_seconds in /metrics")
-
-
-def histogram_p99_ms(before: dict[float, float], after: dict[float, float]) -> tuple[float, float]:
-    """The upper bound of the bucket holding the p99 of the observations in between, and their count."""
-    delta = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
-    total = delta[float("inf")]
-    return next(le for le, n in delta.items() if n >= 0.99 * total) * 1000, total
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class Sample:
     at: float  # time.monotonic()
@@ -109,9 +78,8 @@ class Sample:
     cpu_s: float
 
 
-def _sample(base: str, pid: int) -> Sample:
-    return Sample(time.monotonic(), json.loads(_get(f"{base}/api/v1/health")), _get(f"{base}/metrics"),
-                  cpu_seconds(pid))
+def _sample(api: DaemonApi, pid: int) -> Sample:
+    return Sample(time.monotonic(), api.health(), api.get("/metrics"), cpu_seconds(pid))
 
 
 async def _idle_loop(seconds: float) -> dict[str, float]:
@@ -139,23 +107,22 @@ def run(warmup_s: float = 5.0, measure_s: float = 60.0, idle_s: float = 30.0) ->
         tmp = Path(tmp_name)
         idle = idle_floor(idle_s, tmp)  # first, alone: the floor of this machine, the daemon not yet running
         port = free_port()
-        base = f"http://{LOOPBACK}:{port}"
+        api = DaemonApi(f"http://{LOOPBACK}:{port}", TOKEN)
         args = [str(ROOT / ".venv/bin/venue-gateway"), "run", "--config", str(write_config(tmp, port)),
                 "--data-dir", str(tmp / "data")]
         with child(args, tmp / "daemon.log") as daemon:
-            wait_until(lambda: json.loads(_get(f"{base}/api/v1/health"))["status"] == "ok", 30, daemon,
-                       "the daemon reporting status ok")
+            wait_until(lambda: api.health()["status"] == "ok", 30, daemon, "the daemon reporting status ok")
             warm_until = time.monotonic() + warmup_s
             with child([PYTHON, "-c", BARE_IMPORTS], tmp / "bare.log") as bare:
                 time.sleep(2.5)  # the imports are done well within this; the process then sleeps
                 bare_mem = proc_status(bare.pid)
             time.sleep(max(0.0, warm_until - time.monotonic()))
-            before = _sample(base, daemon.pid)
+            before = _sample(api, daemon.pid)
             rss_max = 0
             while time.monotonic() - before.at < measure_s:
                 time.sleep(min(1.0, max(0.0, measure_s - (time.monotonic() - before.at))))
                 rss_max = max(rss_max, proc_status(daemon.pid)["VmRSS"])
-            after = _sample(base, daemon.pid)
+            after = _sample(api, daemon.pid)
             mem = proc_status(daemon.pid)
             began = time.monotonic()
             daemon.terminate()

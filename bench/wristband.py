@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import math
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,25 +29,26 @@ from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from bench import cloud
 from bench.air_process import AirProcess, HeardBand
+from bench.backlog import broker, fill
 from bench.common import (
-    LOOPBACK,
     PYTHON,
+    REALTIME_PRIORITY,
     ROOT,
     Figure,
     child,
     exit_on_signals,
     figures_table,
-    free_port,
     percentile,
     title,
     wait_until,
 )
+from bench.daemon_probe import DaemonApi
 from drivers.sim.crowd import Crowd, Started, Sync, VirtualBand, sync
 from drivers.wristband import hci
 from drivers.wristband.protocol import Effect, decode
 from drivers.wristband.radio import parse_key
+from peers.ports import LOOPBACK, free_port
 
 TOKEN = "demo-viewer-token"
 LOSS = 0.3
@@ -60,7 +59,7 @@ BETWEEN_S = 1.5  # between effects: past the last zone's start and the copies' t
 DRAIN_READINGS = 3_000_000  # a backlog that drains for about a second, longer than an effect's copies are sent
 DRAIN_WAIT_S = 60.0  # for the first and the last of that backlog to be acknowledged
 # The virtual air's process: above the daemon's loop, as a radio chip answers whatever the host's cores do.
-AIR_PRIORITY = cloud.REALTIME_PRIORITY + 10
+AIR_PRIORITY = REALTIME_PRIORITY + 10
 DATA, ENABLE = {hci.LE_SET_EXT_ADV_DATA, hci.LE_SET_ADV_DATA}, {hci.LE_SET_EXT_ADV_ENABLE, hci.LE_SET_ADV_ENABLE}
 
 
@@ -113,7 +112,7 @@ def _config(directory: Path, api_port: int, osc_port: int, pty: Path,
     text = text.replace('type = "air"\n', 'type = "air"\nenabled = false  # the benchmark hosts the air\n')
     text = text.replace('type = "ble"\n', 'type = "ble"\nenabled = false  # its room is the air driver\'s\n')
     if broker_port is not None:
-        text = text.replace('log_level = "info"', f'log_level = "info"\nrealtime_priority = {cloud.REALTIME_PRIORITY}')
+        text = text.replace('log_level = "info"', f'log_level = "info"\nrealtime_priority = {REALTIME_PRIORITY}')
         text = text.replace("max_mb = 256", "max_mb = 1024").replace("[drivers.osc]", f"""[cloud]
 broker = "mqtt://{LOOPBACK}:{broker_port}"
 outbox_max_mb = 512
@@ -131,12 +130,6 @@ backoff_max_s = 0.1
     return path, parse_key(radio.options.demo_key), delays
 
 
-def _get(api_port: int, path: str) -> Any:
-    req = urllib.request.Request(f"http://{LOOPBACK}:{api_port}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
 def _wall(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -145,7 +138,7 @@ def _worst(results: list[Sync]) -> tuple[float, float]:
     return max(r.spread_ms for r in results), min(100 * r.started / r.bands for r in results)
 
 
-async def _measure(api_port: int, osc_port: int, air: AirProcess, delays: dict[int, int],
+async def _measure(api: DaemonApi, osc_port: int, air: AirProcess, delays: dict[int, int],
                    presets: tuple[str, ...] = PRESETS) -> list[tuple[int, dict[int, float]]]:
     """Fire each preset by OSC; (serial, zone -> intended start on this clock) for each."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -155,7 +148,7 @@ async def _measure(api_port: int, osc_port: int, air: AirProcess, delays: dict[i
             before = await air.serials()
             sock.sendto(OscMessageBuilder(f"/vg/preset/{preset}/fire").build().dgram, (LOOPBACK, osc_port))
             await asyncio.sleep(0.2)
-            effect = (await asyncio.to_thread(_get, api_port, "/api/v1/twin/assets/show_control"))["reported"][
+            effect = (await asyncio.to_thread(api.json, "/api/v1/twin/assets/show_control"))["reported"][
                 "last_effect"]
             assert effect["preset"] == preset and effect["delivery"] == {"wristbands": "sending"}, effect
             to_mono = time.monotonic() - time.time()
@@ -222,8 +215,9 @@ async def _round(directory: Path, bands: int, presets: tuple[str, ...], air_prio
     api_port, osc_port, broker_port, pty = free_port(), free_port(), free_port(), directory / "hci"
     path, key, delays = _config(directory, api_port, osc_port, pty, broker_port if backlog else None)
     zones = sorted(delays)
+    api = DaemonApi(f"http://{LOOPBACK}:{api_port}", TOKEN)
     if backlog:
-        await asyncio.to_thread(cloud.fill, directory / "data", backlog, ("demo-01", "demo-hall"))
+        await asyncio.to_thread(fill, directory / "data", backlog, ("demo-01", "demo-hall"))
     air = AirProcess(key, 1, LOSS, 11, air_priority)
     await air.open(pty, [zones[i % len(zones)] for i in range(bands)], directory / "air.log")
     sent: list[tuple[float, int]] = []  # (wall time, readings the broker has acknowledged), polled
@@ -231,7 +225,7 @@ async def _round(directory: Path, bands: int, presets: tuple[str, ...], air_prio
 
     async def poll() -> None:
         while True:
-            health = await asyncio.to_thread(_get, api_port, "/api/v1/health")
+            health = await asyncio.to_thread(api.health)
             sent.append((time.time(), health["services"]["cloud"]["detail"]["sent"]["readings"]))
             if sent[-1][1] > 0:
                 acknowledged.set()
@@ -242,21 +236,21 @@ async def _round(directory: Path, bands: int, presets: tuple[str, ...], air_prio
     try:
         with child([PYTHON, "-m", "gateway", "run", "--config", str(path)], directory / "daemon.log") as proc:
             def radio_running() -> bool:
-                health = _get(api_port, "/api/v1/health")
+                health = api.health()
                 return bool(health["drivers"]["wristbands"]["state"] == "running")
             await asyncio.to_thread(wait_until, radio_running, 30, proc, "the radio running")
             if backlog:
-                with cloud.mosquitto(directory / "broker", broker_port):
+                with broker(directory / "broker", broker_port):
                     polling = asyncio.create_task(poll())
                     try:
                         await _within(acknowledged, DRAIN_WAIT_S, "the first of the backlog acknowledged", proc)
-                        fired = await _measure(api_port, osc_port, air, delays, presets)
+                        fired = await _measure(api, osc_port, air, delays, presets)
                         await _within(drained, DRAIN_WAIT_S, "the whole backlog acknowledged", proc)
                     finally:
                         polling.cancel()
             else:
-                fired = await _measure(api_port, osc_port, air, delays, presets)
-            health = await asyncio.to_thread(_get, api_port, "/api/v1/health")
+                fired = await _measure(api, osc_port, air, delays, presets)
+            health = await asyncio.to_thread(api.health)
         record = await air.close()
     finally:
         await air.stop()

@@ -1,4 +1,5 @@
-"""Shared fixtures: free ports, configurations written to temporary directories, and a real daemon process."""
+"""Shared fixtures: free ports, configurations written to temporary directories, and a real daemon process; a peer
+that this machine lacks (peers.PeerMissing) is a skip, or a failure in CI."""
 
 from __future__ import annotations
 
@@ -8,39 +9,94 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
-from bench.common import free_port as free_port  # the tests import it from here
+from peers import PeerMissing
+from peers.ports import free_port as free_port  # the tests import it from here
 
-pytest_plugins = ("tests.ola", "tests.mosquitto")  # the `ola` and `mosquitto` fixtures
+pytest_plugins = ("tests.fixtures",)  # the `ola` and `mosquitto` fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWER, OPERATOR, ADMIN = "demo-viewer-token", "demo-operator-token", "demo-admin-token"
 
 
-def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = "", sensing: bool = True) -> Path:
-    """The shipped demo configuration, moved to `port` and `directory`, optionally sped up and extended;
-    without `sensing`, the demo's own BLE room and its `ble` driver are off (a test brings its own)."""
-    text = (ROOT / "config" / "demo.toml").read_text()
-    text = text.replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"')
-    text = text.replace('listen = "127.0.0.1:9000"', f'listen = "127.0.0.1:{free_port()}"')
-    text = text.replace('data_dir = "../var/demo"', 'data_dir = "data"')
-    text = text.replace("speed = 1.0", f"speed = {speed}")
-    text = text.replace('"/tmp/venue-gateway-air"', f'"{directory / "air"}"')
-    text = text.replace("/tmp/venue-gateway-ble", str(directory / "ble"))
+DEMO_DEVICES = "/tmp/venue-gateway"  # the demo's pseudo-terminals: every path under it is moved into the test's
+
+
+def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = "", sensing: bool = True,
+                overrides: Mapping[str, Any] | None = None) -> Path:
+    """The shipped demo configuration, moved to `port` and `directory`, optionally sped up and extended: `extra` is
+    TOML merged into it (tables merge key by key, other values replace), `overrides` sets dotted keys that the demo
+    must have. Without `sensing`, the demo's own BLE room and its `ble` driver are off (a test brings its own).
+    The demo is edited as parsed TOML: a key this changes that the demo no longer has fails here, loudly."""
+    doc = tomllib.loads((ROOT / "config" / "demo.toml").read_text())
+    devices = directory / "dev"
+    change(doc, "api.listen", f"127.0.0.1:{port}")
+    change(doc, "drivers.osc.listen", f"127.0.0.1:{free_port()}")
+    change(doc, "gateway.data_dir", "data")
+    change(doc, "drivers.venue.speed", speed)
+    change(doc, "drivers.air.pty", str(directory / "air"))
+    change(doc, "drivers.wristbands.port", str(directory / "air"))
+    change(doc, "drivers.air.sensing_pty_prefix", str(directory / "ble"))
+    for i, scanner in enumerate(doc["drivers"]["ble"]["scanners"]):
+        change(doc, f"drivers.ble.scanners.{i}.adapter", f"serial:{directory / 'ble'}-{scanner['zone']}")
     if not sensing:
-        text = text.replace(f'sensing_pty_prefix = "{directory / "ble"}"\n', "")
-        text = text.replace('type = "ble"\n', 'type = "ble"\nenabled = false\n')
-    text = text.replace('"/tmp/venue-gateway', f'"{directory}/dev')  # the venue's serial devices
+        del doc["drivers"]["air"]["sensing_pty_prefix"]
+        doc["drivers"]["ble"]["enabled"] = False
+    change(doc, "drivers.venue.device_prefix", str(devices))
+    for name, driver in doc["drivers"].items():  # the venue's serial devices: the Modbus bus, XL2s, the nodes
+        if driver["type"] in ("modbus", "xl2", "nodes"):
+            change(doc, f"drivers.{name}.port", driver["port"].replace(DEMO_DEVICES, str(devices), 1))
+    left = [path for path, value in _leaves(doc) if isinstance(value, str) and value.startswith(DEMO_DEVICES)]
+    assert not left, f"config/demo.toml has device paths this fixture does not move: {left}"
+    _merge(doc, tomllib.loads(extra))
+    for key, value in (overrides or {}).items():
+        change(doc, key, value)
     path = directory / "gateway.toml"
-    path.write_text(text + extra)
+    path.write_text(tomli_w.dumps(doc))
     return path
+
+
+def change(doc: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key (a number steps into a list) that `doc` already has; fail when it has not."""
+    *parents, last = key.split(".")
+    node: Any = doc
+    try:
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            node[int(last)] = value
+            return
+        if last not in node:
+            raise KeyError(last)
+    except (KeyError, IndexError, ValueError, TypeError):
+        raise AssertionError(f"config/demo.toml has no {key}: the test's change to it would do nothing") from None
+    node[last] = value
+
+
+def _merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else None
+    if items is None:
+        yield path, node
+        return
+    for key, value in items:
+        yield from _leaves(value, f"{path}.{key}" if path else str(key))
 
 
 class Daemon:
@@ -117,9 +173,10 @@ class Daemon:
 def daemon_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[Daemon] = []
 
-    def make(speed: float = 1.0, extra: str = "", env: dict[str, str] | None = None) -> Daemon:
+    def make(speed: float = 1.0, extra: str = "", env: dict[str, str] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> Daemon:
         port = free_port()
-        d = Daemon(demo_config(tmp_path, port, speed=speed, extra=extra), port, env)
+        d = Daemon(demo_config(tmp_path, port, speed=speed, extra=extra, overrides=overrides), port, env)
         started.append(d)
         return d
 
@@ -134,6 +191,24 @@ def require(condition: bool, what: str) -> None:
         if os.environ.get("VG_REQUIRE_PEERS") == "1":
             pytest.fail(f"{what} is required here (VG_REQUIRE_PEERS=1)")
         pytest.skip(f"needs {what}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A peer missing for a fixture (peers.PeerMissing) is `require`d: a skip, or a failure in CI."""
+    try:
+        yield
+    except PeerMissing as exc:
+        require(False, exc.what)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A peer missing for the test itself (peers.PeerMissing) is `require`d: a skip, or a failure in CI."""
+    try:
+        yield
+    except PeerMissing as exc:
+        require(False, exc.what)
 
 
 def with_tmpfs(directory: Path, options: str, argv: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ from drivers.dmx.artnet_codec import (
     decode,
     port_address,
 )
-from tests.dissect import dissect
+from peers.tshark import dissect
 
 dmx_packets = st.builds(ArtDmx, st.integers(0, 0x7FFF), st.binary(min_size=2, max_size=512), st.integers(0, 255),
                         st.integers(0, 255))

@@ -24,17 +24,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.ble import frames
+from drivers.ble.bumble_backend import advertisement_data
 from drivers.ble.driver import BleSensing
 from drivers.ble.health import backend_of
 from drivers.ble.occupancy import AddressHasher, Calibration, Occupancy, distance_m, next_rotation, rssi_at
 from drivers.ble.options import BleOptions
-from drivers.sim.ble_backend import FeedScanner, advertisement_data
 from drivers.sim.ble_devices import VirtualRoom, ad_bytes, furnish, sensing_config, zone_centre
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext, NotReady
 from gateway.readings import Reading
 from gateway.schema import check_all
 from gateway.twin import Twin
+from peers.ble_feed import FeedScanner
 from tests.conftest import Daemon, demo_config, free_port
 
 T = TypeVar("T")
@@ -438,7 +439,7 @@ async def test_bumble_s_fake_scan_responses_are_dropped(mode: str, tmp_path: Pat
     from bumble.link import LocalLink
     from bumble.transport import open_transport
 
-    from drivers.sim.ble_backend import BumbleScanner
+    from drivers.ble.bumble_backend import BumbleScanner
 
     link, pty = LocalLink(), str(tmp_path / "hci")  # type: ignore[no-untyped-call]
     transport = await open_transport(f"pty:{pty}")

@@ -17,10 +17,10 @@ import aiomqtt
 import orjson
 
 from gateway.cloud.link import topic_root
+from peers.mosquitto import Mosquitto
 from tests.cloud import cloud_config, events, in_step, mirroring, running, until
 from tests.conftest import ROOT as ROOT_DIR
 from tests.conftest import Daemon, free_port
-from tests.mosquitto import Mosquitto
 
 ROOT = topic_root("hall", "gw-1")
 

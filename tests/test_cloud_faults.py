@@ -15,9 +15,9 @@ import pytest
 import trustme
 
 from gateway.cloud.mirror import GatewayMirror
+from peers.mosquitto import Mosquitto, TlsFiles
 from tests.cloud import cloud_config, events, in_step, mirroring, running, until
 from tests.conftest import ROOT, Daemon, free_port
-from tests.mosquitto import Mosquitto, TlsFiles
 
 OUTAGE_S = 60.0
 

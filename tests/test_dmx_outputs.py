@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from peers.ola import Ola, running_olad
+from peers.tshark import read
 from tests.conftest import ADMIN, Daemon, require
-from tests.dissect import read
-from tests.ola import Ola, running_olad
 
 DMX = """
 [dmx]

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.dmx.enttec_codec import Decoder, EnttecError, Message, dmx_frame, encode
+from peers.socat import SocatPair
 from tests.conftest import ADMIN, Daemon
-from tests.socat import SocatPair
 
 messages = st.lists(st.builds(Message, st.integers(0, 255), st.binary(max_size=600)), max_size=5)
 

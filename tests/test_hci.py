@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from drivers.wristband import hci
 from drivers.wristband.protocol import Effect, WristbandPacket
-from tests.dissect import dissect_hci
+from peers.tshark import dissect_hci
 
 KEY = bytes(range(16))
 ADV = WristbandPacket(1, 123456, 7, Effect.PULSE, 480, 0b101, (255, 0, 64)).encode(KEY)

@@ -48,8 +48,8 @@ from drivers.sim.modbus_devices import (
 )
 from drivers.sim.wire import Wire
 from gateway.schema import check_all
+from peers.socat import SocatPair
 from tests.conftest import Daemon
-from tests.socat import SocatPair
 
 T = TypeVar("T")
 DATATYPE = ModbusSerialClient.DATATYPE

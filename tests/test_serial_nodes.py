@@ -26,8 +26,8 @@ from drivers.serial.lines import (
 from drivers.serial.nodes import NodesOptions
 from drivers.sim.serial_devices import BackgroundLoop, PtyDevice, SimNode
 from gateway.schema import check_all
+from peers.socat import SocatPair
 from tests.conftest import Daemon
-from tests.socat import SocatPair
 
 names = st.from_regex(r"[A-Za-z0-9_.\-]{1,16}", fullmatch=True)
 fields = st.dictionaries(names.filter(lambda k: k != "node"), st.floats(allow_nan=False, allow_infinity=False),

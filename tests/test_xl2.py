@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from drivers.serial import xl2_protocol as xl2
 from drivers.sim.serial_devices import BackgroundLoop, PtyDevice, SimXl2
+from peers.socat import SocatPair
 from tests.conftest import Daemon
-from tests.socat import SocatPair
 from tests.test_serial_nodes import reported, wait_for
 
 statuses = st.sampled_from(["ok", "overload", "underrange"])

@@ -39,8 +39,7 @@ from drivers.ble.occupancy import (
     parse_time_of_day,
 )
 from drivers.ble.options import BeaconOptions, BleOptions, TagOptions, parse_key
-from gateway.driver import Driver, DriverContext, NotReady
-from gateway.readings import Reading
+from gateway.driver import Driver, DriverContext, NotReady, Reading
 
 SCANNER_TIMEOUT_S = 10.0  # a scanner start or stop that takes longer has an adapter that is not answering
 EDDYSTONE_1M_LOSS_DB = 41  # Eddystone's tx power is at 0 m; the spec puts RSSI at 1 m 41 dB below it
@@ -156,7 +155,7 @@ class BleSensing(Driver[BleOptions]):
         if self._backend_class is not None:
             return self._backend_class
         if self.options.backend == "bumble":
-            from drivers.sim.ble_backend import BumbleScanner  # Bumble is an extra: needed only when chosen
+            from drivers.ble.bumble_backend import BumbleScanner  # Bumble is an extra: needed only when chosen
 
             return BumbleScanner
         return None  # bleak's platform backend: BlueZ over D-Bus

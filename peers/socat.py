@@ -1,5 +1,5 @@
-"""Two pseudo-terminals joined by socat: the gateway opens `device` as it would a USB serial port, the test's
-simulated device sits on `far`. Killing socat is unplugging the device; `plug` again is plugging it back."""
+"""Two pseudo-terminals joined by socat: the gateway opens `device` as it would a USB serial port, the simulated
+device sits on `far`. Killing socat is unplugging the device; `plug` again is plugging it back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import require
+from peers import PeerMissing
 
 
 class SocatPair:
@@ -17,7 +17,8 @@ class SocatPair:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def plug(self) -> None:
-        require(shutil.which("socat") is not None, "socat (Debian package socat)")
+        if shutil.which("socat") is None:
+            raise PeerMissing("socat (Debian package socat)")
         self.proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.device}",
                                       f"pty,raw,echo=0,link={self.far}"], stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5

@@ -1,5 +1,6 @@
-"""A bleak scanner backend on a Bumble host, so the `ble` driver's bleak code runs unchanged against any HCI
-controller Bumble can open: the virtual air's on a pseudo-terminal, or a UART/USB dongle taken from bluetoothd.
+"""The `ble` driver's `backend = "bumble"`: a bleak scanner backend on a Bumble host, so the driver's bleak code runs
+unchanged against any HCI controller Bumble can open: a UART/USB dongle taken from bluetoothd, or the virtual
+air's on a pseudo-terminal. Bumble is an extra (`sim`): this module is imported only when the backend is chosen.
 
 Use it as bleak's own backends are used: `BleakScanner(callback, scanning_mode=..., bluez={"adapter": SPEC},
 backend=BumbleScanner)`, where SPEC is a Bumble transport ("serial:/dev/ttyACM0", "pty:/tmp/x", "usb:0").
@@ -183,27 +184,3 @@ class BumbleScanner(BaseBleakScanner):
         seen = self.seen_devices.get(adv.address.to_string(with_type_qualifier=False))
         return seen is not None and isinstance(first := seen[1].platform_data[0], Advertisement) and \
             first.data_bytes == adv.data_bytes
-
-
-class FeedScanner(BaseBleakScanner):
-    """Advertisements handed in by the caller (tests, benchmarks) at the seam every backend calls:
-    `create_or_update_device` then `call_detection_callbacks`, exactly as the BlueZ and Bumble backends do."""
-
-    def __init__(self, detection_callback: AdvertisementDataCallback | None, service_uuids: list[str] | None,
-                 scanning_mode: Literal["active", "passive"], **kwargs: Any) -> None:
-        super().__init__(detection_callback, service_uuids)
-        self.scanning = False
-        self.starts = 0
-
-    async def start(self) -> None:
-        self.seen_devices = {}
-        self.scanning = True
-        self.starts += 1
-
-    async def stop(self) -> None:
-        self.scanning = False
-
-    def feed(self, address: str, adv: AdvertisementData) -> None:
-        if self.scanning:
-            device = self.create_or_update_device(address, address, adv.local_name, None, adv)
-            self.call_detection_callbacks(device, adv)

@@ -1,4 +1,5 @@
-"""tshark as an independent dissector: payloads written to a pcap as UDP on loopback, read back with -V."""
+"""tshark as an independent dissector: payloads written to a pcap as UDP on loopback (or H4 packets as Bluetooth
+HCI), read back with -V. A malformed frame is an AssertionError: the bytes dissected are the gateway's own."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import struct
 import subprocess
 from pathlib import Path
 
-from tests.conftest import require
+from peers import PeerMissing
 
 LINKTYPE_RAW = 101  # the packet starts with its IPv4 header
 
@@ -22,9 +23,14 @@ def _ipv4_udp(payload: bytes, src_port: int, dst_port: int) -> bytes:
     return header + udp
 
 
+def _require_tshark() -> None:
+    if shutil.which("tshark") is None:
+        raise PeerMissing("tshark (Debian package tshark)")
+
+
 def dissect(tmp: Path, payloads: list[bytes], port: int, decode_as: str | None = None) -> str:
-    """tshark's verbose dissection of `payloads` sent to UDP `port`; fails the test on a malformed frame."""
-    require(shutil.which("tshark") is not None, "tshark (Debian package tshark)")
+    """tshark's verbose dissection of `payloads` sent to UDP `port`; fails on a malformed frame."""
+    _require_tshark()
     pcap = tmp / "capture.pcap"
     with pcap.open("wb") as out:
         out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW))
@@ -35,7 +41,7 @@ def dissect(tmp: Path, payloads: list[bytes], port: int, decode_as: str | None =
 
 
 def read(pcap: Path, options: list[str] | None = None) -> str:
-    """tshark's verbose dissection of a capture file; fails the test on a malformed frame."""
+    """tshark's verbose dissection of a capture file; fails on a malformed frame."""
     result = subprocess.run(["tshark", "-r", str(pcap), "-V", *(options or [])], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
@@ -48,7 +54,7 @@ LINKTYPE_BLUETOOTH_HCI_H4_WITH_PHDR = 201  # a 4-byte direction (0: host to cont
 
 def dissect_hci(tmp: Path, packets: list[tuple[bool, bytes]]) -> str:
     """tshark's verbose dissection of H4 packets, each (sent by the host?, bytes); fails on a malformed frame."""
-    require(shutil.which("tshark") is not None, "tshark (Debian package tshark)")
+    _require_tshark()
     pcap = tmp / "hci.pcap"
     with pcap.open("wb") as out:
         out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_BLUETOOTH_HCI_H4_WITH_PHDR))

@@ -197,8 +197,6 @@ def ola(tmp: Path, samples: int, load_s: float) -> OlaRun:
                            " received on it, and nothing else may be listening there")
     osc_port = free_udp_port()
     olad = Olad(tmp, osc_in_artnet_out(osc_port))
-    if olad.user is not None:
-        tmp.parent.chmod(0o711)  # the benchmark's temporary directory: only passed through
     http = Ola(olad.http_port)
     with child(olad.argv, tmp / "olad.log", user=olad.user) as proc:
         wait_until(lambda: {d for d in OLA_DEVICES for p in http.ports() if p["device"].startswith(d)}

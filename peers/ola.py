@@ -99,6 +99,12 @@ class Olad:
         if self.user is not None:
             for path in (directory, self.config, *self.config.iterdir()):
                 path.chmod(0o777 if path.is_dir() else 0o666)
+            # Our directories on the way (pytest's and tempfile's are 0700) are opened to be passed through, not
+            # listed: olad that cannot reach its configuration runs on its defaults and says so only in its log.
+            for parent in directory.parents:
+                info = parent.stat()
+                if info.st_uid == os.geteuid() and not info.st_mode & 0o001:
+                    parent.chmod(info.st_mode & 0o7777 | 0o011)
 
 
 @contextlib.contextmanager

@@ -123,6 +123,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     twin, store, lag = health["twin"], health["store"], health["loop_lag"]
     print(f"gateway {health['gateway_id']} (venue {health['venue']}): {health['status']}")
+    for problem in health.get("problems", []):
+        print(f"  problem  {problem}")
     print(f"  twin     version {twin['version']}, {twin['assets']} assets")
     print(f"  store    {store['state']}: {_mb(store['used_bytes'])} used of {_mb(store['limit_bytes'])}, "
           f"telemetry committed to #{store['committed_seq']}, {store['evicted_rows']} evicted, "
@@ -132,7 +134,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if cloud:
         outbox = cloud.get("outbox", {})
         print(f"  cloud    {cloud['link']} ({cloud['broker']}): {outbox.get('readings', 0)} readings and "
-              f"{outbox.get('events', 0)} events waiting, {outbox.get('evicted_readings', 0)} evicted"
+              f"{outbox.get('events', 0)} events waiting"
+              + (f" (the oldest {outbox['oldest_age_s']:,.0f} s old)" if outbox.get("oldest_age_s") else "")
+              + f", {outbox.get('evicted_readings', 0)} evicted"
               + (f" ({cloud['last_error']})" if cloud.get("last_error") and cloud["link"] != "online" else ""))
     for section in ("drivers", "services"):
         for name, unit in health[section].items():

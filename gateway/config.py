@@ -138,11 +138,22 @@ def parse(path: Path, text: str) -> Config:
         problems.append(Problem("cloud.outbox_max_mb", f"{sections.cloud.outbox_max_mb:g} is more than half of "
                                 f"store.max_mb ({sections.store.max_mb:g}); the outbox lives in the store (allowed: up"
                                 f" to {sections.store.max_mb / 2:g}, or raise store.max_mb)"))
+    if sections is not None and sections.cloud is not None:
+        problems.extend(cloud_identity(sections.gateway.id, sections.cloud.username, "cloud.username"))
     if sections is None or problems:
         raise ConfigError(path, problems)
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
                   sections.loop, sections.dmx, sections.show, [d for d in drivers if d is not None], sections.cloud,
                   sections.compliance, sections.inference)
+
+
+def cloud_identity(gateway_id: str, username: str | None, key: str) -> list[Problem]:
+    """The one rule for the broker's user name: the gateway id (config/mosquitto.acl keys on it)."""
+    if username is None or username == gateway_id:
+        return []
+    return [Problem(key, f"{username!r} is not this box's gateway id {gateway_id!r}: the broker's ACL "
+                         f"(config/mosquitto.acl) lets a gateway write only under its own id as user name, and "
+                         f"refuses the rest (allowed: {gateway_id!r})")]
 
 
 def load(path: str | os.PathLike[str]) -> Config:

@@ -84,10 +84,12 @@ class Gateway:
         units = self.supervisor.units
         s = self.store.stats
         status = self.supervisor.status() if self._up else "starting"
-        if status == "ok" and (s.last_error or self.twin.frozen):
+        problems = [p for p in (self.cloud.problem() if self.cloud is not None else None,) if p is not None]
+        if status == "ok" and (s.last_error or self.twin.frozen or problems):
             status = "degraded"
         return {
             "status": status,
+            "problems": problems,  # what degrades the box beyond a failing unit, the store or the held twin
             "gateway_id": self.config.gateway.id,
             "venue": self.config.gateway.venue,
             "uptime_s": round(time.time() - self._started_at, 1),

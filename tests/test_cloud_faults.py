@@ -37,6 +37,10 @@ async def test_a_broker_away_for_a_minute_loses_nothing(tmp_path: Path, mosquitt
         await until(lambda: gw.cloud is not None and gw.cloud.state == "offline", 10, "the link to notice")
         await asyncio.sleep(OUTAGE_S)
         assert gw.store.outbox.stats.readings > 1000  # the backlog waits in the outbox
+        health = gw.health()  # degraded, saying what waits and for how long
+        assert health["status"] == "degraded", health
+        assert [p for p in health["problems"] if p.startswith("cloud offline: ") and "readings" in p
+                and " s old" in p], health["problems"]
         mosquitto.start()
         await until(lambda: gw.cloud is not None and gw.cloud.state == "online", 10, "the link to come back")
         assert gw.cloud.connects == 2
@@ -44,6 +48,7 @@ async def test_a_broker_away_for_a_minute_loses_nothing(tmp_path: Path, mosquitt
         await until(lambda: covered(mirrored, committed), 30, "every reading up to the reconnection")
         assert len(mirrored.seqs) == 1 and mirrored.overlaps == 0  # exactly once, after dropping duplicates
         await in_step(gw, mirrored)
+        assert gw.health()["status"] == "ok"
 
 
 async def test_kill_9_mid_drain_loses_nothing_acknowledged(tmp_path: Path, mosquitto: Mosquitto) -> None:
@@ -98,9 +103,9 @@ async def test_at_the_outbox_bound_the_oldest_telemetry_goes_and_the_twin_still_
 
 @pytest.fixture
 def passwords(tmp_path: Path) -> Path:
-    """A Mosquitto password file: the gateway gw-1 and the cloud backend."""
+    """A Mosquitto password file: the gateway gw-1, the cloud backend, and a user named for its rack."""
     path = tmp_path / "passwords"
-    for user, password in (("gw-1", "gw-secret"), ("cloud", "cloud-secret")):
+    for user, password in (("gw-1", "gw-secret"), ("cloud", "cloud-secret"), ("stage-left", "stage-secret")):
         subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if user == "gw-1" else []), str(path), user, password],
                        check=True)
     return path
@@ -194,6 +199,50 @@ async def test_the_shipped_acl_lets_a_gateway_in_and_bad_credentials_are_refused
                 assert "refused the connection: Not authorized" in gw.cloud.last_error
                 assert "password_env" in gw.cloud.last_error
                 await until(lambda: gw.cloud is not None and gw.cloud.retry_in_s, 5, "a retry")
+    finally:
+        broker.stop()
+
+
+async def test_publishes_the_acl_refuses_stay_in_the_outbox_and_arrive_once_the_name_is_right(
+        tmp_path: Path, mosquitto: Mosquitto, passwords: Path) -> None:
+    """MQTT 5: the shipped ACL lets a gateway write only under its own id as user name. Connected under another
+    name, every publish is refused (PUBACK 0x87): nothing leaves the outbox, the link says why, one standing alert
+    is raised however often it retries, and health is degraded. With the right name everything arrives, once."""
+    broker = Mosquitto(tmp_path / "acl-broker", acl=ROOT / "config" / "mosquitto.acl", passwords=passwords).start()
+    cfg = cloud_config(tmp_path / "gw", broker.url, sample_s=0.1,
+                       cloud='username_env = "VG_TEST_MQTT_USER"\npassword_env = "VG_TEST_MQTT"')
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("VG_TEST_MQTT_USER", "stage-left")
+            env.setenv("VG_TEST_MQTT", "stage-secret")
+            async with mirroring(broker.url, username="cloud", password="cloud-secret") as mirror, \
+                    running(cfg) as gw:
+                told: list[str] = []
+                gw.alerts.listen(lambda kind, text, doc: told.append(kind))
+                await until(lambda: gw.cloud is not None and gw.cloud.connects >= 3, 20, "three refused sessions")
+                assert gw.cloud is not None and gw.store.outbox is not None
+                assert gw.cloud.state == "refused"
+                assert gw.cloud.last_error is not None and "Not authorized" in gw.cloud.last_error
+                assert "gateway id 'gw-1'" in gw.cloud.last_error and "'stage-left'" in gw.cloud.last_error
+                assert told.count("cloud_refused") == 1 and gw.alerts.raised == 1
+                health = gw.health()
+                assert health["status"] == "degraded"
+                assert any("cloud refused" in p and "readings" in p for p in health["problems"]), health["problems"]
+                await until(lambda: gw.store.outbox is not None and gw.store.outbox.stats.readings > 50, 10,
+                            "telemetry waiting")
+                assert gw.cloud.drain_counts.readings == 0
+                assert ("hall", "gw-1") not in mirror.gateways or mirror.gateways[("hall", "gw-1")].readings == 0
+                held = gw.store.stats.committed_seq
+            env.setenv("VG_TEST_MQTT_USER", "gw-1")
+            env.setenv("VG_TEST_MQTT", "gw-secret")
+            async with mirroring(broker.url, username="cloud", password="cloud-secret") as mirror, \
+                    running(cfg) as gw:
+                mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
+                await until(lambda: covered(mirrored, held), 20, "every reading the broker refused before")
+                assert len(mirrored.seqs) == 1 and mirrored.overlaps == 0 and mirrored.duplicates == 0
+                await until(lambda: any(e.get("alert") == "cloud_refused" for e in events(mirrored, "alert")), 10,
+                            "the refusal's alert, kept in the outbox")
+                assert gw.cloud is not None and gw.cloud.state == "online" and gw.health()["status"] == "ok"
     finally:
         broker.stop()
 

@@ -240,6 +240,17 @@ def test_the_cloud_section_is_checked_across_its_keys() -> None:
     assert cfg.cloud is not None and cfg.cloud.batch_readings == 1000
 
 
+def test_the_broker_user_name_is_the_gateway_id() -> None:
+    """config/mosquitto.acl lets a gateway write only under its own id as user name: any other name would have
+    every message refused, so it is refused here first."""
+    assert problems(BASE + '\n[cloud]\nbroker = "mqtts://broker"\nusername = "stage-left"\n') == [
+        "/etc/vg.toml: cloud.username: 'stage-left' is not this box's gateway id 'box-1': the broker's ACL "
+        "(config/mosquitto.acl) lets a gateway write only under its own id as user name, and refuses the rest "
+        "(allowed: 'box-1')"]
+    cfg = config.parse(Path("/etc/vg.toml"), BASE + '\n[cloud]\nbroker = "mqtts://broker"\nusername = "box-1"\n')
+    assert cfg.cloud is not None and cfg.cloud.username == "box-1"
+
+
 def test_compliance_settings_are_checked() -> None:
     lines = problems(BASE + '\n[compliance]\nprofile = "loud"\nshow_end = "25:00"\n'
                             'limits = [{ window_min = 5 }]\n')

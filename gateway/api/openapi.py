@@ -70,6 +70,9 @@ _HEALTH = {
     "required": ["status", "drivers"],
     "properties": {
         "status": {"enum": ["ok", "degraded", "starting"]},
+        "problems": {"type": "array", "items": {"type": "string"},
+                     "description": "what degrades the box beyond a failing unit, the store or the held twin: the "
+                     "cloud link refused, or down with readings and events waiting (how many, how old)"},
         "drivers": {"type": "object", "additionalProperties": _ref("UnitHealth")},
         "services": {"type": "object", "additionalProperties": _ref("UnitHealth")},
         "twin": {"type": "object"},

@@ -23,6 +23,7 @@ from aiomqtt.exceptions import MqttConnectError
 
 from gateway import __version__
 from gateway.cloud import commands
+from gateway.cloud.client import Client, PublishRefused
 from gateway.cloud.drain import Drain, DrainCounts
 from gateway.cloud.settings import CloudSection, Credentials, parse_broker
 from gateway.supervisor import Unit, backoff_delay
@@ -33,11 +34,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-State = Literal["connecting", "online", "offline"]
+State = Literal["connecting", "online", "offline", "refused"]  # refused: connected, messages refused
 UNSUPPORTED_PROTOCOL = 132  # CONNACK reason code of a broker that does not speak MQTT 5
 GOODBYE_S = 1.0
 CONNACK_TIMEOUT_S = 10.0
 ASSET = "service:cloud"
+REFUSED = "cloud_refused"  # the standing alert while the broker refuses what the box sends
+NOT_AUTHORIZED = 0x87
 
 
 class _SocketErrors(logging.Handler):
@@ -156,11 +159,25 @@ class CloudLink(Unit):
             self._gw.twin.report(ASSET, {"link": state, "broker": str(self.broker), "link_error": error})
 
     # -- the connection loop ---------------------------------------------------------------------------
+    def problem(self) -> str | None:
+        """Why the cloud degrades the box: the broker refuses its messages, or the link is down (after a failed
+        attempt) while readings or events wait; None while all is well or the first connection is being made."""
+        if self.state == "online" or self.last_error is None:
+            return None
+        outbox = self._gw.store.outbox
+        waiting = outbox.stats if outbox is not None else None
+        if self.state != "refused" and (waiting is None or not (waiting.batches or waiting.events)):
+            return None
+        backlog = "" if waiting is None else (
+            f"; waiting: {waiting.readings:,} readings and {waiting.events:,} events"
+            + ("" if waiting.oldest_ts is None else f", the oldest {time.time() - waiting.oldest_ts:,.0f} s old"))
+        return f"cloud {self.state}: {self.last_error}{backlog}"
+
     def _client(self) -> aiomqtt.Client:
         v5 = self.protocol == "5"
         offline = orjson.dumps({"online": False, "gateway_id": self._gw.config.gateway.id,
                                 "venue": self._gw.config.gateway.venue, "reason": "connection lost"})
-        return aiomqtt.Client(
+        return Client(
             self.broker.host, self.broker.port, username=self._creds.username, password=self._creds.password,
             identifier=self.client_id, logger=self._mqtt_log,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
@@ -181,6 +198,8 @@ class CloudLink(Unit):
                     attempt = 0
                     self.connects += 1
                     await self._session(client)
+            except PublishRefused as exc:
+                self._refused(exc)
             except MqttConnectError as exc:
                 code = getattr(exc.rc, "value", exc.rc)
                 if code == UNSUPPORTED_PROTOCOL and self.settings.protocol == "auto" and self.protocol == "5":
@@ -201,16 +220,42 @@ class CloudLink(Unit):
             log.warning("cloud link to %s: %s", self.broker, message)
         self._set_state("offline", message)
 
+    def _refused(self, exc: PublishRefused) -> None:
+        """The broker took the connection but not the box's messages (MQTT 5's PUBACK said so): what was refused
+        stays in the outbox, the link is `refused` with the reason, one standing alert says so, and the link
+        tries again after its backoff."""
+        hint = (f" (the broker's ACL does not let this box write there: config/mosquitto.acl lets a gateway write "
+                f"only under its own id, so it connects with its gateway id {self._gw.config.gateway.id!r} as user "
+                f"name; this one connected as {self._creds.username!r})") \
+            if exc.reason.value == NOT_AUTHORIZED else ""
+        message = f"{exc}{hint}"
+        if message != self.last_error:
+            log.warning("cloud link to %s: %s; what it refused stays in the outbox", self.broker, message)
+        self._set_state("refused", message)
+        if REFUSED not in self._gw.alerts.standing:
+            self._gw.alerts.raise_alert(REFUSED, f"the cloud broker refuses this box's messages: {message}",
+                                        {"alert": REFUSED, "topic": exc.topic, "reason": str(exc.reason),
+                                         "reason_code": exc.reason.value, "message": message}, key=REFUSED)
+
     async def _session(self, client: aiomqtt.Client) -> None:
         gw = self._gw
-        self._set_state("online")
-        log.info("cloud link to %s online (MQTT %s, client %s)", self.broker, self.protocol, self.client_id)
         try:
             await client.publish(f"{self.root}/status", orjson.dumps({
                 "online": True, "gateway_id": gw.config.gateway.id, "venue": gw.config.gateway.venue,
                 "software": __version__, "protocol": self.protocol, "since": rfc3339(time.time())}),
                 qos=1, retain=True, timeout=math.inf)
-            await client.subscribe([(f"{self.root}/desired", 1), (f"{self.root}/cmd/+", 1)])
+            self._set_state("online")
+            log.info("cloud link to %s online (MQTT %s, client %s)", self.broker, self.protocol, self.client_id)
+            if REFUSED in gw.alerts.standing:
+                log.info("cloud link to %s: the broker takes this box's messages again", self.broker)
+                gw.alerts.raise_alert(REFUSED, "the cloud broker takes this box's messages again",
+                                      {"alert": REFUSED, "cleared": True}, key=REFUSED, standing=False)
+            granted = await client.subscribe([(f"{self.root}/desired", 1), (f"{self.root}/cmd/+", 1)])
+            refused = [f"{topic}: {code}" for topic, code in zip(("desired", "cmd/+"), granted, strict=False)
+                       if getattr(code, "is_failure", False) or code == 0x80]
+            if refused:
+                log.warning("cloud link to %s: the broker refused the subscriptions %s: cloud commands and desired "
+                            "state will not arrive (check the broker's ACL)", self.broker, ", ".join(refused))
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._twin_sync(client))

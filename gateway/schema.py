@@ -159,10 +159,21 @@ class _Loader:
         except TypeError:
             # Required keys were missing: the problems already say which; build nothing.
             return None
-        # Checks across keys: a table may declare `problems()`, run once its keys are each well formed.
-        if len(self.problems) == before_table and hasattr(built, "problems"):
-            for p in built.problems():
-                self.fail(_join(path, p.path), p.message)
+        # Checks across keys: a table may declare `problems()`. They run even when some keys are wrong, so that one
+        # run lists everything; what they say of a key already reported is left out, and so is a check that cannot
+        # run on a wrong value (it raises): that key's own problem says what to fix first.
+        if hasattr(built, "problems"):
+            reported = [p.path for p in self.problems[before_table:]]
+            try:
+                found = built.problems()
+            except Exception:
+                if not reported:
+                    raise
+                found = []
+            for p in found:
+                key = _join(path, p.path)
+                if not any(r == key or r.startswith((key + ".", key + "[")) for r in reported):
+                    self.fail(key, p.message)
         return built
 
     def bounds(self, f: dataclasses.Field[Any], value: Any, given: Any, path: str) -> None:

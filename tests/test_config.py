@@ -80,6 +80,29 @@ flush_interval_ms = "fast"
     assert len(lines) == len(expected)
 
 
+def test_checks_across_keys_run_beside_wrong_keys_so_one_run_lists_everything() -> None:
+    """A duplicate zone index and a bad colour (checks of the whole [show] table) are listed in the same run as a
+    wrong key of the same table; what they would say of that wrong key is not said twice."""
+    lines = problems(BASE + """
+[[show.zones]]
+name = "floor"
+index = 0
+[[show.zones]]
+name = "bar"
+index = 0
+[[show.presets]]
+name = "x"
+colour = "red"
+[[show.presets]]
+name = "y"
+intensity = 2
+""")
+    assert lines == [
+        "/etc/vg.toml: show.presets[1].intensity: 2 is out of range (allowed: from 0 to 1)",
+        "/etc/vg.toml: show.zones: zone indexes must be unique (each is a bit in the wristband packet)",
+        "/etc/vg.toml: show.presets[0]: colour 'red' is not #RRGGBB"]
+
+
 def test_demo_tokens_are_refused_off_loopback() -> None:
     text = BASE + '[api]\nlisten = "0.0.0.0:8080"\n[[api.tokens]]\nrole = "admin"\ndemo_token = "demo-admin-token"\n'
     assert problems(text) == [

@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway import config
+from gateway.api import GATEWAY
 from gateway.api.app import build_app
 from gateway.api.auth import Tokens
 from gateway.daemon import Gateway
@@ -140,6 +141,30 @@ async def test_the_effects_api(client: TestClient[Any, Any]) -> None:
     assert resp.status == 202
     snapshot = await (await client.get("/api/v1/twin", headers=op)).json()
     assert snapshot["assets"]["show_control"]["reported"]["last_effect"]["effect"]["kind"] == "blackout"
+
+
+async def test_a_preview_shows_the_intensity_a_fire_would_send_now(client: TestClient[Any, Any]) -> None:
+    """The demo's `chorus` follows the crowd's energy (intensity_from = "energy"): its preview is at the intensity
+    that firing it sends at this moment, not at the preset's full intensity."""
+    op = {"Authorization": f"Bearer {OPERATOR}"}
+    gw = client.server.app[GATEWAY]
+    for zone, energy in (("floor", 0.2), ("balcony", 0.4), ("bar", 0.3)):
+        gw.twin.declare(f"mood:{zone}", "mood", zone, "inference")
+        gw.twin.report(f"mood:{zone}", {"energy": energy}, "inference")
+    resp = await client.post("/api/v1/effects", json={"preset": "chorus", "preview": True}, headers=op)
+    preview = await resp.json()
+    resp = await client.post("/api/v1/effects", json={"preset": "chorus"}, headers=op)
+    assert resp.status == 202
+    assert gw.show.last is not None
+    sent = gw.show.last.effect  # what went to the transmitters
+    assert sent.intensity == pytest.approx(0.3 + 0.7 * 0.3)
+    assert preview["effect"]["intensity"] == sent.intensity
+    resp = await client.post("/api/v1/effects", json={"preset": "chorus", "zones": ["balcony"], "preview": True},
+                             headers=op)
+    assert (await resp.json())["effect"]["intensity"] == pytest.approx(0.3 + 0.7 * 0.4)
+    resp = await client.post("/api/v1/effects", json={"preset": "chorus", "zones": "floor", "preview": True},
+                             headers=op)
+    assert resp.status == 400
 
 
 def test_a_zone_named_twice_is_one_zone() -> None:

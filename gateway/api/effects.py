@@ -26,7 +26,10 @@ async def fire(request: web.Request) -> web.Response:
     doc = await read_object(request)
     try:
         if doc.get("preview"):
-            effect: Effect = show.effect_of(doc.get("preset"), doc.get("effect"))[0]
+            zones = doc.get("zones")
+            if zones is not None and not (isinstance(zones, list) and all(isinstance(z, str) for z in zones)):
+                raise EffectError("zones must be a list of zone names")
+            effect: Effect = show.resolve(doc.get("preset"), doc.get("effect"), zones)[0]  # as it would go out now
             duration = int(doc.get("duration_ms", 4000))
             frames = show.preview(effect, PREVIEW_STEP_MS, max(PREVIEW_STEP_MS, min(duration, 60_000)))
             return web.Response(content_type="application/json", body=orjson.dumps(

@@ -131,13 +131,20 @@ class ShowEngine:
             raise EffectError(f"no zone {unknown[0]!r} (allowed: {', '.join(self.zones) or 'none configured'})")
         return tuple(dict.fromkeys(names))  # each zone once, in the order given
 
-    def fire(self, preset: str | None = None, inline: dict[str, Any] | None = None, zones: list[str] | None = None,
-             lead_ms: int | None = None) -> Fired:
-        """Fire a preset (or an inline effect) in `zones` (default: the preset's, else all) after `lead_ms`."""
+    def resolve(self, preset: str | None = None, inline: dict[str, Any] | None = None,
+                zones: list[str] | None = None) -> tuple[Effect, tuple[str, ...]]:
+        """The effect as it would go out now and its zones (default: the preset's, else all): a preset with
+        `intensity_from = "energy"` at the intensity its zones' crowd energy gives it this moment."""
         effect, found = self.effect_of(preset, inline)
         names = self._zones(zones or (list(found.zones) if found is not None and found.zones else None))
         if found is not None and found.intensity_from == "energy":
             effect = self._by_energy(effect, found, names)
+        return effect, names
+
+    def fire(self, preset: str | None = None, inline: dict[str, Any] | None = None, zones: list[str] | None = None,
+             lead_ms: int | None = None) -> Fired:
+        """Fire a preset (or an inline effect) in `zones` (default: the preset's, else all) after `lead_ms`."""
+        effect, names = self.resolve(preset, inline, zones)
         return self._fire(effect, preset, names, self.settings.lead_ms if lead_ms is None else lead_ms)
 
     def fire_request(self, doc: dict[str, Any], extra: tuple[str, ...] = ()) -> Fired:

@@ -56,11 +56,14 @@ class DmxUniverses:
                            f"{', '.join(map(str, self.universes)) or 'none'})") from None
 
     def set_channel(self, number: int, channel: int, value: int) -> None:
-        """Channel 1..512 to 0..255 (values are clamped)."""
+        """Channel 1..512 to 0..255; anything else is refused (ValueError), never clamped: a level out of range
+        is a mistake in what sent it, and the sender is told."""
         if not 1 <= channel <= CHANNELS:
             raise ValueError(f"channel {channel} is out of range (allowed: 1 to {CHANNELS})")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+            raise ValueError(f"level {value!r} of channel {channel} is out of range (allowed: 0 to 255)")
         universe = self.get(number)
-        level = max(0, min(255, int(value)))
+        level = value
         if universe.levels[channel - 1] != level:
             universe.levels[channel - 1] = level
             universe.changes += 1
@@ -81,17 +84,42 @@ class DmxUniverses:
             asset = self._twin.get(f"universe:{n}")
             if asset is not None and asset.desired:
                 self._desired(asset.id, asset.desired)
-        self._twin.on_desired(OWNER, self._desired)
+        self._twin.on_desired(OWNER, self._desired, self._check)
+
+    @staticmethod
+    def _levels(desired: Mapping[str, Any]) -> dict[int, int | None]:
+        """The desired `levels` (a list from channel 1, or an object of channel: level; null leaves a channel as
+        it is), or ValueError saying what is allowed."""
+        unknown = sorted(set(desired) - {"levels"})
+        if unknown:
+            raise ValueError(f"no key {unknown[0]!r} (allowed: levels)")
+        levels = desired.get("levels", {})
+        if not isinstance(levels, dict | list):
+            raise ValueError("levels must be a list or an object of channel: value")
+        try:
+            wanted = dict(enumerate(levels, 1)) if isinstance(levels, list) else {int(k): v for k, v in levels.items()}
+        except ValueError:
+            raise ValueError("levels' keys must be channel numbers (allowed: 1 to 512)") from None
+        for channel, value in wanted.items():
+            if not 1 <= channel <= CHANNELS:
+                raise ValueError(f"channel {channel} is out of range (allowed: 1 to {CHANNELS})")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255):
+                raise ValueError(f"level {value!r} of channel {channel} is out of range (allowed: 0 to 255, or null)")
+        return wanted
+
+    def _check(self, asset_id: str, desired: Mapping[str, Any]) -> str | None:
+        try:
+            self._levels(desired)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     def _desired(self, asset_id: str, desired: Mapping[str, Any]) -> None:
         """Apply the channels whose desired level changed since the last desired state: a PATCH of one channel
         must not undo what OSC set on the others since."""
         number = int(asset_id.partition(":")[2])
-        levels = desired.get("levels", {})
         try:
-            if not isinstance(levels, dict | list):
-                raise ValueError("levels must be a list or an object of channel: value")
-            wanted = dict(enumerate(levels, 1)) if isinstance(levels, list) else {int(k): v for k, v in levels.items()}
+            wanted = self._levels(desired)
             before = self._applied.get(number, {})
             self._applied[number] = wanted
             for channel, value in wanted.items():

@@ -91,8 +91,10 @@ class DriverContext:
         observers.append(listener)
         return lambda: observers.remove(listener) if listener in observers else None
 
-    def on_desired(self, handler: Callable[[str, Mapping[str, Any]], None]) -> Callable[[], None]:
-        return self._twin.on_desired(self.name, handler)
+    def on_desired(self, handler: Callable[[str, Mapping[str, Any]], None],
+                   check: Callable[[str, Mapping[str, Any]], str | None] | None = None) -> Callable[[], None]:
+        """Desired state of this driver's assets to `handler`; `check` may refuse it first (a PATCH answers 422)."""
+        return self._twin.on_desired(self.name, handler, check)
 
 
 class Driver(Unit, ABC, Generic[OptionsT]):
@@ -117,9 +119,15 @@ class Driver(Unit, ABC, Generic[OptionsT]):
         """Bring an owned asset to its desired state and report what it then is."""
         self.ctx.log.warning("asset %s takes no desired state; ignored", asset_id)
 
+    def check_desired(self, asset_id: str, desired: Mapping[str, Any]) -> str | None:
+        """While the driver runs, asked before a desired state is taken: why this asset cannot take it (keys it has
+        not, values out of range), or None. A refusal is answered at once (HTTP 422, a cloud `command_error`) and
+        changes nothing; what only the device can tell goes into `reported.desired_error` later."""
+        return None
+
     # Desired state is delivered while the driver runs; what changed while it was down is applied at start.
     def attach(self) -> None:
-        self._undo_desired = self.ctx.on_desired(self._desired_changed)
+        self._undo_desired = self.ctx.on_desired(self._desired_changed, self.check_desired)
         for asset_id in self.ctx.owned():
             if self.ctx.desired(asset_id):
                 self._desired_changed(asset_id, self.ctx.desired(asset_id))

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 DesiredHandler = Callable[[str, Mapping[str, Any]], None]
+DesiredCheck = Callable[[str, Mapping[str, Any]], str | None]  # why it is refused, or None
 
 
 @lru_cache(maxsize=4096)
@@ -68,9 +69,23 @@ class TwinFrozen(Exception):
 class ChangesGone(Exception):
     """The changes asked for are older than the retained log: take a snapshot instead."""
 
-    def __init__(self, floor: int) -> None:
-        super().__init__(f"changes before version {floor} are no longer kept; take a snapshot")
+    def __init__(self, floor: int, message: str | None = None) -> None:
+        super().__init__(message or f"changes before version {floor} are no longer kept; take a snapshot")
         self.floor = floor
+
+
+class ChangesAhead(ChangesGone):
+    """A version beyond the twin's own: the client's version comes from another history of the twin (its store
+    replaced or reset), or was never given out. A snapshot starts it again."""
+
+    def __init__(self, since: int, version: int, floor: int) -> None:
+        super().__init__(floor, f"version {since} is ahead of the twin, which is at version {version}: it was never "
+                                f"given out by this twin (its store was replaced?); take a snapshot")
+        self.version = version
+
+
+class DesiredRefused(ValueError):
+    """The asset's owner says at once that it cannot take this desired state; nothing was changed."""
 
 
 class Asset:
@@ -138,6 +153,7 @@ class Twin:
         self._dirty: dict[str, Asset | None] = {}  # for the store: None marks a removed asset
         self._waiter: asyncio.Event | None = None
         self._desired_handlers: dict[str, DesiredHandler] = {}
+        self._desired_checks: dict[str, DesiredCheck] = {}
         self._snapshot: tuple[int, bytes] = (-1, b"")
         # The highest version the store has durably reserved (None: no store). Versions are never handed out
         # past it, so none can be reused after a crash, however long the disk has been failing.
@@ -165,7 +181,9 @@ class Twin:
         return self._assets
 
     def changes_since(self, since: int, limit: int | None = None) -> Sequence[Change]:
-        if since < self._floor or since > self._version:  # too old, or from another history
+        if since > self._version:
+            raise ChangesAhead(since, self._version, self._floor)
+        if since < self._floor:
             raise ChangesGone(self._floor)
         start = since - self._floor
         return self._log[start:] if limit is None else self._log[start:start + limit]
@@ -264,8 +282,12 @@ class Twin:
         if if_match is not None and if_match != asset.version:
             raise VersionMismatch(asset.version)
         encoded = _encode(dict(patch))
+        desired = merge_patch(asset.desired, patch)
+        check = self._desired_checks.get(asset.owner or "")
+        if check is not None and (reason := check(asset.id, desired)) is not None:
+            raise DesiredRefused(reason)
         self._reserve(1)
-        asset.desired = merge_patch(asset.desired, patch)
+        asset.desired = desired
         self._commit(asset, None, encoded)
         handler = self._desired_handlers.get(asset.owner or "")
         if handler is not None:
@@ -279,12 +301,16 @@ class Twin:
         asset = self._assets.pop(asset_id)
         self._commit(asset, None, None, removed=True)
 
-    def on_desired(self, owner: str, handler: DesiredHandler) -> Callable[[], None]:
-        """Route desired-state changes of `owner`'s assets to `handler`; returns the undo."""
+    def on_desired(self, owner: str, handler: DesiredHandler, check: DesiredCheck | None = None) -> Callable[[], None]:
+        """Route desired-state changes of `owner`'s assets to `handler`; returns the undo. `check`, when given, is
+        asked first (asset id, the desired state as it would be) and refuses a patch by returning why."""
         self._desired_handlers[owner] = handler
+        if check is not None:
+            self._desired_checks[owner] = check
 
         def undo() -> None:
             self._desired_handlers.pop(owner, None)
+            self._desired_checks.pop(owner, None)
 
         return undo
 

@@ -98,6 +98,11 @@ async def test_changes_since_and_410(client: TestClient[Any, Any], gateway: Gate
     assert resp.status == 410 and (await resp.json())["floor"] == 5_000_000
     resp = await client.get("/api/v1/twin/changes?since=abc", headers=AUTH[VIEWER])
     assert resp.status == 400
+    ahead = gateway.twin.version + 10
+    resp = await client.get(f"/api/v1/twin/changes?since={ahead}", headers=AUTH[VIEWER])
+    doc = await resp.json()
+    assert resp.status == 400 and doc["error"] == "ahead" and doc["version"] == gateway.twin.version
+    assert doc["message"].startswith(f"version {ahead} is ahead of the twin, which is at version")
     resp = await client.get("/api/v1/twin/changes", headers=AUTH[VIEWER])
     assert resp.status == 400
 
@@ -122,6 +127,23 @@ async def test_desired_patch(client: TestClient[Any, Any], gateway: Gateway) -> 
     assert orjson.loads(rows[0]) == {"gain_db": -3}
     resp = await client.patch(url, data=b"x" * (300 * 1024), headers=AUTH[ADMIN])
     assert resp.status == 413
+
+
+async def test_desired_state_its_owner_refuses_at_once_is_422_and_changes_nothing(
+        client: TestClient[Any, Any], gateway: Gateway) -> None:
+    def check(asset_id: str, desired: Any) -> str | None:
+        return None if -40 <= desired.get("gain_db", 0) <= 6 else "allowed: gain_db (-40 to 6)"
+
+    gateway.twin.on_desired("sim", lambda asset_id, desired: None, check)
+    url = "/api/v1/twin/assets/amp:1/desired"
+    before = gateway.twin.get("amp:1").version  # type: ignore[union-attr]
+    resp = await client.patch(url, json={"gain_db": 20}, headers=AUTH[ADMIN])
+    doc = await resp.json()
+    assert resp.status == 422 and doc == {"error": "desired_refused", "message": "amp:1: allowed: gain_db (-40 to 6)"}
+    asset = gateway.twin.get("amp:1")
+    assert asset is not None and asset.desired == {} and asset.version == before
+    resp = await client.patch(url, json={"gain_db": -6}, headers=AUTH[ADMIN])
+    assert resp.status == 200 and (await resp.json())["desired"] == {"gain_db": -6}
 
 
 async def test_one_asset_and_unknown_routes(client: TestClient[Any, Any]) -> None:

@@ -62,6 +62,14 @@ async def test_desired_state_from_the_cloud_merges_like_the_http_patch(tmp_path:
         assert refused[0]["request_id"] == "r2" and refused[0]["error"] == "version_mismatch"
         assert refused[0]["version"] == gw.twin.get("fixture:1").version  # type: ignore[union-attr]
         assert gw.twin.get("fixture:1").desired == {"dimmer": 0.5}  # type: ignore[union-attr]
+        # A value the amplifier's driver refuses at once, as the HTTP PATCH's 422: nothing changes.
+        await until(lambda: gw.twin.get("amp:r01.1"), 10, "the virtual venue's amplifiers")
+        await cloud.publish(f"{ROOT}/desired", orjson.dumps(
+            {"request_id": "r3", "asset": "amp:r01.1", "desired": {"gain_db": 99}}), qos=1)
+        refused = await until(lambda: events(mirrored, "command_error")[1:], 10, "the driver's refusal")
+        assert refused[0]["request_id"] == "r3" and refused[0]["error"] == "desired_refused"
+        assert refused[0]["message"] == "amp:r01.1: allowed: enabled (true/false), gain_db (-40 to 6)"
+        assert gw.twin.get("amp:r01.1").desired == {}  # type: ignore[union-attr]
 
 
 async def test_bad_commands_are_refused_with_error_events_and_the_link_stays_up(

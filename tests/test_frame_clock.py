@@ -13,7 +13,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from drivers.osc.driver import OscDriver, OscOptions
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
-from gateway.twin import Twin
+from gateway.twin import DesiredRefused, Twin
 from tests.conftest import free_port
 
 
@@ -36,6 +36,42 @@ async def ticking(clock: FrameClock) -> AsyncIterator[FrameClock]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def test_levels_out_of_range_are_refused_never_clamped() -> None:
+    """One rule for every path to a level: a PATCH of desired levels is refused at once (nothing changes, the API
+    answers 422), OSC is refused with an alert; neither is clamped."""
+    twin = Twin("gw", "hall")
+    dmx = DmxUniverses(twin, [1])
+    dmx.declare()
+    for levels, why in (({"20": 300}, "level 300 of channel 20 is out of range (allowed: 0 to 255, or null)"),
+                        ({"600": 1}, "channel 600 is out of range (allowed: 1 to 512)"),
+                        ({"x": 1}, "levels' keys must be channel numbers (allowed: 1 to 512)"),
+                        ([True], "level True of channel 1 is out of range (allowed: 0 to 255, or null)")):
+        try:
+            twin.patch_desired("universe:1", {"levels": levels})
+        except DesiredRefused as exc:
+            assert str(exc) == why
+        else:
+            raise AssertionError(f"{levels} was taken")
+    try:
+        twin.patch_desired("universe:1", {"level": [1]})
+    except DesiredRefused as exc:
+        assert str(exc) == "no key 'level' (allowed: levels)"
+    assert twin.get("universe:1").desired == {}  # type: ignore[union-attr]
+    twin.patch_desired("universe:1", {"levels": {"20": 128}})
+    assert dmx.get(1).levels[19] == 128
+    sent: list[tuple[str, ...]] = []
+    driver = OscDriver(DriverContext("osc", twin, None, dmx, FrameClock(40), None),  # type: ignore[arg-type]
+                       OscOptions())
+    driver.alert = lambda kind, text: sent.append((kind, text))  # type: ignore[method-assign]
+    for value in (300, -1, 1.5, float("nan")):
+        builder = OscMessageBuilder("/vg/dmx/1/20")
+        builder.add_arg(value)
+        driver.packet(builder.build().dgram, "127.0.0.1")
+    assert dmx.get(1).levels[19] == 128
+    assert [kind for kind, _ in sent] == ["bad_arguments"] * 4
+    assert sent[0][1] == "/vg/dmx/1/20 takes one int (0-255) or float (0-1); got 300"
 
 
 async def test_a_message_that_arrived_while_the_loop_was_busy_is_in_the_next_frame() -> None:

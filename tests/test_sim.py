@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from drivers.sim.driver import SimOptions, SimVenueDriver
 from drivers.sim.show import Show
@@ -15,7 +17,7 @@ from drivers.sim.venue import Fault, VenueLayout, VirtualVenue, Zone, random_fau
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.readings import Reading
-from gateway.twin import Twin
+from gateway.twin import DesiredRefused, Twin
 from tests.conftest import Daemon
 
 LAYOUT = VenueLayout((Zone("floor", 1200, 10), Zone("balcony", 400, 35)), racks=2, channels_per_rack=4, circuits=2)
@@ -119,9 +121,19 @@ async def test_amplifiers_take_desired_state_and_report_it_back() -> None:
     readings = driver.venue.step(100.0, 1.0, 0.0)
     current = {r.asset: r.value for r in readings if r.metric == "current_a"}
     assert current["amp:r01.1"] == 0.0 < current["amp:r01.2"]
-    await driver.apply_desired("amp:r01.2", {"gain_db": 99})
+    await driver.apply_desired("amp:r01.2", {"gain_db": 99})  # set while the driver was down: reported
     amp2 = twin.get("amp:r01.2")
     assert amp2 is not None and "allowed" in amp2.reported["desired_error"]
+    driver.attach()  # running: refused at once, nothing changed
+    for asset_id, desired, why in (
+            ("amp:r01.1", {"gain_db": 99}, "allowed: enabled (true/false), gain_db (-40 to 6)"),
+            ("amp:r01.1", {"enabled": "no"}, "allowed: enabled (true/false), gain_db (-40 to 6)"),
+            ("amp:r01.1", {"mute": True}, "allowed: enabled (true/false), gain_db (-40 to 6); no key 'mute'"),
+            ("show", {"segment": "encore"}, "show takes no desired state (allowed: the amplifier channels amp:*)")):
+        with pytest.raises(DesiredRefused, match=re.escape(why)):
+            twin.patch_desired(asset_id, desired)
+    assert twin.get("amp:r01.1").desired == {}  # type: ignore[union-attr]
+    driver.detach()
 
 
 def test_the_venues_devices_are_read_by_the_real_drivers(daemon_factory: Any, tmp_path: Path) -> None:

@@ -322,10 +322,12 @@ class OscDriver(Driver[OscOptions]):
 
     def _dmx(self, universe: int, channel: int, args: list[Any]) -> None:
         value = args[0] if args else None
-        if isinstance(value, float):
-            value = round(max(0.0, min(1.0, value)) * 255)
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.alert("bad_arguments", f"/vg/dmx/{universe}/{channel} takes one int (0-255) or float (0-1)")
+        if isinstance(value, float) and 0.0 <= value <= 1.0:
+            value = round(value * 255)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255 or len(args) != 1:
+            # One rule for every argument that is not a level: refused, never clamped, and the sender told.
+            self.alert("bad_arguments", f"/vg/dmx/{universe}/{channel} takes one int (0-255) or float (0-1); "
+                                        f"got {', '.join(map(repr, args)) or 'nothing'}")
             return
         try:
             self.ctx.dmx.set_channel(universe, channel, value)

@@ -158,15 +158,23 @@ class SimVenueDriver(Driver[SimOptions]):
             self.ctx.report("show", {"segment": segment, "show_time_s": round(t, 1),
                                      "attendance": round(self.venue.show.attendance(t), 3)})
 
+    def check_desired(self, asset_id: str, desired: Mapping[str, Any]) -> str | None:
+        if self.venue.amp_index(asset_id) is None:
+            return f"{asset_id} takes no desired state (allowed: the amplifier channels amp:*)"
+        unknown = sorted(set(desired) - {"enabled", "gain_db"})
+        enabled, gain = desired.get("enabled", True), desired.get("gain_db", 0.0)
+        if unknown or not isinstance(enabled, bool) or isinstance(gain, bool) or not isinstance(gain, int | float) \
+                or not -40 <= gain <= 6:
+            return "allowed: enabled (true/false), gain_db (-40 to 6)" + (f"; no key {unknown[0]!r}" if unknown else "")
+        return None
+
     async def apply_desired(self, asset_id: str, desired: Mapping[str, Any]) -> None:
         index = self.venue.amp_index(asset_id)
-        if index is None:
-            self.ctx.report(asset_id, {"desired_error": "this asset takes no desired state"})
+        refused = self.check_desired(asset_id, desired)  # what was set while the driver was down is checked here
+        if index is None or refused is not None:
+            self.ctx.report(asset_id, {"desired_error": refused})
             return
         enabled, gain = desired.get("enabled", True), desired.get("gain_db", 0.0)
-        if not isinstance(enabled, bool) or not isinstance(gain, int | float) or not -40 <= gain <= 6:
-            self.ctx.report(asset_id, {"desired_error": "allowed: enabled (true/false), gain_db (-40 to 6)"})
-            return
         self.venue.enabled[index] = enabled
         self.venue.gain_db[index] = float(gain)
         self.ctx.report(asset_id, {"enabled": enabled, "gain_db": float(gain), "desired_error": None})

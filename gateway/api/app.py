@@ -17,7 +17,7 @@ from gateway.api.auth import Tokens, json_error, middleware, read_object, requir
 from gateway.api.openapi import document as openapi_document
 from gateway.store import StoreError
 from gateway.supervisor import NotReady, Unit
-from gateway.twin import ChangesGone, TwinFrozen, change_document, rfc3339
+from gateway.twin import ChangesAhead, ChangesGone, DesiredRefused, TwinFrozen, change_document, rfc3339
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -101,6 +101,8 @@ async def twin_changes(request: web.Request) -> web.Response:
     limit = max(1, min(_int_param(request, "limit", MAX_CHANGES), MAX_CHANGES))
     try:
         changes = twin.changes_since(since, limit)
+    except ChangesAhead as exc:
+        raise json_error(web.HTTPBadRequest, "ahead", str(exc), version=exc.version) from None
     except ChangesGone as exc:
         raise json_error(web.HTTPGone, "gone", str(exc), floor=exc.floor) from None
     to = changes[-1][0] if changes else since
@@ -146,6 +148,8 @@ async def patch_desired(request: web.Request) -> web.Response:
                          version=found.version)
     try:  # no await since the checks above: nothing can have changed the asset in between
         changed = gw.twin.patch_desired(asset_id, patch)
+    except DesiredRefused as exc:
+        raise json_error(web.HTTPUnprocessableEntity, "desired_refused", f"{asset_id}: {exc}") from None
     except TwinFrozen as exc:
         raise json_error(web.HTTPServiceUnavailable, "store_unavailable", str(exc)) from None
     # Answer once the change is on disk: a 200 means it survives a power cut.

@@ -130,9 +130,11 @@ def document() -> dict[str, Any]:
                         "properties": {"from": {"type": "integer"}, "to": {"type": "integer"},
                                        "more": {"type": "boolean"},
                                        "changes": {"type": "array", "items": _ref("Change")}}}),
-                    "400": _ERROR, "401": _ERROR, "403": _ERROR,
-                    "410": _response("`since` is older than the retained log (or from another history): "
-                                     "take a snapshot", _ref("Error")),
+                    "400": _response("A bad parameter, or `since` ahead of the twin's version (`ahead`: the "
+                                     "version came from another history of the twin; take a snapshot)",
+                                     _ref("Error")),
+                    "401": _ERROR, "403": _ERROR,
+                    "410": _response("`since` is older than the retained log: take a snapshot", _ref("Error")),
                 },
             }},
             "/api/v1/telemetry": {"get": {
@@ -212,6 +214,8 @@ def document() -> dict[str, Any]:
                               "400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR,
                               "413": _response("The body is larger than api.max_body_kb", _ref("Error")),
                               "412": _response("If-Match does not match the asset's version", _ref("Error")),
+                              "422": _response("The asset's owner cannot take this desired state (keys it has not, "
+                                               "values out of range): nothing was changed", _ref("Error")),
                               "503": _response("In effect, but the store cannot write it yet (retried)",
                                                _ref("Error"))},
             }},

@@ -14,7 +14,7 @@ import orjson
 from gateway.show.effects import EffectError
 from gateway.show.engine import UnknownPreset
 from gateway.store import StoreError
-from gateway.twin import TwinFrozen, UnknownAsset, VersionMismatch, rfc3339
+from gateway.twin import DesiredRefused, TwinFrozen, UnknownAsset, VersionMismatch, rfc3339
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -97,6 +97,8 @@ async def _desired(gw: Gateway, doc: dict[str, Any]) -> dict[str, Any]:
     except VersionMismatch as exc:
         raise CommandError("version_mismatch", f"the asset is at version {exc.current}, not {version}",
                            version=exc.current) from None
+    except DesiredRefused as exc:
+        raise CommandError("desired_refused", f"{asset}: {exc}") from None
     except TwinFrozen as exc:
         raise CommandError("store_unavailable", str(exc)) from None
     try:  # answered once on disk, as the HTTP PATCH is

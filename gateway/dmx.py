@@ -69,11 +69,19 @@ class DmxUniverses:
             universe.changes += 1
 
     def blackout(self) -> None:
-        """Every channel of every universe to 0."""
-        for universe in self.universes.values():
+        """Every channel of every universe to 0, and the universes' desired levels cleared: a blackout holds until
+        someone raises a level again, across a restart too (desired levels are applied again at start)."""
+        for n, universe in self.universes.items():
             if any(universe.levels):
                 universe.levels[:] = bytes(CHANNELS)
                 universe.changes += 1
+            asset = self._twin.get(f"universe:{n}")
+            if asset is not None and asset.desired.get("levels"):
+                try:
+                    self._twin.patch_desired(asset.id, {"levels": None})
+                except TwinFrozen:
+                    log.warning("blackout: the desired levels of %s could not be cleared (the store cannot write); "
+                                "they come back on restart", asset.id)
 
     # -- the twin's side -------------------------------------------------------------------------------
     def declare(self) -> None:

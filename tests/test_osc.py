@@ -23,7 +23,7 @@ from drivers.osc.driver import OscDriver, OscOptions, pattern
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.twin import Twin
-from tests.conftest import OPERATOR, Daemon, free_port, require
+from tests.conftest import ADMIN, OPERATOR, Daemon, free_port, require
 
 
 @given(st.lists(st.binary(min_size=1, max_size=300), max_size=6))
@@ -174,6 +174,45 @@ horizon_s = 30
         dump.proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             dump.proc.wait(5)
+
+
+def test_a_blackout_holds_until_someone_raises_a_level_across_a_restart_too(daemon_factory: Any) -> None:
+    """A level set as desired state, then /vg/blackout: the output goes dark, the desired levels are cleared, and
+    after a restart the light stays dark; a level raised again after the blackout is kept."""
+    osc_port = free_port()
+    d: Daemon = daemon_factory(extra=f'[dmx]\nuniverses = [1]\n\n[drivers.console]\ntype = "osc"\n'
+                                     f'listen = "127.0.0.1:{osc_port}"\n').start()
+
+    def levels() -> list[int]:
+        return list(d.get("/api/v1/twin/assets/universe:1")["reported"].get("levels", [0] * 512))
+
+    def until(check: Any, what: str) -> None:
+        deadline = time.monotonic() + 5
+        while not check():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    try:
+        status, _, _ = d.request("PATCH", "/api/v1/twin/assets/universe:1/desired", ADMIN,
+                                 {"levels": {"20": 128, "21": 64}})
+        assert status == 200
+        until(lambda: levels()[19:21] == [128, 64], "the desired levels on the output")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(osc("/vg/dmx/1/30", 200), ("127.0.0.1", osc_port))
+            until(lambda: levels()[29] == 200, "the OSC level")
+            s.sendto(osc("/vg/blackout"), ("127.0.0.1", osc_port))
+        until(lambda: not any(levels()), "the blackout")
+        assert "levels" not in d.get("/api/v1/twin/assets/universe:1")["desired"]
+        assert d.terminate() == 0
+        d.start()
+        time.sleep(0.5)  # desired state is applied at start: nothing is, so nothing lights
+        assert not any(levels()) and "levels" not in d.get("/api/v1/twin/assets/universe:1")["desired"]
+        status, _, _ = d.request("PATCH", "/api/v1/twin/assets/universe:1/desired", ADMIN, {"levels": {"20": 128}})
+        assert status == 200
+        until(lambda: levels()[19] == 128, "a level raised again after the blackout")
+        assert d.terminate() == 0
+    finally:
+        d.cleanup()
 
 
 async def test_tcp_clients_off_the_allow_list_are_shut_out_and_stop_closes_the_rest() -> None:

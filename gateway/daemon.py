@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sqlite3
 import ssl
 import sys
 import time
@@ -15,20 +16,21 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from gateway import registry
+from gateway import history, registry
 from gateway.alerts import Alerts
 from gateway.api.app import ApiService
 from gateway.api.auth import Tokens
 from gateway.cloud.link import CloudLink
 from gateway.cloud.settings import Credentials
 from gateway.compliance.monitor import ComplianceMonitor
+from gateway.compliance.settings import WINDOWS_MIN
 from gateway.config import Config, DriverConfig
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.looplag import LoopLag
 from gateway.metrics import build_registry
 from gateway.outbox import OutboxSettings, event_payload
-from gateway.readings import Ingest
+from gateway.readings import Ingest, Reading
 from gateway.realtime import make_realtime
 from gateway.show.engine import Fired, ShowEngine
 from gateway.store import Store
@@ -160,6 +162,8 @@ class Gateway:
         if self.scheduling.startswith("fifo"):  # the pacer too, which wakes the loop for each frame
             self.frames.realtime_priority = priority
         await self.store.open(self.twin)
+        if self.compliance is not None:
+            await self._restore_compliance(self.compliance)
         self.supervisor.add("api", "service", lambda: ApiService(self, self._tokens))
         if self.config.inference is not None:
             # onnxruntime is loaded only by a box that runs models (some 20 MB resident of its own)
@@ -203,6 +207,19 @@ class Gateway:
                 await stop.wait()
         finally:
             await self._shutdown()
+
+    async def _restore_compliance(self, monitor: ComplianceMonitor) -> None:
+        """The sound-level windows from the readings the store holds, so a restart mid-show (a watchdog's, a
+        power cut's) does not under-read LAeq for the next hour."""
+        since = time.time() - WINDOWS_MIN[-1] * 60
+        try:
+            rows = await asyncio.get_running_loop().run_in_executor(
+                None, history.read_recent, self.store.path, ("laeq_db", "lafmax_db"), since)
+        except sqlite3.Error as exc:
+            log.warning("compliance: the last hour's sound levels could not be read from the store (%s); the "
+                        "windows start empty", exc)
+            return
+        monitor.restore([Reading(ts, asset, metric, value) for ts, asset, metric, value in rows])
 
     def _forget_removed_units(self) -> None:
         """Drop the twin's state assets of drivers no longer configured, so none shows 'running' forever."""

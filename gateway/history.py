@@ -35,6 +35,32 @@ def read_telemetry(path: Path, since: int, limit: int, asset: str | None = None,
     return rows, oldest
 
 
+def read_recent(path: Path, metrics: tuple[str, ...], since_ts: float) -> list[tuple[float, str, str, float]]:
+    """Committed readings of `metrics` stamped at `since_ts` or later, in the order they were committed: (ts, asset,
+    metric, value). Telemetry has no index on time (it would slow every commit): it is written in time order, so the
+    first row of the span is found by a binary search on the sequence number, and the span is read from there."""
+    with _reader(path) as conn:
+        series = dict(conn.execute(f"SELECT id, asset || char(0) || metric FROM series WHERE metric IN "
+                                   f"({','.join('?' * len(metrics))})", metrics).fetchall())
+        low, high = conn.execute("SELECT min(rowid), max(rowid) + 1 FROM telemetry").fetchone()
+        if not series or low is None:
+            return []
+        while low < high:  # the first rowid whose reading is stamped at since_ts or later
+            middle = (low + high) // 2
+            row = conn.execute("SELECT ts FROM telemetry WHERE rowid >= ? ORDER BY rowid LIMIT 1", (middle,)).fetchone()
+            if row is None or row[0] >= since_ts:
+                high = middle
+            else:
+                low = middle + 1
+        rows = conn.execute(f"SELECT ts, series, value FROM telemetry WHERE rowid >= ? AND ts >= ? AND series IN "
+                            f"({','.join('?' * len(series))}) ORDER BY rowid", (low, since_ts, *series)).fetchall()
+    out = []
+    for ts, series_id, value in rows:
+        asset, _, metric = series[series_id].partition("\0")
+        out.append((ts, asset, metric, value))
+    return out
+
+
 def read_compliance(path: Path, since: float, until: float, zone: str | None = None) -> list[tuple[Any, ...]]:
     """Compliance log rows with since <= ts < until, oldest first."""
     where, args = "ts >= ? AND ts < ?", list[object]([since, until])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import config
+from gateway import config, history
 from gateway.api.app import build_app
 from gateway.api.auth import Tokens
 from gateway.compliance.leq import RollingLeq, RollingMax
@@ -25,6 +26,7 @@ from gateway.compliance.settings import ComplianceSection, LimitSection
 from gateway.daemon import Gateway
 from gateway.readings import Reading
 from gateway.twin import Twin
+from tests.conftest import Daemon
 
 VIEWER = "v-token-123"
 AUTH = {"Authorization": f"Bearer {VIEWER}"}
@@ -192,3 +194,60 @@ async def test_the_history_is_kept_per_minute_and_exported_as_csv(gateway: Gatew
     doc = await (await client.get("/api/v1/compliance", headers=AUTH)).json()
     assert doc["zones"]["floor"]["limits"][0]["state"] == "over"
     assert gateway.twin.get("compliance:floor").reported["laeq_1min_db"] == 104.0  # type: ignore[union-attr]
+
+
+async def test_a_restart_takes_the_windows_back_from_the_store(tmp_path: Path) -> None:
+    """Twenty minutes at 104 dB on the floor, then the gateway stops and starts again: the 15- and 60-minute windows
+    come back as they stood from the readings in the store (not from nothing), the limit is still over and says
+    so once, and no minute is logged twice."""
+    text = ('[gateway]\nid = "gw"\nvenue = "hall"\ndata_dir = "data"\n[compliance]\nprofile = "who"\n')
+    now = time.time()
+    first = Gateway(config.parse(tmp_path / "gw.toml", text), Tokens([(VIEWER, "viewer")]))
+    await first.store.open(first.twin)
+    first.twin.declare("spl:floor", "spl_meter", "floor", "meter")
+    for i in range(20 * 60, 0, -1):
+        first.ingest.publish([Reading(now - i, "spl:floor", "laeq_db", 104.0 if i % 2 else 98.0)], "meter")
+    assert first.compliance is not None
+    before = first.compliance.document()["zones"]["floor"]
+    await first.store.close(first.twin)
+    logged = history.read_compliance(first.store.path, 0, now + 60)
+
+    second = Gateway(config.parse(tmp_path / "gw.toml", text), Tokens([(VIEWER, "viewer")]))
+    alerts: list[dict[str, Any]] = []
+    second.alerts.listen(lambda kind, text, doc: alerts.append(doc))
+    await second.store.open(second.twin)
+    try:
+        assert second.compliance is not None and second.compliance.document()["zones"] == {}
+        await second._restore_compliance(second.compliance)
+        after = second.compliance.document()["zones"]["floor"]
+        for key in ("laeq_15min_db", "laeq_60min_db", "lmax_db", "coverage"):
+            assert after[key] == before[key], key
+        assert after["coverage"]["15min"] == pytest.approx(1.0, abs=0.01)
+        assert after["limits"][0]["state"] == "over"
+        assert [a["state"] for a in alerts if a["alert"] == "sound_level"] == ["over"]
+        await second.store.flush(second.twin)
+        assert history.read_compliance(second.store.path, 0, now + 60) == logged
+    finally:
+        await second.store.close(second.twin)
+
+
+def test_the_daemon_killed_mid_show_comes_back_with_its_windows(daemon_factory: Any) -> None:
+    """The demo's XL2s measure each zone every second; the daemon is killed (-9, as a watchdog or a power cut
+    would) and started again: the 60-minute coverage it reports at once is what it had, not a new start."""
+    d: Daemon = daemon_factory().start()
+    try:
+        def coverage() -> float:
+            zones = d.get("/api/v1/compliance")["zones"]
+            return float(zones["floor"]["coverage"]["60min"]) if "floor" in zones else 0.0
+
+        deadline = time.monotonic() + 30
+        while coverage() < 10 / 3600:
+            assert time.monotonic() < deadline, "ten seconds of sound levels"
+            time.sleep(0.2)
+        time.sleep(0.5)  # committed: the store writes every 100 ms
+        before = coverage()
+        d.kill()
+        d.start()
+        assert coverage() >= before - 1 / 3600
+    finally:
+        d.cleanup()

@@ -82,6 +82,22 @@ class ComplianceMonitor:
         self._zone_of: dict[str, str] = {}  # asset -> zone, cached: assets do not move often
         self.ignored_meters: set[str] = set()
         self.readings = 0
+        self._replaying = False
+
+    def restore(self, readings: Sequence[Reading]) -> None:
+        """The windows as they stood: the last hour of sound levels from the store, at start, so a restart does
+        not start the 15- and 60-minute windows again from nothing. Minutes already logged are not logged (nor
+        published) again; the limits are judged on the restored windows, and alerts raised as they stand."""
+        self._replaying = True
+        try:
+            self.observe(sorted(readings, key=lambda r: r.ts))
+        finally:
+            self._replaying = False
+        for zl in self.zones.values():
+            self._report(zl)
+        if readings:
+            log.info("compliance: %d sound levels of the last %.0f minutes restored from the store", len(readings),
+                     WINDOWS_MIN[-1])
 
     # -- readings in ---------------------------------------------------------------------------------------
     def observe(self, readings: Sequence[Reading], owner: str | None = None) -> None:
@@ -228,6 +244,8 @@ class ComplianceMonitor:
 
     # -- each minute: history, readings, the twin ----------------------------------------------------------
     def _close_minute(self, zl: ZoneLevels, at: float) -> None:
+        if self._replaying:  # logged and published when it happened
+            return
         self._project(zl, zl.leq.now)
         levels = [_db(zl.leq.leq(w)) for w in range(len(WINDOWS_S))]
         peak = _db(zl.peak.value())

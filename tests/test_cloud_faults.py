@@ -225,6 +225,8 @@ async def test_publishes_the_acl_refuses_stay_in_the_outbox_and_arrive_once_the_
                 assert gw.cloud.last_error is not None and "Not authorized" in gw.cloud.last_error
                 assert "gateway id 'gw-1'" in gw.cloud.last_error and "'stage-left'" in gw.cloud.last_error
                 assert told.count("cloud_refused") == 1 and gw.alerts.raised == 1
+                # Backing off: a connection that is refused is no success, so the steps grow past the first one's.
+                await until(lambda: gw.cloud is not None and (gw.cloud.retry_in_s or 0) > 0.1, 10, "a longer backoff")
                 health = gw.health()
                 assert health["status"] == "degraded"
                 assert any("cloud refused" in p and "readings" in p for p in health["problems"]), health["problems"]

@@ -115,6 +115,7 @@ class CloudLink(Unit):
         self.commands_refused = 0
         self._drain = Drain(gw.store, settings.inflight, settings.drain_rate, gw.frames)
         self._snapshot_wanted = asyncio.Event()
+        self._attempt = 0  # failed sessions in a row: the backoff's step
         self._mqtt_log = logging.getLogger("gateway.cloud.mqtt")
         self._socket_errors = _SocketErrors()
 
@@ -188,14 +189,12 @@ class CloudLink(Unit):
             tls_context=self._tls if self.broker.tls else None)
 
     async def run(self) -> None:
-        attempt = 0
         while True:
             self._set_state("connecting", self.last_error)
             self.retry_in_s = None
             self._socket_errors.last = None
             try:
                 async with self._client() as client:
-                    attempt = 0
                     self.connects += 1
                     await self._session(client)
             except PublishRefused as exc:
@@ -209,8 +208,9 @@ class CloudLink(Unit):
                 self._failed(exc)
             except aiomqtt.MqttError as exc:
                 self._failed(exc)
-            delay = backoff_delay(attempt, self.settings.backoff_initial_s, self.settings.backoff_max_s, self._rng)
-            attempt += 1
+            delay = backoff_delay(self._attempt, self.settings.backoff_initial_s, self.settings.backoff_max_s,
+                                  self._rng)
+            self._attempt += 1
             self.retry_in_s = delay
             await asyncio.sleep(delay)
 
@@ -245,6 +245,7 @@ class CloudLink(Unit):
                 "software": __version__, "protocol": self.protocol, "since": rfc3339(time.time())}),
                 qos=1, retain=True, timeout=math.inf)
             self._set_state("online")
+            self._attempt = 0  # the backoff starts again from its first step only once the broker takes a message
             log.info("cloud link to %s online (MQTT %s, client %s)", self.broker, self.protocol, self.client_id)
             if REFUSED in gw.alerts.standing:
                 log.info("cloud link to %s: the broker takes this box's messages again", self.broker)

@@ -280,7 +280,8 @@ def test_configuration_problems_name_the_key() -> None:
     assert [str(p) for p in problems] == [
         "drivers.bus.checksum: 'crc' is not allowed (allowed: none, optional, required)",
         "drivers.bus.nodes[0].fields.t.range: [60.0, -20.0] is not [lowest, highest] (allowed: two numbers, rising)",
-        "drivers.bus.nodes[1].fields.node: names the node; it is not a measurement"]
+        "drivers.bus.nodes[1].fields.node: names the node; it is not a measurement",
+        "drivers.bus.nodes[1].id: 'a' is used twice (allowed: each once)"]  # in the same run as the rest
     raw["checksum"] = "required"
     raw["nodes"] = [{"id": "a", "asset": "env:a"}, {"id": "a", "asset": "env:a"}]
     _, problems = check_all(NodesOptions, raw, "drivers.bus")

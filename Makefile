@@ -59,10 +59,11 @@ models: $(VENV)/.train
 	$(BIN)/python -m models.train
 
 # The models on held-out virtual shows, and the anomaly method on NAB's real data (NAB=path of a NAB-format copy).
-NAB ?= ../shared/data/nab
+NAB ?=
 eval: $(VENV)/.train
 	$(BIN)/python -m models.evaluate
-	$(BIN)/python -m models.nab $(NAB)
+	@if [ -n "$(NAB)" ]; then $(BIN)/python -m models.nab "$(NAB)"; else \
+	  echo "NAB not evaluated: give NAB=PATH, a NAB-format copy of the Numenta Anomaly Benchmark (github.com/numenta/NAB: data/ and labels/)"; fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

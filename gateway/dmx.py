@@ -63,9 +63,8 @@ class DmxUniverses:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
             raise ValueError(f"level {value!r} of channel {channel} is out of range (allowed: 0 to 255)")
         universe = self.get(number)
-        level = value
-        if universe.levels[channel - 1] != level:
-            universe.levels[channel - 1] = level
+        if universe.levels[channel - 1] != value:
+            universe.levels[channel - 1] = value
             universe.changes += 1
 
     def blackout(self) -> None:

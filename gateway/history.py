@@ -40,8 +40,8 @@ def read_recent(path: Path, metrics: tuple[str, ...], since_ts: float) -> list[t
     metric, value). Telemetry has no index on time (it would slow every commit): it is written in time order, so the
     first row of the span is found by a binary search on the sequence number, and the span is read from there."""
     with _reader(path) as conn:
-        series = dict(conn.execute(f"SELECT id, asset || char(0) || metric FROM series WHERE metric IN "
-                                   f"({','.join('?' * len(metrics))})", metrics).fetchall())
+        series = {row[0]: (row[1], row[2]) for row in conn.execute(
+            f"SELECT id, asset, metric FROM series WHERE metric IN ({','.join('?' * len(metrics))})", metrics)}
         low, high = conn.execute("SELECT min(rowid), max(rowid) + 1 FROM telemetry").fetchone()
         if not series or low is None:
             return []
@@ -54,11 +54,7 @@ def read_recent(path: Path, metrics: tuple[str, ...], since_ts: float) -> list[t
                 low = middle + 1
         rows = conn.execute(f"SELECT ts, series, value FROM telemetry WHERE rowid >= ? AND ts >= ? AND series IN "
                             f"({','.join('?' * len(series))}) ORDER BY rowid", (low, since_ts, *series)).fetchall()
-    out = []
-    for ts, series_id, value in rows:
-        asset, _, metric = series[series_id].partition("\0")
-        out.append((ts, asset, metric, value))
-    return out
+    return [(ts, *series[series_id], value) for ts, series_id, value in rows]
 
 
 def read_compliance(path: Path, since: float, until: float, zone: str | None = None) -> list[tuple[Any, ...]]:

@@ -59,8 +59,9 @@ async def test_kill_9_mid_drain_loses_nothing_acknowledged(tmp_path: Path, mosqu
     daemon = Daemon(cfg, port)
     async with mirroring(mosquitto.url, client_id="mirror-kill") as mirror:
         mosquitto.stop()
-        daemon.start()
+        daemon.start(wait=False)
         try:
+            daemon.wait_healthy(status=("degraded",))  # offline, with a backlog growing
             await asyncio.sleep(8)
             mosquitto.start()
             mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 15, "the gateway's birth")
@@ -70,7 +71,8 @@ async def test_kill_9_mid_drain_loses_nothing_acknowledged(tmp_path: Path, mosqu
                 committed = db.execute("SELECT max(rowid) FROM telemetry").fetchone()[0]
                 waiting = db.execute("SELECT count(*) FROM outbox WHERE kind = 'telemetry'").fetchone()[0]
             assert waiting > 0, "the drain finished before the kill"
-            daemon.start()
+            daemon.start(wait=False)
+            daemon.wait_healthy(status=("ok", "degraded"))  # degraded until the backlog has drained
             await until(lambda: covered(mirrored, committed), 60, "every reading committed before the kill")
             assert len(mirrored.seqs) == 1 and mirrored.overlaps == 0
         finally:

@@ -12,6 +12,7 @@ not send it); the core's alerts (a zone near or over its sound-level limit, an e
 `/vg/out/alert ,ss KIND TEXT` too, and each zone's crowd energy from the audience-mood model as
 `/vg/out/zone/{zone}/energy ,f` (0..1, every inference cycle). Routes in the configuration map any other address
 pattern (a console's own cue messages) to one of these; anything else is answered with `/vg/out/alert ,ss KIND TEXT`.
+The addresses are tables, `INBOUND` (with their handlers) and `OUTBOUND`; docs/osc.md documents each of them.
 """
 
 from __future__ import annotations
@@ -46,8 +47,46 @@ from gateway.driver import (
 READ_BATCH = 64
 RECEIVE_BUFFER = 4 * 1024 * 1024  # room for bursts from a console while a frame is being sent
 
-_DMX = re.compile(r"^/vg/dmx/(\d+)/(\d+)$")
-_PRESET = re.compile(r"^/vg/preset/([^/]+)/fire$")
+# The parts an address template names: `{universe}` and `{channel}` are whole numbers, any other a path part.
+_PARTS = {"universe": r"(\d+)", "channel": r"(\d+)"}
+_PART = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class Address:
+    """An OSC address as docs/osc.md gives it: a template (`{name}` stands for one part of the path) and the OSC
+    type tag strings of its arguments (`,` none, `,s...` one string or more). The handlers check what they are
+    given themselves; the type tags say what they take."""
+
+    template: str
+    types: tuple[str, ...]
+
+    def regex(self) -> re.Pattern[str]:
+        pieces = _PART.split(self.template)  # literal, part name, literal, ...
+        return re.compile("^" + "".join(re.escape(p) if i % 2 == 0 else _PARTS.get(p, "([^/]+)")
+                                        for i, p in enumerate(pieces)) + "$")
+
+
+Handler = Callable[["OscDriver", tuple[str, ...], list[Any]], None]
+
+# Every address the driver obeys, with its handler; filled by @handles on OscDriver's methods below.
+INBOUND: list[tuple[Address, Handler]] = []
+
+# Every address the driver sends to its destinations.
+PONG = Address("/vg/out/pong", (",",))
+FIRED = Address("/vg/out/effect/fired", (",ss",))  # preset (or effect kind), effect id
+ALERT = Address("/vg/out/alert", (",ss",))  # kind, text
+ZONE_ENERGY = Address("/vg/out/zone/{zone}/energy", (",f",))  # 0..1
+OUTBOUND = (PONG, FIRED, ALERT, ZONE_ENERGY)
+
+
+def handles(template: str, *types: str) -> Callable[[Handler], Handler]:
+    """Register a method of OscDriver as the handler of an address; it is given the address's parts and the
+    message's arguments."""
+    def register(handler: Handler) -> Handler:
+        INBOUND.append((Address(template, types), handler))
+        return handler
+    return register
 
 
 def pattern(osc_pattern: str) -> re.Pattern[str]:
@@ -133,6 +172,9 @@ class OscDriver(Driver[OscOptions]):
         self.counts: Counter[str] = Counter()
         self._allow = [ipaddress.ip_network(n, strict=False) for n in options.allow]
         self._routes = [(pattern(r.match), r) for r in options.routes]
+        # Addresses without parts are looked up, the others matched in turn.
+        self._exact = {a.template: h for a, h in INBOUND if not _PART.search(a.template)}
+        self._patterns = [(a.regex(), h) for a, h in INBOUND if _PART.search(a.template)]
         self._destinations = [parse_listen(d) for d in options.destinations]
         self._udp: socket.socket | None = None
         self._allowed: dict[str, bool] = {}  # the allow list's answer per source address, remembered
@@ -295,28 +337,49 @@ class OscDriver(Driver[OscOptions]):
             self.alert("bad_arguments", f"{address}: {exc}")
 
     def _dispatch(self, address: str, args: list[Any]) -> None:
-        show = self.ctx.show
-        if match := _DMX.match(address):
-            self._dmx(int(match[1]), int(match[2]), args)
-        elif match := _PRESET.match(address):
-            show.fire(match[1], zones=[str(a) for a in args] or None)
-        elif address == "/vg/effect/stop":
-            show.stop()
-        elif address == "/vg/blackout":
-            show.stop()
-            self.ctx.dmx.blackout()
-        elif address == "/vg/tempo":
-            show.set_tempo(float(args[0]) if args else 0.0)
-        elif address == "/vg/tempo/tap":
-            show.tap()
-        elif address == "/vg/ping":
-            self.send("/vg/out/pong")
-        else:
-            self.counts["unknown"] += 1
-            self.alert("unknown_address", address)
+        handler = self._exact.get(address)
+        if handler is not None:
+            handler(self, (), args)
+            return
+        for regex, handler in self._patterns:
+            if match := regex.match(address):
+                handler(self, match.groups(), args)
+                return
+        self.counts["unknown"] += 1
+        self.alert("unknown_address", address)
+
+    # -- the addresses it obeys (INBOUND) ----------------------------------------------------------------
+    @handles("/vg/dmx/{universe}/{channel}", ",i", ",f")
+    def _on_dmx(self, parts: tuple[str, ...], args: list[Any]) -> None:
+        self._dmx(int(parts[0]), int(parts[1]), args)
+
+    @handles("/vg/preset/{name}/fire", ",", ",s...")
+    def _on_preset(self, parts: tuple[str, ...], args: list[Any]) -> None:
+        self.ctx.show.fire(parts[0], zones=[str(a) for a in args] or None)
+
+    @handles("/vg/effect/stop", ",")
+    def _on_stop(self, parts: tuple[str, ...], args: list[Any]) -> None:
+        self.ctx.show.stop()
+
+    @handles("/vg/blackout", ",")
+    def _on_blackout(self, parts: tuple[str, ...], args: list[Any]) -> None:
+        self.ctx.show.stop()
+        self.ctx.dmx.blackout()
+
+    @handles("/vg/tempo", ",f", ",i")
+    def _on_tempo(self, parts: tuple[str, ...], args: list[Any]) -> None:
+        self.ctx.show.set_tempo(float(args[0]) if args else 0.0)
+
+    @handles("/vg/tempo/tap", ",")
+    def _on_tap(self, parts: tuple[str, ...], args: list[Any]) -> None:
+        self.ctx.show.tap()
+
+    @handles("/vg/ping", ",")
+    def _on_ping(self, parts: tuple[str, ...], args: list[Any]) -> None:
+        self.send(PONG.template)
 
     def _fired(self, fired: Fired) -> None:
-        self.send("/vg/out/effect/fired", fired.preset or fired.effect.kind, fired.effect_id)
+        self.send(FIRED.template, fired.preset or fired.effect.kind, fired.effect_id)
         for name, status in fired.not_sent().items():
             self.alert("not_sent", f"effect {fired.effect_id}: {name} {status}")
 
@@ -350,11 +413,11 @@ class OscDriver(Driver[OscOptions]):
     def _readings(self, readings: Sequence[Reading], owner: str | None) -> None:
         for r in readings:  # the audience-mood model's `mood:<zone>` assets
             if r.metric == "energy" and r.asset.startswith("mood:"):
-                self.send(f"/vg/out/zone/{r.asset[5:]}/energy", float(r.value))
+                self.send(ZONE_ENERGY.template.format(zone=r.asset[5:]), float(r.value))
 
     def alert(self, kind: str, text: str) -> None:
         self.ctx.log.info("OSC %s: %s", kind, text)
-        self.send("/vg/out/alert", kind, text)
+        self.send(ALERT.template, kind, text)
 
     def health(self) -> dict[str, Any]:
         return {"listen": self.options.listen, "pending_timed": len(self._timers), **self.counts}

@@ -37,8 +37,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args.file)
     if cfg is None:
         return EXIT_USAGE
+    if not args.offline:
+        missing = configuration.check_box(cfg)
+        for problem in missing:
+            print(f"{cfg.path}: {problem}", file=sys.stderr)
+        if missing:
+            return EXIT_USAGE
     enabled = [d.name for d in cfg.drivers if d.enabled]
-    print(f"{args.file}: ok (gateway {cfg.gateway.id}, venue {cfg.gateway.venue}, "
+    alone = " (the file alone, --offline)" if args.offline else ""
+    print(f"{args.file}: ok{alone} (gateway {cfg.gateway.id}, venue {cfg.gateway.venue}, "
           f"drivers: {', '.join(enabled) or 'none'})")
     return EXIT_OK
 
@@ -181,8 +188,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("check-config", help="validate a configuration file; exit 2 listing every problem")
+    check = sub.add_parser("check-config", help="validate a configuration file and what it needs from this box; exit 2 "
+                                                        "listing every problem")
     check.add_argument("file", metavar="FILE")
+    check.add_argument("--offline", action="store_true",
+                       help="check the file alone, away from its box: not its secrets, files or drivers' libraries")
     check.set_defaults(func=cmd_check_config)
 
     for name, func, text in (("status", cmd_status, "health of a running gateway (exit 1 unless ok)"),

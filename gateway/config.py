@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import registry
+from gateway import preflight, registry
 from gateway import settings as core
 from gateway.cloud.settings import CloudSection
 from gateway.compliance.settings import ComplianceSection
@@ -164,6 +164,38 @@ def load(path: str | os.PathLike[str]) -> Config:
         problem = Problem("(file)", f"cannot be read: {exc.strerror} (allowed: a readable TOML file)")
         raise ConfigError(p, [problem]) from None
     return parse(p.resolve(), text)
+
+
+def check_box(config: Config) -> list[Problem]:
+    """What the configuration needs from this box and would not find at start: every secret, file, directory and
+    optional library, each named by its key (what `parse` checks is the file alone)."""
+    base = config.path.parent
+    problems = preflight.writable_dir(config.data_dir, "gateway.data_dir")
+    for i, token in enumerate(config.api.tokens):
+        key = f"api.tokens[{i}]"
+        if token.env is not None:
+            problems += preflight.environment_variable(token.env, f"{key}.env", f"the {token.role} token")
+        elif token.file is not None:
+            problems += preflight.secret_file(base / token.file, f"{key}.file", f"the {token.role} token file")
+    if (cloud := config.cloud) is not None:
+        if cloud.username_env is not None:
+            problems += preflight.environment_variable(cloud.username_env, "cloud.username_env", "the broker user name")
+        if cloud.password_env is not None:
+            problems += preflight.environment_variable(cloud.password_env, "cloud.password_env", "the broker password")
+        for key, what in (("ca_file", "the broker's CA certificate"), ("cert_file", "the box's certificate")):
+            if (name := getattr(cloud, key)) is not None:
+                problems += preflight.readable_file(base / name, f"cloud.{key}", what)
+        if cloud.key_file is not None:
+            problems += preflight.secret_file(base / cloud.key_file, "cloud.key_file", "the box's private key")
+    if (inference := config.inference) is not None:
+        for key in ("equipment_model", "mood_model"):
+            if name := getattr(inference, key):
+                problems += preflight.readable_file((base / name).resolve(), f"inference.{key}", "model file")
+    for driver in config.drivers:
+        if driver.enabled:
+            found = registry.find(driver.type).preflight(driver.options)
+            problems += [Problem(f"drivers.{driver.name}" + (f".{p.path}" if p.path else ""), p.message) for p in found]
+    return problems
 
 
 def resolve_secret(config: Config, token: core.TokenSection) -> str:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from gateway.addresses import is_loopback, parse_listen
 from gateway.alerts import Alerts, Listener
 from gateway.dmx import DmxUniverses, FrameClock
+from gateway.preflight import environment_variable, importable, readable_file, secret_file
 from gateway.readings import Ingest, Reading
 from gateway.schema import Problem, check_listen, check_slug, setting
 from gateway.show.effects import EffectError
@@ -29,10 +30,12 @@ from gateway.twin import Twin, TwinFrozen
 
 # What a driver may import from here: the interface and its context; a start that cannot go on yet and the backoff
 # between tries; readings; its options (a frozen dataclass of `setting(...)` fields, checked across keys by
-# `problems()`); the addresses it listens on or sends to; the show's fired effects and why a fire was refused.
+# `problems()`); what it needs from the box, for its `preflight`; the addresses it listens on or sends to; the show's
+# fired effects and why a fire was refused.
 __all__ = [
     "Driver", "DriverContext", "EffectError", "Fired", "NoOptions", "NotReady", "Problem", "Reading", "UnknownPreset",
-    "backoff_delay", "check_listen", "check_slug", "is_loopback", "parse_listen", "setting",
+    "backoff_delay", "check_listen", "check_slug", "environment_variable", "importable", "is_loopback",
+    "parse_listen", "readable_file", "secret_file", "setting",
 ]
 
 OptionsT = TypeVar("OptionsT")
@@ -114,6 +117,14 @@ class Driver(Unit, ABC, Generic[OptionsT]):
     @abstractmethod
     async def run(self) -> None:
         """Do the work until cancelled; raising or returning gets the driver restarted."""
+
+    @classmethod
+    def preflight(cls, options: Any) -> list[Problem]:
+        """What would stop this driver at start on this box, found without starting it: a file or secret it reads,
+        an optional library it imports (see the helpers `readable_file`, `secret_file`, `environment_variable`,
+        `importable`). `check-config` lists them, keyed within the driver's table; a driver that cannot start
+        still raises NotReady from `start` and is retried."""
+        return []
 
     async def apply_desired(self, asset_id: str, desired: Mapping[str, Any]) -> None:
         """Bring an owned asset to its desired state and report what it then is."""

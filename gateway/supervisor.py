@@ -158,6 +158,9 @@ class Supervisor:
             except NotReady as exc:
                 status.last_error = f"not ready: {exc}"
                 log.warning("%s %s not ready: %s", status.kind, name, exc)
+            except (ImportError, OSError) as exc:  # what the box lacks (a library, a file, a device): one line each try
+                status.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s %s failed: %s", status.kind, name, status.last_error)
             except Exception as exc:
                 status.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("%s %s failed", status.kind, name)

@@ -42,6 +42,8 @@ def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = 
     change(doc, "api.listen", f"127.0.0.1:{port}")
     change(doc, "drivers.osc.listen", f"127.0.0.1:{free_port()}")
     change(doc, "gateway.data_dir", "data")
+    for key in ("equipment_model", "mood_model"):  # relative to the file: a copy elsewhere names them in full
+        change(doc, f"inference.{key}", str((ROOT / "config" / doc["inference"][key]).resolve()))
     change(doc, "drivers.venue.speed", speed)
     change(doc, "drivers.air.pty", str(directory / "air"))
     change(doc, "drivers.wristbands.port", str(directory / "air"))

@@ -39,7 +39,7 @@ from drivers.ble.occupancy import (
     parse_time_of_day,
 )
 from drivers.ble.options import BeaconOptions, BleOptions, TagOptions, parse_key
-from gateway.driver import Driver, DriverContext, NotReady, Reading
+from gateway.driver import Driver, DriverContext, NotReady, Problem, Reading, importable, secret_file
 
 SCANNER_TIMEOUT_S = 10.0  # a scanner start or stop that takes longer has an adapter that is not answering
 EDDYSTONE_1M_LOSS_DB = 41  # Eddystone's tx power is at 0 m; the spec puts RSSI at 1 m 41 dB below it
@@ -109,6 +109,18 @@ class BleSensing(Driver[BleOptions]):
         self._next_rotation = math.inf
 
     # -- lifecycle ----------------------------------------------------------------------------------------
+    @classmethod
+    def preflight(cls, options: BleOptions) -> list[Problem]:
+        problems = importable("bumble", "backend", "sim") if options.backend == "bumble" else []
+        for i, t in enumerate(options.tags):
+            if t.key_file is not None:
+                found = secret_file(Path(t.key_file), f"tags[{i}].key_file", f"tag {t.name}'s key file")
+                if not found and parse_key(Path(t.key_file).read_text(encoding="utf-8")) is None:
+                    found = [Problem(f"tags[{i}].key_file", f"{t.key_file} does not hold a BTHome key "
+                                                            "(allowed: 32 hex digits)")]
+                problems += found
+        return problems
+
     async def start(self) -> None:
         for library in ("bleak", "bumble"):  # their debug logs print every address heard: never in ours
             logger = logging.getLogger(library)

@@ -80,6 +80,8 @@ class TagOptions:
     def problems(self) -> list[Problem]:
         if self.key_file is not None and self.demo_key is not None:
             return [Problem("demo_key", "give key_file or demo_key, not both")]
+        if self.key_file is not None and not self.key_file.startswith("/"):
+            return [Problem("key_file", f"{self.key_file!r} is not an absolute path")]
         if self.format != "bthome_v2" and (self.key_file or self.demo_key):
             return [Problem("format", "only bthome_v2 tags take a key")]
         if self.demo_key is not None and parse_key(self.demo_key) is None:

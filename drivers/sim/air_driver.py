@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.sim.crowd import VirtualBand
 from drivers.wristband.radio import parse_key
-from gateway.driver import Driver, DriverContext, Problem, setting
+from gateway.driver import Driver, DriverContext, Problem, importable, setting
 
 if TYPE_CHECKING:
     from drivers.sim.ble_devices import VirtualRoom
@@ -48,6 +48,10 @@ class AirOptions:
 
 class VirtualAirDriver(Driver[AirOptions]):
     Options = AirOptions
+
+    @classmethod
+    def preflight(cls, options: AirOptions) -> list[Problem]:
+        return importable("bumble", "", "sim")
 
     def __init__(self, ctx: DriverContext, options: AirOptions) -> None:
         super().__init__(ctx, options)

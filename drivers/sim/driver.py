@@ -18,7 +18,7 @@ import numpy as np
 
 from drivers.sim.show import ShowTiming
 from drivers.sim.venue import Fault, FaultKind, VenueLayout, VirtualVenue, Zone, random_faults
-from gateway.driver import Driver, DriverContext, Problem, setting
+from gateway.driver import Driver, DriverContext, Problem, importable, setting
 
 if TYPE_CHECKING:
     from drivers.sim.devices import VenueDevices
@@ -87,6 +87,10 @@ class SimOptions:
 
 class SimVenueDriver(Driver[SimOptions]):
     Options = SimOptions
+
+    @classmethod
+    def preflight(cls, options: SimOptions) -> list[Problem]:
+        return importable("pymodbus", "devices", "sim") if options.devices else []
 
     def __init__(self, ctx: DriverContext, options: SimOptions) -> None:
         super().__init__(ctx, options)

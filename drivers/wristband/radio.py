@@ -28,7 +28,16 @@ from drivers.wristband import hci
 from drivers.wristband.hci_port import HciPort
 from drivers.wristband.protocol import KEY_SIZE
 from drivers.wristband.streams import Streams
-from gateway.driver import Driver, DriverContext, Fired, NotReady, Problem, setting
+from gateway.driver import (
+    Driver,
+    DriverContext,
+    Fired,
+    NotReady,
+    Problem,
+    environment_variable,
+    secret_file,
+    setting,
+)
 
 
 def parse_key(text: str) -> bytes:
@@ -72,9 +81,15 @@ class RadioOptions:
     def key(self) -> bytes:
         if self.key_file is not None:
             try:
-                return parse_key(Path(self.key_file).read_text(encoding="ascii"))
-            except (OSError, UnicodeError) as exc:
-                raise ValueError(f"show key file {self.key_file} cannot be read: {exc}") from None
+                text = Path(self.key_file).read_text(encoding="ascii")
+            except OSError as exc:
+                raise ValueError(f"show key file {self.key_file} cannot be read: {exc.strerror}") from None
+            except UnicodeError:
+                text = "?"  # refused below, as any other text that is not 32 hexadecimal digits
+            try:
+                return parse_key(text)
+            except ValueError as exc:
+                raise ValueError(f"show key file {self.key_file}: {exc}") from None
         if self.key_env is not None:
             if self.key_env not in os.environ:
                 raise ValueError(f"environment variable {self.key_env} (the show key) is not set")
@@ -98,8 +113,27 @@ class WristbandRadio(Driver[RadioOptions]):
         self.effects_taken = 0
         self._undo: Any = None
 
+    @classmethod
+    def preflight(cls, options: RadioOptions) -> list[Problem]:
+        if options.key_file is not None:
+            key, found = "key_file", secret_file(Path(options.key_file), "key_file", "the show key file")
+        elif options.key_env is not None:
+            key, found = "key_env", environment_variable(options.key_env, "key_env", "the show key")
+        else:
+            return []
+        if found:
+            return found
+        try:
+            options.key()
+        except ValueError as exc:
+            return [Problem(key, str(exc))]
+        return []
+
     async def start(self) -> None:
-        self.key = self.options.key()
+        try:
+            self.key = self.options.key()
+        except ValueError as exc:  # a key file not there yet: retried with backoff, one line each time
+            raise NotReady(str(exc)) from None
         await self.port.open()
         try:
             await self._set_up()

@@ -56,6 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     logging.basicConfig(level=(args.log_level or cfg.gateway.log_level).upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    for problem in configuration.check_box(cfg):  # said once here; the unit that needs it says so at each try
+        logging.getLogger("gateway").warning("this box: %s", problem)
     from gateway.api.auth import Tokens
     from gateway.daemon import Gateway, serve
     from gateway.store import StoreError

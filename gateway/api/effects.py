@@ -1,6 +1,9 @@
-"""`/api/v1/effects`: fire a preset or an inline effect (operator), preview it, stop everything."""
+"""The show's controls (operator): `/api/v1/effects` fires a preset or an inline effect, previews it, stops
+everything; `/api/v1/blackout` stops every effect and blacks out DMX; `/api/v1/tempo` reads, sets or taps the tempo."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -14,10 +17,10 @@ from gateway.twin import rfc3339
 PREVIEW_STEP_MS = 40
 
 
-def _accepted(fired: Fired) -> web.Response:
+def _accepted(fired: Fired, **extra: Any) -> web.Response:
     return web.Response(status=202, content_type="application/json", body=orjson.dumps(
         {"effect_id": fired.effect_id, "starts_at": rfc3339(fired.starts_at), "zones": list(fired.zones),
-         "delivery": fired.delivery}))
+         "delivery": fired.delivery, **extra}))
 
 
 @requires("operator")
@@ -47,6 +50,51 @@ async def stop(request: web.Request) -> web.Response:
     return _accepted(request.app[GATEWAY].show.stop())
 
 
+@requires("operator")
+async def blackout(request: web.Request) -> web.Response:
+    """What OSC `/vg/blackout` does: every effect stopped and every DMX level to 0, the universes' desired levels
+    cleared with it, so the light stays dark (across a restart too) until someone raises a level."""
+    gw = request.app[GATEWAY]
+    fired = gw.show.stop()
+    gw.dmx.blackout()
+    return _accepted(fired, universes=list(gw.dmx.universes))
+
+
+@requires("viewer")
+async def get_tempo(request: web.Request) -> web.Response:
+    return web.Response(content_type="application/json",
+                        body=orjson.dumps({"tempo_bpm": request.app[GATEWAY].show.tempo_bpm}))
+
+
+@requires("operator")
+async def tempo(request: web.Request) -> web.Response:
+    """`{"bpm": N}` sets the show's tempo (what presets without their own bpm or period follow)."""
+    show = request.app[GATEWAY].show
+    doc = await read_object(request)
+    bpm = doc.get("bpm")
+    unknown = sorted(set(doc) - {"bpm"})
+    if unknown:
+        raise json_error(web.HTTPBadRequest, "bad_tempo", f"unknown key {unknown[0]!r} (allowed: bpm)")
+    if isinstance(bpm, bool) or not isinstance(bpm, int | float):
+        raise json_error(web.HTTPBadRequest, "bad_tempo", "bpm must be a number (allowed: 1 to 999)")
+    try:
+        show.set_tempo(bpm)
+    except EffectError as exc:
+        raise json_error(web.HTTPBadRequest, "bad_tempo", str(exc)) from None
+    return web.Response(content_type="application/json", body=orjson.dumps({"tempo_bpm": show.tempo_bpm}))
+
+
+@requires("operator")
+async def tap(request: web.Request) -> web.Response:
+    """One tap of tap tempo, timed as it arrives: from the second tap on, the taps' mean interval is the tempo."""
+    show = request.app[GATEWAY].show
+    return web.Response(content_type="application/json", body=orjson.dumps({"tempo_bpm": show.tap()}))
+
+
 def add_routes(app: web.Application, base: str) -> None:
     app.router.add_post(f"{base}/effects", fire)
     app.router.add_delete(f"{base}/effects", stop)
+    app.router.add_post(f"{base}/blackout", blackout)
+    app.router.add_get(f"{base}/tempo", get_tempo)
+    app.router.add_put(f"{base}/tempo", tempo)
+    app.router.add_post(f"{base}/tempo/tap", tap)

@@ -53,6 +53,8 @@ _CHANGE = {
     },
 }
 
+_TEMPO = {"type": "object", "required": ["tempo_bpm"], "properties": {"tempo_bpm": {"type": "number"}}}
+
 _TWIN = {
     "type": "object",
     "required": ["gateway_id", "venue", "version", "taken_at", "assets"],
@@ -256,6 +258,37 @@ def document() -> dict[str, Any]:
                                   "403": _ERROR},
                 },
             },
+            "/api/v1/blackout": {"post": {
+                "summary": "Stop every effect and black out DMX (as OSC /vg/blackout): the universes' desired levels "
+                           "are cleared, so the light stays dark, across a restart too, until a level is raised",
+                "security": [{"bearer": []}],
+                "responses": {"202": _response("The stop fired, and the universes blacked out", {
+                    "type": "object", "required": ["effect_id", "starts_at", "universes"],
+                    "properties": {"effect_id": {"type": "string"},
+                                   "starts_at": {"type": "string", "format": "date-time"},
+                                   "zones": {"type": "array", "items": {"type": "string"}},
+                                   "delivery": {"type": "object", "additionalProperties": {"type": "string"}},
+                                   "universes": {"type": "array", "items": {"type": "integer"}}}}),
+                              "401": _ERROR, "403": _ERROR},
+            }},
+            "/api/v1/tempo": {"get": {
+                "summary": "The show's tempo", "security": [{"bearer": []}],
+                "responses": {"200": _response("The tempo now", _TEMPO), "401": _ERROR, "403": _ERROR},
+            }, "put": {
+                "summary": "Set the show's tempo (presets without their own bpm or period follow it)",
+                "security": [{"bearer": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["bpm"], "additionalProperties": False,
+                    "properties": {"bpm": {"type": "number", "minimum": 1, "maximum": 999}}}}}},
+                "responses": {"200": _response("The tempo now", _TEMPO), "400": _ERROR, "401": _ERROR,
+                              "403": _ERROR},
+            }},
+            "/api/v1/tempo/tap": {"post": {
+                "summary": "One tap of tap tempo, timed as it arrives; from the second tap within 2.5 s, the taps' "
+                           "mean interval sets the tempo",
+                "security": [{"bearer": []}],
+                "responses": {"200": _response("The tempo now", _TEMPO), "401": _ERROR, "403": _ERROR},
+            }},
             "/api/v1/openapi.json": {"get": {
                 "summary": "This document", "security": [],
                 "responses": {"200": _response("OpenAPI 3.1", {"type": "object"})},

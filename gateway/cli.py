@@ -9,19 +9,15 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, client
 from gateway import config as configuration
 from gateway.cloud import mirror_cli
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def _load(path: str) -> configuration.Config | None:
@@ -70,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{cfg.path}: api.tokens[{i}]: {exc}", file=sys.stderr)
             return EXIT_USAGE
         if token.demo_token is not None:
-            logging.getLogger("gateway").warning("demo %s token: %s", token.role, token.demo_token)
+            logging.getLogger("gateway").info("demo %s token: %s", token.role, token.demo_token)
     if not secrets:
         logging.getLogger("gateway").warning("no API tokens configured: only /api/v1/health will answer")
     cloud = None
@@ -95,30 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace, path: str, *, auth: bool = True) -> Any:
-    return _request(args, "GET", path, auth=auth)
-
-
-def _request(args: argparse.Namespace, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
-    token = args.token or os.environ.get("VENUE_GATEWAY_TOKEN", "")
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(args.url.rstrip("/") + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-    if auth:
-        if not token:
-            raise RuntimeError("a token is needed: --token or VENUE_GATEWAY_TOKEN")
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.load(exc).get("message", exc.reason)
-        except ValueError:
-            message = exc.reason
-        raise RuntimeError(f"{args.url}{path}: {exc.code} {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise RuntimeError(f"cannot reach the gateway at {args.url}: {reason}") from None
+    return client.request(args, "GET", path, auth=auth)
 
 
 def _mb(n: int) -> str:
@@ -173,7 +146,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
         body["zones"] = args.zone
     if args.lead_ms is not None:
         body["lead_ms"] = args.lead_ms
-    answer = _request(args, "POST", "/api/v1/effects", body)
+    answer = client.request(args, "POST", "/api/v1/effects", body)
     print(f"effect {answer['effect_id']} ({args.preset}) starts at {answer['starts_at']} in "
           f"{', '.join(answer['zones']) or 'every zone'}")
     return EXIT_OK
@@ -200,12 +173,10 @@ def parser() -> argparse.ArgumentParser:
     for name, func, text in (("status", cmd_status, "health of a running gateway (exit 1 unless ok)"),
                              ("snapshot", cmd_snapshot, "print the twin of a running gateway as JSON"),
                              ("fire", cmd_fire, "fire a preset on a running gateway (operator token)")):
-        client = sub.add_parser(name, help=text)
-        client.add_argument("--url", default=os.environ.get("VENUE_GATEWAY_URL", DEFAULT_URL),
-                            help=f"the gateway's HTTP API (default {DEFAULT_URL}, or VENUE_GATEWAY_URL)")
-        client.add_argument("--token", help="API token (default: VENUE_GATEWAY_TOKEN)")
-        client.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
-        client.set_defaults(func=func)
+        talker = sub.add_parser(name, help=text)
+        client.add_connection(talker)
+        talker.set_defaults(func=func)
+    client.add_parsers(sub)
     mirror_cli.add_parser(sub)
     sub.choices["status"].add_argument("--json", action="store_true", help="print the health document")
     sub.choices["snapshot"].add_argument("--output", "-o", metavar="FILE", help="write to FILE instead")

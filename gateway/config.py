@@ -47,6 +47,7 @@ class DriverConfig:
     type: str
     enabled: bool
     options: Any
+    after: tuple[str, ...] = ()  # drivers this one starts after (once each has run or failed once)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,10 @@ def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverCo
     enabled = options.pop("enabled", True)
     if not isinstance(enabled, bool):
         problems.append(Problem(f"{path}.enabled", f"must be true or false (got {enabled!r})"))
+    after = options.pop("after", [])
+    if not (isinstance(after, list) and all(isinstance(a, str) for a in after)):
+        problems.append(Problem(f"{path}.after", f"{after!r} (allowed: a list of other drivers' names)"))
+        after = []
     if not isinstance(kind, str):
         problems.append(Problem(f"{path}.type", f"is required (allowed: {', '.join(registry.available())})"))
         return None
@@ -105,7 +110,27 @@ def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverCo
         return None
     opts, found = check_all(cls.Options, options, path)
     problems.extend(found)
-    return DriverConfig(name, kind, bool(enabled), opts) if opts is not None else None
+    return DriverConfig(name, kind, bool(enabled), opts, tuple(after)) if opts is not None else None
+
+
+def _start_order(drivers: list[DriverConfig]) -> list[Problem]:
+    """Each `after` names another driver of the file, and no driver waits, however indirectly, for itself."""
+    names = {d.name: d for d in drivers}
+    problems = [Problem(f"drivers.{d.name}.after", f"{first!r} is not a driver of this file (allowed: "
+                                                   f"{', '.join(n for n in names if n != d.name) or 'none'})")
+                for d in drivers for first in d.after if first not in names]
+    for d in drivers:
+        seen, todo = set(), list(d.after)
+        while todo:
+            first = todo.pop()
+            if first == d.name:
+                problems.append(Problem(f"drivers.{d.name}.after", "waits for itself through the drivers it "
+                                                                   "names (allowed: an order without a loop)"))
+                break
+            if first in names and first not in seen:
+                seen.add(first)
+                todo.extend(names[first].after)
+    return problems
 
 
 @dataclass(frozen=True)
@@ -134,6 +159,7 @@ def parse(path: Path, text: str) -> Config:
     tables = raw.get("drivers")
     drivers = [_driver(name, table, problems) for name, table in tables.items() if isinstance(table, dict)] \
         if isinstance(tables, dict) else []
+    problems.extend(_start_order([d for d in drivers if d is not None]))
     if sections is not None and sections.cloud is not None and sections.cloud.outbox_max_mb > sections.store.max_mb / 2:
         problems.append(Problem("cloud.outbox_max_mb", f"{sections.cloud.outbox_max_mb:g} is more than half of "
                                 f"store.max_mb ({sections.store.max_mb:g}); the outbox lives in the store (allowed: up"

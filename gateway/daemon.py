@@ -178,7 +178,7 @@ class Gateway:
             self.supervisor.on_failure = self._unit_failed
         for dc in self.config.drivers:
             if dc.enabled:
-                self.supervisor.add(dc.name, "driver", self._driver_factory(dc))
+                self.supervisor.add(dc.name, "driver", self._driver_factory(dc), after=dc.after)
         self._forget_removed_units()
         self._store_task = asyncio.get_running_loop().create_task(self.store.run(self.twin), name="store-flush")
         self._spawn(self.loop_lag.run(), "loop-lag")

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -87,6 +87,8 @@ class Supervisor:
         self._twin = twin
         self._rng = rng or random.Random()
         self._factories: dict[str, Callable[[], Unit]] = {}
+        self._after: dict[str, tuple[str, ...]] = {}
+        self._tried: dict[str, asyncio.Event] = {}  # set once a unit has run, or failed, for the first time
         self.units: dict[str, UnitStatus] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._settled: set[str] = set()  # units that have run, or failed, at least once
@@ -94,8 +96,12 @@ class Supervisor:
         self.settled = asyncio.Event()
         self.on_failure: Callable[[str, str, str], None] | None = None  # (unit, kind, error): an alert
 
-    def add(self, name: str, kind: str, factory: Callable[[], Unit]) -> None:
+    def add(self, name: str, kind: str, factory: Callable[[], Unit], after: Sequence[str] = ()) -> None:
+        """`after`: units this one starts after, once each has run or failed once (a driver that opens what
+        another makes: the virtual air's controllers)."""
         self._factories[name] = factory
+        self._after[name] = tuple(after)
+        self._tried[name] = asyncio.Event()
         self.units[name] = UnitStatus(kind)
 
     def start(self) -> None:
@@ -119,6 +125,7 @@ class Supervisor:
         return "starting"
 
     def _settle(self, name: str) -> None:
+        self._tried[name].set()
         self._settled.add(name)
         if len(self._settled) == len(self._factories):
             self.settled.set()
@@ -132,6 +139,9 @@ class Supervisor:
     async def _supervise(self, name: str) -> None:
         status = self.units[name]
         attempt = 0
+        for first in self._after[name]:
+            if first in self._tried:
+                await self._tried[first].wait()
         while not self._stopping:
             status.state, status.retry_in_s = "starting", None
             self._show(name, status)

@@ -286,3 +286,19 @@ def test_compliance_settings_are_checked() -> None:
     cfg = config.parse(Path("/etc/vg.toml"), BASE + '\n[compliance]\nprofile = "ch_vnissg"\n')
     assert cfg.compliance is not None
     assert [lim.label for lim in cfg.compliance.all_limits()] == ["LAeq,60min", "LAFmax"]
+
+
+def test_start_order_names_other_drivers_without_a_loop() -> None:
+    lines = problems(BASE + '[drivers.a]\ntype = "sim"\nafter = ["b"]\n[drivers.b]\ntype = "sim"\nafter = ["a"]\n'
+                     '[drivers.c]\ntype = "sim"\nafter = ["nowhere"]\n[drivers.d]\ntype = "sim"\nafter = "a"\n')
+    assert lines == [
+        "/etc/vg.toml: drivers.d.after: 'a' (allowed: a list of other drivers' names)",
+        "/etc/vg.toml: drivers.c.after: 'nowhere' is not a driver of this file (allowed: a, b, d)",
+        "/etc/vg.toml: drivers.a.after: waits for itself through the drivers it names (allowed: an order without "
+        "a loop)",
+        "/etc/vg.toml: drivers.b.after: waits for itself through the drivers it names (allowed: an order without "
+        "a loop)",
+    ]
+    cfg = config.parse(Path("/etc/vg.toml"), BASE + '[drivers.a]\ntype = "sim"\n[drivers.b]\ntype = "sim"\n'
+                                                    'after = ["a"]\n')
+    assert [(d.name, d.after) for d in cfg.drivers] == [("a", ()), ("b", ("a",))]

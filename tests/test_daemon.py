@@ -202,3 +202,16 @@ def test_a_taken_port_is_retried_and_said_plainly(daemon_factory: Any) -> None:
     assert "service api not ready: cannot listen on 127.0.0.1:" in log and "address already in use" in log.lower()
     assert "Traceback" not in log
     d.terminate()
+
+
+def test_a_clean_start_of_the_demo_logs_no_warning_and_restarts_nothing(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory().start(wait=False)
+    health = d.wait_healthy(timeout=30)  # every unit running: the radio and the BLE scanners start after the air
+    assert {name: unit["restarts"] for name, unit in {**health["drivers"], **health["services"]}.items()
+            if unit["restarts"]} == {}  # no restart, so no unit_failed alert either
+    time.sleep(2.0)  # the scanners' first advertisements, the meters' first readings
+    health = d.get("/api/v1/health", token=None)
+    assert health["status"] == "ok" and health["problems"] == [], health
+    noisy = [line for line in d.log.read_text().splitlines()
+             if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+    assert noisy == []

@@ -115,3 +115,32 @@ async def test_a_unit_that_cannot_even_be_built_is_retried() -> None:
     assert sup.units["fragile"].state == "running" and sup.units["fragile"].restarts == 2
     assert "bad wiring" in (sup.units["fragile"].last_error or "")
     await sup.stop()
+
+
+class Opens(Unit):
+    """Starts in `delay` seconds, or fails when `fails`; notes when its start began and ended."""
+
+    def __init__(self, name: str, log: list[str], delay: float = 0.0, fails: bool = False) -> None:
+        self.name, self.log, self.delay, self.fails = name, log, delay, fails
+
+    async def start(self) -> None:
+        self.log.append(f"{self.name} starting")
+        await asyncio.sleep(self.delay)
+        if self.fails:
+            raise NotReady("not there")
+        self.log.append(f"{self.name} running")
+
+
+async def test_a_unit_starts_after_the_units_it_names_have_run_or_failed_once() -> None:
+    sup = Supervisor(SupervisorSection(backoff_initial_s=5, backoff_max_s=5), Twin("gw", "hall"))
+    log: list[str] = []
+    sup.add("radio", "driver", lambda: Opens("radio", log), after=["air"])
+    sup.add("air", "driver", lambda: Opens("air", log, delay=0.2))
+    sup.add("scanner", "driver", lambda: Opens("scanner", log), after=["broken"])
+    sup.add("broken", "driver", lambda: Opens("broken", log, delay=0.1, fails=True))
+    sup.start()
+    await asyncio.sleep(0.4)
+    await sup.stop()
+    assert log.index("air running") < log.index("radio starting")
+    assert log.index("broken starting") < log.index("scanner starting")  # a failed first try does not hold it
+    assert sup.units["radio"].restarts == 0 and sup.units["scanner"].restarts == 0

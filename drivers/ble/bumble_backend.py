@@ -28,6 +28,16 @@ from bumble.transport.common import Transport
 log = logging.getLogger(__name__)
 _bumble_host_log = logging.getLogger("bumble.host")
 
+
+def _modem_lines(record: logging.LogRecord) -> bool:
+    """Bumble asserts DTR on every serial port it opens; a pseudo-terminal (the virtual air's controllers) has no
+    modem lines and refuses with ENOTTY, which says nothing wrong. Other failures to assert DTR are still logged."""
+    message = record.getMessage()
+    return not (message.startswith("could not assert DTR") and "Inappropriate ioctl" in message)
+
+
+logging.getLogger("bumble.transport.serial").addFilter(_modem_lines)
+
 HOST_ADDRESS = "F0:F0:F0:00:00:01"  # a random static address: sent only in active scanning's SCAN_REQ
 PRUNE_EVERY_S = 10.0  # Bumble's per-address accumulators pair an advertisement with its scan response, ms apart
 CLOSE_TIMEOUT_S = 2.0

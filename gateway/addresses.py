@@ -1,8 +1,11 @@
-"""Network addresses as the configuration gives them: `host:port` listeners and loopback hosts."""
+"""Network addresses as the configuration gives them: `host:port` listeners, loopback hosts and web origins."""
 
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -20,3 +23,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def parse_origin(value: str) -> tuple[str, str, int]:
+    """A web origin (RFC 6454) as a browser sends it in `Origin`: `scheme://host[:port]`, http or https, nothing
+    after it. Returned as (scheme, host, port) with the scheme's default port filled in, so that two spellings of one
+    origin compare equal; raise ValueError with what is allowed."""
+    bad = ValueError(f"{value!r} is not an origin (allowed: http:// or https://, a host and an optional port, "
+                     "nothing after it, e.g. https://dashboard.example:8443)")
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError:
+        raise bad from None
+    if (url.scheme not in _DEFAULT_PORTS or not url.hostname or "@" in url.netloc or url.netloc.endswith(":")
+            or url.path or any(c in value for c in "?# \t\r\n")):
+        raise bad
+    return url.scheme, url.hostname, _DEFAULT_PORTS[url.scheme] if port is None else port

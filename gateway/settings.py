@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.addresses import is_loopback, parse_listen
+from gateway.addresses import is_loopback, parse_listen, parse_origin
 from gateway.schema import Problem, check_listen, check_slug, setting
 
 Role = Literal["viewer", "operator", "admin"]
@@ -52,14 +52,24 @@ class ApiSection:
     max_body_kb: int = setting(256, min=1, max=65536)
     # The WebSocket stream sends a ping this often and drops a client that does not answer.
     heartbeat_s: float = setting(20.0, min=1, max=600)
+    # Web pages that may open the WebSocket stream besides the gateway's own origin, as `scheme://host[:port]`
+    # (a dashboard served elsewhere). A browser says which page opens a WebSocket (`Origin`) and any page may try:
+    # one from an origin not listed is refused. Clients that send no Origin (the CLI, scripts) are not affected.
+    stream_origins: list[str] = setting(factory=list)
 
     def problems(self) -> list[Problem]:
         host, _ = parse_listen(self.listen)
-        return [
+        problems = [
             Problem(f"tokens[{i}].demo_token", f"a demo token is refused on the non-loopback listener "
                                                f"{self.listen} (allowed: env or file, or listen on 127.0.0.1)")
             for i, token in enumerate(self.tokens) if token.demo_token is not None and not is_loopback(host)
         ]
+        for i, origin in enumerate(self.stream_origins):
+            try:
+                parse_origin(str(origin))  # (one not a string has its own problem already)
+            except ValueError as exc:
+                problems.append(Problem(f"stream_origins[{i}]", str(exc)))
+        return problems
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,12 +10,13 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import config
+from gateway.api import stream
 from gateway.api.app import build_app
 from gateway.api.auth import Tokens
 from gateway.daemon import Gateway
@@ -23,11 +25,13 @@ from gateway.twin import rfc3339
 
 VIEWER, OPERATOR, ADMIN = "v-token-123", "o-token-123", "a-token-123"
 AUTH = {t: {"Authorization": f"Bearer {t}"} for t in (VIEWER, OPERATOR, ADMIN)}
+DASHBOARD = "https://dashboard.example:8443"  # a page elsewhere that may open the stream
 
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    cfg = config.parse(tmp_path / "gw.toml", '[gateway]\nid = "gw"\nvenue = "hall"\ndata_dir = "data"\n')
+    cfg = config.parse(tmp_path / "gw.toml", '[gateway]\nid = "gw"\nvenue = "hall"\ndata_dir = "data"\n'
+                       f'[api]\nheartbeat_s = 1\nstream_origins = ["{DASHBOARD}"]\n')
     gw = Gateway(cfg, Tokens([(VIEWER, "viewer"), (OPERATOR, "operator"), (ADMIN, "admin")]))
     await gw.store.open(gw.twin)
     gw.twin.declare("amp:1", "amplifier", "stage", "sim")
@@ -182,8 +186,121 @@ async def test_the_stream_sends_a_snapshot_then_changes(client: TestClient[Any, 
         kinds = set()
         while "snapshot" not in kinds:
             msg = await ws.receive(timeout=5)
-            assert msg.type == WSMsgType.BINARY
+            assert msg.type == WSMsgType.TEXT  # JSON as text: a browser gets a string, not a Blob
             kinds.add(orjson.loads(msg.data)["type"])
+
+
+async def handshake(client: TestClient[Any, Any], path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """A WebSocket opening handshake on a raw socket: the status and the headers exactly as the gateway sent them."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    lines = [f"GET {path} HTTP/1.1", f"Host: {client.host}:{client.port}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+    writer.close()
+    status_line, *fields = head.strip().split("\r\n")
+    return int(status_line.split()[1]), {k.lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+
+
+async def test_a_browser_authenticates_with_the_subprotocol_which_is_answered_without_the_token(
+        client: TestClient[Any, Any]) -> None:
+    async with client.ws_connect("/api/v1/twin/stream", protocols=("venue-gateway", f"bearer.{VIEWER}")) as ws:
+        assert ws.protocol == "venue-gateway"
+        msg = await ws.receive(timeout=5)
+        assert msg.type == WSMsgType.TEXT and orjson.loads(msg.data)["type"] == "snapshot"
+    status, headers = await handshake(client, "/api/v1/twin/stream",
+                                      {"Sec-WebSocket-Protocol": f"venue-gateway, bearer.{VIEWER}"})
+    assert status == 101 and headers["sec-websocket-protocol"] == "venue-gateway"
+    assert VIEWER not in str(headers)
+    for protocols in (("venue-gateway", "bearer.wrong-token"), ("venue-gateway", "bearer.x", f"bearer.{VIEWER}")):
+        with pytest.raises(WSServerHandshakeError) as refused:
+            await client.ws_connect("/api/v1/twin/stream", protocols=protocols)
+        assert refused.value.status == (401 if len(protocols) == 2 else 400)
+    # the token alone, without the protocol the gateway answers, would be a connection the browser drops: refused
+    status, _ = await handshake(client, "/api/v1/twin/stream", {"Sec-WebSocket-Protocol": f"bearer.{VIEWER}"})
+    assert status == 400
+
+
+async def test_a_browser_authenticates_with_its_first_message(client: TestClient[Any, Any],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    async with client.ws_connect("/api/v1/twin/stream") as ws:
+        await ws.send_str(orjson.dumps({"token": VIEWER}).decode())
+        msg = await ws.receive(timeout=5)
+        assert msg.type == WSMsgType.TEXT and orjson.loads(msg.data)["type"] == "snapshot"
+    for first, reason in (({"token": "wrong-token"}, "the token is not valid"),
+                          ({"token": VIEWER, "since": 1}, 'the first message must be {"token": TOKEN}'),
+                          ("hello", 'the first message must be {"token": TOKEN}')):
+        async with client.ws_connect("/api/v1/twin/stream") as ws:
+            await ws.send_str(first if isinstance(first, str) else orjson.dumps(first).decode())
+            msg = await ws.receive(timeout=5)
+            assert msg.type == WSMsgType.CLOSE and (msg.data, msg.extra) == (4401, reason)
+    monkeypatch.setattr(stream, "AUTH_TIMEOUT_S", 0.2)
+    async with client.ws_connect("/api/v1/twin/stream") as ws:
+        msg = await ws.receive(timeout=5)
+        assert msg.type == WSMsgType.CLOSE and msg.data == 4401
+        assert msg.extra == 'no token within 0.2 s: send {"token": TOKEN} first'
+
+
+async def test_a_token_in_the_url_is_never_taken(client: TestClient[Any, Any]) -> None:
+    for query in (f"token={VIEWER}", f"access_token={VIEWER}"):
+        with pytest.raises(WSServerHandshakeError) as refused:
+            await client.ws_connect(f"/api/v1/twin/stream?{query}")
+        assert refused.value.status == 400
+        resp = await client.get(f"/api/v1/twin/stream?{query}")
+        assert resp.status == 400 and await error_of(resp) == "token_in_url"
+    resp = await client.get(f"/api/v1/twin?access_token={VIEWER}")
+    assert resp.status == 401
+
+
+async def test_the_stream_checks_the_origin_of_a_browser(client: TestClient[Any, Any]) -> None:
+    own = f"http://{client.host}:{client.port}"
+    for origin in (own, DASHBOARD, "https://DASHBOARD.example:8443"):
+        async with client.ws_connect("/api/v1/twin/stream", headers={**AUTH[VIEWER], "Origin": origin}) as ws:
+            assert orjson.loads((await ws.receive(timeout=5)).data)["type"] == "snapshot"
+    for origin in ("https://evil.example", f"https://{client.host}:{client.port}", "https://dashboard.example",
+                   f"http://{client.host}:{client.port + 1}", "null"):
+        resp = await client.get("/api/v1/twin/stream", headers={**AUTH[VIEWER], "Origin": origin,
+                                                                 "Upgrade": "websocket", "Connection": "Upgrade"})
+        assert resp.status == 403 and await error_of(resp) == "origin_refused", origin
+        with pytest.raises(WSServerHandshakeError) as refused:
+            await client.ws_connect("/api/v1/twin/stream", protocols=("venue-gateway", f"bearer.{VIEWER}"),
+                                    headers={"Origin": origin})
+        assert refused.value.status == 403
+
+
+async def test_the_stream_is_a_websocket_and_says_so(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/api/v1/twin/stream", headers=AUTH[VIEWER])
+    assert resp.status == 426 and resp.headers["Upgrade"] == "websocket"
+    assert await error_of(resp) == "upgrade_required"
+    resp = await client.get("/api/v1/twin/stream")
+    assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
+    for since in ("-1", "x", "1.5"):
+        resp = await client.get(f"/api/v1/twin/stream?since={since}", headers=AUTH[VIEWER])
+        assert resp.status == 400
+
+
+async def test_a_client_that_takes_nothing_is_cut_off(client: TestClient[Any, Any], gateway: Gateway) -> None:
+    """It answers no ping (every heartbeat_s, here 1 s) and is dropped half a heartbeat later, its stream with it."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /api/v1/twin/stream HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                 + f"Authorization: Bearer {VIEWER}\r\n\r\n".encode())
+    started = time.monotonic()
+    await asyncio.sleep(2.0)  # reads nothing: the pings wait unanswered
+    assert not client.app[stream.STREAMS]
+    received = await asyncio.wait_for(reader.read(), 5)  # what was sent before, then the end of the connection
+    assert received.startswith(b"HTTP/1.1 101") and reader.at_eof() and time.monotonic() - started < 3
+    writer.close()
+
+
+async def test_a_stopping_gateway_closes_its_streams_with_going_away(client: TestClient[Any, Any]) -> None:
+    ws = await client.ws_connect("/api/v1/twin/stream", headers=AUTH[VIEWER])
+    assert (await ws.receive(timeout=5)).type == WSMsgType.TEXT
+    closing = asyncio.ensure_future(client.server.close())
+    msg = await ws.receive(timeout=5)
+    await closing
+    assert msg.type == WSMsgType.CLOSE and (msg.data, msg.extra) == (1001, "the gateway is stopping")
 
 
 async def test_metrics_in_prometheus_text(client: TestClient[Any, Any]) -> None:
@@ -286,3 +403,15 @@ async def test_telemetry_history_is_paged_by_sequence_and_filtered(client: TestC
     assert none == {"from": end, "to": end, "more": False, "oldest": first, "readings": []}
     assert (await client.get("/api/v1/telemetry?since=-1", headers=AUTH[VIEWER])).status == 400
     assert (await client.get("/api/v1/telemetry")).status == 401
+
+
+def test_stream_origins_are_checked_with_the_configuration(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError) as refused:
+        config.parse(tmp_path / "gw.toml", '[gateway]\nid = "gw"\nvenue = "hall"\n[api]\nstream_origins = '
+                     '["https://dash.example/", "ftp://x", 5, "http://ok.example:8080", "http://[::1]:8080"]\n')
+    allowed = "(allowed: http:// or https://, a host and an optional port, nothing after it, e.g. " \
+              "https://dashboard.example:8443)"
+    assert sorted(refused.value.lines()) == [
+        f"{tmp_path / 'gw.toml'}: api.stream_origins[0]: 'https://dash.example/' is not an origin {allowed}",
+        f"{tmp_path / 'gw.toml'}: api.stream_origins[1]: 'ftp://x' is not an origin {allowed}",
+        f"{tmp_path / 'gw.toml'}: api.stream_origins[2]: must be a string (got 5)"]

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import history
 from gateway.addresses import parse_listen
 from gateway.api import GATEWAY, compliance, effects, stream
-from gateway.api.auth import Tokens, json_error, middleware, read_object, requires
+from gateway.api.auth import TOKENS, Tokens, json_error, middleware, read_object, requires
 from gateway.api.openapi import document as openapi_document
 from gateway.store import StoreError
 from gateway.supervisor import NotReady, Unit
@@ -177,10 +177,11 @@ def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
     app = web.Application(middlewares=[errors, middleware(tokens)],
                           client_max_size=gw.config.api.max_body_kb * 1024)
     app[GATEWAY] = gw
+    app[TOKENS] = tokens
     app.router.add_get(f"{BASE}/health", health)
     app.router.add_get(f"{BASE}/twin", twin_snapshot)
     app.router.add_get(f"{BASE}/twin/changes", twin_changes)
-    app.router.add_get(f"{BASE}/twin/stream", requires("viewer")(stream.handler))
+    stream.add_routes(app, BASE)  # its own authentication: browsers cannot send the header
     app.router.add_get(f"{BASE}/twin/assets/{{id}}", asset)
     app.router.add_get(f"{BASE}/telemetry", telemetry)
     app.router.add_patch(f"{BASE}/twin/assets/{{id}}/desired", patch_desired)

@@ -29,6 +29,7 @@ class Tokens:
 
 
 INVALID_KEY: web.RequestKey[bool] = web.RequestKey("vg_token_invalid", bool)
+TOKENS: web.AppKey[Tokens] = web.AppKey("vg_tokens", Tokens)
 
 
 def json_error(status: type[web.HTTPException], code: str, message: str, headers: dict[str, str] | None = None,
@@ -48,6 +49,14 @@ async def read_object(request: web.Request, what: str = "a JSON object") -> dict
     return doc
 
 
+def unauthorized(invalid: bool, required: str = "a bearer token is required (Authorization: Bearer TOKEN)"
+                 ) -> web.HTTPException:
+    """The 401: a token was given and is not valid (`invalid`), or none was given (`required` says how to)."""
+    return json_error(web.HTTPUnauthorized, "unauthorized", "the bearer token is not valid" if invalid else required,
+                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"' if invalid
+                               else 'Bearer realm="venue-gateway"'})
+
+
 def requires(role: Role) -> Callable[[Handler], Handler]:
     """Wrap a handler so that it answers 401 without a valid token and 403 below `role`."""
     needed = ROLES.index(role)
@@ -56,12 +65,7 @@ def requires(role: Role) -> Callable[[Handler], Handler]:
         async def checked(request: web.Request) -> web.StreamResponse:
             have: Role | None = request.get(ROLE_KEY)
             if have is None:
-                invalid = request.get(INVALID_KEY, False)
-                raise json_error(web.HTTPUnauthorized, "unauthorized",
-                                 "the bearer token is not valid" if invalid
-                                 else "a bearer token is required (Authorization: Bearer TOKEN)",
-                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"' if invalid
-                                          else 'Bearer realm="venue-gateway"'})
+                raise unauthorized(request.get(INVALID_KEY, False))
             if ROLES.index(have) < needed:
                 raise json_error(web.HTTPForbidden, "forbidden", f"this needs the {role} role; the token is {have}")
             return await handler(request)

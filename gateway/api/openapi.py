@@ -191,10 +191,23 @@ def document() -> dict[str, Any]:
             }},
             "/api/v1/twin/stream": {"get": {
                 "summary": "WebSocket: a snapshot (unless `since` is given) then every change as it happens",
-                "description": "Messages are JSON: {type: snapshot, twin} or {type: changes, from, to, changes}.",
+                "description": "Frames are JSON text: {type: snapshot, twin} or {type: changes, from, to, changes}. "
+                               "The token: `Authorization: Bearer`, or from a browser the subprotocols "
+                               "`venue-gateway` and `bearer.TOKEN` (answered `venue-gateway`), or the first "
+                               "message {\"token\": TOKEN}; never in the URL. A request with `Origin` must come "
+                               "from the gateway's own origin or one of `api.stream_origins`. The frames and close "
+                               "codes: docs/twin-stream.md.",
                 "security": viewer,
-                "parameters": [{"name": "since", "in": "query", "schema": {"type": "integer"}}],
-                "responses": {"101": _response("Switching to WebSocket"), "401": _ERROR, "403": _ERROR},
+                "parameters": [{"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
+                "responses": {"101": _response("Switching to WebSocket"),
+                              "400": _response("`since` is not a whole number, a token is in the URL "
+                                               "(`token_in_url`), `bearer.TOKEN` is offered without `venue-gateway` "
+                                               "(`bad_subprotocol`), or the handshake is broken", _ref("Error")),
+                              "401": _ERROR,
+                              "403": _response("`Origin` is neither the gateway's own nor listed (`origin_refused`)",
+                                               _ref("Error")),
+                              "426": _response("Not a WebSocket handshake (`upgrade_required`)", _ref("Error"),
+                                               Upgrade="websocket")},
             }},
             "/api/v1/twin/assets/{id}": {"get": {
                 "summary": "One asset", "security": viewer,

@@ -6,6 +6,7 @@ retained snapshot and the deltas after it, drops duplicate telemetry batches and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -260,3 +261,88 @@ class Mirror:
         gw.asked_snapshot = now
         topic = f"venues/{gw.venue}/gateways/{gw.gateway_id}/cmd/snapshot"
         await self._client.publish(topic, orjson.dumps({"request_id": f"mirror-{uuid.uuid4().hex[:8]}"}), qos=1)
+
+
+class NoAnswer(Exception):
+    """A command went unanswered in time, or its gateway is not known on the broker; the message says which."""
+
+
+def command_topic(command: str) -> str:
+    """`desired` or `cmd/NAME` for a command named `desired`, `NAME` or `cmd/NAME`."""
+    name = command.removeprefix("cmd/")
+    return "desired" if name == "desired" else f"cmd/{name}"
+
+
+async def send_command(broker: Broker, gateway: str, command: str, payload: dict[str, Any], *, venue: str = "+",
+                       wait_s: float = 10.0, username: str | None = None, password: str | None = None,
+                       tls: ssl.SSLContext | None = None) -> tuple[str, dict[str, Any]]:
+    """Publish one command to a gateway, as the cloud does, and wait for its answer: (the venue, the
+    `command_result` or `command_error` event). With venue `+`, the venue is the one the gateway's retained
+    `status` names. NoAnswer when nothing answers within `wait_s`; aiomqtt.MqttError when the broker cannot be
+    reached."""
+    request_id = f"cli-{uuid.uuid4().hex[:12]}"
+    body = orjson.dumps({**payload, "request_id": request_id})
+    statuses: dict[str, dict[str, Any]] = {}  # venue -> the gateway's last status there
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    async with aiomqtt.Client(broker.host, broker.port, identifier=f"mirror-cmd-{uuid.uuid4().hex[:8]}",
+                              username=username, password=password, tls_context=tls if broker.tls else None,
+                              logger=logging.getLogger("gateway.cloud.mqtt")) as client:
+        await client.subscribe(f"venues/{venue}/gateways/{gateway}/status", qos=1)
+        await client.subscribe(f"venues/{venue}/gateways/{gateway}/events", qos=1)
+        if venue == "+":  # the retained status says where the gateway is
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(min(deadline, loop.time() + 3.0)):
+                    while not statuses:
+                        topic, doc = await _next_json(client)
+                        if topic[4] == "status":
+                            statuses[topic[1]] = doc
+            if not statuses:
+                raise NoAnswer(f"no gateway {gateway} is known on {broker} (it has no retained status): check the "
+                               "id, or give --venue")
+            with contextlib.suppress(TimeoutError):  # another venue's retained status arrives with the first
+                async with asyncio.timeout(0.2):
+                    while True:
+                        topic, doc = await _next_json(client)
+                        if topic[4] == "status":
+                            statuses[topic[1]] = doc
+            if len(statuses) > 1:
+                raise NoAnswer(f"there is a gateway {gateway} in {', '.join(sorted(statuses))}: give --venue")
+            venue = next(iter(statuses))
+        name = command_topic(command)
+        await client.publish(f"venues/{venue}/gateways/{gateway}/{name}", body, qos=1)
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    topic, doc = await _next_json(client)
+                    if topic[4] == "status":
+                        statuses[topic[1]] = doc
+                    elif topic[4] == "events" and doc.get("kind") in ("command_result", "command_error"):
+                        if doc.get("request_id") == request_id:
+                            return venue, doc
+                        if doc.get("request_id") is None and doc.get("command") == name:
+                            return venue, doc  # refused before its request_id was read: no such command, not JSON
+        except TimeoutError:
+            status = statuses.get(venue)
+            if status is None:
+                state = "it has published no status on this broker"
+            elif status.get("online"):
+                state = "it is online (the answer may be waiting behind a backlog in its outbox)"
+            else:
+                state = f"it is offline ({status.get('reason', 'no reason given')})"
+            raise NoAnswer(f"no answer from {venue}/{gateway} within {wait_s:g} s: {state}") from None
+
+
+async def _next_json(client: aiomqtt.Client) -> tuple[list[str], dict[str, Any]]:
+    """The next message that is a JSON object on a gateway's topic: (the topic's parts, the object)."""
+    async for message in client.messages:
+        parts = str(message.topic).split("/", 4)
+        if len(parts) < 5 or not isinstance(message.payload, bytes | bytearray):
+            continue
+        try:
+            doc = orjson.loads(message.payload)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict):
+            return parts, doc
+    raise aiomqtt.MqttError("the broker closed the connection")

@@ -1,5 +1,6 @@
 """`venue-gateway mirror`: the reference consumer on the command line. Prints what the gateways say (births,
-evictions, alerts, command answers, and a summary now and then) and can serve the rebuilt twins over HTTP."""
+evictions, alerts, command answers, and a summary now and then) and can serve the rebuilt twins over HTTP. With
+`--send`, it is the cloud sending one command to a gateway instead, and prints the answer."""
 
 from __future__ import annotations
 
@@ -13,21 +14,30 @@ import ssl
 import sys
 from typing import Any
 
+import aiomqtt
 import orjson
 from aiohttp import web
 
 from gateway.addresses import parse_listen
-from gateway.cloud.mirror import GatewayMirror, Mirror
-from gateway.cloud.settings import parse_broker
+from gateway.client import parse_object
+from gateway.cloud.mirror import GatewayMirror, Mirror, NoAnswer, send_command
+from gateway.cloud.settings import Broker, parse_broker
 
 SUMMARY_EVERY_S = 10.0
 MIRROR: web.AppKey[Mirror] = web.AppKey("mirror")
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("mirror", help="follow gateways on an MQTT broker: rebuild their twins, drop duplicates",
+    p = sub.add_parser("mirror", help="follow gateways on an MQTT broker (rebuild their twins, drop duplicates), "
+                                      "or send one a cloud command",
                        description="Subscribe to one or many gateways, rebuild each twin from the retained snapshot "
-                                   "and the deltas after it, and drop duplicate telemetry and events.")
+                                   "and the deltas after it, and drop duplicate telemetry and events. With --send, "
+                                   "publish one command to --gateway as the cloud would (desired, fire, stop, "
+                                   "snapshot: docs/cloud-protocol.md), print its answer and exit: 0 on "
+                                   "command_result, 1 on command_error or no answer.",
+                       epilog="examples: mirror --broker mqtt://127.0.0.1:1883 --gateway demo-01 --send fire "
+                              "preset=chorus 'zones=[\"floor\"]' | ... --send stop | ... --send desired "
+                              "asset=amp:r01.1 desired.enabled=false | ... --send snapshot")
     p.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
     p.add_argument("--venue", default="+", help="one venue (default: every venue)")
     p.add_argument("--gateway", default="+", metavar="ID", help="one gateway (default: every gateway)")
@@ -42,6 +52,13 @@ def add_parser(sub: Any) -> None:
                    help="never publish cmd/snapshot when a twin has a gap (wait for the periodic snapshot)")
     p.add_argument("--serve", metavar="HOST:PORT", help="serve the mirrored twins over HTTP")
     p.add_argument("--quiet", action="store_true", help="print only the summaries")
+    p.add_argument("--send", metavar="COMMAND",
+                   help="send COMMAND (desired, fire, stop, snapshot, or cmd/NAME) to --gateway, print the answer")
+    p.add_argument("payload", nargs="*", metavar="KEY=VALUE|JSON",
+                   help="with --send: the command's payload, KEY=VALUE pairs (VALUE read as JSON when it is; a dotted "
+                        "KEY reaches into an object) or one JSON object; a request_id is added")
+    p.add_argument("--wait", type=float, default=10.0, metavar="S",
+                   help="with --send: seconds to wait for the answer (default 10)")
     p.set_defaults(func=cmd_mirror)
 
 
@@ -60,14 +77,41 @@ def cmd_mirror(args: argparse.Namespace) -> int:
             if args.cert_file:
                 tls.load_cert_chain(args.cert_file, args.key_file)
         listen = parse_listen(args.serve) if args.serve else None
+        if args.payload and not args.send:
+            raise ValueError(f"{args.payload[0]!r}: a payload goes with --send")
+        if args.send and args.gateway == "+":
+            raise ValueError("--send needs --gateway ID")
+        payload = parse_object(args.payload) if args.send else {}
     except (ValueError, OSError, ssl.SSLError) as exc:
         print(f"venue-gateway mirror: {exc}", file=sys.stderr)
         return 2
+    if args.send:
+        return asyncio.run(_send(args, broker, payload, password, tls))
     mirror = Mirror(broker, venue=args.venue, gateway=args.gateway, client_id=args.client_id,
                     username=args.username, password=password, tls=tls, ask_snapshots=not args.no_ask)
     if not args.quiet:
         mirror.listeners.append(_print)
     asyncio.run(_run(mirror, listen))
+    return 0
+
+
+async def _send(args: argparse.Namespace, broker: Broker, payload: dict[str, Any], password: str | None,
+                tls: ssl.SSLContext | None) -> int:
+    try:
+        venue, answer = await send_command(broker, args.gateway, args.send, payload, venue=args.venue,
+                                           wait_s=args.wait, username=args.username, password=password, tls=tls)
+    except NoAnswer as exc:
+        print(f"venue-gateway mirror: {exc}", file=sys.stderr)
+        return 1
+    except aiomqtt.MqttError as exc:
+        print(f"venue-gateway mirror: the broker {broker} cannot be reached: {exc}", file=sys.stderr)
+        return 1
+    detail = {k: v for k, v in answer.items() if k not in ("event_id", "gateway_id", "kind", "at")}
+    if answer.get("kind") == "command_error":
+        print(f"venue-gateway mirror: {venue}/{args.gateway} refused {detail.get('command', args.send)} "
+              f"({detail.get('error')}): {detail.get('message')}", file=sys.stderr)
+        return 1
+    print(f"{venue}/{args.gateway}: {answer.get('kind')} {orjson.dumps(detail).decode()}", flush=True)
     return 0
 
 

@@ -193,4 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"venue-gateway {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except KeyboardInterrupt:  # Ctrl-C while a command waits on the gateway: no traceback
+        return 130
     return code

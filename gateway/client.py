@@ -308,7 +308,7 @@ async def _follow(args: argparse.Namespace) -> int:
                                                          ssl=tls if tls is not None else True, heartbeat=30,
                                                          max_msg_size=0), args.timeout)
             except aiohttp.WSServerHandshakeError as exc:
-                if exc.status in (401, 403, 404):  # the gateway's own words: the same request without the upgrade
+                if exc.status in (400, 401, 403, 404):  # the gateway's own words: the request without the upgrade
                     request(args, "GET", f"{BASE}/twin/stream")
                 raise RuntimeError(f"{args.url}{BASE}/twin/stream: {exc.status} {exc.message}") from None
             except TimeoutError:
@@ -334,9 +334,11 @@ async def _follow(args: argparse.Namespace) -> int:
                             return EXIT_OK
                     elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                                       aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        code = ws.close_code if ws.close_code is not None else "no close code"
+                        why = f"{code}: {msg.extra}" if msg.type == aiohttp.WSMsgType.CLOSE and msg.extra else code
                         where = f" at version {follower.version}: resume with --since {follower.version}" \
                             if follower.version is not None else ""
-                        raise RuntimeError(f"the gateway closed the stream{where}")
+                        raise RuntimeError(f"the gateway closed the stream ({why}){where}")
     finally:
         stopper.cancel()
     if follower.version is not None:

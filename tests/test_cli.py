@@ -172,6 +172,14 @@ def test_follow_prints_each_change_and_ends_on_ctrl_c(daemon_factory: Any) -> No
     gone = vg("follow", "--url", f"http://127.0.0.1:{free_port()}", token=VIEWER)
     assert gone.returncode == 1 and "cannot reach the gateway" in gone.stderr
 
+    # the gateway going away ends the stream with its close code and where to resume
+    follow = subprocess.Popen([sys.executable, "-m", "gateway", "follow", "--kind", "nothing", *url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(VIEWER))
+    assert follow.stderr is not None and follow.stderr.readline().startswith("following demo-01")
+    assert d.terminate() == 0
+    _, err = follow.communicate(timeout=10)
+    assert follow.returncode == 1 and "the gateway closed the stream (1001" in err and "resume with --since" in err
+
 
 def test_mirror_sends_a_cloud_command_and_prints_the_answer(daemon_factory: Any, mosquitto: Mosquitto) -> None:
     broker = f"mqtt://127.0.0.1:{mosquitto.port}"

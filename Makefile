@@ -8,8 +8,21 @@ BIN    := $(VENV)/bin
 # independent protocol dissector, OLA as an independent Art-Net and sACN receiver, socat for pseudo-terminal pairs,
 # liblo-tools (oscsend, oscdump) as an independent OSC sender and receiver, mosquitto as the MQTT broker.
 TEST_PEERS := util-linux mount tshark ola socat liblo-tools mosquitto
+# What `make run` brings up beside the gateway when it can: Mosquitto, the demo's local MQTT broker.
+DEMO_PEERS := mosquitto
 
-.PHONY: run test lint unit bench eval models peers clean
+# Install Debian packages $(1) that are missing, as root; otherwise say which are missing and what $(2) does without.
+define debian_packages
+@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+if [ -n "$$missing" ]; then \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } || \
+      echo "could not install$$missing: $(2)"; \
+  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing): $(2)"; fi; \
+fi
+endef
+
+.PHONY: run demo-peers test lint unit bench eval models peers clean
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "venue-gateway needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -32,15 +45,15 @@ $(VENV)/.train: $(VENV)/.runtime
 	$(BIN)/pip install -q -e '.[sim,train]'
 	@touch $@
 
-run: $(VENV)/.runtime
-	$(BIN)/venue-gateway run --config config/demo.toml
+# The virtual venue with its cloud side: Mosquitto and the reference consumer beside the gateway (gateway/demo.py).
+run: $(VENV)/.runtime demo-peers
+	$(BIN)/venue-gateway demo --config config/demo.toml
+
+demo-peers:
+	$(call debian_packages,$(DEMO_PEERS),the demo runs without cloud sync)
 
 peers:
-	@missing=""; for p in $(TEST_PEERS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	  else echo "the test suite needs these Debian packages:$$missing (sudo apt-get install$$missing); tests that need them skip"; fi; \
-	fi
+	$(call debian_packages,$(TEST_PEERS),tests that need them skip)
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check gateway drivers models tests bench peers

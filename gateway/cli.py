@@ -46,14 +46,34 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _start(args: argparse.Namespace) -> configuration.Config | None:
     cfg = _load(args.config)
     if cfg is None:
-        return EXIT_USAGE
+        return None
     logging.basicConfig(level=(args.log_level or cfg.gateway.log_level).upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
     for problem in configuration.check_box(cfg):  # said once here; the unit that needs it says so at each try
         logging.getLogger("gateway").warning("this box: %s", problem)
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _start(args)
+    return EXIT_USAGE if cfg is None else _launch(cfg, Path(args.data_dir).resolve() if args.data_dir else None)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway import demo
+
+    cfg = _start(args)
+    if cfg is None:
+        return EXIT_USAGE
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else cfg.data_dir
+    with demo.cloud_side(cfg, data_dir, args.outage_s) as run:
+        return _launch(run, data_dir)
+
+
+def _launch(cfg: configuration.Config, data_dir: Path | None) -> int:
     from gateway.api.auth import Tokens
     from gateway.daemon import Gateway, serve
     from gateway.store import StoreError
@@ -80,8 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"{cfg.path}: cloud: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    gateway = Gateway(cfg, Tokens(secrets), data_dir=Path(args.data_dir).resolve() if args.data_dir else None,
-                      cloud=cloud)
+    gateway = Gateway(cfg, Tokens(secrets), data_dir=data_dir, cloud=cloud)
     try:
         asyncio.run(serve(gateway))
     except StoreError as exc:
@@ -157,11 +176,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
-    run.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
-    run.add_argument("--data-dir", metavar="DIR", help="override gateway.data_dir")
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    run.set_defaults(func=cmd_run)
+    for name, func, text in (
+            ("run", cmd_run, "run the gateway until SIGTERM/SIGINT"),
+            ("demo", cmd_demo, "run the gateway with its cloud side: Mosquitto on the [cloud] section's loopback "
+                               "broker and the reference consumer (`mirror`) beside it; `make run` runs this")):
+        run = sub.add_parser(name, help=text)
+        run.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
+        run.add_argument("--data-dir", metavar="DIR", help="override gateway.data_dir")
+        run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+        run.set_defaults(func=func)
+    sub.choices["demo"].add_argument("--outage-s", type=float, default=30.0, metavar="S",
+                                     help="how long the demo's broker stays down when stopped (default 30)")
 
     check = sub.add_parser("check-config", help="validate a configuration file and what it needs from this box; exit 2 "
                                                         "listing every problem")

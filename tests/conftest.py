@@ -35,13 +35,15 @@ def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = 
                 overrides: Mapping[str, Any] | None = None) -> Path:
     """The shipped demo configuration, moved to `port` and `directory`, optionally sped up and extended: `extra` is
     TOML merged into it (tables merge key by key, other values replace), `overrides` sets dotted keys that the demo
-    must have. Without `sensing`, the demo's own BLE room and its `ble` driver are off (a test brings its own).
-    The demo is edited as parsed TOML: a key this changes that the demo no longer has fails here, loudly."""
+    must have. The demo's `[cloud]` is left out (a test names its own broker). Without `sensing`, the demo's own
+    BLE room and its `ble` driver are off (a test brings its own). The demo is edited as parsed TOML: a key this
+    changes that the demo no longer has fails here, loudly."""
     doc = tomllib.loads((ROOT / "config" / "demo.toml").read_text())
     devices = directory / "dev"
     change(doc, "api.listen", f"127.0.0.1:{port}")
     change(doc, "drivers.osc.listen", f"127.0.0.1:{free_port()}")
     change(doc, "gateway.data_dir", "data")
+    del doc["cloud"]  # the demo's broker is started by `venue-gateway demo`; a test brings its own
     for key in ("equipment_model", "mood_model"):  # relative to the file: a copy elsewhere names them in full
         change(doc, f"inference.{key}", str((ROOT / "config" / doc["inference"][key]).resolve()))
     change(doc, "drivers.venue.speed", speed)
@@ -102,9 +104,12 @@ def _leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 
 class Daemon:
-    """`venue-gateway run` as a subprocess, talked to over its HTTP API like any client would."""
+    """`venue-gateway run` (or `command`, with `args`) as a subprocess, talked to over its HTTP API like any client
+    would."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None, command: str = "run",
+                 args: tuple[str, ...] = ()) -> None:
+        self.command = [command, "--config", str(config), *args]
         self.config = config
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -115,7 +120,7 @@ class Daemon:
     def start(self, wait: bool = True) -> Daemon:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "gateway", *self.command],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.config.parent)
         if wait:
             self.wait_healthy()

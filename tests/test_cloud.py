@@ -3,6 +3,7 @@ desired state and commands from the cloud, and bad input refused with error even
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 import aiomqtt
 import orjson
+import pytest
 
 from gateway.cloud.link import topic_root
 from peers.mosquitto import Mosquitto
@@ -76,12 +78,15 @@ async def test_bad_commands_are_refused_with_error_events_and_the_link_stays_up(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     cfg = cloud_config(tmp_path, mosquitto.url, cloud="max_payload_kb = 1")
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as cloud:
-        # Retained by mistake: it would run again on every reconnect, so it is refused when it is replayed.
-        await cloud.publish(f"{ROOT}/cmd/stop", b"{}", qos=1, retain=True)
         async with mirroring(mosquitto.url) as mirror, running(cfg) as gw:
             mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
-            await until(lambda: events(mirrored, "command_error"), 10, "the retained command's refusal")
-            await cloud.publish(f"{ROOT}/cmd/stop", b"", qos=1, retain=True)  # cleared
+            # Retained by mistake: it would run again for every new subscriber, so it is refused, answered with its
+            # request_id, and not run.
+            await cloud.publish(f"{ROOT}/cmd/fire", orjson.dumps({"request_id": "r-1", "preset": "intro"}), qos=1,
+                                retain=True)
+            first = await until(lambda: events(mirrored, "command_error"), 10, "the retained command's refusal")
+            assert first[0]["request_id"] == "r-1" and first[0]["error"] == "retained"
+            await cloud.publish(f"{ROOT}/cmd/fire", b"", qos=1, retain=True)  # cleared: nothing to do or answer
             sent = [("desired", b"{not json"), ("desired", b"[1, 2]"), ("desired", b'{"asset": "nope", "desired": {}}'),
                     ("desired", b'{"asset": 5}'), ("cmd/fire", b'{"preset": "nope"}'),
                     ("cmd/fire", b'{"lead_ms": "x"}'), ("cmd/reboot", b"{}"), ("cmd/stop", b'{"extra": 1}'),
@@ -97,6 +102,24 @@ async def test_bad_commands_are_refused_with_error_events_and_the_link_stays_up(
             link = gw.cloud
             assert link is not None and link.state == "online" and link.connects == 1
             assert link.commands_refused == len(sent) + 1
+            assert events(mirrored, "effect_fired") == []
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_command_retained_from_before_is_never_run_or_refused_again(
+        tmp_path: Path, mosquitto: Mosquitto, protocol: str) -> None:
+    cfg = cloud_config(tmp_path, mosquitto.url, cloud=f'protocol = "{protocol}"')
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as cloud:
+        await cloud.publish(f"{ROOT}/cmd/fire", b'{"preset": "intro"}', qos=1, retain=True)
+    async with mirroring(mosquitto.url) as mirror, running(cfg) as gw:
+        mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
+        mosquitto.stop()  # a reconnect subscribes again, as a broker restart or a network blip makes it
+        mosquitto.start()
+        await until(lambda: gw.cloud is not None and gw.cloud.connects == 2 and gw.cloud.state == "online", 15,
+                    "the reconnection")
+        await asyncio.sleep(1.0)  # what a subscription would have delivered has arrived by now
+        assert events(mirrored, "command_error") == [] and events(mirrored, "effect_fired") == []
+        assert gw.cloud.commands_refused == 0 and gw.cloud.commands_ok == 0
 
 
 async def test_fire_stop_and_snapshot_commands(tmp_path: Path, mosquitto: Mosquitto) -> None:

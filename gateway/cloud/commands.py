@@ -44,7 +44,7 @@ def parse(name: str, payload: bytes, max_bytes: int) -> Command:
         raise CommandError("too_large", f"the payload is {len(payload)} bytes (allowed: up to {max_bytes}, "
                                         "cloud.max_payload_kb)")
     try:
-        doc = orjson.loads(payload) if payload else {}
+        doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise CommandError("bad_json", f"the payload is not JSON: {exc}") from None
     if not isinstance(doc, dict):

@@ -20,6 +20,7 @@ import aiomqtt
 import orjson
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway import __version__
 from gateway.cloud import commands
@@ -251,7 +252,12 @@ class CloudLink(Unit):
                 log.info("cloud link to %s: the broker takes this box's messages again", self.broker)
                 gw.alerts.raise_alert(REFUSED, "the cloud broker takes this box's messages again",
                                       {"alert": REFUSED, "cleared": True}, key=REFUSED, standing=False)
-            granted = await client.subscribe([(f"{self.root}/desired", 1), (f"{self.root}/cmd/+", 1)])
+            # MQTT 5: retained commands are not sent at subscription (a reconnect replays nothing), and a retained
+            # publish keeps its flag on live delivery, so that it can be refused as the docs say. 3.1.1 has neither.
+            options: Any = SubscribeOptions(qos=1, retainAsPublished=True,
+                                            retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND) \
+                if self.protocol == "5" else 1
+            granted = await client.subscribe([(f"{self.root}/desired", options), (f"{self.root}/cmd/+", options)])
             refused = [f"{topic}: {code}" for topic, code in zip(("desired", "cmd/+"), granted, strict=False)
                        if getattr(code, "is_failure", False) or code == 0x80]
             if refused:
@@ -317,13 +323,22 @@ class CloudLink(Unit):
         async for message in client.messages:
             name = str(message.topic)[len(self.root) + 1:]
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            if not payload:  # an empty message clears a retained one: nothing to do, nothing to answer
+                log.debug("cloud command %s: empty (a retained message cleared); nothing to do", name)
+                continue
+            if message.retain and self.protocol != "5":
+                # Under 3.1.1 only a subscription delivers the flag: this one was retained before it, and is left.
+                log.info("cloud command %s ignored: retained on the broker from before this connection (clear it "
+                         "with an empty retained message)", name)
+                continue
             request_id = None
             try:
-                if message.retain:
-                    raise commands.CommandError("retained", "a retained command is ignored: it would run again on "
-                                                            "every reconnect (publish commands with retain false)")
                 command = commands.parse(name, payload, limit)
                 request_id = command.request_id
+                if message.retain:
+                    raise commands.CommandError("retained", "a retained command is refused: it would run again for "
+                                                            "every new subscriber (publish commands with retain "
+                                                            "false; clear this one with an empty retained message)")
                 result = await commands.execute(self._gw, command, self.request_snapshot)
             except commands.CommandError as exc:
                 self.commands_refused += 1

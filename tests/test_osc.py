@@ -103,19 +103,17 @@ def test_osc_in_and_feedback_out_with_liblo(daemon_factory: Any, tmp_path: Path)
             "liblo's oscsend and oscdump (Debian package liblo-tools)")
     osc_port, dump_port = free_port(), free_port()
     extra = f"""
-[dmx]
-universes = [1]
-
 [drivers.console]
 type = "osc"
 listen = "127.0.0.1:{osc_port}"
 destinations = ["127.0.0.1:{dump_port}"]
 routes = [{{ match = "/eos/out/event/cue/1/*/fire", to = "/vg/dmx/1/10", args = [255] }}]
 horizon_s = 30
-"""
+"""  # the demo's own [dmx] has universe 1
     dump = Dump(dump_port)
-    d: Daemon = daemon_factory(extra=extra).start()
     try:
+        d: Daemon = daemon_factory(extra=extra).start()
+
         def send(*args: str) -> None:
             subprocess.run(["oscsend", "127.0.0.1", str(osc_port), *args], check=True, timeout=10)
 
@@ -180,8 +178,8 @@ def test_a_blackout_holds_until_someone_raises_a_level_across_a_restart_too(daem
     """A level set as desired state, then /vg/blackout: the output goes dark, the desired levels are cleared, and
     after a restart the light stays dark; a level raised again after the blackout is kept."""
     osc_port = free_port()
-    d: Daemon = daemon_factory(extra=f'[dmx]\nuniverses = [1]\n\n[drivers.console]\ntype = "osc"\n'
-                                     f'listen = "127.0.0.1:{osc_port}"\n').start()
+    d: Daemon = daemon_factory(extra=f'[drivers.console]\ntype = "osc"\nlisten = "127.0.0.1:{osc_port}"\n'
+                                ).start()  # the demo's own [dmx] has universe 1
 
     def levels() -> list[int]:
         return list(d.get("/api/v1/twin/assets/universe:1")["reported"].get("levels", [0] * 512))

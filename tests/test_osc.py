@@ -22,6 +22,7 @@ from drivers.osc import slip
 from drivers.osc.driver import OscDriver, OscOptions, pattern
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
+from gateway.schema import check_all
 from gateway.twin import Twin
 from tests.conftest import ADMIN, OPERATOR, Daemon, free_port, require
 
@@ -240,6 +241,155 @@ async def test_tcp_clients_off_the_allow_list_are_shut_out_and_stop_closes_the_r
     await asyncio.wait_for(driver.stop(), 2)
     assert await asyncio.wait_for(reader.read(), 2) == b""  # a stopped driver obeys nobody
     writer.close()
+
+
+FADER_ROUTES = """
+listen = "127.0.0.1:{osc_port}"
+destinations = ["127.0.0.1:{feedback_port}"]
+tcp = false
+
+[[routes]]  # a grandMA3 executor fader as MA's manual addresses it: 0 to 100
+match = "/Page1/Fader201"
+to = "/vg/dmx/1/3"
+arg = 0
+range = [0, 100]
+
+[[routes]]  # the level after another argument
+match = "/Page1/Fader202"
+to = "/vg/dmx/1/4"
+arg = 1
+range = [0, 100]
+
+[[routes]]  # an Eos fader bank's fader: 0.0 to 1.0
+match = "/eos/fader/1/1"
+to = "/vg/dmx/1/5"
+arg = 0
+range = [0.0, 1.0]
+
+[[routes]]  # one argument kept as it is, the others dropped
+match = "/surface/level"
+to = "/vg/dmx/1/6"
+arg = 1
+"""
+
+
+def test_route_arg_and_range_are_checked_with_what_is_allowed() -> None:
+    import tomllib
+
+    good, problems = check_all(OscOptions, tomllib.loads(FADER_ROUTES.format(osc_port=9000, feedback_port=9001)))
+    assert problems == [] and good is not None
+    assert good.routes[0].range == [0.0, 100.0] and good.routes[1].arg == 1 and good.routes[3].range is None
+
+    def problems_of(**route: Any) -> list[str]:
+        _, found = check_all(OscOptions, {"routes": [{"match": "/Page1/Fader201", "to": "/vg/dmx/1/3", **route}]})
+        return [str(p) for p in found]
+
+    assert problems_of(arg=-1) == ["routes[0].arg: -1 is not an argument's index (allowed: 0 for the first, 1 for "
+                                   "the second, ...)"]
+    for bad in ([100, 0], [5, 5], [0], [0, 50, 100], [0, float("inf")]):
+        (message,) = problems_of(arg=0, range=bad)
+        assert message.startswith("routes[0].range: ") and "(allowed: two finite numbers, lo below hi" in message
+    assert problems_of(args=[255], arg=0) == problems_of(args=[255], range=[0, 100]) == [
+        "routes[0].args: `args` replaces the incoming arguments and `arg`/`range` pick one of them (allowed: `args`, "
+        "or `arg` and `range`, not both)"]
+    assert problems_of(arg="1") == ["routes[0].arg: must be an integer (got '1')"]
+    assert problems_of(range=[0, 100]) == []  # `range` alone maps the first argument
+
+
+async def test_console_faders_routed_with_arg_and_range_set_channels_and_refusals_leave_them() -> None:
+    """A console's fader messages, sent by liblo's oscsend to the driver's real UDP socket and routed with `arg` and
+    `range`; what a route refuses comes back to a real feedback socket as a bad_arguments alert naming the route."""
+    import asyncio
+    import tomllib
+
+    from pythonosc.osc_message import OscMessage
+
+    require(shutil.which("oscsend") is not None, "liblo's oscsend (Debian package liblo-tools)")
+    osc_port = free_port()
+    feedback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    feedback.bind(("127.0.0.1", 0))
+    feedback.setblocking(False)
+    options, problems = check_all(OscOptions, tomllib.loads(
+        FADER_ROUTES.format(osc_port=osc_port, feedback_port=feedback.getsockname()[1])))
+    assert options is not None, problems
+    twin = Twin("gw", "hall")
+    dmx = DmxUniverses(twin, [1])
+    driver = OscDriver(DriverContext("osc", twin, None, dmx, FrameClock(40), None),  # type: ignore[arg-type]
+                       options)
+    await driver.start()
+
+    async def send(address: str, types: str = "", *values: str) -> None:
+        proc = await asyncio.create_subprocess_exec("oscsend", "127.0.0.1", str(osc_port), address,
+                                                    *([types] if types else []), *values)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+    async def level(channel: int, value: int) -> None:
+        for _ in range(100):
+            if dmx.get(1).levels[channel - 1] == value:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"channel {channel} is {dmx.get(1).levels[channel - 1]}, not {value}")
+
+    async def alert() -> tuple[str, str]:
+        for _ in range(100):
+            try:
+                msg = OscMessage(feedback.recv(65536))
+            except BlockingIOError:
+                await asyncio.sleep(0.02)
+                continue
+            assert msg.address == "/vg/out/alert"
+            kind, text = msg.params
+            return kind, text
+        raise AssertionError("no alert came")
+
+    try:
+        await send("/Page1/Fader201", "i", "50")
+        await level(3, 128)  # 50 of 0-100 is 0.5, and 0.5 of 255 is 127.5, rounded half to even
+        await send("/Page1/Fader201", "i", "30")
+        await level(3, 76)  # 76.5: half to even again
+        await send("/Page1/Fader201", "f", "100")
+        await level(3, 255)
+        await send("/Page1/Fader201", "i", "0")
+        await level(3, 0)
+        await send("/Page1/Fader201", "f", "12.5")
+        await level(3, 32)  # 31.875
+        await send("/Page1/Fader202", "sf", "FaderMaster", "25")
+        await level(4, 64)  # the second argument: 63.75
+        await send("/eos/fader/1/1", "f", "0.5")
+        await level(5, 128)
+        await send("/eos/fader/1/1", "i", "1")
+        await level(5, 255)  # through `range = [0.0, 1.0]` an integer 1 is full, not a level of 1 in 255
+        await send("/surface/level", "si", "x", "200")
+        await level(6, 200)  # `arg` without `range`: kept as it came
+        assert driver.counts["routed"] == 9
+
+        # Refused, never clamped: each is an alert naming the route and the channel keeps its level.
+        refused = [
+            (("/Page1/Fader201", "i", "101"), "routes[0] (/Page1/Fader201 to /vg/dmx/1/3) takes argument 0, a number "
+                                              "from 0 to 100; got 101"),
+            (("/Page1/Fader201", "f", "-0.5"), "got -0.5"),
+            (("/Page1/Fader201",), "takes argument 0, a number from 0 to 100; got nothing"),
+            (("/Page1/Fader201", "s", "fifty"), "got 'fifty'"),
+            (("/Page1/Fader201", "T"), "got True"),
+            (("/Page1/Fader202", "i", "25"), "routes[1] (/Page1/Fader202 to /vg/dmx/1/4) takes argument 1, a number "
+                                             "from 0 to 100; got 25"),
+            (("/eos/fader/1/1", "f", "1.5"), "routes[2] (/eos/fader/1/1 to /vg/dmx/1/5) takes argument 0, a number "
+                                             "from 0 to 1; got 1.5"),
+            (("/surface/level", "s", "x"), "routes[3] (/surface/level to /vg/dmx/1/6) takes argument 1; got 'x'"),
+        ]
+        for message, text in refused:
+            await send(*message)
+            kind, said = await alert()
+            assert kind == "bad_arguments" and said.startswith(message[0] + ": routes[") and said.endswith(text), said
+        # `arg` without `range` passes the argument on as it is: /vg/dmx itself refuses what is not a level
+        await send("/surface/level", "si", "x", "256")
+        assert (await alert())[1] == "/vg/dmx/1/6 takes one int (0-255) or float (0-1); got 256"
+        await asyncio.sleep(0.1)
+        assert list(dmx.get(1).levels[2:6]) == [32, 64, 255, 200]
+        assert driver.counts["routed"] == 10 and driver.counts["received"] == 18
+    finally:
+        await driver.stop()
+        feedback.close()
 
 
 def test_a_sound_level_alert_reaches_front_of_house(daemon_factory: Any) -> None:

@@ -11,7 +11,9 @@ and every DMX level to 0), `/vg/tempo ,f BPM`, `/vg/tempo/tap`, `/vg/dmx/{univer
 not send it); the core's alerts (a zone near or over its sound-level limit, an equipment anomaly) go out as
 `/vg/out/alert ,ss KIND TEXT` too, and each zone's crowd energy from the audience-mood model as
 `/vg/out/zone/{zone}/energy ,f` (0..1, every inference cycle). Routes in the configuration map any other address
-pattern (a console's own cue messages) to one of these; anything else is answered with `/vg/out/alert ,ss KIND TEXT`.
+pattern (a console's own cue messages) to one of these, with fixed arguments, the incoming ones, or one of them kept
+(`arg`) and mapped from a range onto 0.0..1.0 (`range`: a fader's level); anything else is answered with
+`/vg/out/alert ,ss KIND TEXT`.
 The addresses are tables, `INBOUND` (with their handlers) and `OUTBOUND`; docs/osc.md documents each of them.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import re
 import socket
 import time
@@ -126,6 +129,58 @@ class RouteOptions:
     match: str = setting(check=_pattern_problem)  # e.g. "/eos/out/event/cue/1/*/fire"
     to: str = setting(check=lambda t: None if t.startswith("/vg/") else "must be a /vg/ address")
     args: list[Any] = field(default_factory=list)  # the arguments sent with `to` (default: the incoming ones)
+    arg: int | None = None  # keep only this incoming argument (0: the first); `range` alone keeps the first
+    range: list[float] | None = None  # [lo, hi]: the kept number mapped from lo..hi onto 0.0..1.0
+
+    def problems(self) -> list[Problem]:
+        out = []
+        if self.arg is not None and self.arg < 0:
+            out.append(Problem("arg", f"{self.arg} is not an argument's index (allowed: 0 for the first, 1 for the "
+                                      "second, ...)"))
+        if self.range is not None and not (len(self.range) == 2 and self.range[0] < self.range[1]
+                                           and math.isfinite(self.range[1] - self.range[0])):
+            out.append(Problem("range", f"{self.range} is not [lo, hi] (allowed: two finite numbers, lo below hi, "
+                                        "e.g. [0, 100])"))
+        if self.args and (self.arg is not None or self.range is not None):
+            out.append(Problem("args", "`args` replaces the incoming arguments and `arg`/`range` pick one of them "
+                                       "(allowed: `args`, or `arg` and `range`, not both)"))
+        return out
+
+
+class _Route:
+    """A route as the hot path uses it, worked out once: the pattern, the address, and what becomes of the
+    arguments (fixed ones, all the incoming ones, or one of them, scaled or not)."""
+
+    __slots__ = ("args", "hi", "index", "label", "lo", "regex", "scaled", "span", "to")
+
+    def __init__(self, number: int, options: RouteOptions) -> None:
+        self.regex = pattern(options.match)
+        self.to = options.to
+        self.args = list(options.args) or None  # fixed arguments, else None
+        self.index = options.arg if options.arg is not None else 0 if options.range is not None else None
+        self.scaled = options.range is not None
+        self.lo, self.hi = options.range if options.range is not None else (0.0, 1.0)
+        self.span = self.hi - self.lo
+        self.label = f"routes[{number}] ({options.match} to {options.to})"
+        if options.range is not None:
+            self.label += f" takes argument {self.index}, a number from {self.lo:g} to {self.hi:g}"
+        elif self.index is not None:
+            self.label += f" takes argument {self.index}"
+
+    def map(self, args: list[Any]) -> list[Any] | None:
+        """The arguments sent on to `to`, or None when the incoming ones cannot be mapped."""
+        if self.index is None:
+            return list(self.args) if self.args is not None else args
+        if self.index >= len(args):
+            return None
+        value = args[self.index]
+        if not self.scaled:
+            return [value]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if not self.lo <= value <= self.hi:  # NaN fails too; never clamped
+            return None
+        return [(value - self.lo) / self.span]  # lo gives 0.0 and hi 1.0 exactly, nothing in between falls outside
 
 
 @dataclass(frozen=True)
@@ -171,7 +226,7 @@ class OscDriver(Driver[OscOptions]):
         super().__init__(ctx, options)
         self.counts: Counter[str] = Counter()
         self._allow = [ipaddress.ip_network(n, strict=False) for n in options.allow]
-        self._routes = [(pattern(r.match), r) for r in options.routes]
+        self._routes = [_Route(i, r) for i, r in enumerate(options.routes)]
         # Addresses without parts are looked up, the others matched in turn.
         self._exact = {a.template: h for a, h in INBOUND if not _PART.search(a.template)}
         self._patterns = [(a.regex(), h) for a, h in INBOUND if _PART.search(a.template)]
@@ -324,9 +379,14 @@ class OscDriver(Driver[OscOptions]):
 
     def handle(self, address: str, args: list[Any]) -> None:
         self.counts["received"] += 1
-        for regex, route in self._routes:
-            if regex.match(address):
-                address, args = route.to, list(route.args) or args
+        for route in self._routes:
+            if route.regex.match(address):
+                mapped = route.map(args)
+                if mapped is None:  # refused, never clamped, and the sender told which route
+                    self.alert("bad_arguments", f"{address}: {route.label}; "
+                                                f"got {', '.join(map(repr, args)) or 'nothing'}")
+                    return
+                address, args = route.to, mapped
                 self.counts["routed"] += 1
                 break
         try:

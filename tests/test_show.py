@@ -58,6 +58,35 @@ def test_inline_effects_say_what_is_wrong() -> None:
     assert Effect.from_document({"kind": "pulse"}, tempo_bpm=128).period_ms == 469
 
 
+@pytest.mark.parametrize(("doc", "said"), [
+    ({"kind": "solid", "colour": "+abcde"}, "colour '+abcde' is not #RRGGBB"),
+    ({"kind": "solid", "colour": "0xabcd"}, "colour '0xabcd' is not #RRGGBB"),
+    ({"kind": "solid", "colour": 0xFF0000}, "colour 16711680 is not #RRGGBB"),
+    ({"kind": "solid", "intensity": "0.5"}, "intensity must be a number (allowed: 0 to 1)"),
+    ({"kind": "solid", "intensity": True}, "intensity must be a number"),
+    ({"kind": "pulse", "bpm": 3000.4}, "bpm 3000.4 is out of range (allowed: 0.1 to 3000)"),
+    ({"kind": "pulse", "bpm": 0}, "bpm 0 is out of range"),
+    ({"kind": "pulse", "bpm": 120, "period_ms": 500}, "give bpm or period_ms, not both"),
+    ({"kind": "pulse", "period_ms": 500.5}, "period_ms must be a whole number (allowed: 20 to 600000)"),
+    ({"kind": "solid", "chance": 2}, "chance 2 is out of range (allowed: 0 to 1)"),  # checked whatever the kind
+    ({"kind": "chase", "width": 17}, "width 17 is out of range (allowed: 1 to 16)"),
+    ({"kind": "wave", "step_ms": 2551}, "step_ms 2551 is out of range (allowed: 0 to 2550)"),
+])
+def test_an_inline_effect_is_checked_field_by_field(doc: dict[str, Any], said: str) -> None:
+    """What is accepted is exactly what the API's document says (FIELDS): no value made to fit by a conversion."""
+    with pytest.raises(EffectError) as refused:
+        Effect.from_document(doc)
+    assert str(refused.value).startswith(said)
+
+
+def test_an_inline_effect_takes_what_its_fields_allow() -> None:
+    effect = Effect.from_document({"kind": "twinkle", "colour": "FFaa00", "intensity": 0, "bpm": 0.1,
+                                   "duration_s": 6553.5, "chance": 1, "width": 16, "step_ms": 2550})
+    assert (effect.colour, effect.period_ms, effect.duration_ms, effect.param) == ((255, 170, 0), 600_000,
+                                                                                   6_553_500, 255)
+    assert Effect.from_document({"kind": "pulse", "period_ms": 500.0}).period_ms == 500  # JSON's 500.0 is whole
+
+
 def test_a_preset_fires_in_zone_groups_delayed_by_distance() -> None:
     show = engine()
     seen = []
@@ -132,6 +161,19 @@ async def test_the_effects_api(client: TestClient[Any, Any]) -> None:
     assert resp.status == 404 and (await resp.json())["error"] == "unknown_preset"
     resp = await client.post("/api/v1/effects", json={"effect": {"kind": "laser"}}, headers=op)
     assert resp.status == 400 and "kind 'laser'" in (await resp.json())["message"]
+    for body, said in (({}, "give a preset or an inline effect"),
+                       ({"preset": "drop", "effect": {"kind": "solid"}}, "give a preset or an inline effect, not both"),
+                       ({"preset": None, "effect": {"kind": "solid"}}, "give a preset or an inline effect, not both"),
+                       ({"preset": "drop", "zones": None}, "zones must be a list of zone names"),
+                       ({"preset": "drop", "lead_ms": 60_001}, "lead_ms 60001 is out of range (allowed: 0 to 60000)"),
+                       ({"preset": "drop", "lead_ms": 2.5}, "lead_ms must be a whole number"),
+                       ({"preset": "drop", "preview": "yes"}, "preview must be true or false"),
+                       ({"preset": "drop", "preview": True, "duration_ms": 0},
+                        "duration_ms must be a whole number of milliseconds (allowed: 1 to 60000)"),
+                       ({"preset": "drop", "preview": True, "lead_ms": -1}, "lead_ms -1 is out of range")):
+        resp = await client.post("/api/v1/effects", json=body, headers=op)
+        doc = await resp.json()
+        assert resp.status == 400 and doc["error"] == "bad_effect" and doc["message"].startswith(said), (body, doc)
     resp = await client.post("/api/v1/effects", json={"effect": {"kind": "solid", "colour": "#00ff00"},
                                                       "preview": True, "duration_ms": 200}, headers=op)
     assert resp.status == 200

@@ -8,13 +8,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.api import GATEWAY
+from gateway.api import GATEWAY, MAX_PREVIEW_MS, PREVIEW_STEP_MS
 from gateway.api.auth import json_error, read_object, requires
 from gateway.show.effects import Effect, EffectError
 from gateway.show.engine import Fired, UnknownPreset
 from gateway.twin import rfc3339
-
-PREVIEW_STEP_MS = 40
 
 
 def _accepted(fired: Fired, **extra: Any) -> web.Response:
@@ -28,19 +26,22 @@ async def fire(request: web.Request) -> web.Response:
     show = request.app[GATEWAY].show
     doc = await read_object(request)
     try:
-        if doc.get("preview"):
-            zones = doc.get("zones")
-            if zones is not None and not (isinstance(zones, list) and all(isinstance(z, str) for z in zones)):
-                raise EffectError("zones must be a list of zone names")
-            effect: Effect = show.resolve(doc.get("preset"), doc.get("effect"), zones)[0]  # as it would go out now
-            duration = int(doc.get("duration_ms", 4000))
-            frames = show.preview(effect, PREVIEW_STEP_MS, max(PREVIEW_STEP_MS, min(duration, 60_000)))
+        preview, duration = doc.get("preview", False), doc.get("duration_ms", 4000)
+        if not isinstance(preview, bool):
+            raise EffectError("preview must be true or false")
+        if (isinstance(duration, bool) or not isinstance(duration, int | float) or not float(duration).is_integer()
+                or not 1 <= duration <= MAX_PREVIEW_MS):
+            raise EffectError(f"duration_ms must be a whole number of milliseconds (allowed: 1 to {MAX_PREVIEW_MS})")
+        preset, inline, zones, lead_ms = show.check_request(doc, extra=("preview", "duration_ms"))
+        if preview:
+            effect: Effect = show.resolve(preset, inline, zones)[0]  # as it would go out now
+            frames = show.preview(effect, PREVIEW_STEP_MS, int(duration))
             return web.Response(content_type="application/json", body=orjson.dumps(
                 {"effect": effect.document(), "step_ms": PREVIEW_STEP_MS, "zones": frames}))
-        fired = show.fire_request(doc, extra=("preview", "duration_ms"))
+        fired = show.fire(preset, inline, zones, lead_ms)
     except UnknownPreset as exc:
         raise json_error(web.HTTPNotFound, "unknown_preset", str(exc)) from None
-    except (EffectError, TypeError, ValueError) as exc:
+    except EffectError as exc:
         raise json_error(web.HTTPBadRequest, "bad_effect", str(exc)) from None
     return _accepted(fired)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,15 +24,36 @@ class EffectError(ValueError):
     """An effect that cannot be made from what was given; the message says what is allowed."""
 
 
+COLOUR = re.compile(r"#?[0-9A-Fa-f]{6}")
+# An effect's fields beside `kind` and `colour`: JSON type, minimum, maximum. A preset takes the same
+# (`gateway/show/settings.py`), and the HTTP API's document states them from this table.
+FIELDS: dict[str, tuple[Literal["number", "integer"], float, float]] = {
+    "intensity": ("number", 0, 1),
+    "bpm": ("number", 0.1, 3000),  # or period_ms; neither: the show's tempo
+    "period_ms": ("integer", 20, 600_000),
+    "duration_s": ("number", 0, 6553.5),  # 0: until the next effect
+    "chance": ("number", 0, 1),  # twinkle: the share of bands lit each beat
+    "width": ("integer", 1, 16),  # chase: zones lit at once
+    "step_ms": ("integer", 0, 2550),  # wave: the delay from one zone to the next
+}
+
+
 def parse_colour(text: str) -> RGB:
-    raw = text.removeprefix("#")
-    if len(raw) != 6:
+    if not COLOUR.fullmatch(text):
         raise EffectError(f"colour {text!r} is not #RRGGBB")
-    try:
-        value = int(raw, 16)
-    except ValueError:
-        raise EffectError(f"colour {text!r} is not #RRGGBB") from None
+    value = int(text.removeprefix("#"), 16)
     return value >> 16, value >> 8 & 0xFF, value & 0xFF
+
+
+def _field(name: str, value: Any) -> float:
+    kind, lo, hi = FIELDS[name]
+    span = f"{lo:g} to {hi:g}"
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or (kind == "integer" and not float(value).is_integer())):
+        raise EffectError(f"{name} must be {'a whole number' if kind == 'integer' else 'a number'} (allowed: {span})")
+    if not lo <= value <= hi:
+        raise EffectError(f"{name} {value:g} is out of range (allowed: {span})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -46,29 +68,29 @@ class Effect:
     @classmethod
     def from_document(cls, doc: dict[str, Any], tempo_bpm: float | None = None) -> Effect:
         """From a preset or an inline effect: kind, colour "#RRGGBB", intensity, bpm or period_ms,
-        duration_s, chance (twinkle, 0..1), width (chase), step_ms (wave)."""
-        known = {"kind", "colour", "intensity", "bpm", "period_ms", "duration_s", "chance", "width", "step_ms"}
-        unknown = set(doc) - known
+        duration_s, chance (twinkle, 0..1), width (chase), step_ms (wave). Each field given is checked, whatever
+        the kind, so that what is accepted is exactly what FIELDS says."""
+        known = ("kind", "colour", *FIELDS)
+        unknown = sorted(set(doc) - set(known))
         if unknown:
-            raise EffectError(f"unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(known))})")
+            raise EffectError(f"unknown key {unknown[0]!r} (allowed: {', '.join(known)})")
         kind = doc.get("kind")
         if kind not in KINDS:
             raise EffectError(f"kind {kind!r} is not allowed (allowed: {', '.join(KINDS)})")
-        bpm = doc.get("bpm", tempo_bpm if "period_ms" not in doc else None)
-        period = round(60_000 / bpm) if bpm else int(doc.get("period_ms", 500))
-        intensity = float(doc.get("intensity", 1.0))
-        if not 0 <= intensity <= 1:
-            raise EffectError(f"intensity {intensity} is out of range (allowed: 0 to 1)")
-        if not 20 <= period <= 600_000:
+        if "bpm" in doc and "period_ms" in doc:
+            raise EffectError("give bpm or period_ms, not both")
+        given = {name: _field(name, doc[name]) for name in FIELDS if name in doc}
+        colour = doc.get("colour", "#ffffff")
+        if not isinstance(colour, str):
+            raise EffectError(f"colour {colour!r} is not #RRGGBB")
+        bpm = given.get("bpm", tempo_bpm if "period_ms" not in given else None)
+        period = round(60_000 / bpm) if bpm else int(given.get("period_ms", 500))
+        if not 20 <= period <= 600_000:  # (the show's tempo is 1 to 999 bpm: always within)
             raise EffectError(f"period {period} ms is out of range (allowed: 20 ms to 10 min, or bpm 0.1 to 3000)")
-        duration = round(float(doc.get("duration_s", 0)) * 1000)
-        if not 0 <= duration <= 6_553_500:
-            raise EffectError(f"duration_s {duration / 1000} is out of range (allowed: 0 to 6553.5)")
-        param = {"twinkle": round(float(doc.get("chance", 0.3)) * 255), "chase": int(doc.get("width", 1)),
-                 "wave": round(float(doc.get("step_ms", 100)) / 10)}.get(str(kind), 0)
-        if not 0 <= param <= 255:
-            raise EffectError("chance must be 0 to 1, width 0 to 255, step_ms 0 to 2550")
-        return cls(kind, parse_colour(str(doc.get("colour", "#ffffff"))), intensity, period, duration, param)
+        param = {"twinkle": round(given.get("chance", 0.3) * 255), "chase": int(given.get("width", 1)),
+                 "wave": round(given.get("step_ms", 100) / 10)}.get(str(kind), 0)
+        return cls(kind, parse_colour(colour), float(given.get("intensity", 1.0)), period,
+                   round(given.get("duration_s", 0) * 1000), param)
 
     def document(self) -> dict[str, Any]:
         r, g, b = self.colour

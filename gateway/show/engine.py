@@ -29,6 +29,7 @@ ASSET = "show_control"
 TAP_WINDOW_S = 2.5  # taps further apart than this start a new count
 TAP_BOUNCE_S = 0.15  # a tap this soon after the last is the same press bouncing (or sent twice): ignored
 STOP_LEAD_MS = 0
+MAX_LEAD_MS = 60_000
 RECENT = 16  # effects kept for a transmitter that restarts while they still count down
 
 
@@ -150,20 +151,32 @@ class ShowEngine:
     def fire_request(self, doc: dict[str, Any], extra: tuple[str, ...] = ()) -> Fired:
         """Fire what a request document asks for (HTTP or the cloud): `preset` or `effect`, `zones`, `lead_ms`.
         Raises EffectError (or UnknownPreset) naming what is wrong; keys in `extra` are the caller's own."""
+        return self.fire(*self.check_request(doc, extra))
+
+    def check_request(self, doc: dict[str, Any], extra: tuple[str, ...] = ()
+                      ) -> tuple[str | None, dict[str, Any] | None, list[str] | None, int | None]:
+        """A request document's preset or inline effect, zones and lead time, each checked as it is given (a key
+        given as null is wrong, not absent); EffectError names what is wrong."""
         allowed = ("preset", "effect", "zones", "lead_ms", *extra)
         unknown = sorted(set(doc) - set(allowed))
         if unknown:
             raise EffectError(f"unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+        if ("preset" in doc) == ("effect" in doc):
+            raise EffectError("give a preset or an inline effect" + (", not both" if "preset" in doc else ""))
         preset, inline, zones, lead = (doc.get(k) for k in ("preset", "effect", "zones", "lead_ms"))
-        if preset is not None and not isinstance(preset, str):
+        if "preset" in doc and not isinstance(preset, str):
             raise EffectError("preset must be a preset name")
-        if inline is not None and not isinstance(inline, dict):
+        if "effect" in doc and not isinstance(inline, dict):
             raise EffectError("effect must be an object")
-        if zones is not None and not (isinstance(zones, list) and all(isinstance(z, str) for z in zones)):
+        if "zones" in doc and not (isinstance(zones, list) and all(isinstance(z, str) for z in zones)):
             raise EffectError("zones must be a list of zone names")
-        if lead is not None and (not isinstance(lead, int) or isinstance(lead, bool)):
-            raise EffectError("lead_ms must be a whole number of milliseconds")
-        return self.fire(preset, inline, zones, lead)
+        if "lead_ms" in doc:
+            if isinstance(lead, bool) or not isinstance(lead, int | float) or not float(lead).is_integer():
+                raise EffectError("lead_ms must be a whole number of milliseconds")
+            lead = int(lead)
+            if not 0 <= lead <= MAX_LEAD_MS:
+                raise EffectError(f"lead_ms {lead} is out of range (allowed: 0 to {MAX_LEAD_MS})")
+        return preset, inline, zones, lead
 
     def _by_energy(self, effect: Effect, preset: PresetSection, names: tuple[str, ...]) -> Effect:
         """The preset's intensity scaled by the mean crowd energy of its zones (the `mood:<zone>` assets); without
@@ -186,8 +199,8 @@ class ShowEngine:
         return self._fire(Effect("blackout"), None, tuple(self.zones), STOP_LEAD_MS)
 
     def _fire(self, effect: Effect, preset: str | None, names: tuple[str, ...], lead_ms: int) -> Fired:
-        if not 0 <= lead_ms <= 60_000:
-            raise EffectError(f"lead_ms {lead_ms} is out of range (allowed: 0 to 60000)")
+        if not 0 <= lead_ms <= MAX_LEAD_MS:
+            raise EffectError(f"lead_ms {lead_ms} is out of range (allowed: 0 to {MAX_LEAD_MS})")
         start = time.monotonic() + lead_ms / 1000
         by_delay: dict[int, list[str]] = {}
         for name in names:

@@ -62,9 +62,7 @@ class ShowSection:
         if len({z.index for z in self.zones}) != len(self.zones):
             out.append(Problem("zones", "zone indexes must be unique (each is a bit in the wristband packet)"))
         for i, preset in enumerate(self.presets):
-            if preset.bpm is not None and preset.period_ms is not None:
-                out.append(Problem(f"presets[{i}]", "give bpm or period_ms, not both"))
-            try:
+            try:  # (bpm and period_ms both given, too)
                 Effect.from_document(preset.effect_document(), self.tempo_bpm)
             except (EffectError, ValueError) as exc:
                 out.append(Problem(f"presets[{i}]", str(exc)))

@@ -355,6 +355,23 @@ async def test_auth_details(client: TestClient[Any, Any]) -> None:
     assert resp.status == 400
 
 
+async def test_query_parameters_outside_their_bounds_are_refused_not_clamped(client: TestClient[Any, Any]) -> None:
+    for query, said in (("telemetry?limit=10001", "limit must be a whole number from 1 to 10000"),
+                        ("telemetry?limit=0", "limit must be a whole number from 1 to 10000"),
+                        ("telemetry?since=-5", "since must be a whole number from 0 to 9223372036854775807"),
+                        ("telemetry?since=9223372036854775808", "since must be a whole number from 0 to"),
+                        ("twin/changes?since=1&limit=-3", "limit must be a whole number from 1 to 10000"),
+                        ("twin/changes?since=", "since must be a whole number"),
+                        ("twin/changes?since=%D9%A1", "since must be a whole number"),  # an Arabic-Indic 1
+                        ("twin/stream?since=9223372036854775808", "since must be a whole number")):
+        resp = await client.get(f"/api/v1/{query}", headers=AUTH[VIEWER])
+        doc = await resp.json()
+        assert resp.status == 400 and doc["error"] == "bad_request" and said in doc["message"], (query, doc)
+    for query in ("telemetry?limit=10000&since=9223372036854775807", "telemetry?limit=1",
+                  "twin/changes?since=1&limit=1"):
+        assert (await client.get(f"/api/v1/{query}", headers=AUTH[VIEWER])).status == 200, query
+
+
 async def test_if_match_is_strong_and_takes_lists_and_star(client: TestClient[Any, Any], gateway: Gateway) -> None:
     url = "/api/v1/twin/assets/amp:1/desired"
 

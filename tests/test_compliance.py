@@ -4,6 +4,7 @@ end, alerts, and the per-minute history through the store to the CSV export of a
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import math
 import time
@@ -191,6 +192,25 @@ async def test_the_history_is_kept_per_minute_and_exported_as_csv(gateway: Gatew
     resp = await client.get("/api/v1/compliance/history.csv", params={"from": "2026-11-21T22:00:00Z",
                                                                       "to": "2026-11-21T21:00:00Z"}, headers=AUTH)
     assert resp.status == 400
+    # RFC 3339 as it is written (a lowercase t or z, an offset, a leap second), epoch seconds; empty: not given
+    for start in (str(int(T0)), f"{T0:.3f}", dt.datetime.fromtimestamp(T0, dt.UTC).strftime("%Y-%m-%dt%H:%M:%Sz"),
+                  dt.datetime.fromtimestamp(T0, dt.timezone(dt.timedelta(hours=-5))).isoformat()):
+        resp = await client.get("/api/v1/compliance/history.csv", params={"from": start, "to": str(T0 + 3600)},
+                                headers=AUTH)
+        assert resp.status == 200 and len((await resp.text()).splitlines()) == 1 + 2 * 9, start
+    resp = await client.get("/api/v1/compliance/history.csv?from=&to=&zone=", headers=AUTH)
+    assert resp.status == 200
+    resp = await client.get("/api/v1/compliance/history.csv", params={"from": "2016-12-31T23:59:60Z",
+                                                                      "to": "2017-01-01T00:00:01Z"}, headers=AUTH)
+    assert resp.status == 200  # the leap second is the one before midnight's next
+    for bad in ("2026-11-21T22:00:00", "2026-11-21", "2026-13-01T00:00:00Z", "1e9", "nan", "-5", "\u0661\u0662",
+                "2026-11-21T22:00:00+24:00", "123456789012"):
+        resp = await client.get("/api/v1/compliance/history.csv", params={"from": bad}, headers=AUTH)
+        doc = await resp.json()
+        assert resp.status == 400 and "is not a time (allowed: RFC 3339" in doc["message"], bad
+    resp = await client.get("/api/v1/compliance/history.csv", params={"from": "0001-01-01T00:00:00+23:59"},
+                            headers=AUTH)
+    assert resp.status == 200 and "sound-levels-" in resp.headers["Content-Disposition"]  # the calendar's first day
     doc = await (await client.get("/api/v1/compliance", headers=AUTH)).json()
     assert doc["zones"]["floor"]["limits"][0]["state"] == "over"
     assert gateway.twin.get("compliance:floor").reported["laeq_1min_db"] == 104.0  # type: ignore[union-attr]

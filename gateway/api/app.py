@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import history
 from gateway.addresses import parse_listen
-from gateway.api import GATEWAY, compliance, effects, stream
-from gateway.api.auth import TOKENS, Tokens, json_error, middleware, read_object, requires
+from gateway.api import DEFAULT_READINGS, GATEWAY, MAX_CHANGES, MAX_READINGS, compliance, effects, stream
+from gateway.api.auth import TOKENS, Tokens, json_error, middleware, query_int, read_object, requires
 from gateway.api.openapi import document as openapi_document
 from gateway.store import StoreError
 from gateway.supervisor import NotReady, Unit
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BASE = "/api/v1"
-MAX_CHANGES = 10_000
-MAX_READINGS = 10_000
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -85,20 +83,11 @@ async def twin_snapshot(request: web.Request) -> web.Response:
     return web.Response(body=twin.snapshot_json(), content_type="application/json", headers={"ETag": etag})
 
 
-def _int_param(request: web.Request, name: str, default: int | None = None) -> int:
-    raw = request.query.get(name)
-    if raw is None and default is not None:
-        return default
-    if raw is None or not raw.isdigit():
-        raise json_error(web.HTTPBadRequest, "bad_request", f"query parameter {name} must be a whole number")
-    return int(raw)
-
-
 @requires("viewer")
 async def twin_changes(request: web.Request) -> web.Response:
     twin = request.app[GATEWAY].twin
-    since = _int_param(request, "since")
-    limit = max(1, min(_int_param(request, "limit", MAX_CHANGES), MAX_CHANGES))
+    since = query_int(request, "since")
+    limit = query_int(request, "limit", MAX_CHANGES, 1, MAX_CHANGES)
     try:
         changes = twin.changes_since(since, limit)
     except ChangesAhead as exc:
@@ -115,8 +104,8 @@ async def telemetry(request: web.Request) -> web.Response:
     """History for backfill, paged by the readings' sequence numbers: `since` (exclusive), `asset`, `metric`,
     `limit`. `oldest` is the first sequence number still kept: above `since + 1`, retention took the gap."""
     store = request.app[GATEWAY].store
-    since = _int_param(request, "since", 0)
-    limit = max(1, min(_int_param(request, "limit", 1000), MAX_READINGS))
+    since = query_int(request, "since", 0)
+    limit = query_int(request, "limit", DEFAULT_READINGS, 1, MAX_READINGS)
     asset, metric = request.query.get("asset"), request.query.get("metric")
     rows, oldest = await asyncio.to_thread(history.read_telemetry, store.path, since, limit + 1, asset, metric)
     more = len(rows) > limit

@@ -49,6 +49,22 @@ async def read_object(request: web.Request, what: str = "a JSON object") -> dict
     return doc
 
 
+MAX_INT64 = 2**63 - 1  # versions and sequence numbers (SQLite's integers) are never above it
+
+
+def query_int(request: web.Request, name: str, default: int | None = None, minimum: int = 0,
+              maximum: int = MAX_INT64) -> int:
+    """A whole-number query parameter within [minimum, maximum] (the document states the same bounds), its default
+    when it is absent, or a 400 saying what is allowed."""
+    raw = request.query.get(name)
+    if raw is None and default is not None:
+        return default
+    if raw is None or not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
+        raise json_error(web.HTTPBadRequest, "bad_request",
+                         f"query parameter {name} must be a whole number from {minimum} to {maximum}")
+    return int(raw)
+
+
 def unauthorized(invalid: bool, required: str = "a bearer token is required (Authorization: Bearer TOKEN)"
                  ) -> web.HTTPException:
     """The 401: a token was given and is not valid (`invalid`), or none was given (`required` says how to)."""

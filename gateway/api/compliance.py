@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import io
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -23,24 +25,39 @@ COLUMNS = ("time_utc", "time_local", "zone", "laeq_1min_db", "laeq_15min_db", "l
            "limit_db", "state", "projected_db")
 
 
+# What `from` and `to` take (the document states the same): RFC 3339 (2026-11-21T22:00:00Z, or with an offset), or
+# seconds since the epoch; empty is the same as absent.
+RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+EPOCH_S = re.compile(r"\d{1,11}(\.\d{1,9})?", re.ASCII)
+
+
 def _time(request: web.Request, name: str, default: float) -> float:
-    """An RFC 3339 time (2026-11-21T22:00:00Z, or with an offset) or seconds since the epoch."""
-    raw = request.query.get(name)
-    if raw is None:
+    raw = request.query.get(name, "")
+    if raw == "":
         return default
-    try:
+    if EPOCH_S.fullmatch(raw):
         return float(raw)
-    except ValueError:
-        pass
+    found = RFC3339.fullmatch(raw)
     try:
-        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        if found is None:
+            raise ValueError(raw)
+        date, hours_minutes, seconds, fraction, offset = found.groups()
+        leap = seconds == "60"  # a leap second: the one after :59
+        parsed = dt.datetime.fromisoformat(f"{date}T{hours_minutes}:{'59' if leap else seconds}{fraction or ''}"
+                                           f"{'+00:00' if offset in 'Zz' else offset}")
+        return parsed.timestamp() + leap
+    except (ValueError, OverflowError):
         raise json_error(web.HTTPBadRequest, "bad_request", f"{name}={raw!r} is not a time (allowed: RFC 3339, "
                                                             "e.g. 2026-11-21T22:00:00Z, or seconds since the epoch)"
                          ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()  # a time without offset is the box's local time
-    return parsed.timestamp()
+
+
+def _day(ts: float) -> str:
+    """The local date of `ts` for the file's name; at the ends of the calendar, what can be said."""
+    for tz in (None, dt.UTC):
+        with contextlib.suppress(OverflowError, ValueError, OSError):
+            return dt.datetime.fromtimestamp(ts, tz).strftime("%Y%m%d")
+    return "00010101" if ts < 0 else "99991231"
 
 
 def _monitor(request: web.Request) -> ComplianceMonitor:
@@ -58,7 +75,8 @@ async def state(request: web.Request) -> web.Response:
 
 @requires("viewer")
 async def history_csv(request: web.Request) -> web.Response:
-    """`from` and `to` (default: the last 24 hours), optional `zone`: one row per zone and minute."""
+    """`from` and `to` (default, or empty: the last 24 hours up to `to`), optional `zone`: one row per zone and
+    minute."""
     _monitor(request)
     gw = request.app[GATEWAY]
     until = _time(request, "to", time.time())
@@ -74,8 +92,7 @@ async def history_csv(request: web.Request) -> web.Response:
         writer.writerow([at.isoformat().replace("+00:00", "Z"), at.astimezone().isoformat(), zone,
                          *("" if v is None else f"{v:.1f}" for v in (l1, l15, l60, lmax)), label, f"{limit_db:g}", st,
                          "" if projected is None else f"{projected:.1f}"])
-    day = dt.datetime.fromtimestamp(since).strftime("%Y%m%d")
-    name = f"{gw.config.gateway.venue}-sound-levels-{day}.csv"
+    name = f"{gw.config.gateway.venue}-sound-levels-{_day(since)}.csv"
     return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

@@ -21,7 +21,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.addresses import parse_origin
 from gateway.api import GATEWAY
-from gateway.api.auth import INVALID_KEY, ROLE_KEY, TOKENS, json_error, unauthorized
+from gateway.api.auth import INVALID_KEY, ROLE_KEY, TOKENS, json_error, query_int, unauthorized
 from gateway.twin import ChangesGone, change_document
 
 if TYPE_CHECKING:
@@ -65,12 +65,7 @@ def _since(request: web.Request) -> int | None:
         if name in request.query:
             raise json_error(web.HTTPBadRequest, "token_in_url",
                              f"a token is never taken from the URL, which ends up in logs and history: {HOW}")
-    raw = request.query.get("since")
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit()):
-        raise json_error(web.HTTPBadRequest, "bad_request", "query parameter since must be a whole number, 0 or more")
-    return int(raw)
+    return query_int(request, "since") if "since" in request.query else None
 
 
 def _credentials(request: web.Request) -> bool:

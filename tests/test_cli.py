@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -231,3 +232,18 @@ def test_every_command_has_help() -> None:
         shown = vg(command, "--help")
         assert shown.returncode == 0 and f"usage: venue-gateway {command}" in shown.stdout, shown.stderr
         assert "--url" in shown.stdout or command == "mirror"
+
+
+def test_ctrl_c_while_the_gateway_keeps_the_cli_waiting_exits_130_quietly() -> None:
+    with socket.socket() as server:  # takes the connection and never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(30)
+        waiting = subprocess.Popen([sys.executable, "-m", "gateway", "get", "amp:r01.1", "--url",
+                                    f"http://127.0.0.1:{server.getsockname()[1]}", "--timeout", "60"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(VIEWER))
+        connection, _ = server.accept()
+        with connection:
+            waiting.send_signal(signal.SIGINT)
+            _, err = waiting.communicate(timeout=10)
+    assert waiting.returncode == 130 and "Traceback" not in err, err

@@ -153,7 +153,7 @@ async def patch_desired(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return _json(openapi_document())
+    return _json(openapi_document(request.app[GATEWAY].config.show))
 
 
 @requires("viewer")

@@ -351,6 +351,8 @@ async def test_console_faders_routed_with_arg_and_range_set_channels_and_refusal
         await level(3, 255)
         await send("/Page1/Fader201", "i", "0")
         await level(3, 0)
+        await send("/Page1/Fader201", "ii", "100", "5")  # MA's manual: the level, then a fade time
+        await level(3, 255)
         await send("/Page1/Fader201", "f", "12.5")
         await level(3, 32)  # 31.875
         await send("/Page1/Fader202", "sf", "FaderMaster", "25")
@@ -361,7 +363,7 @@ async def test_console_faders_routed_with_arg_and_range_set_channels_and_refusal
         await level(5, 255)  # through `range = [0.0, 1.0]` an integer 1 is full, not a level of 1 in 255
         await send("/surface/level", "si", "x", "200")
         await level(6, 200)  # `arg` without `range`: kept as it came
-        assert driver.counts["routed"] == 9
+        assert driver.counts["routed"] == 10
 
         # Refused, never clamped: each is an alert naming the route and the channel keeps its level.
         refused = [
@@ -386,7 +388,7 @@ async def test_console_faders_routed_with_arg_and_range_set_channels_and_refusal
         assert (await alert())[1] == "/vg/dmx/1/6 takes one int (0-255) or float (0-1); got 256"
         await asyncio.sleep(0.1)
         assert list(dmx.get(1).levels[2:6]) == [32, 64, 255, 200]
-        assert driver.counts["routed"] == 10 and driver.counts["received"] == 18
+        assert driver.counts["routed"] == 11 and driver.counts["received"] == 19
     finally:
         await driver.stop()
         feedback.close()

@@ -77,32 +77,32 @@ async def test_desired_state_from_the_cloud_merges_like_the_http_patch(tmp_path:
 async def test_bad_commands_are_refused_with_error_events_and_the_link_stays_up(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     cfg = cloud_config(tmp_path, mosquitto.url, cloud="max_payload_kb = 1")
-    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as cloud:
-        async with mirroring(mosquitto.url) as mirror, running(cfg) as gw:
-            mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
-            # Retained by mistake: it would run again for every new subscriber, so it is refused, answered with its
-            # request_id, and not run.
-            await cloud.publish(f"{ROOT}/cmd/fire", orjson.dumps({"request_id": "r-1", "preset": "intro"}), qos=1,
-                                retain=True)
-            first = await until(lambda: events(mirrored, "command_error"), 10, "the retained command's refusal")
-            assert first[0]["request_id"] == "r-1" and first[0]["error"] == "retained"
-            await cloud.publish(f"{ROOT}/cmd/fire", b"", qos=1, retain=True)  # cleared: nothing to do or answer
-            sent = [("desired", b"{not json"), ("desired", b"[1, 2]"), ("desired", b'{"asset": "nope", "desired": {}}'),
-                    ("desired", b'{"asset": 5}'), ("cmd/fire", b'{"preset": "nope"}'),
-                    ("cmd/fire", b'{"lead_ms": "x"}'), ("cmd/reboot", b"{}"), ("cmd/stop", b'{"extra": 1}'),
-                    ("desired", b"{" + b" " * 2000 + b"}")]
-            for name, payload in sent:
-                await cloud.publish(f"{ROOT}/{name}", payload, qos=1)
-            refused = await until(lambda: len(events(mirrored, "command_error")) >= len(sent) + 1 and
-                                  events(mirrored, "command_error"), 10, "every refusal")
-            assert [e["error"] for e in refused] == ["retained", "bad_json", "bad_request", "not_found",
-                                                     "bad_request", "unknown_preset", "bad_effect", "unknown_command",
-                                                     "bad_request", "too_large"]
-            assert all(e["message"] for e in refused)
-            link = gw.cloud
-            assert link is not None and link.state == "online" and link.connects == 1
-            assert link.commands_refused == len(sent) + 1
-            assert events(mirrored, "effect_fired") == []
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as cloud, mirroring(mosquitto.url) as mirror, \
+            running(cfg) as gw:
+        mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
+        # Retained by mistake: it would run again for every new subscriber, so it is refused, answered with its
+        # request_id, and not run.
+        await cloud.publish(f"{ROOT}/cmd/fire", orjson.dumps({"request_id": "r-1", "preset": "intro"}), qos=1,
+                            retain=True)
+        first = await until(lambda: events(mirrored, "command_error"), 10, "the retained command's refusal")
+        assert first[0]["request_id"] == "r-1" and first[0]["error"] == "retained"
+        await cloud.publish(f"{ROOT}/cmd/fire", b"", qos=1, retain=True)  # cleared: nothing to do or answer
+        sent = [("desired", b"{not json"), ("desired", b"[1, 2]"), ("desired", b'{"asset": "nope", "desired": {}}'),
+                ("desired", b'{"asset": 5}'), ("cmd/fire", b'{"preset": "nope"}'),
+                ("cmd/fire", b'{"lead_ms": "x"}'), ("cmd/reboot", b"{}"), ("cmd/stop", b'{"extra": 1}'),
+                ("desired", b"{" + b" " * 2000 + b"}")]
+        for name, payload in sent:
+            await cloud.publish(f"{ROOT}/{name}", payload, qos=1)
+        refused = await until(lambda: len(events(mirrored, "command_error")) >= len(sent) + 1 and
+                              events(mirrored, "command_error"), 10, "every refusal")
+        assert [e["error"] for e in refused] == ["retained", "bad_json", "bad_request", "not_found",
+                                                 "bad_request", "unknown_preset", "bad_effect", "unknown_command",
+                                                 "bad_request", "too_large"]
+        assert all(e["message"] for e in refused)
+        link = gw.cloud
+        assert link is not None and link.state == "online" and link.connects == 1
+        assert link.commands_refused == len(sent) + 1
+        assert events(mirrored, "effect_fired") == []
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])

@@ -139,7 +139,7 @@ async def test_fire_stop_and_snapshot_commands(tmp_path: Path, mosquitto: Mosqui
         assert gw.show.last.effect.kind == "blackout"
         assert gw.cloud is not None
         before = gw.cloud.snapshots
-        await cloud.publish(f"{ROOT}/cmd/snapshot", b"", qos=1)
+        await cloud.publish(f"{ROOT}/cmd/snapshot", b"{}", qos=1)
         await until(lambda: gw.cloud is not None and gw.cloud.snapshots == before + 1, 10, "a fresh snapshot")
 
 

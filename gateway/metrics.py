@@ -95,9 +95,9 @@ METER_MEASURES = (("laeq", "laeq_db"), ("lafmax", "lafmax_db"), ("lcpeak", "lcpe
 COMPLIANCE_STATES = ("ok", "warning", "over")
 ANOMALY_STATES = ("ok", "alarm", "not scored")  # as labels: not_scored
 # The `osc` driver's health counters of what it did not obey: packets (off the allow list, not OSC, a SLIP frame
-# cut short) and messages (timed beyond the horizon, an address it does not know).
+# cut short) and messages (timed beyond the horizon, an address it does not know, arguments or a preset refused).
 OSC_DROPPED = (("not_allowed", "not_allowed"), ("malformed", "malformed"), ("slip", "slip_dropped"),
-               ("beyond_horizon", "beyond_horizon"), ("unknown_address", "unknown"))
+               ("beyond_horizon", "beyond_horizon"), ("unknown_address", "unknown"), ("refused", "refused"))
 DMX_OUTPUTS = {"artnet": "packets_sent", "sacn": "packets_sent", "enttec": "frames_sent"}  # driver type -> counter
 
 
@@ -267,8 +267,8 @@ class VenueCollector(Collector):
             if detail is None:
                 continue
             if dc.type == "osc":
-                unknown = _number(detail.get("unknown")) or 0.0
-                handled.add_metric([dc.name], max(0.0, (_number(detail.get("received")) or 0.0) - unknown))
+                not_obeyed = sum(_number(detail.get(key)) or 0.0 for key in ("unknown", "refused"))
+                handled.add_metric([dc.name], max(0.0, (_number(detail.get("received")) or 0.0) - not_obeyed))
                 for reason, key in OSC_DROPPED:
                     dropped.add_metric([dc.name, reason], _number(detail.get(key)) or 0.0)
                 feedback.add_metric([dc.name], _number(detail.get("sent")) or 0.0)

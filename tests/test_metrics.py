@@ -100,6 +100,7 @@ def test_the_venue_figures_and_their_bounded_series(daemon_factory: Any) -> None
     osc = SimpleUDPClient("127.0.0.1", osc_port)
     osc.send_message("/vg/ping", [])
     osc.send_message("/vg/no/such/address", [])
+    osc.send_message("/vg/dmx/1/3", [300])  # out of range: refused, never clamped
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
         raw.sendto(b"not OSC at all", ("127.0.0.1", osc_port))
     status, _, _ = d.request("PATCH", "/api/v1/twin/assets/universe:1/desired", ADMIN,
@@ -155,9 +156,11 @@ def test_the_venue_figures_and_their_bounded_series(daemon_factory: Any) -> None
     assert value(samples, "vg_dmx_level_changes_total", universe="1") >= 1
     assert value(samples, "vg_dmx_output_packets_total", driver="sacn-metrics") >= 1
 
-    # OSC: the ping handled (and answered), the unknown address and the packet that is not OSC dropped
+    # OSC: the ping handled (and answered); the unknown address, the level refused and the packet that is not OSC
+    # dropped
     assert value(samples, "vg_osc_messages_handled_total", driver="osc") == 1
     assert value(samples, "vg_osc_dropped_total", driver="osc", reason="unknown_address") == 1
+    assert value(samples, "vg_osc_dropped_total", driver="osc", reason="refused") == 1
     assert value(samples, "vg_osc_dropped_total", driver="osc", reason="malformed") == 1
     assert value(samples, "vg_osc_dropped_total", driver="osc", reason="not_allowed") == 0
 

@@ -383,6 +383,7 @@ class OscDriver(Driver[OscOptions]):
             if route.regex.match(address):
                 mapped = route.map(args)
                 if mapped is None:  # refused, never clamped, and the sender told which route
+                    self.counts["refused"] += 1
                     self.alert("bad_arguments", f"{address}: {route.label}; "
                                                 f"got {', '.join(map(repr, args)) or 'nothing'}")
                     return
@@ -392,8 +393,10 @@ class OscDriver(Driver[OscOptions]):
         try:
             self._dispatch(address, args)
         except UnknownPreset as exc:
+            self.counts["refused"] += 1
             self.alert("unknown_preset", str(exc))
         except (EffectError, TypeError, ValueError) as exc:
+            self.counts["refused"] += 1
             self.alert("bad_arguments", f"{address}: {exc}")
 
     def _dispatch(self, address: str, args: list[Any]) -> None:

@@ -45,7 +45,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 def _if_match(value: str, version: int) -> bool:
     """RFC 9110 If-Match with strong comparison: `*`, or a list of tags one of which is the version
-    (quoted, or bare as CONTRACT.md writes it). A weak tag never matches."""
+    (quoted, or bare, as some clients send it). A weak tag never matches."""
     tags = [t.strip() for t in value.split(",")]
     return "*" in tags or any(t.strip('"') == str(version) for t in tags if not t.startswith("W/"))
 

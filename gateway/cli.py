@@ -20,9 +20,9 @@ from gateway.cloud import mirror_cli
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def _load(path: str) -> configuration.Config | None:
+def _load(path: str, box: bool = False) -> configuration.Config | None:
     try:
-        return configuration.load(path)
+        return configuration.load(path, box=box)
     except configuration.ConfigError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
@@ -30,15 +30,9 @@ def _load(path: str) -> configuration.Config | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _load(args.file)
+    cfg = _load(args.file, box=not args.offline)
     if cfg is None:
         return EXIT_USAGE
-    if not args.offline:
-        missing = configuration.check_box(cfg)
-        for problem in missing:
-            print(f"{cfg.path}: {problem}", file=sys.stderr)
-        if missing:
-            return EXIT_USAGE
     enabled = [d.name for d in cfg.drivers if d.enabled]
     alone = " (the file alone, --offline)" if args.offline else ""
     print(f"{args.file}: ok{alone} (gateway {cfg.gateway.id}, venue {cfg.gateway.venue}, "

@@ -149,8 +149,9 @@ class _Sections:
     drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def parse(path: Path, text: str) -> Config:
-    """Parse and validate configuration text; raise ConfigError with every problem found."""
+def parse(path: Path, text: str, *, box: bool = False) -> Config:
+    """Parse and validate configuration text; raise ConfigError with every problem found. With `box`, what the file
+    needs from this box too (`check_box`), for every section valid by itself, so that one run says everything."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -166,6 +167,16 @@ def parse(path: Path, text: str) -> Config:
                                 f" to {sections.store.max_mb / 2:g}, or raise store.max_mb)"))
     if sections is not None and sections.cloud is not None:
         problems.extend(cloud_identity(sections.gateway.id, sections.cloud.username, "cloud.username"))
+    if box:
+        def valid(cls: type[Any], key: str) -> Any:
+            if sections is not None:
+                return getattr(sections, key)
+            table = raw.get(key, {} if key == "api" else None)
+            return check_all(cls, table, key)[0] if isinstance(table, dict) else None  # wrong: listed above
+
+        problems.extend(_box(path.parent, valid(core.GatewaySection, "gateway"), valid(core.ApiSection, "api"),
+                             valid(CloudSection, "cloud"), valid(InferenceSection, "inference"),
+                             [d for d in drivers if d is not None]))
     if sections is None or problems:
         raise ConfigError(path, problems)
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
@@ -182,28 +193,33 @@ def cloud_identity(gateway_id: str, username: str | None, key: str) -> list[Prob
                          f"refuses the rest (allowed: {gateway_id!r})")]
 
 
-def load(path: str | os.PathLike[str]) -> Config:
+def load(path: str | os.PathLike[str], *, box: bool = False) -> Config:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         problem = Problem("(file)", f"cannot be read: {exc.strerror} (allowed: a readable TOML file)")
         raise ConfigError(p, [problem]) from None
-    return parse(p.resolve(), text)
+    return parse(p.resolve(), text, box=box)
 
 
 def check_box(config: Config) -> list[Problem]:
     """What the configuration needs from this box and would not find at start: every secret, file, directory and
     optional library, each named by its key (what `parse` checks is the file alone)."""
-    base = config.path.parent
-    problems = preflight.writable_dir(config.data_dir, "gateway.data_dir")
-    for i, token in enumerate(config.api.tokens):
+    return _box(config.path.parent, config.gateway, config.api, config.cloud, config.inference, config.drivers)
+
+
+def _box(base: Path, gateway: core.GatewaySection | None, api: core.ApiSection | None, cloud: CloudSection | None,
+         inference: InferenceSection | None, drivers: list[DriverConfig]) -> list[Problem]:
+    problems = [] if gateway is None else preflight.writable_dir((base / gateway.data_dir).resolve(),
+                                                                  "gateway.data_dir")
+    for i, token in enumerate(api.tokens if api is not None else []):
         key = f"api.tokens[{i}]"
         if token.env is not None:
             problems += preflight.environment_variable(token.env, f"{key}.env", f"the {token.role} token")
         elif token.file is not None:
             problems += preflight.secret_file(base / token.file, f"{key}.file", f"the {token.role} token file")
-    if (cloud := config.cloud) is not None:
+    if cloud is not None:
         if cloud.username_env is not None:
             problems += preflight.environment_variable(cloud.username_env, "cloud.username_env", "the broker user name")
         if cloud.password_env is not None:
@@ -213,11 +229,11 @@ def check_box(config: Config) -> list[Problem]:
                 problems += preflight.readable_file(base / name, f"cloud.{key}", what)
         if cloud.key_file is not None:
             problems += preflight.secret_file(base / cloud.key_file, "cloud.key_file", "the box's private key")
-    if (inference := config.inference) is not None:
+    if inference is not None:
         for key in ("equipment_model", "mood_model"):
             if name := getattr(inference, key):
                 problems += preflight.readable_file((base / name).resolve(), f"inference.{key}", "model file")
-    for driver in config.drivers:
+    for driver in drivers:
         if driver.enabled:
             found = registry.find(driver.type).preflight(driver.options)
             problems += [Problem(f"drivers.{driver.name}" + (f".{p.path}" if p.path else ""), p.message) for p in found]

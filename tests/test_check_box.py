@@ -169,3 +169,15 @@ def test_at_run_time_a_missing_library_is_a_line_per_try_and_the_rest_runs(tmp_p
         assert health["drivers"]["venue"]["state"] == "running" and health["drivers"]["osc"]["state"] == "running"
     finally:
         daemon.cleanup()
+
+
+def test_the_file_and_the_box_are_checked_in_the_same_run(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    text = (ROOT / "config" / "venue.example.toml").read_text()
+    path.write_text(text.replace("max_mb = 4096", "max_mb = 1").replace("show_id = 1", "show_id = -1"))
+    result = check_config(path)
+    assert result.returncode == 2
+    found = keys(result, path)
+    assert found[:2] == ["store.max_mb", "drivers.wristbands.show_id"]  # the file's own problems first
+    assert "api.tokens[1].file" in found and "inference.mood_model" in found  # then the box's, valid sections
+    assert "drivers.wristbands.key_file" not in found  # a driver table that is wrong is not looked at further

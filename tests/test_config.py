@@ -27,8 +27,8 @@ def problems(text: str) -> list[str]:
 def test_shipped_configs_are_valid() -> None:
     demo = config.load(ROOT / "config" / "demo.toml")
     assert demo.gateway.id == "demo-01"
-    assert sorted(d.type for d in demo.drivers) == ["air", "ble", "modbus", "nodes", "osc", "sim", "wristband", "xl2",
-                                                    "xl2", "xl2"]
+    assert sorted(d.type for d in demo.drivers) == ["air", "artnet", "ble", "modbus", "nodes", "osc", "sacn", "sim",
+                                                    "wristband", "xl2", "xl2", "xl2"]
     assert [p.name for p in demo.show.presets] == ["intro", "drop", "chorus", "sparkle", "encore"]
     assert demo.data_dir == (ROOT / "var" / "demo").resolve()
     example = config.load(ROOT / "config" / "venue.example.toml")

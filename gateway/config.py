@@ -165,6 +165,8 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
         problems.append(Problem("cloud.outbox_max_mb", f"{sections.cloud.outbox_max_mb:g} is more than half of "
                                 f"store.max_mb ({sections.store.max_mb:g}); the outbox lives in the store (allowed: up"
                                 f" to {sections.store.max_mb / 2:g}, or raise store.max_mb)"))
+    if sections is not None:
+        problems.extend(_dmx_outputs(sections.dmx, [d for d in drivers if d is not None]))
     if sections is not None and sections.cloud is not None:
         problems.extend(cloud_identity(sections.gateway.id, sections.cloud.username, "cloud.username"))
     if box:
@@ -182,6 +184,20 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
                   sections.loop, sections.dmx, sections.show, [d for d in drivers if d is not None], sections.cloud,
                   sections.compliance, sections.inference)
+
+
+def _dmx_outputs(dmx: core.DmxSection, drivers: list[DriverConfig]) -> list[Problem]:
+    """A driver's `universes` (or `universe`) option names universes of `[dmx]`: what a DMX output carries."""
+    problems = []
+    for d in drivers:
+        for key in ("universes", "universe"):
+            given = getattr(d.options, key, None) if key in getattr(d.options, "__dataclass_fields__", {}) else None
+            for number in given if isinstance(given, list) else [given] if isinstance(given, int) else []:
+                if number not in dmx.universes:
+                    allowed = ", ".join(map(str, dmx.universes)) or "none configured"
+                    problems.append(Problem(f"drivers.{d.name}.{key}", f"universe {number} is not in dmx.universes "
+                                                                       f"(allowed: {allowed}; or add it there)"))
+    return problems
 
 
 def cloud_identity(gateway_id: str, username: str | None, key: str) -> list[Problem]:

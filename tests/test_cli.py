@@ -11,16 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from peers.mosquitto import Mosquitto
 from tests.conftest import ADMIN, OPERATOR, ROOT, VIEWER, Daemon, free_port
-
-# universe 1, as the demo has it, or added where it has none
-DMX = "" if tomllib.loads((ROOT / "config" / "demo.toml").read_text()).get("dmx") else "[dmx]\nuniverses = [1]\n"
 
 
 def vg(*args: str, token: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -47,7 +43,7 @@ def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> An
 
 
 def test_get_and_set_one_asset(daemon_factory: Any, tmp_path: Path) -> None:
-    d: Daemon = daemon_factory(speed=20, extra=DMX).start()
+    d: Daemon = daemon_factory(speed=20).start()
     url = ("--url", d.url)
 
     got = vg("get", "amp:r01.1", *url, token=VIEWER)
@@ -98,7 +94,7 @@ def test_get_and_set_one_asset(daemon_factory: Any, tmp_path: Path) -> None:
 
 
 def test_stop_blackout_and_tempo(daemon_factory: Any) -> None:
-    d: Daemon = daemon_factory(speed=20, extra=DMX).start()
+    d: Daemon = daemon_factory(speed=20).start()
     url = ("--url", d.url)
     assert vg("set", "universe:1", "levels.1=255", *url, token=ADMIN).returncode == 0
     until(lambda: d.get("/api/v1/twin/assets/universe:1")["reported"]["levels"][0] == 255, what="a light on")

@@ -302,3 +302,12 @@ def test_start_order_names_other_drivers_without_a_loop() -> None:
     cfg = config.parse(Path("/etc/vg.toml"), BASE + '[drivers.a]\ntype = "sim"\n[drivers.b]\ntype = "sim"\n'
                                                     'after = ["a"]\n')
     assert [(d.name, d.after) for d in cfg.drivers] == [("a", ()), ("b", ("a",))]
+
+
+def test_a_dmx_output_names_universes_of_the_dmx_section() -> None:
+    lines = problems(BASE + '[dmx]\nuniverses = [1]\n[drivers.out]\ntype = "sacn"\nuniverses = [1, 2]\n'
+                     '[drivers.widget]\ntype = "enttec"\nport = "/dev/ttyUSB0"\nuniverse = 3\n')
+    assert lines == [
+        "/etc/vg.toml: drivers.out.universes: universe 2 is not in dmx.universes (allowed: 1; or add it there)",
+        "/etc/vg.toml: drivers.widget.universe: universe 3 is not in dmx.universes (allowed: 1; or add it there)",
+    ]

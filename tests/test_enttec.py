@@ -81,7 +81,7 @@ def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
 
 
 def test_levels_reach_the_widget_and_a_replugged_widget_is_picked_up(pty_pair: PtyPair, daemon_factory: Any) -> None:
-    extra = (f'\n[supervisor]\nbackoff_initial_s = 0.1\nbackoff_max_s = 0.3\n\n[dmx]\nuniverses = [1]\n\n'
+    extra = (f'\n[supervisor]\nbackoff_initial_s = 0.1\nbackoff_max_s = 0.3\n\n'
              f'[drivers.widget]\ntype = "enttec"\nport = "{pty_pair.device}"\nuniverse = 1\n')
     d: Daemon = daemon_factory(extra=extra).start()
     status, _, _ = d.request("PATCH", "/api/v1/twin/assets/universe:1/desired", ADMIN, {"levels": {"1": 200, "3": 9}})
@@ -112,7 +112,7 @@ def test_a_widget_that_stops_taking_frames_gets_no_growing_backlog(daemon_factor
     try:
         device = tmp_path / "ttyStalled"
         device.symlink_to(os.ttyname(device_fd))
-        extra = (f'\n[dmx]\nuniverses = [1]\nframe_rate_hz = 40\n\n'
+        extra = (f'\n[dmx]\nframe_rate_hz = 40\n\n'
                  f'[drivers.widget]\ntype = "enttec"\nport = "{device}"\nuniverse = 1\nkeepalive_s = 0.1\n')
         d: Daemon = daemon_factory(extra=extra).start()
         deadline = time.monotonic() + 20

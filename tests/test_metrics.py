@@ -16,9 +16,8 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from tests.conftest import ADMIN, ROOT, VIEWER, Daemon, free_port
 
-# universe 1, as the demo has it, or added where it has none; an sACN output of this test's own on it
-DMX = "" if tomllib.loads((ROOT / "config" / "demo.toml").read_text()).get("dmx") else "[dmx]\nuniverses = [1]\n"
-EXTRA = DMX + """
+# an sACN output of this test's own on the demo's universe 1
+EXTRA = """
 [drivers.sacn-metrics]
 type = "sacn"
 universes = [1]

@@ -43,7 +43,7 @@ def _realtime_threads(pid: int) -> dict[int, tuple[int, int]]:
 
 @allowed
 def test_the_loop_and_the_frame_clock_run_sched_fifo_and_no_other_thread(daemon_factory: Any) -> None:
-    d: Daemon = daemon_factory(extra="\n[gateway]\nrealtime_priority = 5\n\n[dmx]\nuniverses = [1]\n")
+    d: Daemon = daemon_factory(extra="\n[gateway]\nrealtime_priority = 5\n")
     health = d.start().wait_healthy()
     assert health["scheduling"] == "fifo 5"
     assert d.proc is not None

@@ -48,6 +48,7 @@ from gateway.driver import (
 )
 
 READ_BATCH = 64
+REFUSALS = ("bad_arguments", "bad_address", "unknown_preset")  # alerts for a message refused: counted `refused`
 RECEIVE_BUFFER = 4 * 1024 * 1024  # room for bursts from a console while a frame is being sent
 
 # The parts an address template names: `{universe}` and `{channel}` are whole numbers, any other a path part.
@@ -383,7 +384,6 @@ class OscDriver(Driver[OscOptions]):
             if route.regex.match(address):
                 mapped = route.map(args)
                 if mapped is None:  # refused, never clamped, and the sender told which route
-                    self.counts["refused"] += 1
                     self.alert("bad_arguments", f"{address}: {route.label}; "
                                                 f"got {', '.join(map(repr, args)) or 'nothing'}")
                     return
@@ -393,10 +393,8 @@ class OscDriver(Driver[OscOptions]):
         try:
             self._dispatch(address, args)
         except UnknownPreset as exc:
-            self.counts["refused"] += 1
             self.alert("unknown_preset", str(exc))
         except (EffectError, TypeError, ValueError) as exc:
-            self.counts["refused"] += 1
             self.alert("bad_arguments", f"{address}: {exc}")
 
     def _dispatch(self, address: str, args: list[Any]) -> None:
@@ -479,6 +477,8 @@ class OscDriver(Driver[OscOptions]):
                 self.send(ZONE_ENERGY.template.format(zone=r.asset[5:]), float(r.value))
 
     def alert(self, kind: str, text: str) -> None:
+        if kind in REFUSALS:
+            self.counts["refused"] += 1
         self.ctx.log.info("OSC %s: %s", kind, text)
         self.send(ALERT.template, kind, text)
 

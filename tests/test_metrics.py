@@ -75,15 +75,16 @@ def start(daemon_factory: Any, phones_per_zone: int) -> Daemon:
     return d
 
 
-def settled(d: Daemon) -> Samples:
-    """Once every source of figures has reported: the meters and the compliance monitor's first minute (on the wall
-    clock's minute), BLE occupancy, the radio, the outbox."""
+def settled(d: Daemon, compliance: bool = True) -> Samples:
+    """Once every source of figures has reported: the meters and (with `compliance`) the compliance monitor's first
+    minute (on the wall clock's minute), BLE occupancy, the radio, the outbox."""
     def ready() -> Samples | None:
         samples = scrape(d)[1]
         people = of(samples, "vg_zone_occupancy_people")
-        if (len(of(samples, "vg_sound_compliance")) == 3 * len(ZONES) and len(people) == 2 * len(ZONES)
-                and len(of(samples, "vg_sound_laeq_db")) == 3 * len(ZONES)
-                and len(of(samples, "vg_sound_limit_level_db")) == len(ZONES)
+        if ((not compliance or (len(of(samples, "vg_sound_compliance")) == 3 * len(ZONES)
+                                and len(of(samples, "vg_sound_laeq_db")) == 3 * len(ZONES)
+                                and len(of(samples, "vg_sound_limit_level_db")) == len(ZONES)))
+                and len(people) == 2 * len(ZONES)
                 and all(people.values()) and of(samples, "vg_wristband_copies_sent_total")
                 and all(of(samples, "vg_wristband_copies_sent_total").values())
                 and value(samples, "vg_cloud_outbox", what="readings") > 0):
@@ -176,19 +177,25 @@ def test_the_venue_figures_and_their_bounded_series(daemon_factory: Any) -> None
                 assert text in ZONES | {"stage", ""}, (name, text)
 
     # The series: the same ten seconds later, and the same again with twenty times the phones (each changing its
-    # address now and then, as phones do), which the BLE estimate counts.
+    # address now and then, as phones do), which the BLE estimate counts. The second gateway is not waited for
+    # until its first compliance minute: the sound families, whose labels are the configured zones and limits
+    # alone, are left out of that comparison.
     time.sleep(10)
     few = set(scrape(d)[1])
     assert few == set(samples), few ^ set(samples)
     assert d.terminate() == 0
     d = start(daemon_factory, phones_per_zone=40)
-    first = settled(d)
+    first = settled(d, compliance=False)
     time.sleep(10)
     second = scrape(d)[1]
     assert set(first) == set(second), set(first) ^ set(second)
     people = sum(v for labels, v in of(second, "vg_zone_occupancy_people").items()
                  if dict(labels)["asset"].startswith("occupancy:"))
     assert 60 <= people <= 180, people
-    assert set(second) == few, set(second) ^ few
+
+    def crowd(keys: set[tuple[str, frozenset[tuple[str, str]]]]) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+        return {key for key in keys if not key[0].startswith("vg_sound_")}
+
+    assert crowd(set(second)) == crowd(few), crowd(set(second)) ^ crowd(few)
     venue = [key for key in few if key[0].removesuffix("_total") in VENUE_FAMILIES]
     print(f"series: {len(few)} with 6 phones ({len(venue)} of the venue's families), {len(set(second))} with 120")

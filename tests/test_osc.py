@@ -19,7 +19,8 @@ from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from drivers.osc import slip
-from drivers.osc.driver import OscDriver, OscOptions, pattern
+from drivers.osc.driver import OscDriver, OscOptions
+from drivers.osc.routes import pattern
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.schema import check_all

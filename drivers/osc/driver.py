@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import math
 import re
 import socket
 import time
@@ -34,6 +33,7 @@ from pythonosc import osc_bundle, osc_message, osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from drivers.osc import slip
+from drivers.osc.routes import Route, RouteOptions
 from gateway.driver import (
     Driver,
     DriverContext,
@@ -93,97 +93,6 @@ def handles(template: str, *types: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def pattern(osc_pattern: str) -> re.Pattern[str]:
-    """An OSC 1.0 address pattern (`*`, `?`, `[a-z]`, `[!x]`, `{a,b}`) as a regular expression."""
-    out, i = [], 0
-    while i < len(osc_pattern):
-        c = osc_pattern[i]
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = osc_pattern.index("]", i)
-            body = osc_pattern[i + 1:end]
-            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
-            i = end
-        elif c == "{":
-            end = osc_pattern.index("}", i)
-            out.append("(?:" + "|".join(re.escape(a) for a in osc_pattern[i + 1:end].split(",")) + ")")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("^" + "".join(out) + "$")
-
-
-def _pattern_problem(text: str) -> str | None:
-    try:
-        pattern(text)
-    except (ValueError, re.error):
-        return f"{text!r} is not an OSC address pattern (allowed: /path with * ? [..] {{a,b}})"
-    return None if text.startswith("/") else f"{text!r} must start with /"
-
-
-@dataclass(frozen=True)
-class RouteOptions:
-    match: str = setting(check=_pattern_problem)  # e.g. "/eos/out/event/cue/1/*/fire"
-    to: str = setting(check=lambda t: None if t.startswith("/vg/") else "must be a /vg/ address")
-    args: list[Any] = field(default_factory=list)  # the arguments sent with `to` (default: the incoming ones)
-    arg: int | None = None  # keep only this incoming argument (0: the first); `range` alone keeps the first
-    range: list[float] | None = None  # [lo, hi]: the kept number mapped from lo..hi onto 0.0..1.0
-
-    def problems(self) -> list[Problem]:
-        out = []
-        if self.arg is not None and self.arg < 0:
-            out.append(Problem("arg", f"{self.arg} is not an argument's index (allowed: 0 for the first, 1 for the "
-                                      "second, ...)"))
-        if self.range is not None and not (len(self.range) == 2 and self.range[0] < self.range[1]
-                                           and math.isfinite(self.range[1] - self.range[0])):
-            out.append(Problem("range", f"{self.range} is not [lo, hi] (allowed: two finite numbers, lo below hi, "
-                                        "e.g. [0, 100])"))
-        if self.args and (self.arg is not None or self.range is not None):
-            out.append(Problem("args", "`args` replaces the incoming arguments and `arg`/`range` pick one of them "
-                                       "(allowed: `args`, or `arg` and `range`, not both)"))
-        return out
-
-
-class _Route:
-    """A route as the hot path uses it, worked out once: the pattern, the address, and what becomes of the
-    arguments (fixed ones, all the incoming ones, or one of them, scaled or not)."""
-
-    __slots__ = ("args", "hi", "index", "label", "lo", "regex", "scaled", "span", "to")
-
-    def __init__(self, number: int, options: RouteOptions) -> None:
-        self.regex = pattern(options.match)
-        self.to = options.to
-        self.args = list(options.args) or None  # fixed arguments, else None
-        self.index = options.arg if options.arg is not None else 0 if options.range is not None else None
-        self.scaled = options.range is not None
-        self.lo, self.hi = options.range if options.range is not None else (0.0, 1.0)
-        self.span = self.hi - self.lo
-        self.label = f"routes[{number}] ({options.match} to {options.to})"
-        if options.range is not None:
-            self.label += f" takes argument {self.index}, a number from {self.lo:g} to {self.hi:g}"
-        elif self.index is not None:
-            self.label += f" takes argument {self.index}"
-
-    def map(self, args: list[Any]) -> list[Any] | None:
-        """The arguments sent on to `to`, or None when the incoming ones cannot be mapped."""
-        if self.index is None:
-            return list(self.args) if self.args is not None else args
-        if self.index >= len(args):
-            return None
-        value = args[self.index]
-        if not self.scaled:
-            return [value]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        if not self.lo <= value <= self.hi:  # NaN fails too; never clamped
-            return None
-        return [(value - self.lo) / self.span]  # lo gives 0.0 and hi 1.0 exactly, nothing in between falls outside
-
-
 @dataclass(frozen=True)
 class OscOptions:
     listen: str = "0.0.0.0:9000"
@@ -227,7 +136,7 @@ class OscDriver(Driver[OscOptions]):
         super().__init__(ctx, options)
         self.counts: Counter[str] = Counter()
         self._allow = [ipaddress.ip_network(n, strict=False) for n in options.allow]
-        self._routes = [_Route(i, r) for i, r in enumerate(options.routes)]
+        self._routes = [Route(i, r) for i, r in enumerate(options.routes)]
         # Addresses without parts are looked up, the others matched in turn.
         self._exact = {a.template: h for a, h in INBOUND if not _PART.search(a.template)}
         self._patterns = [(a.regex(), h) for a, h in INBOUND if _PART.search(a.template)]

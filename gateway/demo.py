@@ -42,7 +42,8 @@ def _listening(host: str, port: int) -> bool:
 
 class DemoBroker:
     """Mosquitto on loopback `port`, its configuration, persistence and log in `directory`; started again
-    `outage_s` after it stops, until `close`."""
+    `outage_s` after it stops, until `close`. Its waits block: it starts from the command line before the gateway's
+    event loop runs, and is kept by a thread of its own."""
 
     def __init__(self, executable: str, directory: Path, host: str, port: int, outage_s: float = OUTAGE_S) -> None:
         self.outage_s = outage_s

@@ -57,11 +57,17 @@ def read_recent(path: Path, metrics: tuple[str, ...], since_ts: float) -> list[t
     return [(ts, *series[series_id], value) for ts, series_id, value in rows]
 
 
-def read_compliance(path: Path, since: float, until: float, zone: str | None = None) -> list[tuple[Any, ...]]:
-    """Compliance log rows with since <= ts < until, oldest first."""
+def read_compliance(path: Path, since: float, until: float, zone: str | None = None, *,
+                    after: tuple[float, str] | None = None, limit: int = -1) -> list[tuple[Any, ...]]:
+    """Compliance log rows with since <= ts < until, oldest first (by time, then zone); with `after`, only those
+    past that (ts, zone), and at most `limit` (-1: all), so that a long span is read a page at a time."""
     where, args = "ts >= ? AND ts < ?", list[object]([since, until])
     if zone is not None:
         where += " AND zone = ?"
         args.append(zone)
+    if after is not None:
+        where += " AND (ts > ? OR (ts = ? AND zone > ?))"
+        args.extend((after[0], after[0], after[1]))
     with _reader(path) as conn:
-        return conn.execute(f"SELECT * FROM compliance_log WHERE {where} ORDER BY ts, zone", args).fetchall()
+        return conn.execute(f"SELECT * FROM compliance_log WHERE {where} ORDER BY ts, zone LIMIT ?",
+                            [*args, limit]).fetchall()

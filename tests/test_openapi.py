@@ -122,6 +122,7 @@ def test_every_operation_answers_as_its_document_says(demo: Daemon) -> None:
     assert "chorus" in presets  # the running configuration's presets
 
     call(demo, document, "getHealth", 200, token=None)
+    call(demo, document, "getHealth", 200)
     etag = call(demo, document, "getTwin", 200)[0]["ETag"]
     call(demo, document, "getTwin", 304, headers={"If-None-Match": etag})
     call(demo, document, "getTwin", 401, token=None)
@@ -143,6 +144,10 @@ def test_every_operation_answers_as_its_document_says(demo: Daemon) -> None:
     call(demo, document, "patchDesired", 200, desired, ADMIN, {"enabled": True},
          {"If-Match": f'"{asset["version"]}"'})
     call(demo, document, "patchDesired", 422, desired, ADMIN, {"volume": 11})
+    deep: dict[str, object] = {"enabled": True}
+    for _ in range(253):
+        deep = {"a": deep}
+    call(demo, document, "patchDesired", 422, desired, ADMIN, deep)
     call(demo, document, "patchDesired", 400, desired, ADMIN, [1, 2])
     call(demo, document, "getTelemetry", 200, "/api/v1/telemetry?limit=5")
     call(demo, document, "getTelemetry", 200, "/api/v1/telemetry?limit=10000&since=0")

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import history
 from gateway.addresses import parse_listen
 from gateway.api import DEFAULT_READINGS, GATEWAY, MAX_CHANGES, MAX_READINGS, compliance, effects, stream
-from gateway.api.auth import TOKENS, Tokens, json_error, middleware, query_int, read_object, requires
+from gateway.api.auth import ROLE_KEY, TOKENS, Tokens, json_error, middleware, query_int, read_object, requires
 from gateway.api.openapi import document as openapi_document
 from gateway.store import StoreError
 from gateway.supervisor import NotReady, Unit
@@ -50,6 +51,11 @@ def _if_match(value: str, version: int) -> bool:
     return "*" in tags or any(t.strip('"') == str(version) for t in tags if not t.startswith("W/"))
 
 
+# Exceptions that decoding what a client sent raises (a body that is not its Content-Encoding, text that is not
+# UTF-8, a number too large to convert, nesting too deep to walk).
+CLIENT_FAULTS = (HttpProcessingError, UnicodeError, OverflowError, RecursionError)
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every error is JSON {"error", "message"}; nothing leaks a traceback to a client."""
@@ -64,14 +70,20 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
             doc["allowed"] = sorted(exc.allowed_methods)
         headers = {k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")}
         return _json(doc, exc.status, headers)
+    except CLIENT_FAULTS as exc:
+        # What a request's own bytes made a decoder raise past the handlers' checks: the client's fault, a 400
+        log.debug("%s %s: the request cannot be read: %r", request.method, request.path, exc)
+        return _json({"error": "bad_request", "message": f"the request cannot be read: {exc}"}, 400)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return _json({"error": "internal", "message": "the gateway failed to answer; see its log"}, 500)
 
 
 async def health(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
-    return _json(gw.health())
+    """The status for anyone (a load balancer, a monitor without a token); the details (errors, paths, addresses,
+    the broker, free disk) only with a valid token."""
+    doc = request.app[GATEWAY].health()
+    return _json(doc if request.get(ROLE_KEY) is not None else {"status": doc["status"]})
 
 
 @requires("viewer")
@@ -139,6 +151,8 @@ async def patch_desired(request: web.Request) -> web.Response:
         changed = gw.twin.patch_desired(asset_id, patch)
     except DesiredRefused as exc:
         raise json_error(web.HTTPUnprocessableEntity, "desired_refused", f"{asset_id}: {exc}") from None
+    except ValueError as exc:  # a value the twin cannot hold (one it could never encode again): nothing changed
+        raise json_error(web.HTTPUnprocessableEntity, "invalid_state", f"{asset_id}: {exc}") from None
     except TwinFrozen as exc:
         raise json_error(web.HTTPServiceUnavailable, "store_unavailable", str(exc)) from None
     # Answer once the change is on disk: a 200 means it survives a power cut.

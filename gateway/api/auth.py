@@ -16,7 +16,9 @@ ROLE_KEY: web.RequestKey[Role] = web.RequestKey("vg_role", str)  # type: ignore[
 
 
 def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    # A header's bytes that are not UTF-8 reach here as surrogates (aiohttp decodes with surrogateescape): taken
+    # as they came, they match no token.
+    return hashlib.sha256(token.encode(errors="surrogateescape")).digest()
 
 
 class Tokens:
@@ -39,9 +41,16 @@ def json_error(status: type[web.HTTPException], code: str, message: str, headers
 
 
 async def read_object(request: web.Request, what: str = "a JSON object") -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    """The request body as a JSON object, or a 400 saying what is wrong with it (a 413 past the size limit)."""
     try:
-        doc = orjson.loads(await request.read())
+        body = await request.read()
+    except web.HTTPException:
+        raise  # aiohttp's own answer: a body over client_max_size is its 413
+    except Exception as exc:  # what the client sent cannot be decoded as its Content-Encoding says
+        raise json_error(web.HTTPBadRequest, "bad_body", f"the body cannot be read as sent "
+                         f"(Content-Encoding {request.headers.get('Content-Encoding', 'none')}): {exc}") from None
+    try:
+        doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise json_error(web.HTTPBadRequest, "bad_json", f"the body is not JSON: {exc}") from None
     if not isinstance(doc, dict):

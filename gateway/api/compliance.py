@@ -9,7 +9,7 @@ import datetime as dt
 import io
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -73,28 +73,46 @@ async def state(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(_monitor(request).document()), content_type="application/json")
 
 
+PAGE_ROWS = 5000  # rows read from the store and sent at a time: a year's log never sits in memory whole
+
+
+def _csv_rows(rows: list[tuple[Any, ...]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180
+    for ts, zone, l1, l15, l60, lmax, label, limit_db, st, projected in rows:
+        at = dt.datetime.fromtimestamp(ts, dt.UTC)
+        writer.writerow([at.isoformat().replace("+00:00", "Z"), at.astimezone().isoformat(), zone,
+                         *("" if v is None else f"{v:.1f}" for v in (l1, l15, l60, lmax)), label, f"{limit_db:g}", st,
+                         "" if projected is None else f"{projected:.1f}"])
+    return out.getvalue().encode()
+
+
 @requires("viewer")
-async def history_csv(request: web.Request) -> web.Response:
+async def history_csv(request: web.Request) -> web.StreamResponse:
     """`from` and `to` (default, or empty: the last 24 hours up to `to`), optional `zone`: one row per zone and
-    minute."""
+    minute, sent as it is read, a page at a time."""
     _monitor(request)
     gw = request.app[GATEWAY]
     until = _time(request, "to", time.time())
     since = _time(request, "from", until - 86400)
     if since >= until:
         raise json_error(web.HTTPBadRequest, "bad_request", "`from` must be before `to`")
-    rows = await asyncio.to_thread(history.read_compliance, gw.store.path, since, until, request.query.get("zone"))
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180
-    writer.writerow(COLUMNS)
-    for ts, zone, l1, l15, l60, lmax, label, limit_db, st, projected in rows:
-        at = dt.datetime.fromtimestamp(ts, dt.UTC)
-        writer.writerow([at.isoformat().replace("+00:00", "Z"), at.astimezone().isoformat(), zone,
-                         *("" if v is None else f"{v:.1f}" for v in (l1, l15, l60, lmax)), label, f"{limit_db:g}", st,
-                         "" if projected is None else f"{projected:.1f}"])
+    zone = request.query.get("zone")
+    page = await asyncio.to_thread(history.read_compliance, gw.store.path, since, until, zone, limit=PAGE_ROWS)
     name = f"{gw.config.gateway.venue}-sound-levels-{_day(since)}.csv"
-    return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
+                                           "Content-Disposition": f'attachment; filename="{name}"'})
+    await response.prepare(request)
+    await response.write(",".join(COLUMNS).encode() + b"\r\n")
+    while page:
+        await response.write(_csv_rows(page))
+        if len(page) < PAGE_ROWS:
+            break
+        last = page[-1][0], page[-1][1]
+        page = await asyncio.to_thread(history.read_compliance, gw.store.path, since, until, zone, after=last,
+                                       limit=PAGE_ROWS)
+    await response.write_eof()
+    return response
 
 
 def add_routes(app: web.Application, base: str) -> None:

@@ -95,7 +95,10 @@ def document(show: ShowSection | None = None) -> dict[str, Any]:
         "paths": {
             "/api/v1/health": {"get": _operation(
                 "getHealth", "Health of the gateway and each driver and service", None,
-                {"200": _json("Health", ref("Health"))})},
+                {"200": _json("Health: without a valid token, the status alone", {"oneOf": [
+                    ref("Health"), ref("HealthStatus")]})},
+                description="Anyone gets the status; the details (errors, device paths, node addresses, the "
+                            "broker, free disk) need a valid token of any role.")},
             "/api/v1/twin": {"get": _operation(
                 "getTwin", "The whole twin", "viewer",
                 {"200": _json("Snapshot", ref("Twin"), {"ETag": ETAG}),
@@ -141,7 +144,8 @@ def document(show: ShowSection | None = None) -> dict[str, Any]:
                  "404": _error("No such asset", "not_found"),
                  "412": _error("If-Match does not match the asset's version", "version_mismatch"),
                  "422": _error("The asset's owner cannot take this desired state (keys it has not, values out of "
-                               "range): nothing was changed", "desired_refused"),
+                               "range: `desired_refused`), or the twin cannot hold it (nested too deep, too large: "
+                               "`invalid_state`): nothing was changed", "desired_refused", "invalid_state"),
                  "503": _error("The twin is held, or the change is in effect but the store cannot write it yet "
                                "(retried)", "store_unavailable")},
                 parameters=[_ASSET_ID, {"name": "If-Match", "in": "header", "schema": {"type": "string"},

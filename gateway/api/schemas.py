@@ -110,6 +110,11 @@ def components(show: ShowSection) -> dict[str, Any]:
             "properties": {"p50_ms": {"type": "number"}, "p99_ms": {"type": "number"}, "max_ms": {"type": "number"},
                            "samples": {"type": "integer", "minimum": 0}},
         },
+        "HealthStatus": {
+            "type": "object", "required": ["status"], "additionalProperties": False,
+            "description": "The health without a valid token: the status alone",
+            "properties": {"status": {"enum": ["ok", "degraded", "starting"]}},
+        },
         "Health": {
             "type": "object",
             "required": ["status", "problems", "gateway_id", "venue", "uptime_s", "drivers", "services", "twin",

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+# A host name or an IPv4 address: dot-separated labels of letters, digits and inner hyphens.
+_HOST = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*", re.ASCII)
+
+
 def parse_listen(value: str) -> tuple[str, int]:
-    """Split `host:port` (IPv6 as `[::1]:port`); raise ValueError with what is allowed."""
+    """Split `host:port` (IPv6 as `[::1]:port`, an empty host: every address); raise ValueError with what is
+    allowed."""
+    bad = ValueError(f"{value!r} is not host:port (allowed: e.g. 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080)")
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not host:port (allowed: e.g. 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080)")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+        raise bad
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad from None
+    elif host and not _HOST.fullmatch(host):  # an unbracketed IPv6 address, a stray bracket, a space, a newline
+        raise bad
+    return host or "0.0.0.0", int(port)
 
 
 def is_loopback(host: str) -> bool:

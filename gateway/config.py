@@ -156,6 +156,10 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [Problem("(syntax)", f"{exc} (allowed: TOML, https://toml.io)")]) from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ConfigError(path, [_too_deep()]) from None
+    if _depth(raw) > MAX_DEPTH:
+        raise ConfigError(path, [_too_deep()])
     sections, problems = check_all(_Sections, raw)
     tables = raw.get("drivers")
     drivers = [_driver(name, table, problems) for name, table in tables.items() if isinstance(table, dict)] \
@@ -186,6 +190,30 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
                   sections.compliance, sections.inference)
 
 
+# Arrays and tables within each other, the document itself counted: the demo's deepest is 8 (a Modbus map's
+# register, drivers.rs485.maps[0].registers[0]); past this, the file is refused whole rather than recursed into by
+# the checks and by whatever encodes a value of it later.
+MAX_DEPTH = 32
+
+
+def _too_deep() -> Problem:
+    return Problem("(syntax)", f"arrays and tables are nested too deeply (allowed: at most {MAX_DEPTH} levels)")
+
+
+def _depth(value: Any) -> int:
+    """How many arrays and tables deep `value` goes (without recursion: the document may be deeper than the stack)."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, level = todo.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level + 1)
+            if deepest > MAX_DEPTH:
+                return deepest
+            todo.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _dmx_outputs(dmx: core.DmxSection, drivers: list[DriverConfig]) -> list[Problem]:
     """A driver's `universes` (or `universe`) option names universes of `[dmx]`: what a DMX output carries."""
     problems = []
@@ -212,9 +240,16 @@ def cloud_identity(gateway_id: str, username: str | None, key: str) -> list[Prob
 def load(path: str | os.PathLike[str], *, box: bool = False) -> Config:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except OSError as exc:
         problem = Problem("(file)", f"cannot be read: {exc.strerror} (allowed: a readable TOML file)")
+        raise ConfigError(p, [problem]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        problem = Problem("(file)", f"is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} (allowed: "
+                                    "TOML in UTF-8)")
         raise ConfigError(p, [problem]) from None
     return parse(p.resolve(), text, box=box)
 
@@ -257,7 +292,8 @@ def _box(base: Path, gateway: core.GatewaySection | None, api: core.ApiSection |
 
 
 def resolve_secret(config: Config, token: core.TokenSection) -> str:
-    """The token's secret, from its environment variable or file; ValueError says what is missing."""
+    """The token's secret, from its environment variable or file (one other users cannot read: `read_secret`);
+    ValueError says what is missing or unsafe."""
     if token.demo_token is not None:
         return token.demo_token
     if token.env is not None:
@@ -266,11 +302,4 @@ def resolve_secret(config: Config, token: core.TokenSection) -> str:
             raise ValueError(f"environment variable {token.env} is not set or empty")
         return value
     assert token.file is not None
-    secret_path = config.path.parent / token.file
-    try:
-        value = secret_path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"token file {secret_path} cannot be read: {exc.strerror}") from None
-    if not value:
-        raise ValueError(f"token file {secret_path} is empty")
-    return value
+    return preflight.read_secret(config.path.parent / token.file, f"the {token.role} token file")

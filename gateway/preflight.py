@@ -17,6 +17,8 @@ from gateway.schema import Problem
 # A secret may be readable by the gateway's group (a 0640 file owned by root:venue-gateway), never by other users,
 # and writable by no one but its owner.
 UNSAFE_BITS = stat.S_IRWXO | stat.S_IWGRP
+# A token, a key or a PEM private key is a few KB at most: a larger file is not one, and is not read whole.
+MAX_SECRET_BYTES = 64 * 1024
 
 
 def readable_file(path: Path, key: str, what: str) -> list[Problem]:
@@ -34,20 +36,43 @@ def readable_file(path: Path, key: str, what: str) -> list[Problem]:
     return []
 
 
+def read_secret(path: Path, what: str) -> str:
+    """The text of the secret file `path`, stripped: the one way a token, key or password file is read, at
+    `check-config` and at load alike. ValueError, with what to do, if it cannot be read, is not UTF-8, is empty, or
+    other users may read it or anyone but its owner change it (mode & 0o027). The mode is that of the file opened,
+    so a file swapped in between the check and the read is never read unchecked."""
+    try:
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"{what} {path} is not a regular file (allowed: the path of a readable file)")
+            mode = stat.S_IMODE(st.st_mode)
+            if mode & UNSAFE_BITS:
+                raise ValueError(f"{what} {path} has mode {mode:04o}, open to other users (allowed: 0600 or 0640; "
+                                 f"chmod 600 {path})")
+            data = f.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise ValueError(f"{what} {path} is larger than {MAX_SECRET_BYTES // 1024} KB (allowed: a token or a key)")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    if not text:
+        raise ValueError(f"{what} {path} is empty")
+    return text
+
+
 def secret_file(path: Path, key: str, what: str) -> list[Problem]:
-    """`path` is a readable, non-empty file that other users cannot read or change."""
+    """`path` is a readable, non-empty file that other users cannot read or change (`read_secret` reads it)."""
     problems = readable_file(path, key, what)
     if problems:
         return problems
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & UNSAFE_BITS:
-        return [Problem(key, f"{what} {path} has mode {mode:04o}, open to other users (allowed: 0600 or 0640; "
-                             f"chmod 600 {path})")]
     try:
-        if not path.read_text(encoding="utf-8").strip():
-            return [Problem(key, f"{what} {path} is empty")]
-    except (OSError, UnicodeError) as exc:
-        return [Problem(key, f"{what} {path} cannot be read: {exc}")]
+        read_secret(path, what)
+    except ValueError as exc:
+        return [Problem(key, str(exc))]
     return []
 
 

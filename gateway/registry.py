@@ -4,12 +4,15 @@ that is not installed as a distribution (a site's own, or a test's). The core im
 from __future__ import annotations
 
 import importlib
+import re
 from importlib.metadata import entry_points
 from typing import Any
 
 from gateway.driver import Driver
 
 GROUP = "venue_gateway.drivers"
+# `package.module:Class`: absolute, dotted identifiers (a relative or empty module name is not imported at all).
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
 
 class UnknownDriver(LookupError):
@@ -23,9 +26,12 @@ def available() -> list[str]:
 def find(kind: str) -> type[Driver[Any]]:
     if ":" in kind:
         module_name, _, attr = kind.partition(":")
+        if not (_DOTTED.fullmatch(module_name) and attr.isidentifier()):
+            raise UnknownDriver(f"{kind!r} is not module.path:ClassName (allowed: dotted names, e.g. "
+                                "site_drivers.fog:FogMachine)")
         try:
             cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
+        except Exception as exc:  # a site's module may fail to import in any way: said as the driver's problem
             raise UnknownDriver(f"cannot load driver {kind!r}: {exc} (allowed: module.path:ClassName)") from None
     else:
         matches = [ep for ep in entry_points(group=GROUP) if ep.name == kind]

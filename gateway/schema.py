@@ -19,7 +19,8 @@ from gateway.addresses import parse_listen
 
 T = TypeVar("T")
 
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Matched whole (fullmatch): `$` would let a trailing newline through, into MQTT topics and file names.
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def setting(
 
 def check_slug(value: str) -> str | None:
     """For `setting(check=...)`: a name used in the twin, topics and files."""
-    if _SLUG.match(value):
+    if _SLUG.fullmatch(value):
         return None
     return f"{value!r} is not a valid name (allowed: 1-64 of a-z 0-9 _ -, starting with a letter or digit)"
 

@@ -119,6 +119,7 @@ def test_a_token_needs_exactly_one_secret_source() -> None:
 
 def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "admin.token").write_text("s3cret-from-file\n")
+    (tmp_path / "admin.token").chmod(0o600)
     cfg = config.parse(tmp_path / "vg.toml", BASE + '[[api.tokens]]\nrole = "admin"\nfile = "admin.token"\n'
                        '[[api.tokens]]\nrole = "viewer"\nenv = "VG_TEST_TOKEN"\n')
     assert config.resolve_secret(cfg, cfg.api.tokens[0]) == "s3cret-from-file"
@@ -127,6 +128,23 @@ def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path, monkeypatch
         config.resolve_secret(cfg, cfg.api.tokens[1])
     monkeypatch.setenv("VG_TEST_TOKEN", "from-env")
     assert config.resolve_secret(cfg, cfg.api.tokens[1]) == "from-env"
+
+
+def test_a_token_file_other_users_may_read_is_refused_at_load(tmp_path: Path) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text("s3cret-from-file\n")
+    cfg = config.parse(tmp_path / "vg.toml", BASE + '[[api.tokens]]\nrole = "admin"\nfile = "admin.token"\n')
+    for mode in (0o644, 0o604, 0o660, 0o602):
+        token.chmod(mode)
+        with pytest.raises(ValueError) as err:
+            config.resolve_secret(cfg, cfg.api.tokens[0])
+        assert str(err.value) == (f"the admin token file {token} has mode {mode:04o}, open to other users (allowed: "
+                                  f"0600 or 0640; chmod 600 {token})")
+    token.chmod(0o640)  # root:venue-gateway, as install.sh leaves it
+    assert config.resolve_secret(cfg, cfg.api.tokens[0]) == "s3cret-from-file"
+    token.write_bytes(b"\xff\xfe")
+    with pytest.raises(ValueError, match=r"admin.token is not UTF-8 text \(byte 0\)"):
+        config.resolve_secret(cfg, cfg.api.tokens[0])
 
 
 def test_driver_options_are_checked_by_the_drivers_own_schema() -> None:
@@ -311,3 +329,85 @@ def test_a_dmx_output_names_universes_of_the_dmx_section() -> None:
         "/etc/vg.toml: drivers.out.universes: universe 2 is not in dmx.universes (allowed: 1; or add it there)",
         "/etc/vg.toml: drivers.widget.universe: universe 3 is not in dmx.universes (allowed: 1; or add it there)",
     ]
+
+
+def test_names_and_ids_are_matched_whole_so_a_trailing_newline_is_refused() -> None:
+    """Ids go into MQTT topics, file names and a Content-Disposition header: `$` would accept "foh-01\n"."""
+    lines = problems('[gateway]\nid = "foh-01\\n"\nvenue = "hall\\n"\n'
+                     '[show]\nzones = [{ name = "floor\\n", index = 0 }]\n[drivers."sim\\n"]\ntype = "sim"\n')
+    assert [line.split(": ")[1] for line in lines] == ["gateway.id", "gateway.venue", "show.zones[0].name",
+                                                       "drivers.sim\n"]
+    assert all("is not a valid name" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("text", [
+    "x = " + "[" * 40 + "]" * 40,                    # deeper than the limit, shallow enough for tomllib
+    "x = " + "[" * 5000 + "]" * 5000,                # deeper than tomllib's recursion
+    "x = " + "{a = " * 3000 + "1" + "}" * 3000,     # inline tables
+    "[" + ".".join(["a"] * 40) + "]\n",              # dotted table headers
+], ids=["arrays", "past-tomllib", "inline-tables", "headers"])
+def test_deeply_nested_documents_are_one_problem_not_a_recursion_error(text: str) -> None:
+    assert problems(BASE + text) == [
+        "/etc/vg.toml: (syntax): arrays and tables are nested too deeply (allowed: at most 32 levels)"]
+
+
+@pytest.mark.parametrize("listen", ["[::1:80", "::1:80", "[::1]]:80", "[not-v6]:80", "a b:80", "host\n:80", "-x:80",
+                                    "h:²", "h:+80", "h:65536", "[]:80"])
+def test_a_malformed_listen_address_is_refused(listen: str) -> None:
+    (line,) = problems(BASE + f"[api]\nlisten = {listen!r}\n".replace("'", '"').replace("\n\"", '\\n"'))
+    assert "api.listen:" in line and "is not host:port" in line, line
+
+
+def test_well_formed_listen_addresses_keep_their_host() -> None:
+    from gateway.addresses import parse_listen
+
+    assert [parse_listen(v) for v in ("127.0.0.1:8080", "[::1]:8080", ":8080", "box.local:80", "[fe80::1%eth0]:9")] \
+        == [("127.0.0.1", 8080), ("::1", 8080), ("0.0.0.0", 8080), ("box.local", 80), ("fe80::1%eth0", 9)]
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("..:x", "'..:x' is not module.path:ClassName"),
+    (":x", "':x' is not module.path:ClassName"),
+    ("os:", "'os:' is not module.path:ClassName"),
+    ("tests.no_such_module:X", "cannot load driver 'tests.no_such_module:X': No module named"),
+    ("os.path:join", "'os.path:join' is not a Driver subclass"),
+])
+def test_a_driver_type_that_cannot_be_a_driver_is_a_problem(kind: str, message: str) -> None:
+    (line,) = problems(BASE + f'[drivers.x]\ntype = "{kind}"\n')
+    assert line.startswith(f"/etc/vg.toml: drivers.x.type: {message}"), line
+
+
+def test_check_config_answers_any_file_with_exit_0_or_2_and_one_line_per_problem(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file an operator may hand it gives one line per problem, never a traceback: each loaded here, and the
+    ones that once crashed the command run as the CLI too (in parallel)."""
+    (tmp_path / "broken_driver.py").write_text("raise TypeError('broken at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    files = {
+        "utf8.toml": (BASE.encode() + b'[api]\nlisten = "127.0.0.1:80\xff"\n',
+                      "utf8.toml: (file): is not UTF-8 text: byte 0xff on line 6 (allowed: TOML in UTF-8)"),
+        "type.toml": ((BASE + '[drivers.x]\ntype = "..:x"\n').encode(),
+                      "drivers.x.type: '..:x' is not module.path:ClassName"),
+        "deep.toml": ((BASE + "x = " + "[" * 100_000 + "]" * 100_000).encode(),
+                      "(syntax): arrays and tables are nested too deeply"),
+        "listen.toml": ((BASE + '[api]\nlisten = "[::1:80"\n').encode(), "api.listen: '[::1:80' is not host:port"),
+        "broken.toml": ((BASE + '[drivers.x]\ntype = "broken_driver:X"\n').encode(),
+                        "drivers.x.type: cannot load driver 'broken_driver:X': broken at import"),
+        "binary.toml": (bytes(range(256)) * 4, "binary.toml: (file): is not UTF-8 text: byte 0x80 on line 2"),
+        "empty.toml": (b"", "gateway: is required (a table)"),
+    }
+    for name, (data, _) in files.items():
+        (tmp_path / name).write_bytes(data)
+    for name, (_, expected) in files.items():
+        with pytest.raises(config.ConfigError) as err:
+            config.load(tmp_path / name)
+        (line,) = err.value.lines()
+        assert expected in line, (name, line)
+    runs = {name: subprocess.Popen([sys.executable, "-m", "gateway", "check-config", "--offline", name], cwd=tmp_path,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in ("utf8.toml", "type.toml", "deep.toml")}
+    for name, run in runs.items():
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == 2 and "Traceback" not in stderr, (name, run.returncode, stderr)
+        (line,) = stderr.splitlines()
+        assert files[name][1] in line, (name, line)

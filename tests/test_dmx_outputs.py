@@ -1,18 +1,30 @@
 """DMX out, end to end: desired levels over HTTP -> the daemon's frame clock -> Art-Net and sACN on the wire ->
-OLA reports the levels; tshark dissects every packet sent; sACN says goodbye on shutdown."""
+OLA reports the levels; tshark dissects every packet sent; sACN says goodbye on shutdown. Art-Net discovery finds
+a real node, and takes no node from a reply it should not trust."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from drivers.dmx.artnet import ArtNetOptions, ArtNetOutput, discover_network
+from drivers.dmx.artnet_codec import PORT, ArtDmx, ArtPollReply, decode
+from gateway.dmx import DmxUniverses, FrameClock
+from gateway.driver import DriverContext
+from gateway.schema import check_all
+from gateway.twin import Twin
 from peers.ola import Ola, running_olad
 from peers.tshark import read
 from tests.conftest import ADMIN, Daemon, require
@@ -126,6 +138,7 @@ node_timeout_s = 3
             return list(d.get("/api/v1/health")["drivers"]["artnet"]["detail"]["nodes"])
 
         wait_for(lambda: any(n["ip"] == "10.77.0.2" and 1 in n["universes"] for n in nodes()))
+        wait_for(lambda: d.get("/api/v1/twin/assets/artnet:artnet")["reported"].get("nodes"))  # within a second
         twin = d.get("/api/v1/twin/assets/artnet:artnet")["reported"]["nodes"]
         assert twin[0]["ip"] == "10.77.0.2" and "OLA" in twin[0]["long_name"]
         status, _, body = d.request("PATCH", "/api/v1/twin/assets/universe:1/desired", ADMIN, {"levels": [9, 8, 7]})
@@ -136,3 +149,82 @@ node_timeout_s = 3
         after = d.get("/api/v1/health")["drivers"]["artnet"]["detail"]["packets_sent"]
         assert 1 <= after - before <= 3  # universe 1 kept alive once a second; universe 2 has no node: not sent
     wait_for(lambda: not nodes(), timeout=6)  # the node is gone: forgotten after node_timeout_s
+
+
+def test_the_discover_network_is_the_one_the_broadcast_address_ends() -> None:
+    assert str(discover_network("10.77.0.255")) == "10.77.0.0/24"
+    assert str(discover_network("2.255.255.255")) == "2.0.0.0/8"
+    assert str(discover_network("192.168.1.127")) == "192.168.1.0/25"
+    assert str(discover_network("10.0.0.20")) == "10.0.0.20/32"  # one node polled directly
+    _, problems = check_all(ArtNetOptions, {"discover": "255.255.255.255"})
+    assert [str(p) for p in problems] == [
+        "discover: 255.255.255.255 would take replies from 0.0.0.0/0 (allowed: the directed broadcast address of the "
+        "lighting network, e.g. 2.255.255.255 or 10.77.0.255)"]
+
+
+async def test_artnet_replies_make_nodes_only_on_the_discover_network_within_max_nodes_and_frames_go_to_6454(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Real UDP on loopback: the driver on 0.0.0.0:6454 discovering 127.77.0.0/24. A node at 127.77.0.2 whose reply
+    names port 9999 gets its frames on 6454 (not 9999); replies from outside the network and from its broadcast
+    address make no node; a flood of 40 distinct nodes fills max_nodes and no more, with a bounded number of log
+    lines and twin updates, and every refused reply counted."""
+    twin = Twin("gw", "hall")
+    ctx = DriverContext("artnet", twin, None, DmxUniverses(twin, [1]), FrameClock(40), None)  # type: ignore[arg-type]
+    reports: list[Any] = []  # what the driver tells the twin of its nodes, update by update
+    report = ctx.report
+
+    def counted(asset_id: str, values: Mapping[str, Any]) -> None:
+        reports.append(values)
+        report(asset_id, values)
+
+    ctx.report = counted  # type: ignore[method-assign]
+    driver = ArtNetOutput(ctx, ArtNetOptions(discover="127.77.0.255", max_nodes=8))
+    sockets: list[socket.socket] = []
+
+    def udp(ip: str, port: int = 0) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # beside the driver's 0.0.0.0:6454
+        s.bind((ip, port))
+        s.setblocking(False)
+        sockets.append(s)
+        return s
+
+    reply = ArtPollReply(ip="0.0.0.0", port=9999, short_name="node", port_types=(0x80,), sw_out=(1,)).encode()
+
+    async def settle(check: Any) -> None:
+        for _ in range(200):
+            if check():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(driver.health())
+
+    caplog.set_level(logging.INFO, "drivers.artnet")
+    await driver.start()
+    try:
+        node, victim, outsider = udp("127.77.0.2", PORT), udp("127.77.0.2", 9999), udp("127.78.0.2", PORT)
+        node.sendto(reply, ("127.77.0.1", PORT))
+        outsider.sendto(reply, ("127.77.0.1", PORT))
+        udp("127.77.0.255").sendto(reply, ("127.77.0.1", PORT))  # the network's broadcast address: never a node
+        await settle(lambda: driver.off_network == 2 and len(driver.nodes) == 1)
+        for i in range(40):
+            udp(f"127.77.0.{10 + i}").sendto(reply, ("127.77.0.1", PORT))
+        await settle(lambda: driver.over_max_nodes == 33)
+        health = driver.health()
+        assert len(health["nodes"]) == 8 and health["replies_off_network"] == 2
+        assert health["replies_over_max_nodes"] == 33
+        await settle(lambda: len(reports) == 2 and len(reports[-1]["nodes"]) == 8)
+        lines = [r for r in caplog.records if r.name == "drivers.artnet"]
+        assert len(lines) <= 9, [r.getMessage() for r in lines]  # a line per node made, one for the refusals
+
+        assert driver.send(1, bytes([7] * 512))
+        await asyncio.sleep(0.2)
+        frame = decode(node.recv(1024))
+        assert isinstance(frame, ArtDmx) and frame.port_address == 1 and frame.data[0] == 7
+        for silent in (victim, outsider):
+            with pytest.raises(BlockingIOError):
+                silent.recv(1024)
+        assert len(reports) == 2  # the twin heard of eight new nodes in two updates, not nine
+    finally:
+        await driver.stop()
+        for s in sockets:
+            s.close()

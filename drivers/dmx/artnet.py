@@ -10,6 +10,11 @@ nodes send their replies (usually broadcast), so the socket is bound to 0.0.0.0:
 Art-Net software on the box can share the port only if it sets SO_REUSEADDR too, and then a unicast reply
 reaches only one of the two: run discovery on a box where the gateway is the only Art-Net controller. A node
 not heard for `node_timeout_s` is forgotten.
+
+An ArtPollReply is a UDP datagram whose source anyone on the network can forge, so a reply makes a node only
+within bounds: from an address of the discover network (the network whose broadcast address `discover` is),
+while the table has fewer than `max_nodes` nodes, and it is sent to on UDP 6454 whatever port it names. What is
+refused is counted; node changes reach the log and the twin at a bounded rate.
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ from typing import Any
 
 from drivers.dmx.artnet_codec import PORT, ArtDmx, ArtNetError, ArtPoll, ArtPollReply, ArtSync, UnreadOpcode, decode
 from drivers.dmx.output import DmxOutput
+from drivers.throttle import Throttle
 from gateway.driver import DriverContext, NotReady, Problem, setting
+
+REPORT_EVERY_S = 1.0  # the twin hears of node changes at most this often (a burst of replies is one update)
+NODE_LINES, NODE_LINES_WINDOW_S = 20, 60.0  # node changes logged one by one; beyond this many a minute, counted
+REFUSED_LOG_S = 60.0  # refused replies: a line at most this often, with the number not logged
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -33,6 +43,14 @@ def _address(text: str) -> tuple[str, int]:
     if not 1 <= number <= 65535:
         raise ValueError(f"port {number} is out of range")
     return host, number
+
+
+def discover_network(broadcast: str) -> ipaddress.IPv4Network:
+    """The widest network whose broadcast address `broadcast` is: its host bits are the address's trailing one
+    bits (10.77.0.255 is 10.77.0.0/24, 2.255.255.255 is 2.0.0.0/8; a node's own address is that address alone)."""
+    value = int(ipaddress.IPv4Address(broadcast))
+    host_bits = (value ^ (value + 1)).bit_length() - 1
+    return ipaddress.IPv4Network((value, 32 - host_bits), strict=False)
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,7 @@ class ArtNetOptions:
     keepalive_s: float = setting(1.0, min=0.1, max=4)
     poll_interval_s: float = setting(3.0, min=1, max=60)  # the specification asks for 2.5 to 3 s
     node_timeout_s: float = setting(10.0, min=3, max=600)
+    max_nodes: int = setting(128, min=1, max=4096)  # (IP, bind index) pairs; a reply beyond this is refused
 
     def problems(self) -> list[Problem]:
         out = []
@@ -65,11 +84,17 @@ class ArtNetOptions:
                                        "unset with discover)"))
         for key in ("broadcast", "discover", "bind"):
             value = getattr(self, key)
+            if value is None:
+                continue
             try:
-                if value is not None:
-                    ipaddress.IPv4Address(value)
+                ipaddress.IPv4Address(value)
             except ValueError:
                 out.append(Problem(key, f"{value!r} is not an IPv4 address"))
+                continue
+            if key == "discover" and (network := discover_network(value)).prefixlen < 8:
+                out.append(Problem(key, f"{value} would take replies from {network} (allowed: the directed "
+                                        "broadcast address of the lighting network, e.g. 2.255.255.255 or "
+                                        "10.77.0.255)"))
         return out
 
 
@@ -93,8 +118,14 @@ class ArtNetOutput(DmxOutput[ArtNetOptions]):
         if options.broadcast:
             self.destinations.append((options.broadcast, PORT))
         self.syncs = self.malformed = self.send_errors = self.polls = self.ignored = 0
+        self.off_network = self.over_max_nodes = 0  # ArtPollReplies refused
         self.nodes: dict[tuple[str, int], tuple[ArtPollReply, float]] = {}  # (ip, bind index) -> reply, heard at
         self._subscribers: dict[int, list[tuple[str, int]]] = {}  # universe -> discovered nodes' addresses
+        self._network = discover_network(options.discover) if options.discover is not None else None
+        self._node_lines = Throttle(NODE_LINES, NODE_LINES_WINDOW_S)
+        self._refused_lines = Throttle(1, REFUSED_LOG_S)
+        self._report_due: asyncio.TimerHandle | None = None  # the twin's next node update, when one is pending
+        self._reported_at = float("-inf")
         self._transport: asyncio.DatagramTransport | None = None
         self._sequence: dict[int, int] = {}
 
@@ -136,6 +167,9 @@ class ArtNetOutput(DmxOutput[ArtNetOptions]):
             self.polls += 1
 
     async def stop(self) -> None:
+        if self._report_due is not None:  # the twin gets the last change now
+            self._report_due.cancel()
+            self._report_nodes()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -151,31 +185,63 @@ class ArtNetOutput(DmxOutput[ArtNetOptions]):
         except ArtNetError:
             self.malformed += 1
             return
-        if isinstance(packet, ArtPollReply) and self.options.discover is not None:
-            # Sent where the reply came from: the address a node writes into its reply may be stale or 0.0.0.0.
-            packet = replace(packet, ip=ip)
-            key = (packet.ip, packet.bind_index)
-            known = self.nodes.get(key)
-            self.nodes[key] = (packet, time.monotonic())
-            if known is None or known[0] != packet:
-                self.ctx.log.info("Art-Net node %s (%s) outputs %s", packet.ip, packet.short_name,
-                                  sorted(packet.output_universes()) or "nothing")
-                self._nodes_changed()
+        if isinstance(packet, ArtPollReply) and self._network is not None:
+            self._reply(packet, ip, self._network)
+
+    def _reply(self, packet: ArtPollReply, ip: str, network: ipaddress.IPv4Network) -> None:
+        """A node from its ArtPollReply, if it may be one. Sent where the reply came from (the address a node
+        writes into its reply may be stale or 0.0.0.0), and only to UDP 6454 (the port it names is not taken)."""
+        now = time.monotonic()
+        address = ipaddress.IPv4Address(ip)
+        if address not in network or (network.prefixlen < 31 and address in (network.network_address,
+                                                                              network.broadcast_address)):
+            self.off_network += 1
+            self._refused(now, "Art-Net reply from %s refused: not a node of the discover network %s%s", ip,
+                          network)
+            return
+        packet = replace(packet, ip=ip)
+        key = (ip, packet.bind_index)
+        known = self.nodes.get(key)
+        if known is None and len(self.nodes) >= self.options.max_nodes:
+            self.over_max_nodes += 1
+            self._refused(now, "Art-Net reply from %s refused: max_nodes (%d) are known%s", ip, self.options.max_nodes)
+            return
+        self.nodes[key] = (packet, now)
+        if known is None or known[0] != packet:
+            if (held := self._node_lines(now)) is not None:
+                self.ctx.log.info("Art-Net node %s (%s) outputs %s%s", packet.ip, packet.short_name,
+                                  sorted(packet.output_universes()) or "nothing", _more(held, "node changes"))
+            self._nodes_changed()
+
+    def _refused(self, now: float, text: str, *args: object) -> None:
+        if (held := self._refused_lines(now)) is not None:
+            self.ctx.log.warning(text, *args, _more(held, "replies refused"))
 
     def _forget(self, before: float) -> None:
         gone = [key for key, (_, heard) in self.nodes.items() if heard < before]
+        now = time.monotonic()
         for key in gone:
-            self.ctx.log.warning("Art-Net node %s stopped answering polls; no longer sent to", key[0])
+            if (held := self._node_lines(now)) is not None:
+                self.ctx.log.warning("Art-Net node %s stopped answering polls; no longer sent to%s", key[0],
+                                     _more(held, "node changes"))
             del self.nodes[key]
         if gone:
             self._nodes_changed()
 
     def _nodes_changed(self) -> None:
+        """The frames go to the nodes as they are now; the twin hears of it within REPORT_EVERY_S."""
         subscribers: dict[int, set[tuple[str, int]]] = {}
         for reply, _ in self.nodes.values():
             for universe in reply.output_universes():
-                subscribers.setdefault(universe, set()).add((reply.ip, reply.port or PORT))
+                subscribers.setdefault(universe, set()).add((reply.ip, PORT))
         self._subscribers = {u: sorted(addresses) for u, addresses in subscribers.items()}
+        if self._report_due is None:
+            loop = asyncio.get_running_loop()
+            self._report_due = loop.call_at(max(loop.time(), self._reported_at + REPORT_EVERY_S), self._report_nodes)
+
+    def _report_nodes(self) -> None:
+        self._report_due = None
+        self._reported_at = asyncio.get_running_loop().time()
         self.ctx.declare(f"artnet:{self.ctx.name}", "artnet_network")
         self.ctx.report(f"artnet:{self.ctx.name}", {"nodes": self._node_documents()})
 
@@ -212,5 +278,10 @@ class ArtNetOutput(DmxOutput[ArtNetOptions]):
         doc = {"universes": self.universes, "packets_sent": self.sent, "syncs_sent": self.syncs,
                "malformed_received": self.malformed, "ignored_received": self.ignored, "send_errors": self.send_errors}
         if self.options.discover is not None:
-            doc |= {"polls_sent": self.polls, "nodes": self._node_documents()}
+            doc |= {"polls_sent": self.polls, "nodes": self._node_documents(),
+                    "replies_off_network": self.off_network, "replies_over_max_nodes": self.over_max_nodes}
         return doc
+
+
+def _more(held: int, what: str) -> str:
+    return f" ({held} more {what} not logged)" if held else ""

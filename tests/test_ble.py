@@ -30,6 +30,7 @@ from drivers.ble.health import backend_of
 from drivers.ble.occupancy import AddressHasher, Calibration, Occupancy, distance_m, next_rotation, rssi_at
 from drivers.ble.options import BleOptions
 from drivers.sim.ble_devices import VirtualRoom, ad_bytes, furnish, sensing_config, zone_centre
+from gateway.alerts import Alerts
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext, NotReady
 from gateway.readings import Reading
@@ -168,9 +169,10 @@ def _options(**extra: Any) -> BleOptions:
     return options
 
 
-async def _driver(**extra: Any) -> tuple[BleSensing, Twin, Recorder, list[FeedScanner]]:
+async def _driver(alerts: Alerts | None = None, **extra: Any) -> tuple[BleSensing, Twin, Recorder, list[FeedScanner]]:
     twin, recorder = Twin("gw", "hall"), Recorder()
-    ctx = DriverContext("ble", twin, recorder, DmxUniverses(twin, []), FrameClock(40), None)  # type: ignore[arg-type]
+    ctx = DriverContext("ble", twin, recorder, DmxUniverses(twin, []), FrameClock(40), None,  # type: ignore[arg-type]
+                        alerts=alerts)
     driver = BleSensing(ctx, _options(**extra), backend_class=FeedScanner)
     await driver.start()
     feeds = [backend_of(s) for s in driver.scanners]
@@ -239,6 +241,100 @@ async def test_replayed_and_repeated_frames_are_dropped_and_out_of_range_values_
     floor.feed("C4:00:00:00:00:02", _ad(-60, {company: payload[:5]}))  # a Ruuvi frame cut short
     assert driver.counts["unknown_tags"] == 1 and driver.counts["malformed"] == 1
     assert len(driver.occupancy) == 0  # neither is anybody's phone
+    await driver.stop()
+
+
+async def test_a_forged_packet_id_cannot_lock_a_tag_out() -> None:
+    """A plain frame proves nothing: one sent from the tag's address with a packet id far ahead must not make the
+    real tag's next frames look like replays. An encrypted tag's counter moves only on a frame whose MIC checks."""
+    ruuvi = {"name": "env", "address": "C4:7C:8D:6A:1B:2E", "format": "ruuvi_v5"}
+    plain = {"name": "air", "address": "A4:C1:38:00:00:03", "format": "bthome_v2"}
+    secure = {"name": "co2", "address": "A4:C1:38:00:00:02", "format": "bthome_v2", "demo_key": KEY.hex()}
+    driver, _, recorder, (floor, bar) = await _driver(tags=[ruuvi, plain, secure])
+
+    def ruuvi_frame(sequence: int, temperature: float) -> AdvertisementData:
+        company, payload = frames.ruuvi_v5({"temperature_c": temperature}, bytes(6), sequence)
+        return _ad(-60, {company: payload})
+
+    def bthome(packet_id: int, temperature: float, key: bytes | None = None, counter: int = 0) -> AdvertisementData:
+        address = secure["address"] if key else plain["address"]
+        uuid, payload = frames.bthome_v2({"temperature_c": temperature}, packet_id, key=key, address=address,
+                                         counter=counter)
+        return _ad(-60, svc={uuid: payload})
+
+    floor.feed(ruuvi["address"], ruuvi_frame(10, 20.0))
+    floor.feed(plain["address"], bthome(10, 20.0))
+    floor.feed(ruuvi["address"], ruuvi_frame(10 + 30_000, -30.0))  # forged: far ahead, within half the width
+    floor.feed(plain["address"], bthome(10 + 100, -30.0))
+    floor.feed(secure["address"], bthome(1, 20.0, KEY, counter=100))
+    floor.feed(secure["address"], bthome(2, -30.0, OTHER_KEY, counter=0xFFFFFF00))  # forged: fails its MIC
+    for feed in (floor, bar):  # the real tags' next frames, each heard by both scanners: taken once
+        feed.feed(ruuvi["address"], ruuvi_frame(11, 21.0))
+        feed.feed(plain["address"], bthome(11, 21.0))
+        feed.feed(secure["address"], bthome(2, 21.0, KEY, counter=101))
+    driver.publish(time.monotonic())
+    latest = recorder.latest()
+    assert latest[("tag:env", "temperature_c")] == latest[("tag:air", "temperature_c")] == 21.0
+    assert latest[("tag:co2", "temperature_c")] == 21.0
+    assert driver.counts["replayed"] == 0 and driver.counts["duplicates"] == 3 and driver.counts["malformed"] == 1
+    floor.feed(secure["address"], bthome(1, 20.0, KEY, counter=100))  # an authenticated replay is still refused
+    assert driver.counts["replayed"] == 1
+    await driver.stop()
+
+
+async def test_a_flood_of_random_addresses_is_bounded_alerted_and_held() -> None:
+    """Fresh random addresses, hundreds a second: the devices tracked stay within max_devices, the zone's
+    occupancy is held at its last calm count while an alert stands, and the alert clears with hysteresis (under
+    half its rate), the hold a window later."""
+    alerts, told = Alerts(), []
+    alerts.listen(lambda kind, text, doc: told.append((kind, doc)))
+    driver, twin, recorder, (floor, _) = await _driver(alerts, max_devices=100, new_devices_alert_per_min=120)
+    for i in range(20):  # the crowd
+        floor.feed(_phone(i), _ad(-70, {0x004C: b"\x10\x05\x01\x02"}))
+    t = time.monotonic()
+    driver.publish(t)
+    assert recorder.latest()[("occupancy:floor", "devices")] == 20 and not told
+    for i in range(1000):  # a flood: a phone's Apple message from a new random address each time
+        floor.feed(f"{0x40 | i >> 10 & 0x3F:02X}:77:00:00:{i >> 8 & 0xFF:02X}:{i & 0xFF:02X}",
+                   _ad(-60, {0x004C: b"\x10\x05\x01\x02"}))
+    assert len(driver.occupancy) == 100 and driver.health()["devices_evicted"] == 920
+    driver.publish(t + 0.5)
+    assert recorder.latest()[("occupancy:floor", "devices")] == 20  # held, not 100
+    assert [(k, d["zone"], d["state"]) for k, d in told] == [("ble_new_devices", "floor", "raised")]
+    assert told[0][1]["new_devices_per_min"] == 1020 and "ble_new_devices:ble:floor" in alerts.standing
+    assert twin.get("occupancy:floor").reported["held"] is True  # type: ignore[union-attr]
+    driver.publish(t + 30)  # the flood still in the minute's window
+    assert len(told) == 1
+    for _ in range(70):  # 70 a minute: under the limit, not under half of it
+        driver.arrivals.add(driver.occupancy.zones.index("floor"), t + 61)
+    driver.publish(t + 61.5)
+    assert len(told) == 1 and "ble_new_devices:ble:floor" in alerts.standing
+    driver.publish(t + 125)
+    assert [d["state"] for _, d in told] == ["raised", "cleared"] and not alerts.standing
+    assert twin.get("occupancy:floor").reported["held"] is True  # type: ignore[union-attr]
+    driver.publish(t + 125 + 61)  # the flood's devices have aged out: the count is live again
+    assert "held" not in twin.get("occupancy:floor").reported  # type: ignore[union-attr]
+    assert recorder.latest()[("occupancy:floor", "devices")] == 0 and not driver.health()["floods"]
+    await driver.stop()
+
+
+async def test_addresses_linked_to_beacons_are_bounded_and_forgotten() -> None:
+    """A placed beacon's identity frame is public: sent from many addresses, it links at most a few to the
+    beacon, the most recent kept, and a link not heard within the window is forgotten."""
+    beacon = {"name": "door", "ibeacon": "f7826da6-4fa2-4e98-8024-bc5b71e0893e/1/1"}
+    driver, _twin, recorder, (floor, _) = await _driver(beacons=[beacon])
+    company, identity = frames.ibeacon("f7826da6-4fa2-4e98-8024-bc5b71e0893e", 1, 1, -59)
+    uuid, tlm = frames.eddystone_tlm(3000, 21.5, 7, 100.0)
+    for i in range(200):
+        floor.feed(f"D0:00:00:00:{i >> 8:02X}:{i & 0xFF:02X}", _ad(-60, {company: identity}))
+    real = "D0:00:00:00:FF:FF"
+    floor.feed(real, _ad(-60, {company: identity}))
+    floor.feed(real, _ad(-60, svc={uuid: tlm}))
+    assert driver.health()["beacon_addresses"] == 4 and driver.counts["unlinked_tlm"] == 0
+    driver.publish(time.monotonic())
+    assert recorder.latest()[("beacon:door", "battery_v")] == 3.0
+    driver.publish(time.monotonic() + 61)
+    assert driver.health()["beacon_addresses"] == 0
     await driver.stop()
 
 

@@ -1,6 +1,13 @@
 """The `ble` driver: scans continuously with bleak and turns advertisements into readings and twin state: placed
 beacons, environmental sensor tags, and zone occupancy from attendees' devices, known only by salted hashes.
 
+Anyone in the room can advertise anything, from any address. Every table is bounded (devices tracked, addresses
+linked to beacons); a zone whose new devices arrive faster than people do raises an alert and its occupancy is
+held at its last calm count until the flood has aged out. A tag's packet id or counter only moves on a frame that
+proves itself: an encrypted frame's counter after its MIC checked; a plain frame (which anyone can forge, values
+and all) is dropped only as a repeat of the last one accepted, never refused as "older", so a forged packet id
+cannot lock the real tag out.
+
 BlueZ (bleak's D-Bus backend) in a venue; any Bumble transport with backend = "bumble" (the virtual air, or a
 dongle taken from bluetoothd). The bleak code is the same for both: only the backend class differs.
 """
@@ -11,6 +18,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +39,7 @@ from drivers.ble.health import (
 )
 from drivers.ble.occupancy import (
     AddressHasher,
+    Arrivals,
     Calibration,
     Occupancy,
     Smoothed,
@@ -43,7 +52,8 @@ from gateway.driver import Driver, DriverContext, NotReady, Problem, Reading, im
 
 SCANNER_TIMEOUT_S = 10.0  # a scanner start or stop that takes longer has an adapter that is not answering
 EDDYSTONE_1M_LOSS_DB = 41  # Eddystone's tx power is at 0 m; the spec puts RSSI at 1 m 41 dB below it
-REPLAY_GRACE_S = 60.0  # a plain frame's packet id may go back after this long silent: the tag restarted
+ADDRESSES_PER_BEACON = 4  # addresses remembered per placed beacon (its own, and what spoofs it), most recent kept
+CALM_SHARE = 0.5  # a zone's new-device alert clears under this share of its limit (hysteresis)
 _RECOVERIES: dict[str, int] = {}  # per driver name, across the supervisor's restarts (each builds a new driver)
 
 
@@ -69,8 +79,8 @@ class _Tag:
     key: bytes | None
     rssi: list[Smoothed]
     packet_id: int | None = None
+    values: dict[str, float] | None = None  # of the last frame accepted (a plain repeat has the same)
     counter: int | None = None
-    accepted_at: float = -math.inf
     pending: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric: (wall ts, value)
     out_of_range: tuple[str, ...] = ()
     error: str | None = None
@@ -80,9 +90,13 @@ class _Tag:
         return f"tag:{self.options.name}"
 
 
-def _newer(new: int, old: int | None, bits: int) -> bool:
-    """A packet id or sequence number ahead of `old`, modulo its width (they wrap)."""
-    return old is None or 0 < (new - old) % (1 << bits) < (1 << (bits - 1))
+@dataclass
+class _Flood:
+    """A zone whose new devices came faster than its limit: its occupancy held at `count` until `until`."""
+
+    count: int
+    rate_per_min: float
+    until: float = math.inf  # the alert stands; once cleared, the flood's devices age out within the window
 
 
 class BleSensing(Driver[BleOptions]):
@@ -94,17 +108,23 @@ class BleSensing(Driver[BleOptions]):
         self._backend_class = backend_class  # tests and benchmarks feed advertisements through their own
         self.calibrations = [Calibration(s.zone, s.rssi_at_1m_dbm, s.path_loss_exponent, s.radius_m, s.smoothing)
                              for s in options.scanners]
-        self.occupancy = Occupancy(self.calibrations, options.window_s)
+        self.occupancy = Occupancy(self.calibrations, options.window_s, options.max_devices)
+        self.arrivals = Arrivals(len(self.occupancy.zones))
+        self._calm = [0] * len(self.occupancy.zones)  # each zone's count at the last tick its arrivals were calm
+        self._floods: dict[str, _Flood] = {}
         self.hasher = AddressHasher()
         self.watches = [ScannerWatch(s.zone, s.adapter) for s in options.scanners]
         self.scanners: list[BleakScanner] = []
         self.mode = "?"
         self.beacons = {b.identity: _Beacon(b, [Smoothed() for _ in options.scanners]) for b in options.beacons}
-        self._beacon_at: dict[str, _Beacon] = {}  # a placed beacon's address, learnt from its identity frame
+        # A placed beacon's address, learnt from its identity frame, with when it was last heard: oldest first,
+        # bounded, and forgotten after the window (an identity frame is public: anyone can send it from anywhere).
+        self._beacon_at: OrderedDict[str, tuple[_Beacon, float]] = OrderedDict()
+        self._beacon_addresses = max(1, len(self.beacons)) * ADDRESSES_PER_BEACON
         self.tags: dict[str, _Tag] = {}
         self.counts: dict[str, int] = dict.fromkeys(
             ("advertisements", "malformed", "out_of_range", "replayed", "duplicates", "unknown_tags",
-             "unknown_beacons", "unlinked_tlm", "attendee", "scanner_restarts"), 0)
+             "unknown_beacons", "unlinked_tlm", "attendee", "new_devices", "scanner_restarts"), 0)
         self.kinds: dict[str, int] = {}
         self._next_rotation = math.inf
 
@@ -274,7 +294,9 @@ class BleSensing(Driver[BleOptions]):
             counts["malformed"] += 1
             return
         if frame is None:  # an attendee's device: hashed at once, the address goes no further
-            self.occupancy.observe(self.hasher(address), scanner, adv.rssi, now)
+            if self.occupancy.observe(self.hasher(address), scanner, adv.rssi, now):
+                self.arrivals.add(self.occupancy.zone_of(scanner), now)
+                counts["new_devices"] += 1
             counts["attendee"] += 1
             return
         self.kinds[frame.kind] = self.kinds.get(frame.kind, 0) + 1
@@ -283,14 +305,14 @@ class BleSensing(Driver[BleOptions]):
             if beacon is None:
                 counts["unknown_beacons"] += 1
                 return
-            self._beacon_at[address] = beacon
+            self._link(address, beacon, now)
             cal = self.calibrations[scanner]
             beacon.rssi[scanner].add(adv.rssi, cal.smoothing, now, self.options.window_s)
             beacon.heard = True
             beacon.power_1m_dbm = frame.measured_power_dbm - (EDDYSTONE_1M_LOSS_DB if frame.kind == "eddystone_uid"
                                                               else 0)
         elif frame.kind == "eddystone_tlm":
-            linked = self._beacon_at.get(address)
+            linked = self._beacon_at.get(address, (None, 0.0))[0]
             if linked is None:
                 counts["unlinked_tlm"] += 1
             elif frame.packet_id != linked.last_tlm:
@@ -301,6 +323,13 @@ class BleSensing(Driver[BleOptions]):
                     self.ctx.report(linked.asset, {"out_of_range": list(flagged) or None})
         else:
             counts["unknown_tags"] += 1
+
+    def _link(self, address: str, beacon: _Beacon, now: float) -> None:
+        links = self._beacon_at
+        links[address] = (beacon, now)
+        links.move_to_end(address)
+        if len(links) > self._beacon_addresses:
+            links.popitem(last=False)
 
     def _tag_frame(self, tag: _Tag, scanner: int, adv: AdvertisementData, now: float) -> None:
         try:
@@ -315,7 +344,7 @@ class BleSensing(Driver[BleOptions]):
             return
         self.kinds[frame.kind] = self.kinds.get(frame.kind, 0) + 1
         tag.rssi[scanner].add(adv.rssi, self.calibrations[scanner].smoothing, now, self.options.window_s)
-        if not self._fresh(tag, frame, now):
+        if not self._fresh(tag, frame):
             return
         if tag.error is not None:
             tag.error = None
@@ -328,8 +357,13 @@ class BleSensing(Driver[BleOptions]):
             tag.out_of_range = flagged
             self.ctx.report(tag.asset, {"out_of_range": list(flagged) or None})
 
-    def _fresh(self, tag: _Tag, frame: frames.SensorFrame, now: float) -> bool:
-        """Refuse a replayed encrypted frame (its counter must grow), and drop repeats of a measurement."""
+    def _fresh(self, tag: _Tag, frame: frames.SensorFrame) -> bool:
+        """Refuse a replayed encrypted frame (its counter must grow), and drop repeats of a measurement.
+
+        Only an authenticated frame (its MIC checked with the tag's key, before this) moves the counter. A plain
+        frame proves nothing: anyone can send one with the tag's address, any values and any packet id, so its
+        id only tells a repeat of the last frame accepted (the same id and values: re-advertised, or heard by
+        another scanner); a frame whose id seems older is taken, so a forged id cannot lock the real tag out."""
         if frame.counter is not None:  # the same frame again (re-advertised, or heard by another scanner)
             if frame.counter == tag.counter:
                 self.counts["duplicates"] += 1
@@ -338,15 +372,10 @@ class BleSensing(Driver[BleOptions]):
                 self.counts["replayed"] += 1
                 return False
             tag.counter = frame.counter
-        elif frame.packet_id is not None:
-            if frame.packet_id == tag.packet_id:
-                self.counts["duplicates"] += 1
-                return False
-            bits = 16 if frame.kind == "ruuvi_v5" else 8
-            if not _newer(frame.packet_id, tag.packet_id, bits) and now - tag.accepted_at < REPLAY_GRACE_S:
-                self.counts["replayed"] += 1
-                return False
-        tag.packet_id, tag.accepted_at = frame.packet_id, now
+        elif frame.packet_id is not None and frame.packet_id == tag.packet_id and frame.values == tag.values:
+            self.counts["duplicates"] += 1
+            return False
+        tag.packet_id, tag.values = frame.packet_id, frame.values
         return True
 
     def _in_range(self, values: dict[str, float]) -> tuple[dict[str, float], tuple[str, ...]]:
@@ -369,7 +398,8 @@ class BleSensing(Driver[BleOptions]):
         readings: list[Reading] = []
         people = self.options.people_per_device
         self.occupancy.sweep(now)
-        for zone, devices in self.occupancy.counts().items():
+        self._forget_beacon_addresses(now)
+        for zone, devices in zip(self.occupancy.zones, self._watch_arrivals(now), strict=True):
             readings += [Reading(wall, f"occupancy:{zone}", "devices", float(devices)),
                          Reading(wall, f"occupancy:{zone}", "people", round(devices * people, 1))]
         for beacon in self.beacons.values():
@@ -385,6 +415,55 @@ class BleSensing(Driver[BleOptions]):
         self.ctx.publish(readings)
         for scanner in self.scanners:  # bleak's map of every address heard: bounded to one tick
             backend_of(scanner).seen_devices.clear()
+
+    def _forget_beacon_addresses(self, now: float) -> None:
+        links, stale = self._beacon_at, now - self.options.window_s
+        while links and next(iter(links.values()))[1] < stale:
+            links.popitem(last=False)
+
+    def _watch_arrivals(self, now: float) -> list[int]:
+        """Each zone's device count to publish: the live count, or while its arrivals flood (an alert raised and
+        cleared with hysteresis), the count of its last calm tick."""
+        limit = self.options.new_devices_alert_per_min
+        counts = list(self.occupancy.counts().values())
+        for z, (zone, rate) in enumerate(zip(self.occupancy.zones, self.arrivals.per_minute(now), strict=True)):
+            flood = self._floods.get(zone)
+            if flood is None and rate >= limit:
+                flood = self._floods[zone] = _Flood(self._calm[z], rate)
+                self._flood_alert(zone, flood, True)
+            elif flood is not None:
+                flood.rate_per_min = max(flood.rate_per_min, rate)
+                if flood.until == math.inf and rate < limit * CALM_SHARE:
+                    flood.until = now + self.options.window_s
+                    self._flood_alert(zone, flood, False)
+                elif flood.until != math.inf and rate >= limit:
+                    flood.until = math.inf  # it came back before its devices aged out: still the same flood
+                    self._flood_alert(zone, flood, True)
+                elif now >= flood.until:
+                    del self._floods[zone]
+                    self.ctx.report(f"occupancy:{zone}", {"held": None})
+                    flood = None
+            if flood is None:
+                if rate < limit * CALM_SHARE:
+                    self._calm[z] = counts[z]
+            else:
+                counts[z] = flood.count
+        return counts
+
+    def _flood_alert(self, zone: str, flood: _Flood, standing: bool) -> None:
+        limit = self.options.new_devices_alert_per_min
+        doc = {"alert": "ble_new_devices", "zone": zone, "state": "raised" if standing else "cleared",
+               "new_devices_per_min": round(flood.rate_per_min, 1), "limit_per_min": limit,
+               "held_devices": flood.count}
+        if standing:
+            text = (f"zone {zone}: {flood.rate_per_min:.0f} new BLE devices a minute (limit {limit:g}): random "
+                    f"addresses, not people; its occupancy is held at {flood.count} devices")
+            self.ctx.log.warning("%s", text)
+            self.ctx.report(f"occupancy:{zone}", {"held": True})
+        else:
+            text = f"zone {zone}: new BLE devices back under {limit * CALM_SHARE:g} a minute"
+            self.ctx.log.info("%s", text)
+        self.ctx.alert("ble_new_devices", text, doc, key=f"ble_new_devices:{self.ctx.name}:{zone}", standing=standing)
 
     def _beacon_readings(self, beacon: _Beacon, wall: float, now: float) -> list[Reading]:
         beacon.heard = False
@@ -415,6 +494,7 @@ class BleSensing(Driver[BleOptions]):
         forgotten = len(self.occupancy)
         self.hasher.rotate()
         self.occupancy.clear()
+        self._calm = [0] * len(self._calm)
         self._schedule_rotation()
         self.ctx.log.info("device hash salt rotated; %d devices forgotten", forgotten)
 
@@ -427,5 +507,7 @@ class BleSensing(Driver[BleOptions]):
         now = time.monotonic()
         return {**self.counts, "per_kind": dict(self.kinds), "backend": self.options.backend, "scanning": self.mode,
                 "devices_tracked": len(self.occupancy), "devices_unplaced": self.occupancy.unplaced,
+                "devices_evicted": self.occupancy.evicted, "beacon_addresses": len(self._beacon_at),
+                "floods": sorted(self._floods),
                 "salt_rotations": self.hasher.rotations, "adapter_recoveries": _RECOVERIES.get(self.ctx.name, 0),
                 "scanners": {w.zone: w.document(now) for w in self.watches}}

@@ -74,26 +74,39 @@ class Occupancy:
 
     Counts are kept incrementally (a device moves between zones as it is observed), and tracks are kept in the
     order last heard, so `sweep` touches only the expired ones: the per-second work does not grow with the crowd.
+    At most `max_devices` are tracked: a new one past the bound evicts the one heard longest ago (counted), so a
+    flood of random addresses costs a bounded table, whatever its rate.
     """
 
-    def __init__(self, scanners: list[Calibration], window_s: float) -> None:
+    def __init__(self, scanners: list[Calibration], window_s: float, max_devices: int = 20_000) -> None:
         self.scanners = scanners
         self.window_s = window_s
+        self.max_devices = max_devices
         self.zones = sorted({s.zone for s in scanners})
         self._zone_of = [self.zones.index(s.zone) for s in scanners]
         self._tracks: OrderedDict[bytes, _Track] = OrderedDict()
         self._last: dict[bytes, float] = {}
         self._counts = [0] * len(self.zones)
         self.unplaced = 0  # tracked, but beyond the radius of the scanner nearest to them
+        self.evicted = 0  # tracks dropped for the bound before their window ran out
 
     def __len__(self) -> int:
         return len(self._tracks)
 
-    def observe(self, key: bytes, scanner: int, rssi_dbm: float, now: float) -> None:
-        """One advertisement of device `key` heard by `scanner` (an index into `scanners`) at `now`."""
+    def zone_of(self, scanner: int) -> int:
+        """The index into `zones` of the zone `scanner` covers."""
+        return self._zone_of[scanner]
+
+    def observe(self, key: bytes, scanner: int, rssi_dbm: float, now: float) -> bool:
+        """One advertisement of device `key` heard by `scanner` (an index into `scanners`) at `now`; True when
+        the device is new (not tracked a moment ago)."""
         tracks = self._tracks
         track = tracks.get(key)
+        new = track is None
         if track is None:
+            if len(tracks) >= self.max_devices:
+                self._forget(next(iter(tracks)))
+                self.evicted += 1
             track = tracks[key] = _Track(len(self.scanners))
             self.unplaced += 1
         else:
@@ -106,6 +119,7 @@ class Occupancy:
         track.heard[scanner] = now
         self._last[key] = now
         self._place(track, self._nearest(track, stale))
+        return new
 
     def _nearest(self, track: _Track, stale: float) -> int:
         best, best_d = -1, math.inf
@@ -140,12 +154,15 @@ class Occupancy:
             key = next(iter(tracks))
             if last[key] >= stale:
                 break
-            track = tracks.pop(key)
-            del last[key]
-            self._place(track, -1)
-            self.unplaced -= 1
+            self._forget(key)
             gone += 1
         return gone
+
+    def _forget(self, key: bytes) -> None:
+        track = self._tracks.pop(key)
+        del self._last[key]
+        self._place(track, -1)
+        self.unplaced -= 1
 
     def counts(self) -> dict[str, int]:
         """Devices per zone, now."""
@@ -156,6 +173,33 @@ class Occupancy:
         self._last.clear()
         self._counts = [0] * len(self.zones)
         self.unplaced = 0
+
+
+class Arrivals:
+    """New devices per zone over the last `window_s` seconds, in one-second buckets: a flood of random addresses
+    costs a fixed ring of counts, whatever its rate. Time is the caller's (monotonic s)."""
+
+    def __init__(self, zones: int, window_s: int = 60) -> None:
+        self.window_s = window_s
+        self._ring = [[0] * zones for _ in range(window_s)]
+        self._second: int | None = None
+
+    def add(self, zone: int, now: float) -> None:
+        self._advance(now)
+        self._ring[int(now) % self.window_s][zone] += 1
+
+    def per_minute(self, now: float) -> list[float]:
+        """Each zone's new devices in the window, as a rate per minute."""
+        self._advance(now)
+        return [sum(bucket[z] for bucket in self._ring) * 60 / self.window_s for z in range(len(self._ring[0]))]
+
+    def _advance(self, now: float) -> None:
+        second = int(now)
+        if self._second is None:
+            self._second = second
+        for s in range(self._second + 1, min(second, self._second + self.window_s) + 1):  # the buckets that aged
+            self._ring[s % self.window_s] = [0] * len(self._ring[0])
+        self._second = max(self._second, second)
 
 
 class Smoothed:

@@ -98,6 +98,11 @@ class BleOptions:
     salt_rotation: str = setting("12:00", check=_check_hhmm)
     silence_s: float = setting(30.0, min=0.2, max=3600)
     publish_interval_s: float = setting(1.0, min=0.1, max=60)
+    # Bounds against a flood of random addresses: devices tracked at once (the least recently heard evicted), and
+    # each zone's rate of new devices per minute that raises the `ble_new_devices` alert (cleared under half of it)
+    # and holds the zone's occupancy at its last calm count meanwhile.
+    max_devices: int = setting(20_000, min=10, max=1_000_000)
+    new_devices_alert_per_min: float = setting(600.0, min=1, max=1_000_000)
     scanners: list[ScannerOptions] = setting(factory=list)
     beacons: list[BeaconOptions] = setting(factory=list)
     tags: list[TagOptions] = setting(factory=list)

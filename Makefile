@@ -22,7 +22,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: run demo-peers test lint unit bench eval models peers clean
+.PHONY: run demo-peers test lint unit bench soak eval models peers clean
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "venue-gateway needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -66,6 +66,11 @@ test: lint unit
 
 bench: $(VENV)/.runtime peers
 	$(BIN)/python -m bench
+
+# A month on a box, compressed: the demo (with its broker) at high show speed for hours of show time, sampling
+# memory, file descriptors, threads, disk and loop lag; their slopes per show-hour (SOAK_SHOW_HOURS, SOAK_SPEED).
+soak: $(VENV)/.runtime demo-peers
+	$(BIN)/python -m bench.soak
 
 # The shipped models/*.onnx are what this writes: trained on the virtual venue with fixed seeds.
 models: $(VENV)/.train

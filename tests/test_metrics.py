@@ -8,13 +8,15 @@ import re
 import socket
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pythonosc.udp_client import SimpleUDPClient
 
-from tests.conftest import ADMIN, ROOT, VIEWER, Daemon, free_port
+from tests.conftest import ADMIN, ROOT, VIEWER, Daemon, demo_config, free_port
 
 # an sACN output of this test's own on the demo's universe 1
 EXTRA = """
@@ -67,10 +69,27 @@ def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     return result
 
 
-def start(daemon_factory: Any, phones_per_zone: int) -> Daemon:
-    d: Daemon = daemon_factory(speed=20, extra=EXTRA + f'[cloud]\nbroker = "mqtt://127.0.0.1:{free_port()}"\n',
-                               overrides={**MODELS, "drivers.air.phones_per_zone": phones_per_zone})
-    d.start(wait=False)
+@pytest.fixture
+def gateways(tmp_path: Path) -> Iterator[Callable[[int], Daemon]]:
+    """Demo gateways at 20x with `phones_per_zone`, each in a directory of its own, so that several run at once."""
+    started: list[Daemon] = []
+
+    def start(phones_per_zone: int) -> Daemon:
+        directory = tmp_path / f"phones-{phones_per_zone}"
+        directory.mkdir()
+        port = free_port()
+        d = Daemon(demo_config(directory, port, speed=20,
+                               extra=EXTRA + f'[cloud]\nbroker = "mqtt://127.0.0.1:{free_port()}"\n',
+                               overrides={**MODELS, "drivers.air.phones_per_zone": phones_per_zone}), port)
+        started.append(d)
+        return d.start(wait=False)
+
+    yield start
+    for d in started:
+        d.cleanup()
+
+
+def healthy(d: Daemon) -> Daemon:
     d.wait_healthy(30, status=("ok", "degraded"))  # degraded: the cloud link is down on purpose, with a backlog
     return d
 
@@ -94,8 +113,10 @@ def settled(d: Daemon, compliance: bool = True) -> Samples:
     return found
 
 
-def test_the_venue_figures_and_their_bounded_series(daemon_factory: Any) -> None:
-    d = start(daemon_factory, phones_per_zone=2)
+def test_the_venue_figures_and_their_bounded_series(gateways: Callable[[int], Daemon]) -> None:
+    # A crowd of six phones and, beside it, one of a hundred and twenty, started together.
+    d, many = gateways(2), gateways(40)
+    healthy(d)
     osc_port = int(tomllib.loads(d.config.read_text())["drivers"]["osc"]["listen"].rpartition(":")[2])
     osc = SimpleUDPClient("127.0.0.1", osc_port)
     osc.send_message("/vg/ping", [])
@@ -176,18 +197,15 @@ def test_the_venue_figures_and_their_bounded_series(daemon_factory: Any) -> None
             if key == "zone":
                 assert text in ZONES | {"stage", ""}, (name, text)
 
-    # The series: the same ten seconds later, and the same again with twenty times the phones (each changing its
-    # address now and then, as phones do), which the BLE estimate counts. The second gateway is not waited for
-    # until its first compliance minute: the sound families, whose labels are the configured zones and limits
-    # alone, are left out of that comparison.
+    # The series: the same ten seconds later, and the same with twenty times the phones (each changing its address
+    # now and then, as phones do), which the BLE estimate counts. The second gateway is not waited for until its
+    # first compliance minute: the sound families, whose labels are the configured zones and limits alone, are left
+    # out of that comparison.
+    first = settled(healthy(many), compliance=False)
     time.sleep(10)
     few = set(scrape(d)[1])
     assert few == set(samples), few ^ set(samples)
-    assert d.terminate() == 0
-    d = start(daemon_factory, phones_per_zone=40)
-    first = settled(d, compliance=False)
-    time.sleep(10)
-    second = scrape(d)[1]
+    second = scrape(many)[1]
     assert set(first) == set(second), set(first) ^ set(second)
     people = sum(v for labels, v in of(second, "vg_zone_occupancy_people").items()
                  if dict(labels)["asset"].startswith("occupancy:"))

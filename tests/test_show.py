@@ -10,14 +10,17 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import config
 from gateway.api import GATEWAY
 from gateway.api.app import build_app
 from gateway.api.auth import Tokens
 from gateway.daemon import Gateway
-from gateway.show.effects import Effect, EffectError, render
+from gateway.show.effects import FIELDS, Effect, EffectError, render
 from gateway.show.engine import ShowEngine, UnknownPreset
+from gateway.show.settings import PresetSection, ShowSection
 from gateway.twin import Twin
 from tests.conftest import ROOT
 
@@ -167,6 +170,8 @@ async def test_the_effects_api(client: TestClient[Any, Any]) -> None:
                        ({"preset": "drop", "zones": None}, "zones must be a list of zone names"),
                        ({"preset": "drop", "lead_ms": 60_001}, "lead_ms 60001 is out of range (allowed: 0 to 60000)"),
                        ({"preset": "drop", "lead_ms": 2.5}, "lead_ms must be a whole number"),
+                       ({"effect": {"kind": "strobe", "period_ms": 20}},
+                        "strobe at 50 flashes a second is over show.max_flash_hz 3"),
                        ({"preset": "drop", "preview": "yes"}, "preview must be true or false"),
                        ({"preset": "drop", "preview": True, "duration_ms": 0},
                         "duration_ms must be a whole number of milliseconds (allowed: 1 to 60000)"),
@@ -212,3 +217,77 @@ async def test_a_preview_shows_the_intensity_a_fire_would_send_now(client: TestC
 def test_a_zone_named_twice_is_one_zone() -> None:
     fired = engine().fire("intro", zones=["floor", "floor"])
     assert fired.zones == ("floor",) and [g.mask for g in fired.groups] == [0b001]
+
+
+def test_no_effect_flashes_faster_than_the_cap_whoever_fires_it() -> None:
+    show = ShowEngine(ShowSection(presets=[PresetSection(name="drop", kind="strobe")]), Twin("gw", "hall"))
+    for doc in ({"kind": "strobe", "period_ms": 20}, {"kind": "strobe", "bpm": 180},  # 333 ms: 3.003 Hz
+                {"kind": "pulse", "bpm": 600}, {"kind": "twinkle", "period_ms": 100}):
+        with pytest.raises(EffectError, match=r"flashes a second is over show\.max_flash_hz 3 \(allowed: "
+                                              r"period_ms 334 or more, or bpm 179\.6 or less\)"):
+            show.fire_request({"effect": doc})
+    assert show.last is None
+    for doc in ({"kind": "strobe", "period_ms": 334}, {"kind": "rainbow", "period_ms": 20},
+                {"kind": "solid", "period_ms": 20}):
+        show.fire_request({"effect": doc})
+    show.set_tempo(240)  # the preset follows the show's tempo: at 4 beats a second it would flash 4 times
+    with pytest.raises(EffectError, match=r"strobe at 4 flashes a second is over show\.max_flash_hz 3"):
+        show.fire("drop")
+    show.set_tempo(120)
+    assert show.fire("drop").effect.flash_hz == 2
+    lower = ShowEngine(ShowSection(max_flash_hz=1), Twin("gw", "hall"))
+    with pytest.raises(EffectError, match=r"over show\.max_flash_hz 1 "):
+        lower.fire_request({"effect": {"kind": "strobe", "bpm": 120}})
+
+
+def test_a_preset_over_the_flash_cap_is_refused_at_config_check() -> None:
+    section = ShowSection(tempo_bpm=200, presets=[PresetSection(name="fast", kind="strobe", bpm=600),
+                                                  PresetSection(name="tempo", kind="pulse"),
+                                                  PresetSection(name="slow", kind="strobe", bpm=120)])
+    assert [str(p) for p in section.problems()] == [
+        "presets[0]: strobe at 10 flashes a second is over show.max_flash_hz 3 (allowed: period_ms 334 or more, "
+        "or bpm 179.6 or less)",
+        "presets[1]: pulse at 3.33 flashes a second is over show.max_flash_hz 3 (allowed: period_ms 334 or more, "
+        "or bpm 179.6 or less)"]
+
+
+@pytest.mark.parametrize(("doc", "said"), [
+    ({"kind": "strobe", "bpm": 5e-324}, "bpm 4.94066e-324 is out of range (allowed: 0.1 to 3000)"),
+    ({"kind": "strobe", "duration_s": 1e308}, "duration_s 1e+308 is out of range (allowed: 0 to 6553.5)"),
+    ({"kind": "strobe", "period_ms": 10**400}, "period_ms is out of range (allowed: 20 to 600000)"),
+    ({"kind": "strobe", "duration_s": -10**400}, "duration_s is out of range (allowed: 0 to 6553.5)"),
+    ({"kind": "strobe", "bpm": float("nan")}, "bpm nan is out of range"),
+    ({"kind": "strobe", "intensity": float("-inf")}, "intensity -inf is out of range"),
+])
+def test_a_huge_or_non_finite_value_is_an_effect_error(doc: dict[str, Any], said: str) -> None:
+    with pytest.raises(EffectError) as refused:
+        Effect.from_document(doc)
+    assert str(refused.value).startswith(said)
+
+
+@pytest.mark.parametrize("lead", [10**400, 1e308, float("nan"), float("inf"), -1, 2.5, "500", True])
+def test_a_fire_requests_lead_time_is_checked_whatever_it_is(lead: Any) -> None:
+    with pytest.raises(EffectError, match=r"^lead_ms "):
+        ShowEngine(ShowSection(), Twin("gw", "hall")).fire_request({"effect": {"kind": "solid"}, "lead_ms": lead})
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                       max_size=3), max_leaves=6)
+effect_docs = st.fixed_dictionaries({}, optional={
+    "kind": st.sampled_from(["strobe", "pulse", "solid", "rainbow", "laser"]) | json_values,
+    "colour": st.sampled_from(["#ff0000", "00ff00"]) | json_values,
+    **{name: st.integers() | st.floats() | json_values for name in FIELDS}})
+
+
+@settings(deadline=None, max_examples=50)  # each example fires through the engine and reports to the twin
+@given(st.fixed_dictionaries({}, optional={"preset": st.just("drop") | json_values, "effect": effect_docs | json_values,
+                                           "zones": st.lists(st.sampled_from(["floor", "x"])) | json_values,
+                                           "lead_ms": st.integers() | st.floats() | json_values}))
+def test_any_fire_request_fires_or_is_an_effect_error(doc: dict[str, Any]) -> None:
+    show = ShowEngine(ShowSection(presets=[PresetSection(name="drop", kind="strobe")]), Twin("gw", "hall"))
+    try:
+        fired = show.fire_request(doc)
+    except (EffectError, UnknownPreset):
+        return
+    assert fired.effect.flash_hz <= 3 and 20 <= fired.effect.period_ms <= 600_000

@@ -18,6 +18,9 @@ Kind = Literal["solid", "strobe", "pulse", "chase", "wave", "twinkle", "rainbow"
 KINDS: tuple[Kind, ...] = ("solid", "strobe", "pulse", "chase", "wave", "twinkle", "rainbow", "blackout")
 RGB = tuple[int, int, int]
 STROBE_FLASH_MS = 30
+# Kinds whose light goes up and down once a period: a flash each period, for the photosensitivity cap
+# (`show.max_flash_hz`). Solid, rainbow (a hue turning at constant brightness) and blackout do not flash.
+FLASHING: frozenset[str] = frozenset({"strobe", "pulse", "chase", "wave", "twinkle"})
 
 
 class EffectError(ValueError):
@@ -45,15 +48,27 @@ def parse_colour(text: str) -> RGB:
     return value >> 16, value >> 8 & 0xFF, value & 0xFF
 
 
+def number(name: str, value: Any, lo: float, hi: float, whole: bool = False) -> float:
+    """`value` as a finite number within lo..hi (a whole one if `whole`); EffectError naming `name` otherwise.
+    Never raises anything else, whatever the value (NaN, infinities, an int too large for a float, a bool)."""
+    span = f"{lo:g} to {hi:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EffectError(f"{name} must be {'a whole number' if whole else 'a number'} (allowed: {span})")
+    if isinstance(value, int):
+        if not lo <= value <= hi:  # compared as ints: no float conversion to overflow
+            shown = f" {value}" if abs(value) < 10**18 else ""
+            raise EffectError(f"{name}{shown} is out of range (allowed: {span})")
+        return value
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise EffectError(f"{name} {value:g} is out of range (allowed: {span})")
+    if whole and not value.is_integer():
+        raise EffectError(f"{name} must be a whole number (allowed: {span})")
+    return value
+
+
 def _field(name: str, value: Any) -> float:
     kind, lo, hi = FIELDS[name]
-    span = f"{lo:g} to {hi:g}"
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or (kind == "integer" and not float(value).is_integer())):
-        raise EffectError(f"{name} must be {'a whole number' if kind == 'integer' else 'a number'} (allowed: {span})")
-    if not lo <= value <= hi:
-        raise EffectError(f"{name} {value:g} is out of range (allowed: {span})")
-    return value
+    return number(name, value, lo, hi, whole=kind == "integer")
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,19 @@ class Effect:
                  "wave": round(given.get("step_ms", 100) / 10)}.get(str(kind), 0)
         return cls(kind, parse_colour(colour), float(given.get("intensity", 1.0)), period,
                    round(given.get("duration_s", 0) * 1000), param)
+
+    @property
+    def flash_hz(self) -> float:
+        """Flashes a second: one a period for a flashing kind, none for the others."""
+        return 1000 / self.period_ms if self.kind in FLASHING else 0.0
+
+    def check_flash(self, max_flash_hz: float) -> None:
+        """EffectError if the effect flashes faster than `max_flash_hz` (the show's photosensitivity cap)."""
+        if self.flash_hz > max_flash_hz:
+            slowest = math.ceil(1000 / max_flash_hz)
+            raise EffectError(f"{self.kind} at {self.flash_hz:.3g} flashes a second is over show.max_flash_hz "
+                              f"{max_flash_hz:g} (allowed: period_ms {slowest} or more, or bpm "
+                              f"{60_000 / slowest:.4g} or less)")
 
     def document(self) -> dict[str, Any]:
         r, g, b = self.colour

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gateway.show.effects import RGB, Effect, EffectError, render
+from gateway.show.effects import RGB, Effect, EffectError, number, render
 from gateway.show.settings import PresetSection, ShowSection
 from gateway.twin import Twin, TwinFrozen, rfc3339
 
@@ -171,11 +171,7 @@ class ShowEngine:
         if "zones" in doc and not (isinstance(zones, list) and all(isinstance(z, str) for z in zones)):
             raise EffectError("zones must be a list of zone names")
         if "lead_ms" in doc:
-            if isinstance(lead, bool) or not isinstance(lead, int | float) or not float(lead).is_integer():
-                raise EffectError("lead_ms must be a whole number of milliseconds")
-            lead = int(lead)
-            if not 0 <= lead <= MAX_LEAD_MS:
-                raise EffectError(f"lead_ms {lead} is out of range (allowed: 0 to {MAX_LEAD_MS})")
+            lead = int(number("lead_ms", lead, 0, MAX_LEAD_MS, whole=True))
         return preset, inline, zones, lead
 
     def _by_energy(self, effect: Effect, preset: PresetSection, names: tuple[str, ...]) -> Effect:
@@ -199,8 +195,10 @@ class ShowEngine:
         return self._fire(Effect("blackout"), None, tuple(self.zones), STOP_LEAD_MS)
 
     def _fire(self, effect: Effect, preset: str | None, names: tuple[str, ...], lead_ms: int) -> Fired:
+        """Every effect goes out through here, whoever fired it: the photosensitivity cap is kept here."""
         if not 0 <= lead_ms <= MAX_LEAD_MS:
             raise EffectError(f"lead_ms {lead_ms} is out of range (allowed: 0 to {MAX_LEAD_MS})")
+        effect.check_flash(self.settings.max_flash_hz)
         start = time.monotonic() + lead_ms / 1000
         by_delay: dict[int, list[str]] = {}
         for name in names:

@@ -51,6 +51,9 @@ class ShowSection:
     tempo_bpm: float = setting(120.0, min=1, max=999)
     delay_by_distance: bool = True
     speed_of_sound_m_s: float = setting(343.0, min=300, max=400)
+    # The photosensitivity cap: no effect flashes faster, whoever fires it (3 Hz, as broadcast guidelines allow;
+    # a venue may only go lower). A request over it is refused; the bands' firmware clamps to 3 Hz anyway.
+    max_flash_hz: float = setting(3.0, min=0.1, max=3.0)
     zones: list[ShowZone] = field(default_factory=list)
     presets: list[PresetSection] = field(default_factory=list)
 
@@ -62,8 +65,8 @@ class ShowSection:
         if len({z.index for z in self.zones}) != len(self.zones):
             out.append(Problem("zones", "zone indexes must be unique (each is a bit in the wristband packet)"))
         for i, preset in enumerate(self.presets):
-            try:  # (bpm and period_ms both given, too)
-                Effect.from_document(preset.effect_document(), self.tempo_bpm)
+            try:  # (bpm and period_ms both given, too); at the show's tempo when it follows it
+                Effect.from_document(preset.effect_document(), self.tempo_bpm).check_flash(self.max_flash_hz)
             except (EffectError, ValueError) as exc:
                 out.append(Problem(f"presets[{i}]", str(exc)))
             unknown = [z for z in preset.zones if z not in names]

@@ -22,7 +22,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: run demo-peers test lint unit bench soak eval models peers clean
+.PHONY: run demo-peers test lint unit bench soak eval models peers lock clean
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "venue-gateway needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -82,6 +82,12 @@ eval: $(VENV)/.train
 	$(BIN)/python -m models.evaluate
 	@if [ -n "$(NAB)" ]; then $(BIN)/python -m models.nab "$(NAB)"; else \
 	  echo "NAB not evaluated: give NAB=PATH, a NAB-format copy of the Numenta Anomaly Benchmark (github.com/numenta/NAB: data/ and labels/)"; fi
+
+# The box's lock files, image-build/requirements-cp311-{x86_64,aarch64}.txt, from pyproject.toml: every package
+# pinned, with the hash of its wheel for each architecture (image-build/install.sh installs them by hash). Needs the
+# package index; run it after changing a dependency, and commit what it writes.
+lock: $(VENV)/.created
+	$(BIN)/python image-build/lock.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

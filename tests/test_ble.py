@@ -315,6 +315,8 @@ async def test_a_flood_of_random_addresses_is_bounded_alerted_and_held() -> None
     driver.publish(t + 125 + 61)  # the flood's devices have aged out: the count is live again
     assert "held" not in twin.get("occupancy:floor").reported  # type: ignore[union-attr]
     assert recorder.latest()[("occupancy:floor", "devices")] == 0 and not driver.health()["floods"]
+    said = json.dumps(told) + json.dumps(driver.health()) + twin.snapshot_json().decode()
+    assert ":77:00:00:" not in said and "5A:00:00:00" not in said  # no attendee's address, raw, anywhere
     await driver.stop()
 
 

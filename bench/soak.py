@@ -9,15 +9,19 @@ per show-hour (least squares, after the first show-hour's warm-up) and the first
 The sensing, the wristbands, DMX and the cloud link run in real time whatever the speed: a figure per show-hour
 is the venue's; the real time a run took is printed beside it.
 
-`--tracemalloc DIR` runs the daemon under tracemalloc and writes a snapshot to DIR at every sample (slow: for
-finding where memory grows, not for figures); `python -m bench.soak --diff DIR` then prints the allocation
-sites that grew most between the first snapshot after warm-up and the last.
+`--tracemalloc DIR` runs the daemon under tracemalloc and writes to DIR at every sample a snapshot and the count
+of live objects by type (slow: for finding where memory grows, not for figures); `python -m bench.soak --diff DIR`
+then prints the object types and the allocation sites that grew most between the first snapshot after the warm-up
+and the last.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import gc
+import json
 import math
 import os
 import re
@@ -179,7 +183,8 @@ def soak(show_hours: float, speed: float, sample_s: float, store_mb: float, keep
     (directory / "dev").mkdir(exist_ok=True)
     config, api_port = soak_config(directory, speed, store_mb)
     venue = next(d for d in load(config).drivers if d.name == "venue")
-    run = Run(directory, config, DaemonApi(f"http://{LOOPBACK}:{api_port}", TOKEN), store_mb,
+    api = DaemonApi(f"http://{LOOPBACK}:{api_port}", TOKEN, timeout=5.0 if snapshots is None else 60.0)
+    run = Run(directory, config, api, store_mb,
               venue.options.sample_interval_s)
     argv = [PYTHON, "-m", "gateway", "demo", "--config", str(config)]
     env = dict(os.environ)
@@ -200,8 +205,10 @@ def soak(show_hours: float, speed: float, sample_s: float, store_mb: float, keep
                 time.sleep(max(0.0, next_at - time.monotonic()))
                 if proc.poll() is not None:
                     raise RuntimeError(f"the gateway exited with {proc.returncode}:\n{tail(directory / 'daemon.log')}")
-                if snapshots is not None:
+                if snapshots is not None:  # the loop stands still while the daemon writes it: wait for it
                     os.kill(proc.pid, signal.SIGUSR1)
+                    wait_until(lambda: len(list(snapshots.glob("*.types.json"))) > len(run.samples), 600, proc,
+                               "a snapshot")
                 s, before = sample(run, proc.pid, began, before)
                 run.samples.append(s)
                 print(_progress(s, store_mb), flush=True)
@@ -209,9 +216,34 @@ def soak(show_hours: float, speed: float, sample_s: float, store_mb: float, keep
                     break
         print(report(run, time.monotonic() - began), flush=True)
     finally:
+        _stop_leftovers(directory)
         if keep is None and snapshots is None:
             shutil.rmtree(directory, ignore_errors=True)
     return run
+
+
+def _stop_leftovers(directory: Path) -> None:
+    """The demo's Mosquitto runs in a session of its own: a gateway killed before it stopped it leaves it behind.
+    Only processes started on this run's files are ended (their command line names its directory)."""
+    mark, ours = str(directory).encode(), _ancestors()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in ours:
+            continue
+        with contextlib.suppress(OSError):
+            if mark in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGTERM)
+
+
+def _ancestors() -> set[int]:
+    """This process and those above it (a shell that started it with --keep names the directory too)."""
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
 
 
 # -- tracemalloc: the daemon under it, and the diff of its snapshots ----------------------------------------
@@ -224,6 +256,8 @@ def child_main(snapshots: Path, argv: list[str]) -> int:
     def dump(signum: int, frame: object) -> None:
         nonlocal count
         tracemalloc.take_snapshot().dump(str(snapshots / f"{count:05d}.snapshot"))
+        types = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        (snapshots / f"{count:05d}.types.json").write_text(json.dumps(types))
         count += 1
 
     signal.signal(signal.SIGUSR1, dump)
@@ -242,6 +276,11 @@ def diff(snapshots: Path, top: int, skip: int) -> None:
     first, last = first.filter_traces(filters), last.filter_traces(filters)
     traced = [sum(s.size for s in snap.statistics("filename")) / 1e6 for snap in (first, last)]
     print(f"{files[skip].name} -> {files[-1].name}: traced {traced[0]:.2f} -> {traced[1]:.2f} MB")
+    before, after = (collections.Counter(json.loads(f.with_suffix(".types.json").read_text()))
+                     for f in (files[skip], files[-1]))
+    print(f"\n-- the {top} object types (gc) that grew most")
+    for name, grown in sorted(((n, after[n] - before[n]) for n in after), key=lambda x: -x[1])[:top]:
+        print(f"{grown:+9d}  now {after[name]:9d}  {name}")
     for key in ("lineno", "traceback"):
         print(f"\n-- the {top} sites that grew most, by {key}")
         for stat in last.compare_to(first, key)[:top]:

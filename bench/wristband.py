@@ -46,7 +46,7 @@ from bench.common import (
 from bench.daemon_probe import DaemonApi
 from drivers.sim.crowd import Crowd, Started, Sync, VirtualBand, sync
 from drivers.wristband import hci
-from drivers.wristband.protocol import Effect, decode
+from drivers.wristband.protocol import Effect, decode, show_key
 from drivers.wristband.radio import parse_key
 from peers.ports import LOOPBACK, free_port
 
@@ -66,7 +66,7 @@ DATA, ENABLE = {hci.LE_SET_EXT_ADV_DATA, hci.LE_SET_ADV_DATA}, {hci.LE_SET_EXT_A
 @dataclass
 class Round:
     """One daemon's effects: (serial, zone -> intended start) each, what the air carried, its Bumble bands, the
-    HCI commands its radio took (opcode, read, answered), the radio's key and health, the zones, how the loop
+    HCI commands its radio took (opcode, read, answered), the show's key and the radio's health, the zones, how the loop
     ran; with a backlog, the wall-clock times of the first and last acknowledgement polled."""
     fired: list[tuple[int, dict[int, float]]]
     on_air: list[tuple[float, bytes]]
@@ -127,7 +127,7 @@ backoff_max_s = 0.1
     cfg = config.load(path)
     radio = next(d for d in cfg.drivers if d.type == "wristband")
     delays = {z.index: round(z.distance_m / cfg.show.speed_of_sound_m_s * 1000) for z in cfg.show.zones}
-    return path, parse_key(radio.options.demo_key), delays
+    return path, show_key(parse_key(radio.options.demo_key), radio.options.show_id), delays
 
 
 def _wall(text: str) -> float:
@@ -162,9 +162,15 @@ async def _measure(api: DaemonApi, osc_port: int, air: AirProcess, delays: dict[
     return fired
 
 
-def _stamp_to_air_ms(on_air: list[tuple[float, bytes]], key: bytes) -> list[float]:
+def _epoch_ms(r: Round) -> int:
+    """The show's start on the show clock (wall-clock ms): what the copies' sequence numbers count from."""
+    return int(r.radio["detail"]["show_epoch_ms"])
+
+
+def _stamp_to_air_ms(r: Round) -> list[float]:
     """How long after its stamp (the show clock in its sequence number) each copy was first on the air (Bumble's
     controller repeats a set every interval until it is disabled; bands ignore a repeat)."""
+    on_air, key, epoch = r.on_air, r.key, _epoch_ms(r)
     to_wall = time.time() - time.monotonic()
     out, seen = [], set()
     for t, data in on_air:
@@ -172,7 +178,7 @@ def _stamp_to_air_ms(on_air: list[tuple[float, bytes]], key: bytes) -> list[floa
             continue
         seen.add(data)
         packet = decode(data, key)
-        out.append(((t + to_wall) * 1000 - packet.sequence) % 2**32)
+        out.append((t + to_wall) * 1000 - epoch - packet.sequence)
     return out
 
 
@@ -265,7 +271,7 @@ async def _run(bands: int, crowd_size: int, drain: bool, air_priority: int) -> l
         quiet = await _round(Path(tmp), bands, PRESETS, air_priority)
     print(f"{len(quiet.fired)} effects fired by OSC; {len(quiet.on_air)} advertisements on the air "
           f"({quiet.radio['detail']['copies_sent']} copies, {quiet.radio['detail']['hci_commands']} HCI commands)")
-    stamp = _stamp_to_air_ms(quiet.on_air, quiet.key)
+    stamp = _stamp_to_air_ms(quiet)
     print(f"stamp to air: p50 {percentile(stamp, 50):.2f} ms, p99 {percentile(stamp, 99):.2f} ms, "
           f"max {max(stamp):.2f} ms (HCI over the pty, Bumble's controller, the virtual link; the air's process: "
           f"{quiet.air})")
@@ -311,9 +317,9 @@ async def _while_draining(bands: int, crowd_size: int, quiet_air: float, quiet_c
             assert r.drain is not None
             first, last = (round(t * 1000) for t in r.drain)
             serial = r.fired[0][0]  # its copies, not the heartbeats (which carry the last effect's serial too)
-            stamps = {p.sequence for p in (decode(data, r.key) for _, data in r.on_air)  # the show clock's ms
+            stamps = {_epoch_ms(r) + p.sequence for p in (decode(data, r.key) for _, data in r.on_air)  # show clock
                       if p.serial == serial and p.effect != Effect.HEARTBEAT}
-            during = sum(1 for stamp in stamps if (stamp - first) % 2**32 <= last - first)
+            during = sum(1 for stamp in stamps if first <= stamp <= last)
             print(f"round {i + 1}/{len(PRESETS)}: {preset} fired while {DRAIN_READINGS:,} readings drained in about "
                   f"{r.drain[1] - r.drain[0]:.2f} s (health polled every 50 ms); {during} of its {len(stamps)} "
                   f"copies stamped within the drain; the daemon's loop: {r.scheduling}; the air's: {r.air}")
@@ -321,7 +327,7 @@ async def _while_draining(bands: int, crowd_size: int, quiet_air: float, quiet_c
     air_spread, air_started = _report(f"{bands} Bumble bands, draining", rounds, [r.bands for r in rounds])
     crowd_spread, crowd_started = _report(f"{crowd_size} modelled, draining", rounds,
                                           [r.crowd(crowd_size, 5 + i) for i, r in enumerate(rounds)])
-    stamp = [ms for r in rounds for ms in _stamp_to_air_ms(r.on_air, r.key)]
+    stamp = [ms for r in rounds for ms in _stamp_to_air_ms(r)]
     print(f"stamp to air while draining: p50 {percentile(stamp, 50):.2f} ms, p99 {percentile(stamp, 99):.2f} ms, "
           f"max {max(stamp):.2f} ms")
     answer, turnaround = _print_hci("draining", rounds)

@@ -145,7 +145,7 @@ class Gateway:
 
         def make() -> Unit:
             return cls(DriverContext(dc.name, self.twin, self.ingest, self.dmx, self.frames, self.show,
-                                     alerts=self.alerts), dc.options)
+                                     alerts=self.alerts, data_dir=self.store.path.parent), dc.options)
 
         return make
 

@@ -15,12 +15,13 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from gateway.addresses import is_loopback, parse_listen
 from gateway.alerts import Alerts, Listener
 from gateway.dmx import DmxUniverses, FrameClock
-from gateway.preflight import environment_variable, importable, readable_file, secret_file
+from gateway.preflight import environment_variable, importable, read_secret, readable_file, secret_file
 from gateway.readings import Ingest, Reading
 from gateway.schema import Problem, check_listen, check_slug, setting
 from gateway.show.effects import EffectError
@@ -35,7 +36,7 @@ from gateway.twin import Twin, TwinFrozen
 __all__ = [
     "Driver", "DriverContext", "EffectError", "Fired", "NoOptions", "NotReady", "Problem", "Reading", "UnknownPreset",
     "backoff_delay", "check_listen", "check_slug", "environment_variable", "importable", "is_loopback",
-    "parse_listen", "readable_file", "secret_file", "setting",
+    "parse_listen", "read_secret", "readable_file", "secret_file", "setting",
 ]
 
 OptionsT = TypeVar("OptionsT")
@@ -50,12 +51,15 @@ class DriverContext:
     """What a driver may do to the rest of the box: declare assets, publish readings, report state."""
 
     def __init__(self, name: str, twin: Twin, ingest: Ingest, dmx: DmxUniverses, frames: FrameClock,
-                 show: ShowEngine, *, alerts: Alerts | None = None) -> None:
+                 show: ShowEngine, *, alerts: Alerts | None = None, data_dir: Path | None = None) -> None:
         self.name = name
         self.log = logging.getLogger(f"drivers.{name}")
         self.dmx = dmx  # the universes' levels, for DMX outputs
         self.frames = frames  # subscribe to send one frame per tick
         self.show = show  # fire and stop effects; subscribe to what is fired
+        # The box's data directory, for a driver's own small state (a file named after the driver); None when the
+        # driver runs outside a gateway with one.
+        self.data_dir = data_dir
         self._twin = twin
         self._ingest = ingest
         self._alerts = alerts or Alerts()

@@ -8,14 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.wristband.band import Band
+from drivers.wristband.band import FLASHING, MAX_FLASH_HZ, MAX_INTENSITY, MIN_PERIOD_MS, Band
 from drivers.wristband.protocol import (
     ADV_SIZE,
+    MAX_SEQUENCE,
     AuthenticationError,
     Effect,
     WristbandError,
     WristbandPacket,
     decode,
+    show_key,
 )
 from drivers.wristband.streams import Streams
 from gateway.show.effects import Effect as ShowEffect
@@ -130,14 +132,67 @@ def test_the_clock_estimate_follows_a_drifting_band() -> None:
     assert band.starts_at() == pytest.approx(54.1)  # the old bound has left the window
 
 
-def test_sequence_numbers_wrap_without_a_hitch() -> None:
+def test_a_band_synced_at_s_refuses_a_valid_packet_from_long_before_and_takes_the_next() -> None:
+    """A recording 3e9 ms (34.7 days) older than what a band last heard has a valid tag: refused as a replay, and
+    the real transmitter's next copy is still taken (compared modulo 2^32, the recording was 'newer')."""
+    s = 4_000_000_000  # 46 days into the show
     band = Band(KEY, 7, zone=0)
-    top = 2**32 - 200
-    for sent in (top, top + 100):
-        band.hear(WristbandPacket(7, sent % 2**32, 1, Effect.PULSE, top + 400 - sent).encode(KEY), local(sent))
-    band.hear(WristbandPacket(7, (top + 300) % 2**32, 1, Effect.PULSE, 100).encode(KEY), local(top + 300))
-    assert band.refused["replay"] == 0 and band.current is not None
-    assert band.starts_at() == pytest.approx(local(top + 400))
+    band.hear(copy(0, s, s, effect=Effect.HEARTBEAT), local(s))
+    band.hear(copy(1, s - 3_000_000_000 + 500, s - 3_000_000_000, effect=Effect.STROBE), local(s + 10))
+    assert band.current is None and band.refused["replay"] == 1
+    band.hear(copy(2, s + 1500, s + 1000, effect=Effect.SOLID), local(s + 1000))
+    assert band.current is not None and band.current.packet.effect == Effect.SOLID
+    assert band.starts_at() == pytest.approx(local(s + 1500))
+
+
+def test_each_show_has_a_key_of_its_own_derived_from_the_venue_key() -> None:
+    keys = {show_key(KEY, show) for show in range(64)}
+    assert len(keys) == 64 and KEY not in keys and all(len(k) == 16 for k in keys)
+    assert show_key(KEY, 7) == show_key(bytes(range(16)), 7)  # the same on the box and the hand-out desk
+    # A band of show 7 holds show 7's key: a packet signed with another show's key is forged to it, whatever
+    # show id it claims, and the venue key itself signs nothing a band takes.
+    band = Band(show_key(KEY, 7), 7, zone=0)
+    for key in (show_key(KEY, 8), KEY):
+        band.hear(WristbandPacket(7, 5_000, 1, Effect.STROBE, 500).encode(key), 1.0)
+    assert band.current is None and band.refused["forged"] == 2
+    with pytest.raises(ValueError, match="show id 65536 is out of range"):
+        show_key(KEY, 65536)
+
+
+def test_the_bands_firmware_clamps_flash_rate_and_brightness_whatever_a_packet_says() -> None:
+    band = Band(KEY, 7, zone=0)
+    band.hear(copy(1, 2_000, 1_000, effect=Effect.STROBE, period_ms=20, intensity=255), local(1_000))
+    assert band.current is not None
+    shown = band.current.packet
+    assert (shown.effect, shown.period_ms, shown.intensity) == (Effect.STROBE, MIN_PERIOD_MS, MAX_INTENSITY)
+    assert 1000 / shown.period_ms <= MAX_FLASH_HZ and band.clamped == 1
+    band.hear(copy(2, 3_000, 2_000, effect=Effect.SOLID, period_ms=20, intensity=100), local(2_000))
+    assert band.current.packet.period_ms == 20 and band.clamped == 1  # a solid light does not flash
+
+
+heard = st.lists(st.tuples(st.integers(0, MAX_SEQUENCE), st.integers(0, 255), st.sampled_from(Effect),
+                           st.integers(0, 0xFFFF), st.integers(0, 6553).map(lambda p: p * 10),
+                           st.integers(0, 255)), max_size=30)
+
+
+@given(heard)
+def test_a_band_never_takes_a_copy_older_than_one_it_heard_nor_shows_past_its_rules(
+        copies: list[tuple[int, int, Effect, int, int, int]]) -> None:
+    band = Band(KEY, 7, zone=0)
+    newest = -1
+    for i, (sequence, serial, effect, countdown, period, intensity) in enumerate(copies):
+        before = band.current
+        band.hear(WristbandPacket(7, sequence, serial, effect, countdown, period_ms=period,
+                                  intensity=intensity).encode(KEY), i * 0.01)
+        if sequence <= newest:
+            assert band.current is before  # a replay (or a repeat) changes nothing
+        newest = max(newest, sequence)
+        shown = band.current.packet if band.current is not None else None
+        if shown is not None:
+            assert shown.intensity <= MAX_INTENSITY
+            assert shown.effect not in FLASHING or shown.period_ms >= MIN_PERIOD_MS
+    assert band.refused["replay"] == sum(1 for i, c in enumerate(copies) if c[0] < max(
+        (d[0] for d in copies[:i]), default=-1))
 
 
 def test_a_restarted_gateways_serials_are_new_effects_after_a_minute() -> None:
@@ -156,12 +211,30 @@ def fired(serial: int, groups: list[tuple[int, int]], kind: str = "solid") -> Fi
 
 
 def test_copies_take_turns_between_groups_and_count_down_to_each_start() -> None:
-    streams = Streams(show_id=1, tail_ms=200, heartbeat_ms=0)
+    streams = Streams(show_id=1, tail_ms=200, heartbeat_ms=0, epoch_ms=4_000)
     streams.add(fired(5, [(0b01, 10_500), (0b10, 10_600)]))
     copies = [streams.next(10_000 + 20 * i) for i in range(4)]
     assert [c.zones for c in copies if c] == [0b10, 0b01, 0b10, 0b01]
     assert [c.countdown_ms for c in copies if c] == [600, 480, 560, 440]
-    assert all(c is not None and c.sequence == 10_000 + 20 * i and c.serial == 5 for i, c in enumerate(copies))
+    assert all(c is not None and c.sequence == 6_000 + 20 * i and c.serial == 5 for i, c in enumerate(copies))
+
+
+def test_sequence_numbers_count_from_the_shows_start_and_never_wrap() -> None:
+    streams = Streams(show_id=1, tail_ms=0, heartbeat_ms=500, epoch_ms=1_000_000)
+    first = streams.next(1_000_000)
+    assert first is not None and first.sequence == 0
+    last = streams.next(1_000_000 + MAX_SEQUENCE)
+    assert last is not None and last.sequence == MAX_SEQUENCE
+    for outside in (999_999, 1_000_000 + MAX_SEQUENCE + 1):
+        with pytest.raises(WristbandError, match="from the show's start"):
+            streams.next(outside)
+
+
+def test_a_period_goes_on_the_air_rounded_up_so_an_effect_within_the_cap_stays_within() -> None:
+    streams = Streams(show_id=1, tail_ms=0, heartbeat_ms=0)
+    streams.add(Fired("e1", 1, None, ShowEffect("strobe", period_ms=334), (), (Group((), 1, 0, 100),), 0.0, 0.0))
+    packet = streams.next(0)
+    assert packet is not None and packet.period_ms == 340
 
 
 def test_copies_go_on_for_the_tail_with_no_countdown_then_heartbeats_follow() -> None:

@@ -1,6 +1,8 @@
 """The wristband radio on the virtual air: the gateway (a subprocess) speaks HCI H4 over a real pseudo-terminal
 to a Bumble controller hosted here, and virtual wristbands, Bumble hosts scanning the same virtual link, hear
-what it advertises. Faults are the controller's: silent, babbling, unplugged."""
+what it advertises. Faults are the controller's: silent, babbling, unplugged. Then the radio's refusals to start,
+in process: a clock behind what it last sent or not synchronised, a demo key off the virtual air, a key file
+open to other users."""
 
 from __future__ import annotations
 
@@ -18,11 +20,18 @@ import pytest
 from drivers.sim.air import VirtualAir
 from drivers.sim.crowd import Crowd, sync
 from drivers.wristband import hci
-from drivers.wristband.protocol import decode
+from drivers.wristband.freshness import RadioState, clock_synchronised
+from drivers.wristband.protocol import decode, show_key
+from drivers.wristband.radio import RadioOptions, WristbandRadio
+from gateway.dmx import FrameClock
+from gateway.driver import DriverContext, NotReady
+from gateway.show.engine import ShowEngine
+from gateway.show.settings import ShowSection
+from gateway.twin import Twin
 from tests.conftest import OPERATOR, Daemon, free_port, require
 
-KEY_HEX = "000102030405060708090a0b0c0d0e0f"
-KEY = bytes.fromhex(KEY_HEX)
+KEY_HEX = "000102030405060708090a0b0c0d0e0f"  # the venue key, in the radio's configuration
+KEY = show_key(bytes.fromhex(KEY_HEX), 1)  # show 1's: what its bands hold
 ZONES = {"floor": (0, 10.0), "balcony": (1, 35.0), "bar": (2, 45.0)}
 SOUND_M_S = 343.0
 
@@ -232,3 +241,76 @@ async def test_an_unplugged_dongle_is_retried_until_it_is_back(rig: Rig) -> None
     await rig.wait_radio(lambda r: r["state"] == "running" and r["detail"]["copies_sent"] > 0)
     await asyncio.sleep(0.6)
     assert rig.air.bands[0].heard > 0  # heartbeats on the air again
+
+
+# -- the radio's refusals to start, in process ----------------------------------------------------------------------
+
+def radio(tmp: Path, **options: Any) -> WristbandRadio:
+    twin = Twin("gw", "hall")
+    ctx = DriverContext("radio", twin, None, None, FrameClock(40), ShowEngine(ShowSection(), twin),  # type: ignore[arg-type]
+                        data_dir=tmp)
+    return WristbandRadio(ctx, RadioOptions(**{"port": str(tmp / "no-dongle"), "clock_sync": "none", **options}))
+
+
+async def refusal(driver: WristbandRadio) -> str:
+    with pytest.raises(NotReady) as refused:
+        await driver.start()
+    return str(refused.value)
+
+
+async def test_the_radio_does_not_start_with_a_clock_behind_what_it_last_sent(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VG_TEST_VENUE_KEY", KEY_HEX)
+    first = radio(tmp_path, key_env="VG_TEST_VENUE_KEY")
+    assert "cannot open" in await refusal(first)  # the show begins: its start is stored before the port opens
+    state = RadioState(tmp_path / "radio.radio.json")
+    state.load()
+    epoch = state.shows[1].epoch_ms
+    assert abs(epoch - time.time() * 1000) < 5_000
+    state.shows[1].last_sequence = round(time.time() * 1000) - epoch + 3_600_000  # an hour ahead of the clock
+    state.save()
+    said = await refusal(radio(tmp_path, key_env="VG_TEST_VENUE_KEY"))
+    assert said.startswith("the clock is 3600") and "behind the last sequence number this box sent for show 1" in said
+    state.shows[1].last_sequence = 1  # the clock is past it: the show goes on from the same start
+    state.save()
+    assert "cannot open" in await refusal(radio(tmp_path, key_env="VG_TEST_VENUE_KEY"))
+    state.load()
+    assert state.shows[1].epoch_ms == epoch
+    state.shows[2] = type(state.shows[1])(epoch - 50 * 86_400_000, 0)  # a show 50 days old: out of numbers
+    state.save()
+    said = await refusal(radio(tmp_path, key_env="VG_TEST_VENUE_KEY", show_id=2))
+    assert "sequence numbers (49.7 days of ms) are used up" in said
+    (tmp_path / "radio.radio.json").write_text("{half a fi")
+    assert "is not JSON" in await refusal(radio(tmp_path, key_env="VG_TEST_VENUE_KEY"))
+
+
+async def test_a_demo_key_is_refused_off_the_virtual_air(tmp_path: Path) -> None:
+    options = RadioOptions(port="/dev/serial/by-id/usb-nordic-if00", demo_key=KEY_HEX)
+    assert [(p.path, p.message) for p in options.problems()] == [
+        ("demo_key", "a demo key is for the virtual air only, not the real port /dev/serial/by-id/usb-nordic-if00 "
+                     "(allowed: key_file or key_env)")]
+    assert RadioOptions(port="/tmp/venue-gateway-air", demo_key=KEY_HEX).problems() == []
+    said = await refusal(radio(tmp_path, demo_key=KEY_HEX))  # not a pseudo-terminal: a real port, or nothing
+    assert said.endswith("is not the virtual air: a demo key is for the virtual air only (allowed: key_file or "
+                         "key_env)")
+
+
+async def test_a_key_file_open_to_other_users_is_refused_at_load(tmp_path: Path) -> None:
+    key = tmp_path / "venue.key"
+    key.write_text(KEY_HEX)
+    key.chmod(0o644)
+    said = await refusal(radio(tmp_path, key_file=str(key)))
+    assert said == f"show key file {key} has mode 0644, open to other users (allowed: 0600 or 0640; chmod 600 {key})"
+    key.chmod(0o600)
+    assert "cannot open" in await refusal(radio(tmp_path, key_file=str(key)))
+
+
+async def test_the_radio_waits_for_the_kernel_to_say_the_clock_is_synchronised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if clock_synchronised() is not False:  # a kernel that says its clock is synchronised has nothing to wait for
+        pytest.skip("this kernel's clock is synchronised (or cannot be asked)")
+    monkeypatch.setenv("VG_TEST_VENUE_KEY", KEY_HEX)
+    said = await refusal(radio(tmp_path, key_env="VG_TEST_VENUE_KEY", clock_sync="wait"))
+    assert said.startswith("the kernel says the clock is not synchronised")
+    assert not (tmp_path / "radio.radio.json").exists()
+    assert "cannot open" in await refusal(radio(tmp_path, key_env="VG_TEST_VENUE_KEY"))  # clock_sync = "none"

@@ -111,7 +111,7 @@ class VirtualAir:
     """A radio controller on a pty and `bands` virtual wristbands, on one virtual link."""
 
     def __init__(self, key: bytes, show_id: int, loss: float = 0.0, seed: int | None = None) -> None:
-        self.key = key
+        self.key = key  # the show's key (protocol.show_key), as its bands were given it
         self.show_id = show_id
         self.loss = loss
         self.rng = random.Random(seed)

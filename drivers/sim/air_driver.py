@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from drivers.sim.crowd import VirtualBand
+from drivers.wristband.protocol import show_key
 from drivers.wristband.radio import parse_key
 from gateway.driver import Driver, DriverContext, Problem, importable, setting
 
@@ -27,7 +28,7 @@ REPORT_AFTER_S = 0.2  # a group is reported this long after its start, once ever
 
 @dataclass(frozen=True)
 class AirOptions:
-    demo_key: str  # the show key the virtual bands were given: the radio's
+    demo_key: str  # the venue key, the radio's: the virtual bands are given the show's key derived from it
     pty: str = "/tmp/venue-gateway-air"  # where the virtual controller's pty is linked: the radio's `port`
     show_id: int = setting(1, min=0, max=0xFFFF)
     bands_per_zone: int = setting(4, min=1, max=64)
@@ -57,7 +58,8 @@ class VirtualAirDriver(Driver[AirOptions]):
         super().__init__(ctx, options)
         from drivers.sim.air import VirtualAir  # Bumble is the `sim` extra: needed only when this driver runs
 
-        self.air = VirtualAir(parse_key(options.demo_key), options.show_id, options.loss, options.seed)
+        self.air = VirtualAir(show_key(parse_key(options.demo_key), options.show_id), options.show_id, options.loss,
+                              options.seed)
         self.zones = {z.index: z.name for z in ctx.show.zones.values()} or {0: "all"}
         self._reports: set[tuple[int, int]] = set()
         self._timers: set[asyncio.TimerHandle] = set()

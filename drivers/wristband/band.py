@@ -4,34 +4,48 @@ replays, keep an estimate of the show clock, and schedule the effect on the band
 Every authentic copy says "the show clock read S when this copy was sent, and the effect starts C ms later".
 Hearing it at local time t, the band knows the offset between the clocks is at least S - t (a copy can only be
 late on its way). The band keeps the largest such bound over a sliding window, so the least-delayed copy it
-heard wins and a lost copy costs nothing. Sequence numbers grow (compared modulo 2^32, as RFC 1982 does), so a
-recording played back is refused. An effect serial not heard in the last minute is a new effect: the latest
-one heard wins, and copies of an older one still on the air change nothing.
+heard wins and a lost copy costs nothing. Sequence numbers count the ms from the show's start and are compared
+as plain integers (they never wrap within a show, and the key is the show's own): once a band has heard a copy,
+no recording of an older one is accepted. An effect serial not heard in the last minute is a new effect: the
+latest one heard wins, and copies of an older one still on the air change nothing.
+
+The firmware's own rules come last, whatever a packet says: a flashing effect never flashes faster than
+MAX_FLASH_HZ, and no effect is brighter than MAX_INTENSITY (the band model's LED ceiling).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from drivers.wristband.protocol import AuthenticationError, Effect, WristbandError, WristbandPacket, decode
 
 CLOCK_WINDOW_S = 10.0  # long enough to span many copies, short enough to follow a band's crystal drift
 LATE_GRACE_MS = 100  # an effect heard this long after its start is still joined
 SERIAL_MEMORY_S = 60.0  # how long a heard serial is remembered as "not new"
-HALF = 2**31
+# The firmware's rules. A photosensitivity cap (3 flashes a second, as broadcast guidelines allow) on every effect
+# whose light goes up and down with its period, and the band model's LED ceiling (80 %) on every effect.
+MAX_FLASH_HZ = 3.0
+FLASHING = frozenset({Effect.STROBE, Effect.PULSE, Effect.CHASE, Effect.WAVE, Effect.TWINKLE})
+MIN_PERIOD_MS = 10 * math.ceil(100 / MAX_FLASH_HZ)  # in the packet's 10 ms steps: 340 ms
+MAX_INTENSITY = 204
 
 
-def sequence_delta(sequence: int, last: int) -> int:
-    """How far `sequence` is past `last`, modulo 2^32: negative when it is older."""
-    return (sequence - last + HALF) % 2**32 - HALF
+def clamped(packet: WristbandPacket) -> WristbandPacket:
+    """What the band shows of `packet`: its flash rate and brightness within the firmware's rules."""
+    period = max(packet.period_ms, MIN_PERIOD_MS) if packet.effect in FLASHING else packet.period_ms
+    intensity = min(packet.intensity, MAX_INTENSITY)
+    if (period, intensity) == (packet.period_ms, packet.intensity):
+        return packet
+    return replace(packet, period_ms=period, intensity=intensity)
 
 
 @dataclass
 class Scheduled:
-    packet: WristbandPacket
+    packet: WristbandPacket  # as the band shows it: within the firmware's rules
     heard_at: float
-    start_show_ms: int  # the effect's start on the (unwrapped) show clock
+    start_show_ms: int  # the effect's start, in ms from the show's start
 
 
 class Band:
@@ -41,8 +55,8 @@ class Band:
         self.zone = zone
         self.current: Scheduled | None = None
         self.refused: Counter[str] = Counter()
+        self.clamped = 0  # effects shown slower or dimmer than their packet asked
         self._last_sequence: int | None = None
-        self._show_ms = 0  # the last sequence, unwrapped: show time keeps counting past 2^32 ms
         self._serials: dict[int, float] = {}  # serial -> when last heard
         self._bounds: deque[tuple[float, float]] = deque()  # (heard at, lower bound of the clock offset, ms)
         self._offset_ms: float | None = None
@@ -64,16 +78,14 @@ class Band:
         if packet.show_id != self.show_id:
             self.refused["other show"] += 1
             return
-        first = self._last_sequence is None
-        delta = 1 if self._last_sequence is None else sequence_delta(packet.sequence, self._last_sequence)
-        if delta <= 0:
-            if delta < 0:
-                self.refused["replay"] += 1
+        last = self._last_sequence
+        if last is not None and packet.sequence <= last:
+            if packet.sequence < last:
+                self.refused["replay"] += 1  # older than a copy already heard: a recording
             return  # the radio repeating the same copy: nothing new
         self._last_sequence = packet.sequence
-        self._show_ms = packet.sequence if first else self._show_ms + delta
         now_ms = t * 1000
-        self._learn_clock(self._show_ms - now_ms, t)
+        self._learn_clock(packet.sequence - now_ms, t)
         if packet.effect == Effect.HEARTBEAT or not packet.zones >> self.zone & 1:
             return
         for serial in [s for s, heard in self._serials.items() if t - heard > SERIAL_MEMORY_S]:
@@ -82,11 +94,13 @@ class Band:
         self._serials[packet.serial] = t
         if known:
             return  # a copy of an effect already heard: it only sharpened the clock
-        start = self._show_ms + packet.countdown_ms - (self._offset_ms or 0.0)
+        start = packet.sequence + packet.countdown_ms - (self._offset_ms or 0.0)
         if start < now_ms - LATE_GRACE_MS:
             self.refused["late"] += 1  # heard only after it was over
             return
-        self.current = Scheduled(packet, t, self._show_ms + packet.countdown_ms)
+        shown = clamped(packet)
+        self.clamped += shown is not packet
+        self.current = Scheduled(shown, t, packet.sequence + packet.countdown_ms)
 
     def _learn_clock(self, bound_ms: float, t: float) -> None:
         bounds = self._bounds

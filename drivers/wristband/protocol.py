@@ -2,7 +2,8 @@
 the selected zones which effect to start, and in how many milliseconds, authenticated with the show's key.
 
 Pure: bytes <-> WristbandPacket, no radio, no clock. AES-128-CMAC (from `cryptography`) is the tag because a
-band's BLE chip has an AES block in hardware; the tag is truncated to 48 bits as BLE's own MICs are.
+band's BLE chip has an AES block in hardware; the tag is truncated to 48 bits as BLE's own MICs are. Each show
+has a key of its own, derived from the venue key and the show id (`show_key`): a band holds its show's key only.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import hmac
 import struct
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 VERSION = 1
 AD_TYPE_MANUFACTURER = 0xFF
@@ -22,6 +25,8 @@ ADV_SIZE = 31  # a legacy advertisement's data
 TAG_SIZE = 6
 KEY_SIZE = 16
 ALL_ZONES = 0xFFFF
+MAX_SEQUENCE = 0xFFFF_FFFF  # ms from the show's start: 49.7 days, then the show needs a new id (and key)
+SHOW_KEY_INFO = b"venue-gateway wristband show key v1"  # HKDF's info, followed by the show id (2 bytes, LE)
 
 # AD length, AD type, company id, then the 21 bytes of the body and the 6 of the tag.
 _BODY = struct.Struct("<BHIBHBBBBHHBH")
@@ -52,7 +57,7 @@ class AuthenticationError(WristbandError):
 @dataclass(frozen=True)
 class WristbandPacket:
     show_id: int  # 0..65535: which show (and so which key) the packet belongs to
-    sequence: int  # the show clock (ms, modulo 2^32) when this copy was sent: grows with every copy
+    sequence: int  # ms from the show's start when this copy was sent: grows with every copy, never wraps
     serial: int  # 0..255: the effect's number, one more for each effect fired (modulo 256)
     effect: Effect
     countdown_ms: int  # 0..65535: the effect starts this long after this copy was sent
@@ -80,6 +85,17 @@ class WristbandPacket:
         head = _PREFIX.pack(ADV_SIZE - 1, AD_TYPE_MANUFACTURER, COMPANY_ID)
         body = self.body()
         return head + body + tag(key, head + body)
+
+
+def show_key(venue_key: bytes, show_id: int) -> bytes:
+    """The show's key: HKDF-SHA256 of the venue key with the show id. What the bands of that show are given
+    (never the venue key), and what signs that show's packets and no other's."""
+    if len(venue_key) != KEY_SIZE:
+        raise ValueError(f"a venue key is {KEY_SIZE} bytes, not {len(venue_key)}")
+    if not 0 <= show_id <= 0xFFFF:
+        raise ValueError(f"show id {show_id} is out of range (allowed: 0 to 65535)")
+    return HKDF(hashes.SHA256(), KEY_SIZE, salt=None, info=SHOW_KEY_INFO + show_id.to_bytes(2, "little")
+                ).derive(venue_key)
 
 
 def tag(key: bytes, data: bytes) -> bytes:

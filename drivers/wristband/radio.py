@@ -11,6 +11,12 @@ Heartbeats keep the bands' clocks fresh between effects and prove the controller
 A controller that stops answering, reports a hardware error or is unplugged ends the run (NotReady); the
 supervisor resets it after a backoff. Effects fired meanwhile are reported "not sent" by the show engine; those
 still counting down when the radio comes back are resumed.
+
+Keys and freshness: the configured key is the venue's; the radio signs with the show's key derived from it
+(protocol.show_key), the one the show's bands are given. Sequence numbers count from the show's start, kept with
+the last one sent in the radio's state file (freshness.py): the radio does not start while the clock is behind
+it, nor while the kernel says the clock is not synchronised (unless `clock_sync = "none"`: a box with no time
+source). A demo key is for the virtual air only: a real port needs `key_file` or `key_env`.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from drivers.wristband import hci
+from drivers.wristband.freshness import RadioState, StateError, clock_synchronised
 from drivers.wristband.hci_port import HciPort
-from drivers.wristband.protocol import KEY_SIZE
+from drivers.wristband.protocol import KEY_SIZE, WristbandError, show_key
 from drivers.wristband.streams import Streams
 from gateway.driver import (
     Driver,
@@ -35,9 +42,18 @@ from gateway.driver import (
     NotReady,
     Problem,
     environment_variable,
+    read_secret,
     secret_file,
     setting,
 )
+
+SAVE_EVERY_S = 1.0  # the last sequence number sent goes to the state file this often (and at stop)
+PTY_DIR = "/dev/pts/"  # the virtual air's controller is a pseudo-terminal; a real dongle never is
+
+
+def on_virtual_air(port: str) -> bool:
+    """Whether `port` is a pseudo-terminal (the virtual air's controller), following symlinks."""
+    return os.path.realpath(port).startswith(PTY_DIR)
 
 
 def parse_key(text: str) -> bytes:
@@ -53,10 +69,13 @@ def parse_key(text: str) -> bytes:
 @dataclass(frozen=True)
 class RadioOptions:
     port: str  # the dongle's serial port; name it by /dev/serial/by-id/... so replugging changes nothing
-    show_id: int = setting(1, min=0, max=0xFFFF)
-    key_file: str | None = None  # an absolute path to the show key: 32 hexadecimal digits
+    show_id: int = setting(1, min=0, max=0xFFFF)  # one id per show, never reused: the show's key derives from it
+    key_file: str | None = None  # an absolute path to the venue key (the show key's source): 32 hexadecimal digits
     key_env: str | None = None  # or an environment variable holding them
-    demo_key: str | None = None  # or the digits themselves, for the virtual venue only
+    demo_key: str | None = None  # or the digits themselves, for the virtual air only
+    # "wait": no radio while the kernel says the clock is not synchronised; "none": the box has no time source
+    # (its clock is trusted as it is; the stored last sequence number is then the only guard).
+    clock_sync: Literal["wait", "none"] = "wait"
     baudrate: int = setting(1_000_000, min=9600, max=4_000_000)
     rtscts: bool = True
     advertising: Literal["auto", "extended", "legacy"] = "auto"
@@ -72,6 +91,9 @@ class RadioOptions:
         if self.key_file is not None and not Path(self.key_file).is_absolute():
             return [Problem("key_file", f"{self.key_file!r} is not an absolute path")]
         if self.demo_key is not None:
+            if self.port.startswith("/dev/") and not self.port.startswith(PTY_DIR):
+                return [Problem("demo_key", f"a demo key is for the virtual air only, not the real port "
+                                            f"{self.port} (allowed: key_file or key_env)")]
             try:
                 parse_key(self.demo_key)
             except ValueError as exc:
@@ -79,13 +101,10 @@ class RadioOptions:
         return []
 
     def key(self) -> bytes:
+        """The venue key, as configured. ValueError saying why it cannot be had (a key file open to other users is
+        refused, as at check-config)."""
         if self.key_file is not None:
-            try:
-                text = Path(self.key_file).read_text(encoding="ascii")
-            except OSError as exc:
-                raise ValueError(f"show key file {self.key_file} cannot be read: {exc.strerror}") from None
-            except UnicodeError:
-                text = "?"  # refused below, as any other text that is not 32 hexadecimal digits
+            text = read_secret(Path(self.key_file), "show key file")
             try:
                 return parse_key(text)
             except ValueError as exc:
@@ -104,9 +123,10 @@ class WristbandRadio(Driver[RadioOptions]):
 
     def __init__(self, ctx: DriverContext, options: RadioOptions) -> None:
         super().__init__(ctx, options)
-        self.key = b""
+        self.key = b""  # the show's, derived from the venue key
         self.port = HciPort(options.port, options.baudrate, options.rtscts, options.command_timeout_s, ctx.log)
         self.streams = Streams(options.show_id, options.tail_ms, options.heartbeat_interval_ms)
+        self.state = RadioState(ctx.data_dir / f"{ctx.name}.radio.json") if ctx.data_dir is not None else None
         self.extended = False
         self.controller: dict[str, Any] = {}
         self.copies_sent = 0
@@ -130,10 +150,28 @@ class WristbandRadio(Driver[RadioOptions]):
         return []
 
     async def start(self) -> None:
+        options = self.options
         try:
-            self.key = self.options.key()
+            self.key = show_key(options.key(), options.show_id)
         except ValueError as exc:  # a key file not there yet: retried with backoff, one line each time
             raise NotReady(str(exc)) from None
+        virtual = on_virtual_air(options.port)
+        if options.demo_key is not None and not virtual:
+            raise NotReady(f"{options.port} is not the virtual air: a demo key is for the virtual air only "
+                           "(allowed: key_file or key_env)")
+        # The virtual air's bands live and die with the process: no recording of them can be older than they are.
+        if options.clock_sync == "wait" and not virtual and clock_synchronised() is False:
+            raise NotReady("the kernel says the clock is not synchronised (adjtimex: STA_UNSYNC): waiting for the "
+                           "time source (allowed: clock_sync = \"none\" on a box that has none)")
+        if self.state is None:
+            raise NotReady("no data directory for the radio's state (its sequence numbers)")
+        try:
+            await asyncio.to_thread(self.state.load)
+            show = self.state.begin(options.show_id, self.ctx.show.show_ms(time.monotonic()))
+            await asyncio.to_thread(self.state.save)
+        except StateError as exc:
+            raise NotReady(str(exc)) from None
+        self.streams.epoch_ms = show.epoch_ms
         await self.port.open()
         try:
             await self._set_up()
@@ -170,7 +208,8 @@ class WristbandRadio(Driver[RadioOptions]):
                           self.options.port, hci_version, manufacturer, self.controller["advertising"])
         asset = f"radio:{self.ctx.name}"
         self.ctx.declare(asset, "wristband_radio")
-        self.ctx.report(asset, {"port": self.options.port, "show_id": self.options.show_id, **self.controller})
+        self.ctx.report(asset, {"port": self.options.port, "show_id": self.options.show_id,
+                                "show_epoch_ms": self.streams.epoch_ms, **self.controller})
 
     def attach(self) -> None:
         super().attach()
@@ -203,14 +242,16 @@ class WristbandRadio(Driver[RadioOptions]):
         return "sending"
 
     async def run(self) -> None:
-        sender = asyncio.get_running_loop().create_task(self._send_forever(), name=f"{self.ctx.name}:copies")
-        closed = asyncio.get_running_loop().create_task(self.port.closed(), name=f"{self.ctx.name}:closed")
+        loop = asyncio.get_running_loop()
+        tasks = {loop.create_task(self._send_forever(), name=f"{self.ctx.name}:copies"),
+                 loop.create_task(self.port.closed(), name=f"{self.ctx.name}:closed"),
+                 loop.create_task(self._save_forever(), name=f"{self.ctx.name}:state")}
         try:
-            await asyncio.wait({sender, closed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            sender.cancel()
-            closed.cancel()
-            outcomes = await asyncio.gather(sender, closed, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         for outcome in outcomes:  # the first real failure ends the run; each task's outcome is read
             if isinstance(outcome, Exception):
                 raise outcome
@@ -233,23 +274,46 @@ class WristbandRadio(Driver[RadioOptions]):
                 advertising = False
                 quiet_since = loop.time()
             # Stamped now, after the round trips before it: the closest the host gets to the air.
-            packet = self.streams.next(show.show_ms(time.monotonic()))
+            try:
+                packet = self.streams.next(show.show_ms(time.monotonic()))
+            except WristbandError as exc:  # the show's sequence numbers used up: the next start says what to do
+                raise NotReady(str(exc)) from None
             if packet is None:
                 if loop.time() - quiet_since > 1.0:  # no heartbeats: still notice a controller gone silent
                     await port.command(hci.READ_LOCAL_VERSION)
                     quiet_since = loop.time()
                 continue
+            self._sent(packet.sequence)
             adv = packet.encode(self.key)
             await port.command(set_data, hci.extended_data(adv) if self.extended else hci.legacy_data(adv))
             await port.command(*enable)
             advertising = True
             self.copies_sent += 1
 
+    def _sent(self, sequence: int) -> None:
+        assert self.state is not None
+        self.state.shows[self.options.show_id].last_sequence = sequence
+
+    async def _save_forever(self) -> None:
+        assert self.state is not None
+        while True:
+            await asyncio.sleep(SAVE_EVERY_S)
+            try:
+                await asyncio.to_thread(self.state.save)
+            except StateError as exc:  # a sequence not stored could be reused after a clock step: stop sending
+                raise NotReady(str(exc)) from None
+
     async def stop(self) -> None:
         await self.port.close()
+        if self.state is not None and self.options.show_id in self.state.shows:
+            try:
+                await asyncio.to_thread(self.state.save)
+            except StateError as exc:
+                self.ctx.log.error("%s", exc)
 
     def health(self) -> dict[str, Any]:
-        return {"port": self.options.port, **self.controller, "copies_sent": self.copies_sent,
+        return {"port": self.options.port, **self.controller, "show_epoch_ms": self.streams.epoch_ms,
+                "copies_sent": self.copies_sent,
                 "effects_taken": self.effects_taken, "streams": len(self.streams.active),
                 "hci_commands": self.port.commands, "unexpected_events": self.port.unexpected,
                 "dropped": dict(self.port.reader.dropped), "ignored_events": self.port.reader.ignored}

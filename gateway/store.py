@@ -28,7 +28,7 @@ from gateway.database import advice, open_database, worker
 from gateway.outbox import Outbox, OutboxSettings
 from gateway.readings import Reading
 from gateway.settings import StoreSection
-from gateway.twin import Asset, Twin
+from gateway.twin import Asset, Twin, state_problem
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ class Store:
     def _restore(self) -> tuple[list[Asset], int]:
         conn = self._conn = open_database(self.path, self.settings.synchronous)
         assets = [
-            Asset(r[0], r[1], r[2], r[3], reported=orjson.loads(r[4]), desired=orjson.loads(r[5]),
-                  version=r[6], updated_at=r[7] or 0.0)
+            Asset(r[0], r[1], r[2], r[3], reported=self._state(r[0], "reported", r[4]),
+                  desired=self._state(r[0], "desired", r[5]), version=r[6], updated_at=r[7] or 0.0)
             for r in conn.execute("SELECT id, kind, zone, owner, reported, desired, version, updated_at FROM assets")
         ]
         row = conn.execute("SELECT value FROM meta WHERE key='version_reserved'").fetchone()
@@ -152,6 +152,23 @@ class Store:
             conn.execute("DELETE FROM meta WHERE key='outbox_seq'")
         self._measure()
         return assets, version
+
+    def _state(self, asset_id: str, column: str, raw: bytes | str) -> dict[str, Any]:
+        """An asset's state as stored, or {} (rewritten so) when the twin could not hold it: a value an older
+        version let in (nested past what JSON documents carry) would make the snapshot unencodable for good."""
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            problem: str | None = f"not JSON: {exc}"
+        else:
+            problem = state_problem(value)
+        if problem is None:
+            return value  # type: ignore[no-any-return]  # a dict: state_problem says so
+        assert self._conn is not None
+        self._conn.execute(f"UPDATE assets SET {column} = '{{}}' WHERE id = ?", (asset_id,))
+        log.warning("store: the %s state of %s (%d bytes) cannot be held by the twin (%s); it is dropped",
+                    column, asset_id, len(raw), problem)
+        return {}
 
     def _lock(self) -> None:
         """One gateway per data directory: a second one would interleave versions."""

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+# What an asset's reported or desired state may hold: objects and arrays nested at most MAX_DEPTH deep (the state
+# itself is the first level). Every document that carries a state (the snapshot, a delta, the store's row, an
+# event) adds a few levels of its own, and orjson encodes no deeper than 254: a state past that could enter the
+# twin and then never be encoded again. A desired state is also kept to MAX_DESIRED_BYTES, encoded.
+MAX_DEPTH = 32
+MAX_DESIRED_BYTES = 256 * 1024
 DesiredHandler = Callable[[str, Mapping[str, Any]], None]
 DesiredCheck = Callable[[str, Mapping[str, Any]], str | None]  # why it is refused, or None
 
@@ -82,6 +88,43 @@ class ChangesAhead(ChangesGone):
         super().__init__(floor, f"version {since} is ahead of the twin, which is at version {version}: it was never "
                                 f"given out by this twin (its store was replaced?); take a snapshot")
         self.version = version
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests objects and arrays more than `limit` deep (a flat object is 1)."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [v for c in level for v in (c.values() if isinstance(c, Mapping) else c)
+                 if isinstance(v, Mapping | list | tuple)]
+        if not level:
+            return False
+    return True
+
+
+class InvalidState(ValueError):
+    """A state the twin cannot hold: not encodable as JSON, nested deeper than MAX_DEPTH, or a desired state over
+    MAX_DESIRED_BYTES. Nothing was changed."""
+
+
+def encode_state(patch: Mapping[str, Any]) -> bytes:
+    """A patch (or a whole state) as the log keeps it, or InvalidState saying why it cannot be held."""
+    if too_deep(patch):
+        raise InvalidState(f"nested deeper than {MAX_DEPTH} levels (allowed: up to {MAX_DEPTH})")
+    try:
+        return _encode(dict(patch))
+    except TypeError as exc:  # orjson: a type JSON cannot carry, an integer past 64 bits, a key not a string
+        raise InvalidState(f"not representable as JSON: {exc}") from None
+
+
+def state_problem(value: Any) -> str | None:
+    """Why a state read back from elsewhere (the store) cannot be served, or None when it can."""
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    try:
+        encode_state(value)
+    except InvalidState as exc:
+        return str(exc)
+    return None
 
 
 class DesiredRefused(ValueError):
@@ -249,7 +292,7 @@ class Twin:
     def report(self, asset_id: str, values: Mapping[str, Any], owner: str | None = None) -> None:
         """Merge `values` into the reported state (null deletes a key); creates an unknown asset."""
         patch = dict(values)
-        encoded = _encode(patch)  # first: a value JSON cannot carry is refused with nothing changed
+        encoded = encode_state(patch)  # first: a value the twin cannot hold is refused with nothing changed
         asset = self._assets.get(asset_id)
         self._reserve(1 if asset else 2)
         asset = asset or self.declare(asset_id, "unknown", None, owner)
@@ -276,13 +319,19 @@ class Twin:
             self._commit(asset, patch_json, None)
 
     def patch_desired(self, asset_id: str, patch: Mapping[str, Any], if_match: int | None = None) -> Asset:
+        """Merge `patch` into the asset's desired state. InvalidState when the patch, or the state it makes, could
+        not be held (encoded, within MAX_DEPTH, within MAX_DESIRED_BYTES); nothing is changed then."""
         asset = self._assets.get(asset_id)
         if asset is None:
             raise UnknownAsset(asset_id)
         if if_match is not None and if_match != asset.version:
             raise VersionMismatch(asset.version)
-        encoded = _encode(dict(patch))
-        desired = merge_patch(asset.desired, patch)
+        encoded = encode_state(patch)
+        desired = merge_patch(asset.desired, patch)  # no deeper than the patch or the state before it
+        size = len(orjson.dumps(desired))
+        if size > MAX_DESIRED_BYTES:
+            raise InvalidState(f"the desired state would be {size} bytes encoded (allowed: up to "
+                               f"{MAX_DESIRED_BYTES})")
         check = self._desired_checks.get(asset.owner or "")
         if check is not None and (reason := check(asset.id, desired)) is not None:
             raise DesiredRefused(reason)

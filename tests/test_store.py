@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from gateway.database import BULK_NICE
@@ -44,6 +45,42 @@ async def test_the_twin_comes_back_after_a_clean_close_at_the_same_version(tmp_p
     assert (asset.kind, asset.zone, asset.owner) == ("amplifier", "stage", "sim")
     assert asset.reported == {"temperature_c": 41.5, "label": "left"} and asset.desired == {"enabled": False}
     await store.close(again)
+
+
+async def test_a_state_an_older_version_stored_that_cannot_be_encoded_is_dropped_and_the_rest_served(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An older version let a desired patch 254 deep in and wrote it: restored as it was, the snapshot could never
+    be encoded again (500 on GET /api/v1/twin, the cloud's twin sync failing at each connect). The bad state is
+    dropped (its row rewritten) with a log line; the rest of the twin, the asset's other state included, serves."""
+    t = twin()
+    store = Store(tmp_path, StoreSection())
+    await store.open(t)
+    t.declare("amp:1", "amplifier", "stage", "sim")
+    t.report("amp:1", {"temperature_c": 41.5})
+    t.declare("amp:2", "amplifier", "stage", "sim")
+    t.patch_desired("amp:2", {"enabled": False})
+    await store.close(t)
+    poison = '{"a":' * 254 + "1" + "}" * 254
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        db.execute("UPDATE assets SET desired = ? WHERE id = 'amp:1'", (poison,))
+        db.execute("UPDATE assets SET reported = ? WHERE id = 'amp:2'", ('{"a":' * 1100 + "1" + "}" * 1100,))
+    db.close()
+
+    again = twin()
+    store = Store(tmp_path, StoreSection())
+    await store.open(again)
+    snapshot = orjson.loads(again.snapshot_json())["assets"]
+    assert snapshot["amp:1"]["desired"] == {} and snapshot["amp:1"]["reported"] == {"temperature_c": 41.5}
+    assert snapshot["amp:2"]["reported"] == {} and snapshot["amp:2"]["desired"] == {"enabled": False}
+    dropped = [r.getMessage() for r in caplog.records if "cannot be held by the twin" in r.getMessage()]
+    assert len(dropped) == 2 and "desired state of amp:1" in dropped[0], dropped
+    again.patch_desired("amp:1", {"enabled": True})  # and it changes, and is stored, as any other
+    await store.close(again)
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
+        assert orjson.loads(db.execute("SELECT desired FROM assets WHERE id = 'amp:1'").fetchone()[0]) == {
+            "enabled": True}
+        assert orjson.loads(db.execute("SELECT reported FROM assets WHERE id = 'amp:2'").fetchone()[0]) == {}
+    db.close()
 
 
 async def test_after_a_crash_versions_jump_past_any_that_was_shown(tmp_path: Path) -> None:

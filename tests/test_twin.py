@@ -14,7 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.readings import Reading
-from gateway.twin import ChangesGone, Twin, UnknownAsset, VersionMismatch, change_document, merge_patch, rfc3339
+from gateway.twin import (
+    MAX_DEPTH,
+    MAX_DESIRED_BYTES,
+    ChangesGone,
+    InvalidState,
+    Twin,
+    UnknownAsset,
+    VersionMismatch,
+    change_document,
+    merge_patch,
+    rfc3339,
+)
 
 
 def make_twin(log: int = 100) -> Twin:
@@ -89,14 +100,41 @@ def test_a_value_json_cannot_carry_is_refused_with_nothing_changed() -> None:
     bad: Any = np.float32(41.0)  # not a float, as a careless driver might hand over: JSON encoders refuse it
     with pytest.raises(TypeError):
         twin.apply_readings([Reading(2.0, "amp:1", "current_a", 1.0), Reading(2.0, "amp:2", "temperature_c", bad)])
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidState):
         twin.report("amp:1", {"temperature_c": bad})
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidState):
         twin.patch_desired("amp:1", {"limit": bad})
     assert twin.version == version and twin.get("amp:2") is None
     assert twin.get("amp:1").reported == state  # type: ignore[union-attr]
     twin.report("amp:1", {"temperature_c": 41.0})
     assert [c[0] for c in twin.changes_since(version - 1)] == [version, version + 1]
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """An object `depth` levels deep: {"a": {"a": ... leaf}}."""
+    for _ in range(depth):
+        leaf = {"a": leaf}
+    return leaf
+
+
+def test_a_state_the_twin_could_not_encode_again_never_enters_it() -> None:
+    """A desired patch 254 deep encodes by itself, but not inside the asset's document: once applied, the snapshot
+    (GET /api/v1/twin, the cloud's twin sync) could never be encoded again. The twin refuses it, and anything
+    past MAX_DEPTH or MAX_DESIRED_BYTES, with InvalidState (a ValueError), nothing changed."""
+    twin = make_twin()
+    twin.declare("amp:1", "amplifier", "stage", "sim")
+    twin.patch_desired("amp:1", {"ok": nested(MAX_DEPTH - 1)})  # the deepest allowed, arrays counting too
+    twin.report("amp:1", {"levels": [[1, [2]], nested(MAX_DEPTH - 2)]})
+    version, desired = twin.version, twin.get("amp:1").desired  # type: ignore[union-attr]
+    for patch in (nested(254), nested(MAX_DEPTH + 1), {"a": [[[nested(MAX_DEPTH)]]]}, {"big": 2**70},
+                  {"x": "y" * MAX_DESIRED_BYTES}):
+        with pytest.raises(InvalidState) as refused:
+            twin.patch_desired("amp:1", patch)
+        assert str(refused.value).startswith(("nested deeper than", "not representable", "the desired state"))
+    with pytest.raises(InvalidState):
+        twin.report("amp:1", nested(300))
+    assert twin.version == version and twin.get("amp:1").desired == desired  # type: ignore[union-attr]
+    assert orjson.loads(twin.snapshot_json())["assets"]["amp:1"]["desired"] == desired
 
 
 def test_changes_since_a_trimmed_version_are_gone() -> None:

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,15 +71,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _launch(cfg: configuration.Config, data_dir: Path | None) -> int:
     from gateway.api.auth import Tokens
     from gateway.daemon import Gateway, serve
+    from gateway.settings import token_problem
     from gateway.store import StoreError
 
     secrets = []
     for i, token in enumerate(cfg.api.tokens):
         try:
-            secrets.append((configuration.resolve_secret(cfg, token), token.role))
+            secret = configuration.resolve_secret(cfg, token)
         except ValueError as exc:
             print(f"{cfg.path}: api.tokens[{i}]: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        problem = None if token.demo_token is not None else token_problem(secret)
+        if problem is not None:
+            print(f"{cfg.path}: api.tokens[{i}].{'env' if token.env else 'file'}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        secrets.append((secret, token.role))
         if token.demo_token is not None:
             logging.getLogger("gateway").info("demo %s token: %s", token.role, token.demo_token)
     if not secrets:
@@ -103,23 +110,37 @@ def _launch(cfg: configuration.Config, data_dir: Path | None) -> int:
     return EXIT_OK
 
 
-def _get(args: argparse.Namespace, path: str, *, auth: bool = True) -> Any:
-    return client.request(args, "GET", path, auth=auth)
+def _get(args: argparse.Namespace, path: str) -> Any:
+    return client.request(args, "GET", path)
 
 
 def _mb(n: int) -> str:
     return f"{n / 1048576:.1f} MB"
 
 
+def _token_given(args: argparse.Namespace) -> bool:
+    return bool(args.token or args.token_file or os.environ.get("VENUE_GATEWAY_TOKEN")
+                or os.environ.get("VENUE_GATEWAY_TOKEN_FILE"))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    health = _get(args, "/api/v1/health", auth=False)
+    certificate: list[str] = []
+    health = client.request(args, "GET", "/api/v1/health", auth=_token_given(args), certificate=certificate)
     if args.json:
         print(json.dumps(health, indent=2))
         return EXIT_OK
+    code = EXIT_OK if health["status"] == "ok" else EXIT_FAILURE
+    if "twin" not in health:  # no token (or not a valid one): the gateway says only its status
+        print(f"gateway at {args.url}: {health['status']} (give a token for the details)")
+        if certificate:
+            print(f"  api      https, certificate SHA-256 {certificate[0]}")
+        return code
     twin, store, lag = health["twin"], health["store"], health["loop_lag"]
     print(f"gateway {health['gateway_id']} (venue {health['venue']}): {health['status']}")
     for problem in health.get("problems", []):
         print(f"  problem  {problem}")
+    if certificate:
+        print(f"  api      https, certificate SHA-256 {certificate[0]}")
     print(f"  twin     version {twin['version']}, {twin['assets']} assets")
     print(f"  store    {store['state']}: {_mb(store['used_bytes'])} used of {_mb(store['limit_bytes'])}, "
           f"telemetry committed to #{store['committed_seq']}, {store['evicted_rows']} evicted, "
@@ -138,7 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             extra = f", restarts {unit['restarts']}" if unit.get("restarts") else ""
             error = f"  ({unit['last_error']})" if unit.get("last_error") and unit["state"] != "running" else ""
             print(f"  {section[:-1]:7}  {name:16} {unit['state']}{extra}{error}")
-    return EXIT_OK if health["status"] == "ok" else EXIT_FAILURE
+    return code
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -189,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
                        help="check the file alone, away from its box: not its secrets, files or drivers' libraries")
     check.set_defaults(func=cmd_check_config)
 
-    for name, func, text in (("status", cmd_status, "health of a running gateway (exit 1 unless ok)"),
+    for name, func, text in (("status", cmd_status, "a running gateway's health (exit 1 unless ok)"),
                              ("snapshot", cmd_snapshot, "print the twin of a running gateway as JSON"),
                              ("fire", cmd_fire, "fire a preset on a running gateway (operator token)")):
         talker = sub.add_parser(name, help=text)

@@ -2,8 +2,11 @@
 asset, its desired state, the show's stop, blackout and tempo, and the twin's change stream.
 
 Each takes the gateway's address (`--url`, or VENUE_GATEWAY_URL), a token (`--token`, `--token-file`,
-VENUE_GATEWAY_TOKEN or VENUE_GATEWAY_TOKEN_FILE, in that order) and, for an API behind a TLS proxy, `--ca-file`.
-A gateway that cannot be reached, or that refuses, is one line on stderr and exit code 1.
+VENUE_GATEWAY_TOKEN or VENUE_GATEWAY_TOKEN_FILE, in that order) and, for an https URL, how to trust its certificate:
+its SHA-256 fingerprint pinned (`--fingerprint`, or VENUE_GATEWAY_FINGERPRINT; a gateway's own self-signed
+certificate), or the CA that signed it (`--ca-file`, or VENUE_GATEWAY_CA_FILE; default: the system's). The
+certificate is checked before the token is sent. A gateway that cannot be reached, that refuses, or whose
+certificate is not the one trusted, is one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ import argparse
 import asyncio
 import contextlib
 import fnmatch
+import functools
+import hashlib
+import http.client
 import json
 import os
 import signal
+import socket
 import ssl
 import sys
 import urllib.error
@@ -23,6 +30,8 @@ import urllib.request
 from typing import Any
 
 import aiohttp
+
+from gateway.api import tls
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -47,6 +56,9 @@ def add_connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", metavar="FILE", default=os.environ.get("VENUE_GATEWAY_CA_FILE"),
                    help="for an https URL: the CA that signed its certificate (default: the system's, or "
                         "VENUE_GATEWAY_CA_FILE)")
+    p.add_argument("--fingerprint", metavar="SHA256", default=os.environ.get("VENUE_GATEWAY_FINGERPRINT"),
+                   help="for an https URL: accept only the certificate with this SHA-256 fingerprint, as the gateway "
+                        "logs it at start (its self-signed one; default: VENUE_GATEWAY_FINGERPRINT)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
 
 
@@ -70,18 +82,94 @@ def token(args: argparse.Namespace) -> str:
     return secret
 
 
+class CertificateRefused(OSError):
+    """The gateway's certificate is not the one pinned: nothing was sent to it."""
+
+
+def _pin(args: argparse.Namespace) -> bytes | None:
+    if not getattr(args, "fingerprint", None):
+        return None
+    try:
+        return tls.parse_fingerprint(str(args.fingerprint))
+    except ValueError as exc:
+        raise RuntimeError(f"--fingerprint: {exc}") from None
+
+
 def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The client context for an https URL: with a pinned fingerprint, any certificate is taken through the
+    handshake and then compared with the pin before a byte is sent; else it must chain to the CA (and name the
+    host)."""
     if not str(args.url).startswith("https:"):
         return None
+    if _pin(args) is not None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
     try:
         return ssl.create_default_context(cafile=args.ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise RuntimeError(f"the CA file {args.ca_file} cannot be used: {exc}") from None
 
 
+class _Connection(http.client.HTTPSConnection):
+    """An HTTPS connection that notes the certificate it was served and, when one is pinned, refuses any other
+    before the request (and its token) is sent."""
+
+    def __init__(self, *args: Any, pin: bytes | None, seen: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pin, self._seen = pin, seen
+
+    def connect(self) -> None:
+        super().connect()
+        assert isinstance(self.sock, ssl.SSLSocket)
+        der = self.sock.getpeercert(binary_form=True) or b""
+        self._seen.append(tls.fingerprint(der))
+        if self._pin is not None and hashlib.sha256(der).digest() != self._pin:
+            self.sock.close()
+            raise CertificateRefused(f"its certificate's SHA-256 fingerprint is {tls.fingerprint(der)}, not the one "
+                                     "given with --fingerprint: refused, nothing sent")
+
+
+class _Handler(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext | None, pin: bytes | None, seen: list[str]) -> None:
+        super().__init__(context=context)
+        self._tls, self._pin, self._seen = context, pin, seen
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = functools.partial(_Connection, pin=self._pin, seen=self._seen)
+        return self.do_open(connection, req, context=self._tls)
+
+
+def _served_fingerprint(url: str, timeout: float) -> str | None:
+    """The fingerprint of the certificate `url` serves, taken without trusting it (to say what to pin)."""
+    parts = urllib.parse.urlsplit(url)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((parts.hostname or "", parts.port or 443), timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=parts.hostname) as sock:
+            return tls.fingerprint(sock.getpeercert(binary_form=True) or b"")
+    except (OSError, ValueError):
+        return None
+
+
+def _unreachable(args: argparse.Namespace, reason: Any) -> RuntimeError:
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        served = _served_fingerprint(str(args.url), args.timeout)
+        how = (f"its SHA-256 fingerprint is {served}: if it is the one the gateway logged at start, pin it with "
+               f"--fingerprint {served} (or VENUE_GATEWAY_FINGERPRINT), or give its CA with --ca-file"
+               if served else "give its CA with --ca-file, or pin its fingerprint with --fingerprint")
+        return RuntimeError(f"the certificate of the gateway at {args.url} is not trusted "
+                            f"({reason.verify_message}): {how}")
+    return RuntimeError(f"cannot reach the gateway at {args.url}: {reason}")
+
+
 def request(args: argparse.Namespace, method: str, path: str, body: Any = None, *, auth: bool = True,
-            headers: dict[str, str] | None = None) -> Any:
-    """The gateway's JSON answer; ApiError when it answers with an error, RuntimeError when it cannot be reached."""
+            headers: dict[str, str] | None = None, certificate: list[str] | None = None) -> Any:
+    """The gateway's JSON answer; ApiError when it answers with an error, RuntimeError when it cannot be reached or
+    its certificate is not the one trusted. `certificate` collects the fingerprint of the certificate served."""
     data = None if body is None else json.dumps(body).encode()
     url = args.url.rstrip("/") + path
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
@@ -89,8 +177,9 @@ def request(args: argparse.Namespace, method: str, path: str, body: Any = None, 
         req.add_header("Content-Type", "application/json")
     if auth:
         req.add_header("Authorization", f"Bearer {token(args)}")
+    opener = urllib.request.build_opener(_Handler(_tls(args), _pin(args), [] if certificate is None else certificate))
     try:
-        with urllib.request.urlopen(req, timeout=args.timeout, context=_tls(args)) as response:
+        with opener.open(req, timeout=args.timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as exc:
         doc: dict[str, Any] = {}
@@ -102,8 +191,7 @@ def request(args: argparse.Namespace, method: str, path: str, body: Any = None, 
     except TimeoutError:
         raise RuntimeError(f"no answer from the gateway at {args.url} within {args.timeout:g} s") from None
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise RuntimeError(f"cannot reach the gateway at {args.url}: {reason}") from None
+        raise _unreachable(args, getattr(exc, "reason", exc)) from None
     return json.loads(raw) if raw else None
 
 
@@ -300,12 +388,17 @@ async def _follow(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopper = asyncio.ensure_future(stop.wait())
-    tls = _tls(args)
+    context, pin = _tls(args), _pin(args)
+    check: ssl.SSLContext | aiohttp.Fingerprint | bool = True
+    if pin is not None:
+        check = aiohttp.Fingerprint(pin)  # compared before the upgrade request (and its token) is sent
+    elif context is not None:
+        check = context
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=args.timeout)) as s:
             try:
                 ws = await asyncio.wait_for(s.ws_connect(url, headers={"Authorization": f"Bearer {token(args)}"},
-                                                         ssl=tls if tls is not None else True, heartbeat=30,
+                                                         ssl=check, heartbeat=30,
                                                          max_msg_size=0), args.timeout)
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status in (400, 401, 403, 404):  # the gateway's own words: the request without the upgrade
@@ -313,6 +406,12 @@ async def _follow(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"{args.url}{BASE}/twin/stream: {exc.status} {exc.message}") from None
             except TimeoutError:
                 raise RuntimeError(f"no answer from the gateway at {args.url} within {args.timeout:g} s") from None
+            except aiohttp.ServerFingerprintMismatch as exc:
+                raise RuntimeError(f"cannot reach the gateway at {args.url}: its certificate's SHA-256 fingerprint "
+                                   f"is {tls.digest_text(exc.got)}, not the one given with --fingerprint: "
+                                   "refused, nothing sent") from None
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise _unreachable(args, exc.certificate_error) from None
             except (aiohttp.ClientError, OSError) as exc:
                 raise RuntimeError(f"cannot reach the gateway at {args.url}: {exc}") from None
             async with ws:

@@ -28,9 +28,23 @@ class GatewaySection:
     realtime_priority: int = setting(0, min=0, max=99)
 
 
+# A token from the environment or a file is at least this long (`openssl rand -hex 32` makes 64): a short one can
+# be guessed over the network. A demo token (loopback only) needs 8.
+MIN_TOKEN_CHARS = 16
+
+
+def token_problem(secret: str) -> str | None:
+    """Why a token from the environment or a file is refused, or None."""
+    if len(secret) < MIN_TOKEN_CHARS:
+        return (f"the token is {len(secret)} characters long (allowed: {MIN_TOKEN_CHARS} or more; make one with "
+                "openssl rand -hex 32)")
+    return None
+
+
 @dataclass(frozen=True)
 class TokenSection:
-    """One API token. Its secret comes from `env` or `file`; `demo_token` is a literal for loopback demos."""
+    """One API token. Its secret comes from `env` or `file` (at least MIN_TOKEN_CHARS long, a file that other users
+    cannot read); `demo_token` is a literal for loopback demos."""
 
     role: Role
     name: str = ""
@@ -48,14 +62,38 @@ class TokenSection:
 @dataclass(frozen=True)
 class ApiSection:
     listen: str = setting("127.0.0.1:8080", check=check_listen)
+    # HTTPS: "auto" serves it on every listener but loopback (and on loopback too when cert_file is given), "on"
+    # always, "off" never. Plain HTTP on a listener other than loopback sends the tokens in clear over the venue
+    # network: it is refused unless insecure_http = true says it is meant.
+    tls: Literal["auto", "on", "off"] = "auto"
+    # The certificate (with its chain) and its private key, PEM; relative paths are taken from the directory of the
+    # configuration file. Without them a self-signed certificate is made once in the data directory
+    # (tls/api.pem, tls/api.key), and its SHA-256 fingerprint is logged at start for clients to pin.
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_http: bool = False
     tokens: list[TokenSection] = field(default_factory=list)
     max_body_kb: int = setting(256, min=1, max=65536)
+    # Connections open at once (each one a file descriptor, which serial ports, SQLite and OSC need too): past it a
+    # new connection closes the one idle longest, or is refused with 503 when none is idle.
+    max_connections: int = setting(256, min=8, max=10_000)
+    # A connection that sends no complete request (idle keep-alive, or headers arriving slowly) for this long is
+    # closed.
+    idle_timeout_s: float = setting(15.0, min=1, max=3600)
+    # WebSocket streams open at once; past it a new one is refused with 503.
+    max_streams: int = setting(64, min=1, max=10_000)
     # The WebSocket stream sends a ping this often and drops a client that does not answer.
     heartbeat_s: float = setting(20.0, min=1, max=600)
     # Web pages that may open the WebSocket stream besides the gateway's own origin, as `scheme://host[:port]`
     # (a dashboard served elsewhere). A browser says which page opens a WebSocket (`Origin`) and any page may try:
     # one from an origin not listed is refused. Clients that send no Origin (the CLI, scripts) are not affected.
     stream_origins: list[str] = setting(factory=list)
+
+    def https(self) -> bool:
+        """Whether the API is served over TLS."""
+        if self.tls != "auto":
+            return self.tls == "on"
+        return self.cert_file is not None or not is_loopback(parse_listen(self.listen)[0])
 
     def problems(self) -> list[Problem]:
         host, _ = parse_listen(self.listen)
@@ -64,6 +102,16 @@ class ApiSection:
                                                f"{self.listen} (allowed: env or file, or listen on 127.0.0.1)")
             for i, token in enumerate(self.tokens) if token.demo_token is not None and not is_loopback(host)
         ]
+        if (self.cert_file is None) != (self.key_file is None):
+            problems.append(Problem("cert_file" if self.cert_file is None else "key_file",
+                                    "cert_file and key_file go together (allowed: both, or neither for a "
+                                    "self-signed certificate)"))
+        if self.tls == "off" and self.cert_file is not None:
+            problems.append(Problem("tls", 'is "off" but cert_file is given (allowed: "auto" or "on" to use it)'))
+        if not self.https() and not is_loopback(host) and not self.insecure_http:
+            problems.append(Problem("tls", f"plain HTTP on the non-loopback listener {self.listen} sends every token "
+                                           'in clear over the network (allowed: tls = "auto" or "on"; or '
+                                           "api.insecure_http = true to accept it, on a network of your own)"))
         for i, origin in enumerate(self.stream_origins):
             try:
                 parse_origin(str(origin))  # (one not a string has its own problem already)

@@ -183,7 +183,7 @@ def test_follow_prints_each_change_and_ends_on_ctrl_c(daemon_factory: Any) -> No
 def test_mirror_sends_a_cloud_command_and_prints_the_answer(daemon_factory: Any, mosquitto: Mosquitto) -> None:
     broker = f"mqtt://127.0.0.1:{mosquitto.port}"
     d: Daemon = daemon_factory(speed=20, extra=f'[cloud]\nbroker = "{broker}"\n').start()
-    until(lambda: d.get("/api/v1/health", token=None)["services"]["cloud"].get("detail", {}).get("link") == "online",
+    until(lambda: d.get("/api/v1/health")["services"]["cloud"].get("detail", {}).get("link") == "online",
           what="the cloud link online")
 
     def send(*args: str) -> subprocess.CompletedProcess[str]:

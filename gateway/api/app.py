@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -13,7 +14,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import history
 from gateway.addresses import parse_listen
-from gateway.api import DEFAULT_READINGS, GATEWAY, MAX_CHANGES, MAX_READINGS, compliance, effects, stream
+from gateway.api import (
+    DEFAULT_READINGS,
+    GATEWAY,
+    MAX_CHANGES,
+    MAX_READINGS,
+    compliance,
+    connections,
+    effects,
+    stream,
+    tls,
+)
 from gateway.api.auth import ROLE_KEY, TOKENS, Tokens, json_error, middleware, query_int, read_object, requires
 from gateway.api.openapi import document as openapi_document
 from gateway.store import StoreError
@@ -26,6 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BASE = "/api/v1"
+# Connections the kernel holds for the API before the process takes them, and the most asyncio takes in one turn
+# of the loop: beyond api.max_connections, for a moment, at most this many more descriptors are open.
+BACKLOG = 128
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -179,6 +193,7 @@ async def metrics(request: web.Request) -> web.Response:
 def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
     app = web.Application(middlewares=[errors, middleware(tokens)],
                           client_max_size=gw.config.api.max_body_kb * 1024)
+    connections.add(app)
     app[GATEWAY] = gw
     app[TOKENS] = tokens
     app.router.add_get(f"{BASE}/health", health)
@@ -196,27 +211,57 @@ def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
 
 
 class ApiService(Unit):
-    """The API as a supervised unit: a port in use is retried with backoff like any other failure."""
+    """The API as a supervised unit: a port in use is retried with backoff like any other failure. Over HTTPS with
+    the configured certificate, or with one of its own made once in the data directory (gateway.api.tls)."""
 
     def __init__(self, gw: Gateway, tokens: Tokens) -> None:
         self._gw = gw
         self._tokens = tokens
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self.fingerprint: str | None = None  # the certificate's, when over HTTPS
+
+    def _tls(self) -> ssl.SSLContext | None:
+        api, gw = self._gw.config.api, self._gw
+        if not api.https():
+            return None
+        try:
+            if api.cert_file is not None and api.key_file is not None:
+                base = gw.config.path.parent
+                cert, key = base / api.cert_file, base / api.key_file
+            else:
+                cert, key = tls.self_signed(gw.store.path.parent, f"venue-gateway {gw.config.gateway.id}")
+            context = tls.server_context(cert, key)
+            self.fingerprint = tls.file_fingerprint(cert)
+        except (OSError, ssl.SSLError, ValueError) as exc:  # a missing file, a key not the certificate's
+            raise NotReady(f"cannot serve HTTPS with {api.cert_file or 'a self-signed certificate'}: {exc}") from None
+        return context
 
     async def start(self) -> None:
-        host, port = parse_listen(self._gw.config.api.listen)
-        self._runner = web.AppRunner(build_app(self._gw, self._tokens), access_log=None,
-                                     shutdown_timeout=1.0)
+        api = self._gw.config.api
+        host, port = parse_listen(api.listen)
+        context = self._tls()
+        app = build_app(self._gw, self._tokens)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, keepalive_timeout=api.idle_timeout_s)
         await self._runner.setup()
+        assert self._runner.server is not None
         try:
-            await web.TCPSite(self._runner, host, port).start()
+            self._server = await asyncio.get_running_loop().create_server(
+                connections.Capped(self._runner.server, app, api.max_connections), host, port, ssl=context,
+                ssl_handshake_timeout=min(api.idle_timeout_s, 10.0) if context else None, reuse_address=True,
+                backlog=BACKLOG)
         except OSError as exc:  # the port is taken or the address is not this box's: retried with backoff
             await self._runner.cleanup()
             self._runner = None
-            raise NotReady(f"cannot listen on {self._gw.config.api.listen}: {exc.strerror or exc}") from None
-        log.info("HTTP API listening on http://%s:%d%s", host if ":" not in host else f"[{host}]", port, BASE)
+            raise NotReady(f"cannot listen on {api.listen}: {exc.strerror or exc}") from None
+        scheme = "https" if context else "http"
+        log.info("HTTP API listening on %s://%s:%d%s%s", scheme, host if ":" not in host else f"[{host}]", port, BASE,
+                 f", certificate SHA-256 fingerprint {self.fingerprint}" if self.fingerprint else "")
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -33,7 +33,7 @@ BATCH = 5_000
 PROTOCOL = "venue-gateway"
 BEARER = "bearer."
 AUTH_TIMEOUT_S = 5.0
-MAX_MESSAGE = 16 * 1024  # a client sends a token at most
+MAX_MESSAGE = 4096  # a client sends a token at most
 CLOSE_TIMEOUT_S = 1.0  # how long a close waits for the client's own close frame
 UNAUTHORIZED = 4401  # the close code when the first message brings no valid token
 HOW = ("use Authorization: Bearer TOKEN, or from a browser the subprotocols venue-gateway and bearer.TOKEN, "
@@ -161,10 +161,13 @@ async def handler(request: web.Request) -> web.StreamResponse:
         raise json_error(web.HTTPUpgradeRequired, "upgrade_required",
                          "this is a WebSocket: connect with Upgrade: websocket (docs/twin-stream.md)",
                          headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    streams = request.app[STREAMS]
+    if len(streams) >= gw.config.api.max_streams:
+        raise json_error(web.HTTPServiceUnavailable, "too_many_streams",
+                         f"{len(streams)} streams are open, the most api.max_streams allows: try again later")
     ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=gw.config.api.heartbeat_s, max_msg_size=MAX_MESSAGE,
                                timeout=CLOSE_TIMEOUT_S)
     await ws.prepare(request)  # a broken handshake is aiohttp's 400, saying what is wrong
-    streams = request.app[STREAMS]
     streams.add(ws)
     try:
         if authenticated or await _first_message(ws, request):

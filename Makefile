@@ -22,7 +22,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: run demo-peers test lint unit bench soak eval models peers lock clean
+.PHONY: run demo-peers test lint unit bench soak eval models peers lock clean fuzz
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "venue-gateway needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -63,6 +63,13 @@ unit: $(VENV)/.test peers
 	$(BIN)/python -m pytest -q
 
 test: lint unit
+
+# Every fuzz target (tests/fuzz) and the decoders' any-bytes properties with a long budget: FUZZ_EXAMPLES inputs
+# each in total, in pytest runs of FUZZ_ROUND each; it prints how many inputs each target ran, and in how long.
+FUZZ_EXAMPLES ?= 1000000
+FUZZ_ROUND ?= 50000
+fuzz: $(VENV)/.test
+	$(BIN)/python -m tests.fuzz --examples $(FUZZ_EXAMPLES) --round $(FUZZ_ROUND)
 
 bench: $(VENV)/.runtime peers
 	$(BIN)/python -m bench

@@ -34,6 +34,7 @@ import time
 import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.common import PYTHON, ROOT, child, exit_on_signals, proc_status, table, tail, title, wait_until
 from bench.daemon_probe import DaemonApi, lag_histogram
@@ -43,6 +44,7 @@ from peers.ports import LOOPBACK, free_port, free_udp_port
 TOKEN = "demo-viewer-token"  # the demo's documented viewer token
 WARMUP_SHOW_H = 1.0  # the first show-hour fills the twin's change log, the windows and the caches: not a trend
 STARTUP_TIMEOUT_S = 120.0
+MIB = 1024 * 1024
 FRAMES = 4  # tracemalloc's frames per allocation: more slows the daemon past its show speed
 
 
@@ -53,7 +55,8 @@ class Sample:
     rss_mb: float
     fds: int
     threads: int
-    store_mb: float
+    store_mb: float  # the store's files (database, WAL, shared memory), MiB as store.max_mb counts
+    used_mb: float  # what the store counts against its bound (its pages in use)
     data_mb: float
     lag_p99_ms: float
     lag_max_ms: float
@@ -92,21 +95,21 @@ def soak_config(directory: Path, speed: float, store_mb: float) -> tuple[Path, i
     return path, api_port
 
 
-def _megabytes(paths: list[Path]) -> float:
+def _mib(paths: list[Path]) -> float:
     total = 0
     for p in paths:
         with contextlib.suppress(OSError):
             total += p.stat().st_size
-    return total / 1e6
+    return total / MIB
 
 
 def _tree(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.is_file()] if directory.exists() else []
 
 
-def _show_hours(run: Run) -> float:
+def _show_hours(run: Run, health: dict[str, Any]) -> float:
     """The virtual venue's show time, as its driver's ticks count it (the night loops; the ticks count on)."""
-    return float(run.api.health()["drivers"]["venue"]["detail"]["ticks"]) * run.tick_s / 3600
+    return float(health["drivers"]["venue"]["detail"]["ticks"]) * run.tick_s / 3600
 
 
 def sample(run: Run, pid: int, began: float, before: dict[float, float]) -> tuple[Sample, dict[float, float]]:
@@ -117,8 +120,9 @@ def sample(run: Run, pid: int, began: float, before: dict[float, float]) -> tupl
     store = [p for p in _tree(data) if p.name.startswith("gateway.db")]
     after = lag_histogram(run.api.get("/metrics"))
     p99, worst = _lag(before, after)
-    s = Sample(time.monotonic() - began, _show_hours(run), status["VmRSS"] / 1024, fds, threads,
-               _megabytes(store), _megabytes(_tree(data)), p99, worst)
+    health = run.api.health()
+    s = Sample(time.monotonic() - began, _show_hours(run, health), status["VmRSS"] / 1024, fds, threads,
+               _mib(store), health["store"]["used_bytes"] / MIB, _mib(_tree(data)), p99, worst)
     return s, after
 
 
@@ -143,8 +147,8 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else math.nan
 
 
-FIGURES = [("resident memory", "rss_mb", "MB"), ("open file descriptors", "fds", ""), ("threads", "threads", ""),
-           ("store on disk", "store_mb", "MB"), ("data directory", "data_mb", "MB"),
+FIGURES = [("resident memory", "rss_mb", "MiB"), ("open file descriptors", "fds", ""), ("threads", "threads", ""),
+           ("store files", "store_mb", "MiB"), ("store used", "used_mb", "MiB"), ("data directory", "data_mb", "MiB"),
            ("loop lag p99", "lag_p99_ms", "ms"), ("loop lag max", "lag_max_ms", "ms")]
 
 
@@ -158,21 +162,25 @@ def report(run: Run, real_s: float) -> str:
     for label, attr, unit in FIGURES:
         xs, ys = [s.show_h for s in steady], [float(getattr(s, attr)) for s in steady]
         per_h = slope(xs, ys)
+        per_real_h = slope([s.real_s / 3600 for s in steady], ys)
         mean_first = statistics.fmean(float(getattr(s, attr)) for s in first) if first else math.nan
         mean_last = statistics.fmean(float(getattr(s, attr)) for s in last) if last else math.nan
         noise = statistics.pstdev([y for y in ys if not math.isnan(y)]) if len(ys) > 1 else math.nan
-        rows.append([f"{label}{f' ({unit})' if unit else ''}", f"{per_h:+.4f}", f"{per_h * 720:+.2f}",
+        rows.append([f"{label}{f' ({unit})' if unit else ''}", f"{per_h:+.4f}", f"{per_real_h:+.3f}",
+                     f"{per_h * 720:+.2f}",
                      f"{mean_first:.2f}", f"{mean_last:.2f}", f"{noise:.2f}",
                      f"{min(ys, default=math.nan):.2f}", f"{max(ys, default=math.nan):.2f}"])
     head = (f"{span:.1f} show-hours in {real_s / 60:.1f} min ({len(samples)} samples, {len(steady)} after the "
-            f"first show-hour's warm-up); store bound {run.store_bound_mb:g} MB")
-    return head + "\n" + table(["figure", "slope /show-h", "x 720 h (a month)", "first hour", "last hour",
-                                "stdev", "min", "max"], rows)
+            f"first show-hour's warm-up); store bound {run.store_bound_mb:g} MiB")
+    headers = ["figure", "slope /show-h", "slope /real h", "x 720 show-h (a month)", "first hour", "last hour",
+               "stdev", "min", "max"]
+    return head + "\n" + table(headers, rows)
 
 
 def _progress(s: Sample, bound: float) -> str:
-    return (f"  show {s.show_h:6.2f} h  real {s.real_s / 60:6.1f} min  rss {s.rss_mb:6.1f} MB  fds {s.fds:3d}  "
-            f"threads {s.threads:2d}  store {s.store_mb:6.1f}/{bound:g} MB  data {s.data_mb:6.1f} MB  "
+    return (f"  show {s.show_h:6.2f} h  real {s.real_s / 60:6.1f} min  rss {s.rss_mb:6.1f} MiB  fds {s.fds:3d}  "
+            f"threads {s.threads:2d}  store {s.store_mb:5.1f} (used {s.used_mb:5.1f} of {bound:g}) MiB  "
+            f"data {s.data_mb:5.1f} MiB  "
             f"lag p99 {s.lag_p99_ms:5.1f} ms max {s.lag_max_ms:6.1f} ms")
 
 

@@ -2,7 +2,9 @@
 (a) The `ble` driver fed at bleak's backend seam (`create_or_update_device` + `call_detection_callbacks`, what the
 BlueZ and Bumble backends call) with prebuilt advertisements, a venue's mix (mostly phones; beacons and tags,
 one of them encrypted), paced at a tenth above the target and then flat out; beside it, the same seam with a
-callback that does nothing (bleak's own share) and the idle loop's lag. (b) For reference, the whole Bumble path:
+callback that does nothing (bleak's own share) and the idle loop's lag; then a rogue advertiser's flood, a new
+random address every advertisement, flat out: what it costs, and that the devices tracked stay within
+`max_devices` and the zones' alert stands. (b) For reference, the whole Bumble path:
 a virtual room in a child process putting phones on the air, its scanner controller's HCI events over a pty,
 Bumble's host and our backend in this process, into the same driver: what Bumble itself can carry here."""
 
@@ -108,6 +110,36 @@ def _mix(seed: int = 1) -> tuple[dict[str, Any], list[tuple[int, str, Advertisem
                                               key=key if i == 5 else None, address=address, counter=seq)
                 pool.append((scanner, address, ad({}, {uuid: data})))
     return raw, pool
+
+
+def _random_address(n: int) -> str:
+    """The n-th of a flood's addresses, each new, shaped as a resolvable private address (top bits 01)."""
+    return ":".join(f"{b:02X}" for b in (0x40 | n >> 40 & 0x3F, *((n >> s) & 0xFF for s in (32, 24, 16, 8, 0))))
+
+
+async def flood(seconds: float) -> dict[str, Any]:
+    """New random addresses flat out through the seam, the driver publishing every second meanwhile."""
+    raw, _ = _mix()
+    driver, _ = _driver(raw, FeedScanner)
+    await driver.start()
+    feeds: list[FeedScanner] = [backend_of(s) for s in driver.scanners]  # type: ignore[misc]
+    ad = AdvertisementData(None, {0x004C: b"\x10\x05\x01"}, {}, [], None, -60, ())
+    n, began = 0, time.perf_counter()
+    next_publish = began + 1.0
+    while (now := time.perf_counter()) - began < seconds:
+        for _ in range(200):
+            feeds[n % len(feeds)].feed(_random_address(n), ad)
+            n += 1
+        if now >= next_publish:
+            driver.publish(time.monotonic())
+            next_publish += 1.0
+        await asyncio.sleep(0)
+    elapsed = time.perf_counter() - began
+    driver.publish(time.monotonic())
+    health = driver.health()
+    await driver.stop()
+    return {"rate": n / elapsed, "sent": n, "tracked": health["devices_tracked"], "evicted": health["devices_evicted"],
+            "floods": health["floods"], "max_devices": driver.options.max_devices}
 
 
 async def _lag_of(work: Callable[[], Any], seconds: float) -> tuple[dict[str, float], Any]:
@@ -244,6 +276,7 @@ def run(seconds: float = 10.0, flat_seconds: float = 3.0, bumble_seconds: float 
     title(f"BLE sensing: the driver's fold fed at bleak's backend seam ({OFFERED:,.0f}/s offered for {seconds:g} s,"
           f" then flat out; {PHONES:,} phones, {len(ZONES)} scanners), and the Bumble path end to end")
     a = asyncio.run(fold(seconds, flat_seconds))
+    f = asyncio.run(flood(flat_seconds))
     with tempfile.TemporaryDirectory(prefix="vg-bench-ble-") as tmp:
         try:
             b: dict[str, Any] | None = asyncio.run(bumble_path(Path(tmp), bumble_seconds, phones, interval_ms))
@@ -260,6 +293,8 @@ def run(seconds: float = 10.0, flat_seconds: float = 3.0, bumble_seconds: float 
           f" ({a['bare_cpu_us']:.1f} us each)")
     print(f"  driver: {h['advertisements']:,} advertisements, {h['devices_tracked']:,} devices tracked, occupancy"
           f" {a['occupancy']}, per kind {h['per_kind']}, duplicates {h['duplicates']:,}, malformed {h['malformed']}")
+    print(f"flood: {f['sent']:,} new random addresses at {f['rate']:,.0f}/s; {f['tracked']:,} devices tracked"
+          f" (max_devices {f['max_devices']:,}), {f['evicted']:,} evicted; alert standing for {f['floods']}")
     figures = [
         Figure(f"BLE adv/s folded, {OFFERED:,.0f}/s offered", a["paced_rate"], "/s", TARGET_RATE, "higher"),
         Figure(f"loop lag p50, {OFFERED:,.0f} adv/s", a["paced_lag"]["p50_ms"], "ms", peer=a["idle_lag"]["p50_ms"],
@@ -268,6 +303,9 @@ def run(seconds: float = 10.0, flat_seconds: float = 3.0, bumble_seconds: float 
                peer=a["idle_lag"]["p99_ms"], peer_label="idle loop"),
         Figure("BLE adv/s folded, flat out", a["flat_rate"], "/s", better="higher", peer=a["bare_rate"],
                peer_label="bleak seam, no-op"),
+        Figure("BLE adv/s folded, a flood of new addresses", f["rate"], "/s", better="higher", peer=a["flat_rate"],
+               peer_label="the venue's mix"),
+        Figure("devices tracked after the flood", f["tracked"], "", f["max_devices"] + 1),
     ]
     if b is not None:
         print(f"Bumble end to end: {b['on_air']:,.0f}/s reported by the room's scanner controller"

@@ -5,10 +5,12 @@ slowly is closed; streams have their own cap; with every connection busy, a new 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -155,3 +157,33 @@ async def _hold(port: int) -> asyncio.StreamWriter:
                  "Content-Length: 10\r\n\r\n".encode())
     await writer.drain()
     return writer
+
+
+async def test_over_https_a_connection_that_never_says_hello_is_closed_to_make_room(tmp_path: Path) -> None:
+    port = free_port()
+    text = (f'[gateway]\nid = "gw"\nvenue = "hall"\ndata_dir = "data"\n'
+            f'[api]\nlisten = "127.0.0.1:{port}"\ntls = "on"\nmax_connections = 8\n')
+    gw = Gateway(config.parse(tmp_path / "gw.toml", text), Tokens([(TOKEN, "viewer")]))
+    await gw.store.open(gw.twin)
+    service = ApiService(gw, Tokens([(TOKEN, "viewer")]))
+    await service.start()
+    silent = []
+    try:
+        for _ in range(40):  # connected, and not a byte of TLS
+            silent.append(await asyncio.open_connection("127.0.0.1", port))
+        await asyncio.sleep(0.2)
+        closed = 0
+        for reader, _ in silent:
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
+                closed += await asyncio.wait_for(reader.read(1), 0.05) == b""
+        assert closed >= 32, f"{closed} of 40 closed"  # all but the newest eight, at once: no handshake timeout
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        async with ClientSession() as session, session.get(f"https://127.0.0.1:{port}/api/v1/health",
+                                                           ssl=context) as resp:
+            assert resp.status == 200 and await resp.json() == {"status": "starting"}
+    finally:
+        for _, writer in silent:
+            writer.close()
+        await service.stop()
+        await gw.store.close(gw.twin)

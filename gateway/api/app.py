@@ -246,10 +246,10 @@ class ApiService(Unit):
         await self._runner.setup()
         assert self._runner.server is not None
         try:
+            # TLS is started by the factory, so that a connection over the cap is closed before its handshake
             self._server = await asyncio.get_running_loop().create_server(
-                connections.Capped(self._runner.server, app, api.max_connections), host, port, ssl=context,
-                ssl_handshake_timeout=min(api.idle_timeout_s, 10.0) if context else None, reuse_address=True,
-                backlog=BACKLOG)
+                connections.Capped(self._runner.server, app, api.max_connections, context,
+                                   min(api.idle_timeout_s, 10.0)), host, port, reuse_address=True, backlog=BACKLOG)
         except OSError as exc:  # the port is taken or the address is not this box's: retried with backoff
             await self._runner.cleanup()
             self._runner = None

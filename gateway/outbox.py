@@ -70,6 +70,7 @@ class Outbox:
         self.store_id = store_id
         self.stats = OutboxStats()
         self.online = False  # set by the link: online, batches are cut by delay_s, offline only when full
+        self.stopping = False  # set by the link as it stops: every pending reading is due at once, to be sent
         self._pending: list[Reading] = []
         self._pending_seq = 0  # the first pending reading's sequence number
         self._pending_since = 0.0  # monotonic time the first pending reading arrived
@@ -136,7 +137,7 @@ class Outbox:
 
     def due(self) -> bool:
         """Pending readings have waited their delay: the store should write even with nothing new."""
-        delay = self.settings.delay_s if self.online else OFFLINE_DELAY_S
+        delay = 0.0 if self.stopping else self.settings.delay_s if self.online else OFFLINE_DELAY_S
         return bool(self._pending) and time.monotonic() - self._pending_since >= delay
 
     def cut(self, conn: sqlite3.Connection, *, force: bool) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,11 +19,15 @@ import aiomqtt
 import orjson
 import pytest
 
-from gateway.cloud.link import topic_root
+from gateway import config as configuration
+from gateway.api.auth import Tokens
+from gateway.cloud.link import QUEUED_COMMANDS, CloudLink
+from gateway.cloud.settings import credentials, topic_root
+from gateway.daemon import STOP_BUDGET_S, Gateway
 from peers.mosquitto import Mosquitto
 from tests.cloud import cloud_config, events, in_step, mirroring, running, until
+from tests.conftest import ADMIN, VIEWER, Daemon, free_port
 from tests.conftest import ROOT as ROOT_DIR
-from tests.conftest import Daemon, free_port
 
 ROOT = topic_root("hall", "gw-1")
 
@@ -103,6 +108,87 @@ async def test_bad_commands_are_refused_with_error_events_and_the_link_stays_up(
         assert link is not None and link.state == "online" and link.connects == 1
         assert link.commands_refused == len(sent) + 1
         assert events(mirrored, "effect_fired") == []
+
+
+def deep(levels: int) -> bytes:
+    """A JSON object `levels` deep: {"a":{"a":...1}}."""
+    return b'{"a":' * levels + b"1" + b"}" * levels
+
+
+async def test_commands_that_would_break_the_show_or_the_twin_are_refused_and_the_link_stays_up(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A fire with bpm 5e-324 or duration_s 1e308 (an OverflowError inside), a desired patch 300 deep (orjson cannot
+    encode it) or 254 deep (1.6 KB: it encodes alone but not inside the snapshot, so the twin sync would fail at every
+    connect): each is a command_error, the link never restarts, nothing enters the twin. A payload past
+    max_payload_kb is not even sent to the box: MQTT 5's Maximum Packet Size, set in CONNECT, has the broker drop it."""
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as cloud, mirroring(mosquitto.url) as mirror, \
+            running(cloud_config(tmp_path, mosquitto.url)) as gw:
+        mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
+        gw.twin.declare("fixture:1", "fixture", "floor")  # no driver's check: the twin alone decides
+        sent = [("cmd/fire", b'{"request_id": "bpm", "effect": {"kind": "pulse", "bpm": 5e-324}}'),
+                ("cmd/fire", b'{"request_id": "long", "effect": {"kind": "pulse", "duration_s": 1e308}}'),
+                ("desired", b'{"request_id": "d300", "asset": "fixture:1", "desired": ' + deep(300) + b"}"),
+                ("desired", b'{"request_id": "d254", "asset": "fixture:1", "desired": ' + deep(254) + b"}"),
+                ("cmd/fire", b'{"request_id": "huge", "preset": "intro", "pad": "' + b" " * 70_000 + b'"}'),
+                ("cmd/fire", b'{"request_id": "ok", "preset": "intro"}')]
+        assert 1500 < len(sent[3][1]) < 1700
+        for name, payload in sent:
+            await cloud.publish(f"{ROOT}/{name}", payload, qos=1)
+        await until(lambda: events(mirrored, "command_result"), 10, "the last command's result")
+        answers = {e["request_id"]: e for e in events(mirrored, "command_error")}
+        assert sorted(answers) == ["bpm", "d254", "d300", "long"]  # "huge" never arrived
+        assert [answers[r]["error"] for r in ("bpm", "long", "d300", "d254")] == ["bad_effect", "bad_effect",
+                                                                                   "bad_request", "bad_request"]
+        assert "nested deeper than 32" in answers["d254"]["message"]
+        link = gw.cloud
+        assert link is not None and link.state == "online" and link.connects == 1
+        assert gw.twin.get("fixture:1").desired == {}  # type: ignore[union-attr]
+        await in_step(gw, mirrored)  # the snapshot still encodes, and the deltas flow
+        assert gw.health()["services"]["cloud"]["restarts"] == 0
+
+
+async def test_commands_queued_in_the_client_are_bounded(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The link's client holds at most QUEUED_COMMANDS messages read from the socket and not yet carried out; a
+    burst past that is dropped by the client (aiomqtt's queue is unbounded by default)."""
+    cfg = configuration.load(cloud_config(tmp_path, mosquitto.url))
+    assert cfg.cloud is not None
+    creds = credentials(cfg.cloud, cfg.path.parent)
+    link = CloudLink(Gateway(cfg, Tokens([(VIEWER, "viewer"), (ADMIN, "admin")]), cloud=(creds, None)), cfg.cloud,
+                     creds, None)
+    burst = QUEUED_COMMANDS + 150
+    async with link._client() as client, aiomqtt.Client("127.0.0.1", mosquitto.port) as cloud:
+        await client.subscribe(f"{ROOT}/cmd/+", qos=1)
+        for i in range(burst):
+            await cloud.publish(f"{ROOT}/cmd/snapshot", b'{"request_id": %d}' % i, qos=1)
+        await cloud.publish(f"{ROOT}/cmd/stop", b"{}", qos=1)
+        await asyncio.sleep(0.5)  # everything has been delivered to the client by now
+        held = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async for _ in client.messages:
+                    held += 1
+    assert held == QUEUED_COMMANDS
+
+
+async def test_a_clean_stop_sends_what_the_outbox_holds_within_the_stop_budget(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Readings flowing, the broker up, a clean stop: the readings committed up to the stop, and the last batch not
+    yet cut, reach the broker's subscriber before the link says goodbye, and the outbox on disk is empty; the stop
+    stays within the daemon's stop budget."""
+    cfg = cloud_config(tmp_path, mosquitto.url, sample_s=0.05, cloud="batch_delay_ms = 1000")
+    async with mirroring(mosquitto.url) as mirror:
+        async with running(cfg):
+            mirrored = await until(lambda: mirror.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
+            await until(lambda: mirrored.readings > 100, 10, "telemetry flowing")
+            stopping = time.monotonic()
+        stopped_in = time.monotonic() - stopping
+        await until(lambda: mirrored.status.get("reason") == "stopped", 5, "the goodbye")
+    assert stopped_in < STOP_BUDGET_S, stopped_in
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "gateway.db")) as db:
+        committed = db.execute("SELECT max(rowid) FROM telemetry").fetchone()[0]
+        waiting = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    assert waiting == 0
+    assert mirrored.seqs == [[1, committed]] and mirrored.overlaps == 0
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
@@ -193,3 +279,17 @@ def test_three_gateways_on_one_broker_and_the_mirror_shows_all_three(tmp_path: P
             d.cleanup()
         mirror.terminate()
         mirror.wait(10)
+
+
+def test_a_password_never_crosses_the_network_in_clear() -> None:
+    """check-config refuses a password for a plain mqtt:// broker off this box; TLS, or loopback, is allowed."""
+    base = '[gateway]\nid = "box-1"\nvenue = "hall"\n[cloud]\nusername = "hall/box-1"\npassword_env = "P"\n'
+    with pytest.raises(configuration.ConfigError) as refused:
+        configuration.parse(Path("/etc/vg.toml"), base + 'broker = "mqtt://broker.example.net"\n')
+    assert [str(p) for p in refused.value.problems] == [
+        "cloud.password_env: the password would cross the network in clear to broker.example.net (allowed: an "
+        "mqtts:// broker, or a plain one on loopback)"]
+    for broker in ("mqtts://broker.example.net", "mqtt://127.0.0.1:1883", "mqtt://localhost", "mqtt://[::1]"):
+        configuration.parse(Path("/etc/vg.toml"), base + f'broker = "{broker}"\n')
+    configuration.parse(Path("/etc/vg.toml"), base.replace('password_env = "P"\n', "") +
+                        'broker = "mqtt://broker.example.net"\n')  # a user name alone is no secret

@@ -11,10 +11,13 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiomqtt
 import pytest
 import trustme
 
+from gateway.cloud.client import Client, PublishRefused
 from gateway.cloud.mirror import GatewayMirror
+from gateway.cloud.settings import topic_root, user_name
 from peers.mosquitto import Mosquitto, TlsFiles
 from tests.cloud import cloud_config, events, in_step, mirroring, running, until
 from tests.conftest import ROOT, Daemon, free_port
@@ -105,11 +108,13 @@ async def test_at_the_outbox_bound_the_oldest_telemetry_goes_and_the_twin_still_
 
 @pytest.fixture
 def passwords(tmp_path: Path) -> Path:
-    """A Mosquitto password file: the gateway gw-1, the cloud backend, and a user named for its rack."""
+    """A Mosquitto password file: the gateway gw-1 of the hall, one of the same id in the arena, the cloud backend,
+    and a user named for its rack."""
     path = tmp_path / "passwords"
-    for user, password in (("gw-1", "gw-secret"), ("cloud", "cloud-secret"), ("stage-left", "stage-secret")):
-        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if user == "gw-1" else []), str(path), user, password],
-                       check=True)
+    for user, password in (("hall/gw-1", "gw-secret"), ("arena/gw-1", "arena-secret"), ("cloud", "cloud-secret"),
+                           ("stage-left", "stage-secret")):
+        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if user == "hall/gw-1" else []), str(path), user,
+                        password], check=True)
     return path
 
 
@@ -186,7 +191,7 @@ async def test_the_shipped_acl_lets_a_gateway_in_and_bad_credentials_are_refused
         tmp_path: Path, mosquitto: Mosquitto, passwords: Path) -> None:
     broker = Mosquitto(tmp_path / "acl-broker", acl=ROOT / "config" / "mosquitto.acl", passwords=passwords).start()
     try:
-        cfg = cloud_config(tmp_path / "good", broker.url, cloud='username = "gw-1"\npassword_env = "VG_TEST_MQTT"')
+        cfg = cloud_config(tmp_path / "good", broker.url, cloud='username = "hall/gw-1"\npassword_env = "VG_TEST_MQTT"')
         with pytest.MonkeyPatch.context() as env:
             env.setenv("VG_TEST_MQTT", "gw-secret")
             async with mirroring(broker.url, username="cloud", password="cloud-secret") as mirror, \
@@ -205,9 +210,48 @@ async def test_the_shipped_acl_lets_a_gateway_in_and_bad_credentials_are_refused
         broker.stop()
 
 
+async def test_the_shipped_acl_keeps_two_venues_gateways_of_one_id_apart(tmp_path: Path, passwords: Path) -> None:
+    """A gateway `gw-1` in two venues: each connects as venue/id, and the shipped ACL holds each to its own topics.
+    Neither reads the other's commands or desired state (a subscription, wildcards or not, delivers it nothing) nor
+    writes the other's status, twin or telemetry (MQTT 5 refuses the publish, 0x87); the cloud user reaches both."""
+    broker = Mosquitto(tmp_path / "acl-broker", acl=ROOT / "config" / "mosquitto.acl", passwords=passwords).start()
+    hall, arena = topic_root("hall", "gw-1"), topic_root("arena", "gw-1")
+
+    def box() -> Client:
+        return Client("127.0.0.1", broker.port, username=user_name("hall", "gw-1"), password="gw-secret",
+                      protocol=aiomqtt.ProtocolVersion.V5)
+
+    try:
+        async with box() as listener, \
+                aiomqtt.Client("127.0.0.1", broker.port, username="cloud", password="cloud-secret") as cloud:
+            for pattern in (f"{arena}/cmd/+", f"{arena}/desired", "venues/+/gw-1/cmd/+", "venues/#"):
+                await listener.subscribe(pattern, qos=1)
+            for root in (arena, hall):
+                for name in ("cmd/fire", "desired"):
+                    await cloud.publish(f"{root}/{name}", f'{{"request_id": "{root}"}}'.encode(), qos=1)
+            got: list[str] = []
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):  # everything the broker delivers has arrived by then
+                    async for message in listener.messages:
+                        got.append(str(message.topic))
+            assert {f"{hall}/cmd/fire", f"{hall}/desired"} <= set(got), got
+            assert all(t.startswith(f"{hall}/") for t in got), got
+        # Mosquitto ends a session after a publish it denies: one session for each.
+        for topic in (f"{arena}/status", f"{arena}/twin/delta", f"{arena}/telemetry", f"{arena}/cmd/fire",
+                      f"{topic_root('hall', 'gw-2')}/status"):
+            async with box() as writer:
+                with pytest.raises(PublishRefused) as refused:
+                    await writer.publish(topic, b"{}", qos=1)
+                assert refused.value.reason.value == 0x87, topic
+        async with box() as writer:
+            await writer.publish(f"{hall}/status", b"{}", qos=1)  # its own: taken
+    finally:
+        broker.stop()
+
+
 async def test_publishes_the_acl_refuses_stay_in_the_outbox_and_arrive_once_the_name_is_right(
         tmp_path: Path, mosquitto: Mosquitto, passwords: Path) -> None:
-    """MQTT 5: the shipped ACL lets a gateway write only under its own id as user name. Connected under another
+    """MQTT 5: the shipped ACL lets a gateway write only its own topics, as venue/id. Connected under another
     name, every publish is refused (PUBACK 0x87): nothing leaves the outbox, the link says why, one standing alert
     is raised however often it retries, and health is degraded. With the right name everything arrives, once."""
     broker = Mosquitto(tmp_path / "acl-broker", acl=ROOT / "config" / "mosquitto.acl", passwords=passwords).start()
@@ -225,7 +269,7 @@ async def test_publishes_the_acl_refuses_stay_in_the_outbox_and_arrive_once_the_
                 assert gw.cloud is not None and gw.store.outbox is not None
                 assert gw.cloud.state == "refused"
                 assert gw.cloud.last_error is not None and "Not authorized" in gw.cloud.last_error
-                assert "gateway id 'gw-1'" in gw.cloud.last_error and "'stage-left'" in gw.cloud.last_error
+                assert "gateway id 'hall/gw-1'" in gw.cloud.last_error and "'stage-left'" in gw.cloud.last_error
                 assert told.count("cloud_refused") == 1 and gw.alerts.raised == 1
                 # Backing off: a connection that is refused is no success, so the steps grow past the first one's.
                 await until(lambda: gw.cloud is not None and (gw.cloud.retry_in_s or 0) > 0.1, 10, "a longer backoff")
@@ -237,7 +281,7 @@ async def test_publishes_the_acl_refuses_stay_in_the_outbox_and_arrive_once_the_
                 assert gw.cloud.drain_counts.readings == 0
                 assert ("hall", "gw-1") not in mirror.gateways or mirror.gateways[("hall", "gw-1")].readings == 0
                 held = gw.store.stats.committed_seq
-            env.setenv("VG_TEST_MQTT_USER", "gw-1")
+            env.setenv("VG_TEST_MQTT_USER", "hall/gw-1")
             env.setenv("VG_TEST_MQTT", "gw-secret")
             async with mirroring(broker.url, username="cloud", password="cloud-secret") as mirror, \
                     running(cfg) as gw:

@@ -14,7 +14,7 @@ import orjson
 from gateway.show.effects import EffectError
 from gateway.show.engine import UnknownPreset
 from gateway.store import StoreError
-from gateway.twin import DesiredRefused, TwinFrozen, UnknownAsset, VersionMismatch, rfc3339
+from gateway.twin import DesiredRefused, InvalidState, TwinFrozen, UnknownAsset, VersionMismatch, rfc3339
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -66,8 +66,8 @@ async def execute(gw: Gateway, command: Command, snapshot: Callable[[], int]) ->
             fired = gw.show.fire_request(doc)
         except UnknownPreset as exc:
             raise CommandError("unknown_preset", str(exc)) from None
-        except (EffectError, TypeError, ValueError) as exc:
-            raise CommandError("bad_effect", str(exc)) from None
+        except (EffectError, TypeError, ValueError, ArithmeticError) as exc:  # 1e308 s, 5e-324 bpm: OverflowError
+            raise CommandError("bad_effect", str(exc) or type(exc).__name__) from None
         return {"effect_id": fired.effect_id, "starts_at": rfc3339(fired.starts_at), "zones": list(fired.zones),
                 "delivery": fired.delivery}
     if doc:
@@ -97,6 +97,8 @@ async def _desired(gw: Gateway, doc: dict[str, Any]) -> dict[str, Any]:
     except VersionMismatch as exc:
         raise CommandError("version_mismatch", f"the asset is at version {exc.current}, not {version}",
                            version=exc.current) from None
+    except InvalidState as exc:
+        raise CommandError("bad_request", f"desired: {exc}") from None
     except DesiredRefused as exc:
         raise CommandError("desired_refused", f"{asset}: {exc}") from None
     except TwinFrozen as exc:

@@ -15,6 +15,7 @@ from gateway.database import worker
 from gateway.dmx import FrameClock
 from gateway.outbox import OutboxReader
 from gateway.store import Store
+from gateway.twin import Twin
 
 READ_ROWS = 256
 READ_BYTES = 4 * 1024 * 1024
@@ -94,6 +95,27 @@ class Drain:
         else:
             self.counts.batches += 1
             self.counts.readings += readings
+
+    async def finish(self, client: aiomqtt.Client, topics: dict[str, str], twin: Twin) -> None:
+        """Stopping, the broker there: commit what the store holds, cut the outbox's last batch, and send what
+        waits, oldest first, until the outbox is empty (the caller bounds the time). What was in flight when the
+        session was cancelled goes again: its acknowledgement was lost with it, and consumers drop duplicates."""
+        store = self._store
+        loop = asyncio.get_running_loop()
+        if store.outbox is not None:
+            store.outbox.stopping = True
+        window = asyncio.Semaphore(self._inflight)
+        while True:
+            await store.flush(twin)  # the readings handed over, the acknowledgements so far, the last batch
+            rows = await loop.run_in_executor(self._executor, self._reader.read, 0, READ_ROWS, READ_BYTES)
+            if not rows:
+                return
+            sends = []
+            for row_id, kind, readings, payload in rows:
+                await window.acquire()
+                sends.append(asyncio.ensure_future(
+                    self._send(client, topics[kind], row_id, kind, readings, payload, window)))
+            await asyncio.gather(*sends)
 
     def close(self) -> None:
         self._executor.submit(self._reader.close)

@@ -20,13 +20,16 @@ import aiomqtt
 import orjson
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway import __version__
 from gateway.cloud import commands
 from gateway.cloud.client import Client, PublishRefused
 from gateway.cloud.drain import Drain, DrainCounts
-from gateway.cloud.settings import CloudSection, Credentials, parse_broker
+from gateway.cloud.settings import CloudSection, Credentials, parse_broker, topic_root, user_name
+from gateway.store import StoreError
 from gateway.supervisor import Unit, backoff_delay
 from gateway.twin import ChangesGone, TwinFrozen, change_document, rfc3339
 
@@ -38,10 +41,19 @@ log = logging.getLogger(__name__)
 State = Literal["connecting", "online", "offline", "refused"]  # refused: connected, messages refused
 UNSUPPORTED_PROTOCOL = 132  # CONNACK reason code of a broker that does not speak MQTT 5
 GOODBYE_S = 1.0
+# Stopping, the outbox is sent for at most this long: with GOODBYE_S, within the 3.5 s the daemon gives its units
+# (gateway.daemon.STOP_BUDGET_S less the store's close), itself within the service's TimeoutStopSec.
+STOP_DRAIN_S = 2.0
 CONNACK_TIMEOUT_S = 10.0
 ASSET = "service:cloud"
 REFUSED = "cloud_refused"  # the standing alert while the broker refuses what the box sends
 NOT_AUTHORIZED = 0x87
+REFUSAL_LOG_S = 10.0  # refused commands are logged at most this often, with a count
+MESSAGE_CHARS = 500  # a command_error's message is cut to this (it may quote what the command held)
+# Commands wait here, read from the socket, until they are carried out one by one; past this many the client drops
+# the newest with a warning (aiomqtt's queue is unbounded by default).
+QUEUED_COMMANDS = 100
+PACKET_HEADROOM = 1024  # MQTT 5's Maximum Packet Size: a command's payload and this, for the topic and properties
 
 
 class _SocketErrors(logging.Handler):
@@ -54,10 +66,6 @@ class _SocketErrors(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.last = record.getMessage()
-
-
-def topic_root(venue: str, gateway_id: str) -> str:
-    return f"venues/{venue}/gateways/{gateway_id}"
 
 
 def tls_context(creds: Credentials) -> ssl.SSLContext:
@@ -119,6 +127,7 @@ class CloudLink(Unit):
         self._attempt = 0  # failed sessions in a row: the backoff's step
         self._mqtt_log = logging.getLogger("gateway.cloud.mqtt")
         self._socket_errors = _SocketErrors()
+        self._last_refusal_log = -math.inf
 
     # -- what others see -------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -177,6 +186,10 @@ class CloudLink(Unit):
 
     def _client(self) -> aiomqtt.Client:
         v5 = self.protocol == "5"
+        connect = None
+        if v5:  # the broker never sends this box a packet larger than a command may be: it drops it instead
+            connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect.MaximumPacketSize = self.settings.max_payload_kb * 1024 + PACKET_HEADROOM
         offline = orjson.dumps({"online": False, "gateway_id": self._gw.config.gateway.id,
                                 "venue": self._gw.config.gateway.venue, "reason": "connection lost"})
         return Client(
@@ -187,6 +200,7 @@ class CloudLink(Unit):
             clean_session=None if v5 else True, clean_start=True if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             keepalive=self.settings.keepalive_s,
             timeout=CONNACK_TIMEOUT_S, max_inflight_messages=self.settings.inflight + 16,
+            max_queued_incoming_messages=QUEUED_COMMANDS, properties=connect,
             tls_context=self._tls if self.broker.tls else None)
 
     async def run(self) -> None:
@@ -225,9 +239,10 @@ class CloudLink(Unit):
         """The broker took the connection but not the box's messages (MQTT 5's PUBACK said so): what was refused
         stays in the outbox, the link is `refused` with the reason, one standing alert says so, and the link
         tries again after its backoff."""
+        name = user_name(self._gw.config.gateway.venue, self._gw.config.gateway.id)
         hint = (f" (the broker's ACL does not let this box write there: config/mosquitto.acl lets a gateway write "
-                f"only under its own id, so it connects with its gateway id {self._gw.config.gateway.id!r} as user "
-                f"name; this one connected as {self._creds.username!r})") \
+                f"only its own topics, so it connects with its venue and gateway id {name!r} as user name; this one "
+                f"connected as {self._creds.username!r})") \
             if exc.reason.value == NOT_AUTHORIZED else ""
         message = f"{exc}{hint}"
         if message != self.last_error:
@@ -270,7 +285,16 @@ class CloudLink(Unit):
                     group.create_task(self._commands(client))
             except* aiomqtt.MqttError as failed:
                 raise failed.exceptions[0] from None
-        except asyncio.CancelledError:  # stopping: say so, since a clean disconnect does not fire the will
+        except asyncio.CancelledError:  # stopping: send what waits, then say so (a clean disconnect fires no will)
+            if self.state == "online":
+                try:
+                    async with asyncio.timeout(STOP_DRAIN_S):
+                        await self._drain.finish(client, self.topics, gw.twin)
+                except (TimeoutError, aiomqtt.MqttError, StoreError) as exc:
+                    outbox = gw.store.outbox
+                    log.warning("cloud link to %s: stopping with %s waiting in the outbox (%s)", self.broker,
+                                "nothing" if outbox is None else f"{outbox.stats.readings} readings and "
+                                f"{outbox.stats.events} events", _explain(exc) if str(exc) else type(exc).__name__)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(GOODBYE_S):
                     await client.publish(f"{self.root}/status", orjson.dumps({
@@ -340,15 +364,27 @@ class CloudLink(Unit):
                                                             "every new subscriber (publish commands with retain "
                                                             "false; clear this one with an empty retained message)")
                 result = await commands.execute(self._gw, command, self.request_snapshot)
+                self._gw.event("command_result", {"command": name, "request_id": request_id, **result})
             except commands.CommandError as exc:
-                self.commands_refused += 1
-                log.warning("cloud command %s refused: %s", name, exc)
-                self._gw.event("command_error", {"command": name, "request_id": request_id, "error": exc.code,
-                                                 "message": str(exc), **exc.extra})
+                self._refuse(name, request_id, exc.code, str(exc), exc.extra)
+                continue
+            except Exception as exc:  # what a command holds must never end the link
+                self._refuse(name, request_id, "failed", f"the command could not be carried out: "
+                                                         f"{type(exc).__name__}: {exc}", {})
                 continue
             self.commands_ok += 1
             log.info("cloud command %s done", name)
-            self._gw.event("command_result", {"command": name, "request_id": request_id, **result})
+
+    def _refuse(self, name: str, request_id: str | None, code: str, message: str, extra: dict[str, Any]) -> None:
+        """Answer a command with `command_error`; logged at most once every REFUSAL_LOG_S, with a count."""
+        self.commands_refused += 1
+        now = time.monotonic()
+        if now - self._last_refusal_log >= REFUSAL_LOG_S:
+            log.warning("cloud command %s refused (%s): %s (%d refused so far)", name, code, message,
+                        self.commands_refused)
+            self._last_refusal_log = now
+        self._gw.event("command_error", {"command": name, "request_id": request_id, "error": code,
+                                         "message": message[:MESSAGE_CHARS], **extra})
 
     async def start(self) -> None:
         self._mqtt_log.addHandler(self._socket_errors)

@@ -20,7 +20,7 @@ from typing import Any
 import aiomqtt
 import orjson
 
-from gateway.cloud.settings import Broker
+from gateway.cloud.settings import Broker, topic_root
 from gateway.supervisor import backoff_delay
 from gateway.twin import merge_patch
 
@@ -168,7 +168,7 @@ class Mirror:
                  username: str | None = None, password: str | None = None, tls: ssl.SSLContext | None = None,
                  ask_snapshots: bool = True) -> None:
         self.broker = broker
-        self.filter = f"venues/{venue}/gateways/{gateway}/#"
+        self.filter = f"{topic_root(venue, gateway)}/#"
         # A fixed client id gets a persistent session: the broker keeps what arrives while the mirror is away.
         self.client_id = client_id
         self._username, self._password, self._tls = username, password, tls
@@ -215,11 +215,11 @@ class Mirror:
             await asyncio.sleep(delay)
 
     async def _handle(self, topic: str, payload: Any) -> None:
-        parts = topic.split("/", 4)
-        if len(parts) < 5 or parts[0] != "venues" or parts[2] != "gateways":
+        parts = topic.split("/", 3)
+        if len(parts) < 4 or parts[0] != "venues":
             return
-        gw = self.gateway(parts[1], parts[3])
-        what = parts[4]
+        gw = self.gateway(parts[1], parts[2])
+        what = parts[3]
         if what in ("desired",) or what.startswith("cmd/"):
             return  # the cloud's own commands
         try:
@@ -259,7 +259,7 @@ class Mirror:
         if not self.ask_snapshots or self._client is None or now - gw.asked_snapshot < SNAPSHOT_ASK_S:
             return
         gw.asked_snapshot = now
-        topic = f"venues/{gw.venue}/gateways/{gw.gateway_id}/cmd/snapshot"
+        topic = f"{topic_root(gw.venue, gw.gateway_id)}/cmd/snapshot"
         await self._client.publish(topic, orjson.dumps({"request_id": f"mirror-{uuid.uuid4().hex[:8]}"}), qos=1)
 
 
@@ -288,14 +288,14 @@ async def send_command(broker: Broker, gateway: str, command: str, payload: dict
     async with aiomqtt.Client(broker.host, broker.port, identifier=f"mirror-cmd-{uuid.uuid4().hex[:8]}",
                               username=username, password=password, tls_context=tls if broker.tls else None,
                               logger=logging.getLogger("gateway.cloud.mqtt")) as client:
-        await client.subscribe(f"venues/{venue}/gateways/{gateway}/status", qos=1)
-        await client.subscribe(f"venues/{venue}/gateways/{gateway}/events", qos=1)
+        await client.subscribe(f"{topic_root(venue, gateway)}/status", qos=1)
+        await client.subscribe(f"{topic_root(venue, gateway)}/events", qos=1)
         if venue == "+":  # the retained status says where the gateway is
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(min(deadline, loop.time() + 3.0)):
                     while not statuses:
                         topic, doc = await _next_json(client)
-                        if topic[4] == "status":
+                        if topic[3] == "status":
                             statuses[topic[1]] = doc
             if not statuses:
                 raise NoAnswer(f"no gateway {gateway} is known on {broker} (it has no retained status): check the "
@@ -304,20 +304,20 @@ async def send_command(broker: Broker, gateway: str, command: str, payload: dict
                 async with asyncio.timeout(0.2):
                     while True:
                         topic, doc = await _next_json(client)
-                        if topic[4] == "status":
+                        if topic[3] == "status":
                             statuses[topic[1]] = doc
             if len(statuses) > 1:
                 raise NoAnswer(f"there is a gateway {gateway} in {', '.join(sorted(statuses))}: give --venue")
             venue = next(iter(statuses))
         name = command_topic(command)
-        await client.publish(f"venues/{venue}/gateways/{gateway}/{name}", body, qos=1)
+        await client.publish(f"{topic_root(venue, gateway)}/{name}", body, qos=1)
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
                     topic, doc = await _next_json(client)
-                    if topic[4] == "status":
+                    if topic[3] == "status":
                         statuses[topic[1]] = doc
-                    elif topic[4] == "events" and doc.get("kind") in ("command_result", "command_error"):
+                    elif topic[3] == "events" and doc.get("kind") in ("command_result", "command_error"):
                         if doc.get("request_id") == request_id:
                             return venue, doc
                         if doc.get("request_id") is None and doc.get("command") == name:
@@ -336,8 +336,8 @@ async def send_command(broker: Broker, gateway: str, command: str, payload: dict
 async def _next_json(client: aiomqtt.Client) -> tuple[list[str], dict[str, Any]]:
     """The next message that is a JSON object on a gateway's topic: (the topic's parts, the object)."""
     async for message in client.messages:
-        parts = str(message.topic).split("/", 4)
-        if len(parts) < 5 or not isinstance(message.payload, bytes | bytearray):
+        parts = str(message.topic).split("/", 3)
+        if len(parts) < 4 or not isinstance(message.payload, bytes | bytearray):
             continue
         try:
             doc = orjson.loads(message.payload)

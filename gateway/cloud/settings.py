@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from gateway.addresses import is_loopback
 from gateway.schema import Problem, setting
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,23}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,23}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,27 @@ def parse_broker(url: str) -> Broker:
     return Broker(parts.hostname, port, parts.scheme == "mqtts")
 
 
+def topic_root(venue: str, gateway_id: str) -> str:
+    """Where a gateway's topics are: under its venue, then its id."""
+    return f"venues/{venue}/{gateway_id}"
+
+
+def user_name(venue: str, gateway_id: str) -> str:
+    """The one user name a gateway connects to the broker with: its venue, a slash, its id. config/mosquitto.acl
+    keys on it (`venues/%u/...`), so gateways of one id in two venues are two users, each held to its own topics."""
+    return f"{venue}/{gateway_id}"
+
+
+def identity_problems(venue: str, gateway_id: str, username: str | None, key: str) -> list[Problem]:
+    """The rule for the broker's user name: none given (TLS client certificates), or `user_name(venue, id)`."""
+    expected = user_name(venue, gateway_id)
+    if username is None or username == expected:
+        return []
+    return [Problem(key, f"{username!r} is not this box's identity {expected!r} (venue/gateway id): the broker's "
+                         f"ACL (config/mosquitto.acl) lets a gateway write only its own venue's and id's topics, under "
+                         f"that user name, and refuses the rest (allowed: {expected!r})")]
+
+
 def _broker(value: str) -> str | None:
     try:
         parse_broker(value)
@@ -50,7 +72,7 @@ def _broker(value: str) -> str | None:
 
 
 def _client_id(value: str) -> str | None:
-    if _CLIENT_ID.match(value):
+    if _CLIENT_ID.fullmatch(value):
         return None
     return f"{value!r} is not a portable client id (allowed: 1-23 of A-Z a-z 0-9 _ . -)"
 
@@ -98,7 +120,11 @@ class CloudSection:
             out.append(Problem("password_env", "a password needs a user name (allowed: username or username_env)"))
         if (self.cert_file is None) != (self.key_file is None):
             out.append(Problem("cert_file", "mutual TLS needs both cert_file and key_file"))
-        tls = parse_broker(self.broker).tls
+        broker = parse_broker(self.broker)
+        tls = broker.tls
+        if self.password_env is not None and not tls and not is_loopback(broker.host):
+            out.append(Problem("password_env", f"the password would cross the network in clear to {broker.host} "
+                                               f"(allowed: an mqtts:// broker, or a plain one on loopback)"))
         for key in ("ca_file", "cert_file", "key_file"):
             if getattr(self, key) is not None and not tls:
                 out.append(Problem(key, f"is for TLS, but the broker {self.broker} is plain (allowed: an mqtts:// "

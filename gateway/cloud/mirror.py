@@ -103,7 +103,12 @@ class GatewayMirror:
 
     # -- applying what arrives ---------------------------------------------------------------------------
     def snapshot(self, doc: dict[str, Any]) -> None:
-        version = doc["version"]
+        """Take a snapshot unless it is older than the twin held; TypeError when it is not one (nothing changed)."""
+        version, assets = doc["version"], doc["assets"]
+        if not isinstance(version, int) or not isinstance(assets, dict) or not all(
+                isinstance(a, dict) and isinstance(a.get("reported", {}), dict)
+                and isinstance(a.get("desired", {}), dict) for a in assets.values()):
+            raise TypeError("a snapshot has a whole version and assets, an object of objects")
         if self.version is not None and version < self.version:
             return  # an older retained snapshot, delivered again on a reconnect
         self.version, self.assets, self.taken_at = version, doc["assets"], doc.get("taken_at")
@@ -125,7 +130,7 @@ class GatewayMirror:
                 self.assets.pop(asset_id, None)
             else:
                 asset = self.assets.get(asset_id) or {"reported": {}, "desired": {}}
-                reported, desired = asset["reported"], asset["desired"]
+                reported, desired = asset.get("reported", {}), asset.get("desired", {})
                 if change["reported"] is not None:
                     reported = merge_patch(reported, change["reported"])
                 if change["desired"] is not None:
@@ -247,7 +252,7 @@ class Mirror:
                     return
             else:
                 return
-        except (KeyError, TypeError, IndexError) as exc:
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
             self.malformed += 1
             log.warning("mirror: malformed %s from %s/%s: %s", what, gw.venue, gw.gateway_id, exc)
             return

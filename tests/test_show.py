@@ -280,7 +280,7 @@ effect_docs = st.fixed_dictionaries({}, optional={
     **{name: st.integers() | st.floats() | json_values for name in FIELDS}})
 
 
-@settings(deadline=None, max_examples=30)  # each example fires through the engine; tests/fuzz has the long run
+@settings(deadline=None, max_examples=30)  # each example fires through the engine and reports to the twin
 @given(st.fixed_dictionaries({}, optional={"preset": st.just("drop") | json_values, "effect": effect_docs | json_values,
                                            "zones": st.lists(st.sampled_from(["floor", "x"])) | json_values,
                                            "lead_ms": st.integers() | st.floats() | json_values}))

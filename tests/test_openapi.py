@@ -124,7 +124,13 @@ def test_every_operation_answers_as_its_document_says(demo: Daemon) -> None:
     call(demo, document, "getHealth", 200, token=None)
     call(demo, document, "getHealth", 200)
     etag = call(demo, document, "getTwin", 200)[0]["ETag"]
-    call(demo, document, "getTwin", 304, headers={"If-None-Match": etag})
+    for _ in range(50):  # the demo's twin moves on now and then: ask again with the tag it has then
+        got, answer_headers, answer = demo.request("GET", "/api/v1/twin", VIEWER, headers={"If-None-Match": etag})
+        if got == 304:
+            break
+        etag = answer_headers["ETag"]
+    document.check("getTwin", got, answer_headers, answer)
+    assert got == 304
     call(demo, document, "getTwin", 401, token=None)
     version = json.loads(demo.request("GET", "/api/v1/twin", VIEWER)[2])["version"]
     call(demo, document, "getTwinChanges", 200, f"/api/v1/twin/changes?since={version - 5}&limit=2")

@@ -67,7 +67,8 @@ def _operation(operation_id: str, summary: str, role: str | None, responses: dic
     all_responses = dict(responses)
     if body is not None:
         op["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
-        all_responses.setdefault("400", _error("The body is not JSON (`bad_json`) or not what is allowed; the "
+        all_responses.setdefault("400", _error("The body is not JSON (`bad_json`), cannot be decoded as its "
+                                               "Content-Encoding says (`bad_body`), or is not what is allowed; the "
                                                "message says what is wrong"))
         all_responses["413"] = _error("The body is larger than api.max_body_kb")
     if role:
@@ -190,7 +191,7 @@ def document(show: ShowSection | None = None) -> dict[str, Any]:
                     {"202": _json("Fired", ref("Fired")),
                      "200": _json("The preview: each zone's colour every step_ms", ref("Preview")),
                      "400": _error("Not an effect this gateway can fire; the message says why", "bad_json",
-                                   "bad_request", "bad_effect"),
+                                   "bad_body", "bad_request", "bad_effect"),
                      "404": _error("No such preset", "unknown_preset")},
                     body=ref("EffectRequest")),
                 "delete": _operation(
@@ -211,7 +212,8 @@ def document(show: ShowSection | None = None) -> dict[str, Any]:
                     "setTempo", "Set the show's tempo (presets without their own bpm or period follow it)",
                     "operator",
                     {"200": _json("The tempo now", ref("Tempo")),
-                     "400": _error("Not a tempo; the message says why", "bad_json", "bad_request", "bad_tempo")},
+                     "400": _error("Not a tempo; the message says why", "bad_json", "bad_body", "bad_request",
+                                   "bad_tempo")},
                     body={"type": "object", "required": ["bpm"], "additionalProperties": False,
                           "properties": {"bpm": {"type": "number", "minimum": 1, "maximum": 999}}}),
             },

@@ -210,3 +210,24 @@ def test_run_refuses_a_short_token_and_a_token_file_others_can_read(
         assert main(["run", "--config", str(path)]) == 2
         err = capsys.readouterr().err
         assert "has mode 0644, open to other users" in err, err
+
+
+def test_check_config_on_the_box_names_short_tokens_and_missing_certificate_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "token").write_text("0123456789\n")
+    (tmp_path / "token").chmod(0o600)
+    monkeypatch.setenv("VG_TEST_TOKEN", "short")
+    path = tmp_path / "gw.toml"
+    path.write_text('[gateway]\nid = "gw"\nvenue = "hall"\ndata_dir = "data"\n'
+                    '[api]\ncert_file = "api.pem"\nkey_file = "api.key"\n'
+                    '[[api.tokens]]\nrole = "admin"\nfile = "token"\n'
+                    '[[api.tokens]]\nrole = "viewer"\nenv = "VG_TEST_TOKEN"\n')
+    assert main(["check-config", str(path)]) == 2
+    lines = [line.removeprefix(f"{path}: ") for line in capsys.readouterr().err.splitlines()]
+    advice, missing = "(allowed: 16 or more; make one with openssl rand -hex 32)", "does not exist (allowed: the path"
+    assert lines == [
+        f"api.tokens[0].file: the token is 10 characters long {advice}",
+        f"api.tokens[1].env: the token is 5 characters long {advice}",
+        f"api.cert_file: the API's certificate {tmp_path}/api.pem {missing} of a readable file)",
+        f"api.key_file: the API's private key {tmp_path}/api.key {missing} of a readable file)",
+    ]

@@ -1,10 +1,13 @@
 """OSC: SLIP framing, address patterns, and the real driver in the daemon driven by liblo's oscsend, with
-feedback read by liblo's oscdump; bundles with future timetags wait on the loop, not in it."""
+feedback read by liblo's oscdump; bundles with future timetags wait on the loop, not in it. Floods of bad input
+(malformed packets, timed bundles, unknown addresses) are counted exactly and told at a bounded rate."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -19,8 +22,10 @@ from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from drivers.osc import slip
-from drivers.osc.driver import OscDriver, OscOptions
+from drivers.osc.driver import ALERTS_PER_WINDOW, OscDriver, OscOptions
+from drivers.osc.packets import BUNDLE, MAX_DEPTH, Malformed, TooDeep, timed_messages
 from drivers.osc.routes import pattern
+from drivers.throttle import Throttle
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.schema import check_all
@@ -167,7 +172,7 @@ horizon_s = 30
             tcp.sendall(slip.encode(osc("/vg/dmx/1/30", 42)) + slip.encode(osc("/vg/ping")))
             dump.wait_for("/vg/out/pong")
         wait_level(30, 42)
-        health = d.get("/api/v1/health", token=None)["drivers"]["console"]["detail"]
+        health = d.get("/api/v1/health")["drivers"]["console"]["detail"]
         assert health["malformed"] == 1 and health["beyond_horizon"] == 1 and health["routed"] == 1
         assert d.terminate() == 0
     finally:
@@ -450,3 +455,143 @@ destinations = ["127.0.0.1:{dump_port}"]
     finally:
         dump.proc.kill()
         d.terminate()
+
+
+# -- bad input, in floods --------------------------------------------------------------------------------
+def nested(depth: int) -> bytes:
+    """A message inside `depth` bundles, each inside the next."""
+    packet = osc("/vg/ping")
+    for _ in range(depth):
+        packet = BUNDLE + (1).to_bytes(8, "big") + len(packet).to_bytes(4, "big") + packet
+    return packet
+
+
+def timed_bundle(at: float, *elements: bytes) -> bytes:
+    """A bundle built by hand: thousands of elements in one datagram, as fast as they can be written."""
+    seconds = at + 2_208_988_800  # NTP's epoch is 1900
+    tag = int(seconds).to_bytes(4, "big") + int(seconds % 1 * 2**32).to_bytes(4, "big")
+    return BUNDLE + tag + b"".join(len(e).to_bytes(4, "big") + e for e in elements)
+
+
+GARBAGE = [  # one of each kind of malformed packet, and the counter it goes to
+    (b"\x00not osc at all", "malformed"),
+    (osc("/vg/dmx/1/1", 255)[:-2], "malformed"),  # cut short
+    (b"/vg/dmx/1/1\x00,c\x00\x00\x00\x00\x00A", "malformed"),  # a type tag python-osc warns of and skips
+    (b"/" + b"a" * 1000, "malformed"),  # an address never terminated
+    (BUNDLE + bytes(7) + b"\x01" + (-4).to_bytes(4, "big", signed=True), "malformed"),  # python-osc: loops for ever
+    (BUNDLE + bytes(7) + b"\x01" + (8).to_bytes(4, "big") + b"garbage!", "malformed"),  # python-osc: a warning
+    (nested(1500), "too_deep"),  # python-osc: a RecursionError
+    (b"/vg/ping\x00\x00\x00\x00," + b"[" * 20 + b"]" * 20 + b"\x00" * 3, "too_deep"),  # arrays within arrays
+]
+
+
+def test_packets_python_osc_mishandles_are_malformed_before_it_sees_them() -> None:
+    for data, kind in GARBAGE:
+        with pytest.raises(Malformed) as caught:
+            timed_messages(data, time.time())
+        assert isinstance(caught.value, TooDeep) == (kind == "too_deep"), (data[:40], caught.value)
+    assert [m.address for _, m in timed_messages(nested(MAX_DEPTH), 0.0)] == ["/vg/ping"]
+    later = timed_bundle(time.time() + 5, osc("/vg/dmx/1/2", 2), timed_bundle(0, osc("/vg/dmx/1/1", 1)))
+    assert [m.address for _, m in timed_messages(later, time.time())] == ["/vg/dmx/1/1", "/vg/dmx/1/2"]
+
+
+@given(st.binary(max_size=300) | st.binary(max_size=200).map(lambda tail: BUNDLE + bytes(7) + b"\x01" + tail))
+def test_any_bytes_are_messages_or_malformed(data: bytes) -> None:
+    with contextlib.suppress(Malformed):
+        timed_messages(data, time.time())
+
+
+def test_throttle_lets_a_burst_through_per_window_and_tells_how_many_it_held() -> None:
+    throttle = Throttle(2, 10.0)
+    assert [throttle(t) for t in (0.0, 1.0, 2.0, 3.0, 9.9)] == [0, 0, None, None, None]
+    assert throttle(10.5) == 3 and throttle(11.0) == 0 and throttle(12.0) is None
+
+
+async def feedback_driver(**options: Any) -> tuple[OscDriver, socket.socket, int]:
+    """A started driver on a real UDP port, its feedback going to a real socket of the test's."""
+    feedback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    feedback.bind(("127.0.0.1", 0))
+    feedback.setblocking(False)
+    port = free_port()
+    twin = Twin("gw", "hall")
+    ctx = DriverContext("osc", twin, None, DmxUniverses(twin, [1]), FrameClock(40), None)  # type: ignore[arg-type]
+    driver = OscDriver(ctx, OscOptions(listen=f"127.0.0.1:{port}", tcp=False,
+                                       destinations=[f"127.0.0.1:{feedback.getsockname()[1]}"], **options))
+    await driver.start()
+    return driver, feedback, port
+
+
+def alerts(feedback: socket.socket) -> list[str]:
+    from pythonosc.osc_message import OscMessage
+
+    kinds = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            msg = OscMessage(feedback.recv(65536))
+            kinds.append(msg.params[0])
+    return kinds
+
+
+async def test_a_burst_of_malformed_packets_is_counted_exactly_and_logged_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """1,600 malformed packets of every kind over real UDP: each counted, one log line for all of them, no traceback,
+    no warning from python-osc, nothing carried out."""
+    caplog.set_level(logging.INFO)
+    driver, feedback, port = await feedback_driver()
+    sent = {"malformed": 0, "too_deep": 0}
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(200):
+                for data, kind in GARBAGE:
+                    s.sendto(data, ("127.0.0.1", port))
+                    sent[kind] += 1
+                for _ in range(500):  # read as they come: the kernel drops nothing, so every packet is counted
+                    if all(driver.counts[k] == n for k, n in sent.items()):
+                        break
+                    await asyncio.sleep(0.001)
+        assert {k: driver.counts[k] for k in sent} == sent == {"malformed": 1200, "too_deep": 400}
+        assert "received" not in driver.counts and alerts(feedback) == []
+        lines = [r for r in caplog.records if r.name == "drivers.osc" and "malformed" in r.getMessage()]
+        assert len(lines) == 1, [r.getMessage() for r in lines]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], \
+            [r.getMessage()[:200] for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    finally:
+        await driver.stop()
+        feedback.close()
+
+
+async def test_one_datagram_of_future_bundles_fills_max_pending_and_alerts_are_bounded(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One 64 KB datagram of 5,400 messages timed 30 s ahead puts max_pending of them on the clock and refuses the
+    rest; with 500 timed beyond the horizon and 500 unknown addresses after it, each kind is counted exactly and
+    told at most ALERTS_PER_WINDOW times, to the destination and in the log."""
+    caplog.set_level(logging.INFO, "drivers.osc")
+    driver, feedback, port = await feedback_driver(max_pending=100, horizon_s=60)
+    try:
+        flood = timed_bundle(time.time() + 30, *[b"/x\x00\x00,\x00\x00\x00"] * 5400)
+        assert len(flood) <= 65507  # one UDP datagram
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(flood, ("127.0.0.1", port))
+            s.sendto(timed_bundle(time.time() + 3600, *[osc("/vg/dmx/1/1", 1)] * 500), ("127.0.0.1", port))
+            s.sendto(timed_bundle(0, *[osc("/vg/nope")] * 500), ("127.0.0.1", port))
+            for _ in range(500):
+                if driver.counts["unknown"] == 500:
+                    break
+                await asyncio.sleep(0.01)
+        health = driver.health()
+        assert health["pending_timed"] == health["scheduled"] == 100 and health["pending_full"] == 5300
+        assert health["beyond_horizon"] == 500 and health["unknown"] == 500
+        told = alerts(feedback)
+        assert {k: told.count(k) for k in set(told)} == dict.fromkeys(
+            ("pending_full", "beyond_horizon", "unknown_address"), ALERTS_PER_WINDOW)
+        assert health["alerts_held"] == 6300 - 3 * ALERTS_PER_WINDOW
+        assert len([r for r in caplog.records if r.name == "drivers.osc"]) <= 3 * ALERTS_PER_WINDOW + 1  # (+ listening)
+    finally:
+        await driver.stop()
+        feedback.close()
+    assert driver.health()["pending_timed"] == 0  # a stopped driver keeps no timers
+
+
+def test_horizon_and_max_pending_are_bounded() -> None:
+    _, problems = check_all(OscOptions, {"horizon_s": 86400, "max_pending": 10**6})
+    assert [p.path for p in problems] == ["horizon_s", "max_pending"]

@@ -1,8 +1,10 @@
 """The `osc` driver: OSC in over UDP and OSC 1.1 SLIP over TCP, OSC feedback out to configured destinations.
 
-python-osc decodes and builds the packets; the transports and the scheduling are ours, because python-osc's
-own asyncio server sleeps until a bundle's timetag and would freeze the loop. A bundle with a future timetag is
-put on `loop.call_at` and nothing else waits for it. Only sources on the allow list are obeyed.
+python-osc decodes the messages and builds the packets; the bundles (drivers.osc.packets), the transports and the
+scheduling are ours, because python-osc's own asyncio server sleeps until a bundle's timetag and would freeze the
+loop. A bundle with a future timetag is put on `loop.call_at` and nothing else waits for it, up to `max_pending`
+messages at once. Only sources on the allow list are obeyed. What a sender gets wrong is counted, every time, and
+told (log line and alert) at a bounded rate: a flood of bad input costs little and fills neither log nor network.
 
 Addresses: `/vg/preset/{name}/fire` (optional args: zone names), `/vg/effect/stop`, `/vg/blackout` (wristbands
 and every DMX level to 0), `/vg/tempo ,f BPM`, `/vg/tempo/tap`, `/vg/dmx/{universe}/{channel} ,i|f` (0-255, or
@@ -29,11 +31,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pythonosc import osc_bundle, osc_message, osc_packet
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from drivers.osc import slip
+from drivers.osc.packets import Malformed, TooDeep, timed_messages
 from drivers.osc.routes import Route, RouteOptions
+from drivers.throttle import Throttle
 from gateway.driver import (
     Driver,
     DriverContext,
@@ -50,6 +53,9 @@ from gateway.driver import (
 READ_BATCH = 64
 REFUSALS = ("bad_arguments", "bad_address", "unknown_preset")  # alerts for a message refused: counted `refused`
 RECEIVE_BUFFER = 4 * 1024 * 1024  # room for bursts from a console while a frame is being sent
+ALERTS_PER_WINDOW, ALERT_WINDOW_S = 10, 10.0  # alerts of one kind about what was sent; the rest counted, not told
+MALFORMED_LOG_S = 10.0  # malformed packets: a line at most this often, with the number not logged
+TEXT_MAX = 300  # characters of a sender's own input (an address, its arguments) quoted in an alert
 
 # The parts an address template names: `{universe}` and `{channel}` are whole numbers, any other a path part.
 _PARTS = {"universe": r"(\d+)", "channel": r"(\d+)"}
@@ -100,7 +106,8 @@ class OscOptions:
     allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])  # networks whose messages are obeyed
     destinations: list[str] = field(default_factory=list)  # "host:port" that get /vg/out/... feedback
     routes: list[RouteOptions] = field(default_factory=list)
-    horizon_s: float = setting(60.0, min=0, max=86400)  # a bundle timed further ahead is refused
+    horizon_s: float = setting(60.0, min=0, max=3600)  # a bundle timed further ahead is refused
+    max_pending: int = setting(1024, min=0, max=65536)  # timed messages waiting at once; more are refused
 
     def problems(self) -> list[Problem]:
         out = []
@@ -145,6 +152,8 @@ class OscDriver(Driver[OscOptions]):
         self._allowed: dict[str, bool] = {}  # the allow list's answer per source address, remembered
         self._tcp: asyncio.Server | None = None
         self._timers: set[asyncio.TimerHandle] = set()
+        self._told: dict[str, Throttle] = {}  # alert kind -> how often it may be told
+        self._malformed_lines = Throttle(1, MALFORMED_LOG_S)
         self._clients: set[asyncio.StreamWriter] = set()
         self._undo: list[Callable[[], Any]] = []  # what attach registered
         self._undo_poll: Callable[[], Any] | None = None
@@ -170,7 +179,7 @@ class OscDriver(Driver[OscOptions]):
     def attach(self) -> None:
         super().attach()
         self._undo = [self.ctx.show.on_fire(self._fired),
-                      self.ctx.on_alert(lambda kind, text, doc: self.alert(kind, text)),
+                      self.ctx.on_alert(lambda kind, text, doc: self.tell(kind, text)),
                       self.ctx.on_readings(self._readings)]
 
     def detach(self) -> None:
@@ -258,21 +267,30 @@ class OscDriver(Driver[OscOptions]):
         if not self._is_allowed(source):
             self.counts["not_allowed"] += 1
             return
-        try:
-            timed = osc_packet.OscPacket(data).messages
-        except (osc_packet.ParseError, osc_message.ParseError, osc_bundle.ParseError, ValueError, IndexError):
-            self.counts["malformed"] += 1
-            return
         now = time.time()
-        for item in timed:
-            msg = item.message
-            delay = item.time - now
+        try:
+            timed = timed_messages(data, now)
+        except Malformed as exc:
+            if isinstance(exc, TooDeep):
+                self.counts["too_deep"] += 1
+            else:
+                self.counts["malformed"] += 1
+            if (held := self._malformed_lines(time.monotonic())) is not None:
+                self.ctx.log.info("OSC malformed: %d bytes from %s: %s%s", len(data), source, exc,
+                                  f" ({held} more malformed packets not logged)" if held else "")
+            return
+        for at, msg in timed:
+            delay = at - now
             if delay <= 0.0005:
                 self.handle(msg.address, list(msg.params))
             elif delay > self.options.horizon_s:
                 self.counts["beyond_horizon"] += 1
                 self.alert("beyond_horizon", f"{msg.address} is timed {delay:.0f} s ahead "
                                               f"(at most {self.options.horizon_s:.0f} s)")
+            elif len(self._timers) >= self.options.max_pending:
+                self.counts["pending_full"] += 1
+                self.alert("pending_full", f"{msg.address} is timed {delay:.0f} s ahead and "
+                                            f"{self.options.max_pending} timed messages are waiting already")
             else:  # monotonic time from here: a wall-clock step does not move it
                 self.counts["scheduled"] += 1
                 self._schedule(delay, msg.address, list(msg.params))
@@ -293,8 +311,7 @@ class OscDriver(Driver[OscOptions]):
             if route.regex.match(address):
                 mapped = route.map(args)
                 if mapped is None:  # refused, never clamped, and the sender told which route
-                    self.alert("bad_arguments", f"{address}: {route.label}; "
-                                                f"got {', '.join(map(repr, args)) or 'nothing'}")
+                    self.alert("bad_arguments", f"{address}: {route.label}; got {_listed(args)}")
                     return
                 address, args = route.to, mapped
                 self.counts["routed"] += 1
@@ -360,7 +377,7 @@ class OscDriver(Driver[OscOptions]):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255 or len(args) != 1:
             # One rule for every argument that is not a level: refused, never clamped, and the sender told.
             self.alert("bad_arguments", f"/vg/dmx/{universe}/{channel} takes one int (0-255) or float (0-1); "
-                                        f"got {', '.join(map(repr, args)) or 'nothing'}")
+                                         f"got {_listed(args)}")
             return
         try:
             self.ctx.dmx.set_channel(universe, channel, value)
@@ -385,11 +402,30 @@ class OscDriver(Driver[OscOptions]):
             if r.metric == "energy" and r.asset.startswith("mood:"):
                 self.send(ZONE_ENERGY.template.format(zone=r.asset[5:]), float(r.value))
 
-    def alert(self, kind: str, text: str) -> None:
-        if kind in REFUSALS:
-            self.counts["refused"] += 1
+    def tell(self, kind: str, text: str) -> None:
+        """An alert to the log and every destination: the core's, each one, and the driver's own let through."""
         self.ctx.log.info("OSC %s: %s", kind, text)
         self.send(ALERT.template, kind, text)
 
+    def alert(self, kind: str, text: str) -> None:
+        """The driver's own alert, about what it was sent or could not do with it: at most ALERTS_PER_WINDOW of a kind
+        in ALERT_WINDOW_S are told (the next one told says how many were not), what the sender sent quoted up to
+        TEXT_MAX characters."""
+        if kind in REFUSALS:
+            self.counts["refused"] += 1
+        throttle = self._told.get(kind) or self._told.setdefault(kind, Throttle(ALERTS_PER_WINDOW, ALERT_WINDOW_S))
+        held = throttle(time.monotonic())
+        if held is None:
+            self.counts["alerts_held"] += 1
+            return
+        text = text if len(text) <= TEXT_MAX else text[:TEXT_MAX] + "..."
+        self.tell(kind, f"{text} ({held} more {kind} alerts not told)" if held else text)
+
     def health(self) -> dict[str, Any]:
         return {"listen": self.options.listen, "pending_timed": len(self._timers), **self.counts}
+
+
+def _listed(args: list[Any]) -> str:
+    """A message's arguments as an alert quotes them, cut short: a sender may send many, or arrays within arrays."""
+    text = ", ".join(repr(a)[:TEXT_MAX] for a in args[:8])
+    return (text + (", ..." if len(args) > 8 else "")) or "nothing"

@@ -163,6 +163,10 @@ def _unreachable(args: argparse.Namespace, reason: Any) -> RuntimeError:
                if served else "give its CA with --ca-file, or pin its fingerprint with --fingerprint")
         return RuntimeError(f"the certificate of the gateway at {args.url} is not trusted "
                             f"({reason.verify_message}): {how}")
+    if isinstance(reason, http.client.RemoteDisconnected) and str(args.url).startswith("http:"):
+        # a box off loopback serves HTTPS, and closes a connection that does not begin with a TLS handshake
+        return RuntimeError(f"cannot reach the gateway at {args.url}: {reason} (off loopback the API is HTTPS: "
+                            f"try {args.url.replace('http:', 'https:', 1)})")
     return RuntimeError(f"cannot reach the gateway at {args.url}: {reason}")
 
 

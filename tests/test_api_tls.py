@@ -101,6 +101,8 @@ async def test_the_cli_trusts_the_ca_or_the_pinned_fingerprint_and_nothing_else(
         assert code == 0 and out.startswith("amp:1"), err
     code, out, err = await in_process(capsys, "get", "amp:1", "--url", url)  # the system's CAs do not know trustme's
     assert code == 1 and "is not trusted" in err and f"--fingerprint {fingerprint}" in err, err
+    code, out, err = await in_process(capsys, "get", "amp:1", "--url", url.replace("https:", "http:"))
+    assert code == 1 and f"off loopback the API is HTTPS: try {url}" in err, err
     code, out, err = await in_process(capsys, "get", "amp:1", "--url", url, "--fingerprint", "abc")
     assert code == 1 and "is not a SHA-256 fingerprint" in err, err
     monkeypatch.delenv("VENUE_GATEWAY_TOKEN")

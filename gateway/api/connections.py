@@ -80,6 +80,7 @@ class _Handshake(asyncio.Protocol):
             self._handler.connection_made(secured)
 
     def close(self) -> None:
+        self._capped.handshaking.pop(self, None)  # counted no more: its descriptor goes in this turn of the loop
         if self._transport is not None:
             self._transport.close()
 

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import itertools
 import math
+import re
 import shutil
 import socket
 import subprocess
@@ -111,6 +112,7 @@ def _config(directory: Path, api_port: int, osc_port: int, pty: Path,
     text = text.replace('"/tmp/venue-gateway-air"', f'"{pty}"')
     text = text.replace('type = "air"\n', 'type = "air"\nenabled = false  # the benchmark hosts the air\n')
     text = text.replace('type = "ble"\n', 'type = "ble"\nenabled = false  # its room is the air driver\'s\n')
+    text = re.sub(r"(?m)^\[cloud\]\n(?:[^\n]+\n)*", "", text)  # the demo's own cloud side is not this run's
     if broker_port is not None:
         text = text.replace('log_level = "info"', f'log_level = "info"\nrealtime_priority = {REALTIME_PRIORITY}')
         text = text.replace("max_mb = 256", "max_mb = 1024").replace("[drivers.osc]", f"""[cloud]

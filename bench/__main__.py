@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bench import api, ble, ble_frames, cloud, inference, ingest, laeq, modbus, show, venue, wristband
+from bench import api, ble, ble_frames, cloud, inference, ingest, laeq, modbus, osc_garbage, show, venue, wristband
 from bench.common import HEADERS, Figure, exit_on_signals, figures_table, table, title
 
 BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
@@ -21,6 +21,7 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("api", api.run),
     ("venue", venue.run),
     ("show", show.run),
+    ("osc_garbage", osc_garbage.run),
     ("wristband", wristband.run),
     ("cloud", cloud.run),
     ("ble_frames", ble_frames.run),

@@ -281,7 +281,13 @@ def drive_all(target: Target, seconds: float) -> int:
 def blast(target: Target, seconds: float, rate: float | None) -> tuple[int, float]:
     """Channel N (1..512, changing values) of universe 1 at `rate` per second (None: as fast as this loop goes),
     for `seconds`; returns the messages sent and the seconds taken."""
-    datagrams = [target.message(1, c, (c * 7 + r) % 256) for r in range(4) for c in range(1, 513)]
+    return pace(target, [target.message(1, c, (c * 7 + r) % 256) for r in range(4) for c in range(1, 513)],
+                seconds, rate)
+
+
+def pace(target: Target, datagrams: Sequence[bytes], seconds: float, rate: float | None) -> tuple[int, float]:
+    """`datagrams` in turn, over and over, at `rate` per second (None: as fast as this loop goes), for `seconds`;
+    returns the datagrams sent and the seconds taken."""
     n = len(datagrams)
     sock, address = target.sock, (LOOPBACK, target.port)
     sent = 0
@@ -315,7 +321,7 @@ def udp_port_holders(port: int) -> int:
 
 
 # -- the daemon -----------------------------------------------------------------------------------------
-def write_config(directory: Path, api_port: int, osc_port: int, wire_port: int) -> Path:
+def write_config(directory: Path, api_port: int, osc_port: int, wire_port: int, log_level: str = "warning") -> Path:
     """The show daemon's configuration in `directory`: its API on `api_port` (a viewer's token is TOKEN), OSC in on
     `osc_port`, ArtDmx out to `wire_port`, all on loopback."""
     zones = "".join(f'\n[[drivers.venue.zones]]\nname = "{name}"\ncapacity = {cap}\ndistance_m = {dist}\n'
@@ -326,7 +332,7 @@ def write_config(directory: Path, api_port: int, osc_port: int, wire_port: int) 
 id = "bench-show"
 venue = "bench-hall"
 data_dir = "data"
-log_level = "warning"
+log_level = "{log_level}"
 
 [api]
 listen = "{LOOPBACK}:{api_port}"

@@ -185,7 +185,7 @@ def _progress(s: Sample, bound: float) -> str:
 
 
 def soak(show_hours: float, speed: float, sample_s: float, store_mb: float, keep: Path | None,
-         snapshots: Path | None) -> Run:
+         snapshots: Path | None, max_real_min: float = math.inf) -> Run:
     directory = Path(tempfile.mkdtemp(prefix="vg-soak-")) if keep is None else keep
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "dev").mkdir(exist_ok=True)
@@ -220,7 +220,7 @@ def soak(show_hours: float, speed: float, sample_s: float, store_mb: float, keep
                 s, before = sample(run, proc.pid, began, before)
                 run.samples.append(s)
                 print(_progress(s, store_mb), flush=True)
-                if s.show_h >= show_hours:
+                if s.show_h >= show_hours or s.real_s >= max_real_min * 60:
                     break
         print(report(run, time.monotonic() - began), flush=True)
     finally:
@@ -309,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-s", type=float, default=10.0, help="real seconds between samples (default 10)")
     parser.add_argument("--store-mb", type=float, default=64.0,
                         help="the store's bound, store.max_mb (default 64: full within the run)")
+    parser.add_argument("--max-real-min", type=float, default=math.inf,
+                        help="stop after this many real minutes, show time reached or not")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it (default: a temporary one)")
     parser.add_argument("--tracemalloc", type=Path, metavar="DIR", help="snapshots of the daemon's allocations")
     parser.add_argument("--diff", type=Path, metavar="DIR", help="compare the snapshots in DIR, and stop")
@@ -318,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         diff(options.diff, 25, options.skip)
         return 0
     exit_on_signals()
-    soak(options.show_hours, options.speed, options.sample_s, options.store_mb, options.keep, options.tracemalloc)
+    soak(options.show_hours, options.speed, options.sample_s, options.store_mb, options.keep, options.tracemalloc,
+         options.max_real_min)
     return 0
 
 

@@ -73,7 +73,7 @@ def test_kill_9_mid_load_loses_nothing_acknowledged(daemon_factory: Any) -> None
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
         shown_version = max(shown_version, d.get("/api/v1/twin")["version"])
-        acked_seq = max(acked_seq, d.get("/api/v1/health", token=None)["store"]["committed_seq"])
+        acked_seq = max(acked_seq, d.get("/api/v1/health")["store"]["committed_seq"])
     assert acked_seq > 10_000
     d.kill()
     d.start()
@@ -97,14 +97,14 @@ def test_a_failing_driver_degrades_the_box_and_the_rest_runs_on(daemon_factory: 
     while health["drivers"]["broken"]["restarts"] < 3:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-        health = d.get("/api/v1/health", token=None)
+        health = d.get("/api/v1/health")
     assert health["status"] == "degraded"
     assert health["drivers"]["venue"]["state"] == "running"
     assert "lost the RS-485 adapter" in health["drivers"]["broken"]["last_error"]
     while health["readings_total"] <= readings:  # the venue goes on publishing meanwhile
         assert time.monotonic() < deadline, health
         time.sleep(0.1)
-        health = d.get("/api/v1/health", token=None)
+        health = d.get("/api/v1/health")
     assert d.get("/api/v1/twin/assets/driver:broken")["reported"]["restarts"] >= 1
     assert d.terminate() == 0
 
@@ -153,11 +153,11 @@ def test_a_full_disk_is_reported_and_the_box_keeps_answering(tmp_path: Path) -> 
     try:
         d.wait_healthy()
         deadline = time.monotonic() + 30
-        health = d.get("/api/v1/health", token=None)
+        health = d.get("/api/v1/health")
         while health["store"]["state"] != "degraded":
             assert time.monotonic() < deadline, health
             time.sleep(0.2)
-            health = d.get("/api/v1/health", token=None)
+            health = d.get("/api/v1/health")
         assert "disk is full" in health["store"]["last_error"] and health["status"] == "degraded"
         assert health["drivers"]["venue"]["state"] == "running"
         assert d.get("/api/v1/twin")["version"] > 0
@@ -210,7 +210,7 @@ def test_a_clean_start_of_the_demo_logs_no_warning_and_restarts_nothing(daemon_f
     assert {name: unit["restarts"] for name, unit in {**health["drivers"], **health["services"]}.items()
             if unit["restarts"]} == {}  # no restart, so no unit_failed alert either
     time.sleep(2.0)  # the scanners' first advertisements, the meters' first readings
-    health = d.get("/api/v1/health", token=None)
+    health = d.get("/api/v1/health")
     assert health["status"] == "ok" and health["problems"] == [], health
     noisy = [line for line in d.log.read_text().splitlines()
              if " WARNING " in line or " ERROR " in line or "Traceback" in line]

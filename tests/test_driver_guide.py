@@ -68,7 +68,7 @@ def test_the_daemon_runs_the_guide_driver(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while True:
             asset = d.get("/api/v1/twin/assets/door:stage")
-            detail = d.get("/api/v1/health", token=None)["drivers"]["stage-door"].get("detail", {})
+            detail = d.get("/api/v1/health")["drivers"]["stage-door"].get("detail", {})
             if (detail.get("received") == 2 and detail.get("dropped") == 2) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)

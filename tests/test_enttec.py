@@ -92,7 +92,7 @@ def test_levels_reach_the_widget_and_a_replugged_widget_is_picked_up(pty_pair: P
 
     pty_pair.unplug()
     deadline = time.monotonic() + 10
-    while (health := d.get("/api/v1/health", token=None))["drivers"]["widget"]["state"] == "running":
+    while (health := d.get("/api/v1/health"))["drivers"]["widget"]["state"] == "running":
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert health["status"] == "degraded" and health["drivers"]["venue"]["state"] == "running"

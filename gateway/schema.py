@@ -131,6 +131,9 @@ class _Loader:
         if not ok:
             self.fail(path, f"must be {_type_name(tp)} (got {raw!r})")
             return raw
+        if tp is str and "\0" in raw:  # no name, path or secret holds one; the OS refuses it in a path
+            self.fail(path, f"{raw!r} holds a NUL character (allowed: text without NUL)")
+            return raw
         return float(raw) if tp is float else raw
 
     def table(self, cls: Any, raw: Any, path: str) -> Any:

@@ -377,6 +377,19 @@ def test_a_driver_type_that_cannot_be_a_driver_is_a_problem(kind: str, message: 
     assert line.startswith(f"/etc/vg.toml: drivers.x.type: {message}"), line
 
 
+@pytest.mark.parametrize("extra", [
+    '[[api.tokens]]\nrole = "admin"\nfile = "a\\u0000b"\n',
+    '[inference]\nequipment_model = "m\\u0000.onnx"\n',
+    '[cloud]\nbroker = "mqtts://broker"\nca_file = "ca\\u0000"\n',
+    '[drivers.w]\ntype = "wristband"\nport = "/dev/ttyACM0"\nkey_file = "/show\\u0000.key"\n',
+], ids=["token-file", "model", "ca-file", "driver-option"])
+def test_a_nul_character_is_refused_in_every_string_before_it_reaches_a_path(extra: str) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(Path("/etc/vg.toml"), BASE + extra, box=True)
+    (line,) = err.value.lines()
+    assert "holds a NUL character (allowed: text without NUL)" in line, line
+
+
 def test_check_config_answers_any_file_with_exit_0_or_2_and_one_line_per_problem(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every file an operator may hand it gives one line per problem, never a traceback: each loaded here, and the

@@ -240,13 +240,18 @@ port = "/dev/ttyACM0"
 key_file = "show.key"
 [drivers.short]
 type = "wristband"
-port = "/dev/ttyACM0"
+port = "/dev/pts/7"
 demo_key = "0011"
+[drivers.real]
+type = "wristband"
+port = "/dev/ttyACM0"
+demo_key = "00112233445566778899aabbccddeeff"
 """)
     for fragment in ["drivers.none: needs exactly one show key source (allowed: key_file, key_env, demo_key)",
                      "drivers.two: needs exactly one show key source",
                      "drivers.relative.key_file: 'show.key' is not an absolute path",
-                     "drivers.short.demo_key: a show key is 16 bytes (32 hexadecimal digits), not 2"]:
+                     "drivers.short.demo_key: a show key is 16 bytes (32 hexadecimal digits), not 2",
+                     "drivers.real.demo_key: a demo key is for the virtual air only, not the real port /dev/ttyACM0"]:
         assert any(fragment in line for line in lines), (fragment, lines)
 
 

@@ -115,7 +115,8 @@ async def mirror_latency(base: str, broker_port: int, samples: int) -> list[floa
         if what != "twin/delta":
             return
         for change in doc["changes"]:
-            at = sent.pop((change.get("desired") or {}).get("gain_db"), None)
+            gain = (change.get("desired") or {}).get("gain_db")
+            at = sent.pop(gain, None) if isinstance(gain, float) else None
             if at is not None:
                 seen.append(time.time() - at)
                 got.set()

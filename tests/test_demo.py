@@ -37,7 +37,7 @@ def _wait(condition: Any, timeout: float, what: str) -> Any:
 
 
 def _cloud(d: Daemon) -> dict[str, Any]:
-    health = d.get("/api/v1/health", token=None)
+    health = d.get("/api/v1/health")
     return dict(health["services"]["cloud"]["detail"], status=health["status"], problems=health["problems"])
 
 
@@ -92,7 +92,7 @@ def test_the_demo_brings_its_broker_and_mirror_shows_light_and_drains_an_outage(
         _wait(lambda: (c := _cloud(d))["link"] == "online" and c["outbox"]["readings"] == 0, 30, "the drain")
         drained = len(_summaries(d))
         after = _wait(lambda: _summaries(d)[drained:], 15, "the mirror's summary after the drain")
-        committed = d.get("/api/v1/health", token=None)["store"]["committed_seq"]
+        committed = d.get("/api/v1/health")["store"]["committed_seq"]
         assert 0 < int(after[0][0]) <= committed and after[0][1] == "0"  # every reading once, no duplicate
         log = d.log.read_text()
         assert "demo: Mosquitto on mqtt://127.0.0.1:" in log and "Traceback" not in log

@@ -10,15 +10,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from gateway import config
 from gateway.api import GATEWAY
 from gateway.api.app import build_app
 from gateway.api.auth import Tokens
 from gateway.daemon import Gateway
-from gateway.show.effects import FIELDS, Effect, EffectError, render
+from gateway.show.effects import Effect, EffectError, render
 from gateway.show.engine import ShowEngine, UnknownPreset
 from gateway.show.settings import PresetSection, ShowSection
 from gateway.twin import Twin
@@ -269,25 +267,3 @@ def test_a_huge_or_non_finite_value_is_an_effect_error(doc: dict[str, Any], said
 def test_a_fire_requests_lead_time_is_checked_whatever_it_is(lead: Any) -> None:
     with pytest.raises(EffectError, match=r"^lead_ms "):
         ShowEngine(ShowSection(), Twin("gw", "hall")).fire_request({"effect": {"kind": "solid"}, "lead_ms": lead})
-
-
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                       max_size=3), max_leaves=6)
-effect_docs = st.fixed_dictionaries({}, optional={
-    "kind": st.sampled_from(["strobe", "pulse", "solid", "rainbow", "laser"]) | json_values,
-    "colour": st.sampled_from(["#ff0000", "00ff00"]) | json_values,
-    **{name: st.integers() | st.floats() | json_values for name in FIELDS}})
-
-
-@settings(deadline=None, max_examples=30)  # each example fires through the engine and reports to the twin
-@given(st.fixed_dictionaries({}, optional={"preset": st.just("drop") | json_values, "effect": effect_docs | json_values,
-                                           "zones": st.lists(st.sampled_from(["floor", "x"])) | json_values,
-                                           "lead_ms": st.integers() | st.floats() | json_values}))
-def test_any_fire_request_fires_or_is_an_effect_error(doc: dict[str, Any]) -> None:
-    show = ShowEngine(ShowSection(presets=[PresetSection(name="drop", kind="strobe")]), Twin("gw", "hall"))
-    try:
-        fired = show.fire_request(doc)
-    except (EffectError, UnknownPreset):
-        return
-    assert fired.effect.flash_hz <= 3 and 20 <= fired.effect.period_ms <= 600_000

@@ -77,7 +77,7 @@ def test_levels_reach_ola_over_artnet_and_sacn(ola: Ola, daemon_factory: Any, tm
         wait_for(lambda: ola.dmx(2)[:3] == [1, 2, 3])
         wait_for(lambda: d.get("/api/v1/twin/assets/universe:1")["reported"]["levels"][:2] == [255, 128])
         time.sleep(2.5)  # unchanged universes are kept alive about once a second
-        health = d.get("/api/v1/health", token=None)
+        health = d.get("/api/v1/health")
         assert health["drivers"]["artnet"]["state"] == "running"
         assert health["dmx"]["frames"] > 80
         assert d.terminate() == 0

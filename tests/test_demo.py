@@ -109,7 +109,8 @@ def test_the_demo_brings_its_broker_and_mirror_shows_light_and_drains_an_outage(
 def test_without_a_broker_the_demo_says_so_once_and_runs_without(tmp_path: Path) -> None:
     d = _demo(tmp_path, free_port(), env={"MOSQUITTO": str(tmp_path / "no-such-broker")})
     try:
-        health = d.start(wait=False).wait_healthy(timeout=30)
+        d.start(wait=False).wait_healthy(timeout=30)
+        health = d.get("/api/v1/health")
         assert "cloud" not in health["services"]
         time.sleep(1)
         said = [line for line in d.log.read_text().splitlines() if "no MQTT broker here" in line]

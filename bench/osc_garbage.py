@@ -2,9 +2,9 @@
 3,000 malformed OSC packets a second from an allowed source, and, in the same run, 3,000 valid messages a second,
 and nothing (the floor, on this machine as loaded as it is): the event loop's lag p99 in each (the daemon's own
 10 ms lag timer), what its counters made of the garbage, and what reached its log. The garbage is every kind the
-driver refuses: bytes that are not OSC, messages cut short, type tags it does not read, addresses never terminated,
-bundles of impossible element sizes (python-osc loops for ever on a negative one), bundles nested 1,500 deep (a
-RecursionError in python-osc) and arrays nested 20 deep."""
+driver refuses: bytes that are not OSC, messages cut short, type tags it does not read, addresses and strings never
+terminated, bundles of impossible element sizes (python-osc loops for ever on a negative one), bundles nested 1,500
+deep (a RecursionError in python-osc) and arrays nested 20 deep."""
 
 from __future__ import annotations
 
@@ -41,12 +41,16 @@ def garbage(count: int, seed: int = SEED) -> list[bytes]:
             packet = header + len(packet).to_bytes(4, "big") + packet
         return packet
 
+    def unterminated() -> bytes:
+        return bytes(rng.randrange(1, 256) for _ in range(rng.randrange(8, 1400)))
+
     deep = nested(1500)
     kinds: list[Callable[[], bytes]] = [
         lambda: bytes([rng.choice(not_osc)]) + rng.randbytes(rng.randrange(16, 1400)),
         lambda: valid[:rng.choice([*range(1, 12), *range(13, len(valid))])],  # (12 bytes: a message, no arguments)
         lambda: b"/vg/dmx/1/1\x00,i" + bytes([rng.choice(b"cSIjkq")]) + b"\x00" + rng.randbytes(8),
         lambda: b"/" + bytes(rng.randrange(33, 127) for _ in range(rng.randrange(8, 1400))),
+        lambda: b"/vg/tempo\x00\x00\x00,s\x00\x00" + unterminated(),
         lambda: header + rng.randrange(-2**31, 0).to_bytes(4, "big", signed=True),
         lambda: header + rng.randrange(64, 2**31).to_bytes(4, "big") + rng.randbytes(rng.randrange(0, 60)),
         lambda: header + (8).to_bytes(4, "big") + rng.randbytes(8).replace(b"/", b"_").replace(b"#", b"_"),

@@ -76,6 +76,10 @@ def _message(data: bytes, start: int, end: int) -> osc_message.OscMessage:
             raise Malformed(f"type tag {chr(unread[0])!r} is not one the gateway reads")
         if b"[" in type_tags and _array_depth(type_tags) > MAX_DEPTH:
             raise TooDeep(f"arrays nested deeper than {MAX_DEPTH}")
+        # python-osc reads a string byte by byte, up to its null: one without would be read to the end, slowly
+        strings = type_tags.count(b"s")
+        if strings and data.count(0, tags_end + 4 - (tags_end - tags) % 4, end) < strings:
+            raise Malformed("a string argument without its terminating null")
     try:
         return osc_message.OscMessage(data if start == 0 and end == len(data) else data[start:end])
     except (osc_message.ParseError, ValueError, IndexError) as exc:  # (a UnicodeDecodeError is a ValueError)

@@ -26,7 +26,7 @@ def test_the_demo_venue_lives_in_the_twin_and_stops_cleanly(daemon_factory: Any,
     assert twin["assets"]["driver:venue"]["reported"]["state"] == "running"
 
     status = subprocess.run([sys.executable, "-m", "gateway", "status", "--url", d.url], capture_output=True,
-                            text=True, timeout=30)
+                            text=True, timeout=30, env={**d.env, "VENUE_GATEWAY_TOKEN": VIEWER})
     assert status.returncode == 0, status.stderr
     assert "demo-01 (venue demo-hall): ok" in status.stdout and "venue" in status.stdout
     out = tmp_path / "snap.json"
@@ -195,11 +195,15 @@ def test_a_taken_port_is_retried_and_said_plainly(daemon_factory: Any) -> None:
         taken.bind(("127.0.0.1", d.port))
         taken.listen()
         d.start(wait=False)
-        time.sleep(1.5)
+        deadline = time.monotonic() + 20
+        while "service api not ready: cannot listen on 127.0.0.1:" not in (log := d.log.read_text()):
+            assert time.monotonic() < deadline, log
+            time.sleep(0.1)
+        assert "address already in use" in log.lower()
+        time.sleep(0.5)  # tried again meanwhile
         assert d.proc is not None and d.proc.poll() is None
     d.wait_healthy()  # the port is free again: the API comes up by itself
     log = d.log.read_text()
-    assert "service api not ready: cannot listen on 127.0.0.1:" in log and "address already in use" in log.lower()
     assert "Traceback" not in log
     d.terminate()
 

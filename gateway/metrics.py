@@ -94,10 +94,12 @@ SOUND_WINDOWS = (("1min", "laeq_1min_db"), ("15min", "laeq_15min_db"), ("60min",
 METER_MEASURES = (("laeq", "laeq_db"), ("lafmax", "lafmax_db"), ("lcpeak", "lcpeak_db"))
 COMPLIANCE_STATES = ("ok", "warning", "over")
 ANOMALY_STATES = ("ok", "alarm", "not scored")  # as labels: not_scored
-# The `osc` driver's health counters of what it did not obey: packets (off the allow list, not OSC, a SLIP frame
-# cut short) and messages (timed beyond the horizon, an address it does not know, arguments or a preset refused).
-OSC_DROPPED = (("not_allowed", "not_allowed"), ("malformed", "malformed"), ("slip", "slip_dropped"),
-               ("beyond_horizon", "beyond_horizon"), ("unknown_address", "unknown"), ("refused", "refused"))
+# The `osc` driver's health counters of what it did not obey: packets (off the allow list, not OSC, nested too deep,
+# a SLIP frame cut short) and messages (timed beyond the horizon or with max_pending waiting, an address it does
+# not know, arguments or a preset refused).
+OSC_DROPPED = (("not_allowed", "not_allowed"), ("malformed", "malformed"), ("too_deep", "too_deep"),
+               ("slip", "slip_dropped"), ("beyond_horizon", "beyond_horizon"), ("pending_full", "pending_full"),
+               ("unknown_address", "unknown"), ("refused", "refused"))
 DMX_OUTPUTS = {"artnet": "packets_sent", "sacn": "packets_sent", "enttec": "frames_sent"}  # driver type -> counter
 
 

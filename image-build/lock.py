@@ -2,9 +2,10 @@
 of each architecture installs (`make lock`; image-build/install.sh installs them with `pip --require-hashes`).
 
 pip resolves pyproject.toml's runtime dependencies (and the build backend, which builds the project itself on the
-box) for CPython 3.11 on Linux as a box runs it, wheels only, for each architecture in turn, and reports what it would
-install; nothing is installed. A dependency without a wheel for an architecture fails the run: the lock files are the
-proof that every one has. Each pin names its wheel in a comment, so a review sees the platform it is for.
+box, and pip, which install.sh installs first) for CPython 3.11 on Linux as a box runs it, wheels only, for each
+architecture in turn, and reports what it would install; nothing is installed. A dependency without a wheel for an
+architecture fails the run: the lock files are the proof that every one has. Each pin names its wheel in a comment,
+so a review sees the platform it is for.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ def lock_path(arch: str, python: str = PYTHON) -> Path:
 
 
 def requirements() -> list[str]:
-    """The runtime dependencies and the build backend, as pyproject.toml gives them."""
+    """The runtime dependencies and the build backend, as pyproject.toml gives them, and pip, which install.sh
+    installs first."""
     project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
-    return [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    return [*project["project"]["dependencies"], *project["build-system"]["requires"], "pip"]
 
 
 def resolve(arch: str, wanted: list[str]) -> list[tuple[str, str, str, str]]:

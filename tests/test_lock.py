@@ -41,7 +41,8 @@ def pins(arch: str) -> dict[str, tuple[str, str, list[str]]]:
 def test_every_runtime_dependency_is_pinned_within_its_range_with_a_hashed_wheel_for_the_architecture(
         arch: str) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    wanted = [Requirement(r) for r in (*project["project"]["dependencies"], *project["build-system"]["requires"])]
+    wanted = [Requirement(r) for r in (*project["project"]["dependencies"], *project["build-system"]["requires"],
+                                       "pip")]
     locked = pins(arch)
     for requirement in wanted:
         wanted_name = canonicalize_name(requirement.name)
@@ -69,5 +70,6 @@ def test_both_architectures_lock_the_same_packages() -> None:
 def test_the_installer_takes_every_package_from_the_lock_by_hash() -> None:
     script = (ROOT / "image-build" / "install.sh").read_text(encoding="utf-8")
     installs = [line.strip() for line in script.splitlines() if re.search(r'pip" install', line)]
-    assert installs == ['"$PREFIX/bin/pip" install -q --require-hashes --only-binary=:all: -r "$LOCK"',
+    assert installs == ['"$PREFIX/bin/pip" install -q --require-hashes --only-binary=:all: -r "$pip_pin"',
+                        '"$PREFIX/bin/pip" install -q --require-hashes --only-binary=:all: -r "$LOCK"',
                         '"$PREFIX/bin/pip" install -q --no-deps --no-build-isolation "$src"']

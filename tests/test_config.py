@@ -395,6 +395,12 @@ def test_a_nul_character_is_refused_in_every_string_before_it_reaches_a_path(ext
     assert "holds a NUL character (allowed: text without NUL)" in line, line
 
 
+def test_a_file_too_large_to_be_a_configuration_is_not_read_whole() -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load("/dev/zero")
+    assert err.value.lines() == ["/dev/zero: (file): is larger than 4 MB (allowed: a configuration file)"]
+
+
 def test_check_config_answers_any_file_with_exit_0_or_2_and_one_line_per_problem(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every file an operator may hand it gives one line per problem, never a traceback: each loaded here, and the

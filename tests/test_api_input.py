@@ -9,6 +9,7 @@ import csv
 import gzip
 import io
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -172,3 +173,32 @@ async def test_the_csv_of_a_long_span_is_read_a_page_at_a_time(client: TestClien
     assert len(rows) == 3 * 9 and max(reads) == 7 and len(reads) == 4  # 27 rows: 7 + 7 + 7 + 6
     keys = [(r["time_utc"], r["zone"]) for r in rows]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+async def test_a_websocket_handshake_with_bytes_it_cannot_read_is_a_400(client: TestClient[Any, Any]) -> None:
+    """A key that is not ASCII (base64 refuses it) and an Origin that is not UTF-8 (echoed in the refusal) come from
+    anyone, before any token: each is a 400 or 403 in JSON, never a 500."""
+    upgrade = b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    key = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    status, doc = await raw(client, "GET", "/api/v1/twin/stream", upgrade + b"Sec-WebSocket-Key: \xff\xfe\r\n")
+    assert status == 400 and doc is not None and "Sec-WebSocket-Key" in doc["message"], doc
+    status, doc = await raw(client, "GET", "/api/v1/twin/stream", upgrade + key + b"Origin: http://\xff\r\n")
+    assert status == 403 and doc is not None and doc["error"] == "origin_refused", doc
+
+
+async def test_requests_aiohttp_cannot_parse_are_logged_in_one_line_at_a_bounded_rate(
+        client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp logs each request it cannot parse with its traceback: anyone on the network could fill the disk.
+    Here a burst of them is one line, without a traceback, that counts them."""
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    for _ in range(5):
+        assert (await raw(client, "GET", "/api/v1/twin/assets/\xff", bearer(VIEWER)))[0] == 400
+    records = [r for r in caplog.records if r.name == "aiohttp.server" and r.levelno >= logging.INFO]
+    assert len(records) <= 1 and all(r.exc_info is None and "cannot be parsed" in r.getMessage() for r in records), \
+        records
+
+
+async def test_a_preview_over_the_flash_cap_is_refused_as_a_fire_would_be(client: TestClient[Any, Any]) -> None:
+    status, doc = await raw(client, "POST", "/api/v1/effects", bearer(OPERATOR),
+                            b'{"effect": {"kind": "strobe", "period_ms": 20}, "preview": true}')
+    assert status == 400 and doc is not None and "max_flash_hz" in doc["message"], doc

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -68,6 +70,39 @@ def _if_match(value: str, version: int) -> bool:
 # Exceptions that decoding what a client sent raises (a body that is not its Content-Encoding, text that is not
 # UTF-8, a number too large to convert, nesting too deep to walk).
 CLIENT_FAULTS = (HttpProcessingError, UnicodeError, OverflowError, RecursionError)
+
+
+MALFORMED_LOG_S = 10.0  # requests aiohttp cannot parse are logged at most this often, with a count
+
+
+class _Malformed(logging.Filter):
+    """aiohttp logs each request it cannot parse (bytes not allowed in the URL or a header, a broken chunk) at
+    ERROR with its traceback; it answers 400 itself. The client's fault, and anyone on the network can send them:
+    here one line, no traceback, at most every MALFORMED_LOG_S, with how many there were."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self._logged = -math.inf
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or record.levelno < logging.ERROR:
+            return True  # (a first request that is not HTTP at all aiohttp logs at DEBUG itself)
+        self.count += 1
+        now = time.monotonic()
+        if now - self._logged < MALFORMED_LOG_S:
+            return False
+        self._logged = now
+        what = " ".join(str(exc.message).split())[:200]
+        record.msg, record.args = "API: a request that cannot be parsed (%s): %s (%d so far)", (
+            record.getMessage(), what, self.count)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+MALFORMED = _Malformed()
 
 
 @web.middleware
@@ -194,6 +229,7 @@ def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
     app = web.Application(middlewares=[errors, middleware(tokens)],
                           client_max_size=gw.config.api.max_body_kb * 1024)
     connections.add(app)
+    logging.getLogger("aiohttp.server").addFilter(MALFORMED)  # once: the same filter is not added twice
     app[GATEWAY] = gw
     app[TOKENS] = tokens
     app.router.add_get(f"{BASE}/health", health)

@@ -36,6 +36,8 @@ TOKENS: web.AppKey[Tokens] = web.AppKey("vg_tokens", Tokens)
 
 def json_error(status: type[web.HTTPException], code: str, message: str, headers: dict[str, str] | None = None,
                **extra: Any) -> web.HTTPException:
+    # A message may quote a header, whose bytes that are not UTF-8 reach here as surrogates: shown as U+FFFD.
+    message = message.encode(errors="surrogateescape").decode(errors="replace")
     return status(text=orjson.dumps({"error": code, "message": message, **extra}).decode(),
                   content_type="application/json", headers=headers)
 

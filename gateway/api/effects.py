@@ -35,6 +35,7 @@ async def fire(request: web.Request) -> web.Response:
         preset, inline, zones, lead_ms = show.check_request(doc, extra=("preview", "duration_ms"))
         if preview:
             effect: Effect = show.resolve(preset, inline, zones)[0]  # as it would go out now
+            effect.check_flash(show.settings.max_flash_hz)  # refused as a fire would be
             frames = show.preview(effect, PREVIEW_STEP_MS, int(duration))
             return web.Response(content_type="application/json", body=orjson.dumps(
                 {"effect": effect.document(), "step_ms": PREVIEW_STEP_MS, "zones": frames}))

@@ -167,7 +167,11 @@ async def handler(request: web.Request) -> web.StreamResponse:
                          f"{len(streams)} streams are open, the most api.max_streams allows: try again later")
     ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=gw.config.api.heartbeat_s, max_msg_size=MAX_MESSAGE,
                                timeout=CLOSE_TIMEOUT_S)
-    await ws.prepare(request)  # a broken handshake is aiohttp's 400, saying what is wrong
+    try:
+        await ws.prepare(request)  # a broken handshake is aiohttp's 400, saying what is wrong
+    except ValueError:  # but a key that is not ASCII is base64's ValueError
+        raise json_error(web.HTTPBadRequest, "bad_request", "the WebSocket handshake's Sec-WebSocket-Key is not "
+                         "base64 (allowed: 16 bytes in base64, RFC 6455)") from None
     streams.add(ws)
     try:
         if authenticated or await _first_message(ws, request):

@@ -177,7 +177,7 @@ class LineFramer:
         while True:
             end = buf.find(b"\n")
             if end < 0:
-                if len(buf) > self.max_line:  # cannot become a good line any more: drop it as it comes
+                if self._discarding or len(buf) > self.max_line:  # cannot become a good line: drop it as it comes
                     self.overlong += 0 if self._discarding else 1
                     self.dropped += len(buf)
                     self._discarding = True

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from drivers.dmx import enttec_codec
 from drivers.osc import slip
-from drivers.serial.lines import LineDecoder
+from drivers.serial.lines import LineDecoder, NodeLine
 from drivers.wristband import hci
 from tests.fuzz.budget import DECODER_PROPERTIES, fuzz
 
@@ -57,3 +57,14 @@ def test_the_decoders_any_bytes_properties_that_make_fuzz_runs_exist() -> None:
         assert found, f"{node} is gone: make fuzz would not run it"
         calls = [d.func for d in found[0].decorator_list if isinstance(d, ast.Call)]
         assert any(isinstance(f, ast.Name) and f.id == "given" for f in calls), f"{node} is not a hypothesis test"
+
+
+def test_the_rest_of_an_overlong_line_is_dropped_and_counted_as_it_comes() -> None:
+    """Found by the split property: bytes after an overlong line's first max_line were held until its newline (and
+    uncounted until then), so the counts depended on where the stream was cut."""
+    decoder = LineDecoder("optional", 64)
+    decoder.feed(b"\x00" * 65)
+    decoder.feed(b"x")
+    assert (decoder.overlong, decoder.garbage_bytes) == (1, 66)
+    assert decoder.feed(b"\n" + b'{"node":"n1","t":1}\n') == [NodeLine("n1", {"t": 1.0}, (), False)]
+    assert decoder.garbage_bytes == 67

@@ -91,6 +91,11 @@ class DriverContext:
         """The core's alerts (sound-level compliance, ...): `listener(kind, text, document)`."""
         return self._alerts.listen(listener)
 
+    def alert(self, kind: str, text: str, doc: Mapping[str, Any], *, key: str, standing: bool) -> None:
+        """Raise an alert through the core's alerts (the cloud's events, OSC feedback), standing under `key` until
+        raised again with `standing=False`. Raise it on a change of state, not every tick."""
+        self._alerts.raise_alert(kind, text, dict(doc), key=key, standing=standing)
+
     def on_readings(self, listener: Callable[[Sequence[Reading], str | None], None]) -> Callable[[], None]:
         """Every batch of readings as it goes into the twin (the audience-mood energies for OSC feedback, ...):
         `listener(readings, owner)`, on the loop; keep it quick."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway import preflight, registry
 from gateway import settings as core
-from gateway.cloud.settings import CloudSection
+from gateway.cloud.settings import CloudSection, identity_problems
 from gateway.compliance.settings import ComplianceSection
 from gateway.inference.settings import InferenceSection
 from gateway.schema import Problem, check_all, check_slug
@@ -172,7 +172,8 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
     if sections is not None:
         problems.extend(_dmx_outputs(sections.dmx, [d for d in drivers if d is not None]))
     if sections is not None and sections.cloud is not None:
-        problems.extend(cloud_identity(sections.gateway.id, sections.cloud.username, "cloud.username"))
+        problems.extend(identity_problems(sections.gateway.venue, sections.gateway.id, sections.cloud.username,
+                                          "cloud.username"))
     if box:
         def valid(cls: type[Any], key: str) -> Any:
             if sections is not None:
@@ -228,15 +229,6 @@ def _dmx_outputs(dmx: core.DmxSection, drivers: list[DriverConfig]) -> list[Prob
     return problems
 
 
-def cloud_identity(gateway_id: str, username: str | None, key: str) -> list[Problem]:
-    """The one rule for the broker's user name: the gateway id (config/mosquitto.acl keys on it)."""
-    if username is None or username == gateway_id:
-        return []
-    return [Problem(key, f"{username!r} is not this box's gateway id {gateway_id!r}: the broker's ACL "
-                         f"(config/mosquitto.acl) lets a gateway write only under its own id as user name, and "
-                         f"refuses the rest (allowed: {gateway_id!r})")]
-
-
 # The demo's file is 14 KB: one this large is not a configuration (nor is /dev/zero), and is not read whole.
 MAX_FILE_BYTES = 4 * 2**20
 
@@ -274,13 +266,25 @@ def _box(base: Path, gateway: core.GatewaySection | None, api: core.ApiSection |
                                                                   "gateway.data_dir")
     for i, token in enumerate(api.tokens if api is not None else []):
         key = f"api.tokens[{i}]"
+        found: list[Problem] = []
         if token.env is not None:
-            problems += preflight.environment_variable(token.env, f"{key}.env", f"the {token.role} token")
+            found = preflight.environment_variable(token.env, f"{key}.env", f"the {token.role} token")
         elif token.file is not None:
-            problems += preflight.secret_file(base / token.file, f"{key}.file", f"the {token.role} token file")
+            found = preflight.secret_file(base / token.file, f"{key}.file", f"the {token.role} token file")
+        if not found and token.demo_token is None:  # a secret that resolves: long enough to be one
+            secret = os.environ[token.env] if token.env else (base / str(token.file)).read_text(encoding="utf-8")
+            if why := core.token_problem(secret.strip()):
+                found = [Problem(f"{key}.{'env' if token.env else 'file'}", why)]
+        problems += found
+    if api is not None and api.cert_file is not None and api.key_file is not None:
+        problems += preflight.readable_file(base / api.cert_file, "api.cert_file", "the API's certificate")
+        problems += preflight.secret_file(base / api.key_file, "api.key_file", "the API's private key")
     if cloud is not None:
         if cloud.username_env is not None:
             problems += preflight.environment_variable(cloud.username_env, "cloud.username_env", "the broker user name")
+            if gateway is not None and os.environ.get(cloud.username_env):
+                problems += identity_problems(gateway.venue, gateway.id, os.environ[cloud.username_env],
+                                              "cloud.username_env")
         if cloud.password_env is not None:
             problems += preflight.environment_variable(cloud.password_env, "cloud.password_env", "the broker password")
         for key, what in (("ca_file", "the broker's CA certificate"), ("cert_file", "the box's certificate")):

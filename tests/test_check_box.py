@@ -75,7 +75,7 @@ def secret(path: Path, text: str, mode: int = 0o600) -> None:
 def test_the_example_is_ok_on_a_box_that_has_what_it_names_and_unsafe_or_bad_secrets_are_named(
         tmp_path: Path) -> None:
     path = _example_on_a_box(tmp_path)
-    env = {"VG_TOKEN_CLOUD": "a-cloud-token", "VENUE_GATEWAY_MQTT_PASSWORD": "a-password"}
+    env = {"VG_TOKEN_CLOUD": "a-cloud-token-0123456789", "VENUE_GATEWAY_MQTT_PASSWORD": "a-password"}
     ok = check_config(path, env=env)
     assert ok.returncode == 0, ok.stderr
     (tmp_path / "tokens" / "admin").chmod(0o644)
@@ -148,7 +148,7 @@ def test_at_run_time_a_missing_show_key_is_a_line_per_try_until_it_arrives(tmp_p
                    for line in _driver_lines(log, "wristbands")), log
         assert "Traceback" not in log
         secret(key, "76656e75652d67617465776179212121")
-        _wait(lambda: daemon.get("/api/v1/health", token=None)["drivers"]["wristbands"]["state"] == "running", 60,
+        _wait(lambda: daemon.get("/api/v1/health")["drivers"]["wristbands"]["state"] == "running", 60,
               "the radio to start with the key")
     finally:
         daemon.cleanup()
@@ -165,7 +165,7 @@ def test_at_run_time_a_missing_library_is_a_line_per_try_and_the_rest_runs(tmp_p
         assert all(line.endswith("failed: ModuleNotFoundError: No module named 'bumble'")
                    for name in ("air", "ble") for line in _driver_lines(log, name)), log
         assert "Traceback" not in log
-        health = daemon.get("/api/v1/health", token=None)
+        health = daemon.get("/api/v1/health")
         assert health["drivers"]["venue"]["state"] == "running" and health["drivers"]["osc"]["state"] == "running"
     finally:
         daemon.cleanup()

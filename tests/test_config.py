@@ -276,6 +276,8 @@ def test_the_cloud_section_is_checked_across_its_keys() -> None:
     assert lines == [
         "/etc/vg.toml: cloud.password_env: a password needs a user name (allowed: username or username_env)",
         "/etc/vg.toml: cloud.cert_file: mutual TLS needs both cert_file and key_file",
+        "/etc/vg.toml: cloud.password_env: the password would cross the network in clear to broker (allowed: an "
+        "mqtts:// broker, or a plain one on loopback)",
         "/etc/vg.toml: cloud.ca_file: is for TLS, but the broker mqtt://broker is plain (allowed: an mqtts:// broker)",
         "/etc/vg.toml: cloud.cert_file: is for TLS, but the broker mqtt://broker is plain (allowed: an mqtts:// "
         "broker)"]
@@ -286,15 +288,15 @@ def test_the_cloud_section_is_checked_across_its_keys() -> None:
     assert cfg.cloud is not None and cfg.cloud.batch_readings == 1000
 
 
-def test_the_broker_user_name_is_the_gateway_id() -> None:
-    """config/mosquitto.acl lets a gateway write only under its own id as user name: any other name would have
-    every message refused, so it is refused here first."""
-    assert problems(BASE + '\n[cloud]\nbroker = "mqtts://broker"\nusername = "stage-left"\n') == [
-        "/etc/vg.toml: cloud.username: 'stage-left' is not this box's gateway id 'box-1': the broker's ACL "
-        "(config/mosquitto.acl) lets a gateway write only under its own id as user name, and refuses the rest "
-        "(allowed: 'box-1')"]
-    cfg = config.parse(Path("/etc/vg.toml"), BASE + '\n[cloud]\nbroker = "mqtts://broker"\nusername = "box-1"\n')
-    assert cfg.cloud is not None and cfg.cloud.username == "box-1"
+def test_the_broker_user_name_is_the_venue_and_the_gateway_id() -> None:
+    """config/mosquitto.acl lets a gateway write only under its own venue and id as user name: any other name would
+    have every message refused, so it is refused here first."""
+    assert problems(BASE + '\n[cloud]\nbroker = "mqtts://broker"\nusername = "box-1"\n') == [
+        "/etc/vg.toml: cloud.username: 'box-1' is not this box's identity 'hall/box-1' (venue/gateway id): the "
+        "broker's ACL (config/mosquitto.acl) lets a gateway write only its own venue's and id's topics, under that "
+        "user name, and refuses the rest (allowed: 'hall/box-1')"]
+    cfg = config.parse(Path("/etc/vg.toml"), BASE + '\n[cloud]\nbroker = "mqtts://broker"\nusername = "hall/box-1"\n')
+    assert cfg.cloud is not None and cfg.cloud.username == "hall/box-1"
 
 
 def test_compliance_settings_are_checked() -> None:
@@ -343,6 +345,17 @@ def test_names_and_ids_are_matched_whole_so_a_trailing_newline_is_refused() -> N
     assert [line.split(": ")[1] for line in lines] == ["gateway.id", "gateway.venue", "show.zones[0].name",
                                                        "drivers.sim\n"]
     assert all("is not a valid name" in line for line in lines), lines
+
+
+def test_the_other_patterns_are_matched_whole_too() -> None:
+    from drivers.serial.registers import Register
+    from gateway.schema import check_all
+
+    lines = problems(BASE + '[cloud]\nbroker = "mqtts://broker"\nclient_id = "foh\\n"\n'
+                            '[compliance]\nshow_end = "23:00\\n"\n')
+    assert [line.split(": ")[1] for line in lines] == ["cloud.client_id", "compliance.show_end"], lines
+    _, found = check_all(Register, {"metric": "temp_c\n", "address": 1})
+    assert [p.path for p in found] == ["metric"]
 
 
 @pytest.mark.parametrize("text", [

@@ -30,11 +30,11 @@ LAYOUT: dict[str, tuple[str, int]] = {
     "int64": (">q", 4), "uint64": (">Q", 4), "float32": (">f", 2), "float64": (">d", 4),
 }
 FLOAT32_MAX = 3.4028234663852886e38
-_METRIC = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_METRIC = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def _metric_name(value: str) -> str | None:
-    if _METRIC.match(value):
+    if _METRIC.fullmatch(value):
         return None
     return f"{value!r} is not a metric name (allowed: lower case letters, digits and _, starting with a letter)"
 

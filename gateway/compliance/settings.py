@@ -34,7 +34,7 @@ PROFILES: dict[str, tuple[LimitSection, ...]] = {
     "custom": (),
 }
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ComplianceSection:
     limits: list[LimitSection] = field(default_factory=list)  # added to the profile's
     zones: list[ComplianceZone] = field(default_factory=list)  # empty: every zone with a meter
     # Local time the show ends, for the projection "ends over the limit at the current level".
-    show_end: str | None = setting(None, check=lambda v: None if _HHMM.match(v) else
+    show_end: str | None = setting(None, check=lambda v: None if _HHMM.fullmatch(v) else
                                    f"{v!r} is not a time of day (allowed: HH:MM, 24-hour)")
     warn_margin_db: float = setting(3.0, min=0, max=20)  # a warning this far below a limit
     hysteresis_db: float = setting(1.0, min=0, max=10)  # a state clears this far below where it was entered

@@ -18,7 +18,7 @@ KINDS: tuple[Kind, ...] = ("equipment_anomaly", "audience_mood")
 # the window; rel: log2 of the recent mean over the row's own slow baseline; fill: the recent mean over the row's
 # capacity; diff: mean(a) - mean(b); present: 1 when the channel has readings enough, else 0.
 OPS = ("mean", "slope", "std", "rel", "fill", "diff", "present")
-_FEATURE = re.compile(r"^(\w+)\((\w+)(?:,(\w+))?\)$")
+_FEATURE = re.compile(r"(\w+)\((\w+)(?:,(\w+))?\)")
 
 
 class SpecError(ValueError):
@@ -80,7 +80,7 @@ def _require(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where
 
 
 def _feature(text: str, channels: tuple[str, ...], where: str) -> Feature:
-    m = _FEATURE.match(text.replace(" ", ""))
+    m = _FEATURE.fullmatch(text.replace(" ", ""))
     if m is None:
         raise SpecError(f"{where}: feature {text!r} is not op(channel) (allowed ops: {', '.join(OPS)})")
     op, a, b = m.groups()

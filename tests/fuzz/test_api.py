@@ -1,12 +1,13 @@
 """The HTTP API through the real app on a real socket: any method, route, query string, header and body, as raw
 bytes on the wire (what a client on the venue LAN can send, not what a well-behaved client library would), is
-answered with a status below 500 (503 only: the store says it cannot write), and after any request the twin and
-health are still served."""
+answered with a status below 500 (503 only: the store says it cannot write) and logs no traceback, and after any
+request the twin and health are still served."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,26 @@ VIEWER, OPERATOR, ADMIN = "fuzz-viewer-token-0123456789abcdef", "fuzz-operator-t
 Call = Callable[[Callable[[], Any]], Any]
 
 
+class _Tracebacks(logging.Handler):
+    """Log records that carry a traceback: a request must never cause one. Those of `left_out` loggers are kept
+    apart (a known failure, tested on its own below)."""
+
+    def __init__(self, left_out: tuple[str, ...]) -> None:
+        super().__init__(logging.WARNING)
+        self.left_out = left_out
+        self.records: list[logging.LogRecord] = []
+        self.known: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            (self.known if record.name in self.left_out else self.records).append(record)
+
+
+# aiohttp's server logs "Unhandled exception" with a traceback for a body that is not its Content-Encoding when the
+# handler never read it: test_a_body_not_in_its_content_encoding_logs_no_traceback.
+TRACEBACKS = _Tracebacks(left_out=("aiohttp.server",))
+
+
 @pytest.fixture(scope="module")
 def server(on_loop: Call, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Gateway]]:
     """The demo's gateway (its store opened, its twin holding an asset) and the real app listening on a port."""
@@ -50,7 +71,9 @@ def server(on_loop: Call, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         return int(runner.addresses[0][1])
     port = on_loop(start)
+    logging.getLogger().addHandler(TRACEBACKS)
     yield port, gw
+    logging.getLogger().removeHandler(TRACEBACKS)
 
     async def stop() -> None:
         await runner.cleanup()
@@ -139,6 +162,7 @@ def requests(draw: st.DrawFn) -> bytes:
 def test_any_request_is_answered_below_500_and_the_twin_is_still_served(on_loop: Call, server: tuple[int, Gateway],
                                                                          request: bytes) -> None:
     port, _ = server
+    TRACEBACKS.records.clear()
 
     async def exchange() -> tuple[int, int, int]:
         status = await _exchange(port, request)
@@ -149,3 +173,17 @@ def test_any_request_is_answered_below_500_and_the_twin_is_still_served(on_loop:
     status, twin, health = on_loop(exchange)
     assert 0 < status < 500 or status == 503, f"answered {status}"
     assert (twin, health) == (200, 200)
+    assert not TRACEBACKS.records, [f"{r.name}: {r.getMessage()}" for r in TRACEBACKS.records]
+
+
+@pytest.mark.xfail(strict=True, reason="gateway/api: aiohttp logs a traceback for a body the handler did not read")
+def test_a_body_not_in_its_content_encoding_logs_no_traceback(on_loop: Call, server: tuple[int, Gateway]) -> None:
+    """Found by the target above: a PATCH refused before its body is read (a viewer's token), with
+    `Content-Encoding: gzip` and a body that is not gzip, is answered 403, and aiohttp's server logs "Unhandled
+    exception" with a traceback as it drains the body: any client can write tracebacks into the log at will."""
+    port, _ = server
+    TRACEBACKS.known.clear()
+    request = _request("PATCH", b"/api/v1/twin/assets/amp:1/desired",
+                       [(b"Authorization", b"Bearer " + VIEWER.encode()), (b"Content-Encoding", b"gzip")], b"{}")
+    assert on_loop(lambda: _exchange(port, request)) == 403
+    assert not TRACEBACKS.known, [f"{r.name}: {r.getMessage()}" for r in TRACEBACKS.known]

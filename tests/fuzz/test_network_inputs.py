@@ -1,14 +1,17 @@
 """Datagrams from the lighting network: Art-Net replies into `ArtNetOutput.received`, OSC packets into
 `OscDriver.packet` (and the OSC address pattern compiler behind configured routes). Whatever arrives, from
-whatever source, nothing escapes the handler, the tables stay bounded and the driver's state stays servable."""
+whatever source, nothing escapes the handler and no traceback is logged, the tables stay bounded and the
+driver's state stays servable."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
 import re
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from gateway.driver import DriverContext
 from gateway.show.engine import ShowEngine
 from gateway.twin import Twin
 from tests.fuzz.budget import fuzz
-from tests.fuzz.support import encodable
+from tests.fuzz.support import Tracebacks, encodable
 
 ROOT = Path(__file__).resolve().parents[2]
 Call = Callable[[Callable[[], Any]], Any]
@@ -37,6 +40,16 @@ def _mutated(data: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
         if out:
             out[at % len(out)] = value
     return bytes(out[:cut])
+
+
+@contextlib.contextmanager
+def caught() -> Iterator[Tracebacks]:
+    handler = Tracebacks()
+    logging.getLogger().addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logging.getLogger().removeHandler(handler)
 
 
 # -- Art-Net -------------------------------------------------------------------------------------------------------
@@ -72,7 +85,9 @@ def test_artnet_replies_from_anywhere_are_taken_refused_or_counted(on_loop: Call
     def feed() -> None:
         for data, ip in datagrams:
             driver.received(data, ip)
-    on_loop(feed)
+    with caught() as tracebacks:
+        on_loop(feed)
+    assert not tracebacks.lines(), tracebacks.lines()
     network = discover_network(DISCOVER)
     health = driver.health()
     encodable(health)
@@ -160,7 +175,9 @@ def test_osc_packets_are_obeyed_refused_or_counted(on_loop: Call, packets: list[
         twin.snapshot_json()  # the twin as GET /api/v1/twin serves it
         await driver.stop()  # the timed messages are cancelled with it
         assert driver.health()["pending_timed"] == 0
-    on_loop(feed)
+    with caught() as tracebacks:
+        on_loop(feed)
+    assert not tracebacks.lines(), tracebacks.lines()
 
 
 @fuzz(100)

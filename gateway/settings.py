@@ -80,7 +80,8 @@ class ApiSection:
     # A connection that sends no complete request (idle keep-alive, or headers arriving slowly) for this long is
     # closed.
     idle_timeout_s: float = setting(15.0, min=1, max=3600)
-    # WebSocket streams open at once; past it a new one is refused with 503.
+    # WebSocket streams open at once; past it a new one is refused with 503 (and past a quarter of it waiting for
+    # their token as the first message, a new one without a token in its request).
     max_streams: int = setting(64, min=1, max=10_000)
     # The WebSocket stream sends a ping this often and drops a client that does not answer.
     heartbeat_s: float = setting(20.0, min=1, max=600)

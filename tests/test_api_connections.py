@@ -150,6 +150,20 @@ async def test_streams_are_capped_and_a_full_gateway_says_503(api: int) -> None:
         await second.close()
 
 
+
+async def test_streams_still_waiting_for_their_token_cannot_take_every_stream(api: int) -> None:
+    """Anyone may open a stream and send its token as the first message within 5 s: such streams hold at most a
+    quarter of api.max_streams (one of the two here), so a client that opens them over and over keeps no one out."""
+    url = f"http://127.0.0.1:{api}/api/v1/twin/stream"
+    async with ClientSession() as session:
+        waiting = await session.ws_connect(url)  # no token yet
+        with pytest.raises(WSServerHandshakeError) as refused:
+            await session.ws_connect(url)
+        assert refused.value.status == 503
+        served = await session.ws_connect(url, headers={"Authorization": f"Bearer {TOKEN}"})
+        await served.close()
+        await waiting.close()
+
 async def _hold(port: int) -> asyncio.StreamWriter:
     """A connection busy in a request: a body announced and not sent, so its handler waits on it."""
     _, writer = await asyncio.open_connection("127.0.0.1", port)

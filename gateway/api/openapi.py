@@ -124,7 +124,8 @@ def document(show: ShowSection | None = None) -> dict[str, Any]:
                                "handshake is broken", "bad_request", "token_in_url", "bad_subprotocol"),
                  "403": _error("`Origin` is neither the gateway's own nor listed (`origin_refused`)",
                                "origin_refused"),
-                 "503": _error("As many streams are open as api.max_streams allows (`too_many_streams`)",
+                 "503": _error("As many streams are open as api.max_streams allows, or (without a token in the "
+                               "request) a quarter of it wait for their token (`too_many_streams`)",
                                "too_many_streams"),
                  "426": {**_error("Not a WebSocket handshake (`upgrade_required`)", "upgrade_required"),
                          "headers": {"Upgrade": {"required": True, "schema": {"const": "websocket"}}}}},

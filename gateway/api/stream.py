@@ -39,6 +39,9 @@ UNAUTHORIZED = 4401  # the close code when the first message brings no valid tok
 HOW = ("use Authorization: Bearer TOKEN, or from a browser the subprotocols venue-gateway and bearer.TOKEN, "
        'or send {"token": TOKEN} as the first message')
 STREAMS = web.AppKey[set[web.WebSocketResponse]]("vg_streams")
+# Streams opened without a token, waiting for it as their first message: anyone can open those, so they may hold at
+# most a quarter of api.max_streams, and a client that opens them over and over keeps no one else out.
+WAITING = web.AppKey[set[web.WebSocketResponse]]("vg_streams_waiting")
 
 
 def _check_origin(request: web.Request) -> None:
@@ -161,10 +164,14 @@ async def handler(request: web.Request) -> web.StreamResponse:
         raise json_error(web.HTTPUpgradeRequired, "upgrade_required",
                          "this is a WebSocket: connect with Upgrade: websocket (docs/twin-stream.md)",
                          headers={"Upgrade": "websocket", "Connection": "Upgrade"})
-    streams = request.app[STREAMS]
+    streams, waiting = request.app[STREAMS], request.app[WAITING]
     if len(streams) >= gw.config.api.max_streams:
         raise json_error(web.HTTPServiceUnavailable, "too_many_streams",
                          f"{len(streams)} streams are open, the most api.max_streams allows: try again later")
+    if not authenticated and len(waiting) >= max(1, gw.config.api.max_streams // 4):
+        raise json_error(web.HTTPServiceUnavailable, "too_many_streams",
+                         f"{len(waiting)} streams wait for their token, the most a quarter of api.max_streams "
+                         f"allows: try again later, or give the token with the request ({HOW})")
     ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=gw.config.api.heartbeat_s, max_msg_size=MAX_MESSAGE,
                                timeout=CLOSE_TIMEOUT_S)
     try:
@@ -174,7 +181,13 @@ async def handler(request: web.Request) -> web.StreamResponse:
                          "base64 (allowed: 16 bytes in base64, RFC 6455)") from None
     streams.add(ws)
     try:
-        if authenticated or await _first_message(ws, request):
+        if not authenticated:
+            waiting.add(ws)
+            try:
+                authenticated = await _first_message(ws, request)
+            finally:
+                waiting.discard(ws)
+        if authenticated:
             await _serve(ws, gw.twin, since)
     except ConnectionResetError:
         pass  # the client went away while a frame was on its way
@@ -196,5 +209,6 @@ async def close_all(app: web.Application) -> None:
 
 def add_routes(app: web.Application, base: str) -> None:
     app[STREAMS] = set()
+    app[WAITING] = set()
     app.router.add_get(f"{base}/twin/stream", handler)
     app.on_shutdown.append(close_all)

@@ -159,6 +159,19 @@ async def test_a_box_without_a_certificate_makes_one_once_and_logs_its_fingerpri
     assert tls.file_fingerprint(tmp_path / "data" / "tls" / "api.pem") == fingerprints[0]
 
 
+
+def test_a_self_made_key_found_open_to_others_is_closed_again(tmp_path: Path) -> None:
+    """A data directory restored from a copy that lost the modes: the box's own key is made its owner's only again
+    before it is used (the same certificate, so a pinned fingerprint stays good)."""
+    cert, key = tls.self_signed(tmp_path, "venue-gateway gw")
+    fingerprint = tls.file_fingerprint(cert)
+    key.chmod(0o644)
+    (tmp_path / tls.SELF_SIGNED_DIR).chmod(0o755)
+    assert tls.self_signed(tmp_path, "venue-gateway gw") == (cert, key)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / tls.SELF_SIGNED_DIR).stat().st_mode) == 0o700
+    assert tls.file_fingerprint(cert) == fingerprint
+
 async def test_a_certificate_that_cannot_be_used_keeps_the_api_down_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "api.pem").write_text("not a certificate")
     (tmp_path / "api.key").write_text("not a key")

@@ -11,11 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import logging
 import os
 import re
 import socket
 import ssl
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SELF_SIGNED_DIR = "tls"
 SELF_SIGNED_CERT = "api.pem"
@@ -61,6 +64,11 @@ def self_signed(data_dir: Path, name: str) -> tuple[Path, Path]:
     directory = data_dir / SELF_SIGNED_DIR
     cert_file, key_file = directory / SELF_SIGNED_CERT, directory / SELF_SIGNED_KEY
     if cert_file.exists() and key_file.exists():
+        # (a directory restored from a copy that lost its modes: the key is made its owner's only again, with a log)
+        for path, mode in ((directory, 0o700), (key_file, 0o600)):
+            if path.stat().st_mode & 0o077:
+                log.warning("API: %s was open to other users; made %o", path, mode)
+                path.chmod(mode)
         return cert_file, key_file
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

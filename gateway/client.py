@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.addresses import is_loopback
 from gateway.api import tls
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -59,10 +60,26 @@ def add_connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fingerprint", metavar="SHA256", default=os.environ.get("VENUE_GATEWAY_FINGERPRINT"),
                    help="for an https URL: accept only the certificate with this SHA-256 fingerprint, as the gateway "
                         "logs it at start (its self-signed one; default: VENUE_GATEWAY_FINGERPRINT)")
+    p.add_argument("--insecure-http", action="store_true",
+                   help="send the token over plain http to an address off this box (a gateway with "
+                        "api.insecure_http = true, on a network of your own); refused otherwise")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
 
 
+def _in_clear(args: argparse.Namespace) -> None:
+    """RuntimeError when the token would go over plain http to an address off this box: it would be on the wire
+    before the gateway (which serves HTTPS off loopback) could refuse it."""
+    parts = urllib.parse.urlsplit(str(args.url))
+    host = parts.hostname or ""
+    if parts.scheme in ("http", "ws") and not is_loopback(host) and not getattr(args, "insecure_http", False):
+        secure = str(args.url).replace(f"{parts.scheme}:", "https:", 1)
+        raise RuntimeError(f"the token would cross the network in clear to {host}: refused, nothing sent (allowed: "
+                           f"{secure}, plain http on this box, or --insecure-http for a gateway that serves plain "
+                           "HTTP on purpose, api.insecure_http = true)")
+
+
 def token(args: argparse.Namespace) -> str:
+    _in_clear(args)
     if args.token:
         return str(args.token)
     path = args.token_file
@@ -383,6 +400,7 @@ class _Follower:
 
 
 async def _follow(args: argparse.Namespace) -> int:
+    _in_clear(args)  # before anything is set up
     follower = _Follower(args)
     url = args.url.rstrip("/").replace("http", "ws", 1) + f"{BASE}/twin/stream"
     if args.since is not None:

@@ -246,3 +246,15 @@ def test_check_config_on_the_box_names_short_tokens_and_missing_certificate_file
         f"api.cert_file: the API's certificate {tmp_path}/api.pem {missing} of a readable file)",
         f"api.key_file: the API's private key {tmp_path}/api.key {missing} of a readable file)",
     ]
+
+
+async def test_the_cli_never_sends_a_token_in_clear_off_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    """Plain http to an address off this box would put the token on the wire before the gateway could refuse it
+    (192.0.2.1 is reserved for documentation: nothing answers there). Refused before connecting, unless the gateway
+    is one that serves plain HTTP on purpose (api.insecure_http) and --insecure-http says so."""
+    for command in (("get", "amp:1"), ("follow",)):
+        code, _, err = await in_process(capsys, *command, "--url", "http://192.0.2.1:8080", "--token", VIEWER)
+        assert code == 1 and "would cross the network in clear to 192.0.2.1" in err and "https://" in err, err
+    code, _, err = await in_process(capsys, "get", "amp:1", "--url", "http://192.0.2.1:8080", "--token", VIEWER,
+                                    "--insecure-http", "--timeout", "0.2")
+    assert code == 1 and "in clear" not in err, err

@@ -26,6 +26,7 @@ from gateway import config
 from gateway.api.app import ApiService
 from gateway.api.auth import Tokens
 from gateway.daemon import Gateway
+from gateway.settings import Role
 from tests.conftest import ROOT, free_port
 
 TOKEN = "a-viewer-token-0123456789"
@@ -101,18 +102,26 @@ def _closed(s: socket.socket) -> bool:
         return False
 
 
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, api: str, role: Role = "operator") -> AsyncIterator[int]:
+    """The API service of a gateway on a free port, with `api` added to its [api] section; its port."""
+    port = free_port()
+    text = f'[gateway]\nid = "gw"\nvenue = "hall"\ndata_dir = "data"\n[api]\nlisten = "127.0.0.1:{port}"\n{api}'
+    gw = Gateway(config.parse(tmp_path / "gw.toml", text), Tokens([(TOKEN, role)]))
+    await gw.store.open(gw.twin)
+    service = ApiService(gw, Tokens([(TOKEN, role)]))
+    await service.start()
+    try:
+        yield port
+    finally:
+        await service.stop()
+        await gw.store.close(gw.twin)
+
+
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[int]:
-    port = free_port()
-    text = (f'[gateway]\nid = "gw"\nvenue = "hall"\ndata_dir = "data"\n'
-            f'[api]\nlisten = "127.0.0.1:{port}"\nidle_timeout_s = 1\nmax_connections = 8\nmax_streams = 2\n')
-    gw = Gateway(config.parse(tmp_path / "gw.toml", text), Tokens([(TOKEN, "operator")]))
-    await gw.store.open(gw.twin)
-    service = ApiService(gw, Tokens([(TOKEN, "operator")]))
-    await service.start()
-    yield port
-    await service.stop()
-    await gw.store.close(gw.twin)
+    async with serving(tmp_path, "idle_timeout_s = 1\nmax_connections = 8\nmax_streams = 2\n") as port:
+        yield port
 
 
 async def test_an_idle_connection_and_slow_headers_are_closed(api: int) -> None:
@@ -164,6 +173,7 @@ async def test_streams_still_waiting_for_their_token_cannot_take_every_stream(ap
         await served.close()
         await waiting.close()
 
+
 async def _hold(port: int) -> asyncio.StreamWriter:
     """A connection busy in a request: a body announced and not sent, so its handler waits on it."""
     _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -174,15 +184,15 @@ async def _hold(port: int) -> asyncio.StreamWriter:
 
 
 async def test_over_https_a_connection_that_never_says_hello_is_closed_to_make_room(tmp_path: Path) -> None:
-    port = free_port()
-    text = (f'[gateway]\nid = "gw"\nvenue = "hall"\ndata_dir = "data"\n'
-            f'[api]\nlisten = "127.0.0.1:{port}"\ntls = "on"\nmax_connections = 8\n')
-    gw = Gateway(config.parse(tmp_path / "gw.toml", text), Tokens([(TOKEN, "viewer")]))
-    await gw.store.open(gw.twin)
-    service = ApiService(gw, Tokens([(TOKEN, "viewer")]))
-    await service.start()
-    silent = []
-    try:
+    silent: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    def close_silent() -> None:
+        for _, writer in silent:
+            writer.close()
+
+    async with serving(tmp_path, 'tls = "on"\nmax_connections = 8\n', "viewer") as port, contextlib.AsyncExitStack() \
+            as stack:
+        stack.callback(close_silent)
         # 200 connected at once (asyncio takes them in batches, in one turn each), and not a byte of TLS
         silent.extend(await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(200))))
         await asyncio.sleep(0.2)
@@ -196,8 +206,3 @@ async def test_over_https_a_connection_that_never_says_hello_is_closed_to_make_r
         async with ClientSession() as session, session.get(f"https://127.0.0.1:{port}/api/v1/health",
                                                            ssl=context) as resp:
             assert resp.status == 200 and await resp.json() == {"status": "starting"}
-    finally:
-        for _, writer in silent:
-            writer.close()
-        await service.stop()
-        await gw.store.close(gw.twin)

@@ -23,6 +23,7 @@ settings.load_profile("fuzz")
 _inputs: Counter[str] = Counter()
 _seconds: defaultdict[str, float] = defaultdict(float)
 _failed: set[str] = set()
+_targets: set[str] = set()  # the hypothesis tests: the others in the run are not fuzz targets
 _xfailed: set[str] = set()  # a known failure, marked: it stops at that failure, whatever the budget
 
 
@@ -39,6 +40,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         handle = getattr(getattr(item, "obj", None), "hypothesis", None)
         if handle is not None:
             handle.inner_test = _counting(item.nodeid, handle.inner_test)
+            _targets.add(item.nodeid)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -56,5 +58,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     doc = {name: {"inputs": _inputs[name], "seconds": _seconds[name], "failed": name in _failed,
                   "xfailed": name in _xfailed}
-           for name in set(_inputs) | set(_seconds)}
+           for name in _targets | _failed}
     (Path(directory) / f"{os.getpid()}.json").write_text(json.dumps(doc))

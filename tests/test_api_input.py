@@ -198,6 +198,19 @@ async def test_requests_aiohttp_cannot_parse_are_logged_in_one_line_at_a_bounded
         records
 
 
+
+async def test_a_body_not_in_its_content_encoding_left_unread_logs_no_traceback(
+        client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """Refused before its body is read (no token), the request's body is drained by aiohttp, which fails to decode
+    it: anyone could write a traceback into the log with each such request."""
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    for _ in range(3):
+        status, _ = await raw(client, "PATCH", "/api/v1/twin/assets/amp:1/desired", b"Content-Encoding: gzip\r\n",
+                              b"{}")
+        assert status == 401
+    records = [r for r in caplog.records if r.name == "aiohttp.server" and r.levelno >= logging.INFO]
+    assert len(records) <= 1 and all(r.exc_info is None for r in records), records
+
 async def test_a_preview_over_the_flash_cap_is_refused_as_a_fire_would_be(client: TestClient[Any, Any]) -> None:
     status, doc = await raw(client, "POST", "/api/v1/effects", bearer(OPERATOR),
                             b'{"effect": {"kind": "strobe", "period_ms": 20}, "preview": true}')

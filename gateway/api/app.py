@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import history
@@ -76,9 +77,10 @@ MALFORMED_LOG_S = 10.0  # requests aiohttp cannot parse are logged at most this 
 
 
 class _Malformed(logging.Filter):
-    """aiohttp logs each request it cannot parse (bytes not allowed in the URL or a header, a broken chunk) at
-    ERROR with its traceback; it answers 400 itself. The client's fault, and anyone on the network can send them:
-    here one line, no traceback, at most every MALFORMED_LOG_S, with how many there were."""
+    """aiohttp logs each request it cannot parse (bytes not allowed in the URL or a header, a broken chunk; a body
+    not in its Content-Encoding, drained after a handler that did not read it) at ERROR with its traceback. The
+    client's fault, and anyone on the network can send them: here one line, no traceback, at most every
+    MALFORMED_LOG_S, with how many there were."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,14 +89,14 @@ class _Malformed(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError) or record.levelno < logging.ERROR:
+        if not isinstance(exc, HttpProcessingError | RequestPayloadError) or record.levelno < logging.ERROR:
             return True  # (a first request that is not HTTP at all aiohttp logs at DEBUG itself)
         self.count += 1
         now = time.monotonic()
         if now - self._logged < MALFORMED_LOG_S:
             return False
         self._logged = now
-        what = " ".join(str(exc.message).split())[:200]
+        what = " ".join(str(getattr(exc, "message", exc)).split())[:200]
         record.msg, record.args = "API: a request that cannot be parsed (%s): %s (%d so far)", (
             record.getMessage(), what, self.count)
         record.exc_info, record.exc_text = None, None

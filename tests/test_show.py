@@ -112,7 +112,7 @@ def test_a_preset_fires_in_zone_groups_delayed_by_distance() -> None:
 
 def test_serials_count_modulo_256() -> None:
     show = engine()
-    serials = [show.fire("intro", lead_ms=0).serial for _ in range(300)]
+    serials = [show.stop().serial for _ in range(300)]
     assert all((b - a) % 256 == 1 for a, b in itertools.pairwise(serials))
     assert set(serials) == set(range(256))
 
@@ -225,17 +225,33 @@ def test_no_effect_flashes_faster_than_the_cap_whoever_fires_it() -> None:
                                               r"period_ms 334 or more, or bpm 179\.6 or less\)"):
             show.fire_request({"effect": doc})
     assert show.last is None
-    for doc in ({"kind": "strobe", "period_ms": 334}, {"kind": "rainbow", "period_ms": 20},
-                {"kind": "solid", "period_ms": 20}):
-        show.fire_request({"effect": doc})
+    for i, doc in enumerate(({"kind": "strobe", "period_ms": 334}, {"kind": "rainbow", "period_ms": 20},
+                             {"kind": "solid", "period_ms": 20})):
+        show.fire_request({"effect": doc, "lead_ms": 1000 * i})
     show.set_tempo(240)  # the preset follows the show's tempo: at 4 beats a second it would flash 4 times
     with pytest.raises(EffectError, match=r"strobe at 4 flashes a second is over show\.max_flash_hz 3"):
         show.fire("drop")
     show.set_tempo(120)
-    assert show.fire("drop").effect.flash_hz == 2
+    assert show.fire("drop", lead_ms=5000).effect.flash_hz == 2
     lower = ShowEngine(ShowSection(max_flash_hz=1), Twin("gw", "hall"))
     with pytest.raises(EffectError, match=r"over show\.max_flash_hz 1 "):
         lower.fire_request({"effect": {"kind": "strobe", "bpm": 120}})
+
+
+def test_effects_in_turn_flash_no_faster_than_the_cap_and_a_stop_is_never_refused() -> None:
+    """Solid and blackout in turn at 10 Hz would flash a crowd at 5 Hz whatever each effect's own period: an effect
+    that lights a zone starts at least 1/max_flash_hz after the last one there."""
+    show = engine()
+    show.fire("intro", zones=["floor"], lead_ms=0)
+    show.stop()  # any time
+    with pytest.raises(EffectError, match=r"zone floor: an effect starting \d+ ms from the last one there is over "
+                                          r"show\.max_flash_hz 3 \(allowed: one every 334 ms in a zone; a stop at "
+                                          r"any time\)"):
+        show.fire("intro", zones=["floor"], lead_ms=100)
+    show.fire("intro", zones=["balcony"], lead_ms=100)  # another zone's bands
+    show.fire("intro", zones=["floor"], lead_ms=400)  # a third of a second on
+    show.stop()
+    assert show.last is not None and show.last.effect.kind == "blackout"
 
 
 def test_a_preset_over_the_flash_cap_is_refused_at_config_check() -> None:

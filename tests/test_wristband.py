@@ -170,6 +170,18 @@ def test_the_bands_firmware_clamps_flash_rate_and_brightness_whatever_a_packet_s
     assert band.current.packet.period_ms == 20 and band.clamped == 1  # a solid light does not flash
 
 
+def test_the_bands_firmware_holds_effects_in_turn_to_the_flash_rate_too() -> None:
+    band = Band(KEY, 7, zone=0)
+    band.hear(copy(1, 2_000, 1_000, effect=Effect.SOLID, intensity=100), local(1_000))
+    band.hear(copy(2, 2_050, 1_010, effect=Effect.BLACKOUT, intensity=100), local(1_010))  # a blackout at any time
+    assert band.current is not None and band.current.start_show_ms == 2_050 and band.clamped == 0
+    band.hear(copy(3, 2_100, 1_020, effect=Effect.SOLID, intensity=100), local(1_020))  # lit again 100 ms on: 10 Hz
+    assert band.current.start_show_ms == 2_000 + MIN_PERIOD_MS and band.clamped == 1
+    assert band.starts_at() == pytest.approx(local(2_000 + MIN_PERIOD_MS))
+    band.hear(copy(4, 3_000, 1_030, effect=Effect.SOLID, intensity=100), local(1_030))  # slower than the cap: as sent
+    assert band.current.start_show_ms == 3_000 and band.clamped == 1
+
+
 heard = st.lists(st.tuples(st.integers(0, MAX_SEQUENCE), st.integers(0, 255), st.sampled_from(Effect),
                            st.integers(0, 0xFFFF), st.integers(0, 6553).map(lambda p: p * 10),
                            st.integers(0, 255)), max_size=30)

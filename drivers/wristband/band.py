@@ -10,7 +10,9 @@ no recording of an older one is accepted. An effect serial not heard in the last
 latest one heard wins, and copies of an older one still on the air change nothing.
 
 The firmware's own rules come last, whatever a packet says: a flashing effect never flashes faster than
-MAX_FLASH_HZ, and no effect is brighter than MAX_INTENSITY (the band model's LED ceiling).
+MAX_FLASH_HZ, nor do effects in turn (an effect that lights the band starts at least MIN_PERIOD_MS after the last
+one that did, later if need be; a blackout at any time), and no effect is brighter than MAX_INTENSITY (the band
+model's LED ceiling).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Band:
         self._serials: dict[int, float] = {}  # serial -> when last heard
         self._bounds: deque[tuple[float, float]] = deque()  # (heard at, lower bound of the clock offset, ms)
         self._offset_ms: float | None = None
+        self._lit_ms: int | None = None  # the start of the last effect that lit the band, in show ms
 
     def hear(self, adv: bytes, t: float) -> None:
         """One advertisement heard at local time `t` (seconds on the band's own clock)."""
@@ -99,8 +102,14 @@ class Band:
             self.refused["late"] += 1  # heard only after it was over
             return
         shown = clamped(packet)
+        start_ms = packet.sequence + packet.countdown_ms
+        if packet.effect != Effect.BLACKOUT:
+            if self._lit_ms is not None and 0 <= start_ms - self._lit_ms < MIN_PERIOD_MS:
+                start_ms = self._lit_ms + MIN_PERIOD_MS  # effects in turn flash too: this one waits
+                shown = replace(shown)  # told apart from the packet: clamped
+            self._lit_ms = start_ms
         self.clamped += shown is not packet
-        self.current = Scheduled(shown, t, packet.sequence + packet.countdown_ms)
+        self.current = Scheduled(shown, t, start_ms)
 
     def _learn_clock(self, bound_ms: float, t: float) -> None:
         bounds = self._bounds

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -87,6 +88,7 @@ class ShowEngine:
         self._taps: deque[float] = deque(maxlen=8)
         self._anchor = (time.monotonic(), time.time())
         self._serial = int(time.time()) % 256  # a restarted gateway does not begin where bands last heard it
+        self._lit: dict[str, float] = {}  # zone ("" with none configured) -> start of the last effect lighting it
 
     # -- clocks ----------------------------------------------------------------------------------------
     def show_ms(self, mono: float) -> int:
@@ -200,6 +202,9 @@ class ShowEngine:
             raise EffectError(f"lead_ms {lead_ms} is out of range (allowed: 0 to {MAX_LEAD_MS})")
         effect.check_flash(self.settings.max_flash_hz)
         start = time.monotonic() + lead_ms / 1000
+        lit = effect.kind != "blackout"
+        if lit:
+            self._check_starts(names or ("",), start)
         by_delay: dict[int, list[str]] = {}
         for name in names:
             by_delay.setdefault(self._delay_ms(name), []).append(name)
@@ -217,6 +222,8 @@ class ShowEngine:
                       self.wall(start))
         self.last = fired
         self.recent.append(fired)
+        if lit:
+            self._lit.update(dict.fromkeys(names or ("",), start))
         log.info("effect %s (%s) fired for %s, starts %s", fired.effect_id, preset or effect.kind,
                  ", ".join(names) or "every zone", rfc3339(fired.starts_at))
         for name, send in list(self._transmitters.items()):
@@ -234,6 +241,18 @@ class ShowEngine:
                 log.exception("an effect listener failed")
         self._report()
         return fired
+
+    def _check_starts(self, names: tuple[str, ...], start: float) -> None:
+        """Effects that change what a zone shows are flashes too (solid and blackout in turn, or two colours): an
+        effect that lights a zone starts at least 1/max_flash_hz after the last one there; a stop, at any time."""
+        gap_s = 1 / self.settings.max_flash_hz
+        for name in names:
+            last = self._lit.get(name)
+            if last is not None and abs(start - last) < gap_s:
+                raise EffectError(f"{'zone ' + name if name else 'the bands'}: an effect starting "
+                                  f"{abs(start - last) * 1000:.0f} ms from the last one there is over "
+                                  f"show.max_flash_hz {self.settings.max_flash_hz:g} (allowed: one every "
+                                  f"{math.ceil(gap_s * 1000)} ms in a zone; a stop at any time)")
 
     def update_delivery(self, fired: Fired, transmitter: str, status: str) -> None:
         """A transmitter's later word on an effect: resumed when it came back in time, or cut short."""

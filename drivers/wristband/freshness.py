@@ -75,11 +75,13 @@ class RadioState:
         except (TypeError, KeyError, ValueError, IndexError, AttributeError):
             raise StateError(f"the radio's state {self.path} is not what the radio writes") from None
 
-    def begin(self, show_id: int, now_ms: int) -> Show:
+    def begin(self, show_id: int, now_ms: int, max_age_ms: int, again: bool = False) -> Show:
         """The show `show_id` at show time `now_ms`: the one stored, or one that begins now. StateError when the
-        clock is behind its last sequence number, or its sequence numbers are used up."""
+        clock is behind its last sequence number, or the show began more than `max_age_ms` ago (a show id is one
+        show's: every band of it holds its key), unless it may begin `again` (bands that live no longer than the
+        process, on the virtual air)."""
         show = self.shows.get(show_id)
-        if show is None:
+        if show is None or (again and now_ms - show.epoch_ms > max_age_ms):
             show = self.shows[show_id] = Show(now_ms, 0)
             return show
         sequence = now_ms - show.epoch_ms
@@ -88,9 +90,11 @@ class RadioState:
             raise StateError(f"the clock is {behind:.1f} s behind the last sequence number this box sent for show "
                              f"{show_id} ({self.path}): its packets would be refused by every band that heard it; "
                              "waiting for the clock to pass it (is the time source right?)")
-        if sequence > MAX_SEQUENCE:
-            raise StateError(f"show {show_id} began {sequence / 86_400_000:.1f} days ago: its sequence numbers "
-                             "(49.7 days of ms) are used up (allowed: a new show id, and its bands given its key)")
+        if sequence > min(max_age_ms, MAX_SEQUENCE):
+            raise StateError(f"show {show_id} began {sequence / 3_600_000:.1f} hours ago, longer than a show lasts "
+                             f"(max_show_hours {max_age_ms / 3_600_000:g}): its key is in every band handed out for "
+                             "it, so a band kept from then could sign for this one (allowed: a new show_id, and its "
+                             "bands given its key)")
         return show
 
     def save(self) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from drivers.wristband import hci
 from drivers.wristband.freshness import RadioState, StateError, clock_synchronised
 from drivers.wristband.hci_port import HciPort
-from drivers.wristband.protocol import KEY_SIZE, WristbandError, show_key
+from drivers.wristband.protocol import KEY_SIZE, MAX_SEQUENCE, WristbandError, show_key
 from drivers.wristband.streams import Streams
 from gateway.driver import (
     Driver,
@@ -76,6 +76,8 @@ class RadioOptions:
     # "wait": no radio while the kernel says the clock is not synchronised; "none": the box has no time source
     # (its clock is trusted as it is; the stored last sequence number is then the only guard).
     clock_sync: Literal["wait", "none"] = "wait"
+    # A show id is one show's: a show begun longer ago than this is not continued (the radio asks for a new id).
+    max_show_hours: float = setting(24.0, min=1, max=MAX_SEQUENCE / 3_600_000)
     baudrate: int = setting(1_000_000, min=9600, max=4_000_000)
     rtscts: bool = True
     advertising: Literal["auto", "extended", "legacy"] = "auto"
@@ -167,7 +169,8 @@ class WristbandRadio(Driver[RadioOptions]):
             raise NotReady("no data directory for the radio's state (its sequence numbers)")
         try:
             await asyncio.to_thread(self.state.load)
-            show = self.state.begin(options.show_id, self.ctx.show.show_ms(time.monotonic()))
+            show = self.state.begin(options.show_id, self.ctx.show.show_ms(time.monotonic()),
+                                    round(options.max_show_hours * 3_600_000), again=virtual)
             await asyncio.to_thread(self.state.save)
         except StateError as exc:
             raise NotReady(str(exc)) from None

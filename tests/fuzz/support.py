@@ -44,18 +44,15 @@ def encodable(doc: Any) -> bytes:
 
 
 class Tracebacks(logging.Handler):
-    """Log records that carry a traceback (bad input must never cause one), once added to the root logger. Those of
-    `left_out` loggers are kept apart in `known` (a known failure, tested on its own)."""
+    """Log records that carry a traceback (bad input must never cause one), once added to the root logger."""
 
-    def __init__(self, left_out: tuple[str, ...] = ()) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.left_out = left_out
         self.records: list[logging.LogRecord] = []
-        self.known: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.exc_info:
-            (self.known if record.name in self.left_out else self.records).append(record)
+            self.records.append(record)
 
     def lines(self) -> list[str]:
         return [f"{r.name}: {r.getMessage()}" for r in self.records]

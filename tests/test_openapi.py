@@ -169,7 +169,10 @@ def test_every_operation_answers_as_its_document_says(demo: Daemon) -> None:
     call(demo, document, "getComplianceHistory", 400, f"/api/v1/compliance/history.csv?from={now}&to={now - 1}")
     call(demo, document, "fireEffect", 202, token=OPERATOR, body={"preset": "chorus", "zones": ["floor"]})
     call(demo, document, "fireEffect", 202, token=OPERATOR,
-         body={"effect": {"kind": "pulse", "colour": "#ff8800", "bpm": 96}, "lead_ms": 200})
+         body={"effect": {"kind": "pulse", "colour": "#ff8800", "bpm": 96}, "lead_ms": 2000})
+    too_soon, _ = call(demo, document, "fireEffect", 429, token=OPERATOR,  # lit 100 ms after the last: over the cap
+                       body={"effect": {"kind": "solid"}, "lead_ms": 2100})
+    assert too_soon["Retry-After"] == "1"
     call(demo, document, "fireEffect", 200, token=OPERATOR,
          body={"preset": "sparkle", "preview": True, "duration_ms": 400})
     call(demo, document, "fireEffect", 400, token=OPERATOR, body={})

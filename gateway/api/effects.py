@@ -3,6 +3,7 @@ everything; `/api/v1/blackout` stops every effect and blacks out DMX; `/api/v1/t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from aiohttp import web
 from gateway.api import GATEWAY, MAX_PREVIEW_MS, PREVIEW_STEP_MS
 from gateway.api.auth import json_error, read_object, requires
 from gateway.show.effects import Effect, EffectError
-from gateway.show.engine import Fired, UnknownPreset
+from gateway.show.engine import Fired, TooSoon, UnknownPreset
 from gateway.twin import rfc3339
 
 
@@ -42,6 +43,9 @@ async def fire(request: web.Request) -> web.Response:
         fired = show.fire(preset, inline, zones, lead_ms)
     except UnknownPreset as exc:
         raise json_error(web.HTTPNotFound, "unknown_preset", str(exc)) from None
+    except TooSoon as exc:  # the flash cap between effects: the same request is taken a moment later
+        raise json_error(web.HTTPTooManyRequests, "too_soon", str(exc),
+                         {"Retry-After": str(math.ceil(exc.retry_after_s))}) from None
     except EffectError as exc:
         raise json_error(web.HTTPBadRequest, "bad_effect", str(exc)) from None
     return _accepted(fired)

@@ -193,7 +193,9 @@ def document(show: ShowSection | None = None) -> dict[str, Any]:
                      "200": _json("The preview: each zone's colour every step_ms", ref("Preview")),
                      "400": _error("Not an effect this gateway can fire; the message says why", "bad_json",
                                    "bad_body", "bad_request", "bad_effect"),
-                     "404": _error("No such preset", "unknown_preset")},
+                     "404": _error("No such preset", "unknown_preset"),
+                     "429": _error("It would light a zone sooner after the last effect there than show.max_flash_hz "
+                                   "allows; Retry-After says when it is taken", "too_soon")},
                     body=ref("EffectRequest")),
                 "delete": _operation(
                     "stopEffects", "Stop every effect: a blackout of the wristbands", "operator",

@@ -38,6 +38,15 @@ class UnknownPreset(LookupError):
     pass
 
 
+class TooSoon(EffectError):
+    """An effect that would light a zone sooner than the flash cap allows after the last one there: not wrong in
+    itself, and fired as it is `retry_after_s` later."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 @dataclass(frozen=True)
 class Group:
     """Zones that start together: the same distance from the stage."""
@@ -249,10 +258,11 @@ class ShowEngine:
         for name in names:
             last = self._lit.get(name)
             if last is not None and abs(start - last) < gap_s:
-                raise EffectError(f"{'zone ' + name if name else 'the bands'}: an effect starting "
+                raise TooSoon(f"{'zone ' + name if name else 'the bands'}: an effect starting "
                                   f"{abs(start - last) * 1000:.0f} ms from the last one there is over "
                                   f"show.max_flash_hz {self.settings.max_flash_hz:g} (allowed: one every "
-                                  f"{math.ceil(gap_s * 1000)} ms in a zone; a stop at any time)")
+                                  f"{math.ceil(gap_s * 1000)} ms in a zone; a stop at any time)",
+                              gap_s - abs(start - last))
 
     def update_delivery(self, fired: Fired, transmitter: str, status: str) -> None:
         """A transmitter's later word on an effect: resumed when it came back in time, or cut short."""

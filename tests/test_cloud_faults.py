@@ -16,8 +16,9 @@ import pytest
 import trustme
 
 from gateway.cloud.client import Client, PublishRefused
+from gateway.cloud.link import tls_context
 from gateway.cloud.mirror import GatewayMirror
-from gateway.cloud.settings import topic_root, user_name
+from gateway.cloud.settings import Credentials, topic_root, user_name
 from peers.mosquitto import Mosquitto, TlsFiles
 from tests.cloud import cloud_config, events, in_step, mirroring, running, until
 from tests.conftest import ROOT, Daemon, free_port
@@ -129,6 +130,8 @@ def certificates(tmp_path: Path) -> dict[str, Path]:
     def write(name: str, blob: trustme.Blob) -> None:
         files[name] = directory / f"{name}.pem"
         blob.write_to_path(files[name])
+        if name.endswith("_key"):
+            files[name].chmod(0o600)  # a private key open to other users is refused
 
     write("ca", ca.cert_pem)
     write("stranger_ca", stranger.cert_pem)
@@ -164,6 +167,15 @@ async def test_tls_and_mutual_tls_with_good_certificates(tmp_path: Path, mosquit
                            f'cert_file = "{c["client_cert"]}"\nkey_file = "{c["client_key"]}"')
         async with running(cfg) as gw:
             await until(lambda: gw.cloud is not None and gw.cloud.state == "online", 10, "a mutual TLS link")
+
+
+def test_a_private_key_open_to_other_users_is_refused_before_it_is_used(certificates: dict[str, Path]) -> None:
+    c = certificates
+    tls_context(Credentials(None, None, c["ca"], c["client_cert"], c["client_key"]))
+    c["client_key"].chmod(0o644)
+    with pytest.raises(ValueError, match=r"^cloud.key_file .* has mode 0644, open to other users \(allowed: 0600 or "
+                                         r"0640; chmod 600 "):
+        tls_context(Credentials(None, None, c["ca"], c["client_cert"], c["client_key"]))
 
 
 async def test_wrong_certificates_are_refused_with_a_clear_message(tmp_path: Path, mosquitto: Mosquitto,

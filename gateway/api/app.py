@@ -15,7 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway import history
+from gateway import history, preflight
 from gateway.addresses import parse_listen
 from gateway.api import (
     DEFAULT_READINGS,
@@ -267,6 +267,7 @@ class ApiService(Unit):
             if api.cert_file is not None and api.key_file is not None:
                 base = gw.config.path.parent
                 cert, key = base / api.cert_file, base / api.key_file
+                preflight.read_secret(key, "api.key_file")  # the private key: not open to other users
             else:
                 cert, key = tls.self_signed(gw.store.path.parent, f"venue-gateway {gw.config.gateway.id}")
             context = tls.server_context(cert, key)

@@ -29,6 +29,7 @@ from gateway.cloud import commands
 from gateway.cloud.client import Client, PublishRefused
 from gateway.cloud.drain import Drain, DrainCounts
 from gateway.cloud.settings import CloudSection, Credentials, parse_broker, topic_root, user_name
+from gateway.preflight import read_secret
 from gateway.store import StoreError
 from gateway.supervisor import Unit, backoff_delay
 from gateway.twin import ChangesGone, TwinFrozen, change_document, rfc3339
@@ -76,6 +77,8 @@ def tls_context(creds: Credentials) -> ssl.SSLContext:
     except (ssl.SSLError, OSError) as exc:
         raise ValueError(f"cloud.ca_file {creds.ca_file} is not a usable CA certificate: {exc}") from None
     if creds.cert_file is not None:
+        # the private key (in cert_file when there is no key_file) is a secret: not open to other users
+        read_secret(creds.key_file or creds.cert_file, "cloud.key_file" if creds.key_file else "cloud.cert_file")
         try:
             context.load_cert_chain(str(creds.cert_file), str(creds.key_file) if creds.key_file else None)
         except (ssl.SSLError, OSError) as exc:

@@ -7,7 +7,9 @@ box almost nothing to send. Each batch's id is its store and sequence range, the
 consumer drops the duplicates that at-least-once delivery allows.
 
 At the bound (bytes or age) the oldest telemetry is evicted and counted; the tally waits in the database and
-becomes an event once the link is back. Events are never evicted.
+becomes an event once the link is back. Events go only when no telemetry is left to evict and the bytes are still
+over the bound (a flood of them from outside while offline), oldest first and counted the same way: the box holds
+its bound whatever arrives.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class OutboxStats:
     oldest_ts: float | None = None  # the oldest waiting reading's time
     evicted_readings: int = 0  # since the start of this process
     evicted_batches: int = 0
+    evicted_events: int = 0
 
 
 def new_store_id() -> str:
@@ -81,12 +84,14 @@ class Outbox:
         """What a failed transaction must put back (see restore)."""
         s = self.stats
         return (list(self._pending), self._pending_seq, self._pending_since, self._through, self.tally,
-                (s.batches, s.readings, s.events, s.bytes, s.oldest_ts, s.evicted_readings, s.evicted_batches))
+                (s.batches, s.readings, s.events, s.bytes, s.oldest_ts, s.evicted_readings, s.evicted_batches,
+                 s.evicted_events))
 
     def restore(self, saved: tuple[Any, ...]) -> None:
         self._pending, self._pending_seq, self._pending_since, self._through, self.tally, counts = saved
         s = self.stats
-        (s.batches, s.readings, s.events, s.bytes, s.oldest_ts, s.evicted_readings, s.evicted_batches) = counts
+        (s.batches, s.readings, s.events, s.bytes, s.oldest_ts, s.evicted_readings, s.evicted_batches,
+         s.evicted_events) = counts
 
     # -- start -----------------------------------------------------------------------------------------
     def open(self, conn: sqlite3.Connection, committed_seq: int) -> None:
@@ -206,12 +211,56 @@ class Outbox:
         self.add_events(conn, [event_payload(self.settings.gateway_id, "outbox_evicted", tally, time.time())])
         conn.execute("DELETE FROM meta WHERE key='outbox_evicted'")
         self.tally = False
-        log.warning("outbox: %d readings in %d batches were evicted while offline; announced",
-                    tally["readings"], tally["batches"])
+        log.warning("outbox: %d readings in %d batches and %d events were evicted while offline; announced",
+                    tally["readings"], tally["batches"], tally.get("events", 0))
 
     def evict(self, conn: sqlite3.Connection, now: float, in_flight: int) -> int:
-        """Evict the oldest telemetry past the age bound, then past the byte bound, except rows up to id
-        `in_flight` (sent, their acknowledgement due). Returns the readings evicted."""
+        """Evict the oldest telemetry past the age bound, then past the byte bound, then (none left) the oldest
+        events past the byte bound, except rows up to id `in_flight` (sent, their acknowledgement due). Returns
+        the readings evicted."""
+        readings = self._evict_telemetry(conn, now, in_flight)
+        over = self.stats.bytes - self.settings.max_bytes
+        if over > 0:
+            self._evict_events(conn, now, in_flight, over)
+        return readings
+
+    def _tally(self, conn: sqlite3.Connection, now: float, first_seq: int | None) -> dict[str, Any]:
+        old = conn.execute("SELECT value FROM meta WHERE key='outbox_evicted'").fetchone()
+        tally: dict[str, Any] = orjson.loads(old[0]) if old else {
+            "readings": 0, "batches": 0, "first_seq": first_seq, "by_age": 0, "by_bytes": 0, "since": now}
+        tally.setdefault("events", 0)
+        if tally["first_seq"] is None:
+            tally["first_seq"] = first_seq
+        tally["until"] = now
+        return tally
+
+    def _save_tally(self, conn: sqlite3.Connection, tally: dict[str, Any]) -> None:
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('outbox_evicted', ?)", (orjson.dumps(tally),))
+        self.tally = True
+        self._count(conn)
+
+    def _evict_events(self, conn: sqlite3.Connection, now: float, in_flight: int, over: int) -> None:
+        if conn.execute("SELECT 1 FROM outbox WHERE kind = 'telemetry' AND id > ? LIMIT 1",
+                        (in_flight,)).fetchone() is not None:
+            return  # telemetry first
+        evicted: list[int] = []
+        for event_id, size in conn.execute(
+                "SELECT id, bytes FROM outbox WHERE kind = 'event' AND id > ? ORDER BY id", (in_flight,)):
+            if over <= 0:
+                break
+            evicted.append(event_id)
+            over -= size
+        if not evicted:
+            return
+        conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in evicted])
+        tally = self._tally(conn, now, None)
+        tally["events"] += len(evicted)
+        self._save_tally(conn, tally)
+        self.stats.evicted_events += len(evicted)
+        log.warning("outbox over its bound with no telemetry left: %d events evicted (%d so far)", len(evicted),
+                    self.stats.evicted_events)
+
+    def _evict_telemetry(self, conn: sqlite3.Connection, now: float, in_flight: int) -> int:
         s = self.stats
         cutoff = now - self.settings.max_age_s
         over = s.bytes - self.settings.max_bytes
@@ -230,20 +279,15 @@ class Outbox:
             return 0
         conn.executemany("DELETE FROM outbox WHERE id = ?", [(e[0],) for e in evicted])
         readings = sum(e[1] for e in evicted)
-        old = conn.execute("SELECT value FROM meta WHERE key='outbox_evicted'").fetchone()
-        tally = orjson.loads(old[0]) if old else {"readings": 0, "batches": 0, "first_seq": evicted[0][3],
-                                                  "by_age": 0, "by_bytes": 0, "since": now}
+        tally = self._tally(conn, now, evicted[0][3])
         tally["readings"] += readings
         tally["batches"] += len(evicted)
         tally["last_seq"] = evicted[-1][3] + evicted[-1][1] - 1
         tally["by_age"] += sum(e[1] for e in evicted if e[4] == "age")
         tally["by_bytes"] += sum(e[1] for e in evicted if e[4] == "bytes")
-        tally["until"] = now
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('outbox_evicted', ?)", (orjson.dumps(tally),))
-        self.tally = True
+        self._save_tally(conn, tally)
         s.evicted_readings += readings
         s.evicted_batches += len(evicted)
-        self._count(conn)
         log.warning("outbox over its bound: %d readings in %d batches evicted (%d so far)", readings, len(evicted),
                     s.evicted_readings)
         return readings

@@ -166,7 +166,7 @@ async def test_at_the_byte_bound_the_oldest_telemetry_is_evicted_counted_and_ann
     s = store.outbox.stats
     assert s.bytes <= 20_000 and s.evicted_readings > 0 and s.events == 1
     left = rows(store)
-    assert [k for _, k, _ in left].count("event") == 1  # events are never evicted
+    assert [k for _, k, _ in left].count("event") == 1  # events go only when no telemetry is left
     kept = seqs([p for _, k, p in left if k == "telemetry"])
     assert kept == list(range(kept[0], 2101)) and kept[0] == s.evicted_readings + 1
     # Offline the tally waits; once online, it becomes an event after what is waiting.
@@ -175,6 +175,26 @@ async def test_at_the_byte_bound_the_oldest_telemetry_is_evicted_counted_and_ann
     last = orjson.loads(rows(store)[-1][2])
     assert last["kind"] == "outbox_evicted" and last["readings"] == s.evicted_readings
     assert last["first_seq"] == 1 and last["last_seq"] == s.evicted_readings and last["by_bytes"] == s.evicted_readings
+    await store.close(twin)
+
+
+async def test_a_flood_of_events_with_no_telemetry_left_evicts_the_oldest_events_counted(tmp_path: Path) -> None:
+    """Events from outside (effects fired, alerts) while offline: the outbox holds its bound whatever arrives,
+    telemetry first, then the oldest events, each counted in the tally."""
+    store, twin = await opened(tmp_path, max_bytes=20_000)
+    assert store.outbox is not None
+    store.add_telemetry(readings(200))  # two batches
+    for i in range(400):  # about 40 kB of events
+        store.add_event(b'{"event_id":"e%04d","kind":"effect_fired","pad":"%s"}' % (i, b"x" * 60))
+    await store.flush(twin)
+    s = store.outbox.stats
+    assert s.bytes <= 20_000 and s.readings == 0 and 0 < s.events < 400 and s.evicted_events == 400 - s.events
+    kept = [orjson.loads(p)["event_id"] for _, k, p in rows(store) if k == "event"]
+    assert kept == [f"e{i:04d}" for i in range(400 - s.events, 400)]  # the newest
+    store.outbox.online = True
+    await store.flush(twin)
+    last = orjson.loads(rows(store)[-1][2])
+    assert last["kind"] == "outbox_evicted" and last["events"] == s.evicted_events and last["readings"] == 200
     await store.close(twin)
 
 

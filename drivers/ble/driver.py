@@ -48,7 +48,7 @@ from drivers.ble.occupancy import (
     parse_time_of_day,
 )
 from drivers.ble.options import BeaconOptions, BleOptions, TagOptions, parse_key
-from gateway.driver import Driver, DriverContext, NotReady, Problem, Reading, importable, secret_file
+from gateway.driver import Driver, DriverContext, NotReady, Problem, Reading, importable, read_secret, secret_file
 
 SCANNER_TIMEOUT_S = 10.0  # a scanner start or stop that takes longer has an adapter that is not answering
 EDDYSTONE_1M_LOSS_DB = 41  # Eddystone's tx power is at 0 m; the spec puts RSSI at 1 m 41 dB below it
@@ -204,10 +204,10 @@ class BleSensing(Driver[BleOptions]):
 
     async def _read_key(self, t: TagOptions) -> bytes:
         assert t.key_file is not None
-        try:
-            text = await asyncio.to_thread(Path(t.key_file).read_text)
-        except OSError as exc:
-            raise NotReady(f"tag {t.name}: cannot read key_file {t.key_file}: {exc.strerror}") from None
+        try:  # refused if other users may read it, as at check-config
+            text = await asyncio.to_thread(read_secret, Path(t.key_file), "key_file")
+        except ValueError as exc:
+            raise NotReady(f"tag {t.name}: {exc}") from None
         key = parse_key(text)
         if key is None:
             raise NotReady(f"tag {t.name}: {t.key_file} does not hold a BTHome key (32 hex digits)")

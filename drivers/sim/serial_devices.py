@@ -24,6 +24,7 @@ from drivers.serial import xl2_protocol as xl2
 from drivers.serial.lines import LineFramer, encode_line
 
 T = TypeVar("T")
+COMMANDS_KEPT = 10_000  # a simulated meter's record of the commands it heard: the latest, not a month of polling
 
 
 class PtyDevice:
@@ -147,7 +148,7 @@ class SimXl2:
         self.function = "SLMeter"
         self.running = False
         self.errors: list[int] = []
-        self.commands: list[str] = []  # every command heard, for tests
+        self.commands: list[str] = []  # the commands heard (the latest COMMANDS_KEPT at most), for tests
         self._level = level_db
         self._since = time.monotonic()
         self._window: tuple[float, float, float] = (0.0, 0.0, -math.inf)  # (start, energy x s, max)
@@ -185,6 +186,8 @@ class SimXl2:
             text = line.decode("ascii", "replace").strip()
             if not text or self.mode == "silent":
                 continue
+            if len(self.commands) >= COMMANDS_KEPT:  # a month of polling would not fit
+                del self.commands[:COMMANDS_KEPT // 2]
             self.commands.append(text)
             answer = self.answer(text)
             if answer is not None:

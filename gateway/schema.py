@@ -23,13 +23,18 @@ T = TypeVar("T")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 @dataclass(frozen=True)
 class Problem:
     path: str
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        """One line, whatever a key or a value quoted in it holds: control characters (a newline, a terminal
+        escape) shown escaped."""
+        return _CONTROL.sub(lambda m: repr(m.group())[1:-1], f"{self.path}: {self.message}")
 
 
 def setting(

@@ -343,7 +343,7 @@ def test_names_and_ids_are_matched_whole_so_a_trailing_newline_is_refused() -> N
     lines = problems('[gateway]\nid = "foh-01\\n"\nvenue = "hall\\n"\n'
                      '[show]\nzones = [{ name = "floor\\n", index = 0 }]\n[drivers."sim\\n"]\ntype = "sim"\n')
     assert [line.split(": ")[1] for line in lines] == ["gateway.id", "gateway.venue", "show.zones[0].name",
-                                                       "drivers.sim\n"]
+                                                       "drivers.sim\\n"]  # shown escaped: one line
     assert all("is not a valid name" in line for line in lines), lines
 
 

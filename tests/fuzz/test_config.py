@@ -93,7 +93,6 @@ def test_any_configuration_text_is_a_config_or_a_config_error(text: str) -> None
         assert lines and all(isinstance(line, str) and line for line in lines), lines
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/config.py, gateway/schema.py: a key is echoed into its problem as is")
 def test_a_problem_is_one_line_whatever_the_key_says() -> None:
     """Found by the target above: a quoted key holding a newline (or a terminal escape) is printed as it is, so that
     one problem spans two lines of `check-config`'s output (or rewrites the terminal)."""

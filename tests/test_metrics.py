@@ -113,6 +113,11 @@ def settled(d: Daemon, compliance: bool = True) -> Samples:
     return found
 
 
+def crowd(keys: set[tuple[str, frozenset[tuple[str, str]]]]) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+    """The series but the sound families, whose labels are the configured zones and limits alone."""
+    return {key for key in keys if not key[0].startswith("vg_sound_")}
+
+
 def test_the_venue_figures_and_their_bounded_series(gateways: Callable[[int], Daemon]) -> None:
     # A crowd of six phones and, beside it, one of a hundred and twenty, started together.
     d, many = gateways(2), gateways(40)
@@ -206,13 +211,10 @@ def test_the_venue_figures_and_their_bounded_series(gateways: Callable[[int], Da
     few = set(scrape(d)[1])
     assert few == set(samples), few ^ set(samples)
     second = scrape(many)[1]
-    assert set(first) == set(second), set(first) ^ set(second)
+    assert crowd(set(first)) == crowd(set(second)), set(first) ^ set(second)
     people = sum(v for labels, v in of(second, "vg_zone_occupancy_people").items()
                  if dict(labels)["asset"].startswith("occupancy:"))
     assert 60 <= people <= 180, people
-
-    def crowd(keys: set[tuple[str, frozenset[tuple[str, str]]]]) -> set[tuple[str, frozenset[tuple[str, str]]]]:
-        return {key for key in keys if not key[0].startswith("vg_sound_")}
 
     assert crowd(set(second)) == crowd(few), crowd(set(second)) ^ crowd(few)
     venue = [key for key in few if key[0].removesuffix("_total") in VENUE_FAMILIES]

@@ -3,9 +3,10 @@ that is not installed as a distribution (a site's own, or a test's). The core im
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from gateway.driver import Driver
@@ -19,8 +20,18 @@ class UnknownDriver(LookupError):
     pass
 
 
+@functools.cache
+def _installed() -> dict[str, EntryPoint]:
+    """The installed drivers by name, read once: scanning every distribution's metadata costs tens of ms, and a
+    configuration is checked on every reload (and by `check-config` for each file)."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=GROUP):
+        found.setdefault(ep.name, ep)
+    return found
+
+
 def available() -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=GROUP))
+    return sorted(_installed())
 
 
 def find(kind: str) -> type[Driver[Any]]:
@@ -34,11 +45,11 @@ def find(kind: str) -> type[Driver[Any]]:
         except Exception as exc:  # a site's module may fail to import in any way: said as the driver's problem
             raise UnknownDriver(f"cannot load driver {kind!r}: {exc} (allowed: module.path:ClassName)") from None
     else:
-        matches = [ep for ep in entry_points(group=GROUP) if ep.name == kind]
-        if not matches:
+        entry = _installed().get(kind)
+        if entry is None:
             allowed = ", ".join(available()) or "none installed"
             raise UnknownDriver(f"unknown driver type {kind!r} (allowed: {allowed}, or module.path:ClassName)")
-        cls = matches[0].load()
+        cls = entry.load()
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise UnknownDriver(f"{kind!r} is not a Driver subclass (allowed: a gateway.driver.Driver subclass)")
     return cls

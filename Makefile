@@ -6,8 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the test suite uses: mount/unshare for a real read-only or full filesystem, tshark as an
 # independent protocol dissector, OLA as an independent Art-Net and sACN receiver, socat for pseudo-terminal pairs,
-# liblo-tools (oscsend, oscdump) as an independent OSC sender and receiver, mosquitto as the MQTT broker.
-TEST_PEERS := util-linux mount tshark ola socat liblo-tools mosquitto
+# liblo-tools (oscsend, oscdump) as an independent OSC sender and receiver, mosquitto as the MQTT broker, chromium
+# with chromium-driver as the real browser the dashboard's tests drive (Selenium).
+TEST_PEERS := util-linux mount tshark ola socat liblo-tools mosquitto chromium chromium-driver
 # What `make run` brings up beside the gateway when it can: Mosquitto, the demo's local MQTT broker.
 DEMO_PEERS := mosquitto
 
@@ -22,7 +23,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: run demo-peers test lint unit bench soak eval models peers lock clean fuzz
+.PHONY: run demo-peers test lint unit bench soak eval models peers lock clean fuzz vendor
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "venue-gateway needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -56,7 +57,7 @@ peers:
 	$(call debian_packages,$(TEST_PEERS),tests that need them skip)
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check gateway drivers models tests bench peers
+	$(BIN)/ruff check gateway drivers models tests bench peers tools
 	$(BIN)/mypy
 
 unit: $(VENV)/.test peers
@@ -95,6 +96,11 @@ eval: $(VENV)/.train
 # package index; run it after changing a dependency, and commit what it writes.
 lock: $(VENV)/.created
 	$(BIN)/python image-build/lock.py
+
+# The dashboard's front-end libraries (gateway/ui/static/vendor/), fetched from the npm registry at pinned versions and
+# checked against their recorded hashes; the files are committed, so neither the box nor `make run` needs npm.
+vendor:
+	$(PYTHON) -m tools.vendor_ui
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,9 @@ from gateway.api import (
     connections,
     effects,
     stream,
+    timeline,
     tls,
+    ui,
 )
 from gateway.api.auth import ROLE_KEY, TOKENS, Tokens, json_error, middleware, query_int, read_object, requires
 from gateway.api.openapi import document as openapi_document
@@ -243,6 +245,8 @@ def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
     app.router.add_patch(f"{BASE}/twin/assets/{{id}}/desired", patch_desired)
     effects.add_routes(app, BASE)
     compliance.add_routes(app, BASE)
+    timeline.add_routes(app, BASE)
+    ui.add_routes(app, BASE)
     app.router.add_get(f"{BASE}/openapi.json", openapi)
     app.router.add_get("/metrics", metrics)
     return app

@@ -1,6 +1,6 @@
 """`make fuzz`: every fuzz target and the decoders' any-bytes properties with a long budget, run in rounds (each a
 fresh pytest run with its own random seeds, so hypothesis's memory of a round stays small), until each has run
---examples inputs in total; then how many inputs each ran, in how long.
+--examples inputs in total; after each round, how many inputs each has run so far, in how long.
 
     python -m tests.fuzz [--examples N] [--round N] [--workers N] [pytest node ids or paths]
 """
@@ -52,7 +52,7 @@ def main() -> int:
     failed: set[str] = set()
     xfailed: set[str] = set()
     exhausted: set[str] = set()  # ran fewer than asked in a round: hypothesis found no more distinct inputs
-    targets, short, code, started = list(args.targets), set[str](), 0, time.monotonic()
+    targets, short, code, started, rounds = list(args.targets), set[str](), 0, time.monotonic(), 0
     while targets:
         asked = min(args.round, max((args.examples - inputs[n] for n in short), default=args.examples))
         ran, round_code = _round(targets, asked, args.workers)
@@ -69,14 +69,17 @@ def main() -> int:
         short = {n for n in ran if inputs[n] < args.examples and n not in failed | xfailed | exhausted}
         # A target named by a path stands for the tests it holds: it runs again while any of them is short.
         targets = [t for t in targets if any(n == t or n.startswith((t + "::", t.rstrip("/") + "/")) for n in short)]
-    print(f"\nfuzz: {len(inputs)} targets, {time.monotonic() - started:.0f} s in all "
-          f"(asked {args.examples:,} inputs each, rounds of {args.round:,})")
-    print(f"{'inputs':>12} {'seconds':>9} {'inputs/s':>9}  target")
-    for name in sorted(inputs, key=lambda n: n.split("::")):
-        note = (" FAILED" if name in failed else " (xfail: stops at its known failure)" if name in xfailed
-                else " (every distinct input tried)" if name in exhausted else "")
-        rate = inputs[name] / seconds[name] if seconds[name] else 0.0
-        print(f"{inputs[name]:>12,} {seconds[name]:>9.1f} {rate:>9.0f}  {name}{note}")
+        rounds += 1
+        # After every round, so that a run stopped early (a long one often is) still says what it did.
+        print(f"\nfuzz: round {rounds} done{'' if targets else ', the last'}: {len(inputs)} targets, "
+              f"{time.monotonic() - started:.0f} s in all (asked {args.examples:,} inputs each, rounds of "
+              f"{args.round:,}), {sum(inputs.values()):,} inputs so far", flush=True)
+        print(f"{'inputs':>12} {'seconds':>9} {'inputs/s':>9}  target")
+        for name in sorted(inputs, key=lambda n: n.split("::")):
+            note = (" FAILED" if name in failed else " (xfail: stops at its known failure)" if name in xfailed
+                    else " (every distinct input tried)" if name in exhausted else "")
+            rate = inputs[name] / seconds[name] if seconds[name] else 0.0
+            print(f"{inputs[name]:>12,} {seconds[name]:>9.1f} {rate:>9.0f}  {name}{note}", flush=True)
     return code
 
 

@@ -109,6 +109,13 @@ def test_a_limit_is_warned_of_then_over_and_cleared_with_hysteresis() -> None:
     assert rig.twin.get("compliance:floor").reported["state"] == "ok"  # type: ignore[union-attr]
 
 
+def test_the_document_says_how_far_below_a_limit_the_warning_starts() -> None:
+    rig = Rig(profile="custom", limits=[LimitSection("laeq", 1, 100.0)], warn_margin_db=4.5)
+    rig.play(96, 60)  # 4 dB under the limit: within the margin the document states
+    doc = rig.monitor.document()
+    assert doc["warn_margin_db"] == 4.5 and doc["zones"]["floor"]["limits"][0]["state"] == "warning"
+
+
 def test_the_who_profile_judges_the_15_minute_laeq_and_the_swiss_one_the_maximum() -> None:
     who = Rig(profile="who")
     who.play(104, 400)  # 400 s at 104 dB: the energy alone already puts the 15-min window over 100 dB

@@ -279,5 +279,6 @@ class ComplianceMonitor:
                 "limits": [{"limit": ls.limit.label, "limit_db": ls.limit.level_db, "level_db": _db(ls.level_db),
                             "state": ls.state, "projected_db": ls.projected_db, "allowed_db": ls.allowed_db}
                            for ls in zl.limits]}
-        return {"profile": self.settings.profile, "show_end": self.settings.show_end, "zones": out,
+        return {"profile": self.settings.profile, "show_end": self.settings.show_end,
+                "warn_margin_db": self.settings.warn_margin_db, "zones": out,
                 "ignored_meters": sorted(self.ignored_meters)}

@@ -27,6 +27,7 @@ from gateway.compliance.settings import WINDOWS_MIN
 from gateway.config import Config, DriverConfig
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
+from gateway.logring import LogRing
 from gateway.looplag import LoopLag
 from gateway.metrics import build_registry
 from gateway.outbox import OutboxSettings, event_payload
@@ -81,6 +82,7 @@ class Gateway:
         self._store_task: asyncio.Task[None] | None = None
         self._up = False
         self.scheduling = "normal"  # how the loop's thread is scheduled (gateway.realtime)
+        self.log_ring = LogRing()  # the recent log (GET /api/v1/log), on the root logger while the gateway runs
 
     def health(self) -> dict[str, Any]:
         units = self.supervisor.units
@@ -154,6 +156,13 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set. A store that cannot open raises StoreError before anything starts."""
+        logging.getLogger().addHandler(self.log_ring)
+        try:
+            await self._run(stop)
+        finally:
+            logging.getLogger().removeHandler(self.log_ring)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         # The frame clock's pacing thread and the store's writer share the GIL with the loop; by default a thread
         # that wants it waits up to 5 ms for the holder to let go, the whole budget of a frame slot.
         sys.setswitchinterval(GIL_SWITCH_S)

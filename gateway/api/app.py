@@ -22,8 +22,10 @@ from gateway.api import (
     GATEWAY,
     MAX_CHANGES,
     MAX_READINGS,
+    admin,
     compliance,
     connections,
+    dmx,
     effects,
     stream,
     timeline,
@@ -220,7 +222,8 @@ async def patch_desired(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return _json(openapi_document(request.app[GATEWAY].config.show))
+    cfg = request.app[GATEWAY].config
+    return _json(openapi_document(cfg.show, cfg.dmx.universes))
 
 
 @requires("viewer")
@@ -245,6 +248,8 @@ def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
     app.router.add_patch(f"{BASE}/twin/assets/{{id}}/desired", patch_desired)
     effects.add_routes(app, BASE)
     compliance.add_routes(app, BASE)
+    dmx.add_routes(app, BASE)
+    admin.add_routes(app, BASE)
     timeline.add_routes(app, BASE)
     ui.add_routes(app, BASE)
     app.router.add_get(f"{BASE}/openapi.json", openapi)

@@ -1,5 +1,6 @@
 """The show's controls (operator): `/api/v1/effects` fires a preset or an inline effect, previews it, stops
-everything; `/api/v1/blackout` stops every effect and blacks out DMX; `/api/v1/tempo` reads, sets or taps the tempo."""
+everything; `/api/v1/blackout` stops every effect and blacks out DMX; `/api/v1/tempo` reads, sets or taps the tempo.
+`/api/v1/show` (viewer) is the show as the engine holds it: zones, presets, tempo and the recent effects."""
 
 from __future__ import annotations
 
@@ -11,9 +12,39 @@ from aiohttp import web
 
 from gateway.api import GATEWAY, MAX_PREVIEW_MS, PREVIEW_STEP_MS
 from gateway.api.auth import json_error, read_object, requires
-from gateway.show.effects import Effect, EffectError
+from gateway.show.effects import FLASHING, Effect, EffectError
 from gateway.show.engine import Fired, TooSoon, UnknownPreset
 from gateway.twin import rfc3339
+
+
+def _recent(fired: Fired, show_ms: int) -> dict[str, Any]:
+    return {"effect_id": fired.effect_id, "preset": fired.preset, "kind": fired.effect.kind,
+            "colour": fired.effect.document()["colour"], "zones": list(fired.zones),
+            "starts_at": rfc3339(fired.starts_at), "show_ms": show_ms, "lead_ms": fired.lead_ms,
+            "groups": [{"zones": list(group.zones), "delay_ms": group.delay_ms, "show_ms": group.show_ms}
+                       for group in fired.groups],
+            "delivery": dict(fired.delivery)}
+
+
+@requires("viewer")
+async def show_state(request: web.Request) -> web.Response:
+    """The show for a page: its zones (with the delay the sound's travel gives each), its presets (whether each
+    flashes, and how often at the tempo now), the tempo, the flash cap and the recent effects, newest first, each
+    with its delivery per transmitter."""
+    show = request.app[GATEWAY].show
+    settings = show.settings
+    presets = []
+    for preset in settings.presets:
+        effect = show.effect_of(preset.name, None)[0]
+        presets.append({"name": preset.name, "kind": preset.kind, "colour": preset.colour,
+                        "zones": list(preset.zones), "flashing": preset.kind in FLASHING,
+                        "flash_hz": round(effect.flash_hz, 3), "intensity_from": preset.intensity_from})
+    return web.Response(content_type="application/json", body=orjson.dumps({
+        "tempo_bpm": show.tempo_bpm, "max_flash_hz": settings.max_flash_hz, "lead_ms": settings.lead_ms,
+        "zones": [{"name": z.name, "index": z.index, "distance_m": z.distance_m, "delay_ms": show.delay_ms(z.name)}
+                  for z in settings.zones],
+        "presets": presets,
+        "recent": [_recent(fired, show.show_ms(fired.start_mono)) for fired in reversed(show.recent)]}))
 
 
 def _accepted(fired: Fired, **extra: Any) -> web.Response:
@@ -98,6 +129,7 @@ async def tap(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, base: str) -> None:
+    app.router.add_get(f"{base}/show", show_state)
     app.router.add_post(f"{base}/effects", fire)
     app.router.add_delete(f"{base}/effects", stop)
     app.router.add_post(f"{base}/blackout", blackout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import __version__
-from gateway.api import DEFAULT_READINGS, MAX_CHANGES, MAX_READINGS, timeline, ui
+from gateway.api import DEFAULT_READINGS, MAX_CHANGES, MAX_READINGS, admin, dmx, timeline, ui
 from gateway.api.auth import MAX_INT64
 from gateway.api.operations import error, json_answer, operation
 from gateway.api.schemas import components, integer, ref
@@ -27,8 +27,9 @@ _ASSET_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "s
 
 
 
-def document(show: ShowSection | None = None) -> dict[str, Any]:
-    """The document for a gateway whose [show] section is `show` (its presets and zones are enums)."""
+def document(show: ShowSection | None = None, universes: list[int] | None = None) -> dict[str, Any]:
+    """The document for a gateway whose [show] section is `show` (its presets and zones are enums) and whose DMX
+    universes are `universes` (an enum too)."""
     show = show or ShowSection()
     tokens = "Authorization: Bearer TOKEN"
     return {
@@ -156,6 +157,12 @@ def document(show: ShowSection | None = None) -> dict[str, Any]:
                     "properties": {"universes": {"type": "array", "items": {"type": "integer"}}}}]})},
                 description="The universes' desired levels are cleared, so the light stays dark, across a restart "
                             "too, until a level is raised.")},
+            "/api/v1/show": {"get": operation(
+                "getShow", "The show: zones, presets (whether each flashes), tempo, flash cap, recent effects",
+                "viewer",
+                {"200": json_answer("The show as the engine holds it", ref("Show"))},
+                description="The recent effects are the last 16 fired (stops too), newest first, each with its start "
+                            "(wall clock and show clock), lead time, zone groups and delivery per transmitter.")},
             "/api/v1/tempo": {
                 "get": operation("getTempo", "The show's tempo", "viewer",
                                   {"200": json_answer("The tempo now", ref("Tempo"))}),
@@ -176,6 +183,8 @@ def document(show: ShowSection | None = None) -> dict[str, Any]:
             "/metrics": {"get": operation(
                 "getMetrics", "Prometheus metrics (text format)", "viewer",
                 {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
+            **admin.PATHS,
+            **dmx.paths(universes or []),
             **ui.PATHS,
             **timeline.PATHS,
         },

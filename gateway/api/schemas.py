@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.alerts import RECENT_ALERTS
 from gateway.api import MAX_CHANGES, MAX_PREVIEW_MS, MAX_READINGS, PREVIEW_STEP_MS
+from gateway.logring import LOG_RECORDS, MAX_MESSAGE_CHARS
 from gateway.show.effects import COLOUR, FIELDS, KINDS
-from gateway.show.engine import MAX_LEAD_MS
+from gateway.show.engine import MAX_LEAD_MS, RECENT
 from gateway.show.settings import ShowSection
 
 
@@ -237,6 +239,97 @@ def components(show: ShowSection) -> dict[str, Any]:
                                 "allowed_db": {**number, "description": "the level that can be kept from now to the "
                                                                         "end without going over"}}}}}}},
                 "ignored_meters": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "Show": {
+            "type": "object", "required": ["tempo_bpm", "max_flash_hz", "lead_ms", "zones", "presets", "recent"],
+            "properties": {
+                "tempo_bpm": {"type": "number", "minimum": 1, "maximum": 999},
+                "max_flash_hz": {"type": "number", "description": "the photosensitivity cap (show.max_flash_hz)"},
+                "lead_ms": {"type": "integer", "minimum": 0, "description": "how far ahead an effect is fired"},
+                "zones": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "index", "distance_m", "delay_ms"],
+                    "properties": {"name": {"type": "string"},
+                                   "index": {"type": "integer", "minimum": 0, "maximum": 15},
+                                   "distance_m": {"type": "number", "minimum": 0},
+                                   "delay_ms": {"type": "integer", "minimum": 0,
+                                                "description": "its start after the stage's: the sound's travel"}}}},
+                "presets": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["name", "kind", "colour", "zones", "flashing", "flash_hz", "intensity_from"],
+                    "properties": {
+                        "name": {"type": "string"}, "kind": {"enum": list(KINDS)},
+                        "colour": {"type": "string"},
+                        "zones": {"type": "array", "items": {"type": "string"},
+                                  "description": "its default zones (empty: every zone)"},
+                        "flashing": {"type": "boolean", "description": "a kind that flashes (strobe, pulse, ...)"},
+                        "flash_hz": {"type": "number", "minimum": 0,
+                                     "description": "flashes a second at the tempo now (0: it does not flash)"},
+                        "intensity_from": {"enum": ["fixed", "energy"]}}}},
+                "recent": {"type": "array", "maxItems": RECENT, "description": "the effects fired, newest first",
+                           "items": {
+                               "type": "object",
+                               "required": ["effect_id", "preset", "kind", "colour", "zones", "starts_at", "show_ms",
+                                            "lead_ms", "groups", "delivery"],
+                               "properties": {
+                                   "effect_id": {"type": "string"}, "preset": {"type": ["string", "null"]},
+                                   "kind": {"enum": list(KINDS)},
+                                   "colour": {"type": "string", "pattern": "^#[0-9a-f]{6}$"},
+                                   "zones": {"type": "array", "items": {"type": "string"}},
+                                   "starts_at": {"type": "string", "format": "date-time"},
+                                   "show_ms": {"type": "integer", "description": "its start on the show clock"},
+                                   "lead_ms": {"type": "integer", "minimum": 0},
+                                   "groups": {"type": "array", "items": {
+                                       "type": "object", "required": ["zones", "delay_ms", "show_ms"],
+                                       "properties": {"zones": {"type": "array", "items": {"type": "string"}},
+                                                      "delay_ms": {"type": "integer", "minimum": 0},
+                                                      "show_ms": {"type": "integer"}}}},
+                                   "delivery": {"type": "object", "additionalProperties": {"type": "string"},
+                                                "description": "per transmitter: `sending`, `not sent: why`, or "
+                                                               "what it said later"}}}},
+            },
+        },
+        "Alerts": {
+            "type": "object", "required": ["standing", "recent"],
+            "properties": {
+                "standing": {"type": "array", "items": {
+                    "type": "object", "required": ["key", "kind", "text", "doc", "since"],
+                    "properties": {"key": {"type": "string"}, "kind": {"type": "string"},
+                                   "text": {"type": "string"},
+                                   "doc": {"type": "object", "description": "the alert as the cloud gets it"},
+                                   "since": {"type": "string", "format": "date-time"}}}},
+                "recent": {"type": "array", "maxItems": RECENT_ALERTS, "items": {
+                    "type": "object", "required": ["time", "kind", "text", "key", "state"],
+                    "properties": {"time": {"type": "string", "format": "date-time"}, "kind": {"type": "string"},
+                                   "text": {"type": "string"}, "key": {"type": ["string", "null"]},
+                                   "state": {"enum": ["raised", "cleared", "event"]}}}},
+            },
+        },
+        "RunningConfig": {
+            "type": "object", "required": ["file", "gateway", "api", "drivers"],
+            "description": "The configuration's tables as loaded, every default filled in; secrets `[redacted]`",
+            "properties": {"file": {"type": "string"}, "gateway": {"type": "object"}, "api": {"type": "object"},
+                           "drivers": {"type": "object", "additionalProperties": {
+                               "type": "object", "required": ["type", "enabled", "after"]}}},
+        },
+        "ConfigCheck": {
+            "type": "object", "required": ["ok", "problems"],
+            "properties": {"ok": {"type": "boolean"},
+                           "problems": {"type": "array", "items": {"type": "string"},
+                                        "description": "`FILE: key.path: what is wrong (what is allowed)`"}},
+        },
+        "Log": {
+            "type": "object", "required": ["last", "oldest", "records"],
+            "properties": {
+                "last": {"type": "integer", "minimum": 0, "description": "the newest record's sequence number"},
+                "oldest": {"type": ["integer", "null"], "description": "the oldest record's still kept"},
+                "records": {"type": "array", "maxItems": LOG_RECORDS, "items": {
+                    "type": "object", "required": ["seq", "time", "level", "logger", "message"],
+                    "properties": {"seq": {"type": "integer", "minimum": 1},
+                                   "time": {"type": "string", "format": "date-time"},
+                                   "level": {"type": "string", "examples": ["INFO", "WARNING"]},
+                                   "logger": {"type": "string"},
+                                   "message": {"type": "string", "maxLength": MAX_MESSAGE_CHARS}}}},
             },
         },
         "Time": {

@@ -68,6 +68,7 @@ class Fired:
     start_mono: float
     starts_at: float  # wall clock
     delivery: dict[str, str] = field(default_factory=dict)  # transmitter -> "sending" or "not sent: why"
+    lead_ms: int = 0  # how long before its start it was fired
 
     def document(self) -> dict[str, Any]:
         return {"effect_id": self.effect_id, "preset": self.preset, "effect": self.effect.document(),
@@ -216,7 +217,7 @@ class ShowEngine:
             self._check_starts(names or ("",), start)
         by_delay: dict[int, list[str]] = {}
         for name in names:
-            by_delay.setdefault(self._delay_ms(name), []).append(name)
+            by_delay.setdefault(self.delay_ms(name), []).append(name)
         if not names:  # no zones configured: one group, every band
             by_delay[0] = []
         groups = []
@@ -228,7 +229,7 @@ class ShowEngine:
             groups.append(Group(tuple(members), mask, delay, self.show_ms(start) + delay))
         self._serial = (self._serial + 1) % 256
         fired = Fired(uuid.uuid4().hex[:12], self._serial, preset, effect, names, tuple(groups), start,
-                      self.wall(start))
+                      self.wall(start), lead_ms=lead_ms)
         self.last = fired
         self.recent.append(fired)
         if lit:
@@ -271,7 +272,8 @@ class ShowEngine:
         if fired is self.last:
             self._report()
 
-    def _delay_ms(self, zone: str) -> int:
+    def delay_ms(self, zone: str) -> int:
+        """How much later than the stage the zone starts an effect: the sound's travel to it (delay_by_distance)."""
         if not self.settings.delay_by_distance:
             return 0
         return round(self.zones[zone].distance_m / self.settings.speed_of_sound_m_s * 1000)
@@ -301,7 +303,7 @@ class ShowEngine:
                                                          if n in self.zones else 0))}
         out = {}
         for name in names:
-            delay = self._delay_ms(name) if name in self.zones else 0
+            delay = self.delay_ms(name) if name in self.zones else 0
             out[name] = [render(effect, t - delay, order[name], len(names))
                          for t in range(0, duration_ms, step_ms)]
         return out

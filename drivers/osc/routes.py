@@ -23,8 +23,7 @@ def pattern(osc_pattern: str) -> re.Pattern[str]:
             out.append("[^/]")
         elif c == "[":
             end = osc_pattern.index("]", i)
-            body = osc_pattern[i + 1:end]
-            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
+            out.append(_char_class(osc_pattern[i + 1:end]))
             i = end
         elif c == "{":
             end = osc_pattern.index("}", i)
@@ -34,6 +33,17 @@ def pattern(osc_pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
         i += 1
     return re.compile("^" + "".join(out) + "$")
+
+
+def _char_class(body: str) -> str:
+    """An OSC `[...]`: its characters taken literally (a regular expression's own `[`, `\\` or `^` in it mean
+    nothing more), `-` between two of them a range, `!` first negates; never matching the `/` between parts."""
+    negate = body.startswith("!")
+    chars = body[1:] if negate else body
+    if not chars:
+        raise ValueError("an empty [] matches nothing")
+    inner = "".join("-" if ch == "-" and 0 < k < len(chars) - 1 else re.escape(ch) for k, ch in enumerate(chars))
+    return f"[^/{inner}]" if negate else f"[{inner}]"
 
 
 def _pattern_problem(text: str) -> str | None:

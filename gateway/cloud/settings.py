@@ -23,7 +23,9 @@ class Broker:
     tls: bool
 
     def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+        """The URL again: an IPv6 host in brackets, so that the string parses back to the same broker."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
 def parse_broker(url: str) -> Broker:

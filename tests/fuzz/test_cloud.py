@@ -89,6 +89,7 @@ def test_a_broker_address_parses_or_raises_value_error(url: str) -> None:
     except ValueError:
         return
     assert broker.host and 1 <= broker.port <= 65535
+    assert parse_broker(str(broker)) == broker, "the address as printed (in logs, to the mirror) is another broker"
 
 
 BROKER = parse_broker("mqtt://localhost")

@@ -112,6 +112,24 @@ def test_options_are_checked_with_their_key_paths() -> None:
     assert ok is not None and not problems and ok.backend == "bluez" and ok.scanning == "auto"
 
 
+def test_a_bthome_key_file_that_other_users_can_read_is_refused(tmp_path: Path) -> None:
+    """A tag's bindkey is a secret: check-config (the driver's preflight) refuses a key file that others may read or
+    the group change, with the key path and what is allowed, and takes it at 0600 or 0640 (the service's group)."""
+    key_file = tmp_path / "tag.key"
+    key_file.write_text(KEY.hex() + "\n")
+    raw = {"scanners": [{"adapter": "hci0", "zone": "floor"}],
+           "tags": [{"name": "t", "address": "C4:7C:8D:6A:3E:01", "format": "bthome_v2", "key_file": str(key_file)}]}
+    options, problems = check_all(BleOptions, raw)
+    assert options is not None and not problems
+    for mode in (0o604, 0o660):
+        key_file.chmod(mode)
+        refused = "\n".join(map(str, BleSensing.preflight(options)))
+        assert "tags[0].key_file" in refused and f"mode {mode:04o}" in refused and "chmod 600" in refused, refused
+    for mode in (0o600, 0o640):
+        key_file.chmod(mode)
+        assert BleSensing.preflight(options) == []
+
+
 # -- the Bumble backend's mapping: bytes from the air ------------------------------------------------------------
 def _adv(data: bytes, rssi: int = -60) -> Advertisement:
     return Advertisement(address=Address("11:22:33:44:55:66"), rssi=rssi, data_bytes=data)

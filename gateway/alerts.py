@@ -2,7 +2,8 @@
 to front of house. An alert with a key stands until raised again with `standing=False` (a zone back under its
 limit); a listener that comes later (an OSC driver started after the alert) is told the standing ones at once.
 A listener's failure is logged and never reaches the one who raised the alert. The last RECENT_ALERTS raised and
-cleared are kept, newest last, for the dashboard (`GET /api/v1/alerts`)."""
+cleared (and those the daemon notes as it sends them to the cloud) are kept, newest last, for the dashboard
+(`GET /api/v1/alerts`)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,11 @@ class Alerts:
         self.recent.append(alert)
         for listener in list(self._listeners):
             self._tell(listener, kind, text, doc)
+
+    def note(self, kind: str, text: str, doc: dict[str, Any]) -> None:
+        """An alert the core sends the cloud itself (a unit failed, an effect not sent): kept with the recent ones
+        for the dashboard, told to no listener."""
+        self.recent.append(Alert(kind, text, doc, None, "event", time.time()))
 
     @staticmethod
     def _tell(listener: Listener, kind: str, text: str, doc: dict[str, Any]) -> None:

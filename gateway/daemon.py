@@ -70,7 +70,9 @@ class Gateway:
         self.dmx = DmxUniverses(self.twin, config.dmx.universes)
         self.frames = FrameClock(config.dmx.frame_rate_hz)
         self.show = ShowEngine(config.show, self.twin)
+        self.show.on_fire(self._fired)
         self.supervisor = Supervisor(config.supervisor, self.twin)
+        self.supervisor.on_failure = self._unit_failed
         self.metrics = build_registry(self)
         self.loop_lag = LoopLag(self.metrics, config.loop.lag_interval_ms / 1000)
         self.notifier = Notifier()
@@ -122,13 +124,19 @@ class Gateway:
             self.store.add_event(event_payload(self.config.gateway.id, kind, doc, time.time()))
 
     def _fired(self, fired: Fired) -> None:
+        """Each effect fired, and each transmitter that did not send it, to the cloud; the latter to the recent
+        alerts too."""
         self.event("effect_fired", fired.document())
         for transmitter, status in fired.not_sent().items():
-            self.event("alert", {"alert": "not_sent", "effect_id": fired.effect_id, "unit": transmitter,
-                                 "message": status})
+            doc = {"alert": "not_sent", "effect_id": fired.effect_id, "unit": transmitter, "message": status}
+            self.alerts.note("not_sent", f"effect {fired.effect_id}: {transmitter} {status}", doc)
+            self.event("alert", doc)
 
     def _unit_failed(self, name: str, kind: str, error: str) -> None:
-        self.event("alert", {"alert": "unit_failed", "unit": name, "unit_kind": kind, "message": error})
+        """A unit's failure (once per outage) to the cloud and to the recent alerts."""
+        doc = {"alert": "unit_failed", "unit": name, "unit_kind": kind, "message": error}
+        self.alerts.note("unit_failed", f"{kind} {name} failed: {error}", doc)
+        self.event("alert", doc)
 
     def _cloud_factory(self) -> Callable[[], Unit]:
         assert self.config.cloud is not None and self._cloud_access is not None
@@ -183,8 +191,6 @@ class Gateway:
                 inference, self.config.path.parent, self.twin, self.ingest, self.alerts))
         if self.config.cloud is not None:
             self.supervisor.add("cloud", "service", self._cloud_factory())
-            self.show.on_fire(self._fired)
-            self.supervisor.on_failure = self._unit_failed
         for dc in self.config.drivers:
             if dc.enabled:
                 self.supervisor.add(dc.name, "driver", self._driver_factory(dc), after=dc.after)

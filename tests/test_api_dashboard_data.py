@@ -150,11 +150,16 @@ def test_redaction_follows_key_names_and_known_values() -> None:
                    "keepalive_s": 2.0, "salt_rotation": "12:00", "monkey": "m", "psk": None}
 
 
-def _cli(path: Path, *args: str) -> list[str]:
-    run = subprocess.run([sys.executable, "-m", "gateway", "check-config", *args, str(path)], capture_output=True,
-                         text=True, timeout=30, cwd=path.parent, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert run.returncode in (0, 2), run.stderr
-    return run.stderr.splitlines()
+def _cli(path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "gateway", "check-config", *args, str(path)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=path.parent,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def _printed(cli: subprocess.Popen[str]) -> list[str]:
+    _, err = cli.communicate(timeout=30)
+    assert cli.returncode == 2, err
+    return err.splitlines()
 
 
 def test_a_configuration_is_checked_exactly_as_check_config_says(demo: Daemon) -> None:
@@ -166,9 +171,10 @@ def test_a_configuration_is_checked_exactly_as_check_config_says(demo: Daemon) -
     seen = {}
     try:  # the CLI reads the daemon's own file (read once, at its start): the same path in every line
         demo.config.write_text(bad)
-        for query, args in (("", ()), ("?offline=true", ("--offline",))):
+        runs = {"": _cli(demo.config), "?offline=true": _cli(demo.config, "--offline")}  # at once: 1 s each
+        for query, cli in runs.items():
             status, answer = post_text(demo, f"/api/v1/config/check{query}", bad.encode())
-            expected = _cli(demo.config, *args)
+            expected = _printed(cli)
             assert status == 200 and answer == {"ok": False, "problems": expected}, (answer, expected)
             assert all(line.startswith(f"{demo.config.resolve()}: ") for line in expected)
             seen[query] = "\n".join(expected)
@@ -256,3 +262,16 @@ async def test_alerts_standing_and_recent(client: TestClient[Any, Any], gateway:
     assert doc["standing"] == [] and len(doc["recent"]) == RECENT_ALERTS
     assert doc["recent"][0]["text"] == f"event {RECENT_ALERTS - 1}"
     assert (await client.get("/api/v1/alerts")).status == 401
+
+
+async def test_what_the_daemon_tells_the_cloud_itself_is_among_the_recent_alerts(
+        client: TestClient[Any, Any], gateway: Gateway) -> None:  # noqa: F811
+    gateway.show.expect_transmitter("radio")  # configured, not attached: what is fired is not sent by it
+    fired = gateway.show.fire(inline={"kind": "solid"})
+    assert gateway.supervisor.on_failure is not None
+    gateway.supervisor.on_failure("xl2-floor", "driver", "port /dev/ttyUSB0 is gone")
+    doc = await (await client.get("/api/v1/alerts", headers=AUTH[IN_PROCESS_VIEWER])).json()
+    assert [(a["kind"], a["text"], a["state"]) for a in doc["recent"]] == [
+        ("unit_failed", "driver xl2-floor failed: port /dev/ttyUSB0 is gone", "event"),
+        ("not_sent", f"effect {fired.effect_id}: radio not sent: the transmitter is down", "event")]
+    assert doc["standing"] == []

@@ -219,9 +219,12 @@ def test_an_asset_named_as_markup_stays_text(browser: Any, venue: Daemon) -> Non
         select.dispatchEvent(new Event('input', {bubbles: true}));""", choice, XSS)
     by_testid(browser, "plots-add").click()
     wait_for(lambda: XSS in (text(browser, "plots-series") or ""), "the series named as text")
-    for view in ("overview", "map", "equipment", "plots"):
+    wait_for(lambda: XSS in (text(browser, "plots-plot") or ""), "the plot's legend naming it as text")
+    markup = "return document.querySelectorAll('img[src=\"x\"], [onerror]').length"
+    assert browser.execute_script(markup) == 0
+    for view in ("overview", "map", "equipment", "replay"):
         go(browser, view)
-        assert browser.execute_script("return document.querySelectorAll('img[src=\"x\"], img[onerror]').length") == 0
+        assert browser.execute_script(markup) == 0, view
     browser.switch_to.window(browser.current_window_handle)  # an alert() open would fail this call
 
 

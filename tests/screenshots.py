@@ -1,0 +1,81 @@
+"""`python -m tests.screenshots OUTDIR`: the dashboard's views at tablet size (1024x768), one PNG each, as the docs
+show them (docs/screenshots/). The daemon runs on the demo venue at 10x (as the tests start it) for a minute of show
+time first, then each view is opened as admin in headless Chromium (peers.chromium), with something in it: an
+effect fired and previewed on the show view, a plot of the floor's sound level, an amplifier's history opened."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from peers import PeerMissing
+from peers.chromium import chromium
+from tests.conftest import ADMIN, Daemon, demo_config, free_port
+from tests.test_dashboard import by_testid, go, ids_of, login, text, wait_for
+
+WIDTH, HEIGHT = 1024, 768
+SPEED = 10.0
+WARM_S = 8.0  # real seconds before the first view: the meters, the store and the plots have something to show
+
+
+def prepare(driver: Any, view: str) -> None:
+    """What a view shows once someone has used it a little."""
+    if view == "show":
+        by_testid(driver, "preset-chorus").click()
+        wait_for(lambda: (text(driver, "show-message") or "").startswith("Fired"), "the chorus fired")
+        by_testid(driver, "preview-chorus").click()
+        wait_for(lambda: by_testid(driver, "preview-canvas"), "the preview")
+    elif view == "plots":
+        driver.execute_script("""
+            const select = arguments[0];
+            select.value = 'spl:floor';
+            select.dispatchEvent(new Event('change', {bubbles: true}));""", by_testid(driver, "plots-asset"))
+        by_testid(driver, "plots-add").click()
+        wait_for(lambda: by_testid(driver, "plots-plot"), "the plot")
+    elif view == "equipment":
+        opens = ids_of(driver, "equipment-open-amp:")
+        if opens:
+            by_testid(driver, opens[0]).click()
+    time.sleep(1.0)  # the view's first answers and a few live changes
+
+
+def shoot(out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory(prefix="vg-screenshots-") as tmp, chromium(WIDTH, HEIGHT) as driver:
+        port = free_port()
+        daemon = Daemon(demo_config(Path(tmp), port, speed=SPEED, sensing=True), port).start()
+        try:
+            time.sleep(WARM_S)
+            login(driver, daemon, ADMIN, "admin")
+            for view in [t.removeprefix("nav-") for t in ids_of(driver, "nav-")]:
+                go(driver, view)
+                prepare(driver, view)
+                driver.execute_script("window.scrollTo(0, 0)")
+                path = out / f"{view}.png"
+                path.write_bytes(driver.get_screenshot_as_png())
+                written.append(path)
+                print(f"{path} ({path.stat().st_size / 1024:.0f} KiB)")
+        finally:
+            daemon.cleanup()
+    return written
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.screenshots", description=__doc__)
+    parser.add_argument("outdir", type=Path, help="where the PNGs go (docs/screenshots)")
+    args = parser.parse_args()
+    try:
+        shoot(args.outdir)
+    except PeerMissing as exc:
+        print(f"screenshots not taken: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,7 +36,10 @@ export function stateClass(state) {
   return 'st-unknown';
 }
 
-function options(data, width, height, shade) {
+// Times on the axes in 24 hours, as a venue's clocks are read.
+const fmtDate = (tpl) => uPlot.fmtDate(tpl.replace(/\{h\}/g, '{HH}').replace(/\s*\{aa?\}/g, ''));
+
+function options(data, width, height, shade, span) {
   const series = [{}];
   const bands = [];
   data.series.forEach((s, i) => {
@@ -54,7 +57,8 @@ function options(data, width, height, shade) {
   });
   return {
     width, height, series, bands,
-    scales: { x: { time: true } },
+    fmtDate,
+    scales: { x: { time: true, range: (u, min, max) => span.current ?? [min, max] } },
     axes: [{ ...AXIS }, { ...AXIS, size: 56 }],
     legend: { live: true },
     cursor: { focus: { prox: 16 } },
@@ -83,16 +87,19 @@ function columns(data) {
   return cols;
 }
 
-/** A uPlot chart of `data` ({x, series: [{label, values, min?, max?, digits?}]}), as wide as its box. */
-export function Plot({ data, shade = [], height = 220, label, testid }) {
+/** A uPlot chart of `data` ({x, series: [{label, values, min?, max?, digits?}]}), as wide as its box; `span`
+ * ([from, to], seconds) fixes the time axis, else it fits the data. */
+export function Plot({ data, shade = [], span = null, height = 220, label, testid }) {
   const box = useRef(null);
   const plot = useRef(null);
   const shading = useRef(shade);
   shading.current = shade;
+  const spanned = useRef(span);
+  spanned.current = span;
   const shape = data.series.map((s) => `${s.label}${s.min ? '+band' : ''}`).join('\n');
   useEffect(() => {
     const el = box.current;
-    const u = new uPlot(options(data, Math.max(200, el.clientWidth), height, shading), columns(data), el);
+    const u = new uPlot(options(data, Math.max(200, el.clientWidth), height, shading, spanned), columns(data), el);
     plot.current = u;
     const resize = new ResizeObserver(() => {
       const width = Math.max(200, el.clientWidth);

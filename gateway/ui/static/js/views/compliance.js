@@ -56,18 +56,21 @@ function ComplianceView({ ctx }) {
   const reported = [...twin.assets.values()].filter((a) => a.kind === 'sound_compliance');
   const versions = reported.map((a) => a.version).join(',');
   const doc = useComplianceDoc(ctx.api, versions);
+  const margin = doc?.warn_margin_db;
   const names = [...new Set([...reported.map((a) => a.zone), ...Object.keys(doc?.zones ?? {})])]
     .filter(Boolean).sort();
   return html`<div class="view view-compliance" data-testid="view-compliance">
     <h2>Sound-level compliance</h2>
-    <p class="note">Profile ${doc?.profile ?? '–'}${doc?.show_end ? ` · show ends ${doc.show_end}` : ''}.
+    <p class="note" data-testid="compliance-profile">Profile ${doc?.profile ?? '–'}${doc?.show_end
+      ? ` · show ends ${doc.show_end}` : ''}${margin != null ? ` · warning from ${num(margin)} dB under a limit` : ''}.
       Margin: the limit less the level so far.</p>
     ${doc?.error && html`<p class="error" role="alert">${doc.error}</p>`}
     ${names.length === 0 && html`<p class="note">No zone is judged (no [compliance] section, or no meter yet).</p>`}
     <div class="table-wrap"><table class="data">
       <thead><tr><th scope="col">Zone</th><th scope="col">State</th><th scope="col" class="n">LAeq 1 min</th>
         <th scope="col" class="n">LAeq 15 min</th><th scope="col" class="n">LAeq 60 min</th>
-        <th scope="col" class="n">Lmax</th><th scope="col">Limit</th><th scope="col" class="n">Level</th>
+        <th scope="col" class="n">Lmax</th><th scope="col">Limit</th><th scope="col" class="n">Warning at</th>
+        <th scope="col" class="n">Level</th>
         <th scope="col" class="n">Margin</th><th scope="col" class="n">At show end</th>
         <th scope="col" class="n">Keep ≤</th><th scope="col" class="n">Coverage 60 min</th></tr></thead>
       <tbody>${names.flatMap((zone) => {
@@ -86,6 +89,7 @@ function ComplianceView({ ctx }) {
             <td class="n" rowspan=${limits.length || 1}>${num(z.lmax_db)}</td>`}
           <td>${l.limit ?? '–'} ${l.limit_db != null ? `${num(l.limit_db, 0)} dB` : ''}
             ${l.state && html` <span class=${`badge ${stateClass(l.state)}`}>${l.state}</span>`}</td>
+          <td class="n">${l.limit_db != null && margin != null ? num(l.limit_db - margin) : '–'}</td>
           <td class="n">${num(l.level_db)}</td>
           <td class="n">${l.level_db != null && l.limit_db != null ? num(l.limit_db - l.level_db) : '–'}</td>
           <td class="n">${num(l.projected_db)}</td>

@@ -76,10 +76,11 @@ function Row({ ctx, asset, open, toggle }) {
   const r = asset.reported;
   const state = r.anomaly ?? 'unknown';
   const channels = r.anomaly_channels ?? [];
+  // The whole row opens its plots; its button (which a click or a key on it reaches too) is the keyboard's way in.
   return html`<tbody>
-    <tr class=${stateClass(state)} data-testid=${`equipment-row-${asset.id}`}>
+    <tr class=${`clickable ${stateClass(state)}`} data-testid=${`equipment-row-${asset.id}`} onClick=${toggle}>
       <th scope="row">
-        <button type="button" class="link" aria-expanded=${open} onClick=${toggle}
+        <button type="button" class="link" aria-expanded=${open}
           data-testid=${`equipment-open-${asset.id}`}>${open ? '▾' : '▸'} ${asset.id}</button>
       </th>
       ${COLUMNS[asset.kind].map(([f, , d]) => html`<td class="n">${num(r[f], d)}</td>`)}

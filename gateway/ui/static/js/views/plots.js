@@ -114,11 +114,11 @@ function PlotsView({ ctx }) {
     ${pairs.length === 0 && html`<p class="note">Choose an asset and a metric, then “Add to plot”.</p>`}
     ${doc?.loading && html`<p class="note" role="status">Loading…</p>`}
     ${doc?.error && html`<p class="error" role="alert">${doc.error}</p>`}
-    ${range && doc && !doc.error && !doc.loading && html`<p class="note" data-testid="plots-summary">
-      ${when(range[0])} to ${live ? 'now (live)' : when(range[1])}:
-      ${doc.series.map((s) => `${s.asset} ${s.metric} ${s.count} readings${s.reduced ? ' (reduced)' : ''}`)
-        .join('; ')}</p>`}
-    ${data && html`<${Plot} data=${data} height=${320} label="Chosen series" testid="plots-plot" />`}
+    ${range && doc && !doc.error && !doc.loading && html`<p class="note" data-testid="plots-summary">${
+      `${when(range[0])} to ${live ? 'now (live)' : when(range[1])}: ${doc.series.map((s) => `${s.asset} ${s.metric} `
+        + `${s.count} readings${s.reduced ? ' (reduced)' : ''}`).join('; ')}`}</p>`}
+    ${data && html`<${Plot} data=${data} height=${320} label="Chosen series" testid="plots-plot"
+      span=${[range[0], live ? Math.max(range[1], Date.now() / 1000) : range[1]]} />`}
   </div>`;
 }
 

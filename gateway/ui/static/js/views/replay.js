@@ -85,6 +85,7 @@ function ReplayView({ ctx }) {
   const [playing, setPlaying] = useState(false);
   const asking = useRef(false);
   const current = useRef(null); // the playhead, for the player's timer
+  const newest = useRef(null); // where the player stops
   const wanted = useRef(null);
 
   const ask = (moment) => {
@@ -94,7 +95,10 @@ function ReplayView({ ctx }) {
     ctx.api.get(`/replay?at=${moment.toFixed(3)}`).then((d) => {
       setDoc(d);
       setError(null);
-      if (d.oldest != null && d.newest != null) setBounds([d.oldest, d.newest]);
+      if (d.oldest != null && d.newest != null) {
+        newest.current = d.newest;
+        setBounds((b) => (b && b[0] === d.oldest && b[1] === d.newest ? b : [d.oldest, d.newest]));
+      }
     }, (e) => setError(e.message)).finally(() => {
       asking.current = false;
       if (wanted.current !== moment) ask(wanted.current);
@@ -103,15 +107,18 @@ function ReplayView({ ctx }) {
   useEffect(() => { const now = Date.now() / 1000; current.current = now; setAt(now); ask(now); }, []);
   useEffect(() => {
     if (!playing) return undefined;
+    let last = performance.now();
     const timer = setInterval(() => {
-      let next = current.current + (speed * TICK_MS) / 1000;
-      if (bounds && next >= bounds[1]) { next = bounds[1]; setPlaying(false); }
+      const now = performance.now();
+      let next = current.current + (speed * (now - last)) / 1000; // as fast as asked, however late the tick
+      last = now;
+      if (newest.current !== null && next >= newest.current) { next = newest.current; setPlaying(false); }
       current.current = next;
       setAt(next);
       ask(next);
     }, TICK_MS);
     return () => clearInterval(timer);
-  }, [playing, speed, bounds]);
+  }, [playing, speed]);
 
   const assets = useMemo(() => assetsAt(doc, twin.assets), [doc]);
   const zones = ctx.layout?.zones ?? [];

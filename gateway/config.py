@@ -1,7 +1,8 @@
 """The gateway's configuration: TOML loaded once into typed, frozen objects, every problem reported.
 
 This module loads and checks; the sections' types live beside their features: the core's in `gateway.settings`,
-the show's in `gateway.show.settings`, the cloud's, compliance's and inference's in their packages' `settings`.
+the show's in `gateway.show.settings`, the dashboard's in `gateway.ui.settings`, the cloud's, compliance's and
+inference's in their packages' `settings`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gateway.compliance.settings import ComplianceSection
 from gateway.inference.settings import InferenceSection
 from gateway.schema import Problem, check_all, check_slug
 from gateway.show import settings as show_settings
+from gateway.ui.settings import DashboardSection, floor_plan_problems
 
 # Names this module held in 0.1, where a site's own driver may import them: they keep working, with a
 # DeprecationWarning, for one more release.
@@ -65,6 +67,7 @@ class Config:
     cloud: CloudSection | None = None  # no section: the box keeps everything local
     compliance: ComplianceSection | None = None  # no section: sound levels are logged, not judged
     inference: InferenceSection | None = None  # no section: no models run
+    dashboard: DashboardSection = field(default_factory=DashboardSection)
 
     @property
     def data_dir(self) -> Path:
@@ -146,6 +149,7 @@ class _Sections:
     cloud: CloudSection | None = None
     compliance: ComplianceSection | None = None
     inference: InferenceSection | None = None
+    dashboard: DashboardSection = field(default_factory=DashboardSection)
     drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -171,6 +175,7 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
                                 f" to {sections.store.max_mb / 2:g}, or raise store.max_mb)"))
     if sections is not None:
         problems.extend(_dmx_outputs(sections.dmx, [d for d in drivers if d is not None]))
+        problems.extend(sections.dashboard.zone_problems([z.name for z in sections.show.zones]))
     if sections is not None and sections.cloud is not None:
         problems.extend(identity_problems(sections.gateway.venue, sections.gateway.id, sections.cloud.username,
                                           "cloud.username"))
@@ -183,12 +188,12 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
 
         problems.extend(_box(path.parent, valid(core.GatewaySection, "gateway"), valid(core.ApiSection, "api"),
                              valid(CloudSection, "cloud"), valid(InferenceSection, "inference"),
-                             [d for d in drivers if d is not None]))
+                             [d for d in drivers if d is not None], valid(DashboardSection, "dashboard")))
     if sections is None or problems:
         raise ConfigError(path, problems)
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
                   sections.loop, sections.dmx, sections.show, [d for d in drivers if d is not None], sections.cloud,
-                  sections.compliance, sections.inference)
+                  sections.compliance, sections.inference, sections.dashboard)
 
 
 # Arrays and tables within each other, the document itself counted: the demo's deepest is 8 (a Modbus map's
@@ -257,11 +262,13 @@ def load(path: str | os.PathLike[str], *, box: bool = False) -> Config:
 def check_box(config: Config) -> list[Problem]:
     """What the configuration needs from this box and would not find at start: every secret, file, directory and
     optional library, each named by its key (what `parse` checks is the file alone)."""
-    return _box(config.path.parent, config.gateway, config.api, config.cloud, config.inference, config.drivers)
+    return _box(config.path.parent, config.gateway, config.api, config.cloud, config.inference, config.drivers,
+                config.dashboard)
 
 
 def _box(base: Path, gateway: core.GatewaySection | None, api: core.ApiSection | None, cloud: CloudSection | None,
-         inference: InferenceSection | None, drivers: list[DriverConfig]) -> list[Problem]:
+         inference: InferenceSection | None, drivers: list[DriverConfig],
+         dashboard: DashboardSection | None = None) -> list[Problem]:
     problems = [] if gateway is None else preflight.writable_dir((base / gateway.data_dir).resolve(),
                                                                   "gateway.data_dir")
     for i, token in enumerate(api.tokens if api is not None else []):
@@ -300,7 +307,7 @@ def _box(base: Path, gateway: core.GatewaySection | None, api: core.ApiSection |
         if driver.enabled:
             found = registry.find(driver.type).preflight(driver.options)
             problems += [Problem(f"drivers.{driver.name}" + (f".{p.path}" if p.path else ""), p.message) for p in found]
-    return problems
+    return problems + floor_plan_problems(base, dashboard)
 
 
 def resolve_secret(config: Config, token: core.TokenSection) -> str:

@@ -5,6 +5,8 @@ import { h, render, Fragment } from '../vendor/preact.module.js';
 import htm from '../vendor/htm.module.js';
 
 export { h, render, Fragment };
-export { useState, useEffect, useRef, useMemo, useCallback, useReducer } from '../vendor/hooks.module.js';
+export {
+  useState, useEffect, useRef, useMemo, useCallback, useReducer, useErrorBoundary, useId,
+} from '../vendor/hooks.module.js';
 export { default as uPlot } from '../vendor/uPlot.esm.js';
 export const html = htm.bind(h);

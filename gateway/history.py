@@ -98,30 +98,34 @@ def read_series(path: Path, keys: Sequence[tuple[str, str]], since: float, until
                 ) -> list[Trace]:
     """Each (asset, metric) of `keys` over [since, until): cut into `buckets` of equal length, each bucket's start,
     least, greatest and last (latest committed) value; or, when the series has fewer than 2 * `buckets` readings in
-    the span, the readings themselves in time order. The buckets are reduced by SQLite in one pass over the span."""
+    the span, the readings themselves in time order. SQLite reduces the buckets in one pass over the span; the
+    readings of a series with at most one a bucket are its buckets' last ones, and only a series with fewer readings
+    but more than one in some bucket (a short span) is read again."""
     step = (until - since) / buckets
     with _reader(path) as conn:
         ids = [conn.execute("SELECT id FROM series WHERE asset = ? AND metric = ?", key).fetchone() for key in keys]
         known = sorted({row[0] for row in ids if row is not None})
-        found: dict[int, list[tuple[int, int, float, float, float]]] = {i: [] for i in known}
+        found: dict[int, list[tuple[int, int, float, float, float, float]]] = {i: [] for i in known}
         raw: dict[int, list[tuple[float, float]]] = {}
         if known:
             first, last = _span(conn, since, until)
             where = f"rowid BETWEEN ? AND ? AND ts >= ? AND ts < ? AND series IN ({_marks(len(known))})"
             args = (first, last, since, until, *known)
             for series, *bucket in conn.execute(
-                    "SELECT g.series, g.b, g.n, g.low, g.high, t.value FROM (SELECT series, "
+                    "SELECT g.series, g.b, g.n, g.low, g.high, t.value, t.ts FROM (SELECT series, "
                     "min(CAST((ts - ?) / ? AS INTEGER), ?) AS b, count(*) AS n, min(value) AS low, max(value) AS high,"
                     f" max(rowid) AS latest FROM telemetry WHERE {where} GROUP BY series, b) AS g "
                     "JOIN telemetry AS t ON t.rowid = g.latest ORDER BY g.series, g.b",
                     (since, step, buckets - 1, *args)):
                 found[series].append(tuple(bucket))
-            few = [i for i, rows in found.items() if sum(row[1] for row in rows) < 2 * buckets]
-            if few:
-                raw = {i: [] for i in few}
+            few = {i: rows for i, rows in found.items() if sum(row[1] for row in rows) < 2 * buckets}
+            raw = {i: [(row[5], row[4]) for row in rows] for i, rows in few.items() if all(r[1] == 1 for r in rows)}
+            again = [i for i in few if i not in raw]
+            if again:
+                raw.update((i, []) for i in again)
                 for series, ts, value in conn.execute(
                         "SELECT series, ts, value FROM telemetry WHERE rowid BETWEEN ? AND ? AND ts >= ? AND ts < ? "
-                        f"AND series IN ({_marks(len(few))}) ORDER BY rowid", (first, last, since, until, *few)):
+                        f"AND series IN ({_marks(len(again))}) ORDER BY rowid", (first, last, since, until, *again)):
                     raw[series].append((ts, value))
     out: list[Trace] = []
     for row in ids:

@@ -17,10 +17,12 @@ import orjson
 from aiohttp import web
 
 from gateway import config as configuration
+from gateway.alerts import RECENT_ALERTS
 from gateway.api import GATEWAY
 from gateway.api.auth import MAX_INT64, TOKENS, json_error, query_int, requires
 from gateway.api.operations import error, json_answer, operation
 from gateway.api.schemas import ref
+from gateway.logring import LOG_RECORDS, MAX_MESSAGE_CHARS
 from gateway.schema import Problem
 from gateway.twin import rfc3339
 
@@ -156,8 +158,9 @@ PATHS: dict[str, Any] = {  # this module's operations in the OpenAPI document
         "getAlerts", "The alerts that stand now, and the recent ones raised and cleared", "viewer",
         {"200": json_answer("The alerts", ref("Alerts"))},
         description="An alert with a key stands until it is cleared (a zone back under its limit); one without a "
-                    "key is an event (`state` `event`). The same alerts reach the cloud as `alert` events and front "
-                    "of house as OSC /vg/out/alert. `recent` keeps the last 200, newest first.")},
+                    "key is an event (`state` `event`). These reach the cloud as `alert` events and front of house "
+                    f"as OSC /vg/out/alert. `recent` keeps the last {RECENT_ALERTS}, newest first, with the alerts "
+                    "the gateway sends the cloud alone (`unit_failed`, `not_sent`, each an `event`).")},
     "/api/v1/config": {"get": operation(
         "getConfig", "The running configuration, every secret redacted", "admin",
         {"200": json_answer("The configuration's tables, with every default filled in", ref("RunningConfig"))},
@@ -186,9 +189,9 @@ PATHS: dict[str, Any] = {  # this module's operations in the OpenAPI document
         "getLog", "The recent log, after a sequence number", "admin",
         {"200": json_answer("Log records, oldest first", ref("Log")),
          "400": error("`after` is not a whole number", "bad_request")},
-        description="The gateway keeps its last 500 log records, each message cut at 2,000 characters. Ask again "
-                    "with `after` = the answer's `last` for the records since; an `after` above `last` (from "
-                    "before a restart) answers every record kept.",
+        description=f"The gateway keeps its last {LOG_RECORDS} log records, each message (with its traceback) cut "
+                    f"at {MAX_MESSAGE_CHARS} characters. Ask again with `after` = the answer's `last` for the records "
+                    "since; an `after` above `last` (from before a restart) answers every record kept.",
         parameters=[{"name": "after", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT64, "default": 0},
                      "description": "the last sequence number the client has"}])},

@@ -13,6 +13,7 @@ from gateway.api import DEFAULT_READINGS, MAX_CHANGES, MAX_READINGS, admin, dmx,
 from gateway.api.auth import MAX_INT64
 from gateway.api.operations import error, json_answer, operation
 from gateway.api.schemas import components, integer, ref
+from gateway.show.engine import RECENT
 from gateway.show.settings import ShowSection
 
 ETAG = ("The version, quoted", {"type": "string", "pattern": '^"[0-9]+"$'})
@@ -161,8 +162,8 @@ def document(show: ShowSection | None = None, universes: list[int] | None = None
                 "getShow", "The show: zones, presets (whether each flashes), tempo, flash cap, recent effects",
                 "viewer",
                 {"200": json_answer("The show as the engine holds it", ref("Show"))},
-                description="The recent effects are the last 16 fired (stops too), newest first, each with its start "
-                            "(wall clock and show clock), lead time, zone groups and delivery per transmitter.")},
+                description=f"The recent effects are the last {RECENT} fired (stops too), newest first, each with its "
+                            "start (wall clock and show clock), lead time, zone groups and delivery per transmitter.")},
             "/api/v1/tempo": {
                 "get": operation("getTempo", "The show's tempo", "viewer",
                                   {"200": json_answer("The tempo now", ref("Tempo"))}),

@@ -189,3 +189,14 @@ def test_a_time_is_found_in_the_store_without_reading_it_all(tmp_path: Path) -> 
     conn.set_progress_handler(count, 100)  # called every 100 instructions of SQLite's machine
     assert history._first_at(conn, 31_415.5) == 31_417  # (rowids count from 1)
     assert steps[0] < 100, steps[0]
+
+
+async def test_a_store_that_cannot_be_read_is_a_503_saying_why(tmp_path: Path, aiohttp_client: Any) -> None:
+    cfg = config.parse(tmp_path / "gw.toml", '[gateway]\nid = "gw"\nvenue = "hall"\ndata_dir = "data"\n')
+    gw = Gateway(cfg, Tokens([(VIEWER, "viewer")]))  # its store never opened: no file to read
+    client = await aiohttp_client(build_app(gw, Tokens([(VIEWER, "viewer")])))
+    for path in ("series?series=amp:1/temperature_c", "replay?at=1000"):
+        resp = await client.get(f"/api/v1/{path}", headers=AUTH)
+        body = await resp.json()
+        assert resp.status == 503 and body["error"] == "store_unavailable", body
+        assert "the store's history cannot be read: unable to open database file" in body["message"]

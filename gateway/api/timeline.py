@@ -29,14 +29,18 @@ GET /api/v1/replay (viewer): the venue as it was at a moment.
   (m - 1, m] * 60 s is logged at its end, m * 60); absent until that minute is logged. `oldest`, `newest`: the span
   of telemetry the store still holds (null when it holds none), for the page's timeline.
   400 `bad_request`: `at` missing or not a time, `lookback` out of bounds.
+
+Both: 401 without a valid token; 503 `store_unavailable` when the store cannot be read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -82,6 +86,20 @@ def _keys(request: web.Request) -> list[tuple[str, str]]:
     return keys
 
 
+T = TypeVar("T")
+
+
+async def _read(request: web.Request, read: Callable[..., T], *args: Any) -> T:
+    """`read(store path, *args)` in a worker thread, at most READERS at a time; a store that cannot be read (not yet
+    made, a disk failing) is a 503 saying why."""
+    async with request.app[_READERS]:
+        try:
+            return await asyncio.to_thread(read, request.app[GATEWAY].store.path, *args)
+        except sqlite3.Error as exc:
+            raise json_error(web.HTTPServiceUnavailable, "store_unavailable",
+                             f"the store's history cannot be read: {exc}") from None
+
+
 def _json(doc: Any) -> web.Response:
     response = web.Response(body=orjson.dumps(doc), content_type="application/json")
     response.enable_compression()  # when the client takes it; a large body is compressed off the loop
@@ -98,9 +116,7 @@ async def series(request: web.Request) -> web.Response:
     if until - since > MAX_SPAN_S:
         raise _bad(f"the span is {until - since:.0f} s; at most {MAX_SPAN_S:.0f} s (24 hours)")
     points = query_int(request, "points", DEFAULT_POINTS, MIN_POINTS, MAX_POINTS)
-    async with request.app[_READERS]:
-        traces = await asyncio.to_thread(history.read_series, request.app[GATEWAY].store.path, keys, since, until,
-                                         points)
+    traces = await _read(request, history.read_series, keys, since, until, points)
     return _json({"from": since, "to": until, "points": points, "step": (until - since) / points,
                   "series": [{"asset": asset, "metric": metric, "count": trace.readings, "reduced": trace.reduced,
                               "data": trace.columns} for (asset, metric), trace in zip(keys, traces, strict=True)]})
@@ -112,8 +128,7 @@ async def replay(request: web.Request) -> web.Response:
         raise _bad("`at` is required: RFC 3339 (e.g. 2026-11-21T22:00:00Z) or seconds since the epoch")
     at = query_time(request, "at", math.nan)
     lookback = query_int(request, "lookback", DEFAULT_LOOKBACK_S, 1, MAX_LOOKBACK_S)
-    async with request.app[_READERS]:
-        moment = await asyncio.to_thread(history.read_moment, request.app[GATEWAY].store.path, at, lookback)
+    moment = await _read(request, history.read_moment, at, lookback)
     return _json({
         "at": at, "lookback": lookback, "oldest": moment.oldest, "newest": moment.newest,
         "assets": {asset: {metric: {"value": value, "ts": ts} for metric, (ts, value) in metrics.items()}
@@ -141,6 +156,8 @@ _SERIES = {
                  "description": "columns, as uPlot takes them; t in seconds since the epoch"},
     },
 }
+_UNREADABLE = error("The store cannot be read (not yet made, a disk failing); the message says why",
+                    "store_unavailable")
 _LEVEL = {"type": ["number", "null"], "description": "dB"}
 _SERIES_DESCRIPTION = (
     "Each series named (`series=ASSET/METRIC`, repeated, the metric after the last `/`, or `asset` and `metric` "
@@ -159,7 +176,8 @@ PATHS: dict[str, Any] = {  # this module's operations in the OpenAPI document
                            "series": {"type": "array", "items": _SERIES}}}),
          "400": error("No series or too many, a series that is not ASSET/METRIC, a time that is not one, `from` not "
                       "before `to`, a span over 24 hours, `points` out of bounds; the message says what is allowed",
-                      "bad_request")},
+                      "bad_request"),
+         "503": _UNREADABLE},
         description=_SERIES_DESCRIPTION,
         parameters=[_query("series", {"type": "array", "items": {"type": "string", "pattern": "^.+/[^/]+$"},
                                       "maxItems": MAX_SERIES}, "ASSET/METRIC, repeated"),
@@ -192,7 +210,8 @@ PATHS: dict[str, Any] = {  # this module's operations in the OpenAPI document
                                                   "limit": {"type": "string"}, "limit_db": {"type": "number"},
                                                   "state": {"type": "string"}, "projected_db": _LEVEL}}},
             }}),
-         "400": error("`at` missing or not a time, `lookback` out of bounds", "bad_request")},
+         "400": error("`at` missing or not a time, `lookback` out of bounds", "bad_request"),
+         "503": _UNREADABLE},
         description="For every asset with telemetry, each metric's last reading stamped at or before `at` and no "
                     "more than `lookback` seconds before it (older: absent); each zone's compliance log row for the "
                     "minute holding `at` (a minute is logged at its end); and the span of telemetry the store "

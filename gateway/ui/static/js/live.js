@@ -5,7 +5,7 @@
 import { useEffect, useState } from './lib.js';
 
 const BACKOFF_FIRST_MS = 500;
-const BACKOFF_MAX_MS = 10000;
+const BACKOFF_MAX_MS = 5000;
 
 // RFC 7396: null removes a key, an object merges into an object, anything else replaces.
 export function mergePatch(target, patch) {

@@ -7,26 +7,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway import cli
 from gateway.alerts import RECENT_ALERTS
 from gateway.api.admin import REDACTED, redacted
 from gateway.daemon import Gateway
 from gateway.logring import LOG_RECORDS, MAX_MESSAGE_CHARS, LogRing
 from gateway.twin import rfc3339
-from tests.conftest import ADMIN, OPERATOR, ROOT, VIEWER, Daemon, demo_config, free_port
+from tests.conftest import ADMIN, OPERATOR, VIEWER, Daemon, demo_config, free_port
 from tests.test_api import AUTH, client, gateway  # noqa: F401 (the in-process API's fixtures)
 from tests.test_api import VIEWER as IN_PROCESS_VIEWER
 
@@ -150,31 +147,25 @@ def test_redaction_follows_key_names_and_known_values() -> None:
                    "keepalive_s": 2.0, "salt_rotation": "12:00", "monkey": "m", "psk": None}
 
 
-def _cli(path: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "gateway", "check-config", *args, str(path)], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=path.parent,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+def _printed(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
+    """What `venue-gateway check-config` prints (its command, run here: the daemon's environment and user)."""
+    assert cli.main(["check-config", *argv]) == 2
+    return capsys.readouterr().err.splitlines()
 
 
-def _printed(cli: subprocess.Popen[str]) -> list[str]:
-    _, err = cli.communicate(timeout=30)
-    assert cli.returncode == 2, err
-    return err.splitlines()
-
-
-def test_a_configuration_is_checked_exactly_as_check_config_says(demo: Daemon) -> None:
+def test_a_configuration_is_checked_exactly_as_check_config_says(demo: Daemon,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     good = demo.config.read_bytes()
     assert post_text(demo, "/api/v1/config/check", good, "application/toml") == (200, {"ok": True, "problems": []})
     bad = good.decode().replace("max_mb = 256", "max_mb = 1\nmystery = true", 1)
     bad += ('\n[[api.tokens]]\nrole = "admin"\nenv = "VG_NOT_SET_ANYWHERE"\n'
             '[drivers.extra]\ntype = "artnet"\nuniverses = [9]\n')
     seen = {}
-    try:  # the CLI reads the daemon's own file (read once, at its start): the same path in every line
+    try:  # check-config reads the daemon's own file (which the daemon read at its start): the same path in each line
         demo.config.write_text(bad)
-        runs = {"": _cli(demo.config), "?offline=true": _cli(demo.config, "--offline")}  # at once: 1 s each
-        for query, cli in runs.items():
+        for query, args in (("", ()), ("?offline=true", ("--offline",))):
             status, answer = post_text(demo, f"/api/v1/config/check{query}", bad.encode())
-            expected = _printed(cli)
+            expected = _printed(capsys, *args, str(demo.config))
             assert status == 200 and answer == {"ok": False, "problems": expected}, (answer, expected)
             assert all(line.startswith(f"{demo.config.resolve()}: ") for line in expected)
             seen[query] = "\n".join(expected)

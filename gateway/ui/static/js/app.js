@@ -8,7 +8,7 @@ import views from './views/index.js';
 
 const ROLES = ['viewer', 'operator', 'admin'];
 
-export function can(role, needed) {
+function can(role, needed) {
   return ROLES.indexOf(role) >= ROLES.indexOf(needed);
 }
 

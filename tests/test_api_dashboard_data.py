@@ -139,12 +139,14 @@ def test_the_running_configuration_has_no_secret(demo: Daemon) -> None:
 def test_redaction_follows_key_names_and_known_values() -> None:
     doc = {"name": "tok-en-value", "keys": ["abc"], "password": 3, "ca_file": "/etc/ca.pem", "key_env": "SHOW_KEY",
            "broker": {"client_secret": "s3", "nested": {"api_key": {"a": ["deep"]}}}, "keepalive_s": 2.0,
-           "salt_rotation": "12:00", "monkey": "m", "psk": None}
+           "salt_rotation": "12:00", "monkey": "m", "psk": None, "api-key": "k", "showKey": "k", "SECRET": "s",
+           "key_path": "/k", "keyboard": "qwerty"}
     out = redacted(doc, lambda text: text == "tok-en-value")
     assert out == {"name": REDACTED, "keys": [REDACTED], "password": REDACTED, "ca_file": "/etc/ca.pem",
                    "key_env": "SHOW_KEY", "broker": {"client_secret": REDACTED,
                                                      "nested": {"api_key": {"a": [REDACTED]}}},
-                   "keepalive_s": 2.0, "salt_rotation": "12:00", "monkey": "m", "psk": None}
+                   "keepalive_s": 2.0, "salt_rotation": "12:00", "monkey": "m", "psk": None, "api-key": REDACTED,
+                   "showKey": REDACTED, "SECRET": REDACTED, "key_path": "/k", "keyboard": "qwerty"}
 
 
 def _printed(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:

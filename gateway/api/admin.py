@@ -27,15 +27,20 @@ from gateway.schema import Problem
 from gateway.twin import rfc3339
 
 REDACTED = "[redacted]"
-# A key naming a secret, as a word of its name (demo_token, demo_key, password, client_secret, psk, ...): its value
-# is never answered. One ending in _file or _env names where a secret is kept (a path, a variable), not the secret.
-_SECRET_WORDS = re.compile(r"(^|_)(token|tokens|key|keys|secret|secrets|password|passwd|passphrase|psk|credentials?|"
-                           r"private)(_|$)", re.IGNORECASE)
+# A key naming a secret, by a word of its name (demo_token, demo_key, api-key, showKey, password, client_secret, psk,
+# ...): its value is never answered. One whose last word is file, env or path names where a secret is kept (a path,
+# a variable), not the secret, and is shown.
+_SECRET_WORDS = frozenset({"token", "tokens", "key", "keys", "apikey", "secret", "secrets", "password", "passwords",
+                           "passwd", "passphrase", "psk", "credential", "credentials", "private", "auth",
+                           "authorization", "bearer"})
+_LOCATION_WORDS = frozenset({"file", "env", "path"})
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")  # snake_case, kebab-case, camelCase, ALLCAPS
 CONFIG_TYPES = ("text/plain", "application/toml")  # what POST /config/check takes
 
 
 def _names_secret(key: str) -> bool:
-    return bool(_SECRET_WORDS.search(key)) and not key.endswith(("_file", "_env"))
+    words = [w.lower() for w in _WORD.findall(key)]
+    return bool(words) and words[-1] not in _LOCATION_WORDS and not _SECRET_WORDS.isdisjoint(words)
 
 
 def redacted(value: Any, is_secret: Callable[[str], bool], secret: bool = False) -> Any:

@@ -169,9 +169,9 @@ PATHS: dict[str, Any] = {  # this module's operations in the OpenAPI document
     "/api/v1/config": {"get": operation(
         "getConfig", "The running configuration, every secret redacted", "admin",
         {"200": json_answer("The configuration's tables, with every default filled in", ref("RunningConfig"))},
-        description="The value of every key naming a secret (a token, key, password, ...: `demo_token`, `demo_key`)"
-                    f" is `{REDACTED}`, as is any value that is an API token; `*_file` and `*_env` keys (where a "
-                    "secret is kept) are shown.")},
+        description="The value of every key with a word naming a secret (token, key, password, secret, ...: "
+                    f"`demo_token`, `demo_key`, `api-key`) is `{REDACTED}`, as is any value that is an API token; a "
+                    "key whose last word is file, env or path (where a secret is kept) is shown.")},
     "/api/v1/config/check": {"post": {
         **operation(
             "checkConfig", "Check a configuration file as `venue-gateway check-config` does, applying nothing",

@@ -21,10 +21,11 @@ from gateway.api.app import build_app
 from gateway.api.auth import Tokens
 from gateway.daemon import Gateway
 from gateway.readings import Reading
+from gateway.settings import Role
 from gateway.ui.settings import MAX_FLOOR_PLAN_BYTES
 
 VIEWER, OPERATOR, ADMIN = "v-token-123", "o-token-123", "a-token-123"
-TOKENS = [(VIEWER, "viewer"), (OPERATOR, "operator"), (ADMIN, "admin")]
+TOKENS: list[tuple[str, Role]] = [(VIEWER, "viewer"), (OPERATOR, "operator"), (ADMIN, "admin")]
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # what the server checks of a PNG: its signature
 FIRST_LOAD_MAX = 250_000  # bytes on the wire, compressed: the bound
 
@@ -303,3 +304,18 @@ def test_the_dashboard_section_is_checked_key_by_key(tmp_path: Path) -> None:
     (tmp_path / "ok.jpg").write_bytes(b"\xff\xd8\xff\xe0")
     cfg = config.parse(tmp_path / "gw.toml", VENUE + '[dashboard]\nfloor_plan = "ok.jpg"\n')
     assert not [p for p in config.check_box(cfg) if p.path.startswith("dashboard")]
+
+
+async def test_a_floor_plan_gone_at_start_is_logged_and_the_map_drawn_without_it(
+        tmp_path: Path, aiohttp_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    gw = await _gateway(tmp_path, VENUE + PLACED)  # (no plan.png in the directory)
+    try:
+        client = await aiohttp_client(build_app(gw, Tokens(TOKENS)))
+        auth = {"Authorization": f"Bearer {VIEWER}"}
+        assert (await (await client.get("/api/v1/dashboard", headers=auth)).json())["floor_plan"] is None
+        assert (await client.get("/api/v1/dashboard/floor-plan", headers=auth)).status == 404
+        assert (await client.get("/ui/")).status == 200
+        assert f"dashboard: no floor plan on the map: the floor plan {tmp_path / 'plan.png'} does not exist" in \
+            caplog.text
+    finally:
+        await gw.store.close(gw.twin)

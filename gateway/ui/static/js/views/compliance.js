@@ -69,10 +69,10 @@ function ComplianceView({ ctx }) {
     <div class="table-wrap"><table class="data">
       <thead><tr><th scope="col">Zone</th><th scope="col">State</th><th scope="col" class="n">LAeq 1 min</th>
         <th scope="col" class="n">LAeq 15 min</th><th scope="col" class="n">LAeq 60 min</th>
-        <th scope="col" class="n">Lmax</th><th scope="col">Limit</th><th scope="col" class="n">Warning at</th>
+        <th scope="col" class="n">Lmax</th><th scope="col">Limit</th><th scope="col" class="n">Warn at</th>
         <th scope="col" class="n">Level</th>
         <th scope="col" class="n">Margin</th><th scope="col" class="n">At show end</th>
-        <th scope="col" class="n">Keep ≤</th><th scope="col" class="n">Coverage 60 min</th></tr></thead>
+        <th scope="col" class="n">Keep ≤</th><th scope="col" class="n">Measured of 60 min</th></tr></thead>
       <tbody>${names.flatMap((zone) => {
         const live = twin.assets.get(`compliance:${zone}`)?.reported ?? {};
         const z = doc?.zones?.[zone] ?? {};
@@ -87,8 +87,8 @@ function ComplianceView({ ctx }) {
             <td class="n" rowspan=${limits.length || 1}>${num(z.laeq_15min_db)}</td>
             <td class="n" rowspan=${limits.length || 1}>${num(z.laeq_60min_db)}</td>
             <td class="n" rowspan=${limits.length || 1}>${num(z.lmax_db)}</td>`}
-          <td>${l.limit ?? '–'} ${l.limit_db != null ? `${num(l.limit_db, 0)} dB` : ''}
-            ${l.state && html` <span class=${`badge ${stateClass(l.state)}`}>${l.state}</span>`}</td>
+          <td class="nowrap">${l.limit ?? '–'}${l.limit_db != null ? ` ≤ ${num(l.limit_db, 0)} dB` : ''}
+            ${limits.length > 1 && l.state && html` <span class=${`badge ${stateClass(l.state)}`}>${l.state}</span>`}</td>
           <td class="n">${l.limit_db != null && margin != null ? num(l.limit_db - margin) : '–'}</td>
           <td class="n">${num(l.level_db)}</td>
           <td class="n">${l.level_db != null && l.limit_db != null ? num(l.limit_db - l.level_db) : '–'}</td>

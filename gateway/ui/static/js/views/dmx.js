@@ -5,6 +5,7 @@ import { html, useEffect, useState } from '../lib.js';
 
 const POLL_HZ = 4;
 const CHANNELS = 512;
+const MAX_BACKOFF_MS = 10000;
 
 /** The levels of each of `universes` from GET /dmx, polled together while mounted: universe -> {levels, at, error}. */
 function useLevels(api, universes) {
@@ -13,6 +14,7 @@ function useLevels(api, universes) {
   useEffect(() => {
     let live = true;
     let timer = 0;
+    let backoff = 0; // after a failure (the gateway away), the next round waits longer, up to MAX_BACKOFF_MS
     const poll = () => {
       if (!live) return;
       if (document.hidden) { timer = setTimeout(poll, 1000 / POLL_HZ); return; }
@@ -23,7 +25,9 @@ function useLevels(api, universes) {
       ))).then((answers) => {
         if (!live) return;
         setState((before) => Object.fromEntries(answers.map(([u, a]) => [u, a.levels ? a : { ...before[u], ...a }])));
-        timer = setTimeout(poll, Math.max(0, 1000 / POLL_HZ - (performance.now() - asked)));
+        const failed = answers.some(([, a]) => !a.levels);
+        backoff = failed ? Math.min(MAX_BACKOFF_MS, backoff ? backoff * 2 : 1000) : 0;
+        timer = setTimeout(poll, Math.max(backoff, 1000 / POLL_HZ - (performance.now() - asked)));
       });
     };
     poll();

@@ -68,7 +68,7 @@ function Detail({ ctx, asset }) {
     ${data === null && html`<p class="note" role="status">Loading…</p>`}
     ${data?.error && html`<p class="error" role="alert">Plots unavailable: ${data.error}</p>`}
     ${data?.plots && data.plots.map(([metric, d]) => html`<${Plot} key=${metric} label=${metric} height=${140}
-      data=${d} shade=${shade.intervals} testid=${`plot-${asset.id}-${metric}`} />`)}
+      data=${d} shade=${shade.intervals} span=${span} testid=${`plot-${asset.id}-${metric}`} />`)}
   </div>`;
 }
 
@@ -83,7 +83,9 @@ function Row({ ctx, asset, open, toggle }) {
         <button type="button" class="link" aria-expanded=${open}
           data-testid=${`equipment-open-${asset.id}`}>${open ? '▾' : '▸'} ${asset.id}</button>
       </th>
-      ${COLUMNS[asset.kind].map(([f, , d]) => html`<td class="n">${num(r[f], d)}</td>`)}
+      ${COLUMNS[asset.kind].map(([f, , d]) => (channels.includes(f)
+        ? html`<td class="n flagged" data-testid=${`equipment-flag-${asset.id}-${f}`}>⚠ ${num(r[f], d)}</td>`
+        : html`<td class="n">${num(r[f], d)}</td>`))}
       <td class="n">${num(r.anomaly_score, 2)}</td>
       <td><span class=${`badge ${stateClass(state)}`}>${state}</span>
         ${channels.length > 0 && html` <span class="channels">${channels.join(', ')}</span>`}

@@ -7,28 +7,29 @@ import { num, stateClass } from '../plot.js';
 
 const REFRESH_MS = 15000;
 
-/** /compliance's document, asked for when `version` (the compliance assets' versions) moves, at most every
- * REFRESH_MS; null until the first answer, {error} when it cannot be had. */
+/** /compliance's document, asked for when `version` (the compliance assets' versions, empty when the twin has
+ * none: compliance is not configured) moves, at most every REFRESH_MS; null until the first answer, {error} when it
+ * cannot be had. */
 export function useComplianceDoc(api, version) {
   const [doc, setDoc] = useState(null);
-  const last = useRef(0);
-  const timer = useRef(null);
+  const state = useRef({ last: 0, timer: null, mounted: true });
+  useEffect(() => () => { state.current.mounted = false; clearTimeout(state.current.timer); }, []);
   useEffect(() => {
-    let live = true;
+    const s = state.current;
+    if (!version || s.timer !== null) return; // nothing to ask, or a request is already due
     const load = () => {
-      last.current = Date.now();
-      api.get('/compliance').then((d) => live && setDoc(d), (e) => live && setDoc({ error: e.message }));
+      s.timer = null;
+      s.last = Date.now();
+      api.get('/compliance').then((d) => s.mounted && setDoc(d), (e) => s.mounted && setDoc({ error: e.message }));
     };
-    const wait = last.current + REFRESH_MS - Date.now();
+    const wait = s.last + REFRESH_MS - Date.now();
     if (wait <= 0) load();
-    else if (timer.current === null) timer.current = setTimeout(() => { timer.current = null; load(); }, wait);
-    return () => { live = false; };
+    else s.timer = setTimeout(load, wait);
   }, [version]);
-  useEffect(() => () => clearTimeout(timer.current), []);
   return doc;
 }
 
-const TILE_PX = 340; // the least height a tile needs for its lines
+const TILE_PX = 300; // the least height a tile needs for its lines
 
 /** Where each zone sits on the plan (the layout's x, y, w, h: plan units, 0-100 across and down), as percentages
  * of the plan's box, and the box's height in pixels so that the smallest tile still holds its lines. Without a
@@ -67,7 +68,7 @@ export function ZoneTile({ zone, assets, compliance, showEnd, style, prefix = ''
   const doc = compliance?.zones?.[name];
   const limits = comp.limits ?? doc?.limits ?? [];
   const people = counted.occupancy ?? estimate?.people;
-  const fill = typeof people === 'number' && capacity ? Math.min(100, (100 * people) / capacity) : null;
+  const fill = typeof people === 'number' && capacity ? (100 * people) / capacity : null;
   return html`<section class=${`zone-tile ${stateClass(state)}`} style=${style} data-testid=${`${prefix}zone-${name}`}
       aria-label=${`zone ${name}`}>
     <header class="zone-head">
@@ -86,7 +87,7 @@ export function ZoneTile({ zone, assets, compliance, showEnd, style, prefix = ''
     ${limits.map((l) => html`<${Line} label=${`${l.limit} limit`}>
       ${l.level_db == null ? 'limit' : `${num(l.level_db)} of`} ${num(l.limit_db, 0)} dB, ${l.state}${
         compliance?.warn_margin_db != null
-        ? ` (warning at ${num(l.limit_db - compliance.warn_margin_db)})` : ''}<//>
+        ? ` (warns at ${num(l.limit_db - compliance.warn_margin_db)})` : ''}<//>
       <${Line} label="At show end">${l.projected_db == null ? 'no projection' : `${num(l.projected_db)} dB`}
         ${l.allowed_db != null ? ` (keep ≤ ${num(l.allowed_db)} dB)` : ''}<//>`)}
     ${showEnd && html`<${Line} label="Show ends">${showEnd}<//>`}
@@ -120,7 +121,7 @@ function usePlanImage(api, path) {
 function MapView({ ctx }) {
   const twin = useTwin();
   const zones = ctx.layout?.zones ?? [];
-  const versions = zones.map((z) => twin.assets.get(`compliance:${z.name}`)?.version ?? 0).join(',');
+  const versions = zones.map((z) => twin.assets.get(`compliance:${z.name}`)?.version).filter(Boolean).join(',');
   const compliance = useComplianceDoc(ctx.api, versions);
   const plan = usePlanImage(ctx.api, ctx.layout?.floor_plan);
   const placed = placements(zones, plan !== null);

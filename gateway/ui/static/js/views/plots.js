@@ -51,8 +51,9 @@ function PlotsView({ ctx }) {
     const to = Date.now() / 1000;
     return [localInput(to - 3600), localInput(to)];
   });
-  const [range, setRange] = useState(null); // [from, to] of the last request
+  const [range, setRange] = useState(null); // [from, to, live] of the last request: live, the span ends now
   const [doc, setDoc] = useState(null);
+  const requests = useRef(0);
   const chosen = asset || ids[0] || '';
   const metrics = metricsOf(twin.assets.get(chosen));
   const chosenMetric = metrics.includes(metric) ? metric : metrics[0] || '';
@@ -66,8 +67,10 @@ function PlotsView({ ctx }) {
     if (!(from < to)) { setDoc({ error: 'the span must start before it ends' }); return; }
     setRange([from, to, !!seconds]);
     setDoc({ loading: true });
+    const asked = ++requests.current; // an answer to an older request than the last is dropped
     loadSeries(ctx.api, pairs, from, to, plotWidth(box.current))
-      .then((d) => setDoc(d), (e) => setDoc({ error: e.message }));
+      .then((d) => asked === requests.current && setDoc(d),
+        (e) => asked === requests.current && setDoc({ error: e.message }));
   };
   useEffect(load, [pairs, span]);
 
@@ -118,7 +121,7 @@ function PlotsView({ ctx }) {
       `${when(range[0])} to ${live ? 'now (live)' : when(range[1])}: ${doc.series.map((s) => `${s.asset} ${s.metric} `
         + `${s.count} readings${s.reduced ? ' (reduced)' : ''}`).join('; ')}`}</p>`}
     ${data && html`<${Plot} data=${data} height=${320} label="Chosen series" testid="plots-plot"
-      span=${[range[0], live ? Math.max(range[1], Date.now() / 1000) : range[1]]} />`}
+      span=${live ? [Date.now() / 1000 - (range[1] - range[0]), Date.now() / 1000] : range.slice(0, 2)} />`}
   </div>`;
 }
 

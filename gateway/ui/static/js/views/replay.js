@@ -71,6 +71,7 @@ function Around({ ctx, at, doc }) {
     </select></label>
     ${data?.error && html`<p class="error" role="alert">${data.error}</p>`}
     ${data?.x && html`<${Plot} data=${data} shade=${marker} height=${200} testid="replay-plot"
+      span=${[centre - AROUND_S, centre + AROUND_S]}
       label=${`${series}, ${AROUND_S / 60} min either side (the moment marked)`} />`}
   </section>`;
 }
@@ -104,7 +105,12 @@ function ReplayView({ ctx }) {
       if (wanted.current !== moment) ask(wanted.current);
     });
   };
-  useEffect(() => { const now = Date.now() / 1000; current.current = now; setAt(now); ask(now); }, []);
+  useEffect(() => { // a minute back: the compliance log holds a minute once it has ended
+    const start = Date.now() / 1000 - 60;
+    current.current = start;
+    setAt(start);
+    ask(start);
+  }, []);
   useEffect(() => {
     if (!playing) return undefined;
     let last = performance.now();
@@ -122,8 +128,13 @@ function ReplayView({ ctx }) {
 
   const assets = useMemo(() => assetsAt(doc, twin.assets), [doc]);
   const zones = ctx.layout?.zones ?? [];
-  const compliance = { zones: Object.fromEntries(Object.entries(doc?.compliance ?? {}).map(([z, row]) => [z, row])) };
-  const scrub = (e) => { const t = Number(e.currentTarget.value); current.current = t; setAt(t); ask(t); };
+  const compliance = { zones: doc?.compliance ?? {} };
+  const go = (t) => {
+    const moment = bounds ? Math.min(bounds[1], Math.max(bounds[0], t)) : t;
+    current.current = moment;
+    setAt(moment);
+    ask(moment);
+  };
 
   return html`<div class="view view-replay" data-testid="view-replay">
     <h2>Replay</h2>
@@ -133,9 +144,11 @@ function ReplayView({ ctx }) {
     ${bounds && html`<div class="timeline">
       <label class="grow">Moment
         <input type="range" min=${Math.floor(bounds[0])} max=${Math.ceil(bounds[1])} step="1"
-          value=${Math.round(at)} onInput=${scrub} data-testid="replay-timeline"
+          value=${Math.round(at)} onInput=${(e) => go(Number(e.currentTarget.value))} data-testid="replay-timeline"
           aria-valuetext=${when(at)} /></label>
       <div class="toolbar wrap">
+        <button type="button" onClick=${() => go(at - 60)} data-testid="replay-back">−1 min</button>
+        <button type="button" onClick=${() => go(at + 60)} data-testid="replay-forward">+1 min</button>
         <button type="button" onClick=${() => setPlaying(!playing)} aria-pressed=${playing}
           data-testid="replay-play">${playing ? 'Pause' : 'Play'}</button>
         <label>Speed <select value=${String(speed)} onChange=${(e) => setSpeed(Number(e.currentTarget.value))}

@@ -1,6 +1,6 @@
-"""`python -m bench`: runs the ingest, API, venue, show, wristband and cloud benchmarks in turn and prints one
-summary table of every figure, its target or limit, the peer measured in the same run, the ratio, and pass or
-short."""
+"""`python -m bench`: runs the ingest, API, venue, show, wristband, cloud and dashboard benchmarks in turn and
+prints one summary table of every figure, its target or limit, the peer measured in the same run, the ratio, and
+pass or short."""
 
 from __future__ import annotations
 
@@ -13,7 +13,21 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bench import api, ble, ble_frames, cloud, inference, ingest, laeq, modbus, osc_garbage, show, venue, wristband
+from bench import (
+    api,
+    ble,
+    ble_frames,
+    cloud,
+    dashboard,
+    inference,
+    ingest,
+    laeq,
+    modbus,
+    osc_garbage,
+    show,
+    venue,
+    wristband,
+)
 from bench.common import HEADERS, Figure, exit_on_signals, figures_table, table, title
 
 BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
@@ -29,6 +43,7 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("modbus", modbus.run),
     ("laeq", laeq.run),
     ("inference", inference.run),
+    ("dashboard", dashboard.run),
 ]
 
 

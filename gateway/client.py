@@ -5,8 +5,8 @@ Each takes the gateway's address (`--url`, or VENUE_GATEWAY_URL), a token (`--to
 VENUE_GATEWAY_TOKEN or VENUE_GATEWAY_TOKEN_FILE, in that order) and, for an https URL, how to trust its certificate:
 its SHA-256 fingerprint pinned (`--fingerprint`, or VENUE_GATEWAY_FINGERPRINT; a gateway's own self-signed
 certificate), or the CA that signed it (`--ca-file`, or VENUE_GATEWAY_CA_FILE; default: the system's). The
-certificate is checked before the token is sent. A gateway that cannot be reached, that refuses, or whose
-certificate is not the one trusted, is one line on stderr and exit code 1.
+certificate is checked before the token is sent (gateway.trust). A gateway that cannot be reached, that refuses, or
+whose certificate is not the one trusted, is one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -15,13 +15,9 @@ import argparse
 import asyncio
 import contextlib
 import fnmatch
-import functools
-import hashlib
-import http.client
 import json
 import os
 import signal
-import socket
 import ssl
 import sys
 import urllib.error
@@ -31,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway import trust
 from gateway.addresses import is_loopback
 from gateway.api import tls
 
@@ -99,94 +96,6 @@ def token(args: argparse.Namespace) -> str:
     return secret
 
 
-class CertificateRefused(OSError):
-    """The gateway's certificate is not the one pinned: nothing was sent to it."""
-
-
-def _pin(args: argparse.Namespace) -> bytes | None:
-    if not getattr(args, "fingerprint", None):
-        return None
-    try:
-        return tls.parse_fingerprint(str(args.fingerprint))
-    except ValueError as exc:
-        raise RuntimeError(f"--fingerprint: {exc}") from None
-
-
-def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
-    """The client context for an https URL: with a pinned fingerprint, any certificate is taken through the
-    handshake and then compared with the pin before a byte is sent; else it must chain to the CA (and name the
-    host)."""
-    if not str(args.url).startswith("https:"):
-        return None
-    if _pin(args) is not None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    try:
-        return ssl.create_default_context(cafile=args.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise RuntimeError(f"the CA file {args.ca_file} cannot be used: {exc}") from None
-
-
-class _Connection(http.client.HTTPSConnection):
-    """An HTTPS connection that notes the certificate it was served and, when one is pinned, refuses any other
-    before the request (and its token) is sent."""
-
-    def __init__(self, *args: Any, pin: bytes | None, seen: list[str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pin, self._seen = pin, seen
-
-    def connect(self) -> None:
-        super().connect()
-        assert isinstance(self.sock, ssl.SSLSocket)
-        der = self.sock.getpeercert(binary_form=True) or b""
-        self._seen.append(tls.fingerprint(der))
-        if self._pin is not None and hashlib.sha256(der).digest() != self._pin:
-            self.sock.close()
-            raise CertificateRefused(f"its certificate's SHA-256 fingerprint is {tls.fingerprint(der)}, not the one "
-                                     "given with --fingerprint: refused, nothing sent")
-
-
-class _Handler(urllib.request.HTTPSHandler):
-    def __init__(self, context: ssl.SSLContext | None, pin: bytes | None, seen: list[str]) -> None:
-        super().__init__(context=context)
-        self._tls, self._pin, self._seen = context, pin, seen
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        connection = functools.partial(_Connection, pin=self._pin, seen=self._seen)
-        return self.do_open(connection, req, context=self._tls)
-
-
-def _served_fingerprint(url: str, timeout: float) -> str | None:
-    """The fingerprint of the certificate `url` serves, taken without trusting it (to say what to pin)."""
-    parts = urllib.parse.urlsplit(url)
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((parts.hostname or "", parts.port or 443), timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=parts.hostname) as sock:
-            return tls.fingerprint(sock.getpeercert(binary_form=True) or b"")
-    except (OSError, ValueError):
-        return None
-
-
-def _unreachable(args: argparse.Namespace, reason: Any) -> RuntimeError:
-    if isinstance(reason, ssl.SSLCertVerificationError):
-        served = _served_fingerprint(str(args.url), args.timeout)
-        how = (f"its SHA-256 fingerprint is {served}: if it is the one the gateway logged at start, pin it with "
-               f"--fingerprint {served} (or VENUE_GATEWAY_FINGERPRINT), or give its CA with --ca-file"
-               if served else "give its CA with --ca-file, or pin its fingerprint with --fingerprint")
-        return RuntimeError(f"the certificate of the gateway at {args.url} is not trusted "
-                            f"({reason.verify_message}): {how}")
-    if isinstance(reason, http.client.RemoteDisconnected) and str(args.url).startswith("http:"):
-        # a box off loopback serves HTTPS, and closes a connection that does not begin with a TLS handshake
-        return RuntimeError(f"cannot reach the gateway at {args.url}: {reason} (off loopback the API is HTTPS: "
-                            f"try {args.url.replace('http:', 'https:', 1)})")
-    return RuntimeError(f"cannot reach the gateway at {args.url}: {reason}")
-
-
 def request(args: argparse.Namespace, method: str, path: str, body: Any = None, *, auth: bool = True,
             headers: dict[str, str] | None = None, certificate: list[str] | None = None) -> Any:
     """The gateway's JSON answer; ApiError when it answers with an error, RuntimeError when it cannot be reached or
@@ -198,7 +107,8 @@ def request(args: argparse.Namespace, method: str, path: str, body: Any = None, 
         req.add_header("Content-Type", "application/json")
     if auth:
         req.add_header("Authorization", f"Bearer {token(args)}")
-    opener = urllib.request.build_opener(_Handler(_tls(args), _pin(args), [] if certificate is None else certificate))
+    seen = [] if certificate is None else certificate
+    opener = urllib.request.build_opener(trust.Handler(trust.context(args), trust.pin(args), seen))
     try:
         with opener.open(req, timeout=args.timeout) as response:
             raw = response.read()
@@ -212,7 +122,7 @@ def request(args: argparse.Namespace, method: str, path: str, body: Any = None, 
     except TimeoutError:
         raise RuntimeError(f"no answer from the gateway at {args.url} within {args.timeout:g} s") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise _unreachable(args, getattr(exc, "reason", exc)) from None
+        raise trust.unreachable(args, getattr(exc, "reason", exc)) from None
     return json.loads(raw) if raw else None
 
 
@@ -410,7 +320,7 @@ async def _follow(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopper = asyncio.ensure_future(stop.wait())
-    context, pin = _tls(args), _pin(args)
+    context, pin = trust.context(args), trust.pin(args)
     check: ssl.SSLContext | aiohttp.Fingerprint | bool = True
     if pin is not None:
         check = aiohttp.Fingerprint(pin)  # compared before the upgrade request (and its token) is sent
@@ -433,7 +343,7 @@ async def _follow(args: argparse.Namespace) -> int:
                                    f"is {tls.digest_text(exc.got)}, not the one given with --fingerprint: "
                                    "refused, nothing sent") from None
             except aiohttp.ClientConnectorCertificateError as exc:
-                raise _unreachable(args, exc.certificate_error) from None
+                raise trust.unreachable(args, exc.certificate_error) from None
             except (aiohttp.ClientError, OSError) as exc:
                 raise RuntimeError(f"cannot reach the gateway at {args.url}: {exc}") from None
             async with ws:

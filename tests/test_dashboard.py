@@ -133,7 +133,8 @@ def live_value(driver: Any, testid: str) -> str:
 def test_the_compliance_tile_turns_to_warning_when_the_levels_rise(browser: Any, venue: Daemon) -> None:
     login(browser, venue, VIEWER, "viewer")
     go(browser, "map")
-    state = wait_for(lambda: text(browser, "compliance-state-floor"), "the floor's compliance state")
+    state = wait_for(lambda: (t := text(browser, "compliance-state-floor")) in ("ok", "warning", "over") and t,
+                     "the floor's compliance state")
     segment = venue.get("/api/v1/twin/assets/show")["reported"]["segment"]
     assert (state, segment) == ("ok", "changeover"), "the headline set began before the map was seen"
     wait_for(lambda: text(browser, "compliance-state-floor") == "warning", "the floor's tile at warning", 40)

@@ -98,9 +98,10 @@ def read_series(path: Path, keys: Sequence[tuple[str, str]], since: float, until
                 ) -> list[Trace]:
     """Each (asset, metric) of `keys` over [since, until): cut into `buckets` of equal length, each bucket's start,
     least, greatest and last (latest committed) value; or, when the series has fewer than 2 * `buckets` readings in
-    the span, the readings themselves in time order. SQLite reduces the buckets in one pass over the span; the
-    readings of a series with at most one a bucket are its buckets' last ones, and only a series with fewer readings
-    but more than one in some bucket (a short span) is read again."""
+    the span, the readings themselves in time order. Times are to the millisecond (a plot needs no finer). SQLite
+    reduces the buckets in one pass over the span; the readings of a series with at most one a bucket are its
+    buckets' last ones, and only a series with fewer readings but more than one in some bucket (a short span) is
+    read again."""
     step = (until - since) / buckets
     with _reader(path) as conn:
         ids = [conn.execute("SELECT id FROM series WHERE asset = ? AND metric = ?", key).fetchone() for key in keys]
@@ -133,7 +134,7 @@ def read_series(path: Path, keys: Sequence[tuple[str, str]], since: float, until
             out.append(Trace(0, False, [[], []]))
         elif row[0] in raw:
             points = sorted(raw[row[0]], key=lambda point: point[0])
-            out.append(Trace(len(points), False, [[p[0] for p in points], [p[1] for p in points]]))
+            out.append(Trace(len(points), False, [[round(p[0], 3) for p in points], [p[1] for p in points]]))
         else:
             rows = found[row[0]]
             out.append(Trace(sum(r[1] for r in rows), True, [[round(since + r[0] * step, 3) for r in rows],

@@ -91,7 +91,7 @@ async def test_series_are_reduced_per_bucket_as_a_plain_count_says_and_answered_
         assert got[key]["data"] == brute(points, HOUR, NOW, 300)
     assert len(got["amp:2", "current_a"]["data"][0]) == 250  # the gap's 50 buckets are left out
     assert got["meter/a", "level_db"] == {"asset": "meter/a", "metric": "level_db", "count": 90, "reduced": False,
-                                          "data": [[t for t, _ in sparse], [v for _, v in sparse]]}
+                                          "data": [[round(t, 3) for t, _ in sparse], [v for _, v in sparse]]}
     assert got["amp:9", "nothing"] == {"asset": "amp:9", "metric": "nothing", "count": 0, "reduced": False,
                                        "data": [[], []]}
     fan = got["amp:1", "fan_rpm"]["data"]  # 12 readings a bucket: the last is the greatest, the first the least
@@ -102,7 +102,7 @@ async def test_series_are_reduced_per_bucket_as_a_plain_count_says_and_answered_
                                     "&points=10", headers=AUTH)).json()
     inside = [p for p in dense if HOUR <= p[0] < HOUR + 15]
     assert short["series"][0]["reduced"] is False
-    assert short["series"][0]["data"] == [[t for t, _ in inside], [v for _, v in inside]]
+    assert short["series"][0]["data"] == [[round(t, 3) for t, _ in inside], [v for _, v in inside]]  # to the ms
 
 
 async def test_replay_answers_each_metrics_last_reading_at_the_moment_and_the_minutes_compliance(

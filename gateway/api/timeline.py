@@ -12,7 +12,8 @@ GET /api/v1/series (viewer): one or more series over a span, reduced on the serv
   (the span holds at least 2 * N readings of the series): the span is cut into N buckets of `step` seconds; each
   bucket that holds readings gives its start time (T0 + i * step), its least, greatest and last value; empty buckets
   are left out (a gap wider than `step` is a gap in the data). Not reduced: the readings themselves,
-  `"data": [[t...], [value...]]`. A series the store has never seen answers `count` 0 and empty arrays.
+  `"data": [[t...], [value...]]`. Times to the millisecond. A series the store has never seen answers `count` 0
+  and empty arrays.
   400 `bad_request` (with what is allowed): no series, more than 16, a series without `/`, a time that is not one
   (nan, inf), `from` not before `to`, a span over 24 hours, `points` out of bounds.
 

@@ -10,7 +10,7 @@ function isoLocal(d) {
   return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
-function Download({ api, zones }) {
+function Download({ api, zones, venue }) {
   const [zone, setZone] = useState('');
   const [hours, setHours] = useState('24');
   const [status, setStatus] = useState(null);
@@ -26,7 +26,7 @@ function Download({ api, zones }) {
       const url = URL.createObjectURL(new Blob([text], { type: 'text/csv' }));
       const a = document.createElement('a');
       a.href = url;
-      a.download = `sound-levels-${zone || 'all'}-${isoLocal(from).replace(/[:T]/g, '')}.csv`;
+      a.download = `${venue}-sound-levels-${zone || 'all'}-from-${isoLocal(from).replace('T', '_').replace(':', '')}.csv`;
       document.body.appendChild(a);
       a.click();
       a.remove();
@@ -100,7 +100,7 @@ function ComplianceView({ ctx }) {
       })}</tbody>
     </table></div>
     <h3>Export</h3>
-    <${Download} api=${ctx.api} zones=${names} />
+    <${Download} api=${ctx.api} zones=${names} venue=${ctx.layout?.venue ?? 'venue'} />
   </div>`;
 }
 

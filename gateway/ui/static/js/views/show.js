@@ -90,6 +90,17 @@ function Recent({ effects }) {
   </table></div>`;
 }
 
+/** The blackout asked twice: the confirming button takes the focus, so a keyboard confirms or cancels at once. */
+function ConfirmBlackout({ confirm, cancel }) {
+  const yes = useRef(null);
+  useEffect(() => yes.current?.focus(), []);
+  return html`<span class="confirm" role="group" aria-label="confirm blackout">Black out every zone and DMX?
+    <button type="button" class="danger" ref=${yes} data-testid="blackout-confirm" onClick=${confirm}>
+      Yes, blackout</button>
+    <button type="button" data-testid="blackout-cancel" onClick=${cancel}>Cancel</button>
+  </span>`;
+}
+
 function ShowView({ ctx }) {
   const twin = useTwin();
   const control = twin.assets.get('show_control')?.reported ?? {};
@@ -105,7 +116,7 @@ function ShowView({ ctx }) {
   useEffect(() => { refresh(); }, [lastEffect]);
 
   const presets = show?.presets ?? (ctx.layout?.presets ?? []).map((name) => ({ name }));
-  const allZones = (show?.zones ?? ctx.layout?.zones ?? []).map((z) => (typeof z === 'string' ? z : z.name));
+  const allZones = show?.zones ?? ctx.layout?.zones ?? []; // /show's say how late each starts (sound's travel)
   const tempoNow = control.tempo_bpm ?? show?.tempo_bpm;
 
   const act = (what, request) => request.then((answer) => {
@@ -130,8 +141,9 @@ function ShowView({ ctx }) {
       data-testid="show-message">${message?.text ?? ''}</p>
     <fieldset class="zones-choice">
       <legend>Zones (none ticked: the preset's own, else all)</legend>
-      ${allZones.map((z) => html`<label key=${z} class="check"><input type="checkbox" checked=${zones.includes(z)}
-        onChange=${() => toggleZone(z)} data-testid=${`zone-choice-${z}`} /> ${z}</label>`)}
+      ${allZones.map(({ name, delay_ms: delay }) => html`<label key=${name} class="check">
+        <input type="checkbox" checked=${zones.includes(name)} onChange=${() => toggleZone(name)}
+          data-testid=${`zone-choice-${name}`} />${` ${name}${delay != null ? ` (+${delay} ms)` : ''}`}</label>`)}
     </fieldset>
     <div class="presets">
       ${presets.map((p) => html`<div class="preset" key=${p.name}>
@@ -148,13 +160,10 @@ function ShowView({ ctx }) {
       <button type="button" onClick=${() => act(() => 'Stopped every effect', ctx.api.send('DELETE', '/effects'))}
         data-testid="stop">Stop</button>
       ${confirming
-        ? html`<span class="confirm" role="group" aria-label="confirm blackout">Black out every zone and DMX?
-            <button type="button" class="danger" data-testid="blackout-confirm" onClick=${() => {
-              setConfirming(false);
-              act(() => 'Blackout: effects stopped, DMX at 0', ctx.api.send('POST', '/blackout'));
-            }}>Yes, blackout</button>
-            <button type="button" data-testid="blackout-cancel" onClick=${() => setConfirming(false)}>Cancel</button>
-          </span>`
+        ? html`<${ConfirmBlackout} cancel=${() => setConfirming(false)} confirm=${() => {
+            setConfirming(false);
+            act(() => 'Blackout: effects stopped, DMX at 0', ctx.api.send('POST', '/blackout'));
+          }} />`
         : html`<button type="button" class="danger" onClick=${() => setConfirming(true)}
             data-testid="blackout">Blackout…</button>`}
       <form class="tempo" onSubmit=${setBpm}>

@@ -63,6 +63,9 @@ export function ZoneTile({ zone, assets, compliance, showEnd, style, prefix = ''
   const spl = get(`spl:${name}`);
   const comp = get(`compliance:${name}`);
   const bands = assets.get(`wristbands:${name}`)?.reported;
+  const last = assets.get('show_control')?.reported?.last_effect; // the preset the bands' effect came from
+  const preset = bands?.effect && last?.preset && (last.zones ?? []).includes(name)
+    && last.effect?.kind === bands.effect ? last.preset : null;
   const capacity = zone.capacity ?? counted.capacity;
   const state = comp.state ?? 'unknown';
   const doc = compliance?.zones?.[name];
@@ -94,7 +97,7 @@ export function ZoneTile({ zone, assets, compliance, showEnd, style, prefix = ''
     <${Line} label="Wristbands" testid=${`${prefix}zone-wristbands-${name}`}>
       ${bands ? html`${bands.effect
         ? html`<span class="swatch" style=${{ background: bands.colour || 'transparent' }} aria-hidden="true"></span>
-            ${`${bands.effect}${bands.colour ? ` ${bands.colour}` : ''} · ${num(bands.started, 0)} of `
+            ${`${preset ? `${preset}: ` : ''}${bands.effect}${bands.colour ? ` ${bands.colour}` : ''} · ${num(bands.started, 0)} of `
               + `${num(bands.bands, 0)} started, spread ${num(bands.start_spread_ms, 1)} ms`}`
         : `no effect (${num(bands.bands, 0)} bands)`}` : '–'}
     <//>

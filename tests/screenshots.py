@@ -15,7 +15,7 @@ from typing import Any
 from peers import PeerMissing
 from peers.chromium import chromium
 from tests.conftest import ADMIN, Daemon, demo_config, free_port
-from tests.test_dashboard import by_testid, go, ids_of, login, text, wait_for
+from tests.test_dashboard import by_testid, go, ids_of, login, wait_for
 
 WIDTH, HEIGHT = 1024, 768
 SPEED = 10.0
@@ -26,7 +26,7 @@ def prepare(driver: Any, view: str) -> None:
     """What a view shows once someone has used it a little."""
     if view == "show":
         by_testid(driver, "preset-chorus").click()
-        wait_for(lambda: (text(driver, "show-message") or "").startswith("Fired"), "the chorus fired")
+        wait_for(lambda: set(ids_of(driver, "recent-")) - {"recent-effects"}, "the chorus among the recent effects")
         by_testid(driver, "preview-chorus").click()
         wait_for(lambda: by_testid(driver, "preview-canvas"), "the preview")
     elif view == "plots":

@@ -148,7 +148,7 @@ def test_a_wrong_token_gets_a_clear_message_and_no_session(browser: Any, venue: 
     open_login(browser, venue)
     type_token(browser, "not-the-token")
     message = wait_for(lambda: text(browser, "login-error"), "the login's error")
-    assert "not valid" in message
+    assert "token" in message.lower() and "not valid" in message  # says what is wrong, in words
     assert by_testid(browser, "role") is None and by_testid(browser, "login-token") is not None
     assert browser.execute_script("return [localStorage.length, sessionStorage.length, document.cookie]") == [0, 0, ""]
     refused = browser.get_log("browser")  # the 401 the browser logs: the refusal asked for
@@ -188,7 +188,6 @@ def test_an_operator_fires_a_preset_and_sees_it_in_recent_effects_and_on_the_wri
     go(browser, "show")
     before = set(ids_of(browser, "recent-"))
     by_testid(browser, "preset-intro").click()
-    wait_for(lambda: (text(browser, "show-message") or "").startswith("Fired intro"), "the message that it fired")
     fired = wait_for(lambda: set(ids_of(browser, "recent-")) - before - {"recent-effects"}, "a new recent effect")
     row = text(browser, fired.pop()) or ""
     assert "intro" in row and "pulse" in row
@@ -256,7 +255,7 @@ def test_the_page_recovers_after_the_daemon_restarts(browser: Any, venue: Daemon
     browser.execute_script("window.__same_page = true")
     assert venue.terminate() == 0
     banner = wait_for(lambda: text(browser, "stale"), "the stale banner")
-    assert "Stale since" in banner
+    assert "stale since" in banner.lower()
     venue.start()
     wait_for(lambda: by_testid(browser, "stale") is None, "the stale banner gone", 20)
     first = live_value(browser, "zone-sound-floor")

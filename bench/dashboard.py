@@ -4,7 +4,7 @@ on config/demo.toml, its devices moved to a temporary directory) at 10x sim spee
 (a) 20 dashboards' traffic as the page makes it, from a client process: the change stream (a WebSocket with the
     token as subprotocol, as a browser opens it), the /dashboard, /show and /alerts fetches on opening, and the DMX
     view's 4 Hz poll for a few of them. The daemon's event-loop lag p99 (its /metrics histogram) and CPU with none
-    and with 20, and the CPU each dashboard adds.
+    and with 20, and the CPU each dashboard adds; beside them an idle asyncio loop's lag alone, the machine's floor.
 (b) First load to a live overview in headless Chromium: Navigation Timing of the page, then the time from the
     login's submit until the overview shows live values, measured in the page (performance.now()).
 (c) A one-hour plot of 10 series at 1 Hz (a store seeded with them before the daemon starts): the /series request's
@@ -44,6 +44,7 @@ from bench.common import (
     wait_until,
 )
 from bench.daemon_probe import DaemonApi, cpu_seconds, histogram_quantile_ms, lag_histogram
+from bench.venue import idle_floor
 from gateway.database import open_database
 from peers import PeerMissing
 from peers.ports import LOOPBACK, free_port
@@ -143,7 +144,7 @@ async def dashboard(base: str, token: str, dmx: bool, until: float, traffic: Tra
         poller = asyncio.create_task(poll()) if dmx else None
         async with session.ws_connect(base.replace("http", "ws", 1) + "/api/v1/twin/stream",
                                       protocols=("venue-gateway", f"bearer.{token}"), headers={"Origin": base},
-                                      heartbeat=None) as ws:
+                                      heartbeat=None, compress=15) as ws:  # permessage-deflate, as a browser offers
             while (left := until - time.monotonic()) > 0:
                 try:
                     message = await ws.receive(timeout=left)
@@ -296,6 +297,7 @@ def run(idle_s: float = 30.0, load_s: float = 30.0, warmup_s: float = 5.0, brows
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="vg-bench-dashboard-") as tmp_name:
         tmp = Path(tmp_name)
+        floor = idle_floor(idle_s, tmp)  # first, alone: the machine's own floor, the daemon not yet running
         port = free_port()
         base = f"http://{LOOPBACK}:{port}"
         api = DaemonApi(base, VIEWER)
@@ -314,7 +316,7 @@ def run(idle_s: float = 30.0, load_s: float = 30.0, warmup_s: float = 5.0, brows
                 assert clients.stdout is not None
                 out, _ = clients.communicate(timeout=load_s + warmup_s + 60)
             traffic = json.loads(out)
-            figures += report_load(idle, loaded, traffic, load_s + warmup_s)
+            figures += report_load(idle, loaded, traffic, load_s + warmup_s, floor)
             try:
                 loads = first_load(base, browser_runs)
                 plots = plot_in_browser(base, pairs, end - 3600 * SERIES_HOURS, end, browser_runs)
@@ -326,15 +328,18 @@ def run(idle_s: float = 30.0, load_s: float = 30.0, warmup_s: float = 5.0, brows
     return figures
 
 
-def report_load(idle: Window, loaded: Window, traffic: dict[str, Any], seconds: float) -> list[Figure]:
+def report_load(idle: Window, loaded: Window, traffic: dict[str, Any], seconds: float,
+                floor: dict[str, float]) -> list[Figure]:
     per_cpu = (loaded.cpu - idle.cpu) / DASHBOARDS
     print(table(["daemon", "lag p50 ms", "lag p99 ms", "CPU % of a core", "seconds"], [
+        ["idle asyncio loop alone (the machine's floor)", f"{floor['p50_ms']:.3f}", f"{floor['p99_ms']:.3f}", "-",
+         f"{floor['samples'] * 0.05:.0f}"],
         ["no dashboard", f"{idle.lag_p50_ms:.3f}", f"{idle.lag_p99_ms:.3f}", f"{100 * idle.cpu:.1f}",
          f"{idle.seconds:.0f}"],
         [f"{DASHBOARDS} dashboards", f"{loaded.lag_p50_ms:.3f}", f"{loaded.lag_p99_ms:.3f}",
          f"{100 * loaded.cpu:.1f}", f"{loaded.seconds:.0f}"]]))
     print(f"per dashboard: {100 * per_cpu:.2f} % of a core; stream {traffic['frames'] / DASHBOARDS / seconds:.1f}"
-          f" frames/s, {traffic['stream_bytes'] / DASHBOARDS / seconds / 1024:.1f} KiB/s (uncompressed); "
+          f" frames/s, {traffic['stream_bytes'] / DASHBOARDS / seconds / 1024:.1f} KiB/s of JSON (sent deflated); "
           f"{traffic['requests']} requests ({traffic['polls']} DMX polls), answers {traffic['statuses']};"
           f" streams closed early {traffic['closed']}")
     return [

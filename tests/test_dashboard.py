@@ -155,6 +155,16 @@ def test_a_wrong_token_gets_a_clear_message_and_no_session(browser: Any, venue: 
     assert all("401" in entry["message"] for entry in refused), refused
 
 
+def test_the_token_is_held_in_memory_only(browser: Any, venue: Daemon) -> None:
+    login(browser, venue, OPERATOR, "operator")
+    held = browser.execute_script("return [JSON.stringify({...localStorage}), JSON.stringify({...sessionStorage}),"
+                                  " document.cookie]")
+    assert not any(OPERATOR in h for h in held) and held == ["{}", "{}", ""], held
+    browser.refresh()  # a reload asks for the token again
+    wait_for(lambda: by_testid(browser, "login-token"), "the login form after a reload")
+    assert by_testid(browser, "role") is None
+
+
 def test_a_value_changes_live_without_a_reload(browser: Any, venue: Daemon) -> None:
     login(browser, venue, VIEWER, "viewer")
     go(browser, "map")

@@ -3,8 +3,9 @@ on config/demo.toml, its devices moved to a temporary directory) at 10x sim spee
 
 (a) 20 dashboards' traffic as the page makes it, from a client process: the change stream (a WebSocket with the
     token as subprotocol, as a browser opens it), the /dashboard, /show and /alerts fetches on opening, and the DMX
-    view's 4 Hz poll for a few of them. The daemon's event-loop lag p99 (its /metrics histogram) and CPU with none
-    and with 20, and the CPU each dashboard adds; beside them an idle asyncio loop's lag alone, the machine's floor.
+    view's 4 Hz poll for a few of them (the overview's /health every 5 s for the others). The daemon's event-loop
+    lag p99 (its /metrics histogram) and CPU with none and with 20, and the CPU each dashboard adds; beside them an
+    idle asyncio loop's lag alone, the machine's floor.
 (b) First load to a live overview in headless Chromium: Navigation Timing of the page, then the time from the
     login's submit until the overview shows live values, measured in the page (performance.now()).
 (c) A one-hour plot of 10 series at 1 Hz (a store seeded with them before the daemon starts): the /series request's
@@ -65,6 +66,7 @@ LOGIN_INPUT = '[data-testid="login-token"]'
 OVERVIEW_LIVE = '[data-testid="view-overview"] [data-testid="box-live"]'
 LIVE_TEXT = r"live, twin version \d+"  # what OVERVIEW_LIVE says once the change stream's snapshot is in
 DMX_PATHS = ("/api/v1/dmx?universe=1", "/api/v1/dmx?universe=2")  # what the DMX view polls: the demo's universes
+HEALTH, HEALTH_S = ("/api/v1/health",), 5.0  # what the overview polls, and how often
 
 
 # -- the demo venue ---------------------------------------------------------------------------------------
@@ -120,8 +122,9 @@ class Traffic:
 
 
 async def dashboard(base: str, token: str, dmx: bool, until: float, traffic: Traffic) -> None:
-    """One open dashboard: the opening fetches, the change stream read to the end, and the DMX view's poll if
-    `dmx` (every universe at once, the next round DMX_POLL_HZ after the last began, as js/views/dmx.js does)."""
+    """One open dashboard: the opening fetches, the change stream read to the end, and the open view's poll: the
+    DMX view's if `dmx` (every universe at once, the next round 1/DMX_POLL_HZ after the last began, as
+    js/views/dmx.js does), else the overview's /health every HEALTH_S (js/views/overview.js)."""
     headers = {"Authorization": f"Bearer {token}"}  # on fetches; a browser's WebSocket cannot carry it
     async with aiohttp.ClientSession() as session:
         async def fetch(path: str) -> None:
@@ -134,14 +137,14 @@ async def dashboard(base: str, token: str, dmx: bool, until: float, traffic: Tra
         for path in OPENING:
             await fetch(path)
 
-        async def poll() -> None:
+        async def poll(paths: tuple[str, ...], every_s: float) -> None:
             while time.monotonic() < until:
                 began = time.monotonic()
-                await asyncio.gather(*(fetch(path) for path in DMX_PATHS))
-                traffic.polls += 1
-                await asyncio.sleep(max(0.0, 1 / DMX_POLL_HZ - (time.monotonic() - began)))
+                await asyncio.gather(*(fetch(path) for path in paths))
+                traffic.polls += dmx
+                await asyncio.sleep(min(max(0.0, every_s - (time.monotonic() - began)), until - time.monotonic()))
 
-        poller = asyncio.create_task(poll()) if dmx else None
+        poller = asyncio.create_task(poll(DMX_PATHS, 1 / DMX_POLL_HZ) if dmx else poll(HEALTH, HEALTH_S))
         async with session.ws_connect(base.replace("http", "ws", 1) + "/api/v1/twin/stream",
                                       protocols=("venue-gateway", f"bearer.{token}"), headers={"Origin": base},
                                       heartbeat=None, compress=15) as ws:  # permessage-deflate, as a browser offers
@@ -156,8 +159,7 @@ async def dashboard(base: str, token: str, dmx: bool, until: float, traffic: Tra
                 json.loads(message.data)  # as the page does
                 traffic.frames += 1
                 traffic.stream_bytes += len(message.data.encode())
-        if poller is not None:
-            await poller
+        await poller
 
 
 async def dashboards(base: str, count: int, seconds: float) -> dict[str, Any]:

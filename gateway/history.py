@@ -110,8 +110,9 @@ def read_series(path: Path, keys: Sequence[tuple[str, str]], since: float, until
         raw: dict[int, list[tuple[float, float]]] = {}
         if known:
             first, last = _span(conn, since, until)
-            where = f"rowid BETWEEN ? AND ? AND ts >= ? AND ts < ? AND series IN ({_marks(len(known))})"
-            args = (first, last, since, until, *known)
+            # (the series first: SQLite tests the terms in turn, and most readings are of other series)
+            where = f"rowid BETWEEN ? AND ? AND series IN ({_marks(len(known))}) AND ts >= ? AND ts < ?"
+            args = (first, last, *known, since, until)
             for series, *bucket in conn.execute(
                     "SELECT g.series, g.b, g.n, g.low, g.high, t.value, t.ts FROM (SELECT series, "
                     "min(CAST((ts - ?) / ? AS INTEGER), ?) AS b, count(*) AS n, min(value) AS low, max(value) AS high,"
@@ -125,8 +126,9 @@ def read_series(path: Path, keys: Sequence[tuple[str, str]], since: float, until
             if again:
                 raw.update((i, []) for i in again)
                 for series, ts, value in conn.execute(
-                        "SELECT series, ts, value FROM telemetry WHERE rowid BETWEEN ? AND ? AND ts >= ? AND ts < ? "
-                        f"AND series IN ({_marks(len(again))}) ORDER BY rowid", (first, last, since, until, *again)):
+                        "SELECT series, ts, value FROM telemetry WHERE rowid BETWEEN ? AND ? AND series IN "
+                        f"({_marks(len(again))}) AND ts >= ? AND ts < ? ORDER BY rowid", (first, last, *again, since,
+                                                                                         until)):
                     raw[series].append((ts, value))
     out: list[Trace] = []
     for row in ids:
@@ -165,15 +167,15 @@ def read_moment(path: Path, at: float, lookback: float) -> Moment:
         if ends[0] is not None:
             first, last = _span(conn, at - lookback, at)
             middle = min(max(first, _first_at(conn, at - min(FIRST_LOOK_S, lookback))), last + 1)
-            query = ("SELECT series, max(rowid), ts, value FROM telemetry WHERE rowid BETWEEN ? AND ? AND ts <= ? "
-                     "AND ts >= ?{} GROUP BY series")
+            query = ("SELECT series, max(rowid), ts, value FROM telemetry WHERE rowid BETWEEN ? AND ?{} AND ts <= ? "
+                     "AND ts >= ? GROUP BY series")
             for series, _, ts, value in conn.execute(query.format(""), (middle, last, at, at - lookback)):
                 latest[series] = (ts, value)
             missing = [i for i in names if i not in latest]
             if missing and first < middle:
                 only = f" AND series IN ({_marks(len(missing))})" if len(missing) <= MAX_IN else ""
                 for series, _, ts, value in conn.execute(query.format(only), (
-                        first, middle - 1, at, at - lookback, *(missing if only else ()))):
+                        first, middle - 1, *(missing if only else ()), at, at - lookback)):
                     latest[series] = (ts, value)
         compliance = conn.execute("SELECT * FROM compliance_log WHERE ts >= ? AND ts < ? ORDER BY ts, zone",
                                   (at, at + 60)).fetchall()

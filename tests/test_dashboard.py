@@ -203,7 +203,8 @@ def test_an_operator_fires_a_preset_and_sees_it_in_recent_effects_and_on_the_wri
     assert "intro" in row and "pulse" in row
     go(browser, "map")
     wait_for(lambda: "pulse" in (text(browser, "zone-wristbands-floor") or ""), "the effect on the floor's bands")
-    assert "#1e50ff" in (text(browser, "zone-wristbands-floor") or "")
+    bands = text(browser, "zone-wristbands-floor") or ""
+    assert "intro" in bands and "#1e50ff" in bands, bands  # the preset, its effect and its colour
 
 
 def test_an_admin_sees_every_view(browser: Any, venue: Daemon) -> None:

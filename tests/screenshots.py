@@ -22,9 +22,13 @@ SPEED = 10.0
 WARM_S = 60.0  # real seconds (10 minutes of show) before the first view: the models score, the plots have a history
 
 
-def prepare(driver: Any, view: str) -> None:
+def prepare(driver: Any, daemon: Daemon, view: str) -> None:
     """What a view shows once someone has used it a little."""
-    if view == "show":
+    if view == "dmx":  # a console's scene on the first universe: a wash on 1-48, a few moving heads' dimmers
+        levels = {str(c): 255 - 5 * c for c in range(1, 49)} | {str(c): 200 for c in range(100, 160, 6)}
+        status, _, body = daemon.request("PATCH", "/api/v1/twin/assets/universe:1/desired", ADMIN, {"levels": levels})
+        assert status == 200, body
+    elif view == "show":
         by_testid(driver, "preset-chorus").click()
         wait_for(lambda: set(ids_of(driver, "recent-")) - {"recent-effects"}, "the chorus among the recent effects")
         by_testid(driver, "preview-chorus").click()
@@ -50,7 +54,7 @@ def shoot(out: Path) -> list[Path]:
             login(driver, daemon, ADMIN, "admin")
             for view in [t.removeprefix("nav-") for t in ids_of(driver, "nav-")]:
                 go(driver, view)
-                prepare(driver, view)
+                prepare(driver, daemon, view)
                 driver.execute_script("window.scrollTo(0, 0)")
                 path = out / f"{view}.png"
                 path.write_bytes(driver.get_screenshot_as_png())

@@ -109,6 +109,19 @@ def test_a_limit_is_warned_of_then_over_and_cleared_with_hysteresis() -> None:
     assert rig.twin.get("compliance:floor").reported["state"] == "ok"  # type: ignore[union-attr]
 
 
+def test_a_window_not_yet_covered_is_judged_by_its_certain_part_and_said_so() -> None:
+    """Until a limit's window holds min_coverage of readings, its level is only the energy already certain (a lower
+    bound, far under the level so far), and the document and the twin say so: a page shows it as "at least"."""
+    rig = Rig(profile="custom", limits=[LimitSection("laeq", 15, 100.0)])
+    rig.play(95, 120)  # 2 of 15 minutes
+    limit = rig.monitor.document()["zones"]["floor"]["limits"][0]
+    assert limit["partial"] is True and limit["level_db"] < 95 - 5
+    rig.play(95, 8 * 60)  # past half the window
+    limit = rig.monitor.document()["zones"]["floor"]["limits"][0]
+    assert limit["partial"] is False and abs(limit["level_db"] - 95) < 0.1
+    assert rig.twin.get("compliance:floor").reported["limits"][0]["partial"] is False  # type: ignore[union-attr]
+
+
 def test_the_document_says_how_far_below_a_limit_the_warning_starts() -> None:
     rig = Rig(profile="custom", limits=[LimitSection("laeq", 1, 100.0)], warn_margin_db=4.5)
     rig.play(96, 60)  # 4 dB under the limit: within the margin the document states

@@ -229,10 +229,14 @@ def components(show: ShowSection) -> dict[str, Any]:
                                      "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
                         "limits": {"type": "array", "items": {
                             "type": "object",
-                            "required": ["limit", "limit_db", "level_db", "state", "projected_db", "allowed_db"],
+                            "required": ["limit", "limit_db", "level_db", "partial", "state", "projected_db",
+                                         "allowed_db"],
                             "properties": {
                                 "limit": {"type": "string", "examples": ["LAeq,15min"]},
                                 "limit_db": {"type": "number"}, "level_db": number,
+                                "partial": {"type": "boolean", "description": "level_db is only the energy already "
+                                            "certain: the window is not yet covered enough (compliance.min_coverage) "
+                                            "to be judged whole"},
                                 "state": {"enum": ["ok", "warning", "over"]},
                                 "projected_db": {**number, "description": "at the show's end, at the last minute's "
                                                                           "level"},

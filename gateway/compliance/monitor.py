@@ -41,6 +41,7 @@ class LimitState:
     limit: LimitSection
     state: State = "ok"
     level_db: float = -math.inf  # what is judged: below min_coverage, only the energy already certain
+    partial: bool = False  # level_db is that lower bound (the window is not yet covered enough to judge it whole)
     projected_db: float | None = None
     projected_over: bool = False
     allowed_db: float | None = None  # the level that can be kept from now to the end without going over
@@ -164,7 +165,8 @@ class ComplianceMonitor:
             lim = ls.limit
             if lim.measure == "laeq":
                 w = WINDOWS_MIN.index(lim.window_min)
-                ls.level_db = zl.leq.leq(w) if zl.leq.coverage(w) >= s.min_coverage else zl.leq.lower_bound(w)
+                ls.partial = zl.leq.coverage(w) < s.min_coverage
+                ls.level_db = zl.leq.lower_bound(w) if ls.partial else zl.leq.leq(w)
             else:
                 ls.level_db = zl.measure(lim)
             new = self._next_state(ls.state, ls.level_db, lim.level_db)
@@ -265,7 +267,8 @@ class ComplianceMonitor:
                 "state": max((ls.state for ls in zl.limits), key=_RANK.__getitem__),
                 "coverage_60min": round(zl.leq.coverage(len(WINDOWS_S) - 1), 3),
                 "limits": [{"limit": ls.limit.label, "limit_db": ls.limit.level_db, "level_db": _db(ls.level_db),
-                            "state": ls.state, "projected_db": ls.projected_db, "allowed_db": ls.allowed_db}
+                            "partial": ls.partial, "state": ls.state, "projected_db": ls.projected_db,
+                            "allowed_db": ls.allowed_db}
                            for ls in zl.limits]}, OWNER)
 
     def document(self) -> dict[str, Any]:
@@ -277,7 +280,8 @@ class ComplianceMonitor:
                 "laeq_60min_db": _db(zl.leq.leq(2)), "lmax_db": _db(zl.peak.value()),
                 "coverage": {f"{m}min": round(zl.leq.coverage(i), 3) for i, m in enumerate(WINDOWS_MIN)},
                 "limits": [{"limit": ls.limit.label, "limit_db": ls.limit.level_db, "level_db": _db(ls.level_db),
-                            "state": ls.state, "projected_db": ls.projected_db, "allowed_db": ls.allowed_db}
+                            "partial": ls.partial, "state": ls.state, "projected_db": ls.projected_db,
+                            "allowed_db": ls.allowed_db}
                            for ls in zl.limits]}
         return {"profile": self.settings.profile, "show_end": self.settings.show_end,
                 "warn_margin_db": self.settings.warn_margin_db, "zones": out,

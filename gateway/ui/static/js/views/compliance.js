@@ -90,7 +90,7 @@ function ComplianceView({ ctx }) {
           <td class="nowrap">${l.limit ?? '–'}${l.limit_db != null ? ` ≤ ${num(l.limit_db, 0)} dB` : ''}
             ${limits.length > 1 && l.state && html` <span class=${`badge ${stateClass(l.state)}`}>${l.state}</span>`}</td>
           <td class="n">${l.limit_db != null && margin != null ? num(l.limit_db - margin) : '–'}</td>
-          <td class="n">${num(l.level_db)}</td>
+          <td class="n">${l.partial ? html`<abbr title="the window is still filling: only the level already certain">≥ ${num(l.level_db)}</abbr>` : num(l.level_db)}</td>
           <td class="n">${l.level_db != null && l.limit_db != null ? num(l.limit_db - l.level_db) : '–'}</td>
           <td class="n">${num(l.projected_db)}</td>
           <td class="n">${num(l.allowed_db)}</td>

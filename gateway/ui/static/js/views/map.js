@@ -88,7 +88,8 @@ export function ZoneTile({ zone, assets, compliance, showEnd, style, prefix = ''
     <${Line} label="Sound now" testid=${`${prefix}zone-sound-${name}`}>${num(spl.laeq_db)} dB(A)<//>
     <${Line} label="LAeq 15 / 60 min">${num(doc?.laeq_15min_db)} / ${num(doc?.laeq_60min_db)} dB<//>
     ${limits.map((l) => html`<${Line} label=${`${l.limit} limit`}>
-      ${l.level_db == null ? 'limit' : `${num(l.level_db)} of`} ${num(l.limit_db, 0)} dB, ${l.state}${
+      ${l.level_db == null ? 'limit' : `${l.partial ? 'at least ' : ''}${num(l.level_db)} of`} ${num(l.limit_db, 0)} dB, ${l.state}${
+        l.partial ? ' (window still filling)' : ''}${
         compliance?.warn_margin_db != null
         ? ` (warns at ${num(l.limit_db - compliance.warn_margin_db)})` : ''}<//>
       <${Line} label="At show end">${l.projected_db == null ? 'no projection' : `${num(l.projected_db)} dB`}

@@ -23,7 +23,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: run demo-peers test lint unit bench soak eval models peers lock clean fuzz vendor
+.PHONY: run demo-peers test lint unit bench soak eval models peers lock clean fuzz vendor screenshots
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "venue-gateway needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -72,7 +72,7 @@ FUZZ_ROUND ?= 50000
 fuzz: $(VENV)/.test
 	$(BIN)/python -m tests.fuzz --examples $(FUZZ_EXAMPLES) --round $(FUZZ_ROUND)
 
-bench: $(VENV)/.runtime peers
+bench: $(VENV)/.test peers
 	$(BIN)/python -m bench
 
 # A month on a box, compressed: the demo (with its broker) at high show speed for hours of show time, sampling
@@ -96,6 +96,10 @@ eval: $(VENV)/.train
 # package index; run it after changing a dependency, and commit what it writes.
 lock: $(VENV)/.created
 	$(BIN)/python image-build/lock.py
+
+# The dashboard's views at tablet size for the docs (docs/screenshots/), from the demo venue in headless Chromium.
+screenshots: $(VENV)/.test peers
+	$(BIN)/python -m tests.screenshots docs/screenshots
 
 # The dashboard's front-end libraries (gateway/ui/static/vendor/), fetched from the npm registry at pinned versions and
 # checked against their recorded hashes; the files are committed, so neither the box nor `make run` needs npm.

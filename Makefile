@@ -60,8 +60,10 @@ lint: $(VENV)/.test
 	$(BIN)/ruff check gateway drivers models tests bench peers tools
 	$(BIN)/mypy
 
+# On every core (pytest-xdist): each test module on one worker, and the tests that share the machine's well-known
+# DMX ports on one worker between them (tests/conftest.py).
 unit: $(VENV)/.test peers
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 test: lint unit
 

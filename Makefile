@@ -60,10 +60,11 @@ lint: $(VENV)/.test
 	$(BIN)/ruff check gateway drivers models tests bench peers tools
 	$(BIN)/mypy
 
-# On every core (pytest-xdist): each test module on one worker, and the tests that share the machine's well-known
-# DMX ports on one worker between them (tests/conftest.py).
+# On every core (pytest-xdist), each test module on one worker; then, on their own, the tests that listen on the
+# machine's Art-Net and sACN ports (marked `wire`), where every other test's daemon sends its DMX.
 unit: $(VENV)/.test peers
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not wire"
+	$(BIN)/python -m pytest -q -m wire
 
 test: lint unit
 

@@ -31,13 +31,6 @@ VIEWER, OPERATOR, ADMIN = "demo-viewer-token", "demo-operator-token", "demo-admi
 DEMO_DEVICES = "/tmp/venue-gateway"  # the demo's pseudo-terminals: every path under it is moved into the test's
 
 
-# Art-Net and sACN have fixed ports, which every process on the machine shares. A test daemon's DMX leaves for a
-# loopback address that nothing listens on, so tests running side by side never receive or capture each other's
-# frames; a test that listens for them names 127.0.0.1 again, and is in the xdist group DMX_WIRE.
-DMX_NOWHERE = "127.66.0.1"
-DMX_WIRE = "dmx-wire"
-
-
 def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = "", sensing: bool = True,
                 overrides: Mapping[str, Any] | None = None) -> Path:
     """The shipped demo configuration, moved to `port` and `directory`, optionally sped up and extended: `extra` is
@@ -49,8 +42,6 @@ def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = 
     devices = directory / "dev"
     change(doc, "api.listen", f"127.0.0.1:{port}")
     change(doc, "drivers.osc.listen", f"127.0.0.1:{free_port()}")
-    change(doc, "drivers.artnet.targets", [DMX_NOWHERE])
-    change(doc, "drivers.sacn.targets", [DMX_NOWHERE])
     change(doc, "gateway.data_dir", "data")
     del doc["cloud"]  # the demo's broker is started by `venue-gateway demo`; a test brings its own
     for key in ("equipment_model", "mood_model"):  # relative to the file: a copy elsewhere names them in full
@@ -210,14 +201,6 @@ def require(condition: bool, what: str) -> None:
         if os.environ.get("VG_REQUIRE_PEERS") == "1":
             pytest.fail(f"{what} is required here (VG_REQUIRE_PEERS=1)")
         pytest.skip(f"needs {what}")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """With `--dist loadgroup` (`make test`), each module's tests run on one worker, as `--dist loadfile` would (its
-    module-scoped daemons and browser are started once), but for the tests marked with a group of their own."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import tomli_w
 
-from tests.conftest import DMX_WIRE, Daemon, demo_config, free_port, require
+from tests.conftest import Daemon, demo_config, free_port, require
 
-pytestmark = pytest.mark.xdist_group(DMX_WIRE)  # the demo's Art-Net is received on the machine's Art-Net port
+# The demo's Art-Net is received on the machine's Art-Net port, where any test's daemon sends: these run on their own.
+pytestmark = pytest.mark.wire
 
 
 def _demo(tmp_path: Path, broker_port: int, env: dict[str, str] | None = None) -> Daemon:
@@ -27,7 +28,6 @@ def _demo(tmp_path: Path, broker_port: int, env: dict[str, str] | None = None) -
     path = demo_config(tmp_path, api, speed=5)
     doc = tomllib.loads(path.read_text())
     doc["cloud"] = {"broker": f"mqtt://127.0.0.1:{broker_port}"}
-    doc["drivers"]["artnet"]["targets"] = ["127.0.0.1"]  # as the demo sends it: the test listens for it
     path.write_text(tomli_w.dumps(doc))
     return Daemon(path, api, env, command="demo", args=("--outage-s", "3"))
 

@@ -363,7 +363,8 @@ def report_load(idle: Window, loaded: Window, traffic: dict[str, Any], seconds: 
            f"{100 * w.cpu:.1f}", f"{w.seconds:.0f}"] for label, w in (("daemon, no dashboard", idle),
                                                                       (f"daemon, {DASHBOARDS} dashboards", loaded)))]))
     print(f"per dashboard: {100 * per_cpu:.2f} % of a core; stream {traffic['frames'] / DASHBOARDS / seconds:.1f}"
-          f" frames/s, {traffic['stream_bytes'] / DASHBOARDS / seconds / 1024:.1f} KiB/s of JSON (sent deflated); "
+          f" frames/s, {traffic['stream_bytes'] / DASHBOARDS / seconds / 1024:.1f} KiB/s of JSON (deflate offered, "
+          "as a browser does; sent as it is); "
           f"{traffic['requests']} requests ({traffic['polls']} DMX polls), answers {traffic['statuses']};"
           f" streams closed early {traffic['closed']}")
     return [

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import orjson
@@ -25,7 +26,7 @@ from gateway.api.auth import INVALID_KEY, ROLE_KEY, TOKENS, json_error, query_in
 from gateway.twin import ChangesGone, change_document
 
 if TYPE_CHECKING:
-    from gateway.twin import Twin
+    from gateway.twin import Change, Twin
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ STREAMS = web.AppKey[set[web.WebSocketResponse]]("vg_streams")
 # Streams opened without a token, waiting for it as their first message: anyone can open those, so they may hold at
 # most a quarter of api.max_streams, and a client that opens them over and over keeps no one else out.
 WAITING = web.AppKey[set[web.WebSocketResponse]]("vg_streams_waiting")
+FRAMES = web.AppKey["_Frames"]("vg_stream_frames")
 
 
 def _check_origin(request: web.Request) -> None:
@@ -127,7 +129,27 @@ async def _send_snapshot(ws: web.WebSocketResponse, twin: Twin) -> int:
     return version
 
 
-async def _serve(ws: web.WebSocketResponse, twin: Twin, since: int | None) -> None:
+class _Frames:
+    """The last change frames encoded, by the versions they span: the streams that a change wakes are mostly at the
+    same version, and each would otherwise encode the same frame again (20 dashboards: 20 times per change)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._frames: dict[tuple[int, int], bytes] = {}
+
+    def changes(self, last: int, changes: Sequence[Change]) -> bytes:
+        key = (last, changes[-1][0])
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = orjson.dumps({"type": "changes", "from": last, "to": key[1],
+                                  "changes": [change_document(c) for c in changes]})
+            if len(self._frames) >= self._size:
+                del self._frames[next(iter(self._frames))]  # the oldest
+            self._frames[key] = frame
+        return frame
+
+
+async def _serve(ws: web.WebSocketResponse, twin: Twin, since: int | None, frames: _Frames) -> None:
     reader = asyncio.get_running_loop().create_task(_drain_incoming(ws))
     try:
         last = since if since is not None else await _send_snapshot(ws, twin)
@@ -138,8 +160,7 @@ async def _serve(ws: web.WebSocketResponse, twin: Twin, since: int | None) -> No
                 last = await _send_snapshot(ws, twin)
                 continue
             if changes:
-                await ws.send_frame(orjson.dumps({"type": "changes", "from": last, "to": changes[-1][0],
-                                                  "changes": [change_document(c) for c in changes]}), WSMsgType.TEXT)
+                await ws.send_frame(frames.changes(last, changes), WSMsgType.TEXT)
                 last = changes[-1][0]
                 continue
             waiter = asyncio.ensure_future(twin.wait_for_change(last))
@@ -172,8 +193,11 @@ async def handler(request: web.Request) -> web.StreamResponse:
         raise json_error(web.HTTPServiceUnavailable, "too_many_streams",
                          f"{len(waiting)} streams wait for their token, the most a quarter of api.max_streams "
                          f"allows: try again later, or give the token with the request ({HOW})")
+    # Frames go uncompressed even to a browser that offers permessage-deflate: each stream would deflate the same
+    # frame again on the loop (a context per connection), the cost that grows with the dashboards open; a venue's
+    # network carries the JSON as it is (tens of KB/s a stream at 10x show speed).
     ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=gw.config.api.heartbeat_s, max_msg_size=MAX_MESSAGE,
-                               timeout=CLOSE_TIMEOUT_S)
+                               timeout=CLOSE_TIMEOUT_S, compress=False)
     try:
         await ws.prepare(request)  # a broken handshake is aiohttp's 400, saying what is wrong
     except ValueError:  # but a key that is not ASCII is base64's ValueError
@@ -188,7 +212,7 @@ async def handler(request: web.Request) -> web.StreamResponse:
             finally:
                 waiting.discard(ws)
         if authenticated:
-            await _serve(ws, gw.twin, since)
+            await _serve(ws, gw.twin, since, request.app[FRAMES])
     except ConnectionResetError:
         pass  # the client went away while a frame was on its way
     except Exception:
@@ -210,5 +234,6 @@ async def close_all(app: web.Application) -> None:
 def add_routes(app: web.Application, base: str) -> None:
     app[STREAMS] = set()
     app[WAITING] = set()
+    app[FRAMES] = _Frames()
     app.router.add_get(f"{base}/twin/stream", handler)
     app.on_shutdown.append(close_all)

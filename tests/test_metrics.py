@@ -94,9 +94,13 @@ def healthy(d: Daemon) -> Daemon:
     return d
 
 
+EQUIPMENT = 18  # the demo's amplifier channels (4 racks of 4) and mains circuits (A, B)
+
+
 def settled(d: Daemon, compliance: bool = True) -> Samples:
     """Once every source of figures has reported: the meters and (with `compliance`) the compliance monitor's first
-    minute (on the wall clock's minute), BLE occupancy, the radio, the outbox."""
+    minute (on the wall clock's minute), BLE occupancy, the radio, the outbox, and the equipment model's first cycle
+    (every amplifier and mains circuit in one of its three states)."""
     def ready() -> Samples | None:
         samples = scrape(d)[1]
         people = of(samples, "vg_zone_occupancy_people")
@@ -106,7 +110,8 @@ def settled(d: Daemon, compliance: bool = True) -> Samples:
                 and len(people) == 2 * len(ZONES)
                 and all(people.values()) and of(samples, "vg_wristband_copies_sent_total")
                 and all(of(samples, "vg_wristband_copies_sent_total").values())
-                and value(samples, "vg_cloud_outbox", what="readings") > 0):
+                and value(samples, "vg_cloud_outbox", what="readings") > 0
+                and len(of(samples, "vg_equipment_anomaly")) == 3 * EQUIPMENT):
             return samples
         return None
     found: Samples = until(ready, 90, "every figure reported")

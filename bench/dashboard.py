@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from prometheus_client import CollectorRegistry
 
+from bench import idle_loop
 from bench.common import (
     PYTHON,
     ROOT,
@@ -47,7 +47,6 @@ from bench.common import (
 )
 from bench.daemon_probe import DaemonApi, cpu_seconds, histogram_quantile_ms, lag_histogram
 from gateway.database import open_database
-from gateway.looplag import LoopLag
 from peers import PeerMissing
 from peers.ports import LOOPBACK, free_port
 
@@ -192,24 +191,6 @@ def measure(api: DaemonApi, pid: int, seconds: float) -> Window:
                   (cpu1 - cpu0) / (t1 - t0), t1 - t0)
 
 
-async def idle_loop(seconds: float) -> dict[str, float]:
-    """Nothing but the daemon's own 50 ms lag timer (gateway.looplag) on an otherwise idle loop."""
-    lag = LoopLag(CollectorRegistry(), 0.05, window=100_000)
-    task = asyncio.get_running_loop().create_task(lag.run())
-    await asyncio.sleep(seconds)
-    task.cancel()
-    return lag.summary()
-
-
-def idle_floor(seconds: float, tmp: Path) -> dict[str, float]:
-    """The lag of an idle loop in a process of its own: what this machine gives any asyncio timer now."""
-    with child([PYTHON, "-m", "bench.dashboard", "--idle-loop", str(seconds)], tmp / "idle.log",
-               stdout=subprocess.PIPE) as proc:
-        out, _ = proc.communicate(timeout=seconds + 30)
-    summary: dict[str, float] = json.loads(out)
-    return summary
-
-
 # -- (b) and (c) in Chromium ------------------------------------------------------------------------------
 # Run in the page (Selenium's execute_async_script): log in with the token as a person would, and time from the
 # submit until the overview shows a live value. `arguments`: token, selectors, then the callback. The time the
@@ -321,7 +302,7 @@ def run(idle_s: float = 60.0, load_s: float = 60.0, warmup_s: float = 5.0, brows
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="vg-bench-dashboard-") as tmp_name:
         tmp = Path(tmp_name)
-        floor = idle_floor(30.0, tmp)  # first, alone: the machine's own floor, the daemon not yet running
+        floor = idle_loop.floor(30.0, tmp)  # first, alone: the machine's own floor, the daemon not yet running
         port = free_port()
         base = f"http://{LOOPBACK}:{port}"
         api = DaemonApi(base, VIEWER)
@@ -416,12 +397,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help=f"measured with {DASHBOARDS} (default 60)")
     parser.add_argument("--browser-runs", type=int, default=5, help="first loads and plots (default 5)")
     parser.add_argument("--clients-for", type=float, metavar="S", help=argparse.SUPPRESS)  # the clients' child
-    parser.add_argument("--idle-loop", type=float, metavar="S", help=argparse.SUPPRESS)  # the floor's child
     parser.add_argument("--base", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.idle_loop:
-        print(json.dumps(asyncio.run(idle_loop(args.idle_loop))))
-        return
     if args.clients_for:
         print(json.dumps(asyncio.run(dashboards(args.base, DASHBOARDS, args.clients_for))))
         return

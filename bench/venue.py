@@ -4,17 +4,13 @@ readings/s and memory, against an idle asyncio loop's lag and a bare interpreter
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
+from bench import idle_loop
 from bench.common import (
     PYTHON,
     ROOT,
@@ -28,7 +24,6 @@ from bench.common import (
     wait_until,
 )
 from bench.daemon_probe import DaemonApi, cpu_seconds, histogram_p99_ms, lag_histogram
-from gateway.looplag import LoopLag
 from peers.ports import LOOPBACK, free_port
 
 TOKEN = "bench-viewer-token"
@@ -82,30 +77,12 @@ def _sample(api: DaemonApi, pid: int) -> Sample:
     return Sample(time.monotonic(), api.health(), api.get("/metrics"), cpu_seconds(pid))
 
 
-async def _idle_loop(seconds: float) -> dict[str, float]:
-    """Nothing but the daemon's own 50 ms lag timer (gateway.looplag) on an otherwise idle loop."""
-    lag = LoopLag(CollectorRegistry(), 0.05, window=100_000)
-    task = asyncio.get_running_loop().create_task(lag.run())
-    await asyncio.sleep(seconds)
-    task.cancel()
-    return lag.summary()
-
-
-def idle_floor(seconds: float, tmp: Path) -> dict[str, float]:
-    with child([PYTHON, "-m", "bench.venue", "--idle-loop", str(seconds)], tmp / "idle.log",
-               stdout=subprocess.PIPE) as proc:
-        assert proc.stdout is not None
-        out, _ = proc.communicate(timeout=seconds + 30)
-    summary: dict[str, float] = json.loads(out)
-    return summary
-
-
 def run(warmup_s: float = 5.0, measure_s: float = 60.0, idle_s: float = 30.0) -> list[Figure]:
     title(f"Venue: venue-gateway run, sim driver at {SPEED:g}x, {ZONES} zones + {RACKS * CHANNELS} amplifier channels"
           f" + {CIRCUITS} circuits; warm-up {warmup_s:g} s, measured {measure_s:g} s")
     with tempfile.TemporaryDirectory(prefix="vg-bench-venue-") as tmp_name:
         tmp = Path(tmp_name)
-        idle = idle_floor(idle_s, tmp)  # first, alone: the floor of this machine, the daemon not yet running
+        idle = idle_loop.floor(idle_s, tmp)  # first, alone: the floor of this machine, the daemon not yet running
         port = free_port()
         api = DaemonApi(f"http://{LOOPBACK}:{port}", TOKEN)
         args = [str(ROOT / ".venv/bin/venue-gateway"), "run", "--config", str(write_config(tmp, port)),
@@ -174,11 +151,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds measured (default 60)")
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="of the idle-loop floor (default 30)")
-    parser.add_argument("--idle-loop", type=float, metavar="S", help=argparse.SUPPRESS)  # the floor's child
     args = parser.parse_args()
-    if args.idle_loop:
-        print(json.dumps(asyncio.run(_idle_loop(args.idle_loop))))
-        return
     print(figures_table(run(args.warmup, args.seconds, args.idle_seconds)))
 
 

@@ -179,6 +179,18 @@ class Daemon:
             self.proc.wait(10)
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """The demo venue as it ships, one daemon for the module that asks for it."""
+    directory = tmp_path_factory.mktemp("demo")
+    port = free_port()
+    daemon = Daemon(demo_config(directory, port), port)
+    try:
+        yield daemon.start()
+    finally:
+        daemon.cleanup()
+
+
 @pytest.fixture
 def daemon_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[Daemon] = []

@@ -23,23 +23,12 @@ from gateway.api.admin import REDACTED, redacted
 from gateway.daemon import Gateway
 from gateway.logring import LOG_RECORDS, MAX_MESSAGE_CHARS, LogRing
 from gateway.twin import rfc3339
-from tests.conftest import ADMIN, OPERATOR, VIEWER, Daemon, demo_config, free_port
+from tests.conftest import ADMIN, OPERATOR, VIEWER, Daemon
 from tests.test_api import AUTH, client, gateway  # noqa: F401 (the in-process API's fixtures)
 from tests.test_api import VIEWER as IN_PROCESS_VIEWER
 
 VIEWERS = ("/api/v1/show", "/api/v1/alerts", "/api/v1/dmx", "/api/v1/dmx?universe=1")
 ADMINS = ("/api/v1/config", "/api/v1/log")
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    directory = tmp_path_factory.mktemp("demo")
-    port = free_port()
-    daemon = Daemon(demo_config(directory, port), port)
-    try:
-        yield daemon.start()
-    finally:
-        daemon.cleanup()
 
 
 def post_text(daemon: Daemon, path: str, body: bytes, content_type: str = "text/plain",

@@ -10,32 +10,19 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jsonschema
-import pytest
 from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.conftest import ADMIN, OPERATOR, ROOT, VIEWER, Daemon, demo_config, free_port, require
+from tests.conftest import ADMIN, OPERATOR, ROOT, VIEWER, Daemon, require
 
 API = "urn:venue-gateway:openapi"  # the document's URI in the validator's registry
 AMP = "amp:r01.1"
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    directory = tmp_path_factory.mktemp("demo")
-    port = free_port()
-    daemon = Daemon(demo_config(directory, port), port)
-    try:
-        yield daemon.start()
-    finally:
-        daemon.cleanup()
 
 
 def _escape(part: str) -> str:

@@ -31,7 +31,7 @@ RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]
 EPOCH_S = re.compile(r"\d{1,11}(\.\d{1,9})?", re.ASCII)
 
 
-def _time(request: web.Request, name: str, default: float) -> float:
+def query_time(request: web.Request, name: str, default: float) -> float:
     raw = request.query.get(name, "")
     if raw == "":
         return default
@@ -93,8 +93,8 @@ async def history_csv(request: web.Request) -> web.StreamResponse:
     minute, sent as it is read, a page at a time."""
     _monitor(request)
     gw = request.app[GATEWAY]
-    until = _time(request, "to", time.time())
-    since = _time(request, "from", until - 86400)
+    until = query_time(request, "to", time.time())
+    since = query_time(request, "from", until - 86400)
     if since >= until:
         raise json_error(web.HTTPBadRequest, "bad_request", "`from` must be before `to`")
     zone = request.query.get("zone")

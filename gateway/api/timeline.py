@@ -49,7 +49,7 @@ from aiohttp import web
 from gateway import history
 from gateway.api import GATEWAY
 from gateway.api.auth import json_error, query_int, requires
-from gateway.api.compliance import _time as query_time
+from gateway.api.compliance import query_time
 from gateway.api.operations import error, json_answer, operation
 from gateway.api.schemas import integer, ref
 

@@ -32,6 +32,8 @@ EPOCH_S = re.compile(r"\d{1,11}(\.\d{1,9})?", re.ASCII)
 
 
 def query_time(request: web.Request, name: str, default: float) -> float:
+    """A time query parameter, RFC 3339 or seconds since the epoch, as seconds since the epoch: `default` when it is
+    absent or empty, a 400 saying what is allowed when it is not a time."""
     raw = request.query.get(name, "")
     if raw == "":
         return default

@@ -216,6 +216,41 @@ def test_an_admin_sees_every_view(browser: Any, venue: Daemon) -> None:
         assert by_testid(browser, "view-error") is None, f"the {view} view failed: {text(browser, 'view-error')}"
 
 
+def test_every_view_fits_a_phone_and_a_laptop(browser: Any, venue: Daemon) -> None:
+    """At 390x844 (a phone) and 1440x900 (a laptop), no view is wider than the window: nothing to scroll sideways."""
+    login(browser, venue, ADMIN, "admin")
+    views = [t.removeprefix("nav-") for t in ids_of(browser, "nav-")]
+    try:
+        for width, height in ((390, 844), (1440, 900)):
+            browser.set_window_size(width, height)
+            for view in views:
+                browser.execute_script("location.hash = arguments[0]", f"#/{view}")
+                wait_for(lambda v=view: by_testid(browser, f"view-{v}"), f"the {view} view")
+                overflow = browser.execute_script(
+                    "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                assert overflow <= 1, f"{view} at {width}x{height} is {overflow} px wider than the window"
+    finally:
+        browser.set_window_size(1024, 768)
+
+
+def test_a_person_logs_in_and_moves_between_views_by_keyboard(browser: Any, venue: Daemon) -> None:
+    """The token typed and Enter pressed; Tab reaches the navigation, Enter follows a link: no mouse needed."""
+    from selenium.webdriver.common.action_chains import ActionChains  # (Selenium comes with the browser's peer)
+    from selenium.webdriver.common.keys import Keys
+
+    open_login(browser, venue)
+    by_testid(browser, "login-token").send_keys(OPERATOR + Keys.ENTER)
+    wait_for(lambda: text(browser, "role") == "operator", "logged in by Enter")
+    for _ in range(40):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.switch_to.active_element.get_attribute("data-testid") == "nav-show":
+            break
+    else:
+        raise AssertionError("Tab never reached the Show link")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for(lambda: by_testid(browser, "view-show"), "the show view, by Enter on its link")
+
+
 def test_an_asset_named_as_markup_stays_text(browser: Any, venue: Daemon) -> None:
     assert venue.get("/api/v1/twin/assets/" + urllib.parse.quote(XSS, safe=""))["zone"] == "bar"
     login(browser, venue, VIEWER, "viewer")

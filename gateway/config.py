@@ -291,7 +291,7 @@ def _box(base: Path, gateway: core.GatewaySection | None, api: core.ApiSection |
             problems += preflight.environment_variable(cloud.username_env, "cloud.username_env", "the broker user name")
             if gateway is not None and os.environ.get(cloud.username_env):
                 problems += identity_problems(gateway.venue, gateway.id, os.environ[cloud.username_env],
-                                              "cloud.username_env")
+                                              "cloud.username_env", shown=False)
         if cloud.password_env is not None:
             problems += preflight.environment_variable(cloud.password_env, "cloud.password_env", "the broker password")
         for key, what in (("ca_file", "the broker's CA certificate"), ("cert_file", "the box's certificate")):

@@ -156,8 +156,8 @@ class Moment(NamedTuple):
 
 def read_moment(path: Path, at: float, lookback: float) -> Moment:
     """Each series' last reading stamped in [at - lookback, at]; first among those stamped in the last FIRST_LOOK_S,
-    then, for the series not seen there, further back: the common case reads a few seconds of the store, not the
-    whole look-back."""
+    then, for the series not seen there, further back (every series the store has held that did not report in those
+    seconds: usually the whole look-back is read once)."""
     values: dict[str, dict[str, tuple[float, float]]] = {}
     with _reader(path) as conn:
         names = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT id, asset, metric FROM series")}

@@ -129,13 +129,14 @@ def test_redaction_follows_key_names_and_known_values() -> None:
     doc = {"name": "tok-en-value", "keys": ["abc"], "password": 3, "ca_file": "/etc/ca.pem", "key_env": "SHOW_KEY",
            "broker": {"client_secret": "s3", "nested": {"api_key": {"a": ["deep"]}}}, "keepalive_s": 2.0,
            "salt_rotation": "12:00", "monkey": "m", "psk": None, "api-key": "k", "showKey": "k", "SECRET": "s",
-           "key_path": "/k", "keyboard": "qwerty"}
+           "key_path": "/k", "keyboard": "qwerty", "bindkey": "b", "api_key2": "k", "passWord": "p"}
     out = redacted(doc, lambda text: text == "tok-en-value")
     assert out == {"name": REDACTED, "keys": [REDACTED], "password": REDACTED, "ca_file": "/etc/ca.pem",
                    "key_env": "SHOW_KEY", "broker": {"client_secret": REDACTED,
                                                      "nested": {"api_key": {"a": [REDACTED]}}},
-                   "keepalive_s": 2.0, "salt_rotation": "12:00", "monkey": "m", "psk": None, "api-key": REDACTED,
-                   "showKey": REDACTED, "SECRET": REDACTED, "key_path": "/k", "keyboard": "qwerty"}
+                   "keepalive_s": 2.0, "salt_rotation": "12:00", "monkey": REDACTED, "psk": None, "api-key": REDACTED,
+                   "showKey": REDACTED, "SECRET": REDACTED, "key_path": "/k", "keyboard": "qwerty",
+                   "bindkey": REDACTED, "api_key2": REDACTED, "passWord": REDACTED}
 
 
 def _printed(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:

@@ -408,6 +408,18 @@ def test_a_nul_character_is_refused_in_every_string_before_it_reaches_a_path(ext
     assert "holds a NUL character (allowed: text without NUL)" in line, line
 
 
+def test_a_user_name_from_the_environment_is_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """check-config (and the API's check of a file, which a request writes) names the variable a wrong broker user
+    name is in, never what it holds: a file could name any variable of the box, its secrets among them."""
+    monkeypatch.setenv("VG_TEST_SOME_SECRET", "s3cr3t-value-0123456789")
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(Path("/etc/vg.toml"), BASE + '[cloud]\nbroker = "mqtts://broker.example:8883"\n'
+                     'username_env = "VG_TEST_SOME_SECRET"\n', box=True)
+    text = "\n".join(err.value.lines())
+    assert "cloud.username_env: the user name it holds is not this box's identity 'hall/box-1'" in text, text
+    assert "s3cr3t" not in text
+
+
 def test_a_file_too_large_to_be_a_configuration_is_not_read_whole() -> None:
     with pytest.raises(config.ConfigError) as err:
         config.load("/dev/zero")

@@ -32,15 +32,21 @@ REDACTED = "[redacted]"
 # a variable), not the secret, and is shown.
 _SECRET_WORDS = frozenset({"token", "tokens", "key", "keys", "apikey", "secret", "secrets", "password", "passwords",
                            "passwd", "passphrase", "psk", "credential", "credentials", "private", "auth",
-                           "authorization", "bearer"})
+                           "authorization", "bearer", "pass", "pin", "pwd"})
+# A word that ends in one of these is a secret's name too, run together with another (showkey, bindkey, authtoken,
+# secretkey, adminpassword); a word that merely begins with one is not (keyboard). A name like monkey is redacted
+# with them: answering less than asked is the safe mistake.
+_SECRET_ENDINGS = ("key", "keys", "token", "tokens", "secret", "secrets", "password", "passwd")
 _LOCATION_WORDS = frozenset({"file", "env", "path"})
-_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")  # snake_case, kebab-case, camelCase, ALLCAPS
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")  # snake_case, kebab-case, camelCase, ALLCAPS; digits part words
 CONFIG_TYPES = ("text/plain", "application/toml")  # what POST /config/check takes
 
 
 def _names_secret(key: str) -> bool:
     words = [w.lower() for w in _WORD.findall(key)]
-    return bool(words) and words[-1] not in _LOCATION_WORDS and not _SECRET_WORDS.isdisjoint(words)
+    if not words or words[-1] in _LOCATION_WORDS:
+        return False
+    return not _SECRET_WORDS.isdisjoint(words) or any(word.endswith(_SECRET_ENDINGS) for word in words)
 
 
 def redacted(value: Any, is_secret: Callable[[str], bool], secret: bool = False) -> Any:
@@ -98,8 +104,8 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 def _unloaded_modules(path: Path, text: str) -> list[str]:
-    """The lines for drivers named `module:Class` whose module this gateway has not imported: checking them would
-    import it (run code that a request chose), which the API does not do."""
+    """The lines for drivers named `module:Class` whose module this gateway has not imported, or whose module does not
+    already hold the name: checking them would import code (chosen by a request), which the API does not do."""
     try:
         drivers = tomllib.loads(text).get("drivers")
     except (tomllib.TOMLDecodeError, RecursionError):
@@ -107,7 +113,9 @@ def _unloaded_modules(path: Path, text: str) -> list[str]:
     lines = []
     for name, table in drivers.items() if isinstance(drivers, dict) else ():
         kind = table.get("type") if isinstance(table, dict) else None
-        if isinstance(kind, str) and ":" in kind and kind.partition(":")[0] not in sys.modules:
+        module, _, attr = kind.partition(":") if isinstance(kind, str) else ("", "", "")
+        # loaded, and the name already in it: a package's module __getattr__ may import on first access
+        if attr and (module not in sys.modules or attr not in vars(sys.modules[module])):
             lines.append(f"{path}: " + str(Problem(
                 f"drivers.{name}.type", f"{kind!r} is a module this gateway has not loaded, and the HTTP API "
                 "imports none (allowed: an installed driver's name here; check the file on the box with "

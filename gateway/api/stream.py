@@ -148,6 +148,9 @@ class _Frames:
             self._frames[key] = frame
         return frame
 
+    def clear(self) -> None:
+        self._frames.clear()
+
 
 async def _serve(ws: web.WebSocketResponse, twin: Twin, since: int | None, frames: _Frames) -> None:
     reader = asyncio.get_running_loop().create_task(_drain_incoming(ws))
@@ -220,6 +223,8 @@ async def handler(request: web.Request) -> web.StreamResponse:
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"the gateway failed; see its log")
     finally:
         streams.discard(ws)
+        if not streams:
+            request.app[FRAMES].clear()  # no one left to share them with: up to 8 frames of 5,000 changes each
         await ws.close()
     return ws
 

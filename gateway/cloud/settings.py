@@ -55,12 +55,16 @@ def user_name(venue: str, gateway_id: str) -> str:
     return f"{venue}/{gateway_id}"
 
 
-def identity_problems(venue: str, gateway_id: str, username: str | None, key: str) -> list[Problem]:
-    """The rule for the broker's user name: none given (TLS client certificates), or `user_name(venue, id)`."""
+def identity_problems(venue: str, gateway_id: str, username: str | None, key: str, *,
+                      shown: bool = True) -> list[Problem]:
+    """The rule for the broker's user name: none given (TLS client certificates), or `user_name(venue, id)`. A name
+    read from the environment is not `shown`: the problem names where it is, never what it holds (the variable might
+    hold any secret of the box)."""
     expected = user_name(venue, gateway_id)
     if username is None or username == expected:
         return []
-    return [Problem(key, f"{username!r} is not this box's identity {expected!r} (venue/gateway id): the broker's "
+    given = repr(username) if shown else "the user name it holds"
+    return [Problem(key, f"{given} is not this box's identity {expected!r} (venue/gateway id): the broker's "
                          f"ACL (config/mosquitto.acl) lets a gateway write only its own venue's and id's topics, under "
                          f"that user name, and refuses the rest (allowed: {expected!r})")]
 

@@ -24,6 +24,7 @@ from gateway.daemon import Gateway
 from gateway.logring import LOG_RECORDS, MAX_MESSAGE_CHARS, LogRing
 from gateway.twin import rfc3339
 from tests.conftest import ADMIN, OPERATOR, VIEWER, Daemon
+from tests.test_api import ADMIN as IN_PROCESS_ADMIN
 from tests.test_api import AUTH, client, gateway  # noqa: F401 (the in-process API's fixtures)
 from tests.test_api import VIEWER as IN_PROCESS_VIEWER
 
@@ -258,3 +259,21 @@ async def test_what_the_daemon_tells_the_cloud_itself_is_among_the_recent_alerts
         ("unit_failed", "driver xl2-floor failed: port /dev/ttyUSB0 is gone", "event"),
         ("not_sent", f"effect {fired.effect_id}: radio not sent: the transmitter is down", "event")]
     assert doc["standing"] == []
+
+
+
+async def test_a_checked_file_never_makes_a_loaded_package_import_a_module(
+        client: TestClient[Any, Any]) -> None:  # noqa: F811
+    """A driver type `package:name` whose package is loaded but does not hold the name yet (numpy's module
+    __getattr__ imports numpy.testing on first access) is answered without looking it up: nothing is imported."""
+    import sys
+
+    import numpy  # noqa: F401  (loaded, as the gateway's inference has it)
+
+    sys.modules.pop("numpy.testing", None)
+    response = await client.post("/api/v1/config/check", data='[drivers.x]\ntype = "numpy:testing"\n',
+                                 headers={**AUTH[IN_PROCESS_ADMIN], "Content-Type": "application/toml"})
+    doc = await response.json()
+    assert response.status == 200 and any("drivers.x.type" in line and "has not loaded" in line
+                                          for line in doc["problems"]), doc
+    assert "numpy.testing" not in sys.modules

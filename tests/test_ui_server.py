@@ -246,6 +246,9 @@ async def test_the_floor_plan_is_served_to_a_token_as_configured(client: TestCli
     assert resp.status == 200 and resp.headers["Content-Type"] == "image/png"
     assert await resp.read() == PNG
     assert "sandbox" in resp.headers["Content-Security-Policy"] and resp.headers["X-Content-Type-Options"]
+    again = await client.get("/api/v1/dashboard/floor-plan", headers={"Authorization": f"Bearer {VIEWER}",
+                                                                       "If-None-Match": resp.headers["ETag"]})
+    assert again.status == 304 and await again.read() == b""
     assert (await client.get("/api/v1/dashboard/floor-plan")).status == 401
 
 

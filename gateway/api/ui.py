@@ -200,10 +200,11 @@ async def floor_plan(request: web.Request) -> web.Response:
         raise json_error(web.HTTPNotFound, "not_configured", "no floor plan is configured (dashboard.floor_plan)")
     data, content_type, etag = plan
     # An SVG is a document: whatever it holds runs nothing, here or opened alone.
-    return web.Response(body=data, headers={
-        "Content-Type": content_type, "ETag": etag, "Cache-Control": "private, no-cache",
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"})
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Content-Type-Options": "nosniff",
+               "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"}
+    if _none_match(request.headers.get("If-None-Match"), etag):  # revalidated: the image (up to 2 MB) not again
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=data, headers={**headers, "Content-Type": content_type})
 
 
 def add_routes(app: web.Application, base: str) -> None:
@@ -252,5 +253,6 @@ PATHS: dict[str, Any] = {  # this module's operations in the OpenAPI document
         {"200": {"description": "The image, as configured",
                  "content": {t: {"schema": {"type": "string"}} for t in dict.fromkeys(FLOOR_PLAN_TYPES.values())},
                  "headers": {"ETag": {"required": True, "schema": {"type": "string"}}}},
+         "304": {"description": "Unchanged since the ETag given (If-None-Match)"},
          "404": error("No floor plan is configured, or it could not be read at start", "not_configured")})},
 }

@@ -1,10 +1,18 @@
 #!/bin/sh
-# Install venue-gateway from this source tree on a Debian-based box (Raspberry Pi OS, Debian, Ubuntu):
-# a virtual environment in $PREFIX from the lock file of the box's Python and architecture (every package pinned,
-# every wheel checked against its hash: nothing is resolved at install time), the configuration in $ETC (readable by
-# the gateway's group alone), the systemd unit, and the system user.
-# Run as root on the box (or inside a chroot of a mounted Raspberry Pi OS image):
+# Install venue-gateway from this source tree on a Debian-based box (Raspberry Pi OS, Debian, Ubuntu): a version of
+# it beside the ones already there, the configuration in $ETC (readable by the gateway's group alone), the systemd
+# unit written with these paths, and the system user and groups the unit names.
+#   $PREFIX/versions/<label>/   one whole version: a virtual environment from the lock file of the box's Python and
+#                               architecture (every package pinned, every wheel checked against its hash: nothing is
+#                               resolved at install time), with share/README.md and models/ (the shipped models)
+#   $PREFIX/current             -> versions/<label>, the version the unit runs, switched atomically
+#   $PREFIX/previous            -> the version before, for a rollback
+# <label> is the project's version and 12 hex of the content it is built from (LABEL=... names it otherwise).
+# Running it again upgrades the box: the configuration and the state (/var/lib/venue-gateway) are kept, a running
+# service is restarted onto the new version, and versions older than the previous one are removed.
+# Run as root on the box, or inside a chroot of the image's root (there, nothing asks a running systemd):
 #   sudo image-build/install.sh                 # install and enable; start it once the tokens are in place
+#   sudo PREFIX=/srv/vg ETC=/srv/vg-etc image-build/install.sh        # the same, elsewhere: the unit names these
 #   PREFIX=/tmp/vg ETC=/tmp/vg/etc SYSTEMD=no image-build/install.sh   # a trial install without systemd
 set -eu
 
@@ -13,8 +21,21 @@ PREFIX=${PREFIX:-/opt/venue-gateway}
 ETC=${ETC:-/etc/venue-gateway}
 PYTHON=${PYTHON:-python3}
 SYSTEMD=${SYSTEMD:-yes}
+unit=/etc/systemd/system/venue-gateway.service
 
 say() { printf 'install: %s\n' "$*"; }
+fail() { say "$*" >&2; exit 1; }
+
+# The unit names both paths as they are: absolute, and nothing systemd or sed would read as more than a path.
+for dir in "$PREFIX" "$ETC"; do
+  case $dir in /*) ;; *) fail "PREFIX and ETC are absolute paths, not $dir" ;; esac
+  case $dir in *[!A-Za-z0-9/._-]*) fail "PREFIX and ETC hold only letters, digits and / . _ -, not $dir" ;; esac
+  # The unit's sandbox gives the service a private /tmp and /var/tmp and no home directories.
+  case $SYSTEMD:$dir/ in
+    yes:/tmp/* | yes:/var/tmp/* | yes:/home/* | yes:/root/* | yes:/run/user/*)
+      fail "the service cannot see $dir (PrivateTmp=yes, ProtectHome=yes in the unit): install elsewhere" ;;
+  esac
+done
 
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
 # image-build/requirements-cp311-aarch64.txt and the like, written by `make lock`.
@@ -22,27 +43,78 @@ tag=$("$PYTHON" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')-$(uname
 LOCK=${LOCK:-$src/image-build/requirements-$tag.txt}
 if [ ! -f "$LOCK" ]; then
   say "no lock file for $tag ($LOCK); there are: $(cd "$src/image-build" && ls requirements-*.txt | tr '\n' ' ')" >&2
-  say "lock this Python and architecture first (image-build/lock.py), or give LOCK=FILE" >&2
-  exit 1
+  fail "lock this Python and architecture first (image-build/lock.py), or give LOCK=FILE"
 fi
+
+# What a version is built from: the project, its packages, the models, the README and the lock file.
+hash=$("$PYTHON" - "$src" "$LOCK" <<'PY'
+import hashlib, sys
+from pathlib import Path
+src, lock = Path(sys.argv[1]), Path(sys.argv[2])
+files = {"lock": lock}
+for pattern in ("pyproject.toml", "README.md", "models/*.onnx", "models/*.md", "gateway/**/*", "drivers/**/*"):
+    files |= {p.relative_to(src).as_posix(): p for p in src.glob(pattern)
+              if p.is_file() and "__pycache__" not in p.parts}
+digest = hashlib.sha256()
+for name in sorted(files):
+    digest.update(f"{name}\0{hashlib.sha256(files[name].read_bytes()).hexdigest()}\n".encode())
+print(digest.hexdigest()[:12])
+PY
+)
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$src/pyproject.toml")
+LABEL=${LABEL:-$version-$hash}
+case $LABEL in "" | *[!A-Za-z0-9._+-]*) fail "a label holds only letters, digits and . _ + -, not '$LABEL'" ;; esac
 
 # The code and the models: readable by the service's user, writable by root alone.
 umask 022
-say "virtual environment in $PREFIX from $(basename "$LOCK")"
-"$PYTHON" -m venv "$PREFIX"
-# pip first, by its hash: the one a venv starts with (Python's bundled copy) is older and several times slower. Then
-# every package by its hash, wheels only; then the project itself, built by the locked setuptools and installed
-# without resolving anything more.
-pip_pin=$(mktemp)
-trap 'rm -f "$pip_pin"' EXIT
-sed -n '/^pip==/{N;p;}' "$LOCK" >"$pip_pin"
-"$PREFIX/bin/pip" install -q --require-hashes --only-binary=:all: -r "$pip_pin"
-"$PREFIX/bin/pip" install -q --require-hashes --only-binary=:all: -r "$LOCK"
-"$PREFIX/bin/pip" install -q --no-deps --no-build-isolation "$src"
-mkdir -p "$PREFIX/share" "$PREFIX/models"
-cp "$src/README.md" "$PREFIX/share/README.md"
-# The shipped models and their cards; a venue replaces a model by renaming a new file over it (hot-reloaded).
-cp "$src"/models/*.onnx "$src"/models/*.md "$PREFIX/models/"
+mkdir -p "$PREFIX/versions"
+target=$PREFIX/versions/$LABEL
+was=$(readlink "$PREFIX/current" || true)
+if [ "$was" = "versions/$LABEL" ]; then
+  say "version $LABEL is installed and current: keeping it"
+else
+  # Not the current version: whatever is there was left by an interrupted install (or is a rollback's target).
+  rm -rf "$target"
+  say "version $LABEL in $target from $(basename "$LOCK")"
+  "$PYTHON" -m venv "$target"
+  # pip first, by its hash: the one a venv starts with (Python's bundled copy) is older and several times slower.
+  # Then every package by its hash, wheels only; then the project itself, built by the locked setuptools and
+  # installed without resolving anything more.
+  pip_pin=$(mktemp)
+  trap 'rm -f "$pip_pin"' EXIT
+  sed -n '/^pip==/{N;p;}' "$LOCK" >"$pip_pin"
+  "$target/bin/pip" install -q --require-hashes --only-binary=:all: -r "$pip_pin"
+  "$target/bin/pip" install -q --require-hashes --only-binary=:all: -r "$LOCK"
+  "$target/bin/pip" install -q --no-deps --no-build-isolation "$src"
+  mkdir -p "$target/share" "$target/models"
+  cp "$src/README.md" "$target/share/README.md"
+  # The shipped models and their cards, which change with the version. A venue's own model lives outside $PREFIX
+  # (in $ETC, say), named by the config, and is hot-reloaded when a new file is renamed over it.
+  cp "$src"/models/*.onnx "$src"/models/*.md "$target/models/"
+  # The switch: previous first, then current, each a new relative link renamed over the old one, so that an install
+  # stopped at any point leaves current naming one whole version.
+  if [ -n "$was" ]; then
+    ln -sfn "$was" "$PREFIX/.previous.new"
+    mv -T "$PREFIX/.previous.new" "$PREFIX/previous"
+  fi
+  ln -sfn "versions/$LABEL" "$PREFIX/.current.new"
+  mv -T "$PREFIX/.current.new" "$PREFIX/current"
+  say "current is $LABEL${was:+, previous ${was#versions/}}"
+fi
+# Only the current and the previous version are kept.
+keep_previous=$(readlink "$PREFIX/previous" || true)
+for old in "$PREFIX"/versions/*; do
+  case $old in
+    "$PREFIX/versions/$LABEL" | "$PREFIX/$keep_previous" | "$PREFIX/versions/*") ;;
+    *) rm -rf "$old" && say "removed the older version ${old##*/}" ;;
+  esac
+done
+# A box installed before versions/ had its virtual environment in $PREFIX itself (a models/ there is left as it
+# was: a config of that box may name it).
+if [ -f "$PREFIX/pyvenv.cfg" ]; then
+  rm -rf "$PREFIX/bin" "$PREFIX/include" "$PREFIX/lib" "$PREFIX/lib64" "$PREFIX/share" "$PREFIX/pyvenv.cfg"
+  say "removed the virtual environment of the earlier layout from $PREFIX"
+fi
 
 # The configuration and its secrets: no one but root and the gateway's group reads them (0750 directories, 0640
 # files; the EnvironmentFile 0600, read by systemd as root). The gateway refuses a secret file other users may read.
@@ -51,26 +123,41 @@ mkdir -p "$ETC/tokens"
 if [ -e "$ETC/gateway.toml" ]; then
   say "keeping the existing $ETC/gateway.toml"
 else
-  cp "$src/config/venue.example.toml" "$ETC/gateway.toml"
-  say "wrote $ETC/gateway.toml from the example: edit it, then: $PREFIX/bin/venue-gateway check-config $ETC/gateway.toml"
+  sed "s|/opt/venue-gateway/|$PREFIX/|g" "$src/config/venue.example.toml" >"$ETC/gateway.toml"
+  say "wrote $ETC/gateway.toml from the example: edit it, then:" \
+    "$PREFIX/current/bin/venue-gateway check-config $ETC/gateway.toml"
 fi
 chmod 0750 "$ETC" "$ETC/tokens"
 find "$ETC" -type f ! -name environment -exec chmod 0640 {} +
 if [ -e "$ETC/environment" ]; then chmod 0600 "$ETC/environment"; fi
 
 if [ "$SYSTEMD" = yes ]; then
+  umask 022
+  # The groups the unit names (dialout: serial adapters; bluetooth: BlueZ's D-Bus policy grants its group): a group
+  # that does not exist would stop the unit at start. bluez's own install keeps a bluetooth group it finds.
+  for group in $(sed -n 's/^SupplementaryGroups=//p' "$src/systemd/venue-gateway.service"); do
+    getent group "$group" >/dev/null || { groupadd --system "$group" && say "created the system group $group"; }
+  done
   getent passwd venue-gateway >/dev/null || useradd --system --home-dir /var/lib/venue-gateway --shell /usr/sbin/nologin \
     --user-group venue-gateway
   find "$ETC" ! -name environment -exec chown root:venue-gateway {} +
   if [ -e "$ETC/environment" ]; then chown root:root "$ETC/environment"; fi
-  install -m 0644 "$src/systemd/venue-gateway.service" /etc/systemd/system/venue-gateway.service
-  # Only on a running systemd: in a chroot or an image there is nothing to reload, and `enable` works offline.
-  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+  # The unit with this install's paths (the shipped file names the defaults), renamed into place whole.
+  sed -e "s|/opt/venue-gateway/|$PREFIX/|g" -e "s|/etc/venue-gateway/|$ETC/|g" \
+    "$src/systemd/venue-gateway.service" >"$unit.new"
+  chmod 0644 "$unit.new"
+  mv "$unit.new" "$unit"
   # time-sync.target, which the unit starts after, waits for the kernel's clock to be synchronised (NTP, by
   # systemd-timesyncd or chrony) only with systemd-time-wait-sync enabled: the wristband radio must not start on a
   # clock left at the last shutdown. A box with no time source waits until it has one (see the README).
+  # `enable` works offline (in a chroot); the rest only on a running systemd.
   systemctl enable systemd-time-wait-sync.service venue-gateway.service
+  if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    # An upgrade of a running box: the service goes onto the new version (a stopped one stays stopped).
+    if [ "$was" != "versions/$LABEL" ]; then systemctl try-restart venue-gateway.service; fi
+  fi
   say "enabled venue-gateway.service: put the tokens in $ETC/tokens/ (mode 0640, group venue-gateway), then:" \
     "systemctl start venue-gateway"
 fi
-"$PREFIX/bin/venue-gateway" --version
+"$PREFIX/current/bin/venue-gateway" --version

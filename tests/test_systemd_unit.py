@@ -1,6 +1,7 @@
-"""The shipped systemd unit: rated by systemd's own analysis, and what its sandbox forbids shown harmless to what
-the gateway runs (this machine's PID 1 is not systemd, so the unit is analysed offline and its memory rule applied
-by the kernel's equivalent)."""
+"""The shipped systemd unit: verified and rated by systemd's own analysis, and what its sandbox forbids shown
+harmless to what the gateway runs (this machine's PID 1 is not systemd, so the unit is analysed offline and its memory
+rule applied by the kernel's equivalent; tests/test_install.py runs it, as installed, under a real systemd in a
+container)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +34,22 @@ def test_systemd_rates_the_units_exposure_at_2_or_lower() -> None:
     assert not any(line.startswith("SystemCallFilter=~") and "@resources" in line for line in settings)
     assert {"DeviceAllow=char-ttyUSB rw", "DeviceAllow=char-ttyACM rw", "DevicePolicy=closed"} <= set(settings)
     assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK" in settings
+
+
+def test_systemd_verifies_the_shipped_unit() -> None:
+    """`systemd-analyze verify` of the file as shipped, with its paths (/opt/venue-gateway/current) made to name
+    this tree's gateway in a mount namespace of its own: verify checks that the commands exist. The unit as an install
+    writes it, under a running systemd, is verified in tests/test_install.py."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None or shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs systemd-analyze, unshare and root (a private /opt)")
+    venv = Path(sys.prefix)
+    assert (venv / "bin" / "venue-gateway").exists()
+    place = ('mount -t tmpfs -o mode=0755 unit-opt /opt && mkdir /opt/venue-gateway && '
+             'ln -s "$0" /opt/venue-gateway/current')
+    result = subprocess.run(["unshare", "--mount", "--propagation=private", "sh", "-c", f'{place} && "$@"', str(venv),
+                             analyze, "verify", str(UNIT)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not result.stdout + result.stderr, result.stdout + result.stderr
 
 
 # prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): Linux 6.3's per-process form of MemoryDenyWriteExecute=yes.

@@ -1,0 +1,91 @@
+"""The cloud broker: reachable (over TLS where the configuration says mqtts), taking this box's credentials, and
+letting it publish its own topics. The check connects as the box's user under a client id of its own (the running
+gateway's session is left alone) and publishes one event of kind `doctor` to the box's `events` topic with QoS 1:
+under MQTT 5 the broker's acknowledgement says whether its ACL took it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+import uuid
+
+import aiomqtt
+import orjson
+import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
+
+from gateway import config as configuration
+from gateway.box.check import Box, Finding, ok, problem, skipped, warn
+from gateway.cloud.client import Client, PublishRefused
+from gateway.cloud.link import UNSUPPORTED_PROTOCOL, tls_context
+from gateway.cloud.settings import credentials, parse_broker, topic_root
+
+PROBE_KIND = "doctor"
+
+
+def check(box: Box) -> list[Finding]:
+    assert box.config is not None
+    cfg = box.config
+    section = cfg.cloud
+    if section is None:
+        return [skipped("no [cloud] section: nothing leaves the box")]
+    try:
+        creds = credentials(section, cfg.path.parent)
+        context = tls_context(creds) if section.broker.startswith("mqtts:") else None
+    except ValueError as exc:
+        return [problem(f"cannot connect to {section.broker}: {exc}",
+                        f"set what the [cloud] section names (the service's environment is "
+                        f"{cfg.path.parent / 'environment'}), then venue-gateway check-config {cfg.path}")]
+    return asyncio.run(_probe(cfg, creds.username, creds.password, context, box.timeout_s))
+
+
+async def _probe(cfg: configuration.Config, username: str | None, password: str | None,
+                 context: ssl.SSLContext | None, timeout_s: float) -> list[Finding]:
+    assert cfg.cloud is not None
+    broker = parse_broker(cfg.cloud.broker)
+    topic = f"{topic_root(cfg.gateway.venue, cfg.gateway.id)}/events"
+    client_id = (cfg.cloud.client_id or f"vg-{cfg.gateway.id}")[:16] + "-doctor"
+    probe = orjson.dumps({"event_id": f"doctor:{uuid.uuid4().hex}", "gateway_id": cfg.gateway.id,
+                          "venue": cfg.gateway.venue, "kind": PROBE_KIND,
+                          "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")})
+    v5 = cfg.cloud.protocol != "3.1.1"
+    who = f"as {username!r}" if username else "with its certificate"
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with Client(broker.host, broker.port, username=username, password=password,
+                                  identifier=client_id, protocol=aiomqtt.ProtocolVersion.V5 if v5 else
+                                  aiomqtt.ProtocolVersion.V311, clean_session=None if v5 else True,
+                                  clean_start=True if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY, timeout=timeout_s,
+                                  tls_context=context if broker.tls else None) as client:
+                    await client.publish(topic, probe, qos=1, timeout=timeout_s)
+        except MqttConnectError as exc:
+            code = getattr(exc.rc, "value", exc.rc)
+            if code == UNSUPPORTED_PROTOCOL and v5 and cfg.cloud.protocol == "auto":
+                v5 = False
+                continue
+            reason = str(exc.rc).strip() if exc.rc is not None and not isinstance(exc.rc, int) else str(exc)
+            return [problem(f"{broker} refused the connection {who}: {reason}",
+                            "check cloud.username (or username_env) and password_env against the broker's "
+                            "password file, or the box's certificate against the broker's CA")]
+        except PublishRefused as exc:
+            return [problem(f"{broker} took the connection {who} but refused a message to {topic}: {exc.reason} "
+                            f"(reason code 0x{exc.reason.value:02X})",
+                            "the broker's ACL must let the box write its own topics: config/mosquitto.acl's "
+                            "`pattern write venues/%u/...` lines, with the box connecting as its venue/id")]
+        except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+            text = str(exc) or type(exc).__name__
+            if any(word in text for word in ("SSL", "certificate", "TLS", "tlsv1")):
+                return [problem(f"TLS with {broker} failed: {text}",
+                                "check cloud.ca_file (the CA of the broker's certificate), cert_file and key_file")]
+            if isinstance(exc, TimeoutError) or not text.strip():
+                text = f"no answer within {timeout_s:g} s"
+            return [problem(f"{broker} cannot be reached: {text}",
+                            "is the broker up, and reachable from the venue network (its name, a firewall)?")]
+        break
+    if not v5:
+        return [warn(f"{broker} took the connection {who} and a message to {topic}, under MQTT 3.1.1, whose "
+                     "acknowledgement cannot say whether the broker's ACL let it through",
+                     "use a broker that speaks MQTT 5 (protocol = \"auto\"), or check its ACL by hand")]
+    return [ok(f"{broker}{' over TLS' if broker.tls else ''} {who}: a message to {topic} was taken (MQTT 5 PUBACK)")]

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -173,23 +173,33 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]:
                     proc.wait(10)
 
 
-def discovered(lan: Lan, want: set[str], deadline_s: float = 30.0) -> tuple[list[dict[str, Any]], float]:
-    """`discover --json` in the bridge's namespace until it lists every gateway id in `want`: its boxes and the
-    seconds from the daemons' start to the answer."""
+# What the daemons' logs say once announced: the API of both, the OSC input of the first.
+ANNOUNCED = {"a": ("'hall-a foh-1' (_venue-gateway._tcp)", "'hall-a foh-1' (_osc._udp)"),
+             "b": ("'Balcony rack' (_venue-gateway._tcp)",)}
+
+
+def announced(lan: Lan, deadline_s: float = 30.0) -> float:
+    """Once both boxes have announced what they serve (their logs say so): the seconds since the daemons' start."""
     deadline = time.monotonic() + deadline_s
-    while True:
-        result = lan.gateway("discover", "--timeout", "1", "--json")
-        boxes = json.loads(result.stdout or "[]")
-        if want <= {b["gateway_id"] for b in boxes}:
-            assert result.returncode == 0, result.stderr
-            return boxes, time.monotonic() - lan.started_at
-        assert time.monotonic() < deadline, f"{want} not discovered: {boxes} {result.stderr}\n" + \
-            "\n".join(f"{role}:\n{lan.log(role)}" for role in lan.daemons)
+    while not all(f"discovery: announced {what}" in lan.log(role) for role, said in ANNOUNCED.items() for what in said):
+        assert time.monotonic() < deadline, "not announced:\n" + "\n".join(f"{role}:\n{lan.log(role)}"
+                                                                             for role in lan.daemons)
+        time.sleep(0.1)
+    return time.monotonic() - lan.started_at
 
 
 def test_discover_finds_both_boxes_with_their_txt_records_and_nothing_else(lan: Lan) -> None:
-    boxes, seconds = discovered(lan, {"foh-1", "balcony-2"})
-    print(f"\ndaemon start to `discover` seeing both boxes: {seconds:.1f} s")
+    seconds = announced(lan)
+    # The table a tech reads, and the JSON with every TXT record, at once: two mDNS stacks on one host, each with its
+    # answers.
+    with ThreadPoolExecutor(1) as pool:
+        text = pool.submit(lan.gateway, "discover", "--timeout", "1")
+        found = lan.gateway("discover", "--timeout", "1", "--json")
+        table = text.result()
+    print(f"\ndaemon start to both announced: {seconds:.1f} s; to `discover` listing them: "
+          f"{time.monotonic() - lan.started_at:.1f} s")
+    assert found.returncode == 0, found.stderr
+    boxes = json.loads(found.stdout)
     # Sorted by venue, id and name; the loopback box in discover's own namespace is not among them.
     assert [b["gateway_id"] for b in boxes] == ["balcony-2", "foh-1"]
     b, a = boxes
@@ -203,12 +213,8 @@ def test_discover_finds_both_boxes_with_their_txt_records_and_nothing_else(lan: 
                         "path": "/api/v1", "scheme": "http"}
     assert b["fingerprint"] is None and b["osc_port"] is None
 
-    # What discover found is enough to talk to the box safely: its URL, with the fingerprint pinned. And the table a
-    # tech reads: a row per box, the OSC port or "-". (The two at once.)
-    with ThreadPoolExecutor(2) as pool:
-        pinned = pool.submit(lan.gateway, "status", "--url", a["url"], "--fingerprint", a["fingerprint"])
-        table = lan.gateway("discover", "--timeout", "1")
-        status = pinned.result()
+    # What discover found is enough to talk to the box safely: its URL, with the fingerprint pinned.
+    status = lan.gateway("status", "--url", a["url"], "--fingerprint", a["fingerprint"])
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"certificate SHA-256 {fingerprint}" in status.stdout
     assert table.returncode == 0
@@ -218,40 +224,42 @@ def test_discover_finds_both_boxes_with_their_txt_records_and_nothing_else(lan: 
     assert re.match(rf"hall-a foh-1\s+{NET}\.1\s+8443\s+foh-1\s+hall-a\s+{__version__}\s+{fingerprint}\s+9000$",
                     rows[2])
 
-    assert "the API listens on loopback only (127.0.0.1:8080): the box is not announced" in lan.log("br")
+    logged(lan, "br", "gateway lab-3 (venue hall-a) up", "the API listens on loopback only (127.0.0.1:8080): the box "
+                                                         "is not announced")
     assert "service discovery" not in lan.log("br")  # no announcer at all
 
 
+def logged(lan: Lan, role: str, *wanted: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not all(w in lan.log(role) for w in wanted):
+        assert time.monotonic() < deadline, lan.log(role)
+        time.sleep(0.1)
+
+
 def test_an_announcer_without_its_interface_waits_while_the_box_runs(lan: Lan) -> None:
-    deadline = time.monotonic() + 20
-    wanted = ("service discovery not ready: no interface eth9 with an IPv4 address on this box (present: lo)",
-              "service discovery restarts in", "service api running", "gateway spare-4 (venue hall-a) up")
-    while not all(w in lan.log("alone") for w in wanted):
-        assert time.monotonic() < deadline, lan.log("alone")
-        time.sleep(0.2)
+    logged(lan, "alone", "service discovery not ready: no interface eth9 with an IPv4 address on this box "
+                         "(present: lo)", "service discovery restarts in", "service api running",
+           "gateway spare-4 (venue hall-a) up")
     assert lan.daemons["alone"].poll() is None
     assert "Traceback" not in lan.log("alone")
 
 
 # Avahi in its own namespace on the bridge: its own D-Bus system bus (a tmpfs over /run/dbus, in the mount namespace
-# `ip netns exec` gives it), then `avahi-browse` until both boxes are resolved or the time is up.
+# `ip netns exec` gives it); `avahi-browse -rpt` until both boxes are resolved, then `avahi-browse -p` following.
 AVAHI = """
 set -u
 mount -t tmpfs tmpfs /run/dbus
 mkdir -p /run/avahi-daemon && mount -t tmpfs tmpfs /run/avahi-daemon
 dbus-daemon --system --nofork --nopidfile >/dev/null 2>&1 &
-bus=$!
 for i in $(seq 50); do [ -S /run/dbus/system_bus_socket ] && break; sleep 0.1; done
 avahi-daemon --no-drop-root --no-chroot --no-rlimits -f "$1" >"$2" 2>&1 &
-avahi=$!
 for i in $(seq 150); do
     out=$(avahi-browse -rpt _venue-gateway._tcp 2>&1)
     [ "$(printf '%s\\n' "$out" | grep -c '^=;')" -ge 2 ] && break
     sleep 0.2
 done
-printf '%s\\n' "$out"
-kill "$avahi" "$bus"
-wait
+printf '%s\\nfollowing\\n' "$out"
+avahi-browse -p _venue-gateway._tcp
 """
 
 
@@ -260,43 +268,73 @@ def avahi_unescape(text: str) -> str:
     return re.sub(r"\\(\d{3}|.)", lambda m: chr(int(m.group(1))) if m.group(1).isdigit() else m.group(1), text)
 
 
-def test_avahi_an_independent_mdns_stack_sees_both_boxes(lan: Lan) -> None:
+class Lines:
+    """A process's output, line by line, as it comes."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self._out = proc.stdout
+        self._lines: list[str] = []
+        self._buffer = b""
+
+    def until(self, prefix: str, seconds: float) -> list[str]:
+        """The lines up to the first that starts with `prefix` (the rest kept for the next call), or all those that
+        came within `seconds`."""
+        deadline = time.monotonic() + seconds
+        while not any(line.startswith(prefix) for line in self._lines):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._out], [], [], left)[0]:
+                break
+            chunk = os.read(self._out.fileno(), 65536)
+            if not chunk:
+                break
+            *complete, self._buffer = (self._buffer + chunk).split(b"\n")
+            self._lines += [line.decode(errors="replace") for line in complete]
+        end = next((i + 1 for i, line in enumerate(self._lines) if line.startswith(prefix)), len(self._lines))
+        taken, self._lines = self._lines[:end], self._lines[end:]
+        return taken
+
+
+def test_avahi_an_independent_mdns_stack_sees_both_boxes_and_the_goodbye_of_one_stopping(lan: Lan) -> None:
     require(all(shutil.which(p) for p in ("avahi-daemon", "avahi-browse", "dbus-daemon")),
             "avahi-daemon, avahi-utils and dbus (Debian packages avahi-daemon avahi-utils dbus)")
-    discovered(lan, {"foh-1", "balcony-2"})  # (announced by now)
+    announced(lan)
     conf = lan.directory / "avahi-daemon.conf"
-    conf.write_text(textwrap.dedent("""
-        [server]
-        use-ipv4=yes
-        use-ipv6=no
-        allow-interfaces=eth0
-        [publish]
-        publish-addresses=yes
-        publish-workstation=no
-        """))
+    conf.write_text("[server]\nuse-ipv4=yes\nuse-ipv6=no\nallow-interfaces=eth0\n[publish]\npublish-workstation=no\n")
+    log = lan.directory / "avahi-daemon.log"
     proc = subprocess.Popen(["ip", "netns", "exec", lan.names["avahi"], "sh", "-c", AVAHI, "avahi", str(conf),
-                             str(lan.directory / "avahi-daemon.log")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                             str(log)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    lines = Lines(proc)
     try:
-        out, _ = proc.communicate(timeout=40)
+        out = lines.until("following", 40)
+        resolved = {}
+        for line in out:
+            fields = line.split(";")
+            if fields[0] == "=" and len(fields) >= 10:
+                # =;interface;protocol;name;type;domain;host;address;port;"key=value" "key=value"...
+                txt = dict(t.split("=", 1) for t in re.findall(r'"([^"]*)"', fields[9]))
+                resolved[avahi_unescape(fields[3])] = (fields[6], fields[7], int(fields[8]), txt)
+        fingerprint = file_fingerprint(lan.directory / "a" / "data" / "tls" / "api.pem")
+        assert resolved.get("hall-a foh-1") == ("hall-a-foh-1.local", f"{NET}.1", 8443, {
+            "txtvers": "1", "id": "foh-1", "venue": "hall-a", "version": __version__, "path": "/api/v1",
+            "scheme": "https", "fingerprint": fingerprint}), "\n".join(out) + log.read_text()
+        assert resolved.get("Balcony rack") == ("hall-a-balcony-2.local", f"{NET}.2", 8080, {
+            "txtvers": "1", "id": "balcony-2", "venue": "hall-a", "version": __version__, "path": "/api/v1",
+            "scheme": "http"}), out
+
+        # A box that stops says goodbye: Avahi drops it at once, not when its records would have expired.
+        lines.until("+;eth0;IPv4;Balcony", 10)  # (the follower's first look)
+        lan.daemons["b"].send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert lan.daemons["b"].wait(10) == 0
+        gone = lines.until("-;eth0;IPv4;Balcony\\032rack;", 10)
+        assert gone and gone[-1].startswith("-;eth0;IPv4;Balcony\\032rack;_venue-gateway._tcp"), gone
+        assert time.monotonic() - stopped < 5
+        assert not any(line.startswith("-;eth0;IPv4;hall-a") for line in gone)
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the group: the shell, dbus-daemon and avahi-daemon
+        with contextlib.suppress(ProcessLookupError):  # the group: the shell, dbus-daemon, avahi-daemon and -browse
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
-    resolved = {}
-    for line in out.splitlines():
-        fields = line.split(";")
-        if fields[0] == "=" and len(fields) >= 10:
-            # =;interface;protocol;name;type;domain;host;address;port;"key=value" "key=value"...
-            txt = dict(t.split("=", 1) for t in re.findall(r'"([^"]*)"', fields[9]))
-            resolved[avahi_unescape(fields[3])] = (fields[6], fields[7], int(fields[8]), txt)
-    fingerprint = file_fingerprint(lan.directory / "a" / "data" / "tls" / "api.pem")
-    assert resolved.get("hall-a foh-1") == ("hall-a-foh-1.local", f"{NET}.1", 8443, {
-        "txtvers": "1", "id": "foh-1", "venue": "hall-a", "version": __version__, "path": "/api/v1",
-        "scheme": "https", "fingerprint": fingerprint}), out + (lan.directory / "avahi-daemon.log").read_text()
-    assert resolved.get("Balcony rack") == ("hall-a-balcony-2.local", f"{NET}.2", 8080, {
-        "txtvers": "1", "id": "balcony-2", "venue": "hall-a", "version": __version__, "path": "/api/v1",
-        "scheme": "http"}), out
 
 
 def test_a_bad_discovery_section_is_refused_with_the_key_and_what_is_allowed(

@@ -245,7 +245,8 @@ def test_an_announcer_without_its_interface_waits_while_the_box_runs(lan: Lan) -
 
 
 # Avahi in its own namespace on the bridge: its own D-Bus system bus (a tmpfs over /run/dbus, in the mount namespace
-# `ip netns exec` gives it); `avahi-browse -rpt` until both boxes are resolved, then `avahi-browse -p` following.
+# `ip netns exec` gives it); `avahi-browse -rpt` until both boxes are resolved, a box's host name resolved, then
+# `avahi-browse -p` following.
 AVAHI = """
 set -u
 mount -t tmpfs tmpfs /run/dbus
@@ -258,7 +259,9 @@ for i in $(seq 150); do
     [ "$(printf '%s\\n' "$out" | grep -c '^=;')" -ge 2 ] && break
     sleep 0.2
 done
-printf '%s\\nfollowing\\n' "$out"
+printf '%s\\n' "$out"
+avahi-resolve -4 -n hall-a-foh-1.local 2>&1
+echo following
 avahi-browse -p _venue-gateway._tcp
 """
 
@@ -295,7 +298,7 @@ class Lines:
         return taken
 
 
-def test_avahi_an_independent_mdns_stack_sees_both_boxes_and_the_goodbye_of_one_stopping(lan: Lan) -> None:
+def test_avahi_sees_both_boxes_their_host_names_and_the_goodbye_of_one_stopping(lan: Lan) -> None:
     require(all(shutil.which(p) for p in ("avahi-daemon", "avahi-browse", "dbus-daemon")),
             "avahi-daemon, avahi-utils and dbus (Debian packages avahi-daemon avahi-utils dbus)")
     announced(lan)
@@ -321,6 +324,10 @@ def test_avahi_an_independent_mdns_stack_sees_both_boxes_and_the_goodbye_of_one_
         assert resolved.get("Balcony rack") == ("hall-a-balcony-2.local", f"{NET}.2", 8080, {
             "txtvers": "1", "id": "balcony-2", "venue": "hall-a", "version": __version__, "path": "/api/v1",
             "scheme": "http"}), out
+
+        # The box's host name in its records resolves to its address (a browser on a laptop with mDNS opens
+        # https://hall-a-foh-1.local:8443/ui/).
+        assert f"hall-a-foh-1.local\t{NET}.1" in out, out
 
         # A box that stops says goodbye: Avahi drops it at once, not when its records would have expired.
         lines.until("+;eth0;IPv4;Balcony", 10)  # (the follower's first look)

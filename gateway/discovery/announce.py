@@ -4,7 +4,7 @@ scheme and the certificate's SHA-256 fingerprint to pin), and each OSC input as 
 it takes SLIP over TCP), so that a console's OSC browser lists it.
 
 The announcer is a unit like the others: a box with no multicast (no address yet, an interface missing) logs it and
-is retried with backoff while everything else runs. What it announces follows what serves: every few seconds it
+is retried with backoff while everything else runs. What it announces follows what serves: every second it
 compares what runs (the API, each OSC driver) and the interfaces' addresses with what it has announced, and
 announces, updates or withdraws (a goodbye) what changed. A box whose API listens on loopback only is not announced.
 """

@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ import tomli_w
 import trustme
 
 from gateway import cli
+from gateway.api import tls
 from gateway.box import doctor
 from gateway.box.check import Box, Finding, Timex, kernel_clock
 from gateway.box.checklist import CHECKS, Entry
@@ -122,12 +124,18 @@ def test_a_healthy_box_is_ready_for_doors(rig: Rig, monkeypatch: pytest.MonkeyPa
     assert "no error found, schema 2" in first["store"]["message"]
     assert first["api"]["message"].endswith(": ok")
 
-    # The command itself, on this machine's own clock: whatever the kernel says of it is the one thing that may differ.
+    # The command itself, on this machine's own clock (whatever the kernel says of it is the one thing that may
+    # differ), with the broker's password from the service's environment file beside the configuration.
+    environment = rig.config.parent / "environment"
+    environment.write_text(f'# the service\'s secrets (EnvironmentFile=)\n{ENV}="{PASSWORD}"\n')
+    monkeypatch.delenv(ENV)
     state = kernel_clock()
     unsynchronised = state is not None and bool(state.status & 0x40)
     assert cli.main(["doctor", "--config", str(rig.config), "--json"]) == (1 if unsynchronised else 0)
+    environment.unlink()
     shown = json.loads(capsys.readouterr().out)
     assert [c["check"] for c in problems(shown)] in ([], ["clock"])
+    assert [c["status"] for c in shown["checks"] if c["check"] == "broker"] == ["ok"]
 
 
 def test_a_broker_that_refuses_the_box_or_its_messages_is_a_problem(rig: Rig, tmp_path: Path,
@@ -208,6 +216,7 @@ def test_after_first_boot_doctor_checks_the_api_over_https_and_shows_the_tokens_
 id = "doc-02"
 venue = "hall"
 data_dir = "{state}"
+realtime_priority = 5
 
 [api]
 listen = "127.0.0.1:{port}"
@@ -242,10 +251,21 @@ circuits = 1
                 daemon.log.read_text()
             time.sleep(0.2)
         code, text, doc = examine(etc / "gateway.toml")
+        # A certificate put in place of the one the gateway serves, not yet restarted onto.
+        other, _ = tls.self_signed(tmp_path / "other", "other")
+        (etc / "api.pem").write_bytes(other.read_bytes())
+        [served] = checked(doctor.load(etc / "gateway.toml"), "api")
     finally:
         daemon.cleanup()
     assert code == 0, text
     assert f"api: https://127.0.0.1:{port}: ok, certificate SHA-256 {fingerprint}" in text
+    assert served.status == "problem" and served.message == (
+        f"https://127.0.0.1:{port} serves the certificate SHA-256 {fingerprint}, not the one configured "
+        f"({etc / 'api.pem'}, SHA-256 {tls.file_fingerprint(other)})") and "restart" in str(served.fix)
+    [realtime] = [c for c in doc["checks"] if c["check"] == "realtime"]
+    said = {"ok": "the gateway's event loop runs SCHED_FIFO 5",  # as the system allows it or not
+            "warn": "the gateway's event loop runs at ordinary priority, not SCHED_FIFO 5: normal: the system refused"}
+    assert realtime["message"].startswith(said[realtime["status"]]), realtime
     admin = (etc / "tokens" / "admin").read_text().strip()
     tokens = {c["subject"]: c for c in doc["checks"] if c["check"] == "tokens"}
     shown = f"{admin} (in {etc / 'tokens' / 'admin'})" if os.geteuid() == 0 else \
@@ -353,3 +373,52 @@ def test_a_raspberry_pi_too_hot_and_under_powered_is_a_problem(tmp_path: Path) -
     (zone / "temp").write_text("51000\n")
     heat, power = checked(doctor.load(small_config(tmp_path), root=root), "pi")
     assert (heat.status, power.status) == ("ok", "warn") and power.message.startswith("since boot: under-voltage")
+
+
+def test_bluetooth_adapters_there_and_not_blocked(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    switch = root / "sys" / "class" / "bluetooth" / "hci0" / "rfkill3"
+    switch.mkdir(parents=True)
+    (switch / "soft").write_text("1\n")
+    (switch / "hard").write_text("0\n")
+    scanners = ('\n[drivers.sensing]\ntype = "ble"\n[[drivers.sensing.scanners]]\nadapter = "hci0"\nzone = "floor"\n'
+                '[[drivers.sensing.scanners]]\nadapter = "hci1"\nzone = "bar"\n')
+    config = small_config(tmp_path, scanners)
+    blocked, missing = checked(doctor.load(config, root=root), "bluetooth")
+    assert (blocked.status, blocked.message, blocked.fix) == ("problem", "hci0 is switched off (rfkill soft block)",
+                                                             "rfkill unblock bluetooth")
+    assert (missing.status, missing.message) == ("problem", "no Bluetooth adapter hci1 (there: hci0)")
+    (switch / "soft").write_text("0\n")
+    there = Finding("ok", "hci0 is there", None, "drivers.sensing.scanners[0].adapter")
+    assert checked(doctor.load(config, root=root), "bluetooth")[0] == there
+
+
+def test_run_by_another_user_the_doctor_says_where_things_are_and_shows_no_secret(tmp_path: Path) -> None:
+    require(os.geteuid() == 0 and shutil.which("setpriv") is not None, "root and setpriv(1), to run as nobody")
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="vg-doctor-"))  # (pytest's own is root's alone)
+    try:
+        directory.chmod(0o755)
+        data = directory / "data"
+        data.mkdir(mode=0o700)
+        (data / "gateway.db").write_bytes(b"")
+        (directory / "tokens").mkdir(mode=0o755)
+        secret = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+        (directory / "tokens" / "admin").write_text(secret)
+        (directory / "tokens" / "admin").chmod(0o600)
+        config = small_config(directory, '\n[[api.tokens]]\nrole = "admin"\nfile = "tokens/admin"\n')
+        config.chmod(0o644)
+        run = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                              "gateway", "doctor", "--config", str(config), "--json"], capture_output=True, text=True,
+                             env={"PYTHONPATH": str(ROOT), "PATH": os.environ["PATH"], "HOME": str(directory)},
+                             cwd=directory, timeout=60)
+    finally:
+        shutil.rmtree(directory)
+    assert run.returncode == 1 and secret not in run.stdout, run.stdout + run.stderr
+    found = {(c["check"], c["subject"]): c for c in json.loads(run.stdout)["checks"]}
+    for name in ("disk", "store"):
+        assert found[name, ""]["status"] == "skipped" and "run doctor as root" in found[name, ""]["message"]
+    assert found["tokens", "api.tokens[0] admin"]["message"] == \
+        f"in {directory / 'tokens' / 'admin'} (run doctor as root to see it)"
+    assert "is not readable by this user (uid 65534)" in found["configuration", ""]["message"]

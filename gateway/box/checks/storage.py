@@ -3,12 +3,13 @@ whole (`PRAGMA quick_check`, read-only) of a schema this gateway knows."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import time
 from pathlib import Path
 
-from gateway.box.check import Box, Finding, ok, problem, warn
+from gateway.box.check import Box, Finding, ok, problem, skipped, warn
 from gateway.database import SCHEMA_VERSION
 
 MB = 2**20
@@ -22,10 +23,19 @@ def _files(data_dir: Path) -> list[Path]:
     return [data_dir / f"{STORE}{suffix}" for suffix in ("", "-wal", "-shm")]
 
 
+def _closed(directory: Path) -> Finding | None:
+    """Skipped when this user cannot look into the data directory (0750, the gateway's user's)."""
+    if directory.is_dir() and not os.access(directory, os.R_OK | os.X_OK):
+        return skipped(f"{directory} is closed to this user (uid {os.geteuid()}): run doctor as root")
+    return None
+
+
 def disk(box: Box) -> list[Finding]:
     assert box.config is not None
     cfg = box.config
     directory = cfg.data_dir
+    if (closed := _closed(directory)) is not None:
+        return [closed]
     existing = directory
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -52,6 +62,8 @@ def disk(box: Box) -> list[Finding]:
 def store(box: Box) -> list[Finding]:
     assert box.config is not None
     path = box.config.data_dir / STORE
+    if (closed := _closed(path.parent)) is not None:
+        return [closed]
     if not path.exists():
         return [ok(f"no store yet at {path}: the gateway makes it at its first start")]
     fix = (f"stop the gateway (systemctl stop venue-gateway) and move {path} and its -wal and -shm files aside: a "

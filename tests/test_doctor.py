@@ -422,3 +422,12 @@ def test_run_by_another_user_the_doctor_says_where_things_are_and_shows_no_secre
     assert found["tokens", "api.tokens[0] admin"]["message"] == \
         f"in {directory / 'tokens' / 'admin'} (run doctor as root to see it)"
     assert "is not readable by this user (uid 65534)" in found["configuration", ""]["message"]
+
+
+def test_a_configuration_not_there_is_said_so_and_the_checks_it_feeds_are_skipped(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert doctor.report(tmp_path / "gateway.toml", out, as_json=True, clock=lambda: SYNCED) == 1
+    doc = json.loads(out.getvalue())
+    found = only_problem(doc, "configuration")
+    assert "cannot be read: No such file or directory" in found["message"] and "--config" in found["fix"]
+    assert {c["check"]: c["status"] for c in doc["checks"]}["api"] == "skipped"

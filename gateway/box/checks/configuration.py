@@ -7,7 +7,8 @@ from gateway.box.check import Box, Finding, ok, problem
 
 def check(box: Box) -> list[Finding]:
     path = box.config_path
-    fix = f"edit {path} (venue-gateway check-config {path} lists what is left)"
+    fix = f"edit {path} (venue-gateway check-config {path} lists what is left)" if path.exists() else \
+        "name the gateway's configuration with --config (the service's is /etc/venue-gateway/gateway.toml)"
     if box.problems:
         return [problem(line.removeprefix(f"{path}: "), fix) for line in box.problems]
     assert box.config is not None

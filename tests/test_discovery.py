@@ -299,7 +299,7 @@ class Lines:
 
 
 def test_avahi_sees_both_boxes_their_host_names_and_the_goodbye_of_one_stopping(lan: Lan) -> None:
-    require(all(shutil.which(p) for p in ("avahi-daemon", "avahi-browse", "dbus-daemon")),
+    require(all(shutil.which(p) for p in ("avahi-daemon", "avahi-browse", "avahi-resolve", "dbus-daemon")),
             "avahi-daemon, avahi-utils and dbus (Debian packages avahi-daemon avahi-utils dbus)")
     announced(lan)
     conf = lan.directory / "avahi-daemon.conf"

@@ -1,8 +1,9 @@
 """Discovery on a real network: two daemons, each in a network namespace of its own, joined by veth pairs to a bridge
 in a third, where `venue-gateway discover` finds both with their TXT records (and the fingerprint it finds pins the
-API), and where Avahi, an independent mDNS stack with its own D-Bus, sees them too. A box whose API listens on
-loopback is not announced; one on a network without the interface it names runs on while the announcer waits; a bad
-`[discovery]` section is refused with the key and what is allowed."""
+API), and where Avahi, an independent mDNS stack with its own D-Bus, sees them too, resolves a box's host name, and
+drops a box that stops at once (its goodbye). A box whose API listens on loopback is not announced; one on a network
+without the interface it names runs on while the announcer waits; a bad `[discovery]` section is refused with the
+key and what is allowed."""
 
 from __future__ import annotations
 

@@ -116,6 +116,11 @@ def test_a_configuration_of_the_venues_own_is_left_as_it_is(tmp_path: Path,
     assert first_boot(paths, group_name="no-such-group-here") == 0
     assert (paths["etc"] / "gateway.toml").read_text() == own
     assert "names its own certificate (/etc/ssl/venue/box.pem), left as it is" in capsys.readouterr().out
+    # The console names the certificate the API serves (the venue's, not there yet), not the one made beside it.
+    screen = paths["console"].read_text()
+    assert "API certificate  /etc/ssl/venue/box.pem: its fingerprint is in `sudo venue-gateway doctor`" in screen
+    assert tls.file_fingerprint(paths["etc"] / "api.pem") not in screen
+    assert json.loads((paths["state"] / "first-boot.json").read_text())["certificate"] == "/etc/ssl/venue/box.pem"
 
 
 def test_the_host_name_comes_from_the_pi_serial_else_the_machine_id(tmp_path: Path) -> None:

@@ -73,15 +73,19 @@ def run(options: Options, out: TextIO) -> int:
         made = files.create(path, f"{secrets.token_hex(32)}\n".encode(), secret_mode, gid)
         print(f"{role} token {path}: {'made' if made else 'kept (it was there)'}", file=out)
         tokens[role] = path.read_text(encoding="utf-8").strip()
-    cert, key = _certificate(options.etc, name, gid, secret_mode, out)
-    fingerprint = tls.file_fingerprint(cert)
-    print(f"API certificate {cert}: SHA-256 {fingerprint}", file=out)
-    print(_configure(options.etc / "gateway.toml", cert, key), file=out)
+    made_cert, key = _certificate(options.etc, name, gid, secret_mode, out)
+    print(f"API certificate {made_cert}: SHA-256 {tls.file_fingerprint(made_cert)}", file=out)
+    said, cert = _configure(options.etc / "gateway.toml", made_cert, key)
+    print(said, file=out)
+    try:
+        fingerprint = tls.file_fingerprint(cert) if cert is not None else None
+    except (OSError, ValueError):
+        fingerprint = None  # the venue's own, not there yet
 
     _show(options.console, name, tokens, cert, fingerprint, options.etc, out)
     doc = {"done_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "hostname": name,
            "tokens": {role: str(options.etc / "tokens" / role) for role in ROLES},
-           "certificate": str(cert), "fingerprint": fingerprint}
+           "certificate": str(cert) if cert else None, "fingerprint": fingerprint}
     if not options.state.exists():
         files.directory(options.state, 0o750)
     files.replace(options.state / MARKER, (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
@@ -121,26 +125,28 @@ def _certificate(etc: Path, name: str, gid: int | None, mode: int, out: TextIO) 
     return cert, key
 
 
-def _configure(path: Path, cert: Path, key: Path) -> str:
+def _configure(path: Path, cert: Path, key: Path) -> tuple[str, Path | None]:
     """Turn the shipped example's API to the certificate made here (its commented `cert_file` and `key_file`
-    lines in [api], made real); a configuration of the venue's own is left as it is. Says what it did."""
+    lines in [api], made real); a configuration of the venue's own is left as it is. Says what it did, and which
+    certificate file the API serves (None: one the gateway makes itself at its first start)."""
     try:
         text = path.read_text(encoding="utf-8")
         api = configuration.parse(path, text).api
     except OSError as exc:
-        return f"configuration {path}: not there ({exc.strerror}); the API's certificate is {cert}"
+        return f"configuration {path}: not there ({exc.strerror}); the API's certificate is {cert}", cert
     except configuration.ConfigError as exc:
-        return f"configuration {path}: left as it is, it does not load ({exc.problems[0]})"
+        return f"configuration {path}: left as it is, it does not load ({exc.problems[0]})", None
     if api.cert_file is not None:
-        return f"configuration {path}: names its own certificate ({api.cert_file}), left as it is"
+        return f"configuration {path}: names its own certificate ({api.cert_file}), left as it is", \
+            path.parent / api.cert_file
     changed = _example_with(text, cert, key) if api.tls != "off" else None
     if changed is None:
         return (f"configuration {path}: not the shipped example (no commented cert_file and key_file in [api]), "
-                f'left as it is: set api.cert_file = "{cert}" and api.key_file = "{key}" to use them')
+                f'left as it is: set api.cert_file = "{cert}" and api.key_file = "{key}" to use them'), None
     configuration.parse(path, changed)  # (the example's lines made real: it loads as it did)
     st = path.stat()
     files.replace(path, changed.encode("utf-8"), st.st_mode & 0o7777, st.st_gid)
-    return f"configuration {path}: the API serves HTTPS with {cert}"
+    return f"configuration {path}: the API serves HTTPS with {cert}", cert
 
 
 def _example_with(text: str, cert: Path, key: Path) -> str | None:
@@ -159,15 +165,20 @@ def _example_with(text: str, cert: Path, key: Path) -> str | None:
     return text[:start.end()] + table + text[stop:]
 
 
-def _show(console: str, name: str, tokens: dict[str, str], cert: Path, fingerprint: str, etc: Path,
-          out: TextIO) -> None:
+def _show(console: str, name: str, tokens: dict[str, str], cert: Path | None, fingerprint: str | None,
+          etc: Path, out: TextIO) -> None:
     """The secrets, once, where the person at the box sees them and the journal does not keep them."""
     rule = "=" * 78
+    if fingerprint is not None:
+        certificate = [f"  API certificate  SHA-256 {fingerprint}",
+                       f"  ({cert}: pin it, venue-gateway status --url https://BOX:8080 --fingerprint "
+                       f"{fingerprint[:8]}...)"]
+    else:
+        certificate = [f"  API certificate  {cert or 'made by the gateway at its first start'}: its fingerprint is "
+                       "in `sudo venue-gateway doctor`"]
     text = "\n".join([
         rule, f"venue-gateway: this box is {name}. Note these now; they are shown this once.",
-        *(f"  {role:<9} token  {secret}" for role, secret in tokens.items()),
-        f"  API certificate  SHA-256 {fingerprint}",
-        f"  ({cert}: pin it, venue-gateway status --url https://BOX:8080 --fingerprint {fingerprint[:8]}...)",
+        *(f"  {role:<9} token  {secret}" for role, secret in tokens.items()), *certificate,
         f"On the box, `sudo venue-gateway doctor` shows them again (they are in {etc / 'tokens'}).", rule, ""])
     if console == "-":
         out.write(text)

@@ -48,13 +48,15 @@ def set_hostname(name: str, hostname_file: Path | None = None) -> str:
     if hostname_file is not None:
         files.replace(hostname_file, f"{name}\n".encode(), 0o644)
         return f"written to {hostname_file}"
+    refused = ""
     if SYSTEM_BUS.exists() and shutil.which("hostnamectl"):
         done = subprocess.run(["hostnamectl", "set-hostname", name], capture_output=True, text=True, timeout=20)
         if done.returncode == 0:
             return "set with hostnamectl"
+        refused = f"hostnamectl failed ({done.stderr.strip()}): "
     files.replace(Path("/etc/hostname"), f"{name}\n".encode(), 0o644)
     socket.sethostname(name)
-    return "written to /etc/hostname and set in the kernel"
+    return f"{refused}written to /etc/hostname and set in the kernel"
 
 
 def current(hostname_file: Path | None = None) -> str:

@@ -43,6 +43,7 @@ def check(box: Box) -> list[Finding]:
     if done is None:
         findings.append(skipped(f"no record of a first boot in {cfg.data_dir} (a box set up by hand)", "first boot"))
     else:
-        findings.append(ok(f"done at {done.get('done_at')}: host name {done.get('hostname')}, API certificate "
-                           f"SHA-256 {done.get('fingerprint')}", "first boot", **done))
+        shown = f", API certificate SHA-256 {done['fingerprint']}" if done.get("fingerprint") else ""
+        findings.append(ok(f"done at {done.get('done_at')}: host name {done.get('hostname')}{shown}", "first boot",
+                           **done))
     return findings

@@ -67,30 +67,42 @@ case $LABEL in "" | *[!A-Za-z0-9._+-]*) fail "a label holds only letters, digits
 
 # The code and the models: readable by the service's user, writable by root alone.
 umask 022
-mkdir -p "$PREFIX/versions"
-target=$PREFIX/versions/$LABEL
+versions=$PREFIX/versions
+target=$versions/$LABEL
+build=$versions/.build-$LABEL
+mkdir -p "$versions"
 was=$(readlink "$PREFIX/current" || true)
 if [ "$was" = "versions/$LABEL" ]; then
   say "version $LABEL is installed and current: keeping it"
 else
-  # Not the current version: whatever is there was left by an interrupted install (or is a rollback's target).
-  rm -rf "$target"
+  # A version appears whole, by a rename: it is built in versions/.build-<label> (what an interrupted install
+  # leaves, removed here or by `venue-gateway update`), through versions/<label> as a link to it, so that its
+  # scripts name the final path (a virtual environment is not relocatable). What is at versions/<label> now is not
+  # the current version: a stale one, or a rollback's target, built again.
+  rm -rf "$build" "$target"
   say "version $LABEL in $target from $(basename "$LOCK")"
-  "$PYTHON" -m venv "$target"
+  "$PYTHON" -m venv --without-pip "$build"
+  ln -s ".build-$LABEL" "$target"
+  "$target/bin/python" -m ensurepip --upgrade --default-pip >/dev/null
   # pip first, by its hash: the one a venv starts with (Python's bundled copy) is older and several times slower.
   # Then every package by its hash, wheels only; then the project itself, built by the locked setuptools and
   # installed without resolving anything more.
   pip_pin=$(mktemp)
   trap 'rm -f "$pip_pin"' EXIT
   sed -n '/^pip==/{N;p;}' "$LOCK" >"$pip_pin"
-  "$target/bin/pip" install -q --require-hashes --only-binary=:all: -r "$pip_pin"
-  "$target/bin/pip" install -q --require-hashes --only-binary=:all: -r "$LOCK"
-  "$target/bin/pip" install -q --no-deps --no-build-isolation "$src"
-  mkdir -p "$target/share" "$target/models"
-  cp "$src/README.md" "$target/share/README.md"
+  pip_install() { "$target/bin/python" -m pip install -q "$@"; }
+  pip_install --require-hashes --only-binary=:all: -r "$pip_pin"
+  pip_install --require-hashes --only-binary=:all: -r "$LOCK"
+  pip_install --no-deps --no-build-isolation "$src"
+  mkdir -p "$build/share" "$build/models"
+  cp "$src/README.md" "$build/share/README.md"
   # The shipped models and their cards, which change with the version. A venue's own model lives outside $PREFIX
   # (in $ETC, say), named by the config, and is hot-reloaded when a new file is renamed over it.
-  cp "$src"/models/*.onnx "$src"/models/*.md "$target/models/"
+  cp "$src"/models/*.onnx "$src"/models/*.md "$build/models/"
+  # The activation scripts name the directory the environment was made in.
+  sed -i "s|$build|$target|g" "$build"/bin/activate*
+  rm "$target"
+  mv -T "$build" "$target"
   # The switch: previous first, then current, each a new relative link renamed over the old one, so that an install
   # stopped at any point leaves current naming one whole version.
   if [ -n "$was" ]; then
@@ -99,14 +111,19 @@ else
   fi
   ln -sfn "versions/$LABEL" "$PREFIX/.current.new"
   mv -T "$PREFIX/.current.new" "$PREFIX/current"
+  sync
   say "current is $LABEL${was:+, previous ${was#versions/}}"
 fi
-# Only the current and the previous version are kept.
+# Only the current and the previous version are kept; one goes by a rename out of versions/, then is deleted.
 keep_previous=$(readlink "$PREFIX/previous" || true)
-for old in "$PREFIX"/versions/*; do
+for old in "$versions"/*; do
   case $old in
-    "$PREFIX/versions/$LABEL" | "$PREFIX/$keep_previous" | "$PREFIX/versions/*") ;;
-    *) rm -rf "$old" && say "removed the older version ${old##*/}" ;;
+    "$target" | "$PREFIX/$keep_previous" | "$versions/*") ;;
+    *)
+      mv -T "$old" "$versions/.trash-${old##*/}"
+      rm -rf "$versions/.trash-${old##*/}"
+      say "removed the older version ${old##*/}"
+      ;;
   esac
 done
 # A box installed before versions/ had its virtual environment in $PREFIX itself (a models/ there is left as it

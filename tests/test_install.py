@@ -52,6 +52,11 @@ def check_installed(run: Run, src: str, prefix: str, etc: str, systemd: bool) ->
     label = run("readlink", f"{prefix}/current").stdout.strip()
     assert re.fullmatch(r"versions/0\.1\.0-[0-9a-f]{12}", label), label
     assert run("ls", "-A", prefix).stdout.split() == ["current", "versions"]
+    assert run("ls", "-A", f"{prefix}/versions").stdout.split() == [label.removeprefix("versions/")]
+    # Built through its final name: the scripts and the activation name versions/<label>, not where it was made.
+    assert run("head", "-n1", f"{prefix}/current/bin/venue-gateway").stdout == f"#!{prefix}/{label}/bin/python\n"
+    assert f"{prefix}/{label}\n" in run("grep", "-h", "^VIRTUAL_ENV=", f"{prefix}/current/bin/activate").stdout \
+        .replace("'", "").replace('"', "")
     assert run("ls", f"{prefix}/{label}/models").stdout.split() == sorted(
         p.name for p in (ROOT / "models").iterdir() if p.suffix in (".onnx", ".md"))
     run("test", "-f", f"{prefix}/{label}/share/README.md")

@@ -63,7 +63,8 @@ def run(box: Box, checks: Sequence[Entry] = CHECKS, budget_s: float = BUDGET_S) 
         thread.join(max(0.0, deadline - time.monotonic()))
     late = [problem(f"did not finish within {budget_s:g} s", "what it waits for is not answering: run doctor again, "
                     "and look at that part of the box by hand")]
-    return [(entry.name, finding) for entry in checks for finding in dict(found).get(entry.name, late)]
+    done = dict(found)  # as it stands at the deadline: a check left behind may still write to `found`
+    return [(entry.name, finding) for entry in checks for finding in done.get(entry.name, late)]
 
 
 def verdict(results: Sequence[tuple[str, Finding]]) -> str:

@@ -177,9 +177,8 @@ seed = 3
         assert box.run("systemctl", "is-enabled", "systemd-time-wait-sync.service",
                        "venue-gateway.service").stdout.split() == ["enabled", "enabled"]
         # Every group the unit names exists, as a system group (the installer made those that did not).
-        for group in ("dialout", "bluetooth"):
-            gid = int(box.run("getent", "group", group).stdout.split(":")[2])
-            assert gid < 1000, (group, gid, first.stdout)
+        gids = {int(box.run("getent", "group", group).stdout.split(":")[2]) for group in ("dialout", "bluetooth")}
+        assert max(gids) < 1000, (gids, first.stdout)
         box.run("tee", f"{etc}/gateway.toml", input=small)
         # Type=notify: `start` returns once the gateway said READY=1.
         clock = time.monotonic()
@@ -189,11 +188,14 @@ seed = 3
         assert (state["ActiveState"], state["SubState"], state["NRestarts"]) == ("active", "running", "0"), state
         pid = state["MainPID"]
         assert box.run("ps", "-o", "user=", "-p", pid).stdout.strip() == "venue-gateway"
+        status = dict(line.split(":\t", 1) for line in box.run("cat", f"/proc/{pid}/status").stdout.splitlines())
+        assert gids <= {int(gid) for gid in status["Groups"].split()}, status["Groups"]
         assert health(port) == "ok"
         # The exposure as the running manager sees the installed unit.
         security = box.run("systemd-analyze", "security", "venue-gateway.service", check=False).stdout
         found = re.search(r"Overall exposure level for venue-gateway\.service: (\d+\.\d+)", security)
         assert found is not None and float(found.group(1)) <= 2.0, security
+        exposure = found.group(1)
         # kill -9: the service comes back (RestartSec=2), with a new main process, ready again.
         clock = time.monotonic()
         box.run("kill", "-9", pid)
@@ -221,5 +223,6 @@ seed = 3
         assert state["ActiveState"] == "active", state
         assert f"{prefix}/{new}/bin/python" in box.run("cat", f"/proc/{state['MainPID']}/cmdline").stdout
         assert health(port) == "ok"
-    print(f"\nboot {booted:.1f} s, install {installed:.1f} s, start to READY {started:.1f} s, kill -9 to running "
-          f"again {restarted:.1f} s, upgrade {upgraded:.1f} s, in all {time.monotonic() - begun:.1f} s")
+    print(f"\nboot {booted:.1f} s, install {installed:.1f} s, start to READY {started:.1f} s, exposure {exposure}, "
+          f"kill -9 to running again {restarted:.1f} s, upgrade {upgraded:.1f} s, "
+          f"in all {time.monotonic() - begun:.1f} s")

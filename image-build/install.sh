@@ -163,6 +163,7 @@ if [ "$SYSTEMD" = yes ]; then
   sed -e "s|/opt/venue-gateway/|$PREFIX/|g" -e "s|/etc/venue-gateway/|$ETC/|g" \
     "$src/systemd/venue-gateway.service" >"$unit.new"
   chmod 0644 "$unit.new"
+  if cmp -s "$unit.new" "$unit"; then unit_changed=no; else unit_changed=yes; fi
   mv "$unit.new" "$unit"
   # time-sync.target, which the unit starts after, waits for the kernel's clock to be synchronised (NTP, by
   # systemd-timesyncd or chrony) only with systemd-time-wait-sync enabled: the wristband radio must not start on a
@@ -171,8 +172,10 @@ if [ "$SYSTEMD" = yes ]; then
   systemctl enable systemd-time-wait-sync.service venue-gateway.service
   if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
-    # An upgrade of a running box: the service goes onto the new version (a stopped one stays stopped).
-    if [ "$was" != "versions/$LABEL" ]; then systemctl try-restart venue-gateway.service; fi
+    # An upgrade of a running box: the service goes onto the new version or unit (a stopped one stays stopped).
+    if [ "$was" != "versions/$LABEL" ] || [ "$unit_changed" = yes ]; then
+      systemctl try-restart venue-gateway.service
+    fi
   fi
   say "enabled venue-gateway.service: put the tokens in $ETC/tokens/ (mode 0640, group venue-gateway), then:" \
     "systemctl start venue-gateway"

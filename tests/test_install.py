@@ -208,6 +208,15 @@ seed = 3
         restarted = time.monotonic() - clock
         assert state["ActiveState"] == "active" and state["MainPID"] != pid, state
         assert health(port) == "ok"
+        # Installing the same tree again leaves the running service alone; a changed unit alone restarts it.
+        pid = state["MainPID"]
+        box.run(f"{src}/image-build/install.sh", env=env)
+        assert show(box, "MainPID")["MainPID"] == pid
+        box.run("sh", "-c", f"echo '# changed' >>{src}/systemd/venue-gateway.service")
+        box.run(f"{src}/image-build/install.sh", env=env)
+        state = show(box, "ActiveState", "SubState", "MainPID")
+        assert (state["ActiveState"], state["SubState"]) == ("active", "running") and state["MainPID"] != pid, state
+        assert box.run("readlink", f"{prefix}/current").stdout.strip() == label
         kept = box.run("sh", "-c", f"sha256sum {etc}/gateway.toml; ls /var/lib/venue-gateway").stdout
         # An upgrade: a changed tree is a new version, installed beside the running one; current switches to it,
         # previous names the old one, and the running service goes onto the new version.

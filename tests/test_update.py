@@ -42,7 +42,7 @@ MACHINE = os.uname().machine
 # The locked wheels for this machine, fetched once and kept between runs (var/ is not in git).
 WHEELS = ROOT / "var" / "wheels" / f"cp311-{MACHINE}"
 SERVICE = [sys.executable, str(ROOT / "tests" / "update_service.py")]
-SECOND, THIRD, BROKEN = "0.1.0-second", "0.1.0-third", "0.1.0-broken"
+SECOND, THIRD, BROKEN, OLDER = "0.1.0-second", "0.1.0-third", "0.1.0-broken", "0.0.9-older"
 
 # Appended to gateway/database.py in the broken version's wheel: it migrates the store to a newer schema (which the
 # version before refuses to open), then fails on start, as a bad release would.
@@ -229,7 +229,7 @@ def box(bundles: Bundles, work: Path) -> Iterator[Box]:
     b.config.write_text(f'[gateway]\nid = "box-01"\nvenue = "test-hall"\ndata_dir = "{b.state}"\n\n'
                         f'[api]\nlisten = "127.0.0.1:{port}"\n')
     # The first version, installed as an image build would: switched to, nothing started.
-    first = subprocess.run([str(ROOT / ".venv" / "bin" / "venue-gateway"), "update", str(bundles.first),
+    first = subprocess.run([str(Path(sys.executable).parent / "venue-gateway"), "update", str(bundles.first),
                             *b.args(), "--no-restart"], capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"updated to {bundles.first_label}" in first.stdout
@@ -257,20 +257,32 @@ def _seconds(out: str, text: str) -> float:
     return float(line.split("[", 1)[1].split(" s]", 1)[0])
 
 
-def test_a_good_update(box: Box, bundles: Bundles) -> None:
+@pytest.fixture(scope="module")
+def second(box: Box, bundles: Bundles) -> str:
+    """The box updated from its first version to the second (which the other tests start from): what the updater
+    printed."""
     assert box.running() == bundles.first_label
+    # An older version (and its store's backup) left from before: pruned once the second one is healthy.
+    (box.prefix / "versions" / OLDER / "bin").mkdir(parents=True)
+    (box.prefix / "versions" / OLDER / "bin" / "venue-gateway").write_text("#!/bin/sh\n")
+    (box.state / "update" / f"gateway-{OLDER}.db").write_bytes(b"")
     code, out = _run(box.updater(bundles.second))
     assert code == 0, out + box.logs()
-    assert f"updated to {SECOND} at " in out
+    return out
+
+
+def test_a_good_update(box: Box, bundles: Bundles, second: str) -> None:
+    assert f"updated to {SECOND} at " in second
     # Each step with its time since the start.
     for step in ("every hash checked", "unpacked into", "installed", "store backed up", "switched: current",
                  "is healthy"):
-        assert _seconds(out, step) >= 0, step
+        assert _seconds(second, step) >= 0, step
     box.one_whole_version(SECOND, bundles.first_label)
-    assert (box.state / "update" / f"gateway-{bundles.first_label}.db").is_file()  # named for where it came from
+    assert f"removed the older version {OLDER}" in second
+    assert [p.name for p in (box.state / "update").glob("*.db")] == [f"gateway-{bundles.first_label}.db"]
     assert journal.report(box.state) == ("ok", journal.Journal(box.state).outcome().line())  # type: ignore[union-attr]
-    print(f"\nupdate: {_seconds(out, 'updated to'):.1f} s in all, the service healthy "
-          f"{out.split('is healthy ')[1].split(' s')[0]} s after its restart")
+    print(f"\nupdate: {_seconds(second, 'updated to'):.1f} s in all, the service healthy "
+          f"{second.split('is healthy ')[1].split(' s')[0]} s after its restart")
 
 
 def _small_bundle(path: Path, key: Path, *, label: str = "0.1.0-small", arch: str = MACHINE,
@@ -297,7 +309,8 @@ def _rewrite(src: Path, dst: Path, *, drop: str | None = None, change: str | Non
             tout.addfile(info, io.BytesIO(data))
 
 
-def test_bundles_refused(box: Box, bundles: Bundles, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bundles_refused(box: Box, bundles: Bundles, second: str, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
     stranger = tmp_path / "stranger"
     assert cli.main(["bundle-keygen", str(stranger)]) == 0
     capsys.readouterr()
@@ -330,7 +343,7 @@ def test_bundles_refused(box: Box, bundles: Bundles, tmp_path: Path, capsys: pyt
     box.one_whole_version(SECOND, bundles.first_label)
 
 
-def test_an_update_that_fails_on_start_is_rolled_back(box: Box, bundles: Bundles,
+def test_an_update_that_fails_on_start_is_rolled_back(box: Box, bundles: Bundles, second: str,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     store_id, schema, assets = box.store()
     code, out = _run(box.updater(bundles.broken))
@@ -355,7 +368,7 @@ def test_an_update_that_fails_on_start_is_rolled_back(box: Box, bundles: Bundles
 @pytest.mark.parametrize(("phase", "after"), [("unpacked into", "not installed (interrupted while installing"),
                                              ("switched: current", "failed, rolled back"),
                                              ("restarted; waiting", "failed, rolled back")])
-def test_kill_9_of_the_updater(box: Box, bundles: Bundles, phase: str, after: str) -> None:
+def test_kill_9_of_the_updater(box: Box, bundles: Bundles, second: str, phase: str, after: str) -> None:
     updater = box.updater(bundles.third)
     assert updater.stdout is not None
     seen = []

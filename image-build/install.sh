@@ -46,9 +46,10 @@ if [ ! -f "$LOCK" ]; then
   fail "lock this Python and architecture first (image-build/lock.py), or give LOCK=FILE"
 fi
 
-# What a version is built from: the project, its packages, the models, the README and the lock file.
-hash=$("$PYTHON" - "$src" "$LOCK" <<'PY'
-import hashlib, sys
+# The project's version and 12 hex of what a version is built from: the project, its packages, the models, the
+# README and the lock file (gateway/update/build.py computes the same for a bundle).
+label=$("$PYTHON" - "$src" "$LOCK" <<'PY'
+import hashlib, sys, tomllib
 from pathlib import Path
 src, lock = Path(sys.argv[1]), Path(sys.argv[2])
 files = {"lock": lock}
@@ -58,12 +59,16 @@ for pattern in ("pyproject.toml", "README.md", "models/*.onnx", "models/*.md", "
 digest = hashlib.sha256()
 for name in sorted(files):
     digest.update(f"{name}\0{hashlib.sha256(files[name].read_bytes()).hexdigest()}\n".encode())
-print(digest.hexdigest()[:12])
+version = tomllib.loads((src / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+print(f"{version}-{digest.hexdigest()[:12]}")
 PY
 )
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$src/pyproject.toml")
-LABEL=${LABEL:-$version-$hash}
-case $LABEL in "" | *[!A-Za-z0-9._+-]*) fail "a label holds only letters, digits and . _ + -, not '$LABEL'" ;; esac
+LABEL=${LABEL:-$label}
+case $LABEL in
+  [A-Za-z0-9]*) ;;
+  *) fail "a label starts with a letter or a digit, not '$LABEL'" ;;
+esac
+case $LABEL in *[!A-Za-z0-9._+-]*) fail "a label holds only letters, digits and . _ + -, not '$LABEL'" ;; esac
 
 # The code and the models: readable by the service's user, writable by root alone.
 umask 022

@@ -115,13 +115,16 @@ def test_install_script_into_a_prefix_without_systemd(tmp_path: Path) -> None:
 
 
 def test_install_refuses_paths_the_unit_cannot_use(tmp_path: Path) -> None:
-    """A prefix the unit's sandbox hides from the service (PrivateTmp, ProtectHome), or one that the unit's syntax
-    would read as more than a path, is refused before anything is installed."""
-    for prefix, why in ((tmp_path / "opt", "cannot see"), ("/home/tech/vg", "cannot see"),
-                        ("/opt/venue gateway", "only letters"), ("opt/vg", "absolute")):
+    """A prefix the unit's sandbox hides from the service (PrivateTmp, ProtectHome), one that the unit's syntax
+    would read as more than a path, or a label that is not one name in versions/, is refused before anything is
+    installed."""
+    for prefix, label, why in ((tmp_path / "opt", "", "cannot see"), ("/home/tech/vg", "", "cannot see"),
+                               ("/opt/venue gateway", "", "only letters"), ("opt/vg", "", "absolute"),
+                               (tmp_path / "opt", ".build-1", "starts with"), (tmp_path / "opt", "1/..", "only")):
         result = subprocess.run([str(INSTALL)], capture_output=True, text=True, timeout=30,
-                                env={**os.environ, "PREFIX": str(prefix), "ETC": str(tmp_path / "etc")})
-        assert result.returncode == 1 and why in result.stderr, (prefix, result.stderr)
+                                env={**os.environ, "PREFIX": str(prefix), "ETC": str(tmp_path / "etc"),
+                                     "SYSTEMD": "no" if label else "yes", "LABEL": label})
+        assert result.returncode == 1 and why in result.stderr, (prefix, label, result.stderr)
     assert not (tmp_path / "opt").exists() and not (tmp_path / "etc").exists()
 
 

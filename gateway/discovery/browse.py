@@ -55,7 +55,7 @@ def _sorted_addresses(addresses: list[str]) -> list[str]:
 async def browse(listen_s: float) -> list[Box]:
     """Every box that answers within `listen_s` seconds, sorted by venue, gateway id and name. OSError when mDNS
     cannot run here (no interface with multicast)."""
-    from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
+    from zeroconf import IPVersion, ServiceStateChange, Zeroconf
     from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
     seen: dict[tuple[str, str], None] = {}
@@ -65,7 +65,7 @@ async def browse(listen_s: float) -> list[Box]:
 
     async def resolve(service_type: str, name: str) -> None:
         info = AsyncServiceInfo(service_type, name)
-        if await info.async_request(azc.zeroconf, RESOLVE_MS, question_type=DNSQuestionType.QM):
+        if await info.async_request(azc.zeroconf, RESOLVE_MS):
             resolved[(service_type, name)] = info
 
     def changed(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
@@ -79,10 +79,11 @@ async def browse(listen_s: float) -> list[Box]:
             pending.add(task)
             task.add_done_callback(pending.discard)
 
-    # Questions that ask for multicast answers (QM): a unicast answer (QU, python-zeroconf's first question) goes to
-    # port 5353 of this host, where another mDNS stack (a desktop's Avahi, a second `discover`) may take it instead.
-    browser = AsyncServiceBrowser(azc.zeroconf, [GATEWAY_TYPE, OSC_UDP_TYPE], handlers=[changed],
-                                  question_type=DNSQuestionType.QM)
+    # python-zeroconf's schedule of questions: the first asks for unicast answers (QU), which a responder sends at
+    # once even for a record it has just multicast; the later ones (after 1 s, then 2, 4...) for multicast answers
+    # (QM), which reach this host's every mDNS socket, so an answer that another stack here took (a desktop's Avahi
+    # on port 5353) comes again.
+    browser = AsyncServiceBrowser(azc.zeroconf, [GATEWAY_TYPE, OSC_UDP_TYPE], handlers=[changed])
     try:
         await asyncio.sleep(listen_s)
         if pending:  # those seen late get their resolution's time

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.request
 import zipfile
@@ -36,6 +38,7 @@ from gateway.update import bundle, journal
 from gateway.update.build import lock_path, read_lock
 from gateway.update.keys import load_private
 from gateway.update.layout import Layout
+from gateway.update.service import acceptable, wait_healthy
 from tests.conftest import ROOT, free_port, require
 
 MACHINE = os.uname().machine
@@ -393,3 +396,57 @@ def test_kill_9_of_the_updater(box: Box, bundles: Bundles, second: str, phase: s
     box.one_whole_version(SECOND, bundles.first_label)
     outcome = journal.Journal(box.state).outcome()
     assert outcome is not None and outcome.to == THIRD and after in outcome.line(), outcome
+
+
+class _Health:
+    """A /health that answers what `statuses` says at each request (the last one from then on), on a real port."""
+
+    def __init__(self, statuses: list[str | None]) -> None:
+        answers = iter(statuses)
+        last: list[str | None] = [None]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                last[0] = next(answers, last[0])
+                if last[0] is None:
+                    self.send_error(503)
+                    return
+                body = json.dumps({"status": last[0]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_health_within_the_bound() -> None:
+    said: list[str] = []
+    # Starting, then ok: healthy once ok has lasted the settle time.
+    health = _Health([None, "starting", "ok"])
+    try:
+        assert wait_healthy(health.url, acceptable("ok"), 5.0, 0.3, said.append) == (True, "ok")
+    finally:
+        health.close()
+    assert [line.split("/health: ")[1] for line in said] == ["no answer", "starting", "ok"]
+    # Ok for a moment, then failing, then never ok again: not healthy, once the bound has passed.
+    health = _Health(["ok", None, "degraded"])
+    try:
+        start = time.monotonic()
+        healthy, why = wait_healthy(health.url, acceptable("ok"), 1.0, 0.5, said.append)
+        assert not healthy and 1.0 <= time.monotonic() - start < 3
+        assert why == "not healthy within 1 s (/health answered 'degraded'; healthy is ok)"
+        # Degraded is healthy enough after a version that was degraded too (or not running).
+        assert wait_healthy(health.url, acceptable("degraded"), 3.0, 0.2, said.append) == (True, "degraded")
+        assert acceptable(None) == {"ok", "degraded"}
+    finally:
+        health.close()

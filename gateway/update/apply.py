@@ -132,9 +132,8 @@ def update(path: Path, options: Options, say: Callable[[str], None]) -> Outcome:
             return outcome
         step(f"{m.label} failed: {error}")
         if came_from is None:
-            outcome = finish(layout, journal, record, step)
             step(f"no version to go back to: {m.label} stays current")
-            return outcome
+            return finish(layout, journal, record, step, time.monotonic() - start, unhealthy=error)
         failed = time.monotonic()
         outcome = roll_back(layout, journal, record, error, options.service, step)
         if where.url is not None:

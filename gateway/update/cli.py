@@ -126,7 +126,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         print(f"venue-gateway update: {exc.filename}: permission denied (run it as root)", file=sys.stderr)
         return EXIT_FAILURE
     print(outcome.line() if outcome.result != "installed" else f"venue-gateway {outcome.line()}")
-    return EXIT_OK if outcome.result == "installed" else EXIT_FAILURE
+    return EXIT_OK if outcome.result == "installed" and outcome.reason is None else EXIT_FAILURE
 
 
 def _recover(args: argparse.Namespace, service: Service | None) -> int:

@@ -56,14 +56,16 @@ class Outcome:
     to: str
     came_from: str | None
     at: float
-    reason: str | None = None
+    reason: str | None = None  # why it was rolled back or not installed; why a first version is not healthy
     seconds: float | None = None
 
     def line(self) -> str:
         when = dt.datetime.fromtimestamp(self.at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         if self.result == "installed":
             took = f" in {self.seconds:.1f} s" if self.seconds is not None else ""
-            return f"updated to {self.to} at {when}{took}" + (f" (previous {self.came_from})" if self.came_from else "")
+            before = f" (previous {self.came_from})" if self.came_from else ""
+            sick = f", not healthy: {self.reason}" if self.reason else ""
+            return f"updated to {self.to} at {when}{took}{before}{sick}"
         if self.result == "rolled back":
             return f"update to {self.to} failed, rolled back to {self.came_from} at {when}: {self.reason}"
         return f"update to {self.to} was not installed ({self.reason}) at {when}; {self.came_from or 'nothing'} kept"
@@ -149,4 +151,4 @@ def report(state_dir: Path = STATE_DIR) -> tuple[Literal["ok", "warn", "problem"
                            "service finishes or undoes it (or run `venue-gateway update --recover`)")
     if last is None:
         return None
-    return ("ok" if last.result == "installed" else "warn"), last.line()
+    return ("ok" if last.result == "installed" and last.reason is None else "warn"), last.line()

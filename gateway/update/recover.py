@@ -21,15 +21,17 @@ from gateway.update.service import Service
 Say = Callable[[str], None]
 
 
-def finish(layout: Layout, journal: Journal, update: Update, say: Say, seconds: float | None = None) -> Outcome:
-    """The new version is healthy (or there was none before it): prune, and write the outcome."""
+def finish(layout: Layout, journal: Journal, update: Update, say: Say, seconds: float | None = None,
+           unhealthy: str | None = None) -> Outcome:
+    """The new version is healthy, or there was none before it (`unhealthy`: why it is not): prune, and write the
+    outcome."""
     for label in layout.prune():
         say(f"removed the older version {label}")
     keep = {f"gateway-{label}.db" for label in (layout.link("current"), layout.link("previous")) if label}
     for old in journal.dir.glob("gateway-*.db"):
         if old.name not in keep:
             old.unlink()
-    outcome = Outcome("installed", update.to, update.came_from, time.time(), seconds=seconds)
+    outcome = Outcome("installed", update.to, update.came_from, time.time(), unhealthy, seconds)
     journal.write(None, outcome)
     return outcome
 

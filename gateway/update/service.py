@@ -73,11 +73,13 @@ def wait_healthy(url: str, accept: set[str], bound_s: float, settle_s: float,
     start = time.monotonic()
     good_since: float | None = None
     last: str | None = None
+    polls = 0
     while (now := time.monotonic()) - start < bound_s:
         status = probe(url, timeout_s=min(2.0, max(0.2, bound_s - (now - start))))
-        if status != last:
+        if status != last or polls == 0:
             say(f"  {now - start:5.1f} s  /health: {status or 'no answer'}")
             last = status
+        polls += 1
         if status in accept:
             good_since = now if good_since is None else good_since
             if now - good_since >= settle_s:

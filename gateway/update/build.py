@@ -148,6 +148,8 @@ def project_wheel(source: Path, have: Path | None, deps: list[Path], work: Path)
 
 def build(source: Path, key_file: Path, arch: str, out: Path, say: Callable[[str], None], *,
           label: str | None = None, have: Path | None = None) -> bundle.Manifest:
+    if not (source / "pyproject.toml").is_file() or not (source / "gateway").is_dir():
+        raise BuildError(f"{source} is not a source tree of venue-gateway (give one with --source)")
     key = keys.load_private(key_file)
     lock = lock_path(source, arch)
     if not lock.is_file():

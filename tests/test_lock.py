@@ -69,7 +69,8 @@ def test_both_architectures_lock_the_same_packages() -> None:
 
 def test_the_installer_takes_every_package_from_the_lock_by_hash() -> None:
     script = (ROOT / "image-build" / "install.sh").read_text(encoding="utf-8")
-    installs = [line.strip() for line in script.splitlines() if re.search(r'pip" install', line)]
-    assert installs == ['"$PREFIX/bin/pip" install -q --require-hashes --only-binary=:all: -r "$pip_pin"',
-                        '"$PREFIX/bin/pip" install -q --require-hashes --only-binary=:all: -r "$LOCK"',
-                        '"$PREFIX/bin/pip" install -q --no-deps --no-build-isolation "$src"']
+    assert 'pip_install() { "$target/bin/python" -m pip install -q "$@"; }' in script
+    installs = [line.strip() for line in script.splitlines() if re.match(r"\s*pip_install ", line)]
+    assert installs == ['pip_install --require-hashes --only-binary=:all: -r "$pip_pin"',
+                        'pip_install --require-hashes --only-binary=:all: -r "$LOCK"',
+                        'pip_install --no-deps --no-build-isolation "$src"']

@@ -16,7 +16,10 @@ from typing import Any
 
 from gateway import __version__, client
 from gateway import config as configuration
+from gateway.box import cli as box_cli
 from gateway.cloud import mirror_cli
+from gateway.discovery import cli as discovery_cli
+from gateway.update import cli as update_cli
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -218,6 +221,9 @@ def parser() -> argparse.ArgumentParser:
         talker.set_defaults(func=func)
     client.add_parsers(sub)
     mirror_cli.add_parser(sub)
+    box_cli.add_parser(sub)
+    discovery_cli.add_parser(sub)
+    update_cli.add_parser(sub)
     sub.choices["status"].add_argument("--json", action="store_true", help="print the health document")
     sub.choices["snapshot"].add_argument("--output", "-o", metavar="FILE", help="write to FILE instead")
     sub.choices["fire"].add_argument("preset", metavar="PRESET")

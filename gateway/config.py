@@ -19,6 +19,7 @@ from gateway import preflight, registry
 from gateway import settings as core
 from gateway.cloud.settings import CloudSection, identity_problems
 from gateway.compliance.settings import ComplianceSection
+from gateway.discovery.settings import DiscoverySection
 from gateway.inference.settings import InferenceSection
 from gateway.schema import Problem, check_all, check_slug
 from gateway.show import settings as show_settings
@@ -68,6 +69,7 @@ class Config:
     compliance: ComplianceSection | None = None  # no section: sound levels are logged, not judged
     inference: InferenceSection | None = None  # no section: no models run
     dashboard: DashboardSection = field(default_factory=DashboardSection)
+    discovery: DiscoverySection = field(default_factory=DiscoverySection)
 
     @property
     def data_dir(self) -> Path:
@@ -85,7 +87,7 @@ class ConfigError(Exception):
 
 
 # Units the gateway runs itself: a driver may not take their names.
-SERVICE_NAMES = ("api", "cloud", "inference")
+SERVICE_NAMES = ("api", "cloud", "inference", "discovery")
 
 
 def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverConfig | None:
@@ -150,6 +152,7 @@ class _Sections:
     compliance: ComplianceSection | None = None
     inference: InferenceSection | None = None
     dashboard: DashboardSection = field(default_factory=DashboardSection)
+    discovery: DiscoverySection = field(default_factory=DiscoverySection)
     drivers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -193,7 +196,7 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
         raise ConfigError(path, problems)
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
                   sections.loop, sections.dmx, sections.show, [d for d in drivers if d is not None], sections.cloud,
-                  sections.compliance, sections.inference, sections.dashboard)
+                  sections.compliance, sections.inference, sections.dashboard, sections.discovery)
 
 
 # Arrays and tables within each other, the document itself counted: the demo's deepest is 8 (a Modbus map's

@@ -25,6 +25,7 @@ from gateway.cloud.settings import Credentials
 from gateway.compliance.monitor import ComplianceMonitor
 from gateway.compliance.settings import WINDOWS_MIN
 from gateway.config import Config, DriverConfig
+from gateway.discovery.announce import UNIT_NAME, announcer
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.logring import LogRing
@@ -191,6 +192,8 @@ class Gateway:
                 inference, self.config.path.parent, self.twin, self.ingest, self.alerts))
         if self.config.cloud is not None:
             self.supervisor.add("cloud", "service", self._cloud_factory())
+        if (announce := announcer(self)) is not None:
+            self.supervisor.add(UNIT_NAME, "service", announce)
         for dc in self.config.drivers:
             if dc.enabled:
                 self.supervisor.add(dc.name, "driver", self._driver_factory(dc), after=dc.after)

@@ -48,8 +48,8 @@ def test_unknown_keys_are_errors_naming_what_is_allowed() -> None:
     lines = problems(BASE + "\n[store]\nmax_mbb = 10\n[stor]\n")
     assert "/etc/vg.toml: store.max_mbb: unknown key (allowed: flush_interval_ms, max_mb, max_pending_rows, " \
            "synchronous, telemetry_retention_hours, twin_flush_interval_ms)" in lines
-    assert any(line.startswith("/etc/vg.toml: stor: unknown key (allowed: api, cloud, compliance, dashboard, dmx, "
-                                "drivers, gateway,")
+    assert any(line.startswith("/etc/vg.toml: stor: unknown key (allowed: api, cloud, compliance, dashboard, "
+                                "discovery, dmx, drivers, gateway,")
                for line in lines)
 
 

@@ -6,7 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.box.check import Check
-from gateway.box.checks import api, bluetooth, broker, clock, configuration, pi, ports, realtime, storage, tokens
+from gateway.box.checks import (
+    api,
+    bluetooth,
+    broker,
+    clock,
+    configuration,
+    pi,
+    ports,
+    realtime,
+    storage,
+    tokens,
+    update,
+)
 
 
 @dataclass(frozen=True)
@@ -29,4 +41,5 @@ CHECKS = (
     Entry("realtime", realtime.check),
     Entry("pi", pi.check, needs_config=False),
     Entry("tokens", tokens.check),
+    Entry("update", update.check),
 )

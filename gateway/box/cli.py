@@ -74,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "doctor", help="check the box before doors: each problem with its fix; exit 1 on a problem (docs/doctor.md)",
         description="What a tech checks before doors: the configuration, the clock, disk and store, serial ports, "
                     "Bluetooth and the wristband radio, the broker, the API, real-time scheduling, a Raspberry Pi's "
-                    "temperature and throttling, the tokens. Run as root to see the tokens.")
+                    "temperature and throttling, the tokens, the last update. Run as root to see the tokens.")
     check.add_argument("--config", default=doctor.DEFAULT_CONFIG, metavar="FILE",
                        help=f"the gateway's configuration (default {doctor.DEFAULT_CONFIG})")
     check.add_argument("--json", action="store_true", help="print the findings as JSON")

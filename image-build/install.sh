@@ -149,7 +149,13 @@ else
   say "wrote $ETC/gateway.toml from the example: edit it, then:" \
     "$PREFIX/current/bin/venue-gateway check-config $ETC/gateway.toml"
 fi
-chmod 0750 "$ETC" "$ETC/tokens"
+# The public keys whose signed bundles `venue-gateway update` installs (docs/updates.md); UPDATE_KEY=FILE.pub adds one.
+mkdir -p "$ETC/update-keys"
+if [ -n "${UPDATE_KEY:-}" ]; then
+  cp "$UPDATE_KEY" "$ETC/update-keys/$(basename "$UPDATE_KEY")"
+  say "trusting update key $(basename "$UPDATE_KEY")"
+fi
+chmod 0750 "$ETC" "$ETC/tokens" "$ETC/update-keys"
 find "$ETC" -type f ! -name environment -exec chmod 0640 {} +
 if [ -e "$ETC/environment" ]; then chmod 0600 "$ETC/environment"; fi
 
@@ -182,6 +188,9 @@ if [ "$SYSTEMD" = yes ]; then
       systemctl try-restart venue-gateway.service
     fi
   fi
+  # `venue-gateway` on the PATH, whichever version is current.
+  ln -sfn "$PREFIX/current/bin/venue-gateway" /usr/local/bin/.venue-gateway.new
+  mv -T /usr/local/bin/.venue-gateway.new /usr/local/bin/venue-gateway
   say "enabled venue-gateway.service: put the tokens in $ETC/tokens/ (mode 0640, group venue-gateway), then:" \
     "systemctl start venue-gateway"
 fi

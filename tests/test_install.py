@@ -232,11 +232,17 @@ seed = 3
         assert box.run("ls", f"{prefix}/versions").stdout.split() == sorted(
             name.removeprefix("versions/") for name in (label, new))
         assert "keeping the existing" in second.stdout
-        assert box.run("sh", "-c", f"sha256sum {etc}/gateway.toml; ls /var/lib/venue-gateway").stdout == kept
+        # The state kept (the store and its lock); the start after the upgrade also ran the previous version's
+        # update recovery, which keeps its journal in the state directory.
+        after = box.run("sh", "-c", f"sha256sum {etc}/gateway.toml; ls /var/lib/venue-gateway").stdout
+        assert set(kept.splitlines()) <= set(after.splitlines()) <= {*kept.splitlines(), "update"}, (kept, after)
         state = show(box, "ActiveState", "MainPID")
         assert state["ActiveState"] == "active", state
         assert f"{prefix}/{new}/bin/python" in box.run("cat", f"/proc/{state['MainPID']}/cmdline").stdout
         assert health(port) == "ok"
+        # That start ran the previous version's update recovery as root, first, and it succeeded.
+        pre = box.run("systemctl", "show", "venue-gateway.service", "--property=ExecStartPre").stdout.splitlines()
+        assert f"path={prefix}/previous/bin/python" in pre[0] and "status=0" in pre[0], pre
     print(f"\nboot {booted:.1f} s, install {installed:.1f} s, start to READY {started:.1f} s, exposure {exposure}, "
           f"kill -9 to running again {restarted:.1f} s, upgrade {upgraded:.1f} s, "
           f"in all {time.monotonic() - begun:.1f} s")

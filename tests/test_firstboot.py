@@ -75,6 +75,12 @@ def test_a_new_box_is_set_up_once_and_a_second_run_only_says_so(tmp_path: Path,
     assert "vg-cdef12" in screen and fingerprint in journal
     record = json.loads((paths["state"] / "first-boot.json").read_text())
     assert record["hostname"] == "vg-cdef12" and record["fingerprint"] == fingerprint
+    # The example's viewer token comes from the unit's environment file: made there, for root alone.
+    environment = etc / "environment"
+    assert (stat.S_IMODE(environment.stat().st_mode), environment.stat().st_uid) == (0o600, 0)
+    (viewer,) = [line.split("=", 1)[1] for line in environment.read_text().splitlines()
+                 if line.startswith("VG_TOKEN_CLOUD=")]
+    assert len(viewer) == 64 and viewer in screen and viewer not in journal
     assert not [p.name for p in etc.rglob(".*")]  # no temporary file left
 
     paths["console"].unlink()

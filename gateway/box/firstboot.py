@@ -14,6 +14,7 @@ import re
 import secrets
 import shutil
 import socket
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -26,6 +27,7 @@ MARKER = "first-boot.json"  # in the state directory: when first boot finished, 
 ROLES = ("admin", "operator")  # tokens/<role> in the configuration directory, as config/venue.example.toml names them
 GROUP = "venue-gateway"
 CERT, KEY = "api.pem", "api.key"
+ENVIRONMENT = "environment"  # the unit's EnvironmentFile in the configuration directory: NAME=value lines, 0600 root
 # The shipped example's commented lines for the API's certificate, in its [api] table.
 _COMMENTED = re.compile(r'^#[ \t]*(cert_file|key_file)[ \t]*=[ \t]*"[^"\n]*"', re.MULTILINE)
 _TABLE = re.compile(r"^[ \t]*\[", re.MULTILINE)
@@ -73,6 +75,7 @@ def run(options: Options, out: TextIO) -> int:
         made = files.create(path, f"{secrets.token_hex(32)}\n".encode(), secret_mode, gid)
         print(f"{role} token {path}: {'made' if made else 'kept (it was there)'}", file=out)
         tokens[role] = path.read_text(encoding="utf-8").strip()
+    tokens |= _environment_tokens(options.etc, out)
     made_cert, key = _certificate(options.etc, name, gid, secret_mode, out)
     print(f"API certificate {made_cert}: SHA-256 {tls.file_fingerprint(made_cert)}", file=out)
     said, cert = _configure(options.etc / "gateway.toml", made_cert, key)
@@ -105,6 +108,35 @@ def _hostname(options: Options, out: TextIO) -> str:
     else:
         print(f"host name {name} (from {source}): {hostname.set_hostname(name, options.hostname_file)}", file=out)
     return name
+
+
+def _environment_tokens(etc: Path, out: TextIO) -> dict[str, str]:
+    """The configuration's tokens that come from an environment variable (the example's viewer token for the cloud
+    backend, `env = "VG_TOKEN_CLOUD"`), made in the unit's environment file where it does not set them yet: the
+    gateway does not start with a token it cannot read. Keyed by the variable, for the console."""
+    try:
+        doc = tomllib.loads((etc / "gateway.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    api = doc.get("api")
+    entries = api.get("tokens") if isinstance(api, dict) else None
+    names = [t["env"] for t in entries or [] if isinstance(t, dict) and isinstance(t.get("env"), str)
+             and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t["env"])] if isinstance(entries, list) else []
+    path = etc / ENVIRONMENT
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    present = {line.split("=", 1)[0].strip() for line in text.splitlines() if "=" in line}
+    made = {name: secrets.token_hex(32) for name in dict.fromkeys(names) if name not in present}
+    if not made:
+        return {}
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += "".join(f"{name}={secret}\n" for name, secret in made.items())
+    files.replace(path, text.encode("utf-8"), 0o600)
+    print(f"{', '.join(made)} (named by the configuration's tokens) made in {path}", file=out)
+    return made
 
 
 def _certificate(etc: Path, name: str, gid: int | None, mode: int, out: TextIO) -> tuple[Path, Path]:

@@ -370,3 +370,16 @@ def test_a_bad_discovery_section_is_refused_with_the_key_and_what_is_allowed(
         "characters)",
         "drivers.discovery: 'discovery' is the name of a gateway service (allowed: any other name)",
     ])
+
+
+def test_the_table_shows_a_terminals_control_characters_from_the_network_as_escapes() -> None:
+    """Any device on the LAN may announce `_venue-gateway._tcp`: what it puts in a name or a TXT value is printed, never
+    acted on by the tech's terminal."""
+    from gateway.discovery.browse import Box
+    from gateway.discovery.cli import table
+
+    rogue = Box(name="hall\x1b]0;owned\x07", addresses=["192.0.2.7"], port=8443, gateway_id="a\x1b[2Jb",
+                venue="v\x9bx", version="0.1.0", scheme="https", path="/api/v1", fingerprint=None, host="h.local.")
+    shown = table([rogue])
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
+    assert "hall\\x1b]0;owned\\x07" in shown and "a\\x1b[2Jb" in shown and "v\\x9bx" in shown

@@ -6,17 +6,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 
 from gateway.discovery.browse import Box, browse
 
 DEFAULT_TIMEOUT_S = 3.0  # mDNS answers come within a second; a box's first announcement repeats after one and three
+# What any device on the LAN may put in an mDNS name or TXT value: a terminal's control sequences are shown as \xNN.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 COLUMNS = ("name", "address", "port", "gateway id", "venue", "version", "fingerprint", "osc")
 
 
+def printable(text: str) -> str:
+    """`text` with the characters a terminal would act on shown as escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _row(box: Box) -> tuple[str, ...]:
-    return (box.name, ", ".join(box.addresses) or box.host, str(box.port), box.gateway_id, box.venue, box.version,
-            box.fingerprint or f"({box.scheme})", str(box.osc_port) if box.osc_port is not None else "-")
+    cells = (box.name, ", ".join(box.addresses) or box.host, str(box.port), box.gateway_id, box.venue, box.version,
+             box.fingerprint or f"({box.scheme})", str(box.osc_port) if box.osc_port is not None else "-")
+    return tuple(printable(c) for c in cells)
 
 
 def table(boxes: list[Box]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -28,6 +29,7 @@ import pytest
 import tomli_w
 import trustme
 
+from drivers.wristband.hci_port import HciPort
 from gateway import cli
 from gateway.api import tls
 from gateway.box import doctor
@@ -305,9 +307,18 @@ async def test_the_wristband_controller_answers_hci_reset_and_a_silent_one_is_a_
         box = doctor.load(small_config(tmp_path / "answering", radio))
         box.timeout_s = 1.0
         [found] = await asyncio.to_thread(checked, box, "radio")
+        # The port held as the gateway's radio holds it (a gateway whose health doctor could not read): no reset is
+        # sent under the show.
+        held = HciPort(str(pty), 1_000_000, False, 1.0, logging.getLogger("test"))
+        await held.open()
+        try:
+            [busy] = await asyncio.to_thread(checked, box, "radio")
+        finally:
+            await held.close()
     finally:
         await air.close()
     assert found.status == "ok" and found.message.startswith(f"the controller on {pty} answered HCI Reset in "), found
+    assert busy.status == "warn" and busy.message.startswith(f"{pty} is held by another process: not reset"), busy
 
     silent = SocatPair(tmp_path, "silent-port")  # a port with nothing answering on its far end
     silent.plug()

@@ -36,9 +36,11 @@ class HciPort:
         self._failure: NotReady | None = None
 
     async def open(self) -> None:
+        """Open the port, locked (flock) against anything else that would write to the controller under the show:
+        `venue-gateway doctor` then leaves it alone."""
         try:
             stream, self._writer = await serial_asyncio_fast.open_serial_connection(
-                url=self.url, baudrate=self.baudrate, rtscts=self.rtscts)
+                url=self.url, baudrate=self.baudrate, rtscts=self.rtscts, exclusive=True)
         except (OSError, serial.SerialException) as exc:
             raise NotReady(f"cannot open {self.url}: {exc} (is the BLE dongle plugged in?)") from None
         self._task = asyncio.get_running_loop().create_task(self._read(stream), name=f"hci:{self.url}")

@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 # independent protocol dissector, OLA as an independent Art-Net and sACN receiver, socat for pseudo-terminal pairs,
 # liblo-tools (oscsend, oscdump) as an independent OSC sender and receiver, mosquitto as the MQTT broker, chromium
 # with chromium-driver as the real browser the dashboard's tests drive (Selenium), and firefox-esr (WebDriver BiDi).
-TEST_PEERS := util-linux mount tshark ola socat liblo-tools mosquitto chromium chromium-driver firefox-esr
+TEST_PEERS := util-linux mount tshark ola socat liblo-tools mosquitto chromium chromium-driver firefox-esr \
+  systemd systemd-container avahi-daemon avahi-utils dbus iproute2
 # What `make run` brings up beside the gateway when it can: Mosquitto, the demo's local MQTT broker.
 DEMO_PEERS := mosquitto
 
@@ -23,7 +24,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: run demo-peers test lint unit bench soak eval models peers lock clean fuzz vendor screenshots
+.PHONY: run demo-peers test lint unit bench soak eval models peers lock clean fuzz vendor screenshots image image-test
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "venue-gateway needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
@@ -99,6 +100,19 @@ eval: $(VENV)/.train
 # package index; run it after changing a dependency, and commit what it writes.
 lock: $(VENV)/.created
 	$(BIN)/python image-build/lock.py
+
+# The box's disk image (docs/image.md), as root: Debian bookworm arm64 with the gateway from this tree, for a Raspberry
+# Pi 4 (build/image/venue-gateway-arm64.img) and qemu's virt machine (the same disk, build/image/virt/). Debian's
+# packages only: the .debs, the base root and the aarch64 wheels are cached in build/image-cache/.
+IMAGE_PEERS := mmdebstrap qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs
+image: $(VENV)/.created
+	$(call debian_packages,$(IMAGE_PEERS),the image cannot be built)
+	$(PYTHON) image-build/build.py
+
+# Boot the virt variant in qemu-system-aarch64 and check the box under its own systemd: long, not in `make test`.
+image-test:
+	$(call debian_packages,qemu-system-arm openssh-client mtools fdisk,the image cannot be booted)
+	$(PYTHON) image-build/image_test.py
 
 # The dashboard's views at tablet size for the docs (docs/screenshots/), from the demo venue in headless Chromium.
 screenshots: $(VENV)/.test peers

@@ -4,9 +4,11 @@ the project's wheel (built by the locked setuptools, offline), the wheel of ever
 README.
 
 Wheels already at hand (`--wheels DIR`: a wheelhouse, a CI cache) are taken by their hash; the rest are fetched by
-pip for the target's platform, by hash. A project wheel in that directory is taken as it is instead of being built.
-The label is the project's version and 12 hex digits of the content it is built from, as image-build/install.sh
-computes it, so that a tree installed one way is recognised when it comes the other."""
+pip for the target's platform, by hash. A project wheel in that directory is taken instead of being built, when it
+is of the tree's version. The label is the project's version and 12 hex digits of the content it is built from, as
+image-build/install.sh computes it, so that a tree installed one way is recognised when it comes the other; a
+project wheel taken from the directory is part of that content (its hash is folded in), so that it never ships under
+the label of a tree it may not have been built from."""
 
 from __future__ import annotations
 
@@ -121,16 +123,30 @@ def gather_wheels(pins: list[Pin], arch: str, have: Path | None, work: Path, say
     return [found[p.name] for p in pins]
 
 
+def at_hand(source: Path, have: Path | None) -> Path | None:
+    """The project's wheel in `have`, if there is one (BuildError when there are several, or it is of another
+    version than the tree's)."""
+    if have is None:
+        return None
+    ready = sorted(have.glob("venue_gateway-*.whl"))
+    if len(ready) > 1:
+        raise BuildError(f"{have} holds {len(ready)} wheels of the project: give one")
+    if not ready:
+        return None
+    version = ready[0].name.split("-")[1]
+    if version != project_version(source):
+        raise BuildError(f"{ready[0]} is of version {version}, and the tree {source} is {project_version(source)}: "
+                         "remove it, or build from its tree")
+    return ready[0]
+
+
 def project_wheel(source: Path, have: Path | None, deps: list[Path], work: Path) -> Path:
     """The project's wheel: the one in `have`, or built from a clean copy of the tree by the locked setuptools
     (pip with no index: only the wheels of the lock)."""
     name = "venue_gateway-"
-    if have is not None:
-        ready = sorted(have.glob(f"{name}*.whl"))
-        if len(ready) > 1:
-            raise BuildError(f"{have} holds {len(ready)} wheels of the project: give one")
-        if ready:
-            return ready[0]
+    ready = at_hand(source, have)
+    if ready is not None:
+        return ready
     tree, wheelhouse, out = work / "tree", work / "build-deps", work / "project"
     shutil.copytree(source, tree, ignore=_IGNORED)
     wheelhouse.mkdir()
@@ -155,7 +171,14 @@ def build(source: Path, key_file: Path, arch: str, out: Path, say: Callable[[str
     if not lock.is_file():
         raise BuildError(f"no lock file for {arch}: {lock} (write it with `make lock`)")
     pins = read_lock(lock)
-    label = bundle.check_label(label or content_label(source, lock))
+    ready = at_hand(source, have)
+    if label is None:
+        label = content_label(source, lock)
+        if ready is not None:  # not built from the tree here: the label says which wheel it is
+            folded = hashlib.sha256(f"{label}\0{_sha256(ready)}".encode()).hexdigest()[:12]
+            label = f"{project_version(source)}-{folded}"
+            say(f"the project's wheel {ready.name} is taken from {have}: label {label}")
+    label = bundle.check_label(label)
     with tempfile.TemporaryDirectory(prefix="vg-bundle-") as tmp:
         work = Path(tmp)
         deps = gather_wheels(pins, arch, have, work, say)

@@ -2,13 +2,13 @@
 machine's PID 1 is not systemd):
 
 - start: the recovery the unit runs first (`ExecStartPre=-+$PREFIX/previous/bin/python -I -m gateway.update
-  --recover --no-restart ...`, its failure ignored, as is a missing previous version), then `$PREFIX/current/bin/
-  venue-gateway run --config FILE` with $NOTIFY_SOCKET set; the start has succeeded when the daemon says READY=1
-  (Type=notify), and failed when it exits first;
+  --recover --no-restart ... --state-dir S --config FILE`, its failure ignored, as is a missing previous version),
+  then `$PREFIX/current/bin/venue-gateway run --config FILE` with $NOTIFY_SOCKET set; the start has succeeded
+  when the daemon says READY=1 (Type=notify), and failed when it exits first;
 - stop: SIGTERM, SIGKILL after 8 s (TimeoutStopSec);
 - a daemon that exits with a failure while wanted is started again after 0.5 s (Restart=on-failure).
 
-    python tests/update_service.py serve DIR --prefix P --state-dir S --config FILE
+    python tests/update_service.py serve DIR --prefix P --state-dir S --config FILE     (S: the update's state)
     python tests/update_service.py ctl DIR start|stop|restart       (exit 1 with the reason when it fails)
 
 DIR holds the control socket, the notify socket and the logs (service.log: what the manager did; daemon.log: what
@@ -54,7 +54,8 @@ class Unit:
         recovery = self.prefix / "previous" / "bin" / "python"
         if recovery.exists():
             pre = subprocess.run([str(recovery), "-I", "-m", "gateway.update", "--recover", "--no-restart",
-                                  "--prefix", str(self.prefix), "--state-dir", str(self.state_dir)],
+                                  "--prefix", str(self.prefix), "--state-dir", str(self.state_dir), "--config",
+                                  str(self.config)],
                                  capture_output=True, text=True, check=False)
             self.log(f"ExecStartPre exit {pre.returncode}: {pre.stdout.strip()} {pre.stderr.strip()}")
         while select.select([self.notify], [], [], 0)[0]:

@@ -14,10 +14,10 @@ from pathlib import Path
 from gateway import config as configuration
 from gateway.addresses import parse_listen
 from gateway.update import backup, bundle, install, keys
-from gateway.update.journal import Journal, Outcome, Update
+from gateway.update.journal import STATE_DIR, Journal, Outcome, Update
 from gateway.update.layout import Layout
 from gateway.update.recover import finish, recover, roll_back
-from gateway.update.service import Service, acceptable, probe, wait_healthy
+from gateway.update.service import DEFAULT_COMMAND, Service, acceptable, probe, wait_healthy
 
 
 class UpdateError(Exception):
@@ -35,6 +35,7 @@ class Options:
     bound_s: float = 120.0
     settle_s: float = 10.0
     compile_bytecode: bool = True
+    command: str = DEFAULT_COMMAND  # with `service` None: asked only whether the service is running
 
 
 @dataclass(frozen=True)
@@ -84,33 +85,47 @@ def update(path: Path, options: Options, say: Callable[[str], None]) -> Outcome:
     def step(text: str) -> None:
         say(f"[{time.monotonic() - start:6.1f} s] {text}")
 
+    os.umask(0o022)  # the code is read by the service's user, written by root alone, whatever root's umask
     layout, journal = Layout(options.prefix), Journal(options.state_dir)
+    if not journal.exists():
+        if options.state_dir != STATE_DIR:
+            raise UpdateError(f"the update's state directory {options.state_dir} does not exist (make it, 0755 "
+                              "root, or leave --state-dir out)")
+        journal.create()
     with journal.lock():
-        recovered = recover(layout, journal, options.service, step)
+        where = box(options)
+        recovered = recover(layout, journal, options.service, step, lambda: where.store)
         if recovered is not None:
             step(recovered.line())
         verified = check(path, options, layout)
         m = verified.manifest
         step(f"bundle {m.label} (version {m.version}, built {m.created}, {m.python} {m.arch}), signed by "
              f"{verified.key}: {len(m.members)} members, {m.size / 1048576:.1f} MB, every hash checked")
-        where = box(options)
         came_from, previous = layout.link("current"), layout.link("previous")
-        record = Update("installing", m.label, came_from, previous, time.time())
+        if options.service is None and came_from is not None:
+            _not_running(options, where)
+        stored = where.store is not None and came_from is not None and backup.plain(where.store)
+        record = Update("installing", m.label, came_from, previous, time.time(), bound_s=options.bound_s,
+                        settle_s=options.settle_s)
+        if stored:
+            assert where.store is not None
+            record.backup_schema = backup.schema(where.store)  # a store that cannot be read stops it here
         journal.write(record)
         _install(layout, journal, verified, options, step)
         baseline = probe(where.url) if options.service is not None and where.url is not None else None
-        if came_from is not None and where.store is not None and where.store.exists():
+        if stored and came_from is not None and where.store is not None:
             saved = journal.backup_path(came_from)
-            record.backup_schema = backup.schema(where.store)
             try:
                 size = backup.backup(where.store, saved)
             except backup.BackupError as exc:
                 _abandon(layout, journal, record, str(exc))
                 raise UpdateError(str(exc)) from None
-            record.store, record.backup = str(where.store), str(saved)
+            record.backed_up = True
             step(f"store backed up to {saved} ({size / 1048576:.1f} MB, schema {record.backup_schema})")
+        os.sync()  # the new version's files on disk before anything names it (a power cut after the switch)
         # The switch. With a version before it, a trial until healthy; the first one has nothing to go back to.
         record.phase = "trial" if came_from is not None else "confirmed"
+        record.switched = time.time()
         journal.write(record)
         if came_from is not None:
             layout.point("previous", came_from)
@@ -135,12 +150,21 @@ def update(path: Path, options: Options, say: Callable[[str], None]) -> Outcome:
             step(f"no version to go back to: {m.label} stays current")
             return finish(layout, journal, record, step, time.monotonic() - start, unhealthy=error)
         failed = time.monotonic()
-        outcome = roll_back(layout, journal, record, error, options.service, step)
+        outcome = roll_back(layout, journal, record, error, options.service, step, where.store)
         if where.url is not None:
             healthy, seen = wait_healthy(where.url, acceptable(baseline), options.bound_s, 0.0, say)
             step(f"{came_from} is " + ("healthy again" if healthy else f"NOT healthy either: {seen}"))
         step(f"rolled back to {came_from} in {time.monotonic() - failed:.1f} s")
         return outcome
+
+
+def _not_running(options: Options, where: Box) -> None:
+    """UpdateError when the service runs: --no-restart would switch it to a version never seen healthy."""
+    active = Service(options.command, 10.0).run("is-active") is None
+    if active or (where.url is not None and probe(where.url, timeout_s=1.0) is not None):
+        raise UpdateError("the service is running (" + ("the service manager says it is active" if active else
+                          f"its API answers at {where.url}") + "): --no-restart would switch it to a version never "
+                          "seen healthy; leave --no-restart out, or stop the service first")
 
 
 def _install(layout: Layout, journal: Journal, verified: bundle.Verified, options: Options,

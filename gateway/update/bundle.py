@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,11 +28,11 @@ from typing import IO, Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.update.keys import KeyProblem, Trusted, key_id
+from gateway.update.layout import is_label
 
 FORMAT = 1
 MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
 AREAS = ("wheels", "models", "share")
-LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", re.ASCII)
 MAX_MEMBERS = 4096
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 CHUNK = 1 << 20
@@ -73,7 +72,7 @@ class Manifest:
 
 
 def check_label(label: str) -> str:
-    if not LABEL.fullmatch(label):
+    if not is_label(label):
         raise BundleError(f"{label!r} is not a version label (allowed: letters, digits and . _ + -, starting with a "
                           "letter or digit, at most 100)")
     return label

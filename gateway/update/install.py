@@ -51,6 +51,7 @@ def build(layout: Layout, manifest: Manifest, unpacked: Path, *, compile_bytecod
     for area in ("models", "share"):
         if (unpacked / area).is_dir():
             shutil.copytree(unpacked / area, build_dir / area, dirs_exist_ok=True)
+            _readable(build_dir / area)
     about = {k: v for k, v in manifest.document().items() if k != "members"}
     (build_dir / "share" / "bundle.json").write_text(json.dumps(about, indent=1) + "\n", encoding="utf-8")
     _name_activation(build_dir, final)
@@ -58,6 +59,17 @@ def build(layout: Layout, manifest: Manifest, unpacked: Path, *, compile_bytecod
     os.rename(build_dir, final)
     fsync_dir(layout.versions)
     return final
+
+
+def _readable(tree: Path) -> None:
+    """Every directory 0755 and file 0644 under `tree`: the service's user reads them, whatever modes they came
+    with."""
+    os.chmod(tree, 0o755)
+    for here, dirs, files in os.walk(tree):
+        for name in dirs:
+            os.chmod(os.path.join(here, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(here, name), 0o644)
 
 
 def _name_activation(build_dir: Path, final: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -20,6 +21,12 @@ from typing import Literal
 
 Link = Literal["current", "previous"]
 TEMPORARY = (".build-", ".incoming-", ".trash-")
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", re.ASCII)
+
+
+def is_label(label: object) -> bool:
+    """Whether `label` is a version label: a name in versions/ that stays there (no /, not . or ..)."""
+    return isinstance(label, str) and LABEL.fullmatch(label) is not None
 
 
 def fsync_dir(path: Path) -> None:
@@ -43,10 +50,12 @@ class Layout:
         except OSError:
             return None
         parent, _, label = target.rpartition("/")
-        return label if parent == "versions" and label else None
+        return label if parent == "versions" and is_label(label) else None
 
     def point(self, name: Link, label: str | None) -> None:
         """Make `name` name versions/`label` (None: no link), atomically."""
+        if label is not None and not is_label(label):
+            raise ValueError(f"{label!r} is not a version label")
         path = self.prefix / name
         if label is None:
             with contextlib.suppress(FileNotFoundError):
@@ -60,6 +69,8 @@ class Layout:
         fsync_dir(self.prefix)
 
     def path(self, label: str) -> Path:
+        if not is_label(label):
+            raise ValueError(f"{label!r} is not a version label")
         return self.versions / label
 
     def whole(self, label: str | None) -> bool:

@@ -37,6 +37,12 @@ for dir in "$PREFIX" "$ETC"; do
   esac
 done
 
+# The trusted-key loader reads NAME.pub files alone: another name would be copied and never trusted.
+case ${UPDATE_KEY:-x.pub} in
+  *.pub) ;;
+  *) fail "UPDATE_KEY names a public key, NAME.pub (from venue-gateway bundle-keygen), not $UPDATE_KEY" ;;
+esac
+
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
 # image-build/requirements-cp311-aarch64.txt and the like, written by `make lock`.
 tag=$("$PYTHON" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')-$(uname -m)
@@ -79,11 +85,22 @@ mkdir -p "$versions"
 was=$(readlink "$PREFIX/current" || true)
 if [ "$was" = "versions/$LABEL" ]; then
   say "version $LABEL is installed and current: keeping it"
+elif [ -n "$was" ] && [ "$(readlink "$PREFIX/previous" || true)" = "versions/$LABEL" ] && [ -d "$target" ] &&
+  [ ! -L "$target" ] && [ -x "$target/bin/venue-gateway" ]; then
+  # The previous version, whole (a rollback's target, which ran healthy): switched back to as it is, never removed
+  # first, so that an install stopped here still leaves it there.
+  say "version $LABEL is installed as the previous version: switching back to it"
+  ln -sfn "$was" "$PREFIX/.previous.new"
+  mv -T "$PREFIX/.previous.new" "$PREFIX/previous"
+  ln -sfn "versions/$LABEL" "$PREFIX/.current.new"
+  mv -T "$PREFIX/.current.new" "$PREFIX/current"
+  sync
+  say "current is $LABEL, previous ${was#versions/}"
 else
   # A version appears whole, by a rename: it is built in versions/.build-<label> (what an interrupted install
   # leaves, removed here or by `venue-gateway update`), through versions/<label> as a link to it, so that its
   # scripts name the final path (a virtual environment is not relocatable). What is at versions/<label> now is not
-  # the current version: a stale one, or a rollback's target, built again.
+  # the current version nor a whole previous one: a stale one, or what an interrupted install left, built again.
   rm -rf "$build" "$target"
   say "version $LABEL in $target from $(basename "$LOCK")"
   "$PYTHON" -m venv --without-pip "$build"
@@ -169,6 +186,11 @@ if [ "$SYSTEMD" = yes ]; then
   getent passwd venue-gateway >/dev/null || useradd --system --home-dir /var/lib/venue-gateway --shell /usr/sbin/nologin \
     --user-group venue-gateway
   find "$ETC" ! -name environment -exec chown root:venue-gateway {} +
+  # The updater's state and the store's backups (docs/updates.md): root's alone, never in the service's
+  # StateDirectory, where the service's user could rearrange them under the updater.
+  install -d -m 0755 -o root -g root /var/lib/venue-gateway-update
+  chown root:root /var/lib/venue-gateway-update
+  chmod 0755 /var/lib/venue-gateway-update
   if [ -e "$ETC/environment" ]; then chown root:root "$ETC/environment"; fi
   # The unit with this install's paths (the shipped file names the defaults), renamed into place whole.
   sed -e "s|/opt/venue-gateway/|$PREFIX/|g" -e "s|/etc/venue-gateway/|$ETC/|g" \

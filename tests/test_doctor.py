@@ -395,11 +395,13 @@ def test_a_raspberry_pi_too_hot_and_under_powered_is_a_problem(tmp_path: Path) -
 def test_the_last_update_is_told_as_the_updater_recorded_it(tmp_path: Path) -> None:
     from gateway.update.journal import Journal, Outcome
 
-    config = small_config(tmp_path)
-    assert [f.status for f in checked(doctor.load(config), "update")] == ["skipped"]
-    Journal(tmp_path / "data").write(None, Outcome("rolled back", "0.1.0-bbbbbbbbbbbb", "0.1.0-aaaaaaaaaaaa",
-                                                   time.time(), "not healthy within 90 s"))
-    [found] = checked(doctor.load(config), "update")
+    config, root = small_config(tmp_path), tmp_path / "root"
+    assert [f.status for f in checked(doctor.load(config, root=root), "update")] == ["skipped"]
+    updates = root / "var" / "lib" / "venue-gateway-update"
+    updates.mkdir(parents=True)
+    Journal(updates).write(None, Outcome("rolled back", "0.1.0-bbbbbbbbbbbb", "0.1.0-aaaaaaaaaaaa", time.time(),
+                                         "not healthy within 90 s"))
+    [found] = checked(doctor.load(config, root=root), "update")
     assert found.status == "warn" and "rolled back to 0.1.0-aaaaaaaaaaaa" in found.message and found.fix
 
 

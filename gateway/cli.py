@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__, client
 from gateway import config as configuration
@@ -20,6 +20,9 @@ from gateway.box import cli as box_cli
 from gateway.cloud import mirror_cli
 from gateway.discovery import cli as discovery_cli
 from gateway.update import cli as update_cli
+
+if TYPE_CHECKING:
+    import ssl
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -95,15 +98,18 @@ def _launch(cfg: configuration.Config, data_dir: Path | None) -> int:
         logging.getLogger("gateway").warning("no API tokens configured: only /api/v1/health will answer")
     cloud = None
     if cfg.cloud is not None:
+        # Resolved by the cloud unit at each start: a password or a CA file the box lacks keeps the cloud link
+        # waiting (told in health and the log), while the rest of the box runs.
         from gateway.cloud.link import tls_context
-        from gateway.cloud.settings import credentials
+        from gateway.cloud.settings import Credentials, credentials
 
-        try:
-            creds = credentials(cfg.cloud, cfg.path.parent)
-            cloud = (creds, tls_context(creds) if cfg.cloud.broker.startswith("mqtts:") else None)
-        except ValueError as exc:
-            print(f"{cfg.path}: cloud: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+        section, base = cfg.cloud, cfg.path.parent
+
+        def cloud_access() -> tuple[Credentials, ssl.SSLContext | None]:
+            creds = credentials(section, base)
+            return creds, tls_context(creds) if section.broker.startswith("mqtts:") else None
+
+        cloud = cloud_access
     gateway = Gateway(cfg, Tokens(secrets), data_dir=data_dir, cloud=cloud)
     try:
         asyncio.run(serve(gateway))

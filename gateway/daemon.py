@@ -36,7 +36,7 @@ from gateway.readings import Ingest, Reading
 from gateway.realtime import make_realtime
 from gateway.show.engine import Fired, ShowEngine
 from gateway.store import Store
-from gateway.supervisor import Supervisor, Unit
+from gateway.supervisor import NotReady, Supervisor, Unit
 from gateway.systemd import Notifier
 from gateway.twin import Twin
 
@@ -47,10 +47,15 @@ STOP_BUDGET_S = 4.5
 GIL_SWITCH_S = 0.0005  # SIGTERM to exit: under the 5 s promised, with room for the interpreter to leave
 
 
+# The broker's credentials and TLS context from the [cloud] section, resolved at each start of the cloud unit: a
+# secret the box lacks (its password's variable, a CA file) keeps that unit waiting (ValueError), not the box.
+CloudAccess = Callable[[], tuple[Credentials, ssl.SSLContext | None]]
+
+
 class Gateway:
     def __init__(self, config: Config, tokens: Tokens, *, data_dir: Path | None = None,
-                 cloud: tuple[Credentials, ssl.SSLContext | None] | None = None) -> None:
-        """`cloud`: the broker credentials and TLS context, resolved from the [cloud] section by the caller."""
+                 cloud: CloudAccess | None = None) -> None:
+        """`cloud`: what resolves the broker credentials and TLS context (the caller's, from the [cloud] section)."""
         self.config = config
         self.twin = Twin(config.gateway.id, config.gateway.venue, change_log=config.twin.change_log)
         c = config.cloud
@@ -141,9 +146,13 @@ class Gateway:
 
     def _cloud_factory(self) -> Callable[[], Unit]:
         assert self.config.cloud is not None and self._cloud_access is not None
-        settings, (creds, tls) = self.config.cloud, self._cloud_access
+        settings, access = self.config.cloud, self._cloud_access
 
         def make() -> Unit:
+            try:
+                creds, tls = access()
+            except ValueError as exc:
+                raise NotReady(str(exc)) from None
             self.cloud = CloudLink(self, settings, creds, tls)
             return self.cloud
 

@@ -181,3 +181,25 @@ def test_the_file_and_the_box_are_checked_in_the_same_run(tmp_path: Path) -> Non
     assert found[:2] == ["store.max_mb", "drivers.wristbands.show_id"]  # the file's own problems first
     assert "api.tokens[1].file" in found and "inference.mood_model" in found  # then the box's, valid sections
     assert "drivers.wristbands.key_file" not in found  # a driver table that is wrong is not looked at further
+
+
+def test_at_run_time_a_missing_broker_password_keeps_the_cloud_link_waiting_and_the_rest_runs(tmp_path: Path) -> None:
+    """A new box whose configuration names the broker's password in a variable not set yet (the shipped example's,
+    before the venue fills in the environment file) starts: the cloud link waits, saying why, and the venue runs."""
+    port = free_port()
+    path = demo_config(tmp_path, port)
+    doc = tomllib.loads(path.read_text())
+    doc["cloud"] = {"broker": f"mqtt://127.0.0.1:{free_port()}", "username": "demo-hall/demo-01",
+                    "password_env": "VG_TEST_PASSWORD_NOT_SET"}
+    path.write_text(tomli_w.dumps(doc))
+    daemon = Daemon(path, port).start(wait=False)
+    try:
+        daemon.wait_healthy(status=("degraded",))
+        _wait(lambda: "environment variable VG_TEST_PASSWORD_NOT_SET is not set or empty"
+              in str(daemon.get("/api/v1/health")["services"]["cloud"].get("last_error")), 15, "the cloud's reason")
+        health = daemon.get("/api/v1/health")
+        assert health["services"]["api"]["state"] == "running"
+        assert health["drivers"]["venue"]["state"] == "running", health["drivers"]["venue"]
+        assert "Traceback" not in daemon.log.read_text()
+    finally:
+        daemon.cleanup()

@@ -153,8 +153,8 @@ async def test_commands_queued_in_the_client_are_bounded(tmp_path: Path, mosquit
     cfg = configuration.load(cloud_config(tmp_path, mosquitto.url))
     assert cfg.cloud is not None
     creds = credentials(cfg.cloud, cfg.path.parent)
-    link = CloudLink(Gateway(cfg, Tokens([(VIEWER, "viewer"), (ADMIN, "admin")]), cloud=(creds, None)), cfg.cloud,
-                     creds, None)
+    gateway = Gateway(cfg, Tokens([(VIEWER, "viewer"), (ADMIN, "admin")]), cloud=lambda: (creds, None))
+    link = CloudLink(gateway, cfg.cloud, creds, None)
     burst = QUEUED_COMMANDS + 150
     async with link._client() as client, aiomqtt.Client("127.0.0.1", mosquitto.port) as cloud:
         await client.subscribe(f"{ROOT}/cmd/+", qos=1)

@@ -58,8 +58,9 @@ peers:
 	$(call debian_packages,$(TEST_PEERS),tests that need them skip)
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check gateway drivers models tests bench peers tools
+	$(BIN)/ruff check gateway drivers models tests bench peers tools image-build
 	$(BIN)/mypy
+	$(BIN)/mypy --strict image-build/*.py
 
 # On every core (pytest-xdist), each test module on one worker; then, on their own, the tests that listen on the
 # machine's Art-Net and sACN ports (marked `wire`), where every other test's daemon sends its DMX.

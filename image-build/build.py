@@ -191,6 +191,7 @@ def configure(root: Path) -> None:
         lists.unlink()
     in_root(root, "systemctl enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service "
                   "systemd-time-wait-sync.service venue-gateway-card.service venue-gateway-firstboot.service "
+                  "venue-gateway-grow-data.service "
                   "venue-gateway.service ssh.service; "
                   "ln -sf ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf; "
                   "mkdir -p /boot/firmware /data; passwd -l root >/dev/null; "

@@ -74,6 +74,7 @@ port = "/dev/serial/by-id/usb-NTiAudio_XL2_A2A-00000-E0-if00"
 zone = "floor"
 """
 TIMESYNCD = "[Time]\nNTP=10.0.2.2\n"
+CARD_SPARE_MIB = 1024  # the card is this much larger than the image (whose data partition is 512 MiB)
 
 STARTED = time.monotonic()
 FIGURES: dict[str, str] = {}
@@ -204,6 +205,8 @@ def prepare(key: Path) -> Path:
     disk = WORK / "disk.img"
     say(f"copy of {IMAGE.relative_to(SRC)} with an SSH key and the test's configuration on its boot partition")
     run("cp", "--sparse=always", IMAGE, disk)
+    # A card larger than the image, as every card is: the data partition grows to its end at boot.
+    run("truncate", "-s", f"+{CARD_SPARE_MIB}M", disk)
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", key)
     card = WORK / "card"
     card.mkdir()
@@ -297,6 +300,9 @@ def checks(guest: Guest) -> None:
           f"after kill -9 the twin's version does not go back ({before} -> {after_kill['twin']['version']})")
 
     # A reboot: the same box (no second first boot), its state kept.
+    data_mib = int(guest.ssh("df -B1M --output=size /data | tail -1"))
+    check(data_mib > CARD_SPARE_MIB, f"the data partition grew to the end of the card ({data_mib} MiB, the card "
+          f"{CARD_SPARE_MIB} MiB larger than the image)")
     identity = guest.ssh("hostname; cat /etc/machine-id; sha256sum /etc/venue-gateway/tokens/admin")
     before = guest.health()["twin"]["version"]  # type: ignore[index]
     now = guest.ssh("date +%s")

@@ -30,7 +30,7 @@ mkdir -p "$1/upper/etc/systemd/system" "$1/work" "$1/root"
 printf '%s' "$2" >"$1/upper/etc/systemd/system/box.target"
 mount -t overlay box-root -o lowerdir=/,upperdir="$1/upper",workdir="$1/work" "$1/root"
 exec systemd-nspawn --quiet --directory="$1/root" --machine="$3" --boot --register=no --keep-unit \\
-  --link-journal=no --console=pipe systemd.unit=box.target
+  --link-journal=no --console=pipe --bind-ro="$4:/srv/host" systemd.unit=box.target
 """
 
 
@@ -99,13 +99,14 @@ class SystemdBox:
 
 
 @contextmanager
-def systemd_box(directory: Path, name: str, timeout: float = 60) -> Iterator[SystemdBox]:
-    """A booted container whose scratch space (a tmpfs) is mounted on `directory`."""
+def systemd_box(directory: Path, name: str, share: Path, timeout: float = 60) -> Iterator[SystemdBox]:
+    """A booted container whose scratch space (a tmpfs) is mounted on `directory`, with this machine's `share` at
+    /srv/host, read-only (the container has a /tmp of its own, where a clone of the tree may be)."""
     directory.mkdir(parents=True, exist_ok=True)
     console = directory.parent / f"{name}.console"
     with console.open("wb") as out:
         nspawn = subprocess.Popen(["unshare", "--mount", "--propagation=private", "sh", "-c", BOOT, "sh",
-                                   str(directory), TARGET, name], stdin=subprocess.DEVNULL, stdout=out,
+                                   str(directory), TARGET, name, str(share)], stdin=subprocess.DEVNULL, stdout=out,
                                   stderr=subprocess.STDOUT)
     box = SystemdBox(nspawn, console)
     try:

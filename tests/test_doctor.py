@@ -428,7 +428,8 @@ def test_run_by_another_user_the_doctor_says_where_things_are_and_shows_no_secre
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
     env = {"PYTHONPATH": str(ROOT), "PATH": os.environ["PATH"], "HOME": "/"}
     probe = subprocess.run([*nobody, "-c", "import gateway"], env=env, cwd="/", capture_output=True, timeout=30)
-    require(probe.returncode == 0, f"an interpreter and a tree ({ROOT}) that the user nobody can read")
+    if probe.returncode != 0:  # where the clone is (a private directory), not a peer this machine lacks
+        pytest.skip(f"needs an interpreter and a tree ({ROOT}) that the user nobody can read")
     import tempfile
 
     directory = Path(tempfile.mkdtemp(prefix="vg-doctor-"))  # (pytest's own is root's alone)

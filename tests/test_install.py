@@ -158,10 +158,10 @@ type = "sim"
 seed = 3
 """
     begun = time.monotonic()
-    with systemd_box(tmp_path / "scratch", f"vg-install-{os.getpid()}") as box:
+    with systemd_box(tmp_path / "scratch", f"vg-install-{os.getpid()}", ROOT) as box:
         booted = time.monotonic() - begun
-        # The tree as it is now (the host's /tmp, where pytest's directories are, is not the container's).
-        box.run("sh", "-c", 'mkdir "$0" && cd "$1" && shift && cp -r "$@" "$0"', src, str(ROOT), *SOURCE)
+        # The tree as it is now, from this machine's, which the container sees at /srv/host.
+        box.run("sh", "-c", 'mkdir "$0" && cd "$1" && shift && cp -r "$@" "$0"', src, "/srv/host", *SOURCE)
         box.run("sh", "-c", SECRETS, etc)
         # A box without BlueZ has no bluetooth group, which the unit names (this machine may have one).
         box.run("sh", "-c", "! getent group bluetooth >/dev/null || groupdel bluetooth")

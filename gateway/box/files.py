@@ -8,6 +8,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from gateway.durable import sync_directory
+
 
 def _temporary(path: Path, data: bytes, mode: int, gid: int | None) -> Path:
     """`data` in a new file beside `path`, flushed, with `mode` and, as root, owner root and group `gid`."""
@@ -28,14 +30,6 @@ def _temporary(path: Path, data: bytes, mode: int, gid: int | None) -> Path:
         raise
     os.close(fd)
     return temporary
-
-
-def sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def replace(path: Path, data: bytes, mode: int, gid: int | None = None) -> None:

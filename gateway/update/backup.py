@@ -12,7 +12,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.update.layout import fsync_dir
+from gateway.durable import sync_directory
 
 STORE_FILE = "gateway.db"  # in the configuration's data_dir, as gateway.store names it
 HEADROOM = 64 * 1024 * 1024  # left free on the disk beyond the backup's size
@@ -86,7 +86,7 @@ def backup(db: Path, dest: Path) -> int:
     with open(partial, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(partial, dest)
-    fsync_dir(dest.parent)
+    sync_directory(dest.parent)
     return dest.stat().st_size
 
 
@@ -110,4 +110,4 @@ def restore(saved: Path, db: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{db}{suffix}")
     os.replace(partial, db)
-    fsync_dir(db.parent)
+    sync_directory(db.parent)

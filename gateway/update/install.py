@@ -15,8 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway.durable import sync_directory
 from gateway.update.bundle import Manifest
-from gateway.update.layout import Layout, fsync_dir
+from gateway.update.layout import Layout
 
 
 class InstallError(Exception):
@@ -57,7 +58,7 @@ def build(layout: Layout, manifest: Manifest, unpacked: Path, *, compile_bytecod
     _name_activation(build_dir, final)
     final.unlink()
     os.rename(build_dir, final)
-    fsync_dir(layout.versions)
+    sync_directory(layout.versions)
     return final
 
 

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.update.layout import fsync_dir, is_label
+from gateway.durable import sync_directory
+from gateway.update.layout import is_label
 
 STATE_DIR = Path("/var/lib/venue-gateway-update")
 Phase = Literal["installing", "trial", "rolling-back", "confirmed"]
@@ -170,7 +171,7 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        fsync_dir(self.dir)
+        sync_directory(self.dir)
 
     def backup_path(self, label: str) -> Path:
         """The store's backup taken under version `label`."""

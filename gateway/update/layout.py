@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
+from gateway.durable import sync_directory
+
 Link = Literal["current", "previous"]
 TEMPORARY = (".build-", ".incoming-", ".trash-")
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", re.ASCII)
@@ -27,15 +29,6 @@ LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", re.ASCII)
 def is_label(label: object) -> bool:
     """Whether `label` is a version label: a name in versions/ that stays there (no /, not . or ..)."""
     return isinstance(label, str) and LABEL.fullmatch(label) is not None
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the names in `path` durable (a rename survives a power cut once its directory is synced)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Layout:
@@ -66,7 +59,7 @@ class Layout:
                 new.unlink()
             new.symlink_to(f"versions/{label}")
             os.replace(new, path)
-        fsync_dir(self.prefix)
+        sync_directory(self.prefix)
 
     def path(self, label: str) -> Path:
         if not is_label(label):
@@ -97,7 +90,7 @@ class Layout:
             return
         trash = self.versions / f".trash-{label}-{uuid.uuid4().hex[:8]}"
         os.rename(path, trash)
-        fsync_dir(self.versions)
+        sync_directory(self.versions)
         shutil.rmtree(trash, ignore_errors=True)
 
     def prune(self) -> list[str]:

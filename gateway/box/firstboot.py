@@ -120,7 +120,7 @@ def _environment_tokens(etc: Path, out: TextIO) -> dict[str, str]:
         return {}
     api = doc.get("api")
     entries = api.get("tokens") if isinstance(api, dict) else None
-    names = [t["env"] for t in entries or [] if isinstance(t, dict) and isinstance(t.get("env"), str)
+    names = [t["env"] for t in entries if isinstance(t, dict) and isinstance(t.get("env"), str)
              and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t["env"])] if isinstance(entries, list) else []
     path = etc / ENVIRONMENT
     try:

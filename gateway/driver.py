@@ -26,17 +26,19 @@ from gateway.readings import Ingest, Reading
 from gateway.schema import Problem, check_listen, check_slug, setting
 from gateway.show.effects import EffectError
 from gateway.show.engine import Fired, ShowEngine, UnknownPreset
+from gateway.show.live import LiveChange, Look
+from gateway.show.timecode import Rate, Timecode
 from gateway.supervisor import NotReady, Unit, backoff_delay
 from gateway.twin import Twin, TwinFrozen
 
 # What a driver may import from here: the interface and its context; a start that cannot go on yet and the backoff
 # between tries; readings; its options (a frozen dataclass of `setting(...)` fields, checked across keys by
 # `problems()`); what it needs from the box, for its `preflight`; the addresses it listens on or sends to; the show's
-# fired effects and why a fire was refused.
+# fired effects and why a fire was refused; the console's live looks and timecode.
 __all__ = [
-    "Driver", "DriverContext", "EffectError", "Fired", "NoOptions", "NotReady", "Problem", "Reading", "UnknownPreset",
-    "backoff_delay", "check_listen", "check_slug", "environment_variable", "importable", "is_loopback",
-    "parse_listen", "read_secret", "readable_file", "secret_file", "setting",
+    "Driver", "DriverContext", "EffectError", "Fired", "LiveChange", "Look", "NoOptions", "NotReady", "Problem", "Rate",
+    "Reading", "Timecode", "UnknownPreset", "backoff_delay", "check_listen", "check_slug", "environment_variable",
+    "importable", "is_loopback", "parse_listen", "read_secret", "readable_file", "secret_file", "setting",
 ]
 
 OptionsT = TypeVar("OptionsT")

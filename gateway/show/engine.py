@@ -20,7 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gateway.show.cues import CueList
 from gateway.show.effects import RGB, Effect, EffectError, number, render
+from gateway.show.live import LiveLooks
+from gateway.show.patch import Patch
 from gateway.show.settings import PresetSection, ShowSection
 from gateway.twin import Twin, TwinFrozen, rfc3339
 
@@ -99,6 +102,9 @@ class ShowEngine:
         self._anchor = (time.monotonic(), time.time())
         self._serial = int(time.time()) % 256  # a restarted gateway does not begin where bands last heard it
         self._lit: dict[str, float] = {}  # zone ("" with none configured) -> start of the last effect lighting it
+        self.live = LiveLooks(self)  # the console's looks, zone by zone
+        self.patch = Patch(self)  # console universes to crowd fixtures and macro channels
+        self.cues = CueList(self)  # the timecode cue list
 
     # -- clocks ----------------------------------------------------------------------------------------
     def show_ms(self, mono: float) -> int:
@@ -232,6 +238,7 @@ class ShowEngine:
                       self.wall(start), lead_ms=lead_ms)
         self.last = fired
         self.recent.append(fired)
+        self.live.release(names)  # the latest wins: the effect, until the console changes these zones again
         if lit:
             self._lit.update(dict.fromkeys(names or ("",), start))
         log.info("effect %s (%s) fired for %s, starts %s", fired.effect_id, preset or effect.kind,

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.schema import Problem, check_slug, setting
+from gateway.show import console_settings
+from gateway.show.console_settings import FixtureSection, LiveSection, MacroSection
+from gateway.show.cue_settings import CuesSection
 from gateway.show.effects import Effect, EffectError
 
 
@@ -56,6 +59,10 @@ class ShowSection:
     max_flash_hz: float = setting(3.0, min=0.1, max=3.0)
     zones: list[ShowZone] = field(default_factory=list)
     presets: list[PresetSection] = field(default_factory=list)
+    live: LiveSection = field(default_factory=LiveSection)  # the console's live looks (gateway/show/live.py)
+    patch: list[FixtureSection] = field(default_factory=list)  # crowd fixtures on console universes
+    macros: list[MacroSection] = field(default_factory=list)  # console channels that fire presets
+    cues: CuesSection = field(default_factory=CuesSection)  # the timecode cue list
 
     def problems(self) -> list[Problem]:
         out = []
@@ -75,4 +82,5 @@ class ShowSection:
                 out.append(Problem(f"presets[{i}].zones", f"no zone {unknown[0]!r} (allowed: {allowed})"))
         if len({p.name for p in self.presets}) != len(self.presets):
             out.append(Problem("presets", "preset names must be unique"))
+        out.extend(console_settings.problems(names, self.patch, self.macros, [p.name for p in self.presets]))
         return out

@@ -27,6 +27,15 @@ class EffectError(ValueError):
     """An effect that cannot be made from what was given; the message says what is allowed."""
 
 
+class TooSoon(EffectError):
+    """An effect that would light a zone sooner than the flash cap allows after the last one there: not wrong in
+    itself, and fired as it is `retry_after_s` later."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 COLOUR = re.compile(r"#?[0-9A-Fa-f]{6}")
 # An effect's fields beside `kind` and `colour`: JSON type, minimum, maximum. A preset takes the same
 # (`gateway/show/settings.py`), and the HTTP API's document states them from this table.

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.show.cues import CueList
-from gateway.show.effects import RGB, Effect, EffectError, number, render
+from gateway.show.effects import RGB, Effect, EffectError, TooSoon, number, render
 from gateway.show.live import LiveLooks
 from gateway.show.patch import Patch
 from gateway.show.settings import PresetSection, ShowSection
@@ -39,15 +39,6 @@ RECENT = 16  # effects kept for a transmitter that restarts while they still cou
 
 class UnknownPreset(LookupError):
     pass
-
-
-class TooSoon(EffectError):
-    """An effect that would light a zone sooner than the flash cap allows after the last one there: not wrong in
-    itself, and fired as it is `retry_after_s` later."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -316,7 +307,10 @@ class ShowEngine:
         return out
 
     def _report(self) -> None:
+        self.report({"tempo_bpm": self.tempo_bpm, "last_effect": self.last.document() if self.last else None})
+
+    def report(self, values: dict[str, Any]) -> None:
+        """Merge `values` into the twin asset show_control (the engine's state, and its parts': `live`)."""
         with contextlib.suppress(TwinFrozen):
             self._twin.declare(ASSET, "show_control")
-            self._twin.report(ASSET, {"tempo_bpm": self.tempo_bpm,
-                                      "last_effect": self.last.document() if self.last else None})
+            self._twin.report(ASSET, values)

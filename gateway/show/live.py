@@ -1,18 +1,32 @@
 """Live looks: what the console says each zone of the crowd shows now, sent to the bands as live frames rather than
 as effects with a countdown. The patch (`gateway/show/patch.py`) sets looks; transmitters read the latest one per
 zone; an effect fired in a zone releases it from live control until the console changes it again.
+
+What a transmitter is given is already within the show's photosensitivity cap: strobe at most
+`show.max_flash_hz`, and a rise in brightness of more than half of full scale less than 1/max_flash_hz after the
+last such rise in the zone is held back to the moment the cap allows (showing the latest look then), so that a
+fader or a bump button flicked fast does not flash the crowd faster than an effect may. The band's firmware keeps
+the same caps.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.show.engine import ShowEngine
 
+log = logging.getLogger(__name__)
+
 RGB = tuple[int, int, int]
+FLASH_RISE = 0.5  # a rise in brightness (0..1) larger than this is a flash, for the cap
+REPORT_INTERVAL_S = 0.25  # the twin hears the live looks at most this often
+CLOCK_SLACK_S = 0.001  # a timer the loop runs this early is on time
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,16 @@ class Look:
     def rgb(self) -> RGB:
         """The colour scaled by the intensity: what the LEDs show."""
         return tuple(round(c * self.intensity) for c in self.colour)  # type: ignore[return-value]
+
+    @property
+    def brightness(self) -> float:
+        """The brightest LED, 0..1: what the flash cap compares."""
+        return max(self.colour) / 255 * self.intensity
+
+    def document(self) -> dict[str, Any]:
+        r, g, b = self.colour
+        return {"colour": f"#{r:02x}{g:02x}{b:02x}", "intensity": round(self.intensity, 4),
+                "strobe_hz": round(self.strobe_hz, 3)}
 
 
 @dataclass(frozen=True)
@@ -42,24 +66,133 @@ class LiveChange:
 LiveListener = Callable[[LiveChange], None]
 
 
+@dataclass
+class _Pending:
+    look: Look
+    at_mono: float  # when it arrived
+    fade_ms: int
+
+
 class LiveLooks:
-    """The zones under the console's live control and their latest looks (filled in by the patch)."""
+    """The zones under the console's live control and their latest looks (filled in by the patch).
+
+    `set` may be called many times in one turn of the loop (a burst of packets read at once): each zone's latest
+    look is taken once, when the loop turns, as one change."""
 
     def __init__(self, engine: ShowEngine) -> None:
         self.engine = engine
         self.version = 0
+        self.held_back = 0  # looks delayed by the flash cap
+        self.strobe_clamped = 0  # looks whose strobe was over show.max_flash_hz
         self._current: dict[str, LiveChange] = {}
         self._listeners: list[LiveListener] = []
+        self._pending: dict[str, _Pending] = {}  # set this turn, not yet taken
+        self._flush: asyncio.Handle | None = None
+        self._held: dict[str, asyncio.TimerHandle] = {}  # zone -> when the flash cap lets its latest look out
+        self._waiting: dict[str, _Pending] = {}  # zone -> its latest look while held
+        self._rises: dict[str, float] = {}  # zone -> when it last rose by more than FLASH_RISE
+        self._shown: dict[str, float] = {}  # zone -> brightness of its last change (kept across a release)
+        self._reported: set[str] = set()  # zones on the twin now
+        self._last_report = float("-inf")
+        self._report_timer: asyncio.TimerHandle | None = None
 
     def current(self) -> dict[str, LiveChange]:
         """The zones under live control, each with its latest change."""
         return self._current
 
+    def set(self, zones: tuple[str, ...], look: Look, fade_ms: int | None = None,
+            at_mono: float | None = None) -> None:
+        """The console's look for `zones`, arrived at `at_mono` (default: now); shown with the bands' fade
+        (`show.live.fade_ms`, or `fade_ms`). Taken when the loop turns, the latest of the turn per zone."""
+        pending = _Pending(look, time.monotonic() if at_mono is None else at_mono,
+                           self.engine.settings.live.fade_ms if fade_ms is None else fade_ms)
+        for zone in zones:
+            self._pending[zone] = pending
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_soon(self._take)
+
     def release(self, zones: tuple[str, ...]) -> None:
         """An effect was fired in `zones`: live stops sending them until the console changes them again."""
+        released = False
         for zone in zones:
-            self._current.pop(zone, None)
+            released |= self._current.pop(zone, None) is not None
+            self._pending.pop(zone, None)
+            self._waiting.pop(zone, None)
+            held = self._held.pop(zone, None)
+            if held is not None:
+                held.cancel()
+        if released:
+            self._report_soon()
 
     def subscribe(self, listener: LiveListener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    # -- taking the turn's looks -------------------------------------------------------------------------
+    def _take(self) -> None:
+        self._flush = None
+        pending, self._pending = self._pending, {}
+        now = time.monotonic()
+        for zone, change in pending.items():
+            if zone in self._held:  # waiting for the flash cap: its latest look goes out then
+                self._waiting[zone] = change
+            else:
+                self._offer(zone, change, now)
+
+    def _offer(self, zone: str, change: _Pending, now: float) -> None:
+        """Show `change` in `zone`, unless it is a flash too soon after the last one there: then it waits."""
+        cap = self.engine.settings.max_flash_hz
+        look = change.look
+        if look.strobe_hz > cap:
+            look = replace(look, strobe_hz=cap)
+            self.strobe_clamped += 1
+        if look.brightness - self._shown.get(zone, 0.0) > FLASH_RISE:
+            allowed = self._rises.get(zone, float("-inf")) + 1 / cap
+            if now < allowed - CLOCK_SLACK_S:
+                self.held_back += 1
+                self._waiting[zone] = change
+                self._held[zone] = asyncio.get_running_loop().call_later(allowed - now, self._let_out, zone)
+                return
+            self._rises[zone] = now
+        self._emit(zone, look, change.at_mono, change.fade_ms)
+
+    def _let_out(self, zone: str) -> None:
+        """The flash cap's moment for a held zone: its latest look, shown from now."""
+        del self._held[zone]
+        change = self._waiting.pop(zone)
+        now = time.monotonic()
+        self._offer(zone, replace(change, at_mono=now), now)
+
+    def _emit(self, zone: str, look: Look, at_mono: float, fade_ms: int) -> None:
+        self.version += 1
+        show_ms = self.engine.show_ms(at_mono) + self.engine.settings.live.delay_ms
+        change = LiveChange(zone, 1 << self.engine.zones[zone].index, look, at_mono, show_ms, fade_ms,
+                            self.version)
+        self._current[zone] = change
+        self._shown[zone] = look.brightness
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("a live listener failed")
+        self._report_soon()
+
+    # -- the twin ----------------------------------------------------------------------------------------
+    def _report_soon(self) -> None:
+        """Report the live looks on the twin now, or once REPORT_INTERVAL_S has passed since the last report."""
+        if self._report_timer is not None:
+            return
+        wait = self._last_report + REPORT_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._report()
+        else:
+            self._report_timer = asyncio.get_running_loop().call_later(wait, self._report)
+
+    def _report(self) -> None:
+        self._report_timer = None
+        self._last_report = time.monotonic()
+        zones: dict[str, Any] = dict.fromkeys(self._reported - set(self._current))  # released: removed
+        for zone, change in self._current.items():
+            zones[zone] = {**change.look.document(), "show_ms": change.show_ms, "fade_ms": change.fade_ms}
+        self._reported = set(self._current)
+        self.engine.report({"live": {"version": self.version, "zones": zones}})

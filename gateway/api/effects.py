@@ -12,8 +12,8 @@ from aiohttp import web
 
 from gateway.api import GATEWAY, MAX_PREVIEW_MS, PREVIEW_STEP_MS
 from gateway.api.auth import json_error, read_object, requires
-from gateway.show.effects import FLASHING, Effect, EffectError
-from gateway.show.engine import Fired, TooSoon, UnknownPreset
+from gateway.show.effects import FLASHING, Effect, EffectError, TooSoon
+from gateway.show.engine import Fired, UnknownPreset
 from gateway.twin import rfc3339
 
 

@@ -1,5 +1,6 @@
-"""DMX universes and the frame clock. The levels of every universe live here, set by desired state (and,
-later, OSC and the show engine); the frame clock hands them to every DMX output at one rate, on time.
+"""DMX universes and the frame clock. The levels of every universe live here, set by desired state, OSC, a
+console passed through and the show's feedback; outputs hear of a change once per turn of the loop (send on
+change), and the frame clock hands the levels to outputs at one rate, on time (frames, and keep-alives).
 
 Each universe is a twin asset `universe:N`: desired `{"levels": {"CHANNEL": VALUE, ...}}` (a merge patch of
 1-based channels) or `{"levels": [v1, v2, ...]}` sets levels; reported `levels` follows, a few times a second.
@@ -27,15 +28,17 @@ CHANNELS = 512
 REPORT_EVERY_S = 0.25  # reported levels in the twin: fresh enough for a person, cheap for the store
 
 FrameHandler = Callable[[int], None]
+ChangeListener = Callable[[list[int]], None]
 
 
 class Universe:
-    __slots__ = ("changes", "levels", "number")
+    __slots__ = ("changes", "levels", "number", "told")
 
     def __init__(self, number: int) -> None:
         self.number = number
         self.levels = bytearray(CHANNELS)
         self.changes = 0  # grows on every change: outputs compare it with what they last sent
+        self.told = False  # a change is waiting to be told to the change listeners at the end of this loop turn
 
 
 class DmxUniverses:
@@ -44,6 +47,38 @@ class DmxUniverses:
         self.universes = {n: Universe(n) for n in sorted(set(numbers))}
         self._reported: dict[int, int] = {}
         self._applied: dict[int, dict[int, Any]] = {}  # the desired levels last applied, per universe
+        self._listeners: list[ChangeListener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: list[int] = []  # universes changed this turn of the loop, told once it ends
+
+    def on_change(self, listener: ChangeListener) -> Callable[[], None]:
+        """`listener(universes)` once per turn of the loop in which levels changed, with the universes that did
+        (call from the loop). Everything one OSC bundle, one console packet or one desired patch sets is told
+        at once: an output sends it in one frame. A change costs one flag test while nobody listens."""
+        self._loop = asyncio.get_running_loop()
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _touched(self, universe: Universe) -> None:
+        """A universe changed: tell the listeners when this turn of the loop is over (once, whatever else
+        changes meanwhile)."""
+        universe.changes += 1
+        if universe.told or not self._listeners or self._loop is None:
+            return
+        universe.told = True
+        if not self._changed:
+            self._loop.call_soon(self._tell)
+        self._changed.append(universe.number)
+
+    def _tell(self) -> None:
+        changed, self._changed = self._changed, []
+        for n in changed:
+            self.universes[n].told = False
+        for listener in list(self._listeners):
+            try:
+                listener(changed)
+            except Exception:  # one output's bug must not keep the change from the others
+                log.exception("DMX change listener failed")
 
     def __contains__(self, number: int) -> bool:
         return number in self.universes
@@ -65,7 +100,19 @@ class DmxUniverses:
         universe = self.get(number)
         if universe.levels[channel - 1] != value:
             universe.levels[channel - 1] = value
-            universe.changes += 1
+            self._touched(universe)
+
+    def set_levels(self, number: int, levels: bytes, first: int = 1) -> None:
+        """Channels from `first` on to `levels` (each byte a level): a console universe passed through, in one
+        change. More than the universe holds is refused (ValueError)."""
+        if not 1 <= first <= CHANNELS or first - 1 + len(levels) > CHANNELS:
+            raise ValueError(f"{len(levels)} levels from channel {first} do not fit (allowed: channels 1 to "
+                             f"{CHANNELS})")
+        universe = self.get(number)
+        end = first - 1 + len(levels)
+        if universe.levels[first - 1:end] != levels:
+            universe.levels[first - 1:end] = levels
+            self._touched(universe)
 
     def blackout(self) -> None:
         """Every channel of every universe to 0, and the universes' desired levels cleared: a blackout holds until
@@ -73,7 +120,7 @@ class DmxUniverses:
         for n, universe in self.universes.items():
             if any(universe.levels):
                 universe.levels[:] = bytes(CHANNELS)
-                universe.changes += 1
+                self._touched(universe)
             asset = self._twin.get(f"universe:{n}")
             if asset is not None and asset.desired.get("levels"):
                 try:

@@ -1,8 +1,10 @@
-"""The `artnet` driver: Art-Net 4 output of the box's DMX universes, one frame per tick of the frame clock.
+"""The `artnet` driver: Art-Net 4 output of the box's DMX universes, sent on change (or on the frame clock).
 
 ArtDmx goes unicast to the configured targets and, with `discover`, to every node found by ArtPoll whose
 ArtPollReply lists an output port on that universe; broadcast only where the configuration asks for it.
-Unchanged universes are sent again about once a second (keep-alive), never faster than the frame rate; ArtSync
+A universe goes out as soon as it changes, at most `max_rate_hz` a second (Art-Net 4 asks controllers to send
+ArtDmx only on change, with a keep-alive; nodes refresh their DMX port on their own), or with every frame of the
+frame clock (`mode = "frames"`). Unchanged universes are sent again about once a second (keep-alive); ArtSync
 follows each frame when asked for. The gateway's universe N is Art-Net Port-Address N (universe 1 is 0:0:1).
 
 Discovery polls the `discover` (directed broadcast) address every `poll_interval_s` from UDP port 6454, where
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from drivers.dmx.artnet_codec import PORT, ArtDmx, ArtNetError, ArtPoll, ArtPollReply, ArtSync, UnreadOpcode, decode
-from drivers.dmx.output import DmxOutput
+from drivers.dmx.output import DmxOutput, Mode
 from drivers.throttle import Throttle
 from gateway.driver import DriverContext, NotReady, Problem, setting
 
@@ -61,6 +63,8 @@ class ArtNetOptions:
     discover: str | None = None  # poll this (directed broadcast) address for nodes, e.g. "2.255.255.255"
     bind: str = "0.0.0.0"
     sync: bool = False  # ArtSync after every frame, so nodes change all their universes together
+    mode: Mode = "on-change"  # or "frames": with the frame clock's ticks
+    max_rate_hz: float = setting(44.0, min=1, max=1000)  # on change: ArtDmx a second per universe, at most
     keepalive_s: float = setting(1.0, min=0.1, max=4)
     poll_interval_s: float = setting(3.0, min=1, max=60)  # the specification asks for 2.5 to 3 s
     node_timeout_s: float = setting(10.0, min=3, max=600)

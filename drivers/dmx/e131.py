@@ -1,5 +1,9 @@
-"""The `sacn` driver: sACN (ANSI E1.31-2018) output of the box's DMX universes, one frame per clock tick.
+"""The `sacn` driver: sACN (ANSI E1.31-2018) output of the box's DMX universes, sent on change (or per clock tick).
 (The module is named for the standard so as not to shadow the `sacn` package.)
+
+E1.31 allows a source to suppress non-changing data (6.6.2: three packets of the new levels, then a keep-alive
+every 800 to 1000 ms) and caps a universe at DMX's own refresh rate unless the receiver takes more (6.6.1), so
+`on-change` at 44 Hz at most is the default: a change goes out at once, its two repeats at the rate's interval.
 
 Packets are built by the `sacn` package's E1.31 codec (its own sender runs a thread per socket, so only its
 packet classes are used); the transport, scheduling and the stream-terminated goodbye are ours. Multicast to
@@ -17,7 +21,7 @@ from typing import Any
 from sacn.messages.data_packet import DataPacket
 from sacn.messages.sync_packet import SyncPacket
 
-from drivers.dmx.output import DmxOutput
+from drivers.dmx.output import DmxOutput, Mode
 from gateway.driver import DriverContext, NotReady, Problem, setting
 
 PORT = 5568
@@ -36,7 +40,9 @@ class SacnOptions:
     priority: int = setting(100, min=0, max=200)
     source_name: str = "venue-gateway"
     sync_universe: int = setting(0, min=0, max=63999)  # 0: no synchronisation
-    keepalive_s: float = setting(1.0, min=0.1, max=1.0)  # receivers drop a source silent for 2.5 s
+    mode: Mode = "on-change"  # or "frames": with the frame clock's ticks
+    max_rate_hz: float = setting(44.0, min=1, max=1000)  # on change: packets a second per universe, at most
+    keepalive_s: float = setting(1.0, min=0.1, max=1.0)  # E1.31 6.6.2 asks 0.8 to 1; receivers drop 2.5 s
     bind: str = "0.0.0.0"
     ttl: int = setting(8, min=1, max=255)
 
@@ -54,6 +60,7 @@ class SacnOptions:
 
 class SacnOutput(DmxOutput[SacnOptions]):
     Options = SacnOptions
+    COPIES = 3  # E1.31 6.6.2: non-changing data is sent three times before it is suppressed
 
     def __init__(self, ctx: DriverContext, options: SacnOptions) -> None:
         super().__init__(ctx, options)

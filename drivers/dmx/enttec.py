@@ -1,5 +1,8 @@
 """The `enttec` driver: one universe out of an Enttec DMX USB Pro widget on a serial port (label 6 frames).
 
+The widget refreshes its DMX port with the last frame it was given by itself, so a frame is written only when the
+universe changes (at most `max_rate_hz` a second: faster than DMX's 44 Hz would only replace frames the widget
+had not put on the wire yet), or with the frame clock's ticks (`mode = "frames"`), and again every `keepalive_s`.
 The port is opened with pyserial through its asyncio transport. A widget that is not there is 'not ready';
 one that goes away mid-show ends the run, and the supervisor opens it again, with backoff, when it is back.
 Name the port by its stable path (/dev/serial/by-id/...) so that replugging it elsewhere changes nothing.
@@ -15,7 +18,7 @@ import serial
 import serial_asyncio_fast
 
 from drivers.dmx.enttec_codec import Decoder, dmx_frame
-from drivers.dmx.output import DmxOutput
+from drivers.dmx.output import DmxOutput, Mode
 from gateway.driver import DriverContext, NotReady, setting
 
 BACKLOG_BYTES = 2048  # about four frames waiting: the next one waits too, never a growing queue of old levels
@@ -25,6 +28,8 @@ BACKLOG_BYTES = 2048  # about four frames waiting: the next one waits too, never
 class EnttecOptions:
     port: str
     universe: int = setting(1, min=0, max=32767)
+    mode: Mode = "on-change"  # or "frames": with the frame clock's ticks
+    max_rate_hz: float = setting(44.0, min=1, max=44)  # on change: frames a second, at most
     keepalive_s: float = setting(1.0, min=0.1, max=10)  # the widget repeats the last frame by itself
 
     @property

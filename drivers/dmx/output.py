@@ -1,5 +1,13 @@
-"""What every DMX output shares: the universes it carries, one call per frame of the frame clock, and the
-rule of what to send in a frame (a universe that changed, or one unchanged for `keepalive_s`)."""
+"""What every DMX output shares: the universes it carries, and when a universe goes on the wire.
+
+Two modes. `on-change` (the default): a universe goes out as soon as it changes (the change told at the end of
+the loop's turn that made it, so what one OSC bundle or one console packet sets goes in one packet), at most
+`max_rate_hz` times a second: a change sooner than that after the last send goes at the end of the interval,
+with the latest levels. `frames`: a universe that changed goes out with the next tick of the frame clock
+(`[dmx] frame_rate_hz`), as consoles that stream at a fixed rate do. In both, a universe unchanged for
+`keepalive_s` is sent again on a frame tick, and a sender that sends several copies of a new look before going
+quiet (sACN: three) gets them at the rate's interval.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,12 @@ import asyncio
 import time
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from gateway.driver import Driver, DriverContext
+
+Mode = Literal["on-change", "frames"]
+EARLY_S = 1e-4  # a deferred send's timer may wake this much before its instant and still send
 
 
 class OutputOptions(Protocol):
@@ -19,17 +30,31 @@ class OutputOptions(Protocol):
     @property
     def keepalive_s(self) -> float: ...
 
+    @property
+    def mode(self) -> Mode: ...
+
+    @property
+    def max_rate_hz(self) -> float: ...
+
 
 OptionsT = TypeVar("OptionsT", bound=OutputOptions)
 
 
 class DmxOutput(Driver[OptionsT]):
+    # Copies of a universe's levels sent before an unchanged universe waits for its keep-alive (E1.31 asks 3).
+    COPIES = 1
+
     def __init__(self, ctx: DriverContext, options: OptionsT) -> None:
         super().__init__(ctx, options)
         self.universes = options.universes or list(ctx.dmx.universes)
         self.sent = 0
-        self._last: dict[int, tuple[int, float]] = {}  # universe -> (its change count when sent, when)
-        self._undo_frames: Callable[[], Any] | None = None
+        self._carried = set(self.universes)
+        self._interval = 1.0 / options.max_rate_hz
+        # universe -> (its change count when last sent, when, copies of those levels sent so far)
+        self._last: dict[int, tuple[int, float, int]] = {}
+        self._timer: asyncio.TimerHandle | None = None  # the next deferred send, at monotonic `_timer_at`
+        self._timer_at = 0.0
+        self._undo: list[Callable[[], Any]] = []
 
     def check_universes(self) -> None:
         """A universe missing from [dmx] is a configuration error, said plainly (call from `start`)."""
@@ -38,30 +63,81 @@ class DmxOutput(Driver[OptionsT]):
 
     def attach(self) -> None:
         super().attach()
-        self._undo_frames = self.ctx.frames.subscribe(self._frame)
+        self._undo = [self.ctx.frames.subscribe(self._frame)]
+        if self.options.mode == "on-change":
+            self._undo.append(self.ctx.dmx.on_change(self._changed))
+            self._send_due(time.monotonic())  # every universe at once, not at the first frame tick
 
     def detach(self) -> None:
-        if self._undo_frames is not None:
-            self._undo_frames()
-            self._undo_frames = None
+        for undo in self._undo:
+            undo()
+        self._undo = []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().detach()
 
     async def run(self) -> None:
-        await asyncio.Future()  # the frames are sent from the frame clock
+        await asyncio.Future()  # the frames are sent on change and from the frame clock
+
+    def _changed(self, universes: list[int]) -> None:
+        if not self._carried.isdisjoint(universes):
+            self._send_due(time.monotonic())
+
+    def _deferred_send(self) -> None:
+        self._timer = None
+        self._send_due(time.monotonic())
 
     def _frame(self, number: int) -> None:
         now = time.monotonic()
+        if self.options.mode == "on-change":
+            self._send_due(now)  # keep-alives, and what a failed send left
+            return
         sent_any = False
         for u in self.universes:
-            universe = self.ctx.dmx.universes[u]
-            changes, sent_at = self._last.get(u, (-1, 0.0))
-            if changes == universe.changes and now - sent_at < self.options.keepalive_s:
-                continue
-            if self.send(u, bytes(universe.levels)):
-                self._last[u] = (universe.changes, now)
+            if self._wanted(u, now) and self._put(u, now):
                 sent_any = True
         if sent_any:
             self.frame_sent()
+
+    def _wanted(self, u: int, now: float) -> bool:
+        """The universe has levels not yet sent (or not yet sent COPIES times), or is due a keep-alive."""
+        changes, at, copies = self._last.get(u, (-1, 0.0, 0))
+        return (changes != self.ctx.dmx.universes[u].changes or copies < self.COPIES
+                or now - at >= self.options.keepalive_s)
+
+    def _put(self, u: int, now: float) -> bool:
+        universe = self.ctx.dmx.universes[u]
+        if not self.send(u, bytes(universe.levels)):
+            return False
+        changes, _, copies = self._last.get(u, (-1, 0.0, 0))
+        self._last[u] = (universe.changes, now, copies + 1 if changes == universe.changes else 1)
+        return True
+
+    def _send_due(self, now: float) -> None:
+        """On change: every universe wanted whose interval since its last send is over goes now, in one frame; the
+        earliest of the others is timed for the end of its interval."""
+        sent_any = False
+        due: float | None = None
+        for u in self.universes:
+            if not self._wanted(u, now):
+                continue
+            at = self._last.get(u, (-1, float("-inf"), 0))[1] + self._interval
+            if at - now <= EARLY_S:
+                if not self._put(u, now):
+                    continue  # retried on the next frame tick
+                sent_any = True
+                if not self._wanted(u, now):
+                    continue
+                at = now + self._interval  # another copy of these levels to send
+            if due is None or at < due:
+                due = at
+        if sent_any:
+            self.frame_sent()
+        if due is not None and (self._timer is None or due < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = asyncio.get_running_loop().call_at(due, self._deferred_send), due
 
     @abstractmethod
     def send(self, universe: int, levels: bytes) -> bool:

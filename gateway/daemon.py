@@ -76,6 +76,7 @@ class Gateway:
         self.dmx = DmxUniverses(self.twin, config.dmx.universes)
         self.frames = FrameClock(config.dmx.frame_rate_hz)
         self.show = ShowEngine(config.show, self.twin)
+        self.show.cues.load(config.path.parent)  # the timecode cue list's file, beside the configuration
         self.show.on_fire(self._fired)
         self.supervisor = Supervisor(config.supervisor, self.twin)
         self.supervisor.on_failure = self._unit_failed

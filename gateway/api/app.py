@@ -25,6 +25,7 @@ from gateway.api import (
     admin,
     compliance,
     connections,
+    cues,
     dmx,
     effects,
     stream,
@@ -247,6 +248,7 @@ def build_app(gw: Gateway, tokens: Tokens) -> web.Application:
     app.router.add_get(f"{BASE}/telemetry", telemetry)
     app.router.add_patch(f"{BASE}/twin/assets/{{id}}/desired", patch_desired)
     effects.add_routes(app, BASE)
+    cues.add_routes(app, BASE)
     compliance.add_routes(app, BASE)
     dmx.add_routes(app, BASE)
     admin.add_routes(app, BASE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import __version__
-from gateway.api import DEFAULT_READINGS, MAX_CHANGES, MAX_READINGS, admin, dmx, timeline, ui
+from gateway.api import DEFAULT_READINGS, MAX_CHANGES, MAX_READINGS, admin, cues, dmx, timeline, ui
 from gateway.api.auth import MAX_INT64
 from gateway.api.operations import error, json_answer, operation
 from gateway.api.schemas import components, integer, ref
@@ -184,6 +184,7 @@ def document(show: ShowSection | None = None, universes: list[int] | None = None
             "/metrics": {"get": operation(
                 "getMetrics", "Prometheus metrics (text format)", "viewer",
                 {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
+            **cues.PATHS,
             **admin.PATHS,
             **dmx.paths(universes or []),
             **ui.PATHS,

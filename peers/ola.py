@@ -2,7 +2,8 @@
 on and every other off, as nobody when run by root (olad refuses to run as root), and its HTTP API. The tests run
 it as an Art-Net and E1.31 (sACN) receiver on an address of their choice, in a network namespace if need be
 (`running_olad`); the show benchmark as an OSC-in, Art-Net-out node (`osc_in_artnet_out`), under its own
-supervision (`Olad.argv`, `Olad.user`)."""
+supervision (`Olad.argv`, `Olad.user`); the console-in tests as a console sending sACN, Art-Net and Art-Net
+timecode from its command-line clients (`console_sender`, `Ola.stream`, `Ola.timecode`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ PLUGINS = ("artnet", "dummy", "e131", "espnet", "ftdidmx", "gpio", "karate", "ki
            "openpixelcontrol", "osc", "pathport", "renard", "sandnet", "shownet", "spi", "stageprofi", "uartdmx",
            "usbdmx", "usbserial")
 OSC_ADDRESS = "/dmx/universe/%d"  # OLA's OSC input port for universe N
+CLIENT_RPC_PORT = 9010  # where OLA's command-line clients find olad (they take no other)
 
 
 def artnet_sacn_receiver(ip: str) -> dict[str, str]:
@@ -44,8 +46,16 @@ def osc_in_artnet_out(osc_port: int) -> dict[str, str]:
                    f"port_0_address = {OSC_ADDRESS}\n"}
 
 
+def console_sender() -> dict[str, str]:
+    """The Art-Net and E1.31 plugins on loopback as a console's outputs: every ArtDmx and ArtTimeCode to lo's
+    broadcast address (127.0.0.1 itself; no node has to answer an ArtPoll first), sACN multicast on lo."""
+    return {"artnet": "enabled = true\nip = 127.0.0.1\nuse_loopback = true\nuse_limited_broadcast = false\n"
+                      "always_broadcast = true\n",
+            "e131": "enabled = true\nip = 127.0.0.1\n"}
+
+
 class Ola:
-    """olad's HTTP API."""
+    """olad's HTTP API, and its command-line clients (which reach an olad on CLIENT_RPC_PORT only)."""
 
     def __init__(self, http_port: int, host: str = LOOPBACK) -> None:
         self.url = f"http://{host}:{http_port}"
@@ -79,20 +89,35 @@ class Ola:
     def version(self) -> str:
         return str(self._get("/json/server_stats").get("version", "?"))
 
+    def stream(self, universe: int, levels: Iterable[int], priority: int | None = None) -> None:
+        """`ola_streaming_client`: OLA `universe` to `levels` (out of the ports patched to it), at `priority`."""
+        extra = [] if priority is None else ["--priority", str(priority)]
+        subprocess.run(["ola_streaming_client", "-u", str(universe), "-d", ",".join(map(str, levels)), *extra],
+                       check=True, capture_output=True, timeout=10)
+
+    def set_dmx(self, universe: int, levels: Iterable[int]) -> None:
+        """`ola_set_dmx`: OLA `universe` to `levels`."""
+        subprocess.run(["ola_set_dmx", "-u", str(universe), "-d", ",".join(map(str, levels))], check=True,
+                       capture_output=True, timeout=10)
+
+    def timecode(self, timecode: str, rate: str) -> None:
+        """`ola_timecode`: one timecode frame ("HH:MM:SS:FF", rate FILM, EBU, DF or SMPTE), out as ArtTimeCode."""
+        subprocess.run(["ola_timecode", "-f", rate, timecode], check=True, capture_output=True, timeout=10)
+
 
 class Olad:
     """olad's configuration in `directory`/ola: `plugins` (name -> its ola-NAME.conf) on, every other plugin off,
     free HTTP and RPC ports. `argv` runs it as `user`: nobody when this process is root (olad refuses to run as
     root; `directory` and the configuration are then open to all), else None, this process's own user."""
 
-    def __init__(self, directory: Path, plugins: Mapping[str, str]) -> None:
+    def __init__(self, directory: Path, plugins: Mapping[str, str], rpc_port: int | None = None) -> None:
         if shutil.which("olad") is None:
             raise PeerMissing("OLA (Debian package ola)")
         self.config = directory / "ola"
         self.config.mkdir()
         for plugin, conf in {**dict.fromkeys(PLUGINS, "enabled = false\n"), **plugins}.items():
             (self.config / f"ola-{plugin}.conf").write_text(conf)
-        self.http_port, self.rpc_port = free_port(), free_port()
+        self.http_port, self.rpc_port = free_port(), rpc_port or free_port()
         self.argv = ["olad", "--config-dir", str(self.config), "--http-port", str(self.http_port), "--rpc-port",
                      str(self.rpc_port), "--no-register-with-dns-sd", "--log-level", "1"]
         self.user = "nobody" if os.geteuid() == 0 else None
@@ -108,10 +133,12 @@ class Olad:
 
 
 @contextlib.contextmanager
-def running_olad(directory: Path, ip: str = LOOPBACK, netns: str | None = None) -> Iterator[Ola]:
+def running_olad(directory: Path, ip: str = LOOPBACK, netns: str | None = None,
+                 plugins: Mapping[str, str] | None = None, rpc_port: int | None = None) -> Iterator[Ola]:
     """olad with its Art-Net and E1.31 plugins on `ip` (loopback by default, or inside network namespace
-    `netns`), every other plugin off; its log in `directory`/olad.log."""
-    olad = Olad(directory, artnet_sacn_receiver(ip))
+    `netns`), or the `plugins` given, every other plugin off; its log in `directory`/olad.log. Its command-line
+    clients need `rpc_port` CLIENT_RPC_PORT."""
+    olad = Olad(directory, plugins or artnet_sacn_receiver(ip), rpc_port)
     cmd = olad.argv if olad.user is None else ["runuser", "-u", olad.user, "--", *olad.argv]
     if netns is not None:
         cmd = ["ip", "netns", "exec", netns, *cmd]

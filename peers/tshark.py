@@ -28,8 +28,10 @@ def _require_tshark() -> None:
         raise PeerMissing("tshark (Debian package tshark)")
 
 
-def dissect(tmp: Path, payloads: list[bytes], port: int, decode_as: str | None = None) -> str:
-    """tshark's verbose dissection of `payloads` sent to UDP `port`; fails on a malformed frame."""
+def dissect(tmp: Path, payloads: list[bytes], port: int, decode_as: str | None = None,
+            options: list[str] | None = None) -> str:
+    """tshark's verbose dissection of `payloads` sent to UDP `port` (with tshark's `options`, e.g. a heuristic
+    dissector enabled); fails on a malformed frame."""
     _require_tshark()
     pcap = tmp / "capture.pcap"
     with pcap.open("wb") as out:
@@ -37,7 +39,7 @@ def dissect(tmp: Path, payloads: list[bytes], port: int, decode_as: str | None =
         for i, payload in enumerate(payloads):
             frame = _ipv4_udp(payload, 40000, port)
             out.write(struct.pack("<IIII", 1_700_000_000 + i, 0, len(frame), len(frame)) + frame)
-    return read(pcap, ["-d", f"udp.port=={port},{decode_as}"] if decode_as else [])
+    return read(pcap, (["-d", f"udp.port=={port},{decode_as}"] if decode_as else []) + (options or []))
 
 
 def read(pcap: Path, options: list[str] | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Art-Net 4 codec (bytes <-> typed packets, no I/O): ArtDmx, ArtSync, ArtPoll and ArtPollReply.
+"""Art-Net 4 codec (bytes <-> typed packets, no I/O): ArtDmx, ArtSync, ArtPoll, ArtPollReply and ArtTimeCode.
 
 Written here rather than taken from a library: the maintained Python Art-Net packages send ArtDmx from their
 own threads or loops and none decodes ArtPollReply, which discovery needs. The layouts are fixed-offset
@@ -17,6 +17,8 @@ OP_POLL = 0x2000
 OP_POLL_REPLY = 0x2100
 OP_DMX = 0x5000
 OP_SYNC = 0x5200
+OP_TIMECODE = 0x9700
+TIMECODE_SIZE = 19
 POLL_REPLY_SIZE = 239
 POLL_REPLY_MIN = 213  # through Status2: what every Art-Net 3 and 4 node sends
 
@@ -107,7 +109,36 @@ class ArtPollReply:
         return bytes(body)
 
 
-Packet = ArtDmx | ArtSync | ArtPoll | ArtPollReply
+@dataclass(frozen=True)
+class ArtTimeCode:
+    """One timecode frame. `kind` is Art-Net's Type: 0 Film (24 fps), 1 EBU (25), 2 DF (29.97 drop-frame),
+    3 SMPTE (30)."""
+
+    hours: int
+    minutes: int
+    seconds: int
+    frames: int
+    kind: int
+    stream: int = 0  # Art-Net 4's stream id (0: the master)
+
+    def check(self) -> ArtTimeCode:
+        """Itself, or ArtNetError naming the field out of range for its type."""
+        if not 0 <= self.kind <= 3:
+            raise ArtNetError(f"ArtTimeCode type {self.kind} (allowed: 0 Film, 1 EBU, 2 DF, 3 SMPTE)")
+        limit = (24, 25, 30, 30)[self.kind]
+        for name, value, top in (("hours", self.hours, 23), ("minutes", self.minutes, 59),
+                                 ("seconds", self.seconds, 59), ("frames", self.frames, limit - 1)):
+            if not 0 <= value <= top:
+                raise ArtNetError(f"ArtTimeCode {name} {value} out of range 0..{top}")
+        return self
+
+    def encode(self) -> bytes:
+        self.check()
+        return ID + struct.pack("<H", OP_TIMECODE) + _VERSION.pack(PROTOCOL_VERSION) + bytes(
+            [0, self.stream & 0xFF, self.frames, self.seconds, self.minutes, self.hours, self.kind])
+
+
+Packet = ArtDmx | ArtSync | ArtPoll | ArtPollReply | ArtTimeCode
 
 
 def _fixed(text: str, size: int) -> bytes:
@@ -144,6 +175,11 @@ def decode(data: bytes) -> Packet:
         return ArtDmx((net & 0x7F) << 8 | sub_uni, bytes(data[18:18 + length]), sequence, physical)
     if opcode == OP_SYNC:
         return ArtSync()
+    if opcode == OP_TIMECODE:
+        if len(data) < TIMECODE_SIZE:
+            raise ArtNetError(f"ArtTimeCode of {len(data)} bytes (at least {TIMECODE_SIZE})")
+        frames, seconds, minutes, hours, kind = data[14:19]
+        return ArtTimeCode(hours, minutes, seconds, frames, kind, data[13]).check()
     if opcode == OP_POLL:
         if len(data) < 14:
             raise ArtNetError("ArtPoll shorter than 14 bytes")

@@ -149,6 +149,15 @@ async def test_a_slow_flash_cap_slows_the_effect_channel_not_refuses_it() -> Non
     assert engine.last is not None and engine.last.effect.period_ms == 1000 and engine.patch.refused == 0
 
 
+async def test_a_fixture_released_to_the_box_is_not_faded_when_the_console_goes() -> None:
+    engine = ShowEngine(section(extra='live = {on_loss = "fade-out"}\n'), Twin("gw", "hall"))
+    engine.patch.levels(7, universe(c1=255, c2=255, c8=200))
+    fired = engine.fire("drop", zones=["floor"])
+    engine.patch.lost(7)
+    await turn()
+    assert "floor" not in engine.live.current() and engine.last is fired
+
+
 async def test_the_control_channel_gives_the_zones_to_the_box(engine: ShowEngine) -> None:
     engine.patch.levels(7, universe(c1=255, c3=255))
     await turn()
@@ -206,6 +215,10 @@ async def test_losing_the_console_can_fade_its_fixtures_out() -> None:
     now = engine.live.current()
     assert now["floor"].look == Look((255, 0, 0), 0.0) and now["floor"].fade_ms == 3000
     assert now["balcony"].look == now["bar"].look == Look((0, 100, 0), 0.0) and now["bar"].fade_ms == 3000
+    version = engine.live.version
+    engine.patch.lost(7)  # said again: nothing more to fade
+    await turn()
+    assert engine.live.version == version
     engine.patch.levels(7, universe(c1=255, c2=255))  # the console is back: its look again
     await turn()
     assert engine.live.current()["floor"].look.intensity == 0, "a rise to full this soon waits for the flash cap"

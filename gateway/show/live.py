@@ -150,7 +150,7 @@ class LiveLooks:
             allowed = self._rises.get(zone, float("-inf")) + 1 / cap
             if now < allowed - CLOCK_SLACK_S:
                 self.held_back += 1
-                self._waiting[zone] = change
+                self._waiting[zone] = replace(change, look=look)
                 self._held[zone] = asyncio.get_running_loop().call_later(allowed - now, self._let_out, zone)
                 return
             self._rises[zone] = now

@@ -123,7 +123,7 @@ class Patch:
             return
         log.info("console universe %d lost: its fixtures fade out over %d ms", universe, live.loss_fade_ms)
         for fixture in self._fixtures.get(universe, ()):
-            if not fixture.released:
+            if fixture.look is not None or fixture.effect is not None:  # it drives its zones: a look, or an effect
                 colour = fixture.look.colour if fixture.look is not None else (0, 0, 0)
                 self.engine.live.set(fixture.zones, Look(colour, 0.0), fade_ms=live.loss_fade_ms)
             fixture.look, fixture.effect = None, None  # the console's return sets them again

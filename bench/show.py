@@ -3,12 +3,15 @@
 takes the kernel's arrival timestamps: latency raw and beyond the wait for the next frame slot, frame interval
 jitter, and OSC messages handled per second with the event-loop lag meanwhile. OLA (olad, OSC plugin in, Art-Net
 plugin out) does the same job in the same run as the peer, with the daemon stopped; the daemon's own FrameClock
-alone on an idle asyncio loop is the floor of frame timing."""
+alone on an idle asyncio loop is the floor of frame timing. Meanwhile a console (the `sacn` package's sender,
+bench/console.py) streams 8 universes of sACN in at 44 Hz, every channel changing every frame, to the daemon's
+`sacn-in` driver: the show figures hold, or not, with a console's input to take as well."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -35,6 +38,7 @@ from bench.common import (
     title,
     wait_until,
 )
+from bench.console import Console
 from bench.daemon_probe import DaemonApi, cpu_seconds, histogram_p99_ms, histogram_quantile_ms, lag_histogram
 from bench.osc_artnet import (
     FRAME_HZ,
@@ -68,6 +72,20 @@ OLA_DEVICES = ("ArtNet", "OSC Device")
 TARGET_OSC_PER_S = 20_000.0
 OFFERED_PER_S = 1.1 * TARGET_OSC_PER_S  # a tenth above the target, so meeting it does not hinge on rounding
 TARGET_LAG_P99_MS = 5.0
+CONSOLE_UNIVERSES = tuple(range(1, 9))  # the console's own universes, into the daemon's sacn-in
+CONSOLE_HZ = 44
+
+
+def add_console_input(config: Path) -> None:
+    """The show daemon's configuration given an sACN input of the console's universes (unicast on loopback)."""
+    with config.open("a") as out:
+        out.write(f'''
+[drivers.console]
+type = "sacn-in"
+bind = "{LOOPBACK}"
+multicast = false
+listen_universes = {list(CONSOLE_UNIVERSES)}
+''')
 
 
 @dataclass(frozen=True)
@@ -141,16 +159,24 @@ class GatewayRun:
     health_dmx: dict[str, Any]
     loads: list[Load]
     wire_other: int
+    console: dict[str, Any]  # the console's packets sent, and the input driver's health after the run
 
 
-def gateway(tmp: Path, samples: int, jitter_s: float, load_s: float) -> GatewayRun:
+def gateway(tmp: Path, samples: int, jitter_s: float, load_s: float, console: bool) -> GatewayRun:
     api_port, osc_port = free_port(), free_udp_port(tcp_too=True)
     api = DaemonApi(f"http://{LOOPBACK}:{api_port}", TOKEN, timeout=10)
-    with wire() as w:
-        args = [str(ROOT / ".venv/bin/venue-gateway"), "run", "--config",
-                str(write_config(tmp, api_port, osc_port, w.port)), "--data-dir", str(tmp / "data")]
+    with wire() as w, contextlib.ExitStack() as streaming:
+        config = write_config(tmp, api_port, osc_port, w.port)
+        if console:
+            add_console_input(config)
+        args = [str(ROOT / ".venv/bin/venue-gateway"), "run", "--config", str(config), "--data-dir", str(tmp / "data")]
         with child(args, tmp / "daemon.log") as daemon:
             wait_until(lambda: api.health()["status"] == "ok", 30, daemon, "the daemon reporting status ok")
+            desk = None
+            if console:
+                desk = streaming.enter_context(Console(CONSOLE_UNIVERSES, CONSOLE_HZ))
+                streaming.enter_context(desk.busy())
+                time.sleep(1.0)  # the input has every universe's source before the figures start
             target = Target(osc_port, "/vg/dmx/{u}/{c}")
             m0 = api.get("/metrics")
             result = latency(target, w, samples)
@@ -165,12 +191,15 @@ def gateway(tmp: Path, samples: int, jitter_s: float, load_s: float) -> GatewayR
                                   OFFERED_PER_S),
                      gateway_load(api, daemon.pid, target, w, "flat out", load_s, None)]
             target.sock.close()
+            taken = api.health()["drivers"].get("console", {}) if console else {}
+            streaming.close()  # the console stops before the daemon does
         waits, beyond = beyond_slot(result, w.packets)
         jitter, run, missed = frame_errors(w.packets, since, until)
         other = w.other
     return GatewayRun(result, waits, beyond, light_lag, light_hist, jitter, len(run),
                       sum({p.universe for p in f} >= set(UNIVERSES) for f in run), missed,
-                      [(f[-1].at_ns - f[0].at_ns) / 1e9 for f in run], driven, health["dmx"], loads, other)
+                      [(f[-1].at_ns - f[0].at_ns) / 1e9 for f in run], driven, health["dmx"], loads, other,
+                      {"sent": desk.packets if desk else 0, "input": taken})
 
 
 # -- OLA, the peer --------------------------------------------------------------------------------------
@@ -246,15 +275,17 @@ def ms(values: Sequence[float], p: float) -> float:
 
 
 def run(samples: int = 400, jitter_s: float = 10.0, load_s: float = 12.0, ola_load_s: float = 5.0,
-        idle_s: float = 8.0) -> list[Figure]:
+        idle_s: float = 8.0, console: bool = True) -> list[Figure]:
     title(f"Show: OSC -> Art-Net on loopback, venue-gateway run (sim at {SPEED:g}x, {len(UNIVERSES)} universes at"
           f" {FRAME_HZ:g} Hz) against olad; {samples} latency samples {GAP_S[0] * 1000:.0f}-{GAP_S[1] * 1000:.0f} ms"
-          f" apart, {jitter_s:g} s of all-universe frames, {load_s:g} s OSC floods")
+          f" apart, {jitter_s:g} s of all-universe frames, {load_s:g} s OSC floods"
+          + (f"; a console streaming {len(CONSOLE_UNIVERSES)} sACN universes in at {CONSOLE_HZ} Hz meanwhile"
+             if console else ""))
     with tempfile.TemporaryDirectory(prefix="vg-bench-show-") as tmp_name:
         tmp = Path(tmp_name)
         floor = idle_floor(idle_s, tmp)  # first, alone: this machine's floor, nothing else running
         (tmp / "gateway").mkdir()
-        g = gateway(tmp / "gateway", samples, jitter_s, load_s)
+        g = gateway(tmp / "gateway", samples, jitter_s, load_s, console)
         (tmp / "ola").mkdir()
         o: OlaRun | None = None
         why = ""
@@ -270,6 +301,9 @@ def run(samples: int = 400, jitter_s: float = 10.0, load_s: float = 12.0, ola_lo
 
 def report(g: GatewayRun, o: OlaRun | None, why: str, floor: dict[str, float]) -> list[Figure]:
     lat = g.latency.seconds
+    if g.console["sent"]:
+        print(f"console: {g.console['sent']:,} sACN packets sent ({len(CONSOLE_UNIVERSES)} universes at {CONSOLE_HZ}"
+              f" Hz); the daemon's input: {json.dumps(g.console['input'].get('detail', g.console['input']))}")
     print(latency_line("gateway OSC -> ArtDmx, raw              ", lat))
     print(latency_line("gateway, wait for the next frame slot   ", g.waits))
     print(latency_line("gateway, beyond the frame slot          ", g.beyond))
@@ -343,13 +377,14 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=12.0, help="per gateway OSC flood (default 12)")
     parser.add_argument("--ola-load-seconds", type=float, default=5.0, help="per OLA OSC flood (default 5)")
     parser.add_argument("--idle-seconds", type=float, default=8.0, help="of the idle FrameClock floor (default 8)")
+    parser.add_argument("--no-console", action="store_true", help="no console streaming sACN in meanwhile")
     parser.add_argument("--idle-clock", type=float, metavar="S", help=argparse.SUPPRESS)  # the floor's child
     args = parser.parse_args()
     if args.idle_clock:
         print(json.dumps(asyncio.run(_idle_clock(args.idle_clock))))
         return
     print(figures_table(run(args.samples, args.jitter_seconds, args.load_seconds, args.ola_load_seconds,
-                            args.idle_seconds)))
+                            args.idle_seconds, not args.no_console)))
 
 
 if __name__ == "__main__":

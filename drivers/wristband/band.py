@@ -1,5 +1,5 @@
 """The reference wristband: what a band's firmware does with what it hears. Decode, authenticate, refuse
-replays, keep an estimate of the show clock, and schedule the effect on the band's own clock.
+replays, keep an estimate of the show clock, and schedule effects and live looks on the band's own clock.
 
 Every authentic copy says "the show clock read S when this copy was sent, and the effect starts C ms later".
 Hearing it at local time t, the band knows the offset between the clocks is at least S - t (a copy can only be
@@ -13,15 +13,32 @@ The firmware's own rules come last, whatever a packet says: a flashing effect ne
 MAX_FLASH_HZ, nor do effects in turn (an effect that lights the band starts at least MIN_PERIOD_MS after the last
 one that did, later if need be; a blackout at any time), and no effect is brighter than MAX_INTENSITY (the band
 model's LED ceiling).
+
+Live frames (protocol version 2) carry the current look of zones and the instant every band shows it. The latest
+look heard for the band's zone is shown at its instant, fading from what the band showed over the frame's fade; a
+repeat of the latest look changes nothing (the gateway refreshes looks continuously). What the band shows is a
+timeline: effects and live looks each from their start, the one that started last in force. The firmware runs it
+as its timers fire (`settle`), with the flash rules on what really showed: a flash (an effect that lights the band,
+a live strobe's every flash, a live look that raises the brightness by more than half of full scale) comes at
+least MIN_PERIOD_MS after the last one, deferred if need be (a deferred live look shows the latest look then); a
+live look's colour is scaled down to the LED ceiling and its strobe slowed to MAX_FLASH_HZ.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from drivers.wristband.protocol import AuthenticationError, Effect, WristbandError, WristbandPacket, decode
+from drivers.wristband.protocol import (
+    AuthenticationError,
+    Effect,
+    LiveFrame,
+    WristbandError,
+    WristbandPacket,
+    decode_any,
+)
 
 CLOCK_WINDOW_S = 10.0  # long enough to span many copies, short enough to follow a band's crystal drift
 LATE_GRACE_MS = 100  # an effect heard this long after its start is still joined
@@ -32,6 +49,10 @@ MAX_FLASH_HZ = 3.0
 FLASHING = frozenset({Effect.STROBE, Effect.PULSE, Effect.CHASE, Effect.WAVE, Effect.TWINKLE})
 MIN_PERIOD_MS = 10 * math.ceil(100 / MAX_FLASH_HZ)  # in the packet's 10 ms steps: 340 ms
 MAX_INTENSITY = 204
+FLASH_RISE = 255 / 2  # a live look that raises the brightest LED by more than this is a flash
+HISTORY = 1024  # what the band showed, kept for reading back (the benchmark's record)
+
+RGB = tuple[int, int, int]
 
 
 def clamped(packet: WristbandPacket) -> WristbandPacket:
@@ -41,6 +62,74 @@ def clamped(packet: WristbandPacket) -> WristbandPacket:
     if (period, intensity) == (packet.period_ms, packet.intensity):
         return packet
     return replace(packet, period_ms=period, intensity=intensity)
+
+
+def clamped_look(rgb: RGB, strobe_ms: int) -> tuple[RGB, int]:
+    """What the band shows of a live look: scaled so no LED is above MAX_INTENSITY, the strobe no faster than
+    MAX_FLASH_HZ."""
+    top = max(rgb)
+    if top > MAX_INTENSITY:
+        rgb = tuple(c * MAX_INTENSITY // top for c in rgb)  # type: ignore[assignment]
+    return rgb, max(strobe_ms, MIN_PERIOD_MS) if strobe_ms else 0
+
+
+@dataclass(slots=True)
+class Shown:
+    """An effect or a live look on the band's timeline: shown from `start_ms` (show clock) until the next."""
+
+    start_ms: int  # when it shows, after any deferral by the flash rules
+    instant_ms: int  # the start its packet named
+    sequence: int  # the packet that brought it
+    index: int  # a live look's place in its frame (0 or 1); -1 for an effect
+    effect: WristbandPacket | None = None  # an effect, as the band shows it
+    rgb: RGB = (0, 0, 0)  # a live look's colour, as the band shows it
+    strobe_ms: int = 0  # a live look's strobe period, 0: steady
+    fade_ms: int = 0
+    began: float | None = None  # when it began to show, on the band's clock (None: not yet)
+    from_rgb: RGB = field(default=(0, 0, 0))  # what the LEDs showed as it began: a live look fades from it
+
+    @property
+    def live(self) -> bool:
+        return self.effect is None
+
+    def rgb_at(self, ms: float) -> RGB:
+        """A live look's colour `ms` after it began: the fade from `from_rgb`, then the look (a strobe is lit for
+        the first half of each period)."""
+        if self.strobe_ms and (ms % self.strobe_ms) >= self.strobe_ms / 2:
+            return (0, 0, 0)
+        if ms >= self.fade_ms:
+            return self.rgb
+        share = max(ms, 0) / self.fade_ms
+        return tuple(round(a + (b - a) * share) for a, b in zip(self.from_rgb, self.rgb, strict=True))  # type: ignore[return-value]
+
+    def period_ms(self) -> int:
+        """The period of its flashes: a live strobe's, a flashing effect's; 0 for none."""
+        if self.effect is None:
+            return self.strobe_ms
+        return self.effect.period_ms if self.effect.effect in FLASHING else 0
+
+    def end_ms(self) -> float:
+        """When it ends by itself (an effect's duration), else never."""
+        if self.effect is not None and self.effect.duration_ms:
+            return self.start_ms + self.effect.duration_ms
+        return math.inf
+
+    def floor(self, at_ms: float) -> float:
+        """The lowest the brightest LED goes around `at_ms`: what a rise is measured from."""
+        if at_ms >= self.end_ms() or self.period_ms():
+            return 0.0
+        if self.effect is not None:
+            lit = self.effect.effect == Effect.SOLID
+            return max(self.effect.colour) * self.effect.intensity / 255 if lit else 0.0
+        fading = at_ms < self.start_ms + self.fade_ms
+        return float(min(max(self.from_rgb), max(self.rgb)) if fading else max(self.rgb))
+
+    def flashes(self, before_ms: float) -> float:
+        """Its last periodic flash before `before_ms` (-inf: none)."""
+        period, until = self.period_ms(), min(before_ms, self.end_ms())
+        if not period or until <= self.start_ms:
+            return -math.inf
+        return self.start_ms + (math.ceil((until - self.start_ms) / period) - 1) * period
 
 
 @dataclass
@@ -63,11 +152,16 @@ class Band:
         self._bounds: deque[tuple[float, float]] = deque()  # (heard at, lower bound of the clock offset, ms)
         self._offset_ms: float | None = None
         self._lit_ms: int | None = None  # the start of the last effect that lit the band, in show ms
+        self.showing: Shown | None = None  # what the band shows now
+        self.history: deque[Shown] = deque(maxlen=HISTORY)  # what it showed, in order, each from when it began
+        self._due: list[Shown] = []  # what it will show, by start
+        self._flash_ms = -math.inf  # the last flash it showed, in show ms
+        self._look: tuple[RGB, int] | None = None  # the latest live look heard for its zone
 
     def hear(self, adv: bytes, t: float) -> None:
         """One advertisement heard at local time `t` (seconds on the band's own clock)."""
         try:
-            packet = decode(adv, self.key)
+            packet = decode_any(adv, self.key)
         except AuthenticationError:
             self.refused["forged"] += 1
             return
@@ -76,8 +170,9 @@ class Band:
             return
         self.accept(packet, t)
 
-    def accept(self, packet: WristbandPacket, t: float) -> None:
+    def accept(self, packet: WristbandPacket | LiveFrame, t: float) -> None:
         """An authentic packet heard at local time `t`."""
+        self.settle(t)
         if packet.show_id != self.show_id:
             self.refused["other show"] += 1
             return
@@ -89,6 +184,9 @@ class Band:
         self._last_sequence = packet.sequence
         now_ms = t * 1000
         self._learn_clock(packet.sequence - now_ms, t)
+        if isinstance(packet, LiveFrame):
+            self._live(packet)
+            return
         if packet.effect == Effect.HEARTBEAT or not packet.zones >> self.zone & 1:
             return
         for serial in [s for s, heard in self._serials.items() if t - heard > SERIAL_MEMORY_S]:
@@ -110,6 +208,76 @@ class Band:
             self._lit_ms = start_ms
         self.clamped += shown is not packet
         self.current = Scheduled(shown, t, start_ms)
+        self._due = [s for s in self._due if s.live]  # the latest effect heard replaces one still to come
+        self._look = None  # after an effect, any live look is new again
+        self._schedule(Shown(start_ms, packet.sequence + packet.countdown_ms, packet.sequence, -1, shown))
+
+    def _live(self, frame: LiveFrame) -> None:
+        look = next((look for look in frame.looks if look.zones >> self.zone & 1), None)
+        if look is None:
+            return
+        index = frame.looks.index(look)
+        rgb, strobe = clamped_look(look.rgb, look.strobe_ms)
+        self.clamped += (rgb, strobe) != (look.rgb, look.strobe_ms)
+        if (rgb, strobe) == self._look:
+            return  # a refresh of the latest look: nothing changes
+        self._look = rgb, strobe
+        instant = frame.sequence + frame.countdown_ms
+        self._due = [s for s in self._due if not s.live or s.start_ms < instant]  # the latest look wins
+        self._schedule(Shown(instant, instant, frame.sequence, index, rgb=rgb, strobe_ms=strobe,
+                             fade_ms=frame.fade_ms))
+
+    def _schedule(self, shown: Shown) -> None:
+        bisect.insort(self._due, shown, key=lambda s: s.start_ms)
+
+    def settle(self, t: float) -> None:
+        """Run the band's timers up to local time `t`: what is due begins to show, within the flash rules."""
+        if self._offset_ms is None:
+            return
+        now_ms = t * 1000 + self._offset_ms
+        while self._due and self._due[0].start_ms <= now_ms:
+            shown = self._due.pop(0)
+            previous = self.showing
+            if self._flashes(shown, previous):
+                last = max(self._flash_ms, previous.flashes(shown.start_ms) if previous else -math.inf)
+                if shown.start_ms - last < MIN_PERIOD_MS:
+                    shown.start_ms = math.ceil(last + MIN_PERIOD_MS)  # too soon after the last flash: it waits
+                    if self.current is not None and shown.effect is self.current.packet:
+                        self.current.start_show_ms = shown.start_ms
+                    self.clamped += 1
+                    self._schedule(shown)
+                    continue
+                self._flash_ms = shown.start_ms
+            if previous is not None:
+                self._flash_ms = max(self._flash_ms, previous.flashes(shown.start_ms))
+                if previous.live:
+                    shown.from_rgb = previous.rgb_at(shown.start_ms - previous.start_ms)
+            shown.began = (shown.start_ms - self._offset_ms) / 1000
+            self.showing = shown
+            self.history.append(shown)
+
+    @staticmethod
+    def _flashes(shown: Shown, previous: Shown | None) -> bool:
+        """Whether `shown` flashes as it begins, after `previous`."""
+        if shown.effect is not None:
+            return shown.effect.effect != Effect.BLACKOUT
+        floor = previous.floor(shown.start_ms) if previous is not None else 0.0
+        return bool(shown.strobe_ms) or max(shown.rgb) - floor > FLASH_RISE
+
+    def upcoming(self) -> tuple[Shown, ...]:
+        """What the band will show, by start (its timers not yet fired)."""
+        return tuple(self._due)
+
+    def shows(self, t: float) -> Shown | None:
+        """What the band shows at local time `t` (its timers run up to `t` first; an earlier `t` is read from what
+        it showed)."""
+        self.settle(t)
+        return next((s for s in reversed(self.history) if s.began is not None and s.began <= t), None)
+
+    def began(self, sequence: int, index: int) -> float | None:
+        """When the live look `index` of the frame `sequence` began to show, on the band's clock (None: it did
+        not, or not yet: the frame was a repeat, or a later look came first)."""
+        return next((s.began for s in self.history if (s.sequence, s.index) == (sequence, index)), None)
 
     def _learn_clock(self, bound_ms: float, t: float) -> None:
         bounds = self._bounds

@@ -6,7 +6,9 @@ address and non-connectable advertising parameters (extended advertising with le
 every band hears them; legacy advertising otherwise). Run: every copy interval, the next copy (streams.py) is
 stamped with the show clock and handed over as disable, set data, enable (one advertising event with extended
 advertising): a copy goes on the air as soon as it is made, and a fresh stamp is what keeps the bands in sync.
-Heartbeats keep the bands' clocks fresh between effects and prove the controller still answers.
+Heartbeats keep the bands' clocks fresh between effects and prove the controller still answers. The console's live
+looks (`ctx.show.live`, read again whenever its version moves) go out as live frames in turn with the effects'
+copies, standing in for heartbeats while any zone is live.
 
 A controller that stops answering, reports a hardware error or is unplugged ends the run (NotReady); the
 supervisor resets it after a backoff. Effects fired meanwhile are reported "not sent" by the show engine; those
@@ -33,7 +35,7 @@ from typing import Any, Literal
 from drivers.wristband import hci
 from drivers.wristband.freshness import RadioState, StateError, clock_synchronised
 from drivers.wristband.hci_port import HciPort
-from drivers.wristband.protocol import KEY_SIZE, MAX_SEQUENCE, WristbandError, show_key
+from drivers.wristband.protocol import KEY_SIZE, MAX_SEQUENCE, LiveFrame, WristbandError, show_key
 from drivers.wristband.streams import Streams
 from gateway.driver import (
     Driver,
@@ -84,6 +86,7 @@ class RadioOptions:
     copy_interval_ms: int = setting(10, min=10, max=1000)  # shared in turn by an effect's zone groups
     heartbeat_interval_ms: int = setting(500, min=0, max=60_000)  # 0: no heartbeats
     tail_ms: int = setting(200, min=0, max=5000)  # copies go on this long after the start, for late joiners
+    live_tail_ms: int = setting(100, min=0, max=5000)  # a live change is sent first this long after its instant
     command_timeout_s: float = setting(1.0, min=0.05, max=30)
 
     def problems(self) -> list[Problem]:
@@ -127,12 +130,15 @@ class WristbandRadio(Driver[RadioOptions]):
         super().__init__(ctx, options)
         self.key = b""  # the show's, derived from the venue key
         self.port = HciPort(options.port, options.baudrate, options.rtscts, options.command_timeout_s, ctx.log)
-        self.streams = Streams(options.show_id, options.tail_ms, options.heartbeat_interval_ms)
+        self.streams = Streams(options.show_id, options.tail_ms, options.heartbeat_interval_ms,
+                               live_tail_ms=options.live_tail_ms)
         self.state = RadioState(ctx.data_dir / f"{ctx.name}.radio.json") if ctx.data_dir is not None else None
         self.extended = False
         self.controller: dict[str, Any] = {}
         self.copies_sent = 0
         self.effects_taken = 0
+        self.live_frames_sent = 0
+        self._live_version: int | None = None  # the live looks' version the streams have
         self._undo: Any = None
 
     @classmethod
@@ -276,6 +282,10 @@ class WristbandRadio(Driver[RadioOptions]):
                 await port.command(*disable)
                 advertising = False
                 quiet_since = loop.time()
+            live = show.live
+            if live.version != self._live_version:
+                self._live_version = live.version
+                self.streams.set_live(live.current().values())
             # Stamped now, after the round trips before it: the closest the host gets to the air.
             try:
                 packet = self.streams.next(show.show_ms(time.monotonic()))
@@ -292,6 +302,7 @@ class WristbandRadio(Driver[RadioOptions]):
             await port.command(*enable)
             advertising = True
             self.copies_sent += 1
+            self.live_frames_sent += isinstance(packet, LiveFrame)
 
     def _sent(self, sequence: int) -> None:
         assert self.state is not None
@@ -318,5 +329,6 @@ class WristbandRadio(Driver[RadioOptions]):
         return {"port": self.options.port, **self.controller, "show_epoch_ms": self.streams.epoch_ms,
                 "copies_sent": self.copies_sent,
                 "effects_taken": self.effects_taken, "streams": len(self.streams.active),
+                "live_zones": len(self.streams.live), "live_frames_sent": self.live_frames_sent,
                 "hci_commands": self.port.commands, "unexpected_events": self.port.unexpected,
                 "dropped": dict(self.port.reader.dropped), "ignored_events": self.port.reader.ignored}

@@ -7,6 +7,8 @@ bad options and an artnet-in beside Art-Net discovery refused by check-config.""
 from __future__ import annotations
 
 import asyncio
+import random
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +30,8 @@ from gateway.driver import DriverContext, Rate, Timecode
 from gateway.schema import check_all
 from gateway.twin import Twin
 from peers.ports import free_port
+from peers.tshark import dissect
+from tests.conftest import require
 
 CID_A, CID_B, CID_C = (tuple(bytes([n]) * 16) for n in (0xA1, 0xB2, 0xC3))
 
@@ -296,3 +300,42 @@ def test_check_config_refuses_artnet_in_beside_artnet_discovery_on_6454(tmp_path
                                    'discover = "2.255.255.255"\n')
     assert "drivers.console.type: artnet-in cannot share UDP 6454 with the discovery of drivers.artnet" in \
         "\n".join(refused.value.lines())
+
+
+async def test_mutated_packets_are_dropped_and_counted_never_a_traceback() -> None:
+    """Valid packets of every kind with bytes changed, cut short or run on: each one taken, ignored or counted,
+    and nothing raised."""
+    rng = random.Random(22)
+    sync = bytes(SyncPacket(CID_A, 7).getBytes())
+    seeds = {SacnInput: [sacn(CID_A, 1, [1, 2, 3], sequence=5, sync_universe=7), sync],
+             ArtNetInput: [ArtDmx(1, bytes(range(16)), 3).encode(), ArtSync().encode(), ArtPoll().encode(),
+                           ArtTimeCode(1, 2, 3, 4, 2).encode()]}
+    for cls, packets in seeds.items():
+        ctx, _ = context()
+        options = SacnInOptions(multicast=False) if cls is SacnInput else ArtNetInOptions(poll_reply=False)
+        driver = cls(ctx, options)
+        driver.listened = {1}
+        for _ in range(1500):
+            data = bytearray(rng.choice(packets))
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            cut = rng.choice((len(data), rng.randrange(len(data) + 1), len(data) + rng.randrange(64)))
+            data = (data + bytes(rng.randrange(256) for _ in range(64)))[:cut]
+            driver.datagram(bytes(data), "127.0.0.9", time.monotonic())
+        assert sum(driver.counts.values()) >= 1500, driver.counts
+        assert driver.counts["malformed"] > 100, driver.counts
+
+
+async def test_the_artpollreply_and_the_timecode_codec_read_as_tshark_reads_them(tmp_path: Path) -> None:
+    require(shutil.which("tshark") is not None, "tshark (Debian package tshark)")
+    ctx, _ = context()
+    driver = ArtNetInput(ctx, ArtNetInOptions(listen_universes=[1, 2, 0x7FFF]))
+    sent: list[bytes] = []
+    driver.sendto = lambda payload, address: sent.append(payload)  # type: ignore[method-assign]
+    driver.listened = {1, 2, 0x7FFF}
+    driver.datagram(ArtPoll().encode(), "127.0.0.9", time.monotonic())
+    timecodes = [ArtTimeCode(23, 59, 59, 29, 2).encode(), ArtTimeCode(0, 0, 0, 0, 0, stream=1).encode()]
+    text = await asyncio.to_thread(dissect, tmp_path, sent + timecodes, 6454)
+    assert text.count("OpCode: ArtPollReply") == 2 == len(sent)
+    assert text.count("OpCode: ArtTimeCode") == 2  # (tshark names the opcode and shows the fields as bytes)
+    assert text.count("Type of Port 1: Art-Net -> DMX512") == 2 and "Type of Port 2: Art-Net -> DMX512" in text

@@ -1,12 +1,15 @@
 """DMX in with OLA as the console: `ola_streaming_client` out over sACN (multicast) and `ola_set_dmx` over Art-Net
 into the drivers on the machine's own ports, beside a second sACN source of higher priority that then says goodbye;
-`ola_timecode` out as ArtTimeCode into the cue list. tshark dissects every packet the drivers took from OLA."""
+`ola_timecode` out as ArtTimeCode into the cue list. tshark dissects every packet the drivers took from OLA.
+Multicast here (unicast is in test_console_in.py, on ports of its own): a socket bound to 5568 later, by anything
+else on the machine, would take the unicast."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,18 +97,23 @@ async def test_ola_over_sacn_beside_a_source_of_higher_priority(ola: Ola, tmp_pa
                     driver)
         cid = tuple(b"\x5a" * 16)
         packet = DataPacket(cid, "desk two", 1, (200, 0, 0), 150, 1)
-        sender.sendto(bytes(packet.getBytes()), ("127.0.0.1", 5568))  # unicast, at priority 150: it wins alone
+        sender.sendto(bytes(packet.getBytes()), ("239.255.0.1", 5568))  # at priority 150: it wins alone
         await settle(lambda: levels(show, 1)[:3] == bytes([200, 0, 0]), driver)
         sources = driver.health()["universes"]["1"]["sources"]
         await until(lambda: ola.stream(1, full(11, 21, 31), 100),
                     lambda: driver.health()["universes"]["1"]["sources"] != sources, driver)
         assert levels(show, 1)[:3] == bytes([200, 0, 0])  # OLA, below, changes nothing heard
         packet = DataPacket(cid, "desk two", 1, (200, 0, 0), 150, 2, streamTerminated=True)
-        sender.sendto(bytes(packet.getBytes()), ("127.0.0.1", 5568))  # goodbye: OLA's levels at once
+        sender.sendto(bytes(packet.getBytes()), ("239.255.0.1", 5568))  # goodbye: OLA's levels at once
         await settle(lambda: levels(show, 1)[:3] == bytes([11, 21, 31]), driver)
         health = driver.health()
         assert health["terminated"] == 1 and "239.255.0.1" in health["multicast_groups"]
         assert [s["priority"] for s in health["universes"]["1"]["sources"]] == [100]
+        # OLA sends on change alone: silent from here, it is dropped 2.5 s after its last packet (E1.31's loss).
+        heard = next(iter(driver.universes[1].sources.values())).heard
+        await settle(lambda: show.patch.calls[-1] == (1, None), driver)
+        assert 2.5 <= time.monotonic() - heard < 2.5 + 0.3
+        assert driver.health()["sources_lost"] == 1
     finally:
         run.cancel()
         await driver.stop()

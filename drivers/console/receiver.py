@@ -254,10 +254,7 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
         self.ctx.show.patch.levels(number, merged)
         out = self.thru.get(number)
         if out is not None:
-            levels = self.ctx.dmx.get(out).levels
-            for i in range(len(merged)):
-                if levels[i] != merged[i]:
-                    self.ctx.dmx.set_channel(out, i + 1, merged[i])
+            self.ctx.dmx.set_levels(out, merged)
 
     # -- health and the twin ---------------------------------------------------------------------------
     @property

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,9 @@ from drivers.throttle import Throttle
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.schema import check_all
+from gateway.show.cue_settings import CuesSection
+from gateway.show.engine import Fired, ShowEngine
+from gateway.show.settings import PresetSection, ShowSection, ShowZone
 from gateway.twin import Twin
 from tests.conftest import ADMIN, OPERATOR, Daemon, free_port, require
 
@@ -63,7 +67,7 @@ def osc(address: str, *args: Any) -> bytes:
 def bundle(at: float, *messages: bytes) -> bytes:
     from pythonosc.osc_message import OscMessage
 
-    builder = OscBundleBuilder(at)
+    builder = OscBundleBuilder(at)  # type: ignore[arg-type]  # (typed int; it takes seconds as a float)
     for m in messages:
         builder.add_content(OscMessage(m))
     return builder.build().dgram
@@ -87,10 +91,15 @@ class Dump:
     """liblo's oscdump on a port, line by line."""
 
     def __init__(self, port: int) -> None:
-        self.proc = subprocess.Popen(["oscdump", "-L", str(port)], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(["oscdump", "-L", str(port)], stdout=subprocess.PIPE)
         self.lines: list[str] = []
+        self._partial = b""
 
     def wait_for(self, fragment: str, timeout: float = 5.0) -> str:
+        """The first line not taken yet with `fragment` in it. The pipe is read as bytes arrive, every line of a
+        burst at once (a buffered reader would keep lines that select no longer sees)."""
+        import select
+
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -98,10 +107,9 @@ class Dump:
                 if fragment in line:
                     self.lines.remove(line)
                     return line
-            import select
-
             if select.select([self.proc.stdout], [], [], 0.1)[0]:
-                self.lines.append(self.proc.stdout.readline())
+                *whole, self._partial = (self._partial + os.read(self.proc.stdout.fileno(), 65536)).split(b"\n")
+                self.lines += [line.decode() for line in whole]
         raise AssertionError(f"{fragment!r} never came; got {self.lines}")
 
 
@@ -110,7 +118,7 @@ def test_osc_in_and_feedback_out_with_liblo(daemon_factory: Any, tmp_path: Path)
             "liblo's oscsend and oscdump (Debian package liblo-tools)")
     osc_port, dump_port = free_port(), free_port()
     extra = f"""
-[drivers.console]
+[drivers.desk]
 type = "osc"
 listen = "127.0.0.1:{osc_port}"
 destinations = ["127.0.0.1:{dump_port}"]
@@ -149,6 +157,7 @@ horizon_s = 30
         assert '"intro"' in fired
         effect = d.get("/api/v1/twin/assets/show_control")["reported"]["last_effect"]
         assert effect["effect_id"] in fired and effect["zones"] == ["floor"]
+        dump.wait_for("/vg/out/zone/floor/look ffff 0.117647 0.313726 1.000000")  # the pulse, once it starts
         send("/vg/preset/nope/fire")
         assert "no preset 'nope'" in dump.wait_for('"unknown_preset"')
         send("/vg/tempo", "f", "100")
@@ -172,7 +181,7 @@ horizon_s = 30
             tcp.sendall(slip.encode(osc("/vg/dmx/1/30", 42)) + slip.encode(osc("/vg/ping")))
             dump.wait_for("/vg/out/pong")
         wait_level(30, 42)
-        health = d.get("/api/v1/health")["drivers"]["console"]["detail"]
+        health = d.get("/api/v1/health")["drivers"]["desk"]["detail"]
         assert health["malformed"] == 1 and health["beyond_horizon"] == 1 and health["routed"] == 1
         assert d.terminate() == 0
     finally:
@@ -185,7 +194,7 @@ def test_a_blackout_holds_until_someone_raises_a_level_across_a_restart_too(daem
     """A level set as desired state, then /vg/blackout: the output goes dark, the desired levels are cleared, and
     after a restart the light stays dark; a level raised again after the blackout is kept."""
     osc_port = free_port()
-    d: Daemon = daemon_factory(extra=f'[drivers.console]\ntype = "osc"\nlisten = "127.0.0.1:{osc_port}"\n'
+    d: Daemon = daemon_factory(extra=f'[drivers.desk]\ntype = "osc"\nlisten = "127.0.0.1:{osc_port}"\n'
                                 ).start()  # the demo's own [dmx] has universe 1
 
     def levels() -> list[int]:
@@ -405,7 +414,7 @@ def test_a_sound_level_alert_reaches_front_of_house(daemon_factory: Any) -> None
     require(shutil.which("oscdump") is not None, "liblo's oscdump (Debian package liblo-tools)")
     osc_port, dump_port = free_port(), free_port()
     extra = f"""
-[drivers.console]
+[drivers.desk]
 type = "osc"
 listen = "127.0.0.1:{osc_port}"
 destinations = ["127.0.0.1:{dump_port}"]
@@ -436,7 +445,7 @@ def test_crowd_energy_reaches_front_of_house_and_drives_a_preset(daemon_factory:
     osc_port, dump_port = free_port(), free_port()
     dump = Dump(dump_port)
     d: Daemon = daemon_factory(extra=f"""
-[drivers.console]
+[drivers.desk]
 type = "osc"
 listen = "127.0.0.1:{osc_port}"
 destinations = ["127.0.0.1:{dump_port}"]
@@ -508,14 +517,14 @@ def test_throttle_lets_a_burst_through_per_window_and_tells_how_many_it_held() -
     assert throttle(10.5) == 3 and throttle(11.0) == 0 and throttle(12.0) is None
 
 
-async def feedback_driver(**options: Any) -> tuple[OscDriver, socket.socket, int]:
+async def feedback_driver(show: ShowEngine | None = None, **options: Any) -> tuple[OscDriver, socket.socket, int]:
     """A started driver on a real UDP port, its feedback going to a real socket of the test's."""
     feedback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     feedback.bind(("127.0.0.1", 0))
     feedback.setblocking(False)
     port = free_port()
     twin = Twin("gw", "hall")
-    ctx = DriverContext("osc", twin, None, DmxUniverses(twin, [1]), FrameClock(40), None)  # type: ignore[arg-type]
+    ctx = DriverContext("osc", twin, None, DmxUniverses(twin, [1]), FrameClock(40), show)  # type: ignore[arg-type]
     driver = OscDriver(ctx, OscOptions(listen=f"127.0.0.1:{port}", tcp=False,
                                        destinations=[f"127.0.0.1:{feedback.getsockname()[1]}"], **options))
     await driver.start()
@@ -531,6 +540,52 @@ def alerts(feedback: socket.socket) -> list[str]:
             msg = OscMessage(feedback.recv(65536))
             kinds.append(msg.params[0])
     return kinds
+
+
+CUES = """
+[[cues]]
+id = "verse"
+timecode = "01:00:10:00"
+preset = "intro"
+
+[[cues]]
+id = "chorus"
+timecode = "01:00:20:00"
+preset = "intro"
+armed = false
+"""
+
+
+async def test_cues_are_armed_fired_and_skipped_by_osc_and_an_unknown_cue_is_told(tmp_path: Path) -> None:
+    (tmp_path / "cues.toml").write_text(CUES)
+    show = ShowEngine(ShowSection(lead_ms=0, zones=[ShowZone("floor", 0)], presets=[PresetSection("intro")],
+                                  cues=CuesSection(file="cues.toml")), Twin("gw", "hall"))
+    assert show.cues.load(tmp_path) == []
+    fired: list[Fired] = []
+    show.on_fire(fired.append)
+    driver, feedback, _ = await feedback_driver(show)
+
+    def state(cue: str) -> dict[str, Any]:
+        return next(c for c in show.cues.document()["cues"] if c["id"] == cue)
+
+    try:
+        driver.packet(osc("/vg/cue/arm", "chorus"), "127.0.0.1")
+        assert state("chorus")["armed"] is True
+        driver.packet(osc("/vg/cue/skip", "chorus"), "127.0.0.1")
+        assert state("chorus")["state"] == "skipped"
+        driver.packet(osc("/vg/cue/fire", "verse"), "127.0.0.1")
+        assert [f.preset for f in fired] == ["intro"] and state("verse")["effect_id"] == fired[0].effect_id
+        driver.packet(osc("/vg/cue/skip", "verse"), "127.0.0.1")  # fired already: the list refuses
+        driver.packet(osc("/vg/cue/fire", "bridge"), "127.0.0.1")
+        driver.packet(osc("/vg/cue/arm"), "127.0.0.1")
+        driver.packet(osc("/vg/cue/arm", 3), "127.0.0.1")
+        await asyncio.sleep(0.05)
+        told = alerts(feedback)
+    finally:
+        await driver.stop()
+        feedback.close()
+    assert told == ["bad_arguments", "unknown_cue", "bad_arguments", "bad_arguments"], told
+    assert driver.counts["refused"] == 4 and len(fired) == 1
 
 
 async def test_a_burst_of_malformed_packets_is_counted_exactly_and_logged_once(

@@ -8,11 +8,13 @@ told (log line and alert) at a bounded rate: a flood of bad input costs little a
 
 Addresses: `/vg/preset/{name}/fire` (optional args: zone names), `/vg/effect/stop`, `/vg/blackout` (wristbands
 and every DMX level to 0), `/vg/tempo ,f BPM`, `/vg/tempo/tap`, `/vg/dmx/{universe}/{channel} ,i|f` (0-255, or
-0.0-1.0) and `/vg/ping` (answered with `/vg/out/pong`). Every effect fired, from here or elsewhere, is told as
-`/vg/out/effect/fired ,ss PRESET EFFECT_ID` (and `/vg/out/alert ,ss not_sent TEXT` for a transmitter that could
-not send it); the core's alerts (a zone near or over its sound-level limit, an equipment anomaly) go out as
-`/vg/out/alert ,ss KIND TEXT` too, and each zone's crowd energy from the audience-mood model as
-`/vg/out/zone/{zone}/energy ,f` (0..1, every inference cycle). Routes in the configuration map any other address
+0.0-1.0), `/vg/cue/arm|fire|skip ,s CUE` (the timecode cue list) and `/vg/ping` (answered with `/vg/out/pong`).
+Every effect fired, from here or elsewhere, is told as `/vg/out/effect/fired ,ss PRESET EFFECT_ID` (and
+`/vg/out/alert ,ss not_sent TEXT` for a transmitter that could not send it); the core's alerts (a zone near or over
+its sound-level limit, an equipment anomaly) go out as `/vg/out/alert ,ss KIND TEXT` too, each zone's crowd energy
+from the audience-mood model as `/vg/out/zone/{zone}/energy ,f` (0..1, every inference cycle), and what each zone
+shows now (live look or effect) as `/vg/out/zone/{zone}/look ,ffff R G B INTENSITY` on change, at most
+`[show.feedback] rate_hz` times a second. Routes in the configuration map any other address
 pattern (a console's own cue messages) to one of these, with fixed arguments, the incoming ones, or one of them kept
 (`arg`) and mapped from a range onto 0.0..1.0 (`range`: a fader's level); anything else is answered with
 `/vg/out/alert ,ss KIND TEXT`.
@@ -51,7 +53,7 @@ from gateway.driver import (
 )
 
 READ_BATCH = 64
-REFUSALS = ("bad_arguments", "bad_address", "unknown_preset")  # alerts for a message refused: counted `refused`
+REFUSALS = ("bad_arguments", "bad_address", "unknown_preset", "unknown_cue")  # a message refused: counted `refused`
 RECEIVE_BUFFER = 4 * 1024 * 1024  # room for bursts from a console while a frame is being sent
 ALERTS_PER_WINDOW, ALERT_WINDOW_S = 10, 10.0  # alerts of one kind about what was sent; the rest counted, not told
 MALFORMED_LOG_S = 10.0  # malformed packets: a line at most this often, with the number not logged
@@ -87,7 +89,8 @@ PONG = Address("/vg/out/pong", (",",))
 FIRED = Address("/vg/out/effect/fired", (",ss",))  # preset (or effect kind), effect id
 ALERT = Address("/vg/out/alert", (",ss",))  # kind, text
 ZONE_ENERGY = Address("/vg/out/zone/{zone}/energy", (",f",))  # 0..1
-OUTBOUND = (PONG, FIRED, ALERT, ZONE_ENERGY)
+ZONE_LOOK = Address("/vg/out/zone/{zone}/look", (",ffff",))  # red, green, blue 0..1 at full intensity; intensity 0..1
+OUTBOUND = (PONG, FIRED, ALERT, ZONE_ENERGY, ZONE_LOOK)
 
 
 def handles(template: str, *types: str) -> Callable[[Handler], Handler]:
@@ -105,6 +108,7 @@ class OscOptions:
     tcp: bool = True  # OSC 1.1: SLIP-framed packets over TCP on the same port
     allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])  # networks whose messages are obeyed
     destinations: list[str] = field(default_factory=list)  # "host:port" that get /vg/out/... feedback
+    zone_looks: bool = True  # what each zone shows to the destinations (/vg/out/zone/{zone}/look)
     routes: list[RouteOptions] = field(default_factory=list)
     horizon_s: float = setting(60.0, min=0, max=3600)  # a bundle timed further ahead is refused
     max_pending: int = setting(1024, min=0, max=65536)  # timed messages waiting at once; more are refused
@@ -189,6 +193,9 @@ class OscDriver(Driver[OscOptions]):
         super().detach()
 
     async def run(self) -> None:
+        """Each zone's look to the destinations as it changes; otherwise everything happens as it arrives."""
+        if self._destinations and self.options.zone_looks:
+            await self.ctx.show.looks.follow(self._zone_looks)
         await asyncio.Future()
 
     async def stop(self) -> None:
@@ -361,6 +368,18 @@ class OscDriver(Driver[OscOptions]):
     def _on_tap(self, parts: tuple[str, ...], args: list[Any]) -> None:
         self.ctx.show.tap()
 
+    @handles("/vg/cue/arm", ",s")
+    def _on_cue_arm(self, parts: tuple[str, ...], args: list[Any]) -> None:
+        self._cue("arm", args)
+
+    @handles("/vg/cue/fire", ",s")
+    def _on_cue_fire(self, parts: tuple[str, ...], args: list[Any]) -> None:
+        self._cue("fire", args)
+
+    @handles("/vg/cue/skip", ",s")
+    def _on_cue_skip(self, parts: tuple[str, ...], args: list[Any]) -> None:
+        self._cue("skip", args)
+
     @handles("/vg/ping", ",")
     def _on_ping(self, parts: tuple[str, ...], args: list[Any]) -> None:
         self.send(PONG.template)
@@ -369,6 +388,19 @@ class OscDriver(Driver[OscOptions]):
         self.send(FIRED.template, fired.preset or fired.effect.kind, fired.effect_id)
         for name, status in fired.not_sent().items():
             self.alert("not_sent", f"effect {fired.effect_id}: {name} {status}")
+
+    def _cue(self, action: str, args: list[Any]) -> None:
+        """Arm, fire or skip a cue of the cue list by its id; a cue the list does not have is told `unknown_cue`,
+        what the show refuses (a cue fired too soon after the last effect in its zones) `bad_arguments`."""
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise ValueError(f"takes one string, a cue's id; got {_listed(args)}")
+        cues = self.ctx.show.cues
+        try:
+            {"arm": cues.arm, "fire": cues.fire, "skip": cues.skip}[action](args[0])
+        except UnknownPreset:
+            raise
+        except LookupError as exc:  # the cue list's UnknownCue
+            self.alert("unknown_cue", f"/vg/cue/{action}: {exc}")
 
     def _dmx(self, universe: int, channel: int, args: list[Any]) -> None:
         value = args[0] if args else None
@@ -396,6 +428,11 @@ class OscDriver(Driver[OscOptions]):
                 self.counts["send_errors"] += 1
                 continue
             self.counts["sent"] += 1
+
+    def _zone_looks(self, looks: dict[str, Any]) -> None:
+        """The zones whose look changed (the show's ZoneLook: colour 0..1 at full intensity, intensity 0..1)."""
+        for zone, look in looks.items():
+            self.send(ZONE_LOOK.template.format(zone=zone), *look.colour, look.intensity)
 
     def _readings(self, readings: Sequence[Reading], owner: str | None) -> None:
         for r in readings:  # the audience-mood model's `mood:<zone>` assets

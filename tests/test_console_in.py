@@ -290,6 +290,9 @@ def test_bad_options_are_refused_with_the_key_and_what_is_allowed(tmp_path: Path
                      "listen_universes[0]: universe 0 is out of range (allowed: 1 to 63999)",
                      "thru.x: 'x' is not an input universe (allowed: 1 to 63999)", "interface: 'eth0'"):
         assert expected in text, text
+    _, problems = check_all(SacnInOptions, {"listen_universes": [1], "thru": {"2": 1}})
+    assert [str(p) for p in problems] == ["thru.2: universe 2 is not listened to (allowed: one of listen_universes, "
+                                          "or leave listen_universes empty)"]
     _, problems = check_all(ArtNetInOptions, {"merge": "newest", "short_name": "x" * 30})
     assert [p.path for p in problems] == ["merge", "short_name"], problems
 

@@ -42,6 +42,9 @@ class ConsoleOptions:
         for key, number in self.thru.items():
             if not key.isdigit() or not low <= int(key) <= high:
                 out.append(Problem(f"thru.{key}", f"{key!r} is not an input universe (allowed: {low} to {high})"))
+            elif self.listen_universes and int(key) not in self.listen_universes:
+                out.append(Problem(f"thru.{key}", f"universe {key} is not listened to (allowed: one of "
+                                                  f"listen_universes, or leave listen_universes empty)"))
             if not 0 <= number <= 65535:
                 out.append(Problem(f"thru.{key}", f"output universe {number} is out of range (allowed: a universe "
                                                   "of dmx.universes)"))

@@ -343,6 +343,10 @@ def test_live_takes_turns_with_effects_and_an_effect_takes_its_zones_from_live()
     assert [type(f).__name__ for f in sent] == ["LiveFrame", "WristbandPacket"] * 2
     assert all(look.zones == 1 for f in sent if isinstance(f, LiveFrame) for look in f.looks)  # zone 1: the effect's
     assert set(streams.live) == {"z0"}
+    later = [streams.next(1_200 + 10 * i) for i in range(4)]  # nothing pending: refreshes wait for idle slots
+    assert all(isinstance(f, WristbandPacket) and f.effect == Effect.SOLID for f in later)
+    idle = streams.next(1_701)  # the effect's copies are over
+    assert isinstance(idle, LiveFrame) and idle.looks == (LiveLook(1, (1, 0, 0)),)
 
 
 def test_a_strobe_goes_on_the_air_no_faster_than_asked() -> None:

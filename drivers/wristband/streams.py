@@ -8,12 +8,13 @@ start. Copies go on for a short tail after the start with a countdown of 0, so a
 copy still joins (late), and an effect fired with no lead time (a stop) is heard at all.
 A newer effect replaces the streams of older ones for the zones it covers: on the air, the latest effect wins.
 
-Live zones (the console's looks, `set_live`) take a turn with the effect streams. A zone's change is pending from
-when the streams learn it until its instant plus `live_tail_ms`: pending changes go out in every live turn,
+Live zones (the console's looks, `set_live`) take a turn with the effect streams while a change is pending: from
+when the streams learn it until its instant plus `live_tail_ms`. Pending changes go out in every live turn,
 zones of the same look and instant sharing a mask, two looks a frame (more: the frames take turns); a frame's
 looks share its countdown, so a second look is one of the same instant, else a refresh. With nothing pending,
-every live zone is refreshed in turn, so that a band switched on late learns its look; live frames then stand in
-for heartbeats (they carry the show clock as well). An effect fired in a zone takes it from live control.
+every live zone is refreshed in turn in the slots no effect needs, so that a band switched on late learns its
+look; live frames then stand in for heartbeats (they carry the show clock as well). An effect fired in a zone
+takes it from live control.
 Pure: no radio, no clock.
 """
 
@@ -160,6 +161,8 @@ class Streams:
         self.active = [s for s in self.active if s.until_ms >= show_ms]
         ready = [s for s in self.active if s.start_ms - show_ms <= MAX_COUNTDOWN_MS]
         frame, changes, refreshes = self._live_frame(show_ms, sequence) if self.live else (None, 0, 0)
+        if frame is not None and ready and not changes:
+            frame = None  # refreshes wait for a slot no effect needs: an effect's copies are its sync
         if ready or frame:
             self._turn = (self._turn + 1) % (len(ready) + (frame is not None))
             if self._turn == len(ready):

@@ -229,4 +229,5 @@ zones = ["floor"]
     with pytest.raises(ConfigError) as caught:
         config.parse(tmp_path / "gw.toml", CONFIG, box=True)
     assert [str(p) for p in caught.value.problems] == [
-        "show.cues.file: cues.toml: cannot be read: No such file or directory (allowed: a readable TOML file)"]
+        f"show.cues.file: {tmp_path}/cues.toml cannot be read: No such file or directory (allowed: a readable TOML "
+        "file, its path relative to the configuration file's directory)"]

@@ -81,3 +81,23 @@ def test_a_jump_is_taken_when_the_next_frame_agrees_and_a_late_frame_is_an_outli
     assert link.origin == 600.0 and link.offset == pytest.approx(now - 600.0)
     # A new rate starts a new link.
     assert link.frame(601.0, now + 1.0, Rate.EBU) == "start"
+
+
+def test_a_burst_after_a_stall_is_late_frames_not_a_jump_back_but_frames_behind_for_long_are() -> None:
+    """A 120 ms stall on the way, then the held frames in a burst: each behind the link, and consistent with the
+    one before within the jump tolerance; they are late, not a seek back (which would fire passed cues again)."""
+    link = Link(jump_frames=2)
+    rate = Rate.EBU
+    t = 10.0
+    for frame in range(100):
+        link.frame(frame * rate.frame_s, t + frame * rate.frame_s, rate)
+    burst_at = t + 103 * rate.frame_s + 0.001
+    events = [link.frame(frame * rate.frame_s, burst_at + (frame - 100) * 0.0005, rate) for frame in range(100, 104)]
+    assert events == ["outlier", "outlier", "run", "run"]
+    assert link.offset == pytest.approx(t)
+    # The timecode really went back 200 ms: behind for MAX_LATE_S, then taken as a jump.
+    now = t + 104 * rate.frame_s
+    events = [link.frame((frame - 5) * rate.frame_s, now + (frame - 104) * rate.frame_s, rate)
+              for frame in range(104, 124)]
+    assert events[:12] == ["outlier"] * 12 and events[13] == "jump" and events[-1] == "run"
+    assert link.offset == pytest.approx(t + 5 * rate.frame_s)

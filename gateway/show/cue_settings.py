@@ -76,7 +76,8 @@ def load(base: Path, show: ShowSection) -> tuple[list[Cue], list[Problem]]:
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        return [], [problem(f"cannot be read: {exc.strerror} (allowed: a readable TOML file)")]
+        return [], [Problem("show.cues.file", f"{path} cannot be read: {exc.strerror} (allowed: a readable TOML "
+                                              "file, its path relative to the configuration file's directory)")]
     if len(data) > MAX_FILE_BYTES:
         return [], [problem(f"is larger than {MAX_FILE_BYTES // 1024} KB (allowed: a cue list)")]
     try:

@@ -9,8 +9,9 @@ real time (a tenth of a frame, 3.6 ms, behind after an hour).
 The link: a frame heard at monotonic time `a` with a label at position `p` (seconds) says the timecode's zero was
 at `a - p` plus however late the frame was on its way, never earlier. The least of `a - p` over a sliding window
 is the estimate (the least delayed frame wins, as a band keeps the show clock), so jitter on the network costs
-nothing but the window's least delay. A frame whose label is more than `jump_frames` from where the link puts it
-is a jump (a seek) once the next frame agrees with it; until then it is an outlier (a frame held up on its way).
+nothing but the window's least delay. A frame whose label is more than `jump_frames` ahead of where the link puts
+it, or more than MAX_LATE_S behind, is a jump (a seek) once the next frame agrees with it; until then it is an
+outlier. A frame a little behind is late on its way (an outlier), unless frames stay behind for MAX_LATE_S.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from typing import Literal
 
 DAY_S = 86_400
 WINDOW_S = 4.0  # the link's window: many frames, and short enough to follow a source's crystal drift
+# Frames behind the link by less than this are late on their way (a stall, a burst), not a seek back, until they
+# have been behind for this long: a burst after a stall looks like a small jump back, and a jump back would make
+# the cues it passes over fire again.
+MAX_LATE_S = 0.5
 
 
 class Rate(enum.Enum):
@@ -142,12 +147,13 @@ class Link:
         self.origin: float | None = None  # the position the link began at (its first frame, or a jump's)
         self._bounds: deque[tuple[float, float]] = deque()  # (heard at, arrival - position), increasing
         self._candidate: tuple[float, float] | None = None  # a frame off the link: (arrival, position)
+        self._behind_since: float | None = None  # frames have been a little behind the link since then
 
     def reset(self) -> None:
         """Forget the link: the next frame starts a new one (the timecode stopped)."""
         self.offset = None
         self._bounds.clear()
-        self._candidate = None
+        self._candidate = self._behind_since = None
 
     def mono(self, position_s: float) -> float:
         """The monotonic time at which the timecode reaches `position_s` (the link must be known)."""
@@ -161,11 +167,20 @@ class Link:
         if self.offset is None or rate is not self.rate:
             self._restart(position_s, arrival, rate)
             return "start"
-        predicted = arrival - self.offset
-        if abs(position_s - predicted) <= tolerance + 1e-9:
-            self._candidate = None
+        off = position_s - (arrival - self.offset)
+        if abs(off) <= tolerance + 1e-9:
+            self._candidate = self._behind_since = None
             self._take(position_s, arrival)
             return "run"
+        if -MAX_LATE_S <= off < 0:  # behind by less than a network holds a frame: late, unless it lasts
+            self._candidate = None
+            if self._behind_since is None:
+                self._behind_since = arrival
+            if arrival - self._behind_since < MAX_LATE_S:
+                return "outlier"
+            self._restart(position_s, arrival, rate)  # behind for that long: the timecode went back a little
+            return "jump"
+        self._behind_since = None
         candidate, self._candidate = self._candidate, (arrival, position_s)
         if candidate is not None and abs((position_s - candidate[1]) - (arrival - candidate[0])) <= tolerance:
             self._restart(candidate[1], candidate[0], rate)
@@ -175,7 +190,7 @@ class Link:
 
     def _restart(self, position_s: float, arrival: float, rate: Rate) -> None:
         self._bounds.clear()
-        self._candidate = None
+        self._candidate = self._behind_since = None
         self.rate = rate
         self.origin = position_s
         self._take(position_s, arrival)

@@ -111,7 +111,7 @@ def states(gw: Gateway) -> dict[str, str]:
 async def test_cues_start_at_their_timecode_fired_ahead_by_the_lead(gateway: Gateway) -> None:
     console = Console(gateway)
     assert states(gateway) == {"spare": "disarmed", "one": "next", "two": "armed", "three": "armed"}
-    zero = await console.run(START, 56)  # 01:00:00:00 to 01:00:02:05
+    zero = await console.run(Timecode(1, 0, 0, 12, Rate.EBU), 44)  # 01:00:00:12 to 01:00:02:05
     by_zone = {f.zones: f for f in console.fired}
     assert [f.zones for f in console.fired] == [("floor",), ("balcony",), ("floor", "balcony")]
     for fired, label in zip(console.fired, ("01:00:01:00", "01:00:01:15", "01:00:02:00"), strict=True):

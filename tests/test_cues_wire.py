@@ -190,7 +190,7 @@ def test_ola_timecode_fires_cues_at_their_labels_a_seek_skips_and_a_stop_freezes
         ear = Ear()
         daemon = Daemon(config(tmp_path, port), port).start()
         try:
-            began = send(netns, Timecode(1, 0, 0, 0, FPS), 35)  # 01:00:00:00 to 01:00:01:09: first fires
+            began = send(netns, Timecode(1, 0, 0, 10, FPS), 25)  # 01:00:00:10 to 01:00:01:09: first fires
             zero = ear.zero(began)
             jumped = send(netns, Timecode(1, 0, 2, 20, FPS), 20)  # a seek past 'passed'; to 01:00:03:14
             zero_after = ear.zero(jumped + FPS.frame_s)

@@ -14,7 +14,7 @@ from gateway.show.timecode import Link, Rate, Timecode
 @pytest.mark.parametrize("rate", list(Rate))
 def test_every_frame_of_a_day_edge_round_trips(rate: Rate) -> None:
     day = Timecode(23, 59, 59, rate.fps - 1, rate).frame() + 1
-    for frame in [*range(0, 20_000), *range(107_000, 110_000), *range(day - 200, day)]:
+    for frame in [*range(0, 2_000), *range(17_800, 18_200), *range(107_800, 108_200), *range(day - 200, day)]:
         tc = Timecode.of_frame(frame, rate)
         assert tc.problem() is None, (frame, tc)
         assert tc.frame() == frame

@@ -223,6 +223,10 @@ async def test_artnet_merge_of_two_third_refused_ltp_sync_timecode_and_poll_repl
         await settle(lambda: driver.counts["polls"] == 1, driver)
         poller.settimeout(2)
         replies = [decode(poller.recv(1024)) for _ in range(2)]  # one for 0:0:1, one for 1:2:3
+        for _ in range(20):  # a flood of polls: ten a second answered
+            poller.sendto(ArtPoll().encode(), to)
+        await settle(lambda: driver.counts["polls"] + driver.counts["polls_unanswered"] == 21, driver)
+        assert driver.counts["polls_unanswered"] >= 10
     finally:
         await driver.stop()
         for s in sockets:

@@ -31,10 +31,12 @@ from drivers.dmx.artnet_codec import (
     UnreadOpcode,
     decode,
 )
+from drivers.throttle import Throttle
 from gateway.driver import DriverContext, Rate, Timecode
 
 LOSS_S = 10.0  # Art-Net 4: a source not heard for 10 s leaves the merge
 SYNC_MODE_S = 4.0  # Art-Net 4: with no ArtSync for 4 s a node goes back to applying ArtDmx at once
+POLLS_ANSWERED, POLL_WINDOW_S = 10, 1.0  # ArtPolls answered a second (a reply outweighs its poll); the rest counted
 RATES = (Rate.FILM, Rate.EBU, Rate.DF, Rate.SMPTE)  # ArtTimeCode's type 0..3
 
 
@@ -48,6 +50,7 @@ class ArtNetInput(ConsoleInput[ArtNetInOptions]):
         self._synced_until = float("-inf")  # in synchronous mode until then
         self._held: dict[tuple[int, str], Levels] = {}  # (universe, sender) -> take's arguments
         self.timecode: ArtTimeCode | None = None
+        self._answered = Throttle(POLLS_ANSWERED, POLL_WINDOW_S)
 
     @property
     def port(self) -> int:
@@ -79,6 +82,9 @@ class ArtNetInput(ConsoleInput[ArtNetInOptions]):
             self.ctx.show.cues.timecode(Timecode(packet.hours, packet.minutes, packet.seconds, packet.frames,
                                                  RATES[packet.kind]), arrival)
         elif isinstance(packet, ArtPoll) and self.options.poll_reply:
+            if self._answered(arrival) is None:  # a reply is many times the poll: not a reflector for a flood
+                self.counts["polls_unanswered"] += 1
+                return
             self._reply(ip)
         else:
             self.counts["ignored"] += 1  # ArtPollReply from other nodes, ArtPoll with replies off

@@ -18,8 +18,11 @@ freezes the list: nothing fires until frames come again, and where they resume i
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ ASSET = "cue_list"
 FRESH_FRAMES = 2.5  # a cue fires only while the last frame is this recent (in frame periods)
 EARLY_S = 0.010  # fired this much before its lead, so the lead is at least show.lead_ms
 REPORT_S = 0.25  # the twin asset at most 4 times a second
+LOOK_BACK_S = 1.0  # a frame looks at the cues from this far behind it (a long list is not walked from its start)
 LOG_EVERY_S = 10.0  # a bad frame logged at most this often
 
 
@@ -80,6 +84,7 @@ class CueList:
         self.counts = {"frames": 0, "dropped": 0, "outliers": 0, "jumps": 0, "starts": 0}
         self._cues: list[_State] = []
         self._by_id: dict[str, _State] = {}
+        self._floors: list[float] = []  # each cue's position, or the one before it when it has none
         self._timer: asyncio.TimerHandle | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._report_timer: asyncio.TimerHandle | None = None
@@ -108,11 +113,15 @@ class CueList:
 
     def _place(self, rate: Rate) -> None:
         """Each cue's position with its label read at `rate`; a label that is not one at that rate is refused."""
+        floor = -math.inf
+        self._floors = []
         for s in self._cues:
             try:
                 s.position = Timecode.parse(s.cue.timecode, rate).position()
+                floor = s.position
             except ValueError as exc:
                 s.position, s.done, s.why = None, "refused", str(exc)
+            self._floors.append(floor)  # non-decreasing: the list is in label order
 
     # -- timecode --------------------------------------------------------------------------------------
     def timecode(self, tc: Timecode, arrival_mono: float) -> None:
@@ -196,7 +205,8 @@ class CueList:
         now = time.monotonic()
         fresh = now - link.arrival <= FRESH_FRAMES * self.rate.frame_s
         lead_s = self.engine.settings.lead_ms / 1000 + EARLY_S
-        for s in self._cues:
+        behind = bisect.bisect_left(self._floors, (link.position or 0.0) - LOOK_BACK_S)
+        for s in itertools.islice(self._cues, behind, None):
             if s.done is not None or not s.armed or s.position is None:
                 continue
             target = link.mono(s.position)

@@ -382,6 +382,17 @@ async def test_the_radio_sends_the_consoles_live_looks_that_bands_on_the_air_sho
         bar = [band for band in air.bands if band.zone == 2]
         assert all((s := band.band.shows(band.clock(time.monotonic()))) is not None and s.effect is not None
                    for band in bar)
+        # A zone released while the radio is down is not sent when it is back.
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        driver.detach()
+        engine.live.release(("floor",))
+        driver.attach()
+        back = time.monotonic()
+        running = asyncio.get_running_loop().create_task(driver.run())
+        await asyncio.sleep(0.2)
+        again = [decode_any(data, KEY) for t, data in air.on_air if t > back]
+        assert again and all(isinstance(f, LiveFrame) and [look.zones for look in f.looks] == [0b010] for f in again)
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -228,6 +228,7 @@ class WristbandRadio(Driver[RadioOptions]):
         # copies are over (a stop fired while the radio was down), and what is still to come is sent after all.
         for fired in show.recent:
             self.streams.add(fired)
+        self._live_version = None  # the live looks read afresh: zones released while the radio was down are gone
         for fired in show.recent:
             if fired.delivery.get(self.ctx.name, "").startswith("not sent") \
                     and self.streams.before_start(fired.effect_id, now):

@@ -15,7 +15,7 @@ from gateway.api.auth import json_error, requires
 from gateway.api.operations import error, json_answer, operation
 from gateway.api.schemas import ref
 from gateway.show.cues import CueConflict, CueList, UnknownCue
-from gateway.show.effects import EffectError
+from gateway.show.effects import EffectError, TooSoon
 from gateway.show.timecode import RATE_NAMES
 from gateway.twin import rfc3339
 
@@ -54,11 +54,10 @@ def _command(name: str) -> Any:
             raise json_error(web.HTTPNotFound, "unknown_cue", str(exc)) from None
         except CueConflict as exc:
             raise json_error(web.HTTPConflict, "cue_conflict", str(exc)) from None
-        except EffectError as exc:  # the flash cap between effects: the same request is taken a moment later
-            retry = getattr(exc, "retry_after_s", None)
-            if retry is not None:
-                raise json_error(web.HTTPTooManyRequests, "too_soon", str(exc),
-                                 {"Retry-After": str(math.ceil(retry))}) from None
+        except TooSoon as exc:  # the flash cap between effects: the same request is taken a moment later
+            raise json_error(web.HTTPTooManyRequests, "too_soon", str(exc),
+                             {"Retry-After": str(math.ceil(exc.retry_after_s))}) from None
+        except EffectError as exc:
             raise json_error(web.HTTPBadRequest, "bad_effect", str(exc)) from None
         except LookupError as exc:  # a preset the cue names is not the show's
             raise json_error(web.HTTPBadRequest, "bad_effect", str(exc)) from None

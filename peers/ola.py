@@ -89,6 +89,12 @@ class Ola:
     def version(self) -> str:
         return str(self._get("/json/server_stats").get("version", "?"))
 
+    def post_dmx(self, universe: int, levels: Iterable[int]) -> None:
+        """OLA `universe` to `levels` over the HTTP API (for an olad its command-line clients cannot reach)."""
+        data = urllib.parse.urlencode({"u": universe, "d": ",".join(map(str, levels))}).encode()
+        with urllib.request.urlopen(self.url + "/set_dmx", data=data, timeout=5) as resp:
+            resp.read()
+
     def stream(self, universe: int, levels: Iterable[int], priority: int | None = None) -> None:
         """`ola_streaming_client`: OLA `universe` to `levels` (out of the ports patched to it), at `priority`."""
         extra = [] if priority is None else ["--priority", str(priority)]

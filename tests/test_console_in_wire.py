@@ -1,12 +1,14 @@
 """DMX in with OLA as the console: `ola_streaming_client` out over sACN (multicast) and `ola_set_dmx` over Art-Net
 into the drivers on the machine's own ports, beside a second sACN source of higher priority that then says goodbye;
-`ola_timecode` out as ArtTimeCode into the cue list. tshark dissects every packet the drivers took from OLA.
+`ola_timecode` out as ArtTimeCode into the cue list; OLA on a network of its own, sending only to the nodes it
+found, finds the box by its ArtPollReply. tshark dissects every packet the drivers took from OLA.
 Multicast here (unicast is in test_console_in.py, on ports of its own): a socket bound to 5568 later, by anything
 else on the machine, would take the unicast."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import time
@@ -26,6 +28,7 @@ from peers.ola import CLIENT_RPC_PORT, Ola, console_sender, running_olad
 from peers.tshark import dissect
 from tests.conftest import require
 from tests.test_console_in import Show, context
+from tests.test_dmx_outputs import lighting_network
 
 # The drivers listen on the machine's sACN and Art-Net ports, where every test's daemon sends: run on their own.
 pytestmark = pytest.mark.wire
@@ -145,3 +148,23 @@ async def test_ola_over_artnet_and_its_timecode(ola: Ola, tmp_path: Path) -> Non
         await driver.stop()
     text = await asyncio.to_thread(dissect, tmp_path, recorded.packets, 6454)
     assert "OpCode: ArtDMX" in text and text.count("OpCode: ArtTimeCode") >= 3
+
+
+async def test_a_console_that_sends_only_to_nodes_it_found_finds_the_box_by_its_artpollreply(tmp_path: Path) -> None:
+    """OLA on a lighting network of its own (a network namespace, a veth link) sends ArtDmx only to the nodes whose
+    ArtPollReply lists the universe (always_broadcast off): without the reply nothing would come."""
+    ctx, show = context()
+    driver = ArtNetInput(ctx, ArtNetInOptions(listen_universes=[1], allow=["10.77.0.0/24"]))
+    plugins = {"artnet": "enabled = true\nip = 10.77.0.2\nuse_limited_broadcast = false\nalways_broadcast = false\n"}
+    with lighting_network(f"vgc{os.getpid() % 100000}") as netns:
+        await driver.start()  # listening before OLA's first ArtPoll, at its start
+        olad = running_olad(tmp_path, "10.77.0.2", netns, plugins=plugins)
+        node = await asyncio.to_thread(olad.__enter__)
+        try:
+            await asyncio.to_thread(node.patch, 1, node.port("ArtNet", output=True))
+            await until(lambda: node.post_dmx(1, [5, 6, 7]), lambda: levels(show, 1)[:3] == bytes([5, 6, 7]), driver)
+            assert driver.counts["polls"] >= 1
+            assert driver.health()["universes"]["1"]["sources"][0]["address"] == "10.77.0.2"
+        finally:
+            await asyncio.to_thread(olad.__exit__, None, None, None)
+            await driver.stop()

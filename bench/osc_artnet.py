@@ -1,26 +1,49 @@
 """The OSC -> Art-Net measuring harness that the show and cloud benchmarks share: the daemon's show configuration
 (the virtual venue at 10x, 8 universes at 40 Hz, an `osc` driver in and an `artnet` driver out to this process), a
 UDP socket taking its ArtDmx with the kernel's arrival timestamps, OSC senders, and what is read from the wire:
-latency raw and beyond the wait for the next frame slot, frame interval errors, and the kernel's drops."""
+latency raw and beyond the wait for the next frame slot, frame interval errors, and the kernel's drops.
+
+Run as `python -m bench.osc_artnet`, it is the send-on-change benchmark: OSC (and a console's sACN, through the
+`sacn-in` driver's DMX thru) to ArtDmx on the wire with the output sending on change, the same with the frame
+clock (`mode = "frames"`), and OLA, which sends on change, as the peer in the same run."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import math
 import random
 import socket
 import struct
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from pythonosc.osc_message_builder import OscMessageBuilder
+from sacn.messages.data_packet import DataPacket
 
+from bench.common import (
+    ROOT,
+    Figure,
+    child,
+    exit_on_signals,
+    figures_table,
+    latency_line,
+    percentile,
+    title,
+    wait_until,
+)
+from bench.daemon_probe import DaemonApi
+from drivers.dmx.artnet_codec import PORT as ARTNET_PORT
 from drivers.dmx.artnet_codec import ArtDmx, ArtNetError, decode
-from peers.ports import LOOPBACK
+from peers.ola import OSC_ADDRESS, Ola, Olad, osc_in_artnet_out
+from peers.ports import LOOPBACK, free_port, free_udp_port
 
 TOKEN = "bench-viewer-token"
 SPEED = 10.0
@@ -37,6 +60,8 @@ RCVBUF = 4 << 20
 
 TARGET_BEYOND_P99_MS = 2.0
 TARGET_JITTER_P99_MS = 1.0
+TARGET_OLA_RATIO = 2.0  # on change: OSC (and sACN in) to ArtDmx p99 at most twice OLA's raw p99, same run
+SACN_IN_UNIVERSE = 101  # the console's universe into the daemon's sacn-in, passed through to universe 1
 
 
 # -- the wire -------------------------------------------------------------------------------------------
@@ -162,6 +187,14 @@ def osc(address: str, value: int) -> bytes:
     return builder.build().dgram
 
 
+class Sender(Protocol):
+    """What sets channel C of universe U to V on the far side: an OSC message, or a console's sACN packet."""
+
+    def message(self, universe: int, channel: int, value: int) -> bytes: ...
+
+    def send(self, data: bytes) -> None: ...
+
+
 @dataclass
 class Target:
     """Where OSC goes: the daemon's /vg/dmx/U/C or OLA's /dmx/universe/U/C, on a loopback UDP port."""
@@ -177,7 +210,29 @@ class Target:
         self.sock.sendto(data, (LOOPBACK, self.port))
 
 
-def arrive(target: Target, w: Wire, value: int, timeout: float = 10.0) -> None:
+class SacnConsole:
+    """A console's sACN into the daemon's `sacn-in` driver (unicast on loopback, a port of its own): universe
+    SACN_IN_UNIVERSE, whose levels the driver passes through to universe 1; `message(1, C, V)` is the whole universe
+    with channel C at V (the packet is built with the `sacn` package's codec, a new sequence number each)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.cid = tuple(uuid.uuid4().bytes)
+        self.sequence = 0
+
+    def message(self, universe: int, channel: int, value: int) -> bytes:
+        levels = [0] * 512
+        levels[channel - 1] = value
+        self.sequence = (self.sequence + 1) % 256
+        return bytes(DataPacket(self.cid, "bench console", SACN_IN_UNIVERSE, tuple(levels), 100,
+                                self.sequence).getBytes())
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, (LOOPBACK, self.port))
+
+
+def arrive(target: Sender, w: Wire, value: int, timeout: float = 10.0) -> None:
     """Send channel 1 of universe 1 to `value` until an ArtDmx shows it: the path is up end to end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -203,9 +258,10 @@ def carries(value: int, after_ns: int) -> Callable[[Packet], bool]:
     return lambda p: p.universe == 1 and p.first == value and p.at_ns >= after_ns
 
 
-def latency(target: Target, w: Wire, samples: int, seed: int = 5) -> Latency:
+def latency(target: Sender, w: Wire, samples: int, seed: int = 5) -> Latency:
     """`samples` new values of channel 1, universe 1, 30-70 ms apart; each found on the wire by its value."""
     arrive(target, w, 255)
+    time.sleep(GAP_S[0])  # the first sample as far from the warm-up's last value as the others are apart
     rng = random.Random(seed)
     sent_ns: list[int] = []
     arrived_ns: list[int] = []
@@ -321,9 +377,21 @@ def udp_port_holders(port: int) -> int:
 
 
 # -- the daemon -----------------------------------------------------------------------------------------
-def write_config(directory: Path, api_port: int, osc_port: int, wire_port: int, log_level: str = "warning") -> Path:
+def write_config(directory: Path, api_port: int, osc_port: int, wire_port: int, log_level: str = "warning",
+                 mode: str = "frames", sacn_in_port: int | None = None) -> Path:
     """The show daemon's configuration in `directory`: its API on `api_port` (a viewer's token is TOKEN), OSC in on
-    `osc_port`, ArtDmx out to `wire_port`, all on loopback."""
+    `osc_port`, ArtDmx out to `wire_port`, all on loopback. The output sends with the frame clock's ticks (the
+    show figures are the frame clock's), or on change (`mode = "on-change"`). With `sacn_in_port`, a console's
+    universe SACN_IN_UNIVERSE in by sACN on that port, passed through to universe 1."""
+    console = "" if sacn_in_port is None else f"""
+[drivers.console]
+type = "sacn-in"
+bind = "{LOOPBACK}"
+port = {sacn_in_port}
+multicast = false
+listen_universes = [{SACN_IN_UNIVERSE}]
+thru = {{ "{SACN_IN_UNIVERSE}" = 1 }}
+"""
     zones = "".join(f'\n[[drivers.venue.zones]]\nname = "{name}"\ncapacity = {cap}\ndistance_m = {dist}\n'
                     for name, cap, dist in (("floor", 1200, 10), ("balcony", 400, 35), ("bar", 150, 45)))
     path = directory / "show.toml"
@@ -356,6 +424,7 @@ listen = "{LOOPBACK}:{osc_port}"
 type = "artnet"
 targets = ["{LOOPBACK}:{wire_port}"]
 bind = "{LOOPBACK}"
+mode = "{mode}"
 
 [drivers.venue]
 type = "sim"
@@ -365,5 +434,113 @@ start_min = 95
 racks = 4
 channels_per_rack = 4
 circuits = 2
-{zones}""")
+{zones}{console}""")
     return path
+
+
+# -- send on change: the benchmark ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class DaemonRun:
+    osc: Latency
+    sacn: Latency | None
+    beyond: list[float]  # frames: each OSC sample's latency beyond its wait for the frame slot (seconds)
+
+
+def daemon(tmp: Path, mode: str, samples: int, sacn: bool) -> DaemonRun:
+    """The show daemon with its Art-Net output in `mode`: OSC, then (with `sacn`) a console's sACN, to ArtDmx."""
+    api_port, osc_port = free_port(), free_udp_port(tcp_too=True)
+    sacn_port = free_udp_port() if sacn else None
+    api = DaemonApi(f"http://{LOOPBACK}:{api_port}", TOKEN, timeout=10)
+    tmp.mkdir()
+    with wire() as w:
+        config = write_config(tmp, api_port, osc_port, w.port, mode=mode, sacn_in_port=sacn_port)
+        args = [str(ROOT / ".venv/bin/venue-gateway"), "run", "--config", str(config), "--data-dir", str(tmp / "data")]
+        with child(args, tmp / "daemon.log") as proc:
+            wait_until(lambda: api.health()["status"] == "ok", 30, proc, "the daemon reporting status ok")
+            osc_target = Target(osc_port, "/vg/dmx/{u}/{c}")
+            osc_result = latency(osc_target, w, samples)
+            sacn_result = latency(SacnConsole(sacn_port), w, samples) if sacn_port is not None else None
+            osc_target.sock.close()
+        beyond = beyond_slot(osc_result, w.packets)[1] if mode == "frames" else []
+    return DaemonRun(osc_result, sacn_result, beyond)
+
+
+def ola(tmp: Path, samples: int) -> tuple[Latency, str]:
+    """olad, OSC in and Art-Net out to 127.0.0.1:6454, where this benchmark listens: OLA sends on every change."""
+    deadline = time.monotonic() + 60
+    while udp_port_holders(ARTNET_PORT):  # (a test or another benchmark on the machine, for a while)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"UDP port {ARTNET_PORT} is held by another socket: OLA's Art-Net output can only be"
+                               " received on it, and nothing else may be listening there")
+        time.sleep(1)
+    tmp.mkdir()
+    osc_port = free_udp_port()
+    olad = Olad(tmp, osc_in_artnet_out(osc_port))
+    http = Ola(olad.http_port)
+    devices = {"ArtNet", "OSC Device"}
+    with child(olad.argv, tmp / "olad.log", user=olad.user) as proc:
+        wait_until(lambda: {d for d in devices for p in http.ports() if p["device"].startswith(d)} == devices, 20,
+                   proc, "olad showing its Art-Net and OSC ports")
+        http.patch(1, http.port("OSC Device", False), http.port("ArtNet", True))
+        with wire(ARTNET_PORT, share=True) as w:
+            target = Target(osc_port, OSC_ADDRESS.replace("%d", "{u}") + "/{c}")
+            result = latency(target, w, samples)
+            target.sock.close()
+        if proc.poll() is not None:
+            raise RuntimeError(f"olad exited with {proc.returncode} during the measurement")
+        return result, http.version()
+
+
+def run(samples: int = 300) -> list[Figure]:
+    title(f"Send on change: OSC and sACN in -> ArtDmx on loopback, venue-gateway run (sim at {SPEED:g}x,"
+          f" {len(UNIVERSES)} universes) on change and with the {FRAME_HZ:g} Hz frame clock, against olad;"
+          f" {samples} samples each, {GAP_S[0] * 1000:.0f}-{GAP_S[1] * 1000:.0f} ms apart")
+    with tempfile.TemporaryDirectory(prefix="vg-bench-on-change-") as name:
+        tmp = Path(name)
+        on_change = daemon(tmp / "on-change", "on-change", samples, sacn=True)
+        frames_run = daemon(tmp / "frames", "frames", samples, sacn=False)
+        try:
+            peer: tuple[Latency, str] | None = ola(tmp / "ola", samples)
+            why = ""
+        except Exception as exc:  # the gateway's figures stand without the peer
+            peer, why = None, f"{type(exc).__name__}: {exc}"
+    assert on_change.sacn is not None
+    rows = [("gateway on change, OSC -> ArtDmx        ", on_change.osc),
+            ("gateway on change, sACN in -> ArtDmx    ", on_change.sacn),
+            ("gateway frames (40 Hz), OSC -> ArtDmx   ", frames_run.osc)]
+    if peer is not None:
+        rows.append((f"OLA {peer[1]} OSC -> ArtDmx (on change)", peer[0]))
+    for label, result in rows:
+        print(latency_line(label, result.seconds) + f"; {result.missing} never seen within 1 s")
+    print(latency_line("gateway frames, beyond the frame slot   ", frames_run.beyond))
+    if peer is None:
+        print(f"OLA peer NOT measured: {why}")
+    ola_p99 = ms(peer[0].seconds, 99) if peer is not None else None
+    ola_p50 = ms(peer[0].seconds, 50) if peer is not None else None
+    target = None if ola_p99 is None else TARGET_OLA_RATIO * ola_p99
+    return [
+        Figure("on change: OSC->ArtDmx p50", ms(on_change.osc.seconds, 50), "ms", peer=ola_p50, peer_label="OLA"),
+        Figure("on change: OSC->ArtDmx p99", ms(on_change.osc.seconds, 99), "ms", target, peer=ola_p99,
+               peer_label="OLA"),
+        Figure("on change: sACN in->ArtDmx p50", ms(on_change.sacn.seconds, 50), "ms", peer=ola_p50,
+               peer_label="OLA (OSC)"),
+        Figure("on change: sACN in->ArtDmx p99", ms(on_change.sacn.seconds, 99), "ms", target, peer=ola_p99,
+               peer_label="OLA (OSC)"),
+        Figure("frames: OSC->ArtDmx p50", ms(frames_run.osc.seconds, 50), "ms", peer=ola_p50, peer_label="OLA"),
+        Figure("frames: OSC->ArtDmx p99", ms(frames_run.osc.seconds, 99), "ms", peer=ola_p99, peer_label="OLA"),
+    ]
+
+
+def ms(values: Sequence[float], p: float) -> float:
+    return percentile(values, p) * 1000
+
+
+def main() -> None:
+    exit_on_signals()
+    parser = argparse.ArgumentParser(prog="python -m bench.osc_artnet", description=__doc__)
+    parser.add_argument("--samples", type=int, default=300, help="latency samples per path (default 300)")
+    print(figures_table(run(parser.parse_args().samples)))
+
+
+if __name__ == "__main__":
+    main()

@@ -112,7 +112,10 @@ async def test_a_change_goes_out_at_once_and_one_turn_of_the_loop_is_one_frame_w
 async def test_changes_within_the_rate_go_at_the_end_of_the_interval_with_the_latest_levels() -> None:
     sock = receiver()
     dmx, ctx = context([1], FrameClock(40))
-    options = ArtNetOptions(targets=[f"127.0.0.1:{sock.getsockname()[1]}"], max_rate_hz=20)  # 50 ms apart
+    options = ArtNetOptions(targets=[f"127.0.0.1:{sock.getsockname()[1]}"], max_rate_hz=20,  # 50 ms apart
+                            keepalive_s=0.3)
+    loop = asyncio.get_running_loop()
+    ticking = asyncio.create_task(ctx.frames.run())  # keep-alives go on the frame clock's ticks
     async with running(ArtNetOutput(ctx, options)):
         await listen(sock, 0.08)
         listening = asyncio.create_task(listen(sock, 0.2))
@@ -121,10 +124,17 @@ async def test_changes_within_the_rate_go_at_the_end_of_the_interval_with_the_la
             await asyncio.sleep(0.005)
             dmx.set_channel(1, 1, value)
         heard = artnet(await listening)
+        kept = decode(await asyncio.wait_for(loop.sock_recv(sock, 1024), 0.5))  # the keep-alive, 0.3 s on
+        changed = time.monotonic()
+        dmx.set_channel(1, 1, 4)  # right after it: not held back by it
+        after = artnet(await listen(sock, 0.03))
+    ticking.cancel()
     sock.close()
     assert [p.data[0] for _, p in heard] == [1, 3], heard  # never 2: the latest levels at the interval's end
     gap = heard[1][0] - heard[0][0]
     assert 0.049 <= gap < 0.070, f"{gap * 1000:.1f} ms"
+    assert isinstance(kept, ArtDmx) and kept.data[0] == 3
+    assert [p.data[0] for _, p in after] == [4] and after[0][0] - changed < 0.010
 
 
 async def test_unchanged_universes_are_kept_alive_and_frames_mode_waits_for_the_clock() -> None:
@@ -163,8 +173,7 @@ async def test_unchanged_universes_are_kept_alive_and_frames_mode_waits_for_the_
     assert all(0.199 <= b[0] - a[0] <= 0.235 for a, b in itertools.pairwise(alive))  # on a tick
     assert on_change[0][1].data[0] == 99 and on_change[0][0] - changed < 0.010
     arrived = next(at for at, p in on_frames if p.data[0] == 99)
-    assert arrived - changed > 0.015  # the next tick, 25 ms after the one just before the change
-    assert any(0 <= arrived - tick < 0.003 for tick in ticks)
+    assert any(changed < tick <= arrived < tick + 0.003 for tick in ticks)  # with the first tick after the change
 
 
 @pytest.mark.wire
@@ -188,7 +197,7 @@ async def test_sacn_sends_a_new_look_three_times_each_with_its_sync_and_tshark_r
     looks = [p.dmxData[:3] for _, p in data]
     assert looks[:3] == [(255, 128, 1)] * 3 and len(data) == 6, looks  # three, quiet, then the next change's
     assert data[0][0] - changed < 0.010
-    assert all(0.020 <= b[0] - a[0] <= 0.035 for a, b in itertools.pairwise(data[:3]))
+    assert all(0.0217 <= b[0] - a[0] <= 0.060 for a, b in itertools.pairwise(data[:3]))  # 1/44 s apart, or more
     assert all(p.dmxData[511] == 9 for _, p in data[3:]) and len(syncs) == 6  # a sync after every data packet
     assert all(p.syncAddr == 7 for _, p in data)
     text = read(pcap(tmp_path / "sacn.pcap", [raw for _, raw in heard], SACN_PORT),

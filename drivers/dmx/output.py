@@ -2,11 +2,11 @@
 
 Two modes. `on-change` (the default): a universe goes out as soon as it changes (the change told at the end of
 the loop's turn that made it, so what one OSC bundle or one console packet sets goes in one packet), at most
-`max_rate_hz` times a second: a change sooner than that after the last send goes at the end of the interval,
-with the latest levels. `frames`: a universe that changed goes out with the next tick of the frame clock
-(`[dmx] frame_rate_hz`), as consoles that stream at a fixed rate do. In both, a universe unchanged for
-`keepalive_s` is sent again on a frame tick, and a sender that sends several copies of a new look before going
-quiet (sACN: three) gets them at the rate's interval.
+`max_rate_hz` times a second: a change sooner than that after the last one sent goes at the end of the interval,
+with the latest levels (a keep-alive does not hold a change back). `frames`: a universe that changed goes out
+with the next tick of the frame clock (`[dmx] frame_rate_hz`), as consoles that stream at a fixed rate do. In
+both, a universe unchanged for `keepalive_s` is sent again on a frame tick, and an output that sends several
+copies of a new look before going quiet (sACN: three) sends them at the rate's interval (frames: a tick each).
 """
 
 from __future__ import annotations
@@ -40,6 +40,18 @@ class OutputOptions(Protocol):
 OptionsT = TypeVar("OptionsT", bound=OutputOptions)
 
 
+class _Sent:
+    """What an output last sent of a universe."""
+
+    __slots__ = ("at", "changes", "copies", "fresh_at")
+
+    def __init__(self) -> None:
+        self.changes = -1  # the universe's change count then (-1: nothing sent yet)
+        self.copies = 0  # copies of those levels sent so far
+        self.at = float("-inf")  # when anything was last sent (keep-alives counted)
+        self.fresh_at = float("-inf")  # when new levels (or a copy of them) were last sent: what max_rate_hz limits
+
+
 class DmxOutput(Driver[OptionsT]):
     # Copies of a universe's levels sent before an unchanged universe waits for its keep-alive (E1.31 asks 3).
     COPIES = 1
@@ -50,8 +62,7 @@ class DmxOutput(Driver[OptionsT]):
         self.sent = 0
         self._carried = set(self.universes)
         self._interval = 1.0 / options.max_rate_hz
-        # universe -> (its change count when last sent, when, copies of those levels sent so far)
-        self._last: dict[int, tuple[int, float, int]] = {}
+        self._sent = {u: _Sent() for u in self.universes}
         self._timer: asyncio.TimerHandle | None = None  # the next deferred send, at monotonic `_timer_at`
         self._timer_at = 0.0
         self._undo: list[Callable[[], Any]] = []
@@ -102,32 +113,41 @@ class DmxOutput(Driver[OptionsT]):
 
     def _wanted(self, u: int, now: float) -> bool:
         """The universe has levels not yet sent (or not yet sent COPIES times), or is due a keep-alive."""
-        changes, at, copies = self._last.get(u, (-1, 0.0, 0))
-        return (changes != self.ctx.dmx.universes[u].changes or copies < self.COPIES
-                or now - at >= self.options.keepalive_s)
+        sent = self._sent[u]
+        return self._fresh(u, sent) or now - sent.at >= self.options.keepalive_s
+
+    def _fresh(self, u: int, sent: _Sent) -> bool:
+        """Levels not yet sent, or not yet sent COPIES times."""
+        return sent.changes != self.ctx.dmx.universes[u].changes or sent.copies < self.COPIES
 
     def _put(self, u: int, now: float) -> bool:
         universe = self.ctx.dmx.universes[u]
         if not self.send(u, bytes(universe.levels)):
             return False
-        changes, _, copies = self._last.get(u, (-1, 0.0, 0))
-        self._last[u] = (universe.changes, now, copies + 1 if changes == universe.changes else 1)
+        sent = self._sent[u]
+        if self._fresh(u, sent):
+            sent.fresh_at = now
+        sent.copies = sent.copies + 1 if sent.changes == universe.changes else 1
+        sent.changes, sent.at = universe.changes, now
         return True
 
     def _send_due(self, now: float) -> None:
-        """On change: every universe wanted whose interval since its last send is over goes now, in one frame; the
-        earliest of the others is timed for the end of its interval."""
+        """On change: every universe with new levels whose interval since it last sent new levels is over goes
+        now, in one frame, with those due a keep-alive; the earliest of the others is timed for the end of its
+        interval. (A keep-alive does not hold back the change after it: it is no more than one packet a
+        `keepalive_s`.)"""
         sent_any = False
         due: float | None = None
         for u in self.universes:
             if not self._wanted(u, now):
                 continue
-            at = self._last.get(u, (-1, float("-inf"), 0))[1] + self._interval
+            sent = self._sent[u]
+            at = sent.fresh_at + self._interval if self._fresh(u, sent) else now
             if at - now <= EARLY_S:
                 if not self._put(u, now):
                     continue  # retried on the next frame tick
                 sent_any = True
-                if not self._wanted(u, now):
+                if not self._fresh(u, sent):
                     continue
                 at = now + self._interval  # another copy of these levels to send
             if due is None or at < due:

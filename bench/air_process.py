@@ -5,7 +5,8 @@ broker) or behind the benchmark's own work. The air's bands start effects on the
 clock, the same in every process), so what they report is comparable with the parent's times.
 
 The parent talks to it over its stdin and stdout, a line each way: `serials` (the effects any band has
-started), `close` (the air's record written to a JSON file, then it exits)."""
+started), `close` (the air's record, with every band's effect starts and live looks, written to a JSON file, then
+it exits)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import asyncio
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.common import PYTHON, ROOT, die_with_parent
 from drivers.sim.air import VirtualAir
+from drivers.sim.crowd import LiveShown
 from gateway.realtime import make_realtime
 
 READY_S = 30.0  # for the bands to power on and scan
@@ -28,9 +31,11 @@ ANSWER_S = 30.0  # for any request: the air answers in milliseconds; a stuck one
 
 @dataclass
 class HeardBand:
-    """A virtual band as the parent sees it: its zone and its starts (effect serial -> monotonic time)."""
+    """A virtual band as the parent sees it: its zone, its starts (effect serial -> monotonic time) and the live
+    looks it showed (each from when it began to show, monotonic time)."""
     zone: int
     starts: dict[int, float] = field(default_factory=dict)
+    looks: list[LiveShown] = field(default_factory=list)
 
 
 @dataclass
@@ -80,7 +85,8 @@ class AirProcess:
             raise RuntimeError(f"the virtual air did not exit within {ANSWER_S:g} s of closing") from None
         doc = json.loads(await asyncio.to_thread(self._out.read_text))
         return Record([(t, bytes.fromhex(data)) for t, data in doc["on_air"]],
-                      [HeardBand(zone, {int(s): t for s, t in starts.items()}) for zone, starts in doc["bands"]],
+                      [HeardBand(zone, {int(s): t for s, t in starts.items()}, [LiveShown.from_json(x) for x in looks])
+                       for zone, starts, looks in doc["bands"]],
                       [(opcode, read, answered) for opcode, read, answered in doc["commands"]])
 
     async def stop(self) -> None:
@@ -122,8 +128,12 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any] | None:
             if request == b"serials":
                 _answer(sorted({s for band in air.bands for s in band.starts}))
             elif request == b"close":
+                now = time.monotonic()
+                for band in air.bands:  # what was due by now has begun to show
+                    band.settle(now)
                 return {"on_air": [(t, data.hex()) for t, data in air.on_air],
-                        "bands": [(band.zone, band.starts) for band in air.bands], "commands": air.commands}
+                        "bands": [(band.zone, band.starts, [x.json() for x in band.looks]) for band in air.bands],
+                        "commands": air.commands}
             else:
                 raise ValueError(f"unknown request {request!r} (allowed: serials, close)")
         return None

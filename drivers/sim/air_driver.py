@@ -2,7 +2,9 @@
 
 It exposes a virtual BLE controller on a pseudo-terminal for the `wristband` driver to open as it would a USB
 dongle, and scatters virtual wristbands over the show's zones. When an effect starts, each zone's group of
-bands is reported to the twin (`wristbands:<zone>`): which effect, how many bands started it, how closely.
+bands is reported to the twin (`wristbands:<zone>`): which effect, how many bands started it, how closely; when
+they begin to show a live look (the console's), the same for the look (effect "live", its colour), at most once
+every REPORT_AFTER_S a zone however fast a fader moves.
 With `sensing_pty_prefix`, it also hosts the BLE sensing room (drivers/sim/ble_devices.py): beacons, sensor tags
 and phones on a second virtual link, heard by a scanner per zone on `<prefix>-<zone>` for the `ble` driver.
 Needs the `sim` extra (Bumble).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +65,7 @@ class VirtualAirDriver(Driver[AirOptions]):
                               options.seed)
         self.zones = {z.index: z.name for z in ctx.show.zones.values()} or {0: "all"}
         self._reports: set[tuple[int, int]] = set()
+        self._live_reports: set[int] = set()  # zones with a live report to come
         self._timers: set[asyncio.TimerHandle] = set()
         self.room: VirtualRoom | None = None
 
@@ -85,6 +89,10 @@ class VirtualAirDriver(Driver[AirOptions]):
         self.ctx.log.info("virtual air: controller on %s, %d bands", self.options.pty, len(zones))
 
     def _scheduled(self, band: VirtualBand) -> None:
+        showing = band.band.showing
+        if showing is not None and showing.live and band.zone not in self._live_reports:
+            self._live_reports.add(band.zone)
+            self._timers.add(asyncio.get_running_loop().call_later(REPORT_AFTER_S, self._report_live, band.zone))
         current = band.band.current
         if current is None or (band.zone, current.packet.serial) in self._reports:
             return
@@ -108,6 +116,27 @@ class VirtualAirDriver(Driver[AirOptions]):
         self.ctx.report(f"wristbands:{self.zones.get(zone, zone)}", {
             "bands": len(group), "effect": packet.effect.name.lower(), "colour": f"#{r:02x}{g:02x}{b:02x}",
             "started": len(starts), "start_spread_ms": round((max(starts) - min(starts)) * 1000, 2)})
+
+    def _report_live(self, zone: int) -> None:
+        """What the zone's bands show now, when it is a live look: the look most of them show, how many, and how
+        closely they began to show it."""
+        self._live_reports.discard(zone)
+        now = time.monotonic()
+        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
+        group = [b for b in self.air.bands if b.zone == zone]
+        showing = []
+        for band in group:
+            band.settle(now)
+            shown = band.band.showing
+            if shown is not None and shown.live and shown.began is not None:
+                showing.append(((shown.rgb, shown.strobe_ms), band.true_time(shown.began)))
+        if not showing:
+            return  # an effect took over meanwhile: it is reported as effects are
+        ((r, g, b), strobe_ms), _ = Counter(look for look, _ in showing).most_common(1)[0]
+        began = [t for look, t in showing if look == ((r, g, b), strobe_ms)]
+        self.ctx.report(f"wristbands:{self.zones.get(zone, zone)}", {
+            "bands": len(group), "effect": "live", "colour": f"#{r:02x}{g:02x}{b:02x}", "started": len(began),
+            "start_spread_ms": round((max(began) - min(began)) * 1000, 2)})
 
     async def run(self) -> None:
         await asyncio.Future()

@@ -1,5 +1,6 @@
 """The crowd model: wristbands as the reference band (drivers/wristband/band.py) runs them, each on its own clock
 (an offset and a crystal's drift of up to 50 ppm) behind a receiver that loses a share of what is on the air.
+Each band records when it started each effect and when each live look began to show, on the host's clock.
 
 The virtual air's Bumble hosts are a few dozen such bands; the crowd is thousands more, fed with the log of what
 the gateway really put on the air (when, which bytes), so the modelled crowd hears the gateway's own
@@ -16,7 +17,27 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from drivers.wristband.band import Band
-from drivers.wristband.protocol import WristbandError, WristbandPacket, decode
+from drivers.wristband.protocol import LiveFrame, WristbandError, WristbandPacket, decode_any
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class LiveShown:
+    """A live look as a band showed it: from when (the host's monotonic clock), its colour and strobe period (ms, 0:
+    steady) as the band shows them."""
+
+    at: float
+    rgb: RGB
+    strobe_ms: int
+
+    def json(self) -> list[Any]:
+        return [self.at, list(self.rgb), self.strobe_ms]
+
+    @classmethod
+    def from_json(cls, doc: list[Any]) -> LiveShown:
+        at, (r, g, b), strobe_ms = doc
+        return cls(at, (r, g, b), strobe_ms)
 
 
 @dataclass
@@ -42,18 +63,31 @@ class VirtualBand:
         return (band_t - self.offset_s) / (1 + self.drift)
 
     def hear(self, data: bytes, t: float) -> bool:
-        """One advertisement on the air at host time `t`; True when it made the band schedule a new effect."""
+        """One advertisement on the air at host time `t`; True when the band scheduled a new effect or began to show
+        a new live look."""
         if self._lost():
             return False
+        showing = self.band.showing
         self.band.hear(data, self.clock(t))
-        return self._follow(t)
+        return self._follow(t) | (self.band.showing is not showing)
 
-    def accept(self, packet: WristbandPacket, t: float) -> bool:
+    def accept(self, packet: WristbandPacket | LiveFrame, t: float) -> bool:
         """`hear`, for a packet already decoded and authenticated (the crowd decodes each copy once)."""
         if self._lost():
             return False
+        showing = self.band.showing
         self.band.accept(packet, self.clock(t))
-        return self._follow(t)
+        return self._follow(t) | (self.band.showing is not showing)
+
+    def settle(self, t: float) -> None:
+        """The band's timers run up to host time `t`: what was due by then has begun to show."""
+        self.band.settle(self.clock(t))
+
+    @property
+    def looks(self) -> list[LiveShown]:
+        """The live looks the band showed, in order, each from when it began to show (on the host's clock)."""
+        return [LiveShown(self.true_time(s.began), s.rgb, s.strobe_ms) for s in self.band.history
+                if s.live and s.began is not None]
 
     def _lost(self) -> bool:
         lost = self.rng.random() < self.loss
@@ -86,16 +120,21 @@ class Crowd:
         self.refused = 0
 
     def hear(self, on_air: Iterable[tuple[float, bytes]]) -> None:
-        """Every band hears (or loses) each advertisement of the log."""
+        """Every band hears (or loses) each advertisement of the log, effect packets and live frames; then their
+        timers run to the last one."""
+        last = None
         for t, data in on_air:
             try:
-                packet = decode(data, self.key)
+                packet = decode_any(data, self.key)
             except WristbandError:
                 self.refused += 1
                 continue
-            at = t + self.rng.uniform(0, self.controller_delay_ms) / 1000
+            at = last = t + self.rng.uniform(0, self.controller_delay_ms) / 1000
             for band in self.bands:
                 band.accept(packet, at)
+        if last is not None:
+            for band in self.bands:
+                band.settle(last)
 
 
 @dataclass(frozen=True)

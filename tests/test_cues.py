@@ -6,6 +6,7 @@ check-config checks it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -229,5 +230,10 @@ zones = ["floor"]
     with pytest.raises(ConfigError) as caught:
         config.parse(tmp_path / "gw.toml", CONFIG, box=True)
     assert [str(p) for p in caught.value.problems] == [
-        f"show.cues.file: {tmp_path}/cues.toml cannot be read: No such file or directory (allowed: a readable TOML "
-        "file, its path relative to the configuration file's directory)"]
+        f"show.cues.file: the cue list {tmp_path}/cues.toml does not exist (allowed: the path of a readable file)"]
+    os.mkfifo(tmp_path / "cues.toml")  # a FIFO no one writes: named, never opened (it would wait for ever)
+    with pytest.raises(ConfigError) as caught:
+        config.parse(tmp_path / "gw.toml", CONFIG, box=True)
+    assert [str(p) for p in caught.value.problems] == [
+        f"show.cues.file: the cue list {tmp_path}/cues.toml is not a regular file (allowed: the path of a readable "
+        "file)"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from gateway import preflight
 from gateway.schema import Problem, check_all, check_slug, setting
 from gateway.show.effects import Effect, EffectError
 from gateway.show.timecode import Rate, Timecode
@@ -72,12 +73,14 @@ def load(base: Path, show: ShowSection) -> tuple[list[Cue], list[Problem]]:
     def problem(message: str) -> Problem:
         return Problem("show.cues.file", f"{name}: {message}")
 
+    found = preflight.readable_file(path, "show.cues.file", "the cue list")  # (a regular file: not a FIFO)
+    if found:
+        return [], found
     try:
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        return [], [Problem("show.cues.file", f"{path} cannot be read: {exc.strerror} (allowed: a readable TOML "
-                                              "file, its path relative to the configuration file's directory)")]
+        return [], [Problem("show.cues.file", f"the cue list {path} cannot be read: {exc.strerror}")]
     if len(data) > MAX_FILE_BYTES:
         return [], [problem(f"is larger than {MAX_FILE_BYTES // 1024} KB (allowed: a cue list)")]
     try:

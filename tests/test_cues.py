@@ -20,8 +20,9 @@ from gateway.api.app import build_app
 from gateway.api.auth import Tokens
 from gateway.config import ConfigError
 from gateway.daemon import Gateway
-from gateway.show.engine import Fired
+from gateway.show.engine import Fired, ShowEngine
 from gateway.show.timecode import Rate, Timecode
+from gateway.twin import Twin
 
 VIEWER, OPERATOR = "v-token-123", "o-token-123"
 AUTH = {t: {"Authorization": f"Bearer {t}"} for t in (VIEWER, OPERATOR)}
@@ -237,3 +238,22 @@ zones = ["floor"]
     assert [str(p) for p in caught.value.problems] == [
         f"show.cues.file: the cue list {tmp_path}/cues.toml is not a regular file (allowed: the path of a readable "
         "file)"]
+
+
+def test_without_a_rate_the_labels_are_read_at_the_timecodes(tmp_path: Path) -> None:
+    """A label that is not one at the timecode's rate is refused, and taken again when the rate changes."""
+    (tmp_path / "cues.toml").write_text('[[cues]]\nid = "late"\ntimecode = "01:00:09:27"\npreset = "intro"\n')
+    engine = ShowEngine(config.parse(tmp_path / "gw.toml", CONFIG.replace('rate = "25"\n', "")).show,
+                        Twin("gw", "hall"))
+    engine.cues.load(tmp_path)
+    assert engine.cues.document()["rate"] is None and states_of(engine) == {"late": "next"}
+    engine.cues.timecode(Timecode(1, 0, 0, 0, Rate.EBU), time.monotonic())
+    doc = engine.cues.document()
+    assert doc["rate"] == "25" and doc["cues"][0]["state"] == "refused"
+    assert doc["cues"][0]["why"] == "frames 27 is out of range at 25 fps (allowed: 0 to 24)"
+    engine.cues.timecode(Timecode(1, 0, 1, 0, Rate.SMPTE), time.monotonic())
+    assert engine.cues.document()["rate"] == "30" and states_of(engine) == {"late": "next"}
+
+
+def states_of(engine: ShowEngine) -> dict[str, str]:
+    return {c["id"]: c["state"] for c in engine.cues.document()["cues"]}

@@ -117,8 +117,10 @@ class CueList:
         self._floors = []
         for s in self._cues:
             try:
-                s.position = Timecode.parse(s.cue.timecode, rate).position()
-                floor = s.position
+                position = Timecode.parse(s.cue.timecode, rate).position()
+                if s.position is None and s.done == "refused":  # its label was not one at the rate before
+                    s.done, s.why = None, ""
+                s.position = floor = position
             except ValueError as exc:
                 s.position, s.done, s.why = None, "refused", str(exc)
             self._floors.append(floor)  # non-decreasing: the list is in label order

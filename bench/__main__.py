@@ -1,4 +1,4 @@
-"""`python -m bench`: runs the ingest, API, venue, show, wristband, cloud and dashboard benchmarks in turn and
+"""`python -m bench`: runs the ingest, API, venue, show, wristband, live, cloud and dashboard benchmarks in turn and
 prints one summary table of every figure, its target or limit, the peer measured in the same run, the ratio, and
 pass or short."""
 
@@ -22,6 +22,7 @@ from bench import (
     inference,
     ingest,
     laeq,
+    live,
     modbus,
     osc_garbage,
     show,
@@ -37,6 +38,7 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("show", show.run),
     ("osc_garbage", osc_garbage.run),
     ("wristband", wristband.run),
+    ("live", live.run),
     ("cloud", cloud.run),
     ("ble_frames", ble_frames.run),
     ("ble", ble.run),

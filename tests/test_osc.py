@@ -124,7 +124,10 @@ listen = "127.0.0.1:{osc_port}"
 destinations = ["127.0.0.1:{dump_port}"]
 routes = [{{ match = "/eos/out/event/cue/1/*/fire", to = "/vg/dmx/1/10", args = [255] }}]
 horizon_s = 30
-"""  # the demo's own [dmx] has universe 1
+
+[show.feedback]
+universe = 2
+"""  # the demo's own [dmx] has universes 1 and 2
     dump = Dump(dump_port)
     try:
         d: Daemon = daemon_factory(extra=extra).start()
@@ -158,6 +161,10 @@ horizon_s = 30
         effect = d.get("/api/v1/twin/assets/show_control")["reported"]["last_effect"]
         assert effect["effect_id"] in fired and effect["zones"] == ["floor"]
         dump.wait_for("/vg/out/zone/floor/look ffff 0.117647 0.313726 1.000000")  # the pulse, once it starts
+        deadline = time.monotonic() + 3  # and in the feedback universe: the floor (index 0) at channels 1-3
+        while not any(d.get("/api/v1/twin/assets/universe:2")["reported"]["levels"][:3]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         send("/vg/preset/nope/fire")
         assert "no preset 'nope'" in dump.wait_for('"unknown_preset"')
         send("/vg/tempo", "f", "100")

@@ -10,12 +10,15 @@ import itertools
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
 from pythonosc.osc_message import OscMessage
 
 from drivers.dmx.artnet import ArtNetOptions, ArtNetOutput
 from drivers.dmx.artnet_codec import ArtDmx, decode
 from drivers.osc.driver import OscDriver, OscOptions
+from gateway import config
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.show.engine import ShowEngine
@@ -144,3 +147,11 @@ async def test_the_feedback_universe_carries_each_zone_s_rgb_and_goes_out_on_cha
     assert frames[-1].port_address == 2 and frames[-1].data[:3] == bytes(3)  # floor (index 0) dark
     assert list(dmx.get(2).levels[:9]) == [0, 0, 0, 128, 64, 0, 128, 0, 0] and not any(dmx.get(2).levels[9:])
     assert len(frames) <= 2  # both zones' change in one frame, or (a sample apart) in two
+
+
+def test_the_feedback_universe_must_be_one_of_dmx(tmp_path: Path) -> None:
+    text = '[gateway]\nid = "gw"\nvenue = "hall"\n\n[dmx]\nuniverses = [1, 2]\n\n[show.feedback]\nuniverse = {}\n'
+    assert config.parse(tmp_path / "gw.toml", text.format(2)).show.feedback.universe == 2
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(tmp_path / "gw.toml", text.format(5))
+    assert "show.feedback.universe: universe 5 is not in dmx.universes (allowed: 1, 2; or add it)" in str(err.value)

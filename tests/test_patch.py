@@ -6,6 +6,7 @@ configuration's refusals of overlapping fixtures, unknown zones and presets."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import tomllib
 
 import pytest
@@ -133,13 +134,14 @@ async def test_the_effect_channel_fires_an_effect_when_it_enters_a_range(engine:
 
 
 async def test_an_effect_the_flash_cap_holds_starts_when_it_allows_never_refused(engine: ShowEngine) -> None:
-    engine.patch.levels(7, universe(c1=255, c2=255, c6=10))
-    first = engine.last
-    engine.patch.levels(7, universe(c1=255, c2=255, c6=50))  # a chase straight after: too soon to start with it
-    second = engine.last
-    assert first is not None and second is not None and second is not first and second.effect.kind == "chase"
-    assert second.start_mono - first.start_mono >= 1 / 3 - 0.002
-    assert engine.patch.refused == 0 and engine.patch.fired == 2
+    starts = []
+    for effect in (10, 50, 90):  # pulse, then a chase and a wave straight after: each waits for the one before
+        engine.patch.levels(7, universe(c1=255, c2=255, c6=effect))
+        assert engine.last is not None
+        starts.append(engine.last.start_mono)
+    assert engine.last is not None and engine.last.effect.kind == "wave"
+    assert all(b - a >= 1 / 3 - 0.002 for a, b in itertools.pairwise(starts)), starts
+    assert engine.patch.refused == 0 and engine.patch.fired == 3
 
 
 async def test_a_slow_flash_cap_slows_the_effect_channel_not_refuses_it() -> None:

@@ -92,7 +92,9 @@ class ShowEngine:
         self._taps: deque[float] = deque(maxlen=8)
         self._anchor = (time.monotonic(), time.time())
         self._serial = int(time.time()) % 256  # a restarted gateway does not begin where bands last heard it
-        self._lit: dict[str, float] = {}  # zone ("" with none configured) -> start of the last effect lighting it
+        # zone ("" with none configured) -> starts of the effects lighting it, those that can still be too near a
+        # new one (not more than 1/max_flash_hz before now: a new effect starts now at the soonest)
+        self._lit: dict[str, list[float]] = {}
         self.live = LiveLooks(self)  # the console's looks, zone by zone
         self.patch = Patch(self)  # console universes to crowd fixtures and macro channels
         self.cues = CueList(self)  # the timecode cue list
@@ -231,7 +233,7 @@ class ShowEngine:
         self.recent.append(fired)
         self.live.release(names)  # the latest wins: the effect, until the console changes these zones again
         if lit:
-            self._lit.update(dict.fromkeys(names or ("",), start))
+            self._light(names or ("",), start)
         log.info("effect %s (%s) fired for %s, starts %s", fired.effect_id, preset or effect.kind,
                  ", ".join(names) or "every zone", rfc3339(fired.starts_at))
         for name, send in list(self._transmitters.items()):
@@ -254,14 +256,21 @@ class ShowEngine:
         """Effects that change what a zone shows are flashes too (solid and blackout in turn, or two colours): an
         effect that lights a zone starts at least 1/max_flash_hz after the last one there; a stop, at any time."""
         gap_s = 1 / self.settings.max_flash_hz
+        near = [(name, lit) for name in names for lit in self._lit.get(name, ()) if abs(start - lit) < gap_s]
+        if near:  # allowed 1/max_flash_hz after the latest start in these zones (which may be still to come)
+            name, lit = near[0]
+            latest = max(lit for zone in names for lit in self._lit.get(zone, ()))
+            raise TooSoon(f"{'zone ' + name if name else 'the bands'}: an effect starting "
+                          f"{abs(start - lit) * 1000:.0f} ms from the last one there is over "
+                          f"show.max_flash_hz {self.settings.max_flash_hz:g} (allowed: one every "
+                          f"{math.ceil(gap_s * 1000)} ms in a zone; a stop at any time)",
+                          latest + gap_s - start)
+
+    def _light(self, names: tuple[str, ...], start: float) -> None:
+        """Effects lighting `names` start at `start` (monotonic): kept for `_check_starts`."""
+        since = time.monotonic() - 1 / self.settings.max_flash_hz
         for name in names:
-            last = self._lit.get(name)
-            if last is not None and abs(start - last) < gap_s:
-                raise TooSoon(f"{'zone ' + name if name else 'the bands'}: an effect starting "
-                                  f"{abs(start - last) * 1000:.0f} ms from the last one there is over "
-                                  f"show.max_flash_hz {self.settings.max_flash_hz:g} (allowed: one every "
-                                  f"{math.ceil(gap_s * 1000)} ms in a zone; a stop at any time)",
-                              gap_s - abs(start - last))
+            self._lit[name] = [lit for lit in self._lit.get(name, ()) if lit >= since] + [start]
 
     def update_delivery(self, fired: Fired, transmitter: str, status: str) -> None:
         """A transmitter's later word on an effect: resumed when it came back in time, or cut short."""

@@ -73,6 +73,7 @@ class _Fixture:
 
     section: FixtureSection
     zones: tuple[str, ...]
+    levels: bytes = b""  # its channels' levels last read: the same again is nothing new
     look: Look | None = None  # the last look set on live (None: none, or the next one is set whatever it is)
     effect: str | None = None  # the effect range its effect channel is in
     released: bool = False  # its control channel gives its zones to the box
@@ -102,7 +103,9 @@ class Patch:
         for fixture in self._fixtures.get(universe, ()):
             start = fixture.section.address - 1
             values = levels[start:start + fixture.section.channels].ljust(fixture.section.channels, b"\0")
-            self._fixture(fixture, dict(zip(LAYOUTS[fixture.section.mode], values, strict=True)), now)
+            if values != fixture.levels:
+                fixture.levels = values
+                self._fixture(fixture, dict(zip(LAYOUTS[fixture.section.mode], values, strict=True)), now)
         for macro, ranges in self._macros.get(universe, ()):
             level = levels[macro.channel - 1] if macro.channel <= len(levels) else 0
             at = next((r for r in ranges if r.lo <= level <= r.hi), None)
@@ -126,7 +129,7 @@ class Patch:
             if fixture.look is not None or fixture.effect is not None:  # it drives its zones: a look, or an effect
                 colour = fixture.look.colour if fixture.look is not None else (0, 0, 0)
                 self.engine.live.set(fixture.zones, Look(colour, 0.0), fade_ms=live.loss_fade_ms)
-            fixture.look, fixture.effect = None, None  # the console's return sets them again
+            fixture.levels, fixture.look, fixture.effect = b"", None, None  # the console's return sets them again
 
     def _fixture(self, fixture: _Fixture, ch: dict[str, int], now: float) -> None:
         if ch.get("control", 0) >= RELEASED_FROM:

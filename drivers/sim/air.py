@@ -2,9 +2,10 @@
 
 A Bumble controller, the gateway's radio, is exposed on a pseudo-terminal: the `wristband` driver opens it with
 pyserial and speaks HCI H4 to it exactly as to a USB dongle. Virtual wristbands are Bumble hosts scanning on the
-same virtual link; each runs the reference band (drivers/wristband/band.py) on its own clock (an offset and a
-crystal's drift) and loses a configurable share of what is on the air. Bumble delivers the gateway's extended
-advertising sets to scanners; a real controller puts the same bytes on the air as ADV_NONCONN_IND.
+same virtual link; each runs the reference band (drivers/wristband/band.py), effect packets and live frames alike,
+on its own clock (an offset and a crystal's drift) and loses a configurable share of what is on the air. Bumble
+delivers the gateway's extended advertising sets to scanners; a real controller puts the same bytes on the air as
+ADV_NONCONN_IND.
 """
 
 from __future__ import annotations

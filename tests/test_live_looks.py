@@ -70,7 +70,7 @@ async def test_a_flash_too_soon_after_the_last_is_held_back_to_the_allowed_momen
     await asyncio.sleep(risen + 1 / 3 - time.monotonic() + 0.02)
     let_out = show.live.current()["floor"]
     assert let_out.look == Look((0, 0, 255), 1.0)
-    assert 1 / 3 - 0.002 <= let_out.at_mono - risen < 1 / 3 + 0.02
+    assert 1 / 3 - 0.002 <= let_out.at_mono - risen < 1 / 3 + 0.1  # (the loop's timer, on a loaded machine)
     assert let_out.show_ms == show.show_ms(let_out.at_mono) + 50
     show.live.set(("floor",), DIM)  # a small step is no flash
     show.live.set(("bar",), DIM)
@@ -102,11 +102,13 @@ async def test_the_live_looks_are_on_the_twin_a_few_times_a_second_at_most() -> 
     assert live["zones"] == {"floor": {"colour": "#ff0000", "intensity": 0.3, "strobe_hz": 0.0,
                                        "show_ms": show.live.current()["floor"].show_ms, "fade_ms": 100}}
     versions = []
+    began = time.monotonic()
     for level in range(20):  # a fader moved for 200 ms
         show.live.set(("floor",), Look((255, 0, 0), 0.3 + level / 100))
         await asyncio.sleep(0.01)
         versions.append(twin.get("show_control").version)  # type: ignore[union-attr]
-    assert len(set(versions)) <= 2, "at most one report each 250 ms"
+    assert len(set(versions)) <= 1 + (time.monotonic() - began) // 0.25, "at most one report each 250 ms"
+    assert len(show.live.current()) == 1 and show.live.version == 21
     await asyncio.sleep(0.3)
     live = twin.get("show_control").reported["live"]  # type: ignore[union-attr]
     assert live["zones"]["floor"]["intensity"] == 0.49 and live["version"] == show.live.version

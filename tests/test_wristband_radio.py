@@ -374,9 +374,9 @@ async def test_the_radio_sends_the_consoles_live_looks_that_bands_on_the_air_sho
                     if t > since and not isinstance(f, LiveFrame)]
         # An effect in the bar takes it from live control: its look is no longer sent.
         engine.fire(inline={"kind": "solid", "colour": "#00ff00"}, zones=["bar"], lead_ms=100)
-        fired_at = time.monotonic()
+        fired_at = engine.show_ms(time.monotonic()) - driver.streams.epoch_ms  # copies made after: by sequence
         await asyncio.sleep(0.5)
-        later = [decode_any(data, KEY) for t, data in air.on_air if t > fired_at]
+        later = [f for f in (decode_any(data, KEY) for _, data in air.on_air) if f.sequence > fired_at]
         assert not [look for f in later if isinstance(f, LiveFrame) for look in f.looks if look.zones & 0b100]
         assert any(isinstance(f, LiveFrame) for f in later) and any(isinstance(f, WristbandPacket) for f in later)
         bar = [band for band in air.bands if band.zone == 2]
@@ -388,10 +388,10 @@ async def test_the_radio_sends_the_consoles_live_looks_that_bands_on_the_air_sho
         driver.detach()
         engine.live.release(("floor",))
         driver.attach()
-        back = time.monotonic()
+        back = engine.show_ms(time.monotonic()) - driver.streams.epoch_ms
         running = asyncio.get_running_loop().create_task(driver.run())
         await asyncio.sleep(0.2)
-        again = [decode_any(data, KEY) for t, data in air.on_air if t > back]
+        again = [f for f in (decode_any(data, KEY) for _, data in air.on_air) if f.sequence > back]
         assert again and all(isinstance(f, LiveFrame) and [look.zones for look in f.looks] == [0b010] for f in again)
     finally:
         running.cancel()

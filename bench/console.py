@@ -1,7 +1,8 @@
 """A lighting console for the benchmarks: universes streamed as sACN (E1.31) by the `sacn` package's sender, unicast
 to the box, at a console's rate (44 Hz, DMX's own); each data packet is stamped (the monotonic clock, which every
 process on the machine shares) just before it is handed to the kernel, with its universe and levels, so a
-benchmark times a level change from its packet on the wire.
+benchmark times a level change from its packet on the wire. It sends to a port of the benchmark's choosing (the
+sender's own always sends to 5568, where other daemons on a shared machine may be sending too).
 
 The sender sends a universe at its next pass (every 1/fps) when its levels changed, and once a second otherwise;
 universe discovery is off (it is broadcast, which a loopback socket cannot send)."""
@@ -42,25 +43,27 @@ class _Relay:
 
 
 class _StampedSocket(SenderSocketUDP):  # type: ignore[misc]  # (sacn has no types)
-    """The sender's own UDP socket, each data packet stamped as it goes."""
+    """The sender's own UDP socket, sending to `port`, each data packet stamped as it goes."""
 
-    def __init__(self, listener: _Relay, bind_address: str, fps: int, console: Console) -> None:
-        super().__init__(listener, bind_address, 0, fps)  # an ephemeral port: 5568 is the receiver's
+    def __init__(self, listener: _Relay, bind_address: str, fps: int, port: int, console: Console) -> None:
+        super().__init__(listener, bind_address, 0, fps)  # an ephemeral port: 5568 is the receivers'
+        self.port = port
         self.console = console
 
-    def send_packet(self, data: bytearray, destination: str) -> None:
+    def send_packet(self, data: Iterable[int], destination: str) -> None:
+        raw = bytes(data)  # (the sender gives a packet's bytes as a tuple of ints)
         at = time.monotonic_ns()
-        super().send_packet(data, destination)
-        self.console.stamped(at, bytes(data))
+        self._socket.sendto(raw, (destination, self.port))
+        self.console.stamped(at, raw)
 
 
 class Console:
-    """`universes` streamed to `destination` at `fps`; `record` says which universes' packets are kept."""
+    """`universes` streamed to `destination`:`port` at `fps`; `record` says which universes' packets are kept."""
 
-    def __init__(self, universes: Iterable[int], fps: int = 44, destination: str = LOOPBACK,
+    def __init__(self, universes: Iterable[int], port: int, fps: int = 44, destination: str = LOOPBACK,
                  record: Iterable[int] = (), name: str = "venue-gateway bench console") -> None:
         relay = _Relay()
-        self._socket = _StampedSocket(relay, LOOPBACK, fps, self)
+        self._socket = _StampedSocket(relay, LOOPBACK, fps, port, self)
         self.sender = sACNsender(source_name=name, fps=fps, universeDiscovery=False, socket=self._socket)
         relay.handler = self.sender._sender_handler  # the sender made its handler, the socket's real listener
         self.universes = list(universes)

@@ -47,7 +47,7 @@ from drivers.sim.crowd import Crowd, LiveShown
 from drivers.wristband.protocol import show_key
 from drivers.wristband.radio import parse_key
 from gateway.driver import Look
-from peers.ports import LOOPBACK, free_port
+from peers.ports import LOOPBACK, free_port, free_udp_port
 
 TOKEN = "demo-viewer-token"
 LOSS = 0.3
@@ -105,10 +105,10 @@ class Config:
     delay_ms: int  # show.live.delay_ms: how long after its arrival a change shows
 
 
-def demo_config(directory: Path, api_port: int, pty: Path) -> Config:
+def demo_config(directory: Path, api_port: int, sacn_port: int, pty: Path) -> Config:
     """The demo configuration on this run's ports and pty, its own air off (the benchmark hosts it), its cloud
-    side off; with its patch (or one fixture per zone on universe 1 when it has none) and an sACN input on loopback
-    (its own, when it has one)."""
+    side off; with its patch (or one fixture per zone on universe 1 when it has none) and an sACN input of its own
+    on loopback's `sacn_port` (the demo's console input, if any, stays as it is)."""
     text = (ROOT / "config" / "demo.toml").read_text()
     text = text.replace('listen = "127.0.0.1:8080"', f'listen = "{LOOPBACK}:{api_port}"')
     text = text.replace('listen = "127.0.0.1:9000"', f'listen = "{LOOPBACK}:{free_port()}"')
@@ -122,15 +122,15 @@ def demo_config(directory: Path, api_port: int, pty: Path) -> Config:
     path = directory / "gateway.toml"
     path.write_text(text)
     cfg = config.load(path)
-    if not any(d.type == "sacn-in" for d in cfg.drivers):  # (the demo's console speaks Art-Net)
-        text += f'\n[drivers.console-sacn]\ntype = "sacn-in"\nbind = "{LOOPBACK}"\nmulticast = false\n'
+    text += (f'\n[drivers.console-sacn]  # the benchmark\'s console\ntype = "sacn-in"\nbind = "{LOOPBACK}"\n'
+             f'port = {sacn_port}\nmulticast = false\n')
     if not cfg.show.patch:
         text += "".join(f'\n[[show.patch]]\nname = "{z.name}"\nuniverse = 1\naddress = {1 + 8 * i}\n'
                         f'zones = ["{z.name}"]\n' for i, z in enumerate(cfg.show.zones))
     path.write_text(text)
     cfg = config.load(path)
     radio = next(d for d in cfg.drivers if d.type == "wristband")
-    console = next(d for d in cfg.drivers if d.type == "sacn-in")
+    console = next(d for d in cfg.drivers if d.name == "console-sacn")
     return Config(path, show_key(parse_key(radio.options.demo_key), radio.options.show_id),
                   sorted(z.index for z in cfg.show.zones), [Fixture(f.universe, f.address) for f in cfg.show.patch],
                   (radio.name, console.name), cfg.show.live.delay_ms)
@@ -232,8 +232,8 @@ def _print(label: str, r: Result, delay_ms: int) -> None:
 
 
 async def _run(directory: Path, bands: int, crowd_size: int, moves: int, air_priority: int) -> list[Figure]:
-    api_port, pty = free_port(), directory / "hci"
-    cfg = demo_config(directory, api_port, pty)
+    api_port, sacn_port, pty = free_port(), free_udp_port(), directory / "hci"
+    cfg = demo_config(directory, api_port, sacn_port, pty)
     key, zones, fixtures = cfg.key, cfg.zones, cfg.fixtures
     api = DaemonApi(f"http://{LOOPBACK}:{api_port}", TOKEN)
     air = AirProcess(key, 1, LOSS, 11, air_priority)
@@ -246,7 +246,7 @@ async def _run(directory: Path, bands: int, crowd_size: int, moves: int, air_pri
                 drivers = api.health()["drivers"]
                 return all(drivers[name]["state"] == "running" for name in cfg.drivers)
             await asyncio.to_thread(wait_until, ready, 30, proc, "the radio and the console input running")
-            with Console(universes, FPS, record=universes) as console:
+            with Console(universes, sacn_port, FPS, record=universes) as console:
                 for universe in universes:  # every fixture dark, and the bands told so, before the first move
                     console.set(universe, levels_of(fixtures, universe, 0))
                 await asyncio.sleep(1.0)

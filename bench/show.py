@@ -76,13 +76,14 @@ CONSOLE_UNIVERSES = tuple(range(1, 9))  # the console's own universes, into the 
 CONSOLE_HZ = 44
 
 
-def add_console_input(config: Path) -> None:
+def add_console_input(config: Path, port: int) -> None:
     """The show daemon's configuration given an sACN input of the console's universes (unicast on loopback)."""
     with config.open("a") as out:
         out.write(f'''
 [drivers.console]
 type = "sacn-in"
 bind = "{LOOPBACK}"
+port = {port}
 multicast = false
 listen_universes = {list(CONSOLE_UNIVERSES)}
 ''')
@@ -165,16 +166,17 @@ class GatewayRun:
 def gateway(tmp: Path, samples: int, jitter_s: float, load_s: float, console: bool) -> GatewayRun:
     api_port, osc_port = free_port(), free_udp_port(tcp_too=True)
     api = DaemonApi(f"http://{LOOPBACK}:{api_port}", TOKEN, timeout=10)
+    console_port = free_udp_port()
     with wire() as w, contextlib.ExitStack() as streaming:
         config = write_config(tmp, api_port, osc_port, w.port)
         if console:
-            add_console_input(config)
+            add_console_input(config, console_port)
         args = [str(ROOT / ".venv/bin/venue-gateway"), "run", "--config", str(config), "--data-dir", str(tmp / "data")]
         with child(args, tmp / "daemon.log") as daemon:
             wait_until(lambda: api.health()["status"] == "ok", 30, daemon, "the daemon reporting status ok")
             desk = None
             if console:
-                desk = streaming.enter_context(Console(CONSOLE_UNIVERSES, CONSOLE_HZ))
+                desk = streaming.enter_context(Console(CONSOLE_UNIVERSES, console_port, CONSOLE_HZ))
                 streaming.enter_context(desk.busy())
                 time.sleep(1.0)  # the input has every universe's source before the figures start
             target = Target(osc_port, "/vg/dmx/{u}/{c}")
@@ -302,8 +304,10 @@ def run(samples: int = 400, jitter_s: float = 10.0, load_s: float = 12.0, ola_lo
 def report(g: GatewayRun, o: OlaRun | None, why: str, floor: dict[str, float]) -> list[Figure]:
     lat = g.latency.seconds
     if g.console["sent"]:
+        taken = g.console["input"].get("detail", {})
         print(f"console: {g.console['sent']:,} sACN packets sent ({len(CONSOLE_UNIVERSES)} universes at {CONSOLE_HZ}"
-              f" Hz); the daemon's input: {json.dumps(g.console['input'].get('detail', g.console['input']))}")
+              f" Hz); the daemon's sacn-in: {taken.get('received', 0):,} received, {taken.get('changes', 0):,} "
+              f"changes, {len(taken.get('universes', {}))} universes ({g.console['input'].get('state')})")
     print(latency_line("gateway OSC -> ArtDmx, raw              ", lat))
     print(latency_line("gateway, wait for the next frame slot   ", g.waits))
     print(latency_line("gateway, beyond the frame slot          ", g.beyond))

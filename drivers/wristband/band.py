@@ -86,7 +86,9 @@ class Shown:
     strobe_ms: int = 0  # a live look's strobe period, 0: steady
     fade_ms: int = 0
     began: float | None = None  # when it began to show, on the band's clock (None: not yet)
-    from_rgb: RGB = field(default=(0, 0, 0))  # what the LEDs showed as it began: a live look fades from it
+    # What the LEDs showed as it began, which a live look fades from: the last live look's colour then (black
+    # after an effect: this model schedules effects but does not render them).
+    from_rgb: RGB = field(default=(0, 0, 0))
 
     @property
     def live(self) -> bool:

@@ -113,6 +113,8 @@ def demo_config(directory: Path, api_port: int, sacn_port: int, pty: Path) -> Co
     text = text.replace('listen = "127.0.0.1:8080"', f'listen = "{LOOPBACK}:{api_port}"')
     text = text.replace('listen = "127.0.0.1:9000"', f'listen = "{LOOPBACK}:{free_port()}"')
     text = text.replace('data_dir = "../var/demo"', 'data_dir = "data"')
+    text = text.replace('"../models/', f'"{ROOT}/models/')  # the demo's own files, from the run's directory
+    text = re.sub(r'(?m)^file = "([^"/]+)"', lambda m: f'file = "{ROOT}/config/{m[1]}"', text)
     text = text.replace('"/tmp/venue-gateway-air"', f'"{pty}"')
     text = text.replace('type = "air"\n', 'type = "air"\nenabled = false  # the benchmark hosts the air\n')
     text = text.replace('type = "ble"\n', 'type = "ble"\nenabled = false  # its room is the air driver\'s\n')

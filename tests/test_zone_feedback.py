@@ -155,3 +155,16 @@ def test_the_feedback_universe_must_be_one_of_dmx(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError) as err:
         config.parse(tmp_path / "gw.toml", text.format(5))
     assert "show.feedback.universe: universe 5 is not in dmx.universes (allowed: 1, 2; or add it)" in str(err.value)
+
+
+async def test_nobody_following_keeps_nothing_but_what_each_zone_shows() -> None:
+    """A console streams a fader with no OSC destination and no feedback universe: what the zone showed before its
+    latest look to start is not kept, only that and the looks still to start (within [show.live] delay_ms, 50)."""
+    show = engine(rate_hz=10)
+    for level in range(40):  # 200 ms of a fader moving
+        show.live.set(("floor",), Look((255, 0, 0), (level + 1) / 40), fade_ms=0)
+        await asyncio.sleep(0.005)
+    assert len(show.looks._sources["floor"]) <= 14, len(show.looks._sources["floor"])
+    await asyncio.sleep(0.06)
+    assert show.looks.looks()[0]["floor"] == ZoneLook((1.0, 0.0, 0.0), 1.0, (255, 0, 0))
+    assert len(show.looks._sources["floor"]) == 1

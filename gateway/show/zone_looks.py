@@ -68,6 +68,20 @@ def _live_look(change: LiveChange) -> ZoneLook:
     return ZoneLook(tuple(c / 255 for c in look.colour), look.intensity, look.rgb())  # type: ignore[arg-type]
 
 
+def _started(sources: list[tuple[int, Source]], now_ms: int) -> int:
+    """Drop what an older start showed (gone for good once a later one has started): 1 when the first source left
+    is the one shown now, 0 when none has started yet."""
+    last = None
+    for i, (start, _) in enumerate(sources):
+        if start > now_ms:
+            break
+        last = i
+    if last is None:
+        return 0
+    del sources[:last]
+    return 1
+
+
 class ZoneLooks:
     """Each zone's sources in the order they start (a live look shows from its `show_ms`, an effect from its
     start in the zone, sound delay included); the latest one started is what the zone shows."""
@@ -91,6 +105,7 @@ class ZoneLooks:
         sources = self._sources.setdefault(zone, [])
         sources.append((start, source))
         sources.sort(key=lambda s: s[0])  # (stable: of two starting together, the later told wins)
+        _started(sources, self.engine.show_ms(time.monotonic()))  # kept short while nobody follows
         for wake in self._wakes:
             wake.set()
 
@@ -104,11 +119,9 @@ class ZoneLooks:
         soonest: float | None = None
         for position, zone in enumerate(zones):
             sources = self._sources.get(zone.name, [])
-            started = [i for i, (start, _) in enumerate(sources) if start <= now_ms]
-            if started:
-                del sources[:started[-1]]  # what an older start showed is gone for good
-            if len(sources) > (1 if started else 0):
-                wait = (sources[1 if started else 0][0] - now_ms) / 1000
+            started = _started(sources, now_ms)
+            if len(sources) > started:
+                wait = (sources[started][0] - now_ms) / 1000
                 soonest = wait if soonest is None else min(soonest, wait)
             if not started:
                 out[zone.name] = DARK

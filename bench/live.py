@@ -264,7 +264,9 @@ async def _run(directory: Path, bands: int, crowd_size: int, moves: int, air_pri
     radio = health["drivers"][cfg.drivers[0]]["detail"]
     print(f"{moves} fader moves of {STEPS} levels at {FPS} Hz on {len(fixtures)} fixtures ({len(universes)} "
           f"universe(s)); {console.packets} sACN packets sent; {len(record.on_air)} advertisements on the air "
-          f"({radio.get('copies_sent')} copies); the air's process: {air.scheduling}")
+          f"({radio.get('copies_sent')} copies, {radio.get('live_frames_sent')} live frames); the air's process: "
+          f"{air.scheduling}; the daemon's loop lag p99 {health['loop_lag']['p99_ms']:.2f} ms, max "
+          f"{health['loop_lag']['max_ms']:.1f} ms")
     air_result = analyse([b.looks for b in record.bands], on_wire)
     _print(f"{bands} Bumble bands", air_result, cfg.delay_ms)
     t0 = time.monotonic()

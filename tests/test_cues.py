@@ -257,3 +257,16 @@ def test_without_a_rate_the_labels_are_read_at_the_timecodes(tmp_path: Path) -> 
 
 def states_of(engine: ShowEngine) -> dict[str, str]:
     return {c["id"]: c["state"] for c in engine.cues.document()["cues"]}
+
+
+def test_a_timecode_at_another_rate_than_the_lists_is_said_plainly(tmp_path: Path) -> None:
+    (tmp_path / "cues.toml").write_text(CUES)
+    engine = ShowEngine(config.parse(tmp_path / "gw.toml", CONFIG).show, Twin("gw", "hall"))
+    engine.cues.load(tmp_path)
+    engine.cues.timecode(Timecode(1, 0, 0, 0, Rate.SMPTE), time.monotonic())
+    doc = engine.cues.document()
+    assert (doc["rate"], doc["timecode_rate"]) == ("25", "30")
+    assert doc["problem"] == ("the timecode arrives at 30 fps but show.cues.rate is 25: the cues' labels are read at "
+                              "25 fps")
+    engine.cues.timecode(Timecode(1, 0, 0, 1, Rate.EBU), time.monotonic())
+    assert engine.cues.document()["problem"] is None

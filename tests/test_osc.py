@@ -430,8 +430,8 @@ destinations = ["127.0.0.1:{dump_port}"]
     extra += '[compliance]\nlimits = [{ measure = "laeq", window_min = 1, level_db = 60 }]\n'
     # the demo judges by the WHO profile; here a limit its levels are far over
     d: Daemon = daemon_factory(extra=extra, overrides={"compliance.profile": "custom"})
-    d.start()
     try:
+        d.start()
         line = dump.wait_for("/vg/out/alert", timeout=10)
         assert '"sound_level"' in line and "over the 60 dB limit" in line
         zones = d.get("/api/v1/compliance")["zones"]
@@ -457,8 +457,8 @@ type = "osc"
 listen = "127.0.0.1:{osc_port}"
 destinations = ["127.0.0.1:{dump_port}"]
 """, overrides={"inference.mood_model": str(tmp_path / "mood.onnx")})
-    d.start()
     try:
+        d.start()
         line = dump.wait_for("/vg/out/zone/floor/energy", timeout=15)
         assert " f " in line and 0.0 <= float(line.split()[-1]) <= 1.0
         assert d.get("/api/v1/twin")["assets"]["inference"]["reported"]["audience_mood"]["version"] == "osc-1"

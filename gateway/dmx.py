@@ -50,6 +50,7 @@ class DmxUniverses:
         self._listeners: list[ChangeListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: list[int] = []  # universes changed this turn of the loop, told once it ends
+        self._telling: asyncio.Handle | None = None
 
     def on_change(self, listener: ChangeListener) -> Callable[[], None]:
         """`listener(universes)` once per turn of the loop in which levels changed, with the universes that did
@@ -67,10 +68,18 @@ class DmxUniverses:
             return
         universe.told = True
         if not self._changed:
-            self._loop.call_soon(self._tell)
+            self._telling = self._loop.call_soon(self._tell)
         self._changed.append(universe.number)
 
+    def tell_now(self) -> None:
+        """Tell the listeners of the changes made so far at once, not at the end of the loop's turn: an input calls
+        it after a batch of packets, so that the callbacks queued behind it do not hold the change back."""
+        if self._telling is not None:
+            self._telling.cancel()
+            self._tell()
+
     def _tell(self) -> None:
+        self._telling = None
         changed, self._changed = self._changed, []
         for n in changed:
             self.universes[n].told = False

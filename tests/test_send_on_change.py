@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+from pythonosc.osc_message_builder import OscMessageBuilder
 from sacn.messages.data_packet import DataPacket
 
 from drivers.dmx.artnet import ArtNetOptions, ArtNetOutput
@@ -24,10 +26,12 @@ from drivers.dmx.artnet_codec import ArtDmx, ArtSync, decode
 from drivers.dmx.e131 import PORT as SACN_PORT
 from drivers.dmx.e131 import SacnOptions, SacnOutput
 from drivers.dmx.output import DmxOutput
+from drivers.osc.driver import OscDriver, OscOptions
 from gateway.dmx import DmxUniverses, FrameClock
 from gateway.driver import DriverContext
 from gateway.twin import Twin
 from peers.tshark import read
+from tests.conftest import free_port
 
 Heard = list[tuple[float, bytes]]  # (time.monotonic() when read, datagram)
 
@@ -203,3 +207,30 @@ async def test_sacn_sends_a_new_look_three_times_each_with_its_sync_and_tshark_r
     text = read(pcap(tmp_path / "sacn.pcap", [raw for _, raw in heard], SACN_PORT),
                 ["--enable-heuristic", "acn", "-o", "acn.dmx_enable:TRUE"])
     assert text.count("Universe: 3") >= 6, text
+
+
+async def test_one_osc_bundle_is_one_artdmx_sent_at_once() -> None:
+    """The OSC driver's real socket: a bundle setting ten channels leaves as one ArtDmx carrying all ten, within a
+    few ms of the bundle's arrival."""
+    sock = receiver()
+    _, ctx = context([1], FrameClock(40))
+    port = free_port()
+    osc = OscDriver(ctx, OscOptions(listen=f"127.0.0.1:{port}", tcp=False))
+    await osc.start()
+    builder = OscBundleBuilder(IMMEDIATELY)
+    for channel in range(1, 11):
+        message = OscMessageBuilder(f"/vg/dmx/1/{channel}")
+        message.add_arg(channel)
+        builder.add_content(message.build())
+    try:
+        async with running(ArtNetOutput(ctx, ArtNetOptions(targets=[f"127.0.0.1:{sock.getsockname()[1]}"]))):
+            await listen(sock, 0.05)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+                sent = time.monotonic()
+                out.sendto(builder.build().dgram, ("127.0.0.1", port))
+                heard = artnet(await listen(sock, 0.1))
+    finally:
+        await osc.stop()
+        sock.close()
+    assert len(heard) == 1 and list(heard[0][1].data[:11]) == [*range(1, 11), 0], heard
+    assert heard[0][0] - sent < 0.010

@@ -239,18 +239,22 @@ class OscDriver(Driver[OscOptions]):
     def _readable(self) -> None:
         """Take up to a batch of datagrams per wake-up: one per loop pass (what asyncio's datagram transport
         does) handles a third of the messages a second that this does. The frame clock calls it too, at the start of
-        every frame, so a message that arrived before the slot is in that frame however busy the loop was."""
+        every frame, so a message that arrived before the slot is in that frame however busy the loop was. What the
+        batch set in DMX universes goes out (on change) when it ends: one frame for the whole batch."""
         udp = self._udp
         if udp is None:
             return
-        for _ in range(READ_BATCH):
-            try:
-                data, addr = udp.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # e.g. ICMP port unreachable from a feedback destination: nothing to read
-                return
-            self.packet(data, addr[0])
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    data, addr = udp.recvfrom(65536)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:  # e.g. ICMP port unreachable from a feedback destination: nothing to read
+                    return
+                self.packet(data, addr[0])
+        finally:  # the DMX outputs send what the batch set now, before what the loop has queued behind it
+            self.ctx.dmx.tell_now()
 
     def _is_allowed(self, source: str) -> bool:
         """The allow list's answer for a source address (an IPv4 address seen through an IPv6 socket too).

@@ -92,8 +92,9 @@ class DmxOutput(Driver[OptionsT]):
         await asyncio.Future()  # the frames are sent on change and from the frame clock
 
     def _changed(self, universes: list[int]) -> None:
-        if not self._carried.isdisjoint(universes):
-            self._send_due(time.monotonic())
+        carried = [u for u in universes if u in self._carried]
+        if carried:
+            self._send_due(time.monotonic(), carried)
 
     def _deferred_send(self) -> None:
         self._timer = None
@@ -131,14 +132,14 @@ class DmxOutput(Driver[OptionsT]):
         sent.changes, sent.at = universe.changes, now
         return True
 
-    def _send_due(self, now: float) -> None:
+    def _send_due(self, now: float, universes: list[int] | None = None) -> None:
         """On change: every universe with new levels whose interval since it last sent new levels is over goes
         now, in one frame, with those due a keep-alive; the earliest of the others is timed for the end of its
         interval. (A keep-alive does not hold back the change after it: it is no more than one packet a
-        `keepalive_s`.)"""
+        `keepalive_s`.) Only `universes` when given: those that changed."""
         sent_any = False
         due: float | None = None
-        for u in self.universes:
+        for u in self.universes if universes is None else universes:
             if not self._wanted(u, now):
                 continue
             sent = self._sent[u]

@@ -135,6 +135,10 @@ type = "artnet"
 discover = "10.77.0.255"
 poll_interval_s = 1
 node_timeout_s = 3
+
+[drivers.console]
+type = "artnet-in"
+enabled = false  # the demo's Art-Net input: it cannot share UDP 6454 with discovery
 """).start()
 
         def nodes() -> list[dict[str, Any]]:

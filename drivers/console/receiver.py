@@ -141,29 +141,32 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
         sock = self._sock
         if sock is None:
             return
-        for _ in range(READ_BATCH):
-            try:
-                data, addr = sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            now = time.monotonic()
-            ip = addr[0]
-            if not self._is_allowed(ip):
-                self.refuse("not_allowed", f"{self.PROTOCOL} packet from {ip} refused: not on the allow list")
-                continue
-            bucket = self._buckets.get(ip)
-            if bucket is None:
-                if len(self._buckets) >= ALLOW_CACHE:
-                    self._buckets.clear()
-                bucket = self._buckets[ip] = _Bucket(self.options.rate_limit_pps, now)
-            if not bucket.take(self.options.rate_limit_pps, now):
-                self.refuse("rate_limited", f"{self.PROTOCOL} packets from {ip} beyond "
-                                            f"{self.options.rate_limit_pps:g} a second dropped")
-                continue
-            self.counts["received"] += 1
-            self.datagram(data, ip, now)
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    data, addr = sock.recvfrom(2048)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return
+                now = time.monotonic()
+                ip = addr[0]
+                if not self._is_allowed(ip):
+                    self.refuse("not_allowed", f"{self.PROTOCOL} packet from {ip} refused: not on the allow list")
+                    continue
+                bucket = self._buckets.get(ip)
+                if bucket is None:
+                    if len(self._buckets) >= ALLOW_CACHE:
+                        self._buckets.clear()
+                    bucket = self._buckets[ip] = _Bucket(self.options.rate_limit_pps, now)
+                if not bucket.take(self.options.rate_limit_pps, now):
+                    self.refuse("rate_limited", f"{self.PROTOCOL} packets from {ip} beyond "
+                                                f"{self.options.rate_limit_pps:g} a second dropped")
+                    continue
+                self.counts["received"] += 1
+                self.datagram(data, ip, now)
+        finally:  # the DMX outputs send what the batch set (thru) now, before what the loop has queued behind it
+            self.ctx.dmx.tell_now()
 
     def _is_allowed(self, source: str) -> bool:
         """The allow list's answer for a source address. UDP's source address is not authenticated: the list

@@ -14,7 +14,6 @@ import socket
 import time
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from drivers.console.merge import Merge, Source, UniverseSources, out_of_order, padded
@@ -66,7 +65,6 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
         self._buckets: dict[str, _Bucket] = {}
         self._lines: dict[str, Throttle] = {}
         self._sock: socket.socket | None = None
-        self._undo_poll: Callable[[], None] | None = None
         self._report_due: asyncio.TimerHandle | None = None
         self._reported_at = float("-inf")
 
@@ -98,8 +96,6 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
             raise NotReady(f"cannot listen for {self.PROTOCOL} on {self.options.bind}:{self.port}: "
                            f"{exc.strerror or exc}") from None
         asyncio.get_running_loop().add_reader(self._sock.fileno(), self._readable)
-        # Read at the start of every frame too: levels passed through are in the frame even on a busy loop.
-        self._undo_poll = self.ctx.frames.poll_before(self._readable)
         self.ctx.declare(self.asset, "console_input")
         self.ctx.log.info("%s in on %s:%d, universes %s", self.PROTOCOL, self.options.bind, self.port,
                           sorted(self.listened) or "none")
@@ -108,9 +104,6 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
         if self._report_due is not None:
             self._report_due.cancel()
             self._report_due = None
-        if self._undo_poll is not None:
-            self._undo_poll()
-            self._undo_poll = None
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()

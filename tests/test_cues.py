@@ -270,3 +270,17 @@ def test_a_timecode_at_another_rate_than_the_lists_is_said_plainly(tmp_path: Pat
                               "25 fps")
     engine.cues.timecode(Timecode(1, 0, 0, 1, Rate.EBU), time.monotonic())
     assert engine.cues.document()["problem"] is None
+
+
+def test_a_cue_the_show_refused_is_pending_again_after_a_jump_back(tmp_path: Path) -> None:
+    (tmp_path / "cues.toml").write_text(CUES)
+    engine = ShowEngine(config.parse(tmp_path / "gw.toml", CONFIG).show, Twin("gw", "hall"))
+    engine.cues.load(tmp_path)
+    engine.fire("intro", zones=["floor"], lead_ms=100)  # by hand, 100 ms before 'one' would start there
+    now = time.monotonic()
+    engine.cues.timecode(Timecode(1, 0, 0, 20, Rate.EBU), now)  # 'one' is 200 ms on: fired at once, and refused
+    assert states_of(engine)["one"] == "refused"
+    back = Timecode(1, 0, 0, 0, Rate.EBU)  # a seek back 800 ms: two frames that agree
+    engine.cues.timecode(back, now + 0.04)
+    engine.cues.timecode(Timecode.of_frame(back.frame() + 1, Rate.EBU), now + 0.08)
+    assert engine.cues.counts["jumps"] == 1 and states_of(engine)["one"] == "next"

@@ -128,7 +128,10 @@ class CueList:
     # -- timecode --------------------------------------------------------------------------------------
     def timecode(self, tc: Timecode, arrival_mono: float) -> None:
         """A timecode frame from a console, received at `arrival_mono` (time.monotonic()). A frame that is not a
-        timecode (a field out of range, a dropped drop-frame label) is dropped and counted, never raised."""
+        timecode (a field out of range, a dropped drop-frame label) is dropped and counted, never raised. Without a
+        cue list configured, frames are not looked at."""
+        if self.section.file is None:
+            return
         problem = tc.problem() if isinstance(tc, Timecode) and isinstance(tc.rate, Rate) else "not a timecode"
         if problem is not None:
             self.counts["dropped"] += 1
@@ -185,11 +188,13 @@ class CueList:
 
     def _passed(self, before: float | None, now: float) -> None:
         """The timecode went from `before` (None: nowhere yet) to `now`: forward, the pending cues it passed over
-        are skipped; back, the cues between are pending again."""
+        are skipped; back, the cues between are pending again, and so are those ahead that the show refused (a cue
+        fired ahead of its instant is on the air: it stays fired)."""
         for s in self._cues:
             if s.position is None:
                 continue
-            if before is not None and now < before and now <= s.position <= before and s.done != "refused":
+            if before is not None and now < before and s.position >= now and (s.position <= before
+                                                                              or s.done == "refused"):
                 s.done, s.why, s.fired = None, "", None
             elif s.done is None and s.armed and s.position < now and (before is None or s.position >= before):
                 s.done, s.why = "skipped", "passed: the timecode " + ("started" if before is None else "jumped") + \

@@ -19,6 +19,7 @@ from gateway import config as configuration
 from gateway.box import cli as box_cli
 from gateway.cloud import mirror_cli
 from gateway.discovery import cli as discovery_cli
+from gateway.show import profile_cli
 from gateway.update import cli as update_cli
 
 if TYPE_CHECKING:
@@ -229,6 +230,7 @@ def parser() -> argparse.ArgumentParser:
     mirror_cli.add_parser(sub)
     box_cli.add_parser(sub)
     discovery_cli.add_parser(sub)
+    profile_cli.add_parser(sub)
     update_cli.add_parser(sub)
     sub.choices["status"].add_argument("--json", action="store_true", help="print the health document")
     sub.choices["snapshot"].add_argument("--output", "-o", metavar="FILE", help="write to FILE instead")

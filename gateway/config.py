@@ -22,6 +22,7 @@ from gateway.compliance.settings import ComplianceSection
 from gateway.discovery.settings import DiscoverySection
 from gateway.inference.settings import InferenceSection
 from gateway.schema import Problem, check_all, check_slug
+from gateway.show import cue_settings
 from gateway.show import settings as show_settings
 from gateway.ui.settings import DashboardSection, floor_plan_problems
 
@@ -172,6 +173,7 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
     drivers = [_driver(name, table, problems) for name, table in tables.items() if isinstance(table, dict)] \
         if isinstance(tables, dict) else []
     problems.extend(_start_order([d for d in drivers if d is not None]))
+    problems.extend(_artnet_port([d for d in drivers if d is not None]))
     if sections is not None and sections.cloud is not None and sections.cloud.outbox_max_mb > sections.store.max_mb / 2:
         problems.append(Problem("cloud.outbox_max_mb", f"{sections.cloud.outbox_max_mb:g} is more than half of "
                                 f"store.max_mb ({sections.store.max_mb:g}); the outbox lives in the store (allowed: up"
@@ -179,6 +181,9 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
     if sections is not None:
         problems.extend(_dmx_outputs(sections.dmx, [d for d in drivers if d is not None]))
         problems.extend(sections.dashboard.zone_problems([z.name for z in sections.show.zones]))
+        if (feedback := sections.show.feedback.universe) and feedback not in sections.dmx.universes:
+            problems.append(Problem("show.feedback.universe", f"universe {feedback} is not in dmx.universes (allowed: "
+                                    f"{', '.join(map(str, sections.dmx.universes)) or 'none configured'}; or add it)"))
     if sections is not None and sections.cloud is not None:
         problems.extend(identity_problems(sections.gateway.venue, sections.gateway.id, sections.cloud.username,
                                           "cloud.username"))
@@ -191,7 +196,8 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
 
         problems.extend(_box(path.parent, valid(core.GatewaySection, "gateway"), valid(core.ApiSection, "api"),
                              valid(CloudSection, "cloud"), valid(InferenceSection, "inference"),
-                             [d for d in drivers if d is not None], valid(DashboardSection, "dashboard")))
+                             [d for d in drivers if d is not None], valid(DashboardSection, "dashboard"),
+                             valid(show_settings.ShowSection, "show")))
     if sections is None or problems:
         raise ConfigError(path, problems)
     return Config(path, sections.gateway, sections.api, sections.store, sections.twin, sections.supervisor,
@@ -237,6 +243,18 @@ def _dmx_outputs(dmx: core.DmxSection, drivers: list[DriverConfig]) -> list[Prob
     return problems
 
 
+def _artnet_port(drivers: list[DriverConfig]) -> list[Problem]:
+    """Art-Net in and the `artnet` output's discovery both listen on UDP 6454: on Linux, of two sockets bound there,
+    broadcasts reach both but unicast only the one bound last, so one of them would miss what is sent to it."""
+    inputs = [d for d in drivers if d.enabled and d.type == "artnet-in" and getattr(d.options, "port", 0) == 6454]
+    discovering = [d for d in drivers if d.enabled and d.type == "artnet" and getattr(d.options, "discover", None)]
+    return [Problem(f"drivers.{d.name}.type", f"artnet-in cannot share UDP 6454 with the discovery of "
+                                              f"drivers.{other.name} (unicast would reach only one of them; allowed: "
+                                              f"artnet-in with an artnet output that has targets or broadcast, not "
+                                              f"discover)")
+            for d in inputs for other in discovering]
+
+
 # The demo's file is 14 KB: one this large is not a configuration (nor is /dev/zero), and is not read whole.
 MAX_FILE_BYTES = 4 * 2**20
 
@@ -266,12 +284,12 @@ def check_box(config: Config) -> list[Problem]:
     """What the configuration needs from this box and would not find at start: every secret, file, directory and
     optional library, each named by its key (what `parse` checks is the file alone)."""
     return _box(config.path.parent, config.gateway, config.api, config.cloud, config.inference, config.drivers,
-                config.dashboard)
+                config.dashboard, config.show)
 
 
 def _box(base: Path, gateway: core.GatewaySection | None, api: core.ApiSection | None, cloud: CloudSection | None,
          inference: InferenceSection | None, drivers: list[DriverConfig],
-         dashboard: DashboardSection | None = None) -> list[Problem]:
+         dashboard: DashboardSection | None = None, show: show_settings.ShowSection | None = None) -> list[Problem]:
     problems = [] if gateway is None else preflight.writable_dir((base / gateway.data_dir).resolve(),
                                                                   "gateway.data_dir")
     for i, token in enumerate(api.tokens if api is not None else []):
@@ -310,6 +328,8 @@ def _box(base: Path, gateway: core.GatewaySection | None, api: core.ApiSection |
         if driver.enabled:
             found = registry.find(driver.type).preflight(driver.options)
             problems += [Problem(f"drivers.{driver.name}" + (f".{p.path}" if p.path else ""), p.message) for p in found]
+    if show is not None:
+        problems += cue_settings.load(base, show)[1]  # the cue list's file, checked against the show
     return problems + floor_plan_problems(base, dashboard)
 
 

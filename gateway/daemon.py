@@ -215,6 +215,8 @@ class Gateway:
             self.dmx.declare()
             self._spawn(self.dmx.report(), "dmx-report")
             self._spawn(self.frames.run(), "frame-clock")
+        if self.config.show.feedback.universe:  # the zones' looks for a visualiser, carried by the DMX outputs
+            self._spawn(self.show.looks.feed(self.dmx), "zone-looks")
         self.supervisor.start()
         try:
             # Ready once every unit has started or failed once (the API listens before systemd is told),

@@ -46,6 +46,7 @@ def demo_config(directory: Path, port: int, *, speed: float = 1.0, extra: str = 
     del doc["cloud"]  # the demo's broker is started by `venue-gateway demo`; a test brings its own
     for key in ("equipment_model", "mood_model"):  # relative to the file: a copy elsewhere names them in full
         change(doc, f"inference.{key}", str((ROOT / "config" / doc["inference"][key]).resolve()))
+    change(doc, "show.cues.file", str((ROOT / "config" / doc["show"]["cues"]["file"]).resolve()))
     change(doc, "drivers.venue.speed", speed)
     change(doc, "drivers.air.pty", str(directory / "air"))
     change(doc, "drivers.wristbands.port", str(directory / "air"))

@@ -117,7 +117,9 @@ def test_a_copy_of_the_demo_elsewhere_is_told_its_models_are_not_there(tmp_path:
     assert result.stderr.splitlines() == [
         f"{path}: inference.{key}: model file {tmp_path.parent}/models/{name}.onnx does not exist (allowed: the path "
         "of a readable file)" for key, name in (("equipment_model", "equipment_anomaly"),
-                                                ("mood_model", "audience_mood"))]
+                                                ("mood_model", "audience_mood"))] + [
+        f"{path}: show.cues.file: the cue list {tmp_path}/demo-cues.toml does not exist (allowed: the path of a "
+        "readable file)"]
 
 
 def _driver_lines(log: str, driver: str) -> list[str]:

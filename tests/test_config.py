@@ -27,8 +27,8 @@ def problems(text: str) -> list[str]:
 def test_shipped_configs_are_valid() -> None:
     demo = config.load(ROOT / "config" / "demo.toml")
     assert demo.gateway.id == "demo-01"
-    assert sorted(d.type for d in demo.drivers) == ["air", "artnet", "ble", "modbus", "nodes", "osc", "sacn", "sim",
-                                                    "wristband", "xl2", "xl2", "xl2"]
+    assert sorted(d.type for d in demo.drivers) == ["air", "artnet", "artnet-in", "ble", "modbus", "nodes", "osc",
+                                                    "sacn", "sim", "wristband", "xl2", "xl2", "xl2"]
     assert [p.name for p in demo.show.presets] == ["intro", "drop", "chorus", "sparkle", "encore"]
     assert demo.data_dir == (ROOT / "var" / "demo").resolve()
     example = config.load(ROOT / "config" / "venue.example.toml")
@@ -164,8 +164,8 @@ type = "teleporter"
         "drivers.venue.zones[0].capacity: must be an integer (got 'lots')",
         "drivers.venue.faults[1].kind: 'melt' is not allowed (allowed: fan_stall, driver_open",
         "drivers.venue.colour: unknown key (allowed: channels_per_rack, circuits, device_prefix, devices, faults,",
-        "drivers.other.type: unknown driver type 'teleporter' (allowed: air, artnet, ble, enttec, modbus, nodes, "
-        "osc, sacn, sim, wristband, xl2, or module.path:ClassName)",
+        "drivers.other.type: unknown driver type 'teleporter' (allowed: air, artnet, artnet-in, ble, enttec, modbus, "
+        "nodes, osc, sacn, sacn-in, sim, wristband, xl2, or module.path:ClassName)",
     ]:
         assert any(fragment in line for line in lines), (fragment, lines)
 

@@ -25,6 +25,7 @@ from gateway.show.effects import RGB, Effect, EffectError, TooSoon, number, rend
 from gateway.show.live import LiveLooks
 from gateway.show.patch import Patch
 from gateway.show.settings import PresetSection, ShowSection
+from gateway.show.zone_looks import ZoneLooks
 from gateway.twin import Twin, TwinFrozen, rfc3339
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class ShowEngine:
         self.live = LiveLooks(self)  # the console's looks, zone by zone
         self.patch = Patch(self)  # console universes to crowd fixtures and macro channels
         self.cues = CueList(self)  # the timecode cue list
+        self.looks = ZoneLooks(self)  # what each zone shows now, for feedback
 
     # -- clocks ----------------------------------------------------------------------------------------
     def show_ms(self, mono: float) -> int:

@@ -10,6 +10,7 @@ from gateway.show import console_settings
 from gateway.show.console_settings import FixtureSection, LiveSection, MacroSection
 from gateway.show.cue_settings import CuesSection
 from gateway.show.effects import Effect, EffectError
+from gateway.show.zone_looks import FeedbackSection
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class ShowSection:
     patch: list[FixtureSection] = field(default_factory=list)  # crowd fixtures on console universes
     macros: list[MacroSection] = field(default_factory=list)  # console channels that fire presets
     cues: CuesSection = field(default_factory=CuesSection)  # the timecode cue list
+    feedback: FeedbackSection = field(default_factory=FeedbackSection)  # zone looks out (gateway/show/zone_looks.py)
 
     def problems(self) -> list[Problem]:
         out = []

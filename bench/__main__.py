@@ -1,6 +1,5 @@
-"""`python -m bench`: runs the ingest, API, venue, show, wristband, live, cloud and dashboard benchmarks in turn and
-prints one summary table of every figure, its target or limit, the peer measured in the same run, the ratio, and
-pass or short."""
+"""`python -m bench`: runs every benchmark of BENCHMARKS below in turn and prints one summary table of every figure,
+its target or limit, the peer measured in the same run, the ratio, and pass or short."""
 
 from __future__ import annotations
 
@@ -24,8 +23,10 @@ from bench import (
     laeq,
     live,
     modbus,
+    osc_artnet,
     osc_garbage,
     show,
+    timecode,
     venue,
     wristband,
 )
@@ -36,9 +37,11 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("api", api.run),
     ("venue", venue.run),
     ("show", show.run),
+    ("send_on_change", osc_artnet.run),
     ("osc_garbage", osc_garbage.run),
     ("wristband", wristband.run),
     ("live", live.run),
+    ("timecode", timecode.run),
     ("cloud", cloud.run),
     ("ble_frames", ble_frames.run),
     ("ble", ble.run),

@@ -22,7 +22,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-DAY_S = 86_400
 WINDOW_S = 4.0  # the link's window: many frames, and short enough to follow a source's crystal drift
 # Frames behind the link by less than this are late on their way (a stall, a burst), not a seek back, until they
 # have been behind for this long: a burst after a stall looks like a small jump back, and a jump back would make

@@ -6,12 +6,13 @@ configuration's refusals of overlapping fixtures, unknown zones and presets."""
 from __future__ import annotations
 
 import asyncio
-import itertools
+import time
 import tomllib
 
 import pytest
 
 from gateway.schema import check_all
+from gateway.show.effects import TooSoon
 from gateway.show.engine import ShowEngine
 from gateway.show.live import LiveChange, Look
 from gateway.show.settings import ShowSection
@@ -128,20 +129,60 @@ async def test_the_effect_channel_fires_an_effect_when_it_enters_a_range(engine:
     await turn()
     assert engine.live.current()["floor"].look == Look((255, 0, 0), 1.0)
     engine.patch.levels(7, universe(**red_full, c6=170, c7=0))  # rainbow at the show's tempo
+    assert engine.last is fired, "too soon after the pulse for the flash cap: it waits, not booked ahead"
+    await asyncio.sleep(fired.start_mono + 1 / 3 - engine.settings.lead_ms / 1000 - time.monotonic() + 0.05)
     rainbow = engine.last
     assert rainbow is not None and rainbow.effect.kind == "rainbow" and rainbow.effect.period_ms == 500
-    assert rainbow.lead_ms > engine.settings.lead_ms, "too soon after the pulse for the flash cap: it waits"
+    assert rainbow.lead_ms == engine.settings.lead_ms and rainbow.start_mono - fired.start_mono >= 1 / 3 - 0.002
 
 
-async def test_an_effect_the_flash_cap_holds_starts_when_it_allows_never_refused(engine: ShowEngine) -> None:
-    starts = []
-    for effect in (10, 50, 90):  # pulse, then a chase and a wave straight after: each waits for the one before
+async def test_an_effect_the_flash_cap_holds_waits_the_latest_request_replacing_the_last(engine: ShowEngine) -> None:
+    fired = []
+    engine.on_fire(fired.append)
+    for effect in (10, 50, 90):  # pulse, then a chase and a wave straight after: the wave replaces the chase
         engine.patch.levels(7, universe(c1=255, c2=255, c6=effect))
-        assert engine.last is not None
-        starts.append(engine.last.start_mono)
-    assert engine.last is not None and engine.last.effect.kind == "wave"
-    assert all(b - a >= 1 / 3 - 0.002 for a, b in itertools.pairwise(starts)), starts
-    assert engine.patch.refused == 0 and engine.patch.fired == 3
+    assert [f.effect.kind for f in fired] == ["pulse"]
+    await asyncio.sleep(fired[0].start_mono + 1 / 3 - engine.settings.lead_ms / 1000 - time.monotonic() + 0.05)
+    assert [f.effect.kind for f in fired] == ["pulse", "wave"]
+    assert fired[1].start_mono - fired[0].start_mono >= 1 / 3 - 0.002 and fired[1].lead_ms == engine.settings.lead_ms
+    assert engine.patch.refused == 0 and engine.patch.fired == 2 and engine.patch.dropped == 1
+
+
+async def test_a_channel_flicked_fast_books_nothing_far_ahead_nor_blocks_other_fires(engine: ShowEngine) -> None:
+    gap, lead = 1 / 3, engine.settings.lead_ms / 1000
+    ahead = 0.0
+    began = time.monotonic()
+    flick = 0
+    while time.monotonic() - began < 5:  # the effect channel and a macro flicked at 40 Hz for 5 s
+        on = flick % 2 == 1
+        engine.patch.levels(7, universe(c1=255, c2=255, c6=10 if on else 0, c20=25 if on else 0))
+        now = time.monotonic()
+        ahead = max(ahead, *(s - now for s in engine.starts("floor")), 0.0)
+        flick += 1
+        await asyncio.sleep(0.025)
+    assert ahead <= lead + gap + 0.05, f"an effect booked {ahead:.2f} s ahead"
+    assert engine.patch.fired >= 5 * 3 - 2, "the channels fire as often as the cap allows"
+    try:
+        engine.fire("drop")
+    except TooSoon as exc:
+        assert exc.retry_after_s <= gap + 0.05, f"OSC, HTTP and cues blocked for {exc.retry_after_s:.2f} s"
+
+
+async def test_a_deferred_fire_is_dropped_when_the_channel_leaves_the_console_goes_or_the_show_stops(
+        engine: ShowEngine) -> None:
+    fired = []
+    engine.on_fire(fired.append)
+    engine.patch.levels(7, universe(c1=255, c6=10, c20=0))  # a pulse
+    engine.patch.levels(7, universe(c1=255, c6=50, c20=0))  # a chase: waits
+    engine.patch.levels(7, universe(c1=255, c6=0, c20=0))  # back to the live look: the chase does not start
+    engine.patch.levels(7, universe(c1=255, c6=0, c20=25))  # the macro: waits
+    engine.patch.lost(7)  # the console gone: the macro does not fire later
+    engine.patch.levels(7, universe(c1=255, c6=0, c20=0))
+    engine.patch.levels(7, universe(c1=255, c6=0, c20=15))  # intro: waits
+    stop = engine.stop()  # ... and the stop drops it
+    await asyncio.sleep(fired[0].start_mono + 1 / 3 - engine.settings.lead_ms / 1000 - time.monotonic() + 0.1)
+    assert [f.preset or f.effect.kind for f in fired] == ["pulse", "blackout"] and engine.last is stop
+    assert engine.patch.dropped == 3 and engine.patch.refused == 0
 
 
 async def test_a_slow_flash_cap_slows_the_effect_channel_not_refuses_it() -> None:
@@ -187,14 +228,17 @@ async def test_macros_fire_presets_when_the_level_enters_a_range(engine: ShowEng
     assert fired == ["intro"], "fired on entering the range, not while the level stays in it"
     engine.patch.levels(7, universe(c20=25))
     engine.patch.levels(7, universe(c20=25, c1=3))
+    await asyncio.sleep(1 / 3 + 0.02)  # (each waits for the flash cap after the one before)
     assert fired == ["intro", "drop"]
     engine.patch.levels(7, universe(c20=40))
     engine.patch.levels(7, universe(c20=28))
+    await asyncio.sleep(1 / 3 + 0.02)
     assert fired == ["intro", "drop", "drop"]
     engine.patch.lost(7)
     engine.patch.levels(7, universe(c20=15))
     assert fired == ["intro", "drop", "drop"], "after a loss, the console's first level fires nothing"
     engine.patch.levels(7, universe(c20=25))
+    await asyncio.sleep(1 / 3 + 0.02)
     assert fired == ["intro", "drop", "drop", "drop"]
 
 
@@ -208,15 +252,15 @@ async def test_losing_the_console_holds_the_looks_by_default(engine: ShowEngine)
 
 
 async def test_losing_the_console_can_fade_its_fixtures_out() -> None:
-    engine = ShowEngine(section(extra='live = {on_loss = "fade-out", loss_fade_ms = 3000}\n'), Twin("gw", "hall"))
+    engine = ShowEngine(section(extra='live = {on_loss = "fade-out", loss_fade_ms = 2500}\n'), Twin("gw", "hall"))
     engine.patch.levels(7, universe(c1=255, c2=255, c9=200, c11=100))
     await turn()
     engine.fire("drop", zones=["bar"])  # an effect of the box's own in one zone of the group: the fade takes it
     engine.patch.lost(7)
     await turn()
     now = engine.live.current()
-    assert now["floor"].look == Look((255, 0, 0), 0.0) and now["floor"].fade_ms == 3000
-    assert now["balcony"].look == now["bar"].look == Look((0, 100, 0), 0.0) and now["bar"].fade_ms == 3000
+    assert now["floor"].look == Look((255, 0, 0), 0.0) and now["floor"].fade_ms == 2500
+    assert now["balcony"].look == now["bar"].look == Look((0, 100, 0), 0.0) and now["bar"].fade_ms == 2500
     version = engine.live.version
     engine.patch.lost(7)  # said again: nothing more to fade
     await turn()
@@ -248,6 +292,8 @@ async def test_losing_the_console_can_fade_its_fixtures_out() -> None:
      "patch[0].universe: 64000 is out of range (allowed: from 1 to 63999)"),
     (SHOW.replace('name = "crowd-back"', 'name = "crowd-floor"'), "patch: fixture names must be unique"),
     (SHOW.replace('mode = "4ch"', 'mode = "12ch"'), "patch[1].mode: '12ch' is not allowed (allowed: 8ch, 4ch)"),
+    ("live = {fade_ms = 2560}\n" + SHOW, "live.fade_ms: 2560 is out of range (allowed: from 0 to 2550)"),
+    ("live = {loss_fade_ms = 5000}\n" + SHOW, "live.loss_fade_ms: 5000 is out of range (allowed: from 0 to 2550)"),
 ])
 def test_the_patch_refuses_overlaps_unknown_zones_and_presets(text: str, said: str) -> None:
     found = problems_of(text)

@@ -20,6 +20,7 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
     "4ch": ("intensity", "red", "green", "blue"),
 }
 UNIVERSES = (1, 63999)  # the universe numbers of sACN (E1.31)
+FADE_MAX_MS = 2550  # the longest fade a live frame carries: its fade byte, in 10 ms steps
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,10 @@ class LiveSection:
     # At 30 % loss, 50 ms has the 99th percentile band on time; 80 ms keeps the spread of a change over 10,000
     # bands within 20 ms (docs/wristband-protocol.md, "How many copies"). Over 255 ms a change waits to be sent.
     delay_ms: int = setting(50, min=0, max=2000)
-    fade_ms: int = setting(100, min=0, max=10_000)  # the bands' fade from one live look to the next
+    # The bands' fade from one live look to the next; a live frame carries at most FADE_MAX_MS (its fade byte).
+    fade_ms: int = setting(100, min=0, max=FADE_MAX_MS)
     on_loss: Literal["hold", "fade-out"] = "hold"  # every console source of a universe gone: keep or fade its looks
-    loss_fade_ms: int = setting(2000, min=0, max=60_000)  # "fade-out": over this long
+    loss_fade_ms: int = setting(2000, min=0, max=FADE_MAX_MS)  # "fade-out": over this long (one live frame's fade)
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,7 @@ class ShowEngine:
 
     def stop(self) -> Fired:
         """Stop every effect: a blackout of the wristbands with no lead time (each zone still by its delay)."""
+        self.patch.cancel()  # nor do the console's effects waiting for the flash cap start after it
         return self._fire(Effect("blackout"), None, tuple(self.zones), STOP_LEAD_MS)
 
     def _fire(self, effect: Effect, preset: str | None, names: tuple[str, ...], lead_ms: int) -> Fired:
@@ -273,6 +274,11 @@ class ShowEngine:
         since = time.monotonic() - 1 / self.settings.max_flash_hz
         for name in names:
             self._lit[name] = [lit for lit in self._lit.get(name, ()) if lit >= since] + [start]
+
+    def starts(self, zone: str) -> tuple[float, ...]:
+        """The starts (monotonic) of the recent effects lighting `zone`, those that may be near a flash now (older
+        ones are dropped as later ones are lit)."""
+        return tuple(self._lit.get(zone, ()))
 
     def update_delivery(self, fired: Fired, transmitter: str, status: str) -> None:
         """A transmitter's later word on an effect: resumed when it came back in time, or cut short."""

@@ -12,13 +12,19 @@ A crowd fixture's channels, from its start address, in mode "8ch" (mode "4ch": t
 8. control: 0-127 live, the console drives the zones; 128-255 released to the box's own effects (OSC, HTTP, cues).
 
 A look goes to `engine.live` only when it changed; an effect goes out through the engine's fire path (every cap
-of the show holds). A macro channel fires a preset when its level enters a range, not while it stays there; the
-first level heard (at start, or after the console was lost) is where it stands, and fires nothing, so that a
-gateway restarted or a console reconnected mid-show does not fire its macros again.
+of the show holds). One the flash cap says is too soon waits, on the loop, for the moment the cap allows, and is
+fired then: at most one such deferred fire per fixture and per macro channel, replaced by a newer request from the
+same channel, dropped when the fixture's effect channel leaves the range (or its control channel releases it), when
+the console is lost and when the show is stopped. A channel flicked fast thus books nothing far ahead.
+
+A macro channel fires a preset when its level enters a range, not while it stays there; the first level heard (at
+start, or after the console was lost) is where it stands, and fires nothing, so that a gateway restarted or a
+console reconnected mid-show does not fire its macros again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -41,6 +47,7 @@ EFFECTS: tuple[tuple[int, int, str], ...] = (  # effect channel: level ranges an
 SPEED_BPM = (15.0, 180.0)  # speed channel at 1 and at 255 (0: the show's tempo)
 RELEASED_FROM = 128  # control channel: from this level the fixture's zones are the box's own
 REFUSAL_LOG_S = 10.0  # refused effects and presets are logged at most this often, with a count
+CAP_SLACK_S = 0.002  # a deferred fire runs this long after the flash cap's moment (the loop's timer may be early)
 
 
 def strobe_hz(level: int) -> float:
@@ -83,7 +90,9 @@ class Patch:
     def __init__(self, engine: ShowEngine) -> None:
         self.engine = engine
         self.fired = 0  # effects and presets fired from console channels
-        self.refused = 0  # of those, refused by the show
+        self.refused = 0  # refused by the show
+        self.dropped = 0  # deferred by the flash cap, then replaced by a newer request or cancelled
+        self._deferred: dict[tuple[int, str], asyncio.TimerHandle] = {}  # (universe, channel's name) -> its fire
         self._fixtures: dict[int, list[_Fixture]] = {}
         self._macros: dict[int, list[tuple[MacroSection, tuple[MacroRange, ...]]]] = {}
         self._macro_at: dict[tuple[int, int], MacroRange | None] = {}  # (universe, channel) -> its range now
@@ -113,13 +122,14 @@ class Patch:
             seen = key in self._macro_at
             before, self._macro_at[key] = self._macro_at.get(key), at
             if seen and at is not None and at != before:
-                self._fire(f"macro on universe {universe} channel {macro.channel}", preset=at.preset,
+                self._fire((universe, f"macro on universe {universe} channel {macro.channel}"), preset=at.preset,
                            zones=list(macro.zones) or None)
 
     def lost(self, universe: int) -> None:
         """The console's signal for `universe` is lost (every source gone)."""
         for key in [k for k in self._macro_at if k[0] == universe]:
             del self._macro_at[key]  # the console's next level is where the channel stands
+        self.cancel(universe)
         live = self.engine.settings.live
         if live.on_loss == "hold":
             log.info("console universe %d lost: its fixtures hold their looks", universe)
@@ -131,10 +141,17 @@ class Patch:
                 self.engine.live.set(fixture.zones, Look(colour, 0.0), fade_ms=live.loss_fade_ms)
             fixture.levels, fixture.look, fixture.effect = b"", None, None  # the console's return sets them again
 
+    def cancel(self, universe: int | None = None) -> None:
+        """Drop the fires waiting for the flash cap (those of `universe`'s channels, or all)."""
+        for key in [k for k in self._deferred if universe is None or k[0] == universe]:
+            self._drop(key)
+
     def _fixture(self, fixture: _Fixture, ch: dict[str, int], now: float) -> None:
+        key = (fixture.section.universe, f"fixture {fixture.section.name}")
         if ch.get("control", 0) >= RELEASED_FROM:
             if not fixture.released:
                 fixture.released, fixture.look, fixture.effect = True, None, None
+                self._drop(key)
                 self.engine.live.release(fixture.zones)
             return
         fixture.released = False
@@ -142,9 +159,10 @@ class Patch:
         kind = effect_kind(ch.get("effect", 0))
         if kind != fixture.effect:
             fixture.effect, fixture.look = kind, None
-            if kind is not None:
-                self._fire(f"fixture {fixture.section.name}", inline=self._effect(kind, look, ch.get("speed", 0)),
-                           zones=list(fixture.zones))
+            if kind is None:
+                self._drop(key)  # back to the live look before a deferred effect started: it does not start
+            else:
+                self._fire(key, inline=self._effect(kind, look, ch.get("speed", 0)), zones=list(fixture.zones))
         if kind is None and look != fixture.look:
             fixture.look = look
             self.engine.live.set(fixture.zones, look, at_mono=now)
@@ -159,19 +177,33 @@ class Patch:
         return {"kind": kind, "colour": f"#{r:02x}{g:02x}{b:02x}", "intensity": round(look.intensity, 4),
                 "period_ms": period}
 
-    def _fire(self, what: str, preset: str | None = None, inline: dict[str, Any] | None = None,
+    def _fire(self, key: tuple[int, str], preset: str | None = None, inline: dict[str, Any] | None = None,
               zones: list[str] | None = None) -> None:
-        """Fire through the engine; an effect the flash cap says is too soon starts at the moment it allows."""
-        self.fired += 1
+        """Fire through the engine for the channel `key`; one the flash cap says is too soon is fired when the cap
+        allows, replacing the channel's request already waiting."""
+        self._drop(key)
         try:
-            try:
-                self.engine.fire(preset, inline, zones)
-            except TooSoon as exc:
-                lead = self.engine.settings.lead_ms + math.ceil(exc.retry_after_s * 1000)
-                self.engine.fire(preset, inline, zones, lead_ms=lead)
+            self.engine.fire(preset, inline, zones)
+        except TooSoon as exc:
+            self._deferred[key] = asyncio.get_running_loop().call_later(
+                exc.retry_after_s + CAP_SLACK_S, self._deferred_fire, key, preset, inline, zones)
         except (EffectError, LookupError) as exc:
             self.refused += 1
             now = time.monotonic()
             if now - self._last_refusal_log >= REFUSAL_LOG_S:
                 self._last_refusal_log = now
-                log.warning("%s: %s refused: %s (%d refused so far)", what, preset or inline, exc, self.refused)
+                log.warning("%s: %s refused: %s (%d refused so far)", key[1], preset or inline, exc, self.refused)
+        else:
+            self.fired += 1
+
+    def _deferred_fire(self, key: tuple[int, str], preset: str | None, inline: dict[str, Any] | None,
+                       zones: list[str] | None) -> None:
+        """The flash cap's moment for a channel's deferred fire (deferred again if the zones were lit meanwhile)."""
+        del self._deferred[key]
+        self._fire(key, preset, inline, zones)
+
+    def _drop(self, key: tuple[int, str]) -> None:
+        handle = self._deferred.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+            self.dropped += 1

@@ -115,3 +115,48 @@ async def test_the_live_looks_are_on_the_twin_a_few_times_a_second_at_most() -> 
     show.fire(inline={"kind": "solid"}, zones=["floor"])
     await asyncio.sleep(0.3)
     assert twin.get("show_control").reported["live"]["zones"] == {}  # type: ignore[union-attr]
+
+
+async def test_a_rise_in_steps_flashes_no_faster_than_the_cap() -> None:
+    show, _ = engine()  # 3 Hz
+    shown: list[float] = []
+    show.live.subscribe(lambda change: shown.append(change.look.brightness))
+    stairs = [DARK, Look((255, 0, 0), 0.45), Look((255, 0, 0), 0.9), DARK]  # black, 45 %, 90 %, black at 40 Hz
+    began = time.monotonic()
+    step = 0
+    while time.monotonic() - began < 2:
+        show.live.set(("floor",), stairs[step % len(stairs)])
+        step += 1
+        await asyncio.sleep(0.025)
+    seconds = time.monotonic() - began
+    flashes, low = 0, 0.0  # a flash: a rise of over half of full scale from the lowest since the last flash
+    for brightness in shown:
+        if brightness - low > 0.5:
+            flashes, low = flashes + 1, brightness
+        else:
+            low = min(low, brightness)
+    assert flashes <= 3 * seconds + 1, f"{flashes} flashes in {seconds:.1f} s"
+    assert show.live.held_back > 0
+
+
+async def test_an_effects_start_counts_as_a_flash_for_the_live_look() -> None:
+    show, _ = engine()
+    fired = show.fire(inline={"kind": "solid"}, zones=["floor"], lead_ms=0)
+    await asyncio.sleep(0.1)
+    show.live.set(("floor",), RED)  # the console takes the zone back, rising to full 0.1 s after the effect lit it
+    await turn()
+    assert "floor" not in show.live.current() and show.live.held_back == 1
+    await asyncio.sleep(fired.start_mono + 1 / 3 - time.monotonic() + 0.05)
+    shown = show.live.current()["floor"]
+    assert shown.look == RED and shown.at_mono - fired.start_mono >= 1 / 3 - 0.002
+
+
+async def test_a_release_moves_the_version() -> None:
+    show, _ = engine()
+    show.live.set(("floor",), DIM)
+    await turn()
+    version = show.live.version
+    show.fire(inline={"kind": "solid"}, zones=["floor"])
+    assert "floor" not in show.live.current() and show.live.version == version + 1
+    show.fire(inline={"kind": "solid"}, zones=["bar"], lead_ms=1000)  # not under live: nothing released
+    assert show.live.version == version + 1

@@ -3,10 +3,11 @@ as effects with a countdown. The patch (`gateway/show/patch.py`) sets looks; tra
 zone; an effect fired in a zone releases it from live control until the console changes it again.
 
 What a transmitter is given is already within the show's photosensitivity cap: strobe at most
-`show.max_flash_hz`, and a rise in brightness of more than half of full scale less than 1/max_flash_hz after the
-last such rise in the zone is held back to the moment the cap allows (showing the latest look then), so that a
-fader or a bump button flicked fast does not flash the crowd faster than an effect may. The band's firmware keeps
-the same caps.
+`show.max_flash_hz`, and a flash (a rise in brightness of more than half of full scale above the lowest brightness
+the zone showed within the last 1/max_flash_hz, however many steps it rises in) less than 1/max_flash_hz after the
+last flash in the zone, or after the start of an effect lighting it, is held back to the moment the cap allows
+(showing the latest look then), so that a fader or a bump button flicked fast does not flash the crowd faster than
+an effect may. The band's firmware keeps the same caps.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
-FLASH_RISE = 0.5  # a rise in brightness (0..1) larger than this is a flash, for the cap
+FLASH_RISE = 0.5  # a rise in brightness (0..1) larger than this above the window's lowest is a flash, for the cap
 REPORT_INTERVAL_S = 0.25  # the twin hears the live looks at most this often
 CLOCK_SLACK_S = 0.001  # a timer the loop runs this early is on time
 
@@ -90,8 +92,10 @@ class LiveLooks:
         self._flush: asyncio.Handle | None = None
         self._held: dict[str, asyncio.TimerHandle] = {}  # zone -> when the flash cap lets its latest look out
         self._waiting: dict[str, _Pending] = {}  # zone -> its latest look while held
-        self._rises: dict[str, float] = {}  # zone -> when it last rose by more than FLASH_RISE
-        self._shown: dict[str, float] = {}  # zone -> brightness of its last change (kept across a release)
+        self._rises: dict[str, float] = {}  # zone -> when it last flashed
+        # zone -> (when, brightness) of its changes within the last 1/max_flash_hz, after the one showing when that
+        # window began (kept across a release)
+        self._shown: dict[str, deque[tuple[float, float]]] = {}
         self._reported: set[str] = set()  # zones on the twin now
         self._last_report = float("-inf")
         self._report_timer: asyncio.TimerHandle | None = None
@@ -112,7 +116,8 @@ class LiveLooks:
             self._flush = asyncio.get_running_loop().call_soon(self._take)
 
     def release(self, zones: tuple[str, ...]) -> None:
-        """An effect was fired in `zones`: live stops sending them until the console changes them again."""
+        """An effect was fired in `zones`: live stops sending them until the console changes them again (a change
+        of `version`, the zones gone from `current()`)."""
         released = False
         for zone in zones:
             released |= self._current.pop(zone, None) is not None
@@ -122,6 +127,7 @@ class LiveLooks:
             if held is not None:
                 held.cancel()
         if released:
+            self.version += 1
             self._report_soon()
 
     def subscribe(self, listener: LiveListener) -> Callable[[], None]:
@@ -146,15 +152,25 @@ class LiveLooks:
         if look.strobe_hz > cap:
             look = replace(look, strobe_hz=cap)
             self.strobe_clamped += 1
-        if look.brightness - self._shown.get(zone, 0.0) > FLASH_RISE:
-            allowed = self._rises.get(zone, float("-inf")) + 1 / cap
+        if look.brightness - self._lowest(zone, now) > FLASH_RISE:
+            allowed = max((self._rises.get(zone, float("-inf")), *self.engine.starts(zone))) + 1 / cap
             if now < allowed - CLOCK_SLACK_S:
                 self.held_back += 1
                 self._waiting[zone] = replace(change, look=look)
                 self._held[zone] = asyncio.get_running_loop().call_later(allowed - now, self._let_out, zone)
                 return
             self._rises[zone] = now
-        self._emit(zone, look, change.at_mono, change.fade_ms)
+        self._emit(zone, look, change.at_mono, change.fade_ms, now)
+
+    def _lowest(self, zone: str, now: float) -> float:
+        """The lowest brightness `zone` showed within the last 1/max_flash_hz (dark if nothing was shown)."""
+        shown = self._shown.get(zone)
+        if not shown:
+            return 0.0
+        since = now - 1 / self.engine.settings.max_flash_hz
+        while len(shown) > 1 and shown[1][0] <= since:  # the first entry is what showed when the window began
+            shown.popleft()
+        return min(brightness for _, brightness in shown)
 
     def _let_out(self, zone: str) -> None:
         """The flash cap's moment for a held zone: its latest look, shown from now."""
@@ -163,13 +179,14 @@ class LiveLooks:
         now = time.monotonic()
         self._offer(zone, replace(change, at_mono=now), now)
 
-    def _emit(self, zone: str, look: Look, at_mono: float, fade_ms: int) -> None:
+    def _emit(self, zone: str, look: Look, at_mono: float, fade_ms: int, now: float) -> None:
         self.version += 1
         show_ms = self.engine.show_ms(at_mono) + self.engine.settings.live.delay_ms
         change = LiveChange(zone, 1 << self.engine.zones[zone].index, look, at_mono, show_ms, fade_ms,
                             self.version)
         self._current[zone] = change
-        self._shown[zone] = look.brightness
+        self._lowest(zone, now)  # drop what left the window
+        self._shown.setdefault(zone, deque()).append((now, look.brightness))
         for listener in list(self._listeners):
             try:
                 listener(change)

@@ -1,8 +1,9 @@
 """DMX in from consoles, over real UDP on loopback (the drivers on free ports, the consoles' packets built by the
 `sacn` package's codec and our Art-Net codec): sACN's priorities and HTP merge, the sequence rule, preview data,
-stream termination and loss, max_sources, synchronisation; Art-Net's merge of two (HTP, LTP), a third refused,
-ArtSync, ArtTimeCode to the cue list, ArtPollReply; DMX thru; garbage and forged sources counted, never a traceback;
-bad options and an artnet-in beside Art-Net discovery refused by check-config."""
+stream termination and loss, max_sources, synchronisation and what it holds; Art-Net's merge of two (HTP, LTP), a
+third refused, ArtSync per sender, ArtTimeCode to the cue list, ArtPollReply; DMX thru; the rate limit after the
+universe filter; garbage and forged sources counted, never a traceback; bad options and an artnet-in beside Art-Net
+discovery refused by check-config."""
 
 from __future__ import annotations
 
@@ -205,15 +206,18 @@ async def test_artnet_merge_of_two_third_refused_ltp_sync_timecode_and_poll_repl
         tc, arrival = show.cues.frames[0]
         assert tc == Timecode(10, 0, 1, 5, Rate.EBU) and abs(arrival - time.monotonic()) < 1
 
-        a.sendto(ArtSync().encode(), to)  # synchronous mode: ArtDmx held until the next ArtSync from its sender
+        a.sendto(ArtDmx(0x123, bytes([9, 9]), 0).encode(), to)  # a source: its ArtSync counts
+        await settle(lambda: show.patch.calls[-1][0] == 0x123, driver)
+        a.sendto(ArtSync().encode(), to)  # synchronous mode: a's ArtDmx held until its next ArtSync
         a.sendto(ArtDmx(0x123, bytes([1, 2]), 0).encode(), to)
         await settle(lambda: driver.counts["held"] == 1, driver)
-        assert all(u != 0x123 for u, _ in show.patch.calls)
-        b.sendto(ArtSync().encode(), to)  # another sender's ArtSync applies nothing of a's
-        await settle(lambda: driver.counts["syncs"] == 2, driver)
-        assert all(u != 0x123 for u, _ in show.patch.calls)
+        assert show.patch.last(0x123)[:2] == bytes([9, 9])  # type: ignore[index]
+        b.sendto(ArtSync().encode(), to)  # from an address sending no ArtDmx: ignored, applies nothing of a's
+        await settle(lambda: driver.counts["syncs_ignored"] == 1, driver)
+        assert show.patch.last(0x123)[:2] == bytes([9, 9])  # type: ignore[index]
         a.sendto(ArtSync().encode(), to)
         await settle(lambda: show.patch.calls[-1] == (0x123, bytes([1, 2]) + bytes(510)), driver)
+        assert driver.counts["syncs"] == 2
 
         poller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sockets.append(poller)
@@ -255,6 +259,101 @@ async def test_artnet_ltp_takes_each_channel_from_the_source_that_changed_it_las
         await driver.stop()
         a.close()
         b.close()
+
+
+async def test_artnet_sync_mode_is_per_sender_an_artsync_holds_none_of_another_consoles_levels() -> None:
+    ctx, show = context()
+    port = free_port()
+    driver = ArtNetInput(ctx, ArtNetInOptions(port=port, listen_universes=[1, 0x123]))
+    await driver.start()
+    to = ("127.0.0.1", port)
+    syncing, other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET,
+                                                                                       socket.SOCK_DGRAM)
+    syncing.bind(("127.0.0.9", 0))
+    other.bind(("127.0.0.5", 0))
+    try:
+        syncing.sendto(ArtDmx(1, bytes([1]), 0).encode(), to)
+        await settle(lambda: show.patch.last(1), driver)
+        for level in range(2, 5):  # the syncing console's ArtSync every 2 s (its 4 s of synchronous mode go on)
+            syncing.sendto(ArtSync().encode(), to)
+            syncing.sendto(ArtDmx(1, bytes([level]), 0).encode(), to)  # held until its own next ArtSync
+            other.sendto(ArtDmx(0x123, bytes([level]), 0).encode(), to)  # another console's: applied at once
+            await settle(lambda: (show.patch.last(0x123) or b"\0")[0] == level, driver)  # noqa: B023
+            assert show.patch.last(1)[0] == level - 1  # type: ignore[index]
+            assert list(driver._held) == [(1, "127.0.0.9")]
+            driver.tick(time.monotonic() + 2)
+        assert driver.counts["held"] == 3
+        driver.tick(time.monotonic() + 4.1)  # no ArtSync for 4 s: its held ArtDmx applied, and it back to at once
+        assert show.patch.last(1)[0] == 4 and not driver._held  # type: ignore[index]
+        syncing.sendto(ArtDmx(1, bytes([5]), 0).encode(), to)
+        await settle(lambda: show.patch.last(1)[0] == 5, driver)  # type: ignore[index]
+    finally:
+        await driver.stop()
+        syncing.close()
+        other.close()
+
+
+async def test_sacn_data_forced_to_wait_for_synchronisation_is_held_for_max_sources_per_universe(
+        sender: socket.socket) -> None:
+    ctx, show = context()
+    port = free_port()
+    driver = SacnInput(ctx, SacnInOptions(port=port, multicast=False, listen_universes=[1], max_sources=2))
+    await driver.start()
+    to = ("127.0.0.1", port)
+    rng = random.Random(22)
+    try:
+        sender.sendto(sacn(CID_A, 1, [1], sequence=1, sync_universe=7), to)  # a known source
+        sender.sendto(bytes(SyncPacket(CID_A, 7, 1).getBytes()), to)
+        await settle(lambda: driver.counts["syncs"] == 1 and show.patch.calls, driver)
+        for i in range(50):  # a flood of new CIDs, each forcing synchronisation
+            cid = tuple(rng.randbytes(16))
+            sender.sendto(sacn(cid, 1, [100 + i], sequence=1, sync_universe=7, forceSync=True), to)
+            sender.sendto(sacn(cid, 2, [100 + i], sequence=1, sync_universe=7, forceSync=True), to)
+            if i % 10 == 0:
+                await asyncio.sleep(0)
+        sender.sendto(sacn(CID_A, 1, [2], sequence=2, sync_universe=7, forceSync=True), to)  # known: held first
+        await settle(lambda: driver.counts["received"] == 103, driver)
+        assert (driver.counts["held"], driver.counts["too_many_sources"], driver.counts["other_universe"]) == \
+            (2, 49, 50)
+        assert sum(len(cids) for held in driver._held.values() for cids in held.values()) == 2
+        sender.sendto(bytes(SyncPacket(CID_A, 7, 2).getBytes()), to)  # both applied: the universe's two sources
+        await settle(lambda: len(driver.health()["universes"]["1"]["sources"]) == 2, driver)
+        assert show.patch.last(1)[0] == 100  # type: ignore[index]
+        assert not driver._held
+    finally:
+        await driver.stop()
+
+
+async def test_the_rate_limit_counts_only_packets_of_universes_listened_to(sender: socket.socket) -> None:
+    def sacn_driver(ctx: DriverContext, port: int) -> ConsoleInput[Any]:
+        return SacnInput(ctx, SacnInOptions(port=port, multicast=False, rate_limit_pps=50))
+
+    def artnet_driver(ctx: DriverContext, port: int) -> ConsoleInput[Any]:
+        return ArtNetInput(ctx, ArtNetInOptions(port=port, rate_limit_pps=50))
+
+    def sacn_packet(universe: int, sequence: int) -> bytes:
+        return sacn(CID_A, universe, [sequence], sequence=sequence)
+
+    def artnet_packet(universe: int, sequence: int) -> bytes:
+        return ArtDmx(universe, bytes([sequence, 0]), sequence).encode()
+
+    for make_driver, packet in ((sacn_driver, sacn_packet), (artnet_driver, artnet_packet)):
+        ctx, show = context()
+        port = free_port()
+        driver = make_driver(ctx, port)
+        await driver.start()
+        try:
+            for i in range(100):  # a desk's 100 other universes, for other nodes
+                sender.sendto(packet(2 + i, 1), ("127.0.0.1", port))
+                if i % 20 == 0:
+                    await asyncio.sleep(0)
+            for sequence in range(1, 4):
+                sender.sendto(packet(1, sequence), ("127.0.0.1", port))
+            await settle(lambda: driver.counts["received"] == 103, driver)  # noqa: B023
+            assert (driver.counts["other_universe"], driver.counts["rate_limited"]) == (100, 0)
+            assert show.patch.last(1)[0] == 3  # type: ignore[index]
+        finally:
+            await driver.stop()
 
 
 async def test_forged_sources_and_floods_are_counted_and_logged_at_a_bounded_rate(

@@ -4,9 +4,11 @@ as for the `artnet` output), its merge, ArtSync, ArtTimeCode to the cue list, an
 Art-Net 4's merge: a universe takes two sources (by IP address), merged HTP (the default) or LTP (`merge =
 "ltp"`: each channel takes the level of the source that changed it last); a third is refused and counted; a source
 silent for 10 s leaves the merge. The sequence number (1..255; 0 switches it off) drops packets out of order.
-ArtSync: a node that has heard an ArtSync in the last 4 s holds each ArtDmx until the next ArtSync from the same
-sender, then applies them together; a universe being merged is not held (Art-Net 4 ignores ArtSync while
-merging). ArtTimeCode frames go to `ctx.show.cues.timecode` with the time they were read.
+ArtSync, per sender: a sender that is a source of a universe and sent an ArtSync in the last 4 s has each of its
+ArtDmx held until its next ArtSync, then applied together; an ArtSync from any other address is ignored (Art-Net
+4: a node ignores an ArtSync from an address other than the one sending it ArtDmx), and a universe being merged
+is not held (Art-Net 4 ignores ArtSync while merging). ArtTimeCode frames go to `ctx.show.cues.timecode` with the
+time they were read.
 
 The socket is bound to UDP 6454 with SO_REUSEADDR. On Linux, of two sockets bound to 0.0.0.0:6454 (this one and
 the `artnet` output's discovery socket), broadcasts reach both but unicast reaches only the one bound last:
@@ -22,6 +24,8 @@ from drivers.console.merge import Merge
 from drivers.console.options import ARTNET_PORT, ArtNetInOptions
 from drivers.console.receiver import ConsoleInput, Levels
 from drivers.dmx.artnet_codec import (
+    ID,
+    OP_DMX,
     ArtDmx,
     ArtNetError,
     ArtPoll,
@@ -38,6 +42,7 @@ LOSS_S = 10.0  # Art-Net 4: a source not heard for 10 s leaves the merge
 SYNC_MODE_S = 4.0  # Art-Net 4: with no ArtSync for 4 s a node goes back to applying ArtDmx at once
 POLLS_ANSWERED, POLL_WINDOW_S = 10, 1.0  # ArtPolls answered a second (a reply outweighs its poll); the rest counted
 RATES = (Rate.FILM, Rate.EBU, Rate.DF, Rate.SMPTE)  # ArtTimeCode's type 0..3
+_DMX_HEADER = ID + OP_DMX.to_bytes(2, "little")  # an ArtDmx's first 10 bytes
 
 
 class ArtNetInput(ConsoleInput[ArtNetInOptions]):
@@ -47,8 +52,8 @@ class ArtNetInput(ConsoleInput[ArtNetInOptions]):
 
     def __init__(self, ctx: DriverContext, options: ArtNetInOptions) -> None:
         super().__init__(ctx, options)
-        self._synced_until = float("-inf")  # in synchronous mode until then
-        self._held: dict[tuple[int, str], Levels] = {}  # (universe, sender) -> take's arguments
+        self._synced_until: dict[str, float] = {}  # sender -> in synchronous mode until then (sources only)
+        self._held: dict[tuple[int, str], Levels] = {}  # (universe, sender in synchronous mode) -> take's arguments
         self.timecode: ArtTimeCode | None = None
         self._answered = Throttle(POLLS_ANSWERED, POLL_WINDOW_S)
 
@@ -61,7 +66,13 @@ class ArtNetInput(ConsoleInput[ArtNetInOptions]):
 
     async def stop(self) -> None:
         self._held.clear()
+        self._synced_until.clear()
         await super().stop()
+
+    def universe_of(self, data: bytes) -> int | None:
+        if len(data) >= 18 and data[:10] == _DMX_HEADER:
+            return (data[15] & 0x7F) << 8 | data[14]
+        return None
 
     def datagram(self, data: bytes, ip: str, arrival: float) -> None:
         try:
@@ -100,7 +111,7 @@ class ArtNetInput(ConsoleInput[ArtNetInOptions]):
         take: Levels = (universe, ip, ip, ip, 0, packet.data, sequence)
         sources = self.universes.get(universe)
         merging = sources is not None and len(sources.sources) > 1
-        if arrival < self._synced_until and not merging:
+        if arrival < self._synced_until.get(ip, float("-inf")) and not merging:
             self.counts["held"] += 1
             known = self.source(universe, ip)
             if known is not None:
@@ -110,17 +121,27 @@ class ArtNetInput(ConsoleInput[ArtNetInOptions]):
         self.take(*take, arrival)
 
     def _sync(self, ip: str, arrival: float) -> None:
+        if not self._is_source(ip):
+            self.counts["syncs_ignored"] += 1  # not from a sender of ArtDmx here
+            return
         self.counts["syncs"] += 1
-        self._synced_until = arrival + SYNC_MODE_S
-        for key in [k for k in self._held if k[1] == ip]:  # an ArtSync applies its own sender's ArtDmx only
-            self.take(*self._held.pop(key), arrival)
+        self._synced_until[ip] = arrival + SYNC_MODE_S
+        self._release(ip, arrival)  # an ArtSync applies its own sender's ArtDmx only
+
+    def _release(self, ip: str, now: float) -> None:
+        for key in [k for k in self._held if k[1] == ip]:
+            self.take(*self._held.pop(key), now)
 
     def tick(self, now: float) -> None:
         super().tick(now)
-        if self._held and now >= self._synced_until:  # synchronous mode ended: what was held is applied
-            held, self._held = self._held, {}
-            for take in held.values():
-                self.take(*take, now)
+        for ip in [ip for ip, until in self._synced_until.items() if now >= until or not self._is_source(ip)]:
+            del self._synced_until[ip]  # no ArtSync from it for 4 s, or its sources gone: what was held is applied,
+            self._release(ip, now)  # and its ArtDmx at once
+
+    def _is_source(self, ip: str) -> bool:
+        """Whether `ip` is a source of a universe (its held ArtDmx keep it one): only those are in synchronous
+        mode, so that mode and what is held for it stay within the sources of the universes listened to."""
+        return any(ip in universe.sources for universe in self.universes.values())
 
     def _reply(self, ip: str) -> None:
         """ArtPollReply, one per Net and Sub-Net of the universes listened to (four a reply, by bind index), sent to

@@ -1,7 +1,8 @@
 """What the console-in drivers share: a UDP socket read on the loop (a batch of datagrams a wake-up), the allow
-list and a rate limit per source address, refusals counted by reason and logged at a bounded rate, the sources
-of each universe and their merge, the loss of a source and of a universe, and where merged levels go: the show's
-patch (`ctx.show.patch.levels`, `.lost`), DMX thru to the box's own universes, and the twin (`console:<driver>`).
+list, level packets of universes not listened to counted and dropped, a rate limit per source address on the rest,
+refusals counted by reason and logged at a bounded rate, the sources of each universe and their merge, the loss of
+a source and of a universe, and where merged levels go: the show's patch (`ctx.show.patch.levels`, `.lost`), DMX
+thru to the box's own universes, and the twin (`console:<driver>`).
 
 A protocol's driver decodes its packets and calls `take` with a source's levels for a universe (or `drop` when a
 source says goodbye); everything after that is here."""
@@ -147,6 +148,11 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
                 if not self._is_allowed(ip):
                     self.refuse("not_allowed", f"{self.PROTOCOL} packet from {ip} refused: not on the allow list")
                     continue
+                universe = self.universe_of(data)
+                if universe is not None and universe not in self.listened:  # before the rate limit: a console
+                    self.counts["received"] += 1  # sending more universes than listened to loses none of ours
+                    self.counts["other_universe"] += 1
+                    continue
                 bucket = self._buckets.get(ip)
                 if bucket is None:
                     if len(self._buckets) >= ALLOW_CACHE:
@@ -174,6 +180,11 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
             if len(self._allowed) < ALLOW_CACHE:
                 self._allowed[source] = allowed
         return allowed
+
+    @abstractmethod
+    def universe_of(self, data: bytes) -> int | None:
+        """The universe of a level packet, read cheaply from its fixed offset (not checked further); None for any
+        other datagram."""
 
     @abstractmethod
     def datagram(self, data: bytes, ip: str, arrival: float) -> None:

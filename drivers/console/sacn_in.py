@@ -11,7 +11,9 @@ order (E1.31 6.7.2) is dropped; preview data is ignored; a stream-terminated pac
 source silent for 2.5 s (E1.31's network data loss) is dropped; start codes other than 0 (per-address priority,
 0xDD, among them) are ignored. Data naming a synchronisation address is held until that address's
 synchronisation packet and then applied together; with no synchronisation packet for 2.5 s the data is applied
-as it comes (E1.31 6.3.3.1), unless its Force_Synchronization bit asks to hold it.
+as it comes (E1.31 6.3.3.1), unless its Force_Synchronization bit asks to hold it. What is held is bounded: per
+synchronisation address (64 at most) and universe listened to, the universe's known sources and new ones up to
+max_sources.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gateway.driver import DriverContext
 
 LOSS_S = 2.5  # E1.31_NETWORK_DATA_LOSS_TIMEOUT
 MAX_SYNC_GROUPS = 64  # synchronisation addresses whose multicast group is joined
+_ROOT_DATA = e131_codec.VECTOR_ROOT_DATA.to_bytes(4, "big")
 
 
 def multicast_group(universe: int) -> str:
@@ -43,8 +46,9 @@ class SacnInput(ConsoleInput[SacnInOptions]):
         super().__init__(ctx, options)
         self._joined: set[int] = set()  # universes and synchronisation addresses whose group is joined
         self._sync_seen: dict[int, float] = {}  # synchronisation address -> its last packet
-        # synchronisation address -> (universe, CID) -> the data held for it (take's arguments)
-        self._held: dict[int, dict[tuple[int, str], Levels]] = {}
+        # synchronisation address -> universe -> CID -> the data held for it (take's arguments): addresses only
+        # those whose synchronisation packets are seen, universes those listened to, CIDs up to max_sources
+        self._held: dict[int, dict[int, dict[str, Levels]]] = {}
 
     @property
     def port(self) -> int:
@@ -78,6 +82,11 @@ class SacnInput(ConsoleInput[SacnInOptions]):
         self._joined.clear()
         self._held.clear()
         await super().stop()
+
+    def universe_of(self, data: bytes) -> int | None:
+        if len(data) >= 126 and data[18:22] == _ROOT_DATA and data[:16] == e131_codec.ROOT_PREAMBLE:
+            return int.from_bytes(data[113:115], "big")
+        return None
 
     def datagram(self, data: bytes, ip: str, arrival: float) -> None:
         try:
@@ -121,22 +130,36 @@ class SacnInput(ConsoleInput[SacnInOptions]):
                 self._join(self._sock, sync)
             seen = self._sync_seen.get(sync)
             if seen is not None and (arrival - seen < LOSS_S or packet.force_sync):
-                self.counts["held"] += 1
-                known = self.source(universe, cid)
-                if known is not None:  # heard: a source held for synchronisation is not silent
-                    known.heard, known.sequence = arrival, packet.sequence
-                held = self._held.setdefault(sync, {})
-                held[(universe, cid)] = take
+                self._hold(sync, take, arrival)
                 return
             self._held.pop(sync, None)  # synchronisation lost: what was held for it is stale
         self.take(*take, arrival)
+
+    def _hold(self, sync: int, take: Levels, arrival: float) -> None:
+        """Data held for its synchronisation address: a universe's known sources always, and new ones while the
+        universe's sources and the new ones held for it stay within max_sources (the rest refused)."""
+        universe, cid, name, ip = take[:4]
+        known = self.source(universe, cid)
+        held = self._held.setdefault(sync, {}).setdefault(universe, {})
+        if known is None and cid not in held:
+            sources = self.universes.get(universe)
+            new = sum(1 for key in held if self.source(universe, key) is None)
+            if (len(sources.sources) if sources is not None else 0) + new >= self.max_sources():
+                self.refuse("too_many_sources", f"sACN universe {universe}: source {name} ({ip}) refused: "
+                                                f"{self.max_sources()} sources already")
+                return
+        self.counts["held"] += 1
+        if known is not None:  # heard: a source held for synchronisation is not silent
+            known.heard, known.sequence = arrival, take[6]
+        held[cid] = take
 
     def _sync(self, packet: Sync, arrival: float) -> None:
         self.counts["syncs"] += 1
         if packet.sync_address in self._sync_seen or len(self._sync_seen) < MAX_SYNC_GROUPS:
             self._sync_seen[packet.sync_address] = arrival
-        for take in self._held.pop(packet.sync_address, {}).values():
-            self.take(*take, arrival)
+        for held in self._held.pop(packet.sync_address, {}).values():
+            for take in held.values():
+                self.take(*take, arrival)
 
     def health(self) -> dict[str, Any]:
         return {**super().health(), "multicast_groups": sorted(multicast_group(u) for u in self._joined)}

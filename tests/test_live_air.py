@@ -222,7 +222,9 @@ async def test_the_air_driver_reports_the_live_look_each_zones_bands_show(rig: R
     for level in MOVE[::4] + MOVE[-1:]:
         rig.engine.patch.levels(UNIVERSE, universe(level))
         await asyncio.sleep(1 / CONSOLE_HZ)
-    await asyncio.sleep(0.6)  # the last look's instant, and the report REPORT_AFTER_S after it
+    # The last look's instant, and the report REPORT_AFTER_S after it. Up from black this fast, the move rises over
+    # half of full scale twice within 340 ms: the bands show its last look 340 ms after the first rise's fade.
+    await asyncio.sleep(0.8)
     colour = "#{:02x}{:02x}{:02x}".format(*rgb(MOVE[-1]))
     for zone in ZONES:
         asset = rig.twin.get(f"wristbands:{zone}")
@@ -231,3 +233,22 @@ async def test_the_air_driver_reports_the_live_look_each_zones_bands_show(rig: R
         assert (reported["effect"], reported["colour"], reported["bands"], reported["started"]) == \
             ("live", colour, 2, 2), reported
         assert 0 <= reported["start_spread_ms"] < 150  # one instant, or a band that joined from a later copy
+
+
+async def test_after_an_effect_the_air_driver_reports_the_console_look_the_bands_show_again(rig: Rig) -> None:
+    def reported(zone: str) -> dict[str, Any]:
+        asset = rig.twin.get(f"wristbands:{zone}")
+        assert asset is not None
+        return dict(asset.reported)
+
+    rig.engine.patch.levels(UNIVERSE, universe(MOVE[-1]))
+    await asyncio.sleep(0.3)
+    rig.engine.fire(inline={"kind": "solid", "colour": "#00ff00"}, zones=["bar"], lead_ms=100)
+    await asyncio.sleep(0.5)  # its start, and the report REPORT_AFTER_S after it
+    assert (reported("bar")["effect"], reported("bar")["colour"]) == ("solid", "#00ff00"), reported("bar")
+    rig.engine.patch.levels(UNIVERSE, universe(MOVE[10]))  # the console takes the bar again
+    await asyncio.sleep(0.6)
+    colour = "#{:02x}{:02x}{:02x}".format(*rgb(MOVE[10]))
+    for zone in ZONES:
+        assert (reported(zone)["effect"], reported(zone)["colour"], reported(zone)["started"]) == \
+            ("live", colour, 2), (zone, reported(zone))

@@ -1,10 +1,11 @@
 """The `air` driver: the virtual air for the demo and the tests (drivers/sim/air.py), inside the gateway.
 
 It exposes a virtual BLE controller on a pseudo-terminal for the `wristband` driver to open as it would a USB
-dongle, and scatters virtual wristbands over the show's zones. When an effect starts, each zone's group of
-bands is reported to the twin (`wristbands:<zone>`): which effect, how many bands started it, how closely; when
-they begin to show a live look (the console's), the same for the look (effect "live", its colour), at most once
-every REPORT_AFTER_S a zone however fast a fader moves.
+dongle, and scatters virtual wristbands over the show's zones. Each zone's group of bands is reported to the twin
+(`wristbands:<zone>`) when an effect starts there and when its bands begin to show a live look (the console's), at
+most once every REPORT_AFTER_S a zone for live looks however fast a fader moves: what most of them show then, as
+their timelines say (the later of the live look and the effect), how many show it and how closely they began:
+an effect by name and colour, a live look as effect "live" and its colour.
 With `sensing_pty_prefix`, it also hosts the BLE sensing room (drivers/sim/ble_devices.py): beacons, sensor tags
 and phones on a second virtual link, heard by a scanner per zone on `<prefix>-<zone>` for the `ble` driver.
 Needs the `sim` extra (Bumble).
@@ -64,7 +65,7 @@ class VirtualAirDriver(Driver[AirOptions]):
         self.air = VirtualAir(show_key(parse_key(options.demo_key), options.show_id), options.show_id, options.loss,
                               options.seed)
         self.zones = {z.index: z.name for z in ctx.show.zones.values()} or {0: "all"}
-        self._reports: set[tuple[int, int]] = set()
+        self._effects: dict[int, int] = {}  # zone -> the serial of the last effect whose report was scheduled there
         self._live_reports: set[int] = set()  # zones with a live report to come
         self._timers: set[asyncio.TimerHandle] = set()
         self.room: VirtualRoom | None = None
@@ -89,53 +90,48 @@ class VirtualAirDriver(Driver[AirOptions]):
         self.ctx.log.info("virtual air: controller on %s, %d bands", self.options.pty, len(zones))
 
     def _scheduled(self, band: VirtualBand) -> None:
+        loop = asyncio.get_running_loop()
         showing = band.band.showing
         if showing is not None and showing.live and band.zone not in self._live_reports:
             self._live_reports.add(band.zone)
-            self._timers.add(asyncio.get_running_loop().call_later(REPORT_AFTER_S, self._report_live, band.zone))
+            self._timers.add(loop.call_later(REPORT_AFTER_S, self._report_live, band.zone))
         current = band.band.current
-        if current is None or (band.zone, current.packet.serial) in self._reports:
+        if current is None or self._effects.get(band.zone) == current.packet.serial:
             return
-        key = (band.zone, current.packet.serial)
-        self._reports.add(key)
+        self._effects[band.zone] = current.packet.serial
         start = band.starts[current.packet.serial]
-        at = asyncio.get_running_loop().time() + max(0.0, start - time.monotonic()) + REPORT_AFTER_S
-        self._timers.add(asyncio.get_running_loop().call_at(at, self._report, key))
-
-    def _report(self, key: tuple[int, int]) -> None:
-        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
-        self._reports.discard(key)
-        zone, serial = key
-        group = [b for b in self.air.bands if b.zone == zone]
-        starts = [b.starts[serial] for b in group if serial in b.starts]
-        current = next((b.band.current for b in group if b.band.current is not None), None)
-        if current is None:
-            return
-        packet = current.packet
-        r, g, b = packet.colour
-        self.ctx.report(f"wristbands:{self.zones.get(zone, zone)}", {
-            "bands": len(group), "effect": packet.effect.name.lower(), "colour": f"#{r:02x}{g:02x}{b:02x}",
-            "started": len(starts), "start_spread_ms": round((max(starts) - min(starts)) * 1000, 2)})
+        at = loop.time() + max(0.0, start - time.monotonic()) + REPORT_AFTER_S
+        self._timers.add(loop.call_at(at, self._report, band.zone))
 
     def _report_live(self, zone: int) -> None:
-        """What the zone's bands show now, when it is a live look: the look most of them show, how many, and how
-        closely they began to show it."""
         self._live_reports.discard(zone)
+        self._report(zone)
+
+    def _report(self, zone: int) -> None:
+        """What the zone's bands show now: the effect or live look most of them show, how many, and how closely
+        they began to show it."""
         now = time.monotonic()
         self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
         group = [b for b in self.air.bands if b.zone == zone]
-        showing = []
+        # (what a band shows: effect, colour, and its strobe or serial; when it began on the host's clock)
+        showing: list[tuple[tuple[str, tuple[int, int, int], int], float]] = []
         for band in group:
             band.settle(now)
             shown = band.band.showing
-            if shown is not None and shown.live and shown.began is not None:
-                showing.append(((shown.rgb, shown.strobe_ms), band.true_time(shown.began)))
+            if shown is None or shown.began is None:
+                continue
+            if shown.effect is None:
+                showing.append((("live", shown.rgb, shown.strobe_ms), band.true_time(shown.began)))
+            elif shown.effect.serial in band.starts:
+                packet = shown.effect
+                showing.append(((packet.effect.name.lower(), packet.colour, packet.serial), band.starts[packet.serial]))
         if not showing:
-            return  # an effect took over meanwhile: it is reported as effects are
-        ((r, g, b), strobe_ms), _ = Counter(look for look, _ in showing).most_common(1)[0]
-        began = [t for look, t in showing if look == ((r, g, b), strobe_ms)]
+            return
+        look = Counter(what for what, _ in showing).most_common(1)[0][0]
+        began = [t for what, t in showing if what == look]
+        effect, (r, g, b), _ = look
         self.ctx.report(f"wristbands:{self.zones.get(zone, zone)}", {
-            "bands": len(group), "effect": "live", "colour": f"#{r:02x}{g:02x}{b:02x}", "started": len(began),
+            "bands": len(group), "effect": effect, "colour": f"#{r:02x}{g:02x}{b:02x}", "started": len(began),
             "start_spread_ms": round((max(began) - min(began)) * 1000, 2)})
 
     async def run(self) -> None:

@@ -160,10 +160,12 @@ class LiveLooks:
                 self._held[zone] = asyncio.get_running_loop().call_later(allowed - now, self._let_out, zone)
                 return
             self._rises[zone] = now
+            self._shown[zone] = deque()  # a flash is counted once: the next rises from what shows from now on
         self._emit(zone, look, change.at_mono, change.fade_ms, now)
 
     def _lowest(self, zone: str, now: float) -> float:
-        """The lowest brightness `zone` showed within the last 1/max_flash_hz (dark if nothing was shown)."""
+        """The lowest brightness `zone` showed within the last 1/max_flash_hz and since its last flash (dark if
+        nothing was shown)."""
         shown = self._shown.get(zone)
         if not shown:
             return 0.0

@@ -3,6 +3,8 @@ firmware's rules, and the streams that send the console's looks in turn with the
 
 from __future__ import annotations
 
+import bisect
+import collections
 import contextlib
 import itertools
 import math
@@ -121,10 +123,10 @@ def test_a_live_look_shows_at_its_instant_on_the_bands_clock_fading_from_what_it
     assert shown is not None and shown.live and shown.rgb == (200, 0, 0) and shown.from_rgb == (0, 0, 0)
     assert band.began(10_000, 1) == pytest.approx(local(10_050, 0.001))  # the least-delayed copy set the clock
     assert shown.rgb_at(50) == (100, 0, 0) and shown.rgb_at(100) == (200, 0, 0)
-    band.hear(frame(10_300, 10_300, (0b0100, (0, 200, 0)), fade_ms=100), local(10_300))  # heard late: at once
-    now = band.shows(local(10_301))
+    band.hear(frame(10_500, 10_500, (0b0100, (0, 200, 0)), fade_ms=100), local(10_500))  # heard late: at once
+    now = band.shows(local(10_501))
     assert now is not None and now.from_rgb == (200, 0, 0) and now.rgb_at(30) == (140, 60, 0)
-    assert band.began(10_300, 0) == pytest.approx(local(10_300))  # a copy with no delay: the clock sharpened
+    assert band.began(10_500, 0) == pytest.approx(local(10_500))  # a copy with no delay: the clock sharpened
 
 
 def test_a_refresh_of_the_look_shown_changes_nothing_and_other_zones_looks_are_not_its_own() -> None:
@@ -197,42 +199,83 @@ def serial(band: Band) -> int | None:
 
 # -- the band's rules over any sequence of packets ----------------------------------------------------------------
 
-def floor(shown: Shown | None, before: Shown | None, at_ms: float) -> float:
-    """The oracle's lowest brightness of `shown` just before `at_ms` (what a rise is measured from)."""
-    if shown is None:
-        return 0.0
-    if shown.effect is not None:
-        ended = shown.effect.duration_ms and at_ms >= shown.start_ms + shown.effect.duration_ms
-        if shown.effect.effect != Effect.SOLID or ended:
-            return 0.0
-        return max(shown.effect.colour) * shown.effect.intensity / 255
-    if shown.strobe_ms:
-        return 0.0
-    if at_ms < shown.start_ms + shown.fade_ms:
-        return float(min(max(shown.from_rgb), max(shown.rgb)))
-    return float(max(shown.rgb))
-
-
 def flashes(history: list[Shown], until_ms: float) -> list[float]:
-    """Every flash the band showed: effects that light it, a live look rising more than half of full scale, and
-    each flash of a strobe or a flashing effect."""
+    """Every flash the band showed. An effect that lights it and each flash of a flashing effect count as such. Live
+    looks are measured as the band renders them, every 5 ms (and at every start, fade's end and strobe flash): a
+    rise of the brightest LED by more than half of full scale above the lowest it showed since the last rise,
+    within MIN_PERIOD_MS, is a flash, when it has risen so far. An effect's time counts as dark (not rendered)."""
     out: list[float] = []
+    starts = [s.start_ms for s in history]
+    samples: set[int] = set()
     for i, shown in enumerate(history):
-        before = history[i - 1] if i else None
-        end = history[i + 1].start_ms if i + 1 < len(history) else until_ms
-        if shown.effect is not None:
-            lit, period = shown.effect.effect != Effect.BLACKOUT, \
-                shown.effect.period_ms if shown.effect.effect in FLASHING else 0
-            if shown.effect.duration_ms:
-                end = min(end, shown.start_ms + shown.effect.duration_ms)
-        else:
-            lit = bool(shown.strobe_ms) or max(shown.rgb) - floor(before, None, shown.start_ms) > 255 / 2
-            period = shown.strobe_ms
-        if lit:
+        end = starts[i + 1] if i + 1 < len(history) else until_ms
+        if shown.effect is None:
+            samples.update((shown.start_ms, shown.start_ms + shown.fade_ms))
+            if shown.strobe_ms:
+                samples.update(range(shown.start_ms, math.ceil(min(end, shown.start_ms + 3_000)), shown.strobe_ms))
+            continue
+        period = shown.effect.period_ms if shown.effect.effect in FLASHING else 0
+        if shown.effect.duration_ms:
+            end = min(end, shown.start_ms + shown.effect.duration_ms)
+        if shown.effect.effect != Effect.BLACKOUT:
             out.append(shown.start_ms)
         if period:
             out.extend(shown.start_ms + k * period for k in range(1, math.ceil((end - shown.start_ms) / period)))
+    if history:  # after the last start, only a strobe changes: a few of its periods tell
+        samples.update(range(starts[0], math.ceil(min(until_ms, starts[-1] + 3_000)), 5))
+    window: collections.deque[tuple[int, int]] = collections.deque()  # (ms, brightness) rising: its head the lowest
+    for ms in sorted(samples):
+        if ms > until_ms:
+            break
+        shown = history[bisect.bisect_right(starts, ms) - 1]
+        level = max(shown.rgb_at(ms - shown.start_ms)) if shown.live else 0
+        while window and window[0][0] < ms - MIN_PERIOD_MS:
+            window.popleft()
+        while window and window[-1][1] >= level:
+            window.pop()
+        window.append((ms, level))
+        if level - window[0][1] > 255 / 2:
+            out.append(ms)
+            window.clear()  # the next rise is measured from what shows after this one
+            window.append((ms, level))
     return sorted(out)
+
+
+def spaced(seen: list[float]) -> bool:
+    """Never four flashes within a second, nor two within MIN_PERIOD_MS."""
+    return all(b - a >= 1000 for a, b in zip(seen, seen[3:], strict=False)) and \
+        all(b - a >= MIN_PERIOD_MS for a, b in itertools.pairwise(seen))
+
+
+@pytest.mark.parametrize(("step_ms", "fade_ms"), [(42, 0), (100, 100)])
+def test_a_rise_in_steps_is_a_flash_too(step_ms: int, fade_ms: int) -> None:
+    """Black, 45 %, 90 % (the LED ceiling), black, a step at a time, none of them rising half of full scale: at 8 Hz
+    with no fade, at 3.3 Hz with the 100 ms fade. The band flashes no more than 3 times a second all the same."""
+    band = Band(KEY, 7, zone=0)
+    stairs = [(0, 0, 0), (115, 115, 115), (230, 230, 230)]
+    sent = 1_000
+    for k in range(39):
+        band.hear(frame(sent, sent + 50, (1, stairs[k % 3]), fade_ms=fade_ms), local(sent))
+        sent += step_ms
+    band.settle(local(sent + 1_000))
+    seen = flashes(list(band.history), sent + 1_000)
+    assert len(seen) >= 3 and spaced(seen), seen
+    assert band.history[-1].rgb == (204, 204, 204)  # the last look heard, at the ceiling
+
+
+def test_a_live_look_heard_over_a_second_behind_the_bands_clock_is_stale() -> None:
+    band = Band(KEY, 7, zone=0)
+    blue, red = (0, 0, 90), (90, 0, 0)
+    band.hear(frame(10_000, 10_050, (1, blue)), local(10_000))
+    withheld = [frame(sent, 10_150, (1, look)) for sent, look in ((10_100, red), (10_110, blue))]  # not heard
+    band.hear(frame(10_090, 10_090, (0b10, red)), local(10_090))  # another zone's
+    band.hear(withheld[0], local(11_200))  # played 1.05 s after its instant: still newer than anything heard
+    assert band.refused["late"] == 1 and [s.rgb for s in band.history] == [blue]
+    band.hear(withheld[1], local(11_300))  # the look that shows: a refresh, not counted
+    assert band.refused["late"] == 1 and [s.rgb for s in band.history] == [blue]
+    band.hear(frame(11_400, 11_400, (1, red)), local(12_350))  # 0.95 s behind: within the bound, shown at once
+    assert band.shows(local(12_350)) is not None and band.refused["late"] == 1
+    assert [s.rgb for s in band.history] == [blue, red]
 
 
 heard = st.lists(st.one_of(
@@ -277,8 +320,7 @@ def test_a_band_never_flashes_over_3_hz_nor_above_its_ceiling_never_takes_an_old
         else:
             assert shown.effect.intensity <= MAX_INTENSITY
     seen = flashes(history, (end * 1000) + OFFSET)
-    assert all(b - a >= 1000 for a, b in zip(seen, seen[3:], strict=False)), seen  # never 4 within a second
-    assert all(b - a >= MIN_PERIOD_MS for a, b in itertools.pairwise(seen)), seen
+    assert spaced(seen), seen
     if latest is not None:
         lives = [s for s in history if s.live]
         rgb, strobe = latest

@@ -19,14 +19,18 @@ look heard for the band's zone is shown at its instant, fading from what the ban
 repeat of the latest look changes nothing (the gateway refreshes looks continuously). What the band shows is a
 timeline: effects and live looks each from their start, the one that started last in force. The firmware runs it
 as its timers fire (`settle`), with the flash rules on what really showed: a flash (an effect that lights the band,
-a live strobe's every flash, a live look that raises the brightness by more than half of full scale) comes at
-least MIN_PERIOD_MS after the last one, deferred if need be (a deferred live look shows the latest look then); a
-live look's colour is scaled down to the LED ceiling and its strobe slowed to MAX_FLASH_HZ.
+a live strobe's every flash, a live look that raises the brightness by more than half of full scale above the
+lowest the band showed within MIN_PERIOD_MS, its own fade's dip included, so a rise in steps is one too) comes at
+least MIN_PERIOD_MS after the last one has risen (a live look's after its fade), deferred if need be (a deferred
+live look shows the latest look then); a live look's colour is scaled down to the LED ceiling and its strobe slowed
+to MAX_FLASH_HZ. A live look whose instant is more than LIVE_LATE_MS behind the band's clock when heard is a
+recording played late: it is not shown (unless it is the look that shows, which changes nothing).
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
@@ -49,7 +53,8 @@ MAX_FLASH_HZ = 3.0
 FLASHING = frozenset({Effect.STROBE, Effect.PULSE, Effect.CHASE, Effect.WAVE, Effect.TWINKLE})
 MIN_PERIOD_MS = 10 * math.ceil(100 / MAX_FLASH_HZ)  # in the packet's 10 ms steps: 340 ms
 MAX_INTENSITY = 204
-FLASH_RISE = 255 / 2  # a live look that raises the brightest LED by more than this is a flash
+FLASH_RISE = 255 / 2  # a live look that raises the brightest LED by more than this over MIN_PERIOD_MS is a flash
+LIVE_LATE_MS = 1000  # a live look this far behind the band's clock when heard is stale: not shown
 HISTORY = 1024  # what the band showed, kept for reading back (the benchmark's record)
 
 RGB = tuple[int, int, int]
@@ -95,10 +100,10 @@ class Shown:
         return self.effect is None
 
     def rgb_at(self, ms: float) -> RGB:
-        """A live look's colour `ms` after it began: the fade from `from_rgb`, then the look (a strobe is lit for
-        the first half of each period)."""
-        if self.strobe_ms and (ms % self.strobe_ms) >= self.strobe_ms / 2:
-            return (0, 0, 0)
+        """A live look's colour `ms` after it began: the fade from `from_rgb`, then the look (a strobe does not
+        fade: it is lit for the first half of each period)."""
+        if self.strobe_ms:
+            return (0, 0, 0) if (ms % self.strobe_ms) >= self.strobe_ms / 2 else self.rgb
         if ms >= self.fade_ms:
             return self.rgb
         share = max(ms, 0) / self.fade_ms
@@ -116,15 +121,20 @@ class Shown:
             return self.start_ms + self.effect.duration_ms
         return math.inf
 
-    def floor(self, at_ms: float) -> float:
-        """The lowest the brightest LED goes around `at_ms`: what a rise is measured from."""
-        if at_ms >= self.end_ms() or self.period_ms():
-            return 0.0
-        if self.effect is not None:
-            lit = self.effect.effect == Effect.SOLID
-            return max(self.effect.colour) * self.effect.intensity / 255 if lit else 0.0
-        fading = at_ms < self.start_ms + self.fade_ms
-        return float(min(max(self.from_rgb), max(self.rgb)) if fading else max(self.rgb))
+    def lowest(self, from_ms: float, to_ms: float) -> int:
+        """The lowest the brightest LED goes from `from_ms` to `to_ms` (show clock, within its time): what a rise is
+        measured from. An effect counts as dark (not rendered here: its flashes count as such), a strobe goes dark
+        each period, and a fade between colours dips where two channels cross (the brightest LED over a fade is
+        convex: its lowest is at an end or at a crossing)."""
+        if self.effect is not None or self.strobe_ms:
+            return 0
+        low, high = max(from_ms, self.start_ms) - self.start_ms, to_ms - self.start_ms
+        points = {low, high}
+        for i, j in itertools.combinations(range(3), 2):
+            slope = (self.rgb[i] - self.from_rgb[i]) - (self.rgb[j] - self.from_rgb[j])
+            if slope and self.fade_ms:
+                points.add(self.fade_ms * (self.from_rgb[j] - self.from_rgb[i]) / slope)
+        return min(max(self.rgb_at(ms)) for ms in points if low <= ms <= high)
 
     def flashes(self, before_ms: float) -> float:
         """Its last periodic flash before `before_ms` (-inf: none)."""
@@ -157,7 +167,7 @@ class Band:
         self.showing: Shown | None = None  # what the band shows now
         self.history: deque[Shown] = deque(maxlen=HISTORY)  # what it showed, in order, each from when it began
         self._due: list[Shown] = []  # what it will show, by start
-        self._flash_ms = -math.inf  # the last flash it showed, in show ms
+        self._flash_ms = -math.inf  # when the last flash it showed had risen, in show ms
         self._look: tuple[RGB, int] | None = None  # the latest live look heard for its zone
 
     def hear(self, adv: bytes, t: float) -> None:
@@ -187,7 +197,7 @@ class Band:
         now_ms = t * 1000
         self._learn_clock(packet.sequence - now_ms, t)
         if isinstance(packet, LiveFrame):
-            self._live(packet)
+            self._live(packet, now_ms + (self._offset_ms or 0.0))
             return
         if packet.effect == Effect.HEARTBEAT or not packet.zones >> self.zone & 1:
             return
@@ -214,7 +224,8 @@ class Band:
         self._look = None  # after an effect, any live look is new again
         self._schedule(Shown(start_ms, packet.sequence + packet.countdown_ms, packet.sequence, -1, shown))
 
-    def _live(self, frame: LiveFrame) -> None:
+    def _live(self, frame: LiveFrame, clock_ms: float) -> None:
+        """A live frame heard when the band's estimate of the show clock read `clock_ms`."""
         look = next((look for look in frame.looks if look.zones >> self.zone & 1), None)
         if look is None:
             return
@@ -223,8 +234,11 @@ class Band:
         self.clamped += (rgb, strobe) != (look.rgb, look.strobe_ms)
         if (rgb, strobe) == self._look:
             return  # a refresh of the latest look: nothing changes
-        self._look = rgb, strobe
         instant = frame.sequence + frame.countdown_ms
+        if instant < clock_ms - LIVE_LATE_MS:
+            self.refused["late"] += 1  # a look withheld and played later: stale
+            return
+        self._look = rgb, strobe
         self._due = [s for s in self._due if not s.live or s.start_ms < instant]  # the latest look wins
         self._schedule(Shown(instant, instant, frame.sequence, index, rgb=rgb, strobe_ms=strobe,
                              fade_ms=frame.fade_ms))
@@ -240,31 +254,44 @@ class Band:
         while self._due and self._due[0].start_ms <= now_ms:
             shown = self._due.pop(0)
             previous = self.showing
-            if self._flashes(shown, previous):
+            if shown.live:  # it fades from what shows as it begins (again, if it was deferred)
+                shown.from_rgb = (previous.rgb_at(shown.start_ms - previous.start_ms)
+                                  if previous is not None and previous.live else (0, 0, 0))
+            if self._flashes(shown):
                 last = max(self._flash_ms, previous.flashes(shown.start_ms) if previous else -math.inf)
                 if shown.start_ms - last < MIN_PERIOD_MS:
                     shown.start_ms = math.ceil(last + MIN_PERIOD_MS)  # too soon after the last flash: it waits
                     if self.current is not None and shown.effect is self.current.packet:
                         self.current.start_show_ms = shown.start_ms
                     self.clamped += 1
-                    self._schedule(shown)
+                    if not (shown.live and any(s.live and s.start_ms <= shown.start_ms for s in self._due)):
+                        self._schedule(shown)  # (a look heard later that shows by then wins: this one is dropped)
                     continue
-                self._flash_ms = shown.start_ms
+                self._flash_ms = shown.start_ms + (shown.fade_ms if shown.live and not shown.strobe_ms else 0)
             if previous is not None:
                 self._flash_ms = max(self._flash_ms, previous.flashes(shown.start_ms))
-                if previous.live:
-                    shown.from_rgb = previous.rgb_at(shown.start_ms - previous.start_ms)
             shown.began = (shown.start_ms - self._offset_ms) / 1000
             self.showing = shown
             self.history.append(shown)
 
-    @staticmethod
-    def _flashes(shown: Shown, previous: Shown | None) -> bool:
-        """Whether `shown` flashes as it begins, after `previous`."""
+    def _flashes(self, shown: Shown) -> bool:
+        """Whether `shown` flashes as it begins: an effect that lights the band, a strobe, a live look whose
+        brightest LED rises more than FLASH_RISE above the lowest shown within MIN_PERIOD_MS (its fade's dip
+        included)."""
         if shown.effect is not None:
             return shown.effect.effect != Effect.BLACKOUT
-        floor = previous.floor(shown.start_ms) if previous is not None else 0.0
-        return bool(shown.strobe_ms) or max(shown.rgb) - floor > FLASH_RISE
+        if shown.strobe_ms:
+            return True
+        since, until = shown.start_ms - MIN_PERIOD_MS, shown.start_ms
+        low = shown.lowest(until, until + shown.fade_ms)
+        for earlier in reversed(self.history):  # what showed before it, back to the window's start
+            low = min(low, earlier.lowest(since, until))
+            if earlier.start_ms <= since:
+                break
+            until = earlier.start_ms
+        else:
+            low = 0  # dark before it showed anything
+        return max(shown.rgb) - low > FLASH_RISE
 
     def upcoming(self) -> tuple[Shown, ...]:
         """What the band will show, by start (its timers not yet fired)."""

@@ -153,7 +153,7 @@ async def test_a_channel_flicked_fast_books_nothing_far_ahead_nor_blocks_other_f
     ahead = 0.0
     began = time.monotonic()
     flick = 0
-    while time.monotonic() - began < 5:  # the effect channel and a macro flicked at 40 Hz for 5 s
+    while time.monotonic() - began < 2:  # the effect channel and a macro flicked at 40 Hz for 2 s
         on = flick % 2 == 1
         engine.patch.levels(7, universe(c1=255, c2=255, c6=10 if on else 0, c20=25 if on else 0))
         now = time.monotonic()
@@ -161,7 +161,7 @@ async def test_a_channel_flicked_fast_books_nothing_far_ahead_nor_blocks_other_f
         flick += 1
         await asyncio.sleep(0.025)
     assert ahead <= lead + gap + 0.05, f"an effect booked {ahead:.2f} s ahead"
-    assert engine.patch.fired >= 5 * 3 - 2, "the channels fire as often as the cap allows"
+    assert engine.patch.fired >= 2 * 3 - 2, "the channels fire as often as the cap allows"
     try:
         engine.fire("drop")
     except TooSoon as exc:

@@ -201,10 +201,12 @@ async def test_artnet_merge_of_two_third_refused_ltp_sync_timecode_and_poll_repl
         driver.tick(time.monotonic() + 10.1)  # both silent for Art-Net's 10 s
         assert show.patch.calls[-1] == (1, None)
 
+        a.sendto(ArtTimeCode(3, 0, 0, 0, 1, stream=7).encode(), to)  # another stream: not the master's
         a.sendto(ArtTimeCode(10, 0, 1, 5, 1).encode(), to)
         await settle(lambda: show.cues.frames, driver)
         tc, arrival = show.cues.frames[0]
         assert tc == Timecode(10, 0, 1, 5, Rate.EBU) and abs(arrival - time.monotonic()) < 1
+        assert len(show.cues.frames) == 1 and driver.counts["other_timecode_stream"] == 1
 
         a.sendto(ArtDmx(0x123, bytes([9, 9]), 0).encode(), to)  # a source: its ArtSync counts
         await settle(lambda: show.patch.calls[-1][0] == 0x123, driver)

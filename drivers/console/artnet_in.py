@@ -88,6 +88,9 @@ class ArtNetInput(ConsoleInput[ArtNetInOptions]):
         elif isinstance(packet, ArtSync):
             self._sync(ip, arrival)
         elif isinstance(packet, ArtTimeCode):
+            if packet.stream != self.options.timecode_stream:  # another show's clock: two would look like jumps
+                self.counts["other_timecode_stream"] += 1
+                return
             self.counts["timecodes"] += 1
             self.timecode = packet
             self.ctx.show.cues.timecode(Timecode(packet.hours, packet.minutes, packet.seconds, packet.frames,

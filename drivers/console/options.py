@@ -76,6 +76,7 @@ class ArtNetInOptions(ConsoleOptions):
     port: int = setting(ARTNET_PORT, min=1, max=65535)
     merge: Literal["htp", "ltp"] = "htp"  # how two sources of a universe merge (Art-Net's default: HTP)
     poll_reply: bool = True  # answer ArtPoll with an ArtPollReply naming the universes listened to
+    timecode_stream: int = setting(0, min=0, max=255)  # the ArtTimeCode stream taken (Art-Net 4: 0, the master)
     short_name: str = setting("venue-gateway", check=lambda v: None if len(v) <= 17 and v.isascii() else
                               f"{v!r} (allowed: up to 17 ASCII characters)")
 

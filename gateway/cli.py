@@ -244,9 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone is told below, not as a traceback at exit
     except RuntimeError as exc:
         print(f"venue-gateway {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:  # Ctrl-C while a command waits on the gateway: no traceback
         return 130
+    except BrokenPipeError:  # `venue-gateway get ... | head`: the reader has what it wanted; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor one when Python flushes at exit
+        return 141
     return code

@@ -246,3 +246,15 @@ def test_ctrl_c_while_the_gateway_keeps_the_cli_waiting_exits_130_quietly() -> N
             waiting.send_signal(signal.SIGINT)
             _, err = waiting.communicate(timeout=10)
     assert waiting.returncode == 130 and "Traceback" not in err, err
+
+
+def test_a_reader_gone_from_the_pipe_gets_no_traceback() -> None:
+    """`venue-gateway ... | head`: the reader may go before the command has written all; no traceback then."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes
+    try:
+        done = subprocess.run([str(ROOT / ".venv/bin/venue-gateway"), "check-config", str(ROOT / "config/demo.toml")],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

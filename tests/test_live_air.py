@@ -222,9 +222,7 @@ async def test_the_air_driver_reports_the_live_look_each_zones_bands_show(rig: R
     for level in MOVE[::4] + MOVE[-1:]:
         rig.engine.patch.levels(UNIVERSE, universe(level))
         await asyncio.sleep(1 / CONSOLE_HZ)
-    # The last look's instant, and the report REPORT_AFTER_S after it. Up from black this fast, the move rises over
-    # half of full scale twice within 340 ms: the bands show its last look 340 ms after the first rise's fade.
-    await asyncio.sleep(0.8)
+    await asyncio.sleep(0.6)  # the last look's instant, and the report REPORT_AFTER_S after it
     colour = "#{:02x}{:02x}{:02x}".format(*rgb(MOVE[-1]))
     for zone in ZONES:
         asset = rig.twin.get(f"wristbands:{zone}")

@@ -263,6 +263,20 @@ def test_a_rise_in_steps_is_a_flash_too(step_ms: int, fade_ms: int) -> None:
     assert band.history[-1].rgb == (204, 204, 204)  # the last look heard, at the ceiling
 
 
+def test_a_fader_still_rising_after_a_flash_is_that_flash_not_held_back() -> None:
+    """Up from black in 92 ms with the 100 ms fade, as the gateway sends a fast fader: one rise, counted once, and
+    the fader's last look shows at its instant."""
+    band = Band(KEY, 7, zone=0)
+    band.hear(frame(900, 900, (1, (0, 0, 0))), local(900))
+    for k, level in enumerate((50, 90, 130, 170, 200)):
+        sent = 1_000 + 23 * k
+        band.hear(frame(sent, sent + 50, (1, (level, 0, 0)), fade_ms=100), local(sent))
+    band.settle(local(2_000))
+    assert [(s.rgb[0], s.start_ms) for s in band.history][1:] == [(50 + 40 * k, 1_050 + 23 * k) for k in range(4)] \
+        + [(200, 1_142)]
+    assert band.clamped == 0 and len(flashes(list(band.history), 2_000)) == 1
+
+
 def test_a_live_look_heard_over_a_second_behind_the_bands_clock_is_stale() -> None:
     band = Band(KEY, 7, zone=0)
     blue, red = (0, 0, 90), (90, 0, 0)

@@ -20,11 +20,12 @@ repeat of the latest look changes nothing (the gateway refreshes looks continuou
 timeline: effects and live looks each from their start, the one that started last in force. The firmware runs it
 as its timers fire (`settle`), with the flash rules on what really showed: a flash (an effect that lights the band,
 a live strobe's every flash, a live look that raises the brightness by more than half of full scale above the
-lowest the band showed within MIN_PERIOD_MS, its own fade's dip included, so a rise in steps is one too) comes at
-least MIN_PERIOD_MS after the last one has risen (a live look's after its fade), deferred if need be (a deferred
-live look shows the latest look then); a live look's colour is scaled down to the LED ceiling and its strobe slowed
-to MAX_FLASH_HZ. A live look whose instant is more than LIVE_LATE_MS behind the band's clock when heard is a
-recording played late: it is not shown (unless it is the look that shows, which changes nothing).
+lowest the band showed within MIN_PERIOD_MS, its own fade's dip included, so a rise in steps is one too; counted
+once: a look rising on before it has risen is the same flash, and the next rise is measured from what showed after
+it) comes at least MIN_PERIOD_MS after the last one has risen (a live look's after its fade), deferred if need be
+(a deferred live look shows the latest look then); a live look's colour is scaled down to the LED ceiling and its
+strobe slowed to MAX_FLASH_HZ. A live look whose instant is more than LIVE_LATE_MS behind the band's clock when
+heard is a recording played late: it is not shown (unless it is the look that shows, which changes nothing).
 """
 
 from __future__ import annotations
@@ -136,6 +137,16 @@ class Shown:
                 points.add(self.fade_ms * (self.from_rgb[j] - self.from_rgb[i]) / slope)
         return min(max(self.rgb_at(ms)) for ms in points if low <= ms <= high)
 
+    def crossing(self, low: float) -> float:
+        """When a live look's brightest LED first comes within 1 of FLASH_RISE above `low` (show ms; inf: never):
+        when a flash it makes has risen, at the earliest (rounding aside)."""
+        level = low + FLASH_RISE - 1
+        if not self.fade_ms or self.strobe_ms:
+            return self.start_ms if max(self.rgb) >= level else math.inf
+        shares = [0.0 if a >= level else (level - a) / (b - a)
+                  for a, b in zip(self.from_rgb, self.rgb, strict=True) if a >= level or b >= level > a]
+        return self.start_ms + self.fade_ms * min(shares) if shares else math.inf
+
     def flashes(self, before_ms: float) -> float:
         """Its last periodic flash before `before_ms` (-inf: none)."""
         period, until = self.period_ms(), min(before_ms, self.end_ms())
@@ -168,6 +179,10 @@ class Band:
         self.history: deque[Shown] = deque(maxlen=HISTORY)  # what it showed, in order, each from when it began
         self._due: list[Shown] = []  # what it will show, by start
         self._flash_ms = -math.inf  # when the last flash it showed had risen, in show ms
+        # A live flash still rising, and the lowest its rise is measured from; the next rise is measured from what
+        # showed since the last one had risen (a flash is counted once).
+        self._rise: tuple[Shown, int] | None = None
+        self._since_ms = -math.inf
         self._look: tuple[RGB, int] | None = None  # the latest live look heard for its zone
 
     def hear(self, adv: bytes, t: float) -> None:
@@ -257,9 +272,11 @@ class Band:
             if shown.live:  # it fades from what shows as it begins (again, if it was deferred)
                 shown.from_rgb = (previous.rgb_at(shown.start_ms - previous.start_ms)
                                   if previous is not None and previous.live else (0, 0, 0))
-            if self._flashes(shown):
+            rising = self._rising(previous, shown.start_ms)
+            low = self._low(shown)
+            if self._flashes(shown, low):
                 last = max(self._flash_ms, previous.flashes(shown.start_ms) if previous else -math.inf)
-                if shown.start_ms - last < MIN_PERIOD_MS:
+                if not (rising and shown.live and not shown.strobe_ms) and shown.start_ms - last < MIN_PERIOD_MS:
                     shown.start_ms = math.ceil(last + MIN_PERIOD_MS)  # too soon after the last flash: it waits
                     if self.current is not None and shown.effect is self.current.packet:
                         self.current.start_show_ms = shown.start_ms
@@ -267,31 +284,48 @@ class Band:
                     if not (shown.live and any(s.live and s.start_ms <= shown.start_ms for s in self._due)):
                         self._schedule(shown)  # (a look heard later that shows by then wins: this one is dropped)
                     continue
-                self._flash_ms = shown.start_ms + (shown.fade_ms if shown.live and not shown.strobe_ms else 0)
+                steady = shown.live and not shown.strobe_ms  # a rise still to come, counted once
+                self._flash_ms = max(self._flash_ms, shown.start_ms + (shown.fade_ms if steady else 0))
+                self._rise = (shown, low) if steady else None
             if previous is not None:
                 self._flash_ms = max(self._flash_ms, previous.flashes(shown.start_ms))
             shown.began = (shown.start_ms - self._offset_ms) / 1000
             self.showing = shown
             self.history.append(shown)
 
-    def _flashes(self, shown: Shown) -> bool:
+    @staticmethod
+    def _flashes(shown: Shown, low: int) -> bool:
         """Whether `shown` flashes as it begins: an effect that lights the band, a strobe, a live look whose
-        brightest LED rises more than FLASH_RISE above the lowest shown within MIN_PERIOD_MS (its fade's dip
-        included)."""
+        brightest LED rises more than FLASH_RISE above `low`."""
         if shown.effect is not None:
             return shown.effect.effect != Effect.BLACKOUT
-        if shown.strobe_ms:
-            return True
-        since, until = shown.start_ms - MIN_PERIOD_MS, shown.start_ms
+        return bool(shown.strobe_ms) or max(shown.rgb) - low > FLASH_RISE
+
+    def _rising(self, previous: Shown | None, at_ms: int) -> bool:
+        """Whether `previous`, ending at `at_ms`, is a live flash still rising (a look after it rising on is the same
+        flash); once it has risen, the next rise is measured from then on."""
+        if self._rise is None or previous is not self._rise[0]:
+            return False
+        crossed = previous.crossing(self._rise[1])
+        if crossed < at_ms:
+            self._since_ms, self._rise = max(self._since_ms, crossed), None
+            return False
+        self._rise = None
+        return True
+
+    def _low(self, shown: Shown) -> int:
+        """The lowest a live look's rise is measured from: what the band showed within MIN_PERIOD_MS before it (and
+        since the last flash had risen), and its own fade's dip."""
+        if shown.effect is not None or shown.strobe_ms:
+            return 0
+        since, until = max(shown.start_ms - MIN_PERIOD_MS, self._since_ms), shown.start_ms
         low = shown.lowest(until, until + shown.fade_ms)
         for earlier in reversed(self.history):  # what showed before it, back to the window's start
             low = min(low, earlier.lowest(since, until))
             if earlier.start_ms <= since:
-                break
+                return low
             until = earlier.start_ms
-        else:
-            low = 0  # dark before it showed anything
-        return max(shown.rgb) - low > FLASH_RISE
+        return 0  # dark before it showed anything
 
     def upcoming(self) -> tuple[Shown, ...]:
         """What the band will show, by start (its timers not yet fired)."""

@@ -138,10 +138,10 @@ class Shown:
         return min(max(self.rgb_at(ms)) for ms in points if low <= ms <= high)
 
     def crossing(self, low: float) -> float:
-        """When a live look's brightest LED first comes within 1 of FLASH_RISE above `low` (show ms; inf: never):
-        when a flash it makes has risen, at the earliest (rounding aside)."""
+        """When a steady live look's brightest LED first comes within 1 of FLASH_RISE above `low` (show ms; inf:
+        never): when a flash it makes has risen, at the earliest (rounding aside)."""
         level = low + FLASH_RISE - 1
-        if not self.fade_ms or self.strobe_ms:
+        if not self.fade_ms:
             return self.start_ms if max(self.rgb) >= level else math.inf
         shares = [0.0 if a >= level else (level - a) / (b - a)
                   for a, b in zip(self.from_rgb, self.rgb, strict=True) if a >= level or b >= level > a]

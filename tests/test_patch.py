@@ -268,7 +268,7 @@ async def test_losing_the_console_can_fade_its_fixtures_out() -> None:
     engine.patch.levels(7, universe(c1=255, c2=255))  # the console is back: its look again
     await turn()
     assert engine.live.current()["floor"].look.intensity == 0, "a rise to full this soon waits for the flash cap"
-    await asyncio.sleep(1 / 3)
+    await asyncio.sleep(0.1 + 1 / 3)  # from the end of the first look's fade (100 ms)
     assert engine.live.current()["floor"].look == Look((255, 0, 0), 1.0)
     assert engine.live.current()["floor"].fade_ms == 100
 

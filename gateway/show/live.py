@@ -159,7 +159,7 @@ class LiveLooks:
                 self._waiting[zone] = replace(change, look=look)
                 self._held[zone] = asyncio.get_running_loop().call_later(allowed - now, self._let_out, zone)
                 return
-            self._rises[zone] = now
+            self._rises[zone] = now + change.fade_ms / 1000  # risen when its fade ends, as the bands count it
             self._shown[zone] = deque()  # a flash is counted once: the next rises from what shows from now on
         self._emit(zone, look, change.at_mono, change.fade_ms, now)
 

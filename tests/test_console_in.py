@@ -447,3 +447,16 @@ async def test_the_artpollreply_and_the_timecode_codec_read_as_tshark_reads_them
     assert text.count("OpCode: ArtPollReply") == 2 == len(sent)
     assert text.count("OpCode: ArtTimeCode") == 2  # (tshark names the opcode and shows the fields as bytes)
     assert text.count("Type of Port 1: Art-Net -> DMX512") == 2 and "Type of Port 2: Art-Net -> DMX512" in text
+
+
+async def test_an_input_stopped_is_the_console_lost(sender: socket.socket) -> None:
+    """Stopped (a restart, the box going down), the input tells the show every universe it had is lost, so nothing the
+    console asked for (a fire waiting for the flash cap) happens after it."""
+    ctx, show = context()
+    port = free_port()
+    driver = SacnInput(ctx, SacnInOptions(port=port, multicast=False))
+    await driver.start()
+    sender.sendto(sacn(CID_A, 1, [10]), ("127.0.0.1", port))
+    await settle(lambda: show.patch.calls, driver)
+    await driver.stop()
+    assert show.patch.calls[-1] == (1, None)

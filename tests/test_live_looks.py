@@ -151,6 +151,14 @@ async def test_an_effects_start_counts_as_a_flash_for_the_live_look() -> None:
     assert shown.look == RED and shown.at_mono - fired.start_mono >= 1 / 3 - 0.002
 
 
+async def test_an_effect_booked_far_ahead_does_not_hold_a_rise_now() -> None:
+    show, _ = engine()
+    show.fire(inline={"kind": "solid"}, zones=["floor"], lead_ms=3000)  # starts in 3 s: no flash near now
+    show.live.set(("floor",), RED)  # the console rises to full now (and so takes the zone back)
+    await turn()
+    assert show.live.current()["floor"].look == RED and show.live.held_back == 0
+
+
 async def test_a_release_moves_the_version() -> None:
     show, _ = engine()
     show.live.set(("floor",), DIM)

@@ -105,6 +105,9 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
         if self._report_due is not None:
             self._report_due.cancel()
             self._report_due = None
+        for number in list(self.universes):  # an input stopped is the console lost: nothing of it fires later
+            del self.universes[number]
+            self.ctx.show.patch.lost(number)
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()

@@ -153,7 +153,9 @@ class LiveLooks:
             look = replace(look, strobe_hz=cap)
             self.strobe_clamped += 1
         if look.brightness - self._lowest(zone, now) > FLASH_RISE:
-            allowed = max((self._rises.get(zone, float("-inf")), *self.engine.starts(zone))) + 1 / cap
+            gap = 1 / cap  # the last flash here, and any effect starting within the gap of now (one booked far
+            near = [s for s in self.engine.starts(zone) if abs(s - now) < gap]  # ahead is no flash now)
+            allowed = max((self._rises.get(zone, float("-inf")), *near)) + gap
             if now < allowed - CLOCK_SLACK_S:
                 self.held_back += 1
                 self._waiting[zone] = replace(change, look=look)

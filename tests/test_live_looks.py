@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from gateway.show.effects import TooSoon
 from gateway.show.engine import ShowEngine
 from gateway.show.live import LiveChange, Look
 from gateway.show.settings import ShowSection, ShowZone
@@ -148,7 +151,17 @@ async def test_an_effects_start_counts_as_a_flash_for_the_live_look() -> None:
     assert "floor" not in show.live.current() and show.live.held_back == 1
     await asyncio.sleep(fired.start_mono + 1 / 3 - time.monotonic() + 0.05)
     shown = show.live.current()["floor"]
-    assert shown.look == RED and shown.at_mono - fired.start_mono >= 1 / 3 - 0.002
+    assert shown.look == RED and shown.at_mono + 0.05 - fired.start_mono >= 1 / 3 - 0.002  # shown delay_ms on
+
+
+async def test_a_live_flash_holds_back_an_effect_as_an_effect_would() -> None:
+    show, _ = engine()
+    show.live.set(("floor",), RED)  # a flash on the bands at its instant, 50 ms on, risen at its fade's end (100 ms)
+    await turn()
+    with pytest.raises(TooSoon) as refused:
+        show.fire(inline={"kind": "solid", "colour": "#0000ff"}, zones=["floor"], lead_ms=0)
+    assert 0.3 < refused.value.retry_after_s < 0.5
+    show.fire(inline={"kind": "solid"}, zones=["balcony"], lead_ms=0)  # another zone: its own count
 
 
 async def test_an_effect_booked_far_ahead_does_not_hold_a_rise_now() -> None:

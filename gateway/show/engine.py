@@ -259,10 +259,15 @@ class ShowEngine:
         """Effects that change what a zone shows are flashes too (solid and blackout in turn, or two colours): an
         effect that lights a zone starts at least 1/max_flash_hz after the last one there; a stop, at any time."""
         gap_s = 1 / self.settings.max_flash_hz
-        near = [(name, lit) for name in names for lit in self._lit.get(name, ()) if abs(start - lit) < gap_s]
+        # The zones' effect starts, and their live flashes (risen on the bands, less the zone's sound delay: as an
+        # effect's start counts here).
+        starts = {name: [*self._lit.get(name, ()), *(rise - self.delay_ms(name) / 1000 for rise in
+                                                     self.live.flashes(name) if name in self.zones)]
+                  for name in names}
+        near = [(name, lit) for name in names for lit in starts[name] if abs(start - lit) < gap_s]
         if near:  # allowed 1/max_flash_hz after the latest start in these zones (which may be still to come)
             name, lit = near[0]
-            latest = max(lit for zone in names for lit in self._lit.get(zone, ()))
+            latest = max(lit for zone in names for lit in starts[zone])
             raise TooSoon(f"{'zone ' + name if name else 'the bands'}: an effect starting "
                           f"{abs(start - lit) * 1000:.0f} ms from the last one there is over "
                           f"show.max_flash_hz {self.settings.max_flash_hz:g} (allowed: one every "

@@ -153,17 +153,28 @@ class LiveLooks:
             look = replace(look, strobe_hz=cap)
             self.strobe_clamped += 1
         if look.brightness - self._lowest(zone, now) > FLASH_RISE:
-            gap = 1 / cap  # the last flash here, and any effect starting within the gap of now (one booked far
-            near = [s for s in self.engine.starts(zone) if abs(s - now) < gap]  # ahead is no flash now)
+            # On the bands' time: the look shows delay_ms after it arrived; an effect at its start plus the zone's
+            # sound delay. Held by the last flash here and by any effect starting within the gap of this one (one
+            # booked seconds ahead is no flash now).
+            gap, delay = 1 / cap, self.engine.settings.live.delay_ms / 1000
+            instant, sound = change.at_mono + delay, self.engine.delay_ms(zone) / 1000
+            near = [s + sound for s in self.engine.starts(zone) if abs(s + sound - instant) < gap]
             allowed = max((self._rises.get(zone, float("-inf")), *near)) + gap
-            if now < allowed - CLOCK_SLACK_S:
+            if instant < allowed - CLOCK_SLACK_S:
                 self.held_back += 1
                 self._waiting[zone] = replace(change, look=look)
-                self._held[zone] = asyncio.get_running_loop().call_later(allowed - now, self._let_out, zone)
+                self._held[zone] = asyncio.get_running_loop().call_later(max(0.0, allowed - delay - now),
+                                                                         self._let_out, zone)
                 return
-            self._rises[zone] = now + change.fade_ms / 1000  # risen when its fade ends, as the bands count it
+            self._rises[zone] = instant + change.fade_ms / 1000  # risen when its fade ends, as the bands count it
             self._shown[zone] = deque()  # a flash is counted once: the next rises from what shows from now on
         self._emit(zone, look, change.at_mono, change.fade_ms, now)
+
+    def flashes(self, zone: str) -> tuple[float, ...]:
+        """When the zone's last live flash has risen on the bands (monotonic, its instant plus its fade): an effect
+        lighting the zone keeps 1/max_flash_hz from it too."""
+        rise = self._rises.get(zone)
+        return () if rise is None else (rise,)
 
     def _lowest(self, zone: str, now: float) -> float:
         """The lowest brightness `zone` showed within the last 1/max_flash_hz and since its last flash (dark if

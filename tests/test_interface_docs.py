@@ -9,7 +9,8 @@ import ast
 import re
 from pathlib import Path
 
-from drivers.osc.driver import INBOUND, OUTBOUND
+from drivers.osc.addresses import OUTBOUND
+from drivers.osc.driver import INBOUND  # from the driver: its methods register themselves as it is imported
 from gateway.cloud.commands import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,14 +18,14 @@ shows now (live look or effect) as `/vg/out/zone/{zone}/look ,ffff R G B INTENSI
 pattern (a console's own cue messages) to one of these, with fixed arguments, the incoming ones, or one of them kept
 (`arg`) and mapped from a range onto 0.0..1.0 (`range`: a fader's level); anything else is answered with
 `/vg/out/alert ,ss KIND TEXT`.
-The addresses are tables, `INBOUND` (with their handlers) and `OUTBOUND`; docs/osc.md documents each of them.
+The addresses are tables, `INBOUND` (with their handlers) and `OUTBOUND` (`drivers/osc/addresses.py`); docs/osc.md
+documents each of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import re
 import socket
 import time
 from collections import Counter
@@ -33,9 +33,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pythonosc.osc_message_builder import OscMessageBuilder
-
 from drivers.osc import slip
+from drivers.osc.addresses import (
+    ALERT,
+    FIRED,
+    INBOUND,
+    PONG,
+    ZONE_ENERGY,
+    ZONE_LOOK,
+    handles,
+    message,
+    template_has_parts,
+)
 from drivers.osc.packets import Malformed, TooDeep, timed_messages
 from drivers.osc.routes import Route, RouteOptions
 from drivers.throttle import Throttle
@@ -58,49 +67,6 @@ RECEIVE_BUFFER = 4 * 1024 * 1024  # room for bursts from a console while a frame
 ALERTS_PER_WINDOW, ALERT_WINDOW_S = 10, 10.0  # alerts of one kind about what was sent; the rest counted, not told
 MALFORMED_LOG_S = 10.0  # malformed packets: a line at most this often, with the number not logged
 TEXT_MAX = 300  # characters of a sender's own input (an address, its arguments) quoted in an alert
-
-# The parts an address template names: `{universe}` and `{channel}` are whole numbers, any other a path part.
-_PARTS = {"universe": r"(\d+)", "channel": r"(\d+)"}
-_PART = re.compile(r"\{(\w+)\}")
-
-
-@dataclass(frozen=True)
-class Address:
-    """An OSC address as docs/osc.md gives it: a template (`{name}` stands for one part of the path) and the OSC
-    type tag strings of its arguments (`,` none, `,s...` one string or more). The handlers check what they are
-    given themselves; the type tags say what they take."""
-
-    template: str
-    types: tuple[str, ...]
-
-    def regex(self) -> re.Pattern[str]:
-        pieces = _PART.split(self.template)  # literal, part name, literal, ...
-        return re.compile("^" + "".join(re.escape(p) if i % 2 == 0 else _PARTS.get(p, "([^/]+)")
-                                        for i, p in enumerate(pieces)) + "$")
-
-
-Handler = Callable[["OscDriver", tuple[str, ...], list[Any]], None]
-
-# Every address the driver obeys, with its handler; filled by @handles on OscDriver's methods below.
-INBOUND: list[tuple[Address, Handler]] = []
-
-# Every address the driver sends to its destinations.
-PONG = Address("/vg/out/pong", (",",))
-FIRED = Address("/vg/out/effect/fired", (",ss",))  # preset (or effect kind), effect id
-ALERT = Address("/vg/out/alert", (",ss",))  # kind, text
-ZONE_ENERGY = Address("/vg/out/zone/{zone}/energy", (",f",))  # 0..1
-ZONE_LOOK = Address("/vg/out/zone/{zone}/look", (",ffff",))  # red, green, blue 0..1 at full intensity; intensity 0..1
-OUTBOUND = (PONG, FIRED, ALERT, ZONE_ENERGY, ZONE_LOOK)
-
-
-def handles(template: str, *types: str) -> Callable[[Handler], Handler]:
-    """Register a method of OscDriver as the handler of an address; it is given the address's parts and the
-    message's arguments."""
-    def register(handler: Handler) -> Handler:
-        INBOUND.append((Address(template, types), handler))
-        return handler
-    return register
-
 
 @dataclass(frozen=True)
 class OscOptions:
@@ -133,13 +99,6 @@ class OscOptions:
         return out
 
 
-def message(address: str, *args: Any) -> bytes:
-    builder = OscMessageBuilder(address)
-    for arg in args:
-        builder.add_arg(arg)
-    return builder.build().dgram
-
-
 class OscDriver(Driver[OscOptions]):
     Options = OscOptions
 
@@ -149,8 +108,8 @@ class OscDriver(Driver[OscOptions]):
         self._allow = [ipaddress.ip_network(n, strict=False) for n in options.allow]
         self._routes = [Route(i, r) for i, r in enumerate(options.routes)]
         # Addresses without parts are looked up, the others matched in turn.
-        self._exact = {a.template: h for a, h in INBOUND if not _PART.search(a.template)}
-        self._patterns = [(a.regex(), h) for a, h in INBOUND if _PART.search(a.template)]
+        self._exact = {a.template: h for a, h in INBOUND if not template_has_parts(a.template)}
+        self._patterns = [(a.regex(), h) for a, h in INBOUND if template_has_parts(a.template)]
         self._destinations = [parse_listen(d) for d in options.destinations]
         self._udp: socket.socket | None = None
         self._allowed: dict[str, bool] = {}  # the allow list's answer per source address, remembered

@@ -7,6 +7,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from drivers import allow
 from gateway.driver import Problem, setting
 
 SACN_PORT = 5568
@@ -29,11 +30,7 @@ class ConsoleOptions:
             ipaddress.IPv4Address(self.bind)
         except ValueError:
             out.append(Problem("bind", f"{self.bind!r} is not an IPv4 address (allowed: e.g. 0.0.0.0, 10.0.0.5)"))
-        for i, net in enumerate(self.allow):
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                out.append(Problem(f"allow[{i}]", f"{net!r} is not a network (allowed: e.g. 10.0.0.0/8, 192.168.1.20)"))
+        out.extend(allow.problems(self.allow))
         low, high = self.universe_range()
         for i, number in enumerate(self.listen_universes):
             if not low <= number <= high:

@@ -10,13 +10,13 @@ source says goodbye); everything after that is here."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import time
 from abc import abstractmethod
 from collections import Counter
 from typing import Any, ClassVar, Generic, TypeVar
 
+from drivers.allow import REMEMBERED, AllowList
 from drivers.console.merge import Merge, Source, UniverseSources, out_of_order, padded
 from drivers.console.options import ConsoleOptions
 from drivers.throttle import Throttle
@@ -27,7 +27,6 @@ RECEIVE_BUFFER = 4 * 1024 * 1024  # a console's burst of universes while the loo
 REFUSED_LOG_S = 10.0  # refused packets: a line per reason at most this often, with the number not logged
 CHECK_EVERY_S = 0.1  # how often silent sources are looked for
 REPORT_EVERY_S = 1.0  # the twin hears of source changes at most this often
-ALLOW_CACHE = 4096  # source addresses whose allow-list answer is remembered; bounded against spoofed floods
 
 OptionsT = TypeVar("OptionsT", bound=ConsoleOptions)
 # A source's levels for a universe, as `take` is given them: universe, key, name, address, priority, data, sequence.
@@ -61,8 +60,7 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
         self.universes: dict[int, UniverseSources] = {}
         self.listened: set[int] = set()
         self.thru = {int(k): v for k, v in options.thru.items()}
-        self._allow = [ipaddress.ip_network(n, strict=False) for n in options.allow]
-        self._allowed: dict[str, bool] = {}
+        self._allow = AllowList(options.allow)
         self._buckets: dict[str, _Bucket] = {}
         self._lines: dict[str, Throttle] = {}
         self._sock: socket.socket | None = None
@@ -148,7 +146,7 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
                     return
                 now = time.monotonic()
                 ip = addr[0]
-                if not self._is_allowed(ip):
+                if not self._allow.allows(ip):
                     self.refuse("not_allowed", f"{self.PROTOCOL} packet from {ip} refused: not on the allow list")
                     continue
                 universe = self.universe_of(data)
@@ -158,7 +156,7 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
                     continue
                 bucket = self._buckets.get(ip)
                 if bucket is None:
-                    if len(self._buckets) >= ALLOW_CACHE:
+                    if len(self._buckets) >= REMEMBERED:
                         self._buckets.clear()
                     bucket = self._buckets[ip] = _Bucket(self.options.rate_limit_pps, now)
                 if not bucket.take(self.options.rate_limit_pps, now):
@@ -169,20 +167,6 @@ class ConsoleInput(Driver[OptionsT], Generic[OptionsT]):
                 self.datagram(data, ip, now)
         finally:  # the DMX outputs send what the batch set (thru) now, before what the loop has queued behind it
             self.ctx.dmx.tell_now()
-
-    def _is_allowed(self, source: str) -> bool:
-        """The allow list's answer for a source address. UDP's source address is not authenticated: the list
-        keeps out mistakes and strangers, not an attacker on the lighting network."""
-        allowed = self._allowed.get(source)
-        if allowed is None:
-            try:
-                address = ipaddress.ip_address(source)
-                allowed = any(address in net for net in self._allow)
-            except ValueError:
-                allowed = False
-            if len(self._allowed) < ALLOW_CACHE:
-                self._allowed[source] = allowed
-        return allowed
 
     @abstractmethod
     def universe_of(self, data: bytes) -> int | None:

@@ -25,7 +25,6 @@ documents each of them.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import time
 from collections import Counter
@@ -33,6 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers import allow
+from drivers.allow import AllowList
 from drivers.osc import slip
 from drivers.osc.addresses import (
     ALERT,
@@ -86,11 +87,7 @@ class OscOptions:
                 parse_listen(self.listen)
             except ValueError as exc:
                 out.append(Problem(key, str(exc)))
-        for i, net in enumerate(self.allow):
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                out.append(Problem(f"allow[{i}]", f"{net!r} is not a network (allowed: e.g. 10.0.0.0/8, 192.168.1.20)"))
+        out.extend(allow.problems(self.allow))
         for i, dest in enumerate(self.destinations):
             try:
                 parse_listen(dest)
@@ -105,14 +102,13 @@ class OscDriver(Driver[OscOptions]):
     def __init__(self, ctx: DriverContext, options: OscOptions) -> None:
         super().__init__(ctx, options)
         self.counts: Counter[str] = Counter()
-        self._allow = [ipaddress.ip_network(n, strict=False) for n in options.allow]
+        self._allow = AllowList(options.allow)  # the answer per source address, remembered
         self._routes = [Route(i, r) for i, r in enumerate(options.routes)]
         # Addresses without parts are looked up, the others matched in turn.
         self._exact = {a.template: h for a, h in INBOUND if not template_has_parts(a.template)}
         self._patterns = [(a.regex(), h) for a, h in INBOUND if template_has_parts(a.template)]
         self._destinations = [parse_listen(d) for d in options.destinations]
         self._udp: socket.socket | None = None
-        self._allowed: dict[str, bool] = {}  # the allow list's answer per source address, remembered
         self._tcp: asyncio.Server | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._told: dict[str, Throttle] = {}  # alert kind -> how often it may be told
@@ -177,7 +173,7 @@ class OscDriver(Driver[OscOptions]):
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        if not self._is_allowed(peer[0]):  # refused before a byte of it is read
+        if not self._allow.allows(peer[0]):  # refused before a byte of it is read
             self.counts["not_allowed"] += 1
             writer.close()
             return
@@ -215,26 +211,9 @@ class OscDriver(Driver[OscOptions]):
         finally:  # the DMX outputs send what the batch set now, before what the loop has queued behind it
             self.ctx.dmx.tell_now()
 
-    def _is_allowed(self, source: str) -> bool:
-        """The allow list's answer for a source address (an IPv4 address seen through an IPv6 socket too).
-        It checks addresses, which UDP does not authenticate: it keeps out mistakes and strangers, not an
-        attacker on the lighting network."""
-        allowed = self._allowed.get(source)
-        if allowed is None:
-            try:
-                address = ipaddress.ip_address(source.partition("%")[0])
-                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                    address = address.ipv4_mapped
-                allowed = any(address in net for net in self._allow)
-            except ValueError:
-                allowed = False
-            if len(self._allowed) < 4096:  # bounded: a flood of spoofed sources cannot grow it for ever
-                self._allowed[source] = allowed
-        return allowed
-
     def packet(self, data: bytes, source: str) -> None:
         """One OSC packet (a message or a bundle) from `source`."""
-        if not self._is_allowed(source):
+        if not self._allow.allows(source):
             self.counts["not_allowed"] += 1
             return
         now = time.time()

@@ -100,6 +100,8 @@ class ShowEngine:
         self.patch = Patch(self)  # console universes to crowd fixtures and macro channels
         self.cues = CueList(self)  # the timecode cue list
         self.looks = ZoneLooks(self)  # what each zone shows now, for feedback
+        # Why the radios must not transmit now (the box's clock is off: gateway/show/clock_watch.py), or None
+        self.clock_gate: str | None = None
 
     # -- clocks ----------------------------------------------------------------------------------------
     def show_ms(self, mono: float) -> int:

@@ -62,18 +62,18 @@ class VirtualBand:
         """A time on the band's clock as the host's monotonic clock reads it."""
         return (band_t - self.offset_s) / (1 + self.drift)
 
-    def hear(self, data: bytes, t: float) -> bool:
-        """One advertisement on the air at host time `t`; True when the band scheduled a new effect or began to show
-        a new live look."""
-        if self._lost():
+    def hear(self, data: bytes, t: float, loss: float | None = None) -> bool:
+        """One advertisement on the air at host time `t`, lost at the band's rate (or `loss`, its transmitter's);
+        True when the band scheduled a new effect or began to show a new live look."""
+        if self._lost(loss):
             return False
         showing = self.band.showing
         self.band.hear(data, self.clock(t))
         return self._follow(t) | (self.band.showing is not showing)
 
-    def accept(self, packet: WristbandPacket | LiveFrame, t: float) -> bool:
+    def accept(self, packet: WristbandPacket | LiveFrame, t: float, loss: float | None = None) -> bool:
         """`hear`, for a packet already decoded and authenticated (the crowd decodes each copy once)."""
-        if self._lost():
+        if self._lost(loss):
             return False
         showing = self.band.showing
         self.band.accept(packet, self.clock(t))
@@ -89,8 +89,8 @@ class VirtualBand:
         return [LiveShown(self.true_time(s.began), s.rgb, s.strobe_ms) for s in self.band.history
                 if s.live and s.began is not None]
 
-    def _lost(self) -> bool:
-        lost = self.rng.random() < self.loss
+    def _lost(self, loss: float | None) -> bool:
+        lost = self.rng.random() < (self.loss if loss is None else loss)
         self.lost += lost
         self.heard += not lost
         return lost

@@ -1,0 +1,175 @@
+"""Several radios on one air (drivers/sim/shared_air.py) in a process of its own, real-time when asked and the
+system allows it, as bench/air_process.py runs the one-radio air: each box's radio is a chip that answers within a
+millisecond whatever the host's cores are doing, so its stand-in does not queue behind the daemons under test. Its
+bands start effects on the monotonic clock, the same in every process, so what they report is comparable with the
+parent's times. A test or a benchmark starts it, gives each box's `wristband` driver one of its ptys, and asks.
+
+The parent talks to it over its stdin and stdout, a line each way: `serials` (the effects any band has started),
+`close` (the air's record written to a JSON file: what each radio put on the air, and every band's radios heard,
+effect starts and live looks; then it exits)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.air_process import ANSWER_S, READY_S
+from bench.common import PYTHON, ROOT, die_with_parent
+from drivers.sim.crowd import LiveShown
+from drivers.sim.shared_air import SharedAir
+from gateway.realtime import make_realtime
+
+
+@dataclass
+class PlacedHeard:
+    """A band of the shared air as the parent sees it: its zone, the radios it hears, its effect starts (serial ->
+    monotonic time), the live looks it showed, and how many copies it heard and lost."""
+    zone: int
+    radios: tuple[int, ...]
+    starts: dict[int, float] = field(default_factory=dict)
+    looks: list[LiveShown] = field(default_factory=list)
+    heard: int = 0
+    lost: int = 0
+
+
+@dataclass
+class SharedRecord:
+    """What the air carried (when, data, radio) and its bands."""
+    on_air: list[tuple[float, bytes, int]]
+    bands: list[PlacedHeard]
+
+
+class SharedAirProcess:
+    """`python -m bench.shared_air_process`, started by `open` and ended by `close`."""
+
+    def __init__(self, key: bytes, show_id: int, losses: Sequence[float], seed: int, priority: int) -> None:
+        self.args = ["--key", key.hex(), "--show-id", str(show_id), "--losses", ",".join(map(str, losses)),
+                     "--seed", str(seed), "--priority", str(priority)]
+        self.scheduling = "not started"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._out: Path | None = None
+
+    async def open(self, ptys: Sequence[Path], bands: Sequence[tuple[int, Sequence[int]]], log: Path) -> None:
+        """Start it with radio i on `ptys[i]` and a band per (zone, radios heard); on any failure it is stopped
+        before the error is raised."""
+        self._out = log.with_suffix(".air.json")
+        self._proc = await asyncio.create_subprocess_exec(
+            PYTHON, "-m", "bench.shared_air_process", *self.args, "--ptys", ",".join(map(str, ptys)),
+            "--out", str(self._out), "--log", str(log), "--bands", json.dumps([[z, list(r)] for z, r in bands]),
+            "--parent", str(os.getpid()), cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            ready = await self._line(READY_S, "start")
+        except BaseException:
+            await self.stop()
+            raise
+        self.scheduling = ready["scheduling"]
+
+    async def serials(self) -> set[int]:
+        """The effects that any band has started so far."""
+        return set(await self._ask("serials"))
+
+    async def close(self) -> SharedRecord:
+        """Its record, once it has written it and exited."""
+        assert self._proc is not None and self._out is not None
+        await self._ask("close")
+        try:
+            await asyncio.wait_for(self._proc.wait(), ANSWER_S)
+        except TimeoutError:
+            raise RuntimeError(f"the virtual air did not exit within {ANSWER_S:g} s of closing") from None
+        doc = json.loads(await asyncio.to_thread(self._out.read_text))
+        return SharedRecord([(t, bytes.fromhex(data), radio) for t, data, radio in doc["on_air"]],
+                            [PlacedHeard(zone, tuple(radios), {int(s): t for s, t in starts.items()},
+                                         [LiveShown.from_json(x) for x in looks], heard, lost)
+                             for zone, radios, starts, looks, heard, lost in doc["bands"]])
+
+    async def stop(self) -> None:
+        """Killed, if it still runs (after an error), and waited for."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+
+    async def _ask(self, request: str) -> Any:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(request.encode() + b"\n")
+        await self._proc.stdin.drain()
+        return await self._line(ANSWER_S, f"answer {request!r}")
+
+    async def _line(self, seconds: float, what: str) -> Any:
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self._proc.stdout.readline(), seconds)
+        except TimeoutError:
+            raise RuntimeError(f"the shared air did not {what} within {seconds:g} s (see its log)") from None
+        if not line:
+            raise RuntimeError(f"the shared air exited with {await self._proc.wait()} (see its log)")
+        return json.loads(line)
+
+
+async def _serve(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The air until the parent asks to close it (its record) or goes away (None)."""
+    scheduling = make_realtime(args.priority, "the virtual air")
+    air = SharedAir(bytes.fromhex(args.key), args.show_id, [float(x) for x in args.losses.split(",")], args.seed)
+    await air.open(args.ptys.split(","), [(zone, radios) for zone, radios in json.loads(args.bands)], record=True)
+    loop = asyncio.get_running_loop()
+    requests = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(requests), sys.stdin)
+    _answer({"scheduling": scheduling})
+    try:
+        while line := await requests.readline():  # until the parent goes away (end of input)
+            request = line.strip()
+            if request == b"serials":
+                _answer(sorted({s for band in air.bands for s in band.starts}))
+            elif request == b"close":
+                now = time.monotonic()
+                for band in air.bands:  # what was due by now has begun to show
+                    band.settle(now)
+                return {"on_air": [(t, data.hex(), radio) for t, data, radio in air.on_air],
+                        "bands": [(band.zone, sorted(band.radios), band.starts, [x.json() for x in band.looks],
+                                   band.heard, band.lost) for band in air.bands]}
+            else:
+                raise ValueError(f"unknown request {request!r} (allowed: serials, close)")
+        return None
+    finally:
+        await air.close()
+
+
+def _answer(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.shared_air_process", description=__doc__)
+    parser.add_argument("--ptys", required=True, help="where to link each radio's pty, comma-separated")
+    parser.add_argument("--losses", required=True, help="each radio's loss (0..1), comma-separated")
+    parser.add_argument("--bands", required=True, help="JSON: [[zone, [radios heard]], ...], one per band")
+    parser.add_argument("--out", required=True, help="the JSON file the record is written to on close")
+    parser.add_argument("--log", required=True, help="the file its standard error goes to")
+    parser.add_argument("--key", required=True, help="the show key, in hexadecimal")
+    parser.add_argument("--show-id", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--priority", type=int, default=0, help="SCHED_FIFO priority, 0: ordinary")
+    parser.add_argument("--parent", type=int, default=None, help="exit if this process is gone (killed with it)")
+    args = parser.parse_args()
+    if args.parent is not None:  # set here, not before exec: the parent has threads by then
+        die_with_parent()
+        if os.getppid() != args.parent:
+            sys.exit("the parent process has gone")
+    with open(args.log, "wb") as log:
+        os.dup2(log.fileno(), sys.stderr.fileno())
+    record = asyncio.run(_serve(args))
+    if record is not None:
+        Path(args.out).write_text(json.dumps(record))
+        _answer("closed")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,7 @@ from gateway.compliance.settings import ComplianceSection
 from gateway.discovery.settings import DiscoverySection
 from gateway.inference.settings import InferenceSection
 from gateway.schema import Problem, check_all, check_slug
-from gateway.show import cue_settings
+from gateway.show import cue_settings, shared_settings
 from gateway.show import settings as show_settings
 from gateway.ui.settings import DashboardSection, floor_plan_problems
 
@@ -88,7 +88,7 @@ class ConfigError(Exception):
 
 
 # Units the gateway runs itself: a driver may not take their names.
-SERVICE_NAMES = ("api", "cloud", "inference", "discovery")
+SERVICE_NAMES = ("api", "cloud", "inference", "discovery", "shared")
 
 
 def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverConfig | None:
@@ -184,6 +184,9 @@ def parse(path: Path, text: str, *, box: bool = False) -> Config:
         if (feedback := sections.show.feedback.universe) and feedback not in sections.dmx.universes:
             problems.append(Problem("show.feedback.universe", f"universe {feedback} is not in dmx.universes (allowed: "
                                     f"{', '.join(map(str, sections.dmx.universes)) or 'none configured'}; or add it)"))
+    if sections is not None and sections.show.shared is not None:
+        problems.extend(Problem(f"show.shared.{p.path}", p.message) for p in
+                        shared_settings.box_problems(sections.show.shared, sections.gateway.venue, sections.gateway.id))
     if sections is not None and sections.cloud is not None:
         problems.extend(identity_problems(sections.gateway.venue, sections.gateway.id, sections.cloud.username,
                                           "cloud.username"))

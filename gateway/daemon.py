@@ -34,7 +34,9 @@ from gateway.metrics import build_registry
 from gateway.outbox import OutboxSettings, event_payload
 from gateway.readings import Ingest, Reading
 from gateway.realtime import make_realtime
+from gateway.show import shared_settings
 from gateway.show.engine import Fired, ShowEngine
+from gateway.show.shared import SharedShow
 from gateway.store import Store
 from gateway.supervisor import NotReady, Supervisor, Unit
 from gateway.systemd import Notifier
@@ -78,6 +80,9 @@ class Gateway:
         self.show = ShowEngine(config.show, self.twin)
         self.show.cues.load(config.path.parent)  # the timecode cue list's file, beside the configuration
         self.show.on_fire(self._fired)
+        self.shared: SharedShow | None = None  # the running shared show's unit, when [show.shared] is configured
+        if (shared := config.show.shared) is not None:  # this box's block of serials, the show's bus up or not
+            self.show.use_serials(shared.boxes.index(config.gateway.id), len(shared.boxes))
         self.supervisor = Supervisor(config.supervisor, self.twin)
         self.supervisor.on_failure = self._unit_failed
         self.metrics = build_registry(self)
@@ -97,7 +102,8 @@ class Gateway:
         units = self.supervisor.units
         s = self.store.stats
         status = self.supervisor.status() if self._up else "starting"
-        problems = [p for p in (self.cloud.problem() if self.cloud is not None else None,) if p is not None]
+        problems = [p for p in (self.cloud.problem() if self.cloud is not None else None,
+                                self.shared.problem() if self.shared is not None else None) if p is not None]
         if status == "ok" and (s.last_error or self.twin.frozen or problems):
             status = "degraded"
         return {
@@ -159,6 +165,20 @@ class Gateway:
 
         return make
 
+    def _shared_factory(self, section: shared_settings.SharedSection) -> Callable[[], Unit]:
+        base, tls = self.config.path.parent, any(b.tls for b in section.parsed_brokers())
+
+        def access() -> tuple[Credentials, ssl.SSLContext | None]:
+            creds = shared_settings.credentials(section, base)
+            return creds, shared_settings.tls_context(creds) if tls else None
+
+        def make() -> Unit:
+            self.shared = SharedShow(self.show, self.twin, section, self.config.gateway.id, self.config.gateway.venue,
+                                     access)
+            return self.shared
+
+        return make
+
     def _driver_factory(self, dc: DriverConfig) -> Callable[[], Unit]:
         cls = registry.find(dc.type)
         if cls.TRANSMITS_EFFECTS:
@@ -202,6 +222,8 @@ class Gateway:
                 inference, self.config.path.parent, self.twin, self.ingest, self.alerts))
         if self.config.cloud is not None:
             self.supervisor.add("cloud", "service", self._cloud_factory())
+        if self.config.show.shared is not None:
+            self.supervisor.add("shared", "service", self._shared_factory(self.config.show.shared))
         if (announce := announcer(self)) is not None:
             self.supervisor.add(UNIT_NAME, "service", announce)
         for dc in self.config.drivers:

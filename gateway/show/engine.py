@@ -6,6 +6,11 @@ hear what was fired and how it went out.
 
 Two clocks: effects are scheduled on monotonic time; the show clock (ms) that names them on the air is anchored
 to the wall clock once at start, so it keeps growing across restarts but never jumps with an NTP step.
+
+In a shared show (several boxes, gateway/show/shared.py) an effect fired on another box is `carry`-ed here as it
+was fired there (its id, serial and start): it goes to the transmitters, the listeners and the flash cap's
+bookkeeping as a local one does, with `origin` naming the box it came from. Each box counts its serials within its
+own block of the 256 (`use_serials`), so two boxes never send one serial for two effects.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from gateway.show.cues import CueList
 from gateway.show.effects import RGB, Effect, EffectError, TooSoon, number, render
+from gateway.show.epochs import ShowEpochs
 from gateway.show.live import LiveLooks
 from gateway.show.patch import Patch
 from gateway.show.settings import PresetSection, ShowSection
@@ -64,15 +70,20 @@ class Fired:
     starts_at: float  # wall clock
     delivery: dict[str, str] = field(default_factory=dict)  # transmitter -> "sending" or "not sent: why"
     lead_ms: int = 0  # how long before its start it was fired
+    origin: str | None = None  # the box of a shared show it was fired on, when not this one
 
     def document(self) -> dict[str, Any]:
-        return {"effect_id": self.effect_id, "preset": self.preset, "effect": self.effect.document(),
-                "zones": list(self.zones), "starts_at": rfc3339(self.starts_at),
-                "groups": [{"zones": list(g.zones), "delay_ms": g.delay_ms} for g in self.groups],
-                "delivery": dict(self.delivery)}
+        doc = {"effect_id": self.effect_id, "preset": self.preset, "effect": self.effect.document(),
+               "zones": list(self.zones), "starts_at": rfc3339(self.starts_at),
+               "groups": [{"zones": list(g.zones), "delay_ms": g.delay_ms} for g in self.groups],
+               "delivery": dict(self.delivery)}
+        if self.origin is not None:
+            doc["origin"] = self.origin
+        return doc
 
     def not_sent(self) -> dict[str, str]:
-        return {name: status for name, status in self.delivery.items() if status != "sending"}
+        """The transmitters that did not send it ("not sent: why", or the show's bus: "not shared: why")."""
+        return {name: status for name, status in self.delivery.items() if status.startswith("not ")}
 
 
 Listener = Callable[[Fired], None]
@@ -92,6 +103,7 @@ class ShowEngine:
         self.recent: deque[Fired] = deque(maxlen=RECENT)
         self._taps: deque[float] = deque(maxlen=8)
         self._anchor = (time.monotonic(), time.time())
+        self._serials = (0, 256)  # this box's block of serials: its first and how many (a shared show splits them)
         self._serial = int(time.time()) % 256  # a restarted gateway does not begin where bands last heard it
         # zone ("" with none configured) -> starts of the effects lighting it, those that can still be too near a
         # new one (not more than 1/max_flash_hz before now: a new effect starts now at the soonest)
@@ -102,6 +114,7 @@ class ShowEngine:
         self.looks = ZoneLooks(self)  # what each zone shows now, for feedback
         # Why the radios must not transmit now (the box's clock is off: gateway/show/clock_watch.py), or None
         self.clock_gate: str | None = None
+        self.epochs = ShowEpochs()  # each show id's epoch, this box's and the shared show's other boxes'
 
     # -- clocks ----------------------------------------------------------------------------------------
     def show_ms(self, mono: float) -> int:
@@ -111,6 +124,18 @@ class ShowEngine:
     def wall(self, mono: float) -> float:
         anchor_mono, anchor_wall = self._anchor
         return anchor_wall + mono - anchor_mono
+
+    def mono(self, show_ms: float) -> float:
+        """The monotonic time at which the show clock reads `show_ms`."""
+        anchor_mono, anchor_wall = self._anchor
+        return anchor_mono + show_ms / 1000 - anchor_wall
+
+    def use_serials(self, block: int, blocks: int) -> None:
+        """Count serials within block `block` of `blocks` equal blocks of the 256 (a shared show: this box's index
+        among its boxes), starting from the clock's seconds as at start."""
+        size = 256 // blocks
+        self._serials = (block * size, size)
+        self._serial = block * size + int(time.time()) % size
 
     # -- commands --------------------------------------------------------------------------------------
     def on_fire(self, listener: Listener) -> Callable[[], None]:
@@ -231,7 +256,8 @@ class ShowEngine:
                 mask |= 1 << self.zones[member].index
             mask = mask or 0xFFFF
             groups.append(Group(tuple(members), mask, delay, self.show_ms(start) + delay))
-        self._serial = (self._serial + 1) % 256
+        first, size = self._serials
+        self._serial = first + (self._serial - first + 1) % size
         fired = Fired(uuid.uuid4().hex[:12], self._serial, preset, effect, names, tuple(groups), start,
                       self.wall(start), lead_ms=lead_ms)
         self.last = fired
@@ -241,6 +267,29 @@ class ShowEngine:
             self._light(names or ("",), start)
         log.info("effect %s (%s) fired for %s, starts %s", fired.effect_id, preset or effect.kind,
                  ", ".join(names) or "every zone", rfc3339(fired.starts_at))
+        self._deliver(fired)
+        return fired
+
+    def carry(self, fired: Fired) -> bool:
+        """An effect fired on another box of a shared show (`fired.origin`), with its id, serial and start: to the
+        transmitters and listeners as a local one, the zones it lights kept for the flash cap (a local effect too
+        near it is refused) and taken from live control. Not checked again (the box that fired it did). False when
+        the effect is already here."""
+        if any(known.effect_id == fired.effect_id for known in self.recent):
+            return False
+        names = tuple(name for name in fired.zones if name in self.zones)
+        self.last = fired
+        self.recent.append(fired)
+        self.live.release(names)
+        if fired.effect.kind != "blackout":
+            self._light(names if fired.zones else ("",), fired.start_mono)
+        log.info("effect %s (%s) carried from %s for %s, starts %s", fired.effect_id, fired.preset or
+                 fired.effect.kind, fired.origin, ", ".join(fired.zones) or "every zone", rfc3339(fired.starts_at))
+        self._deliver(fired)
+        return True
+
+    def _deliver(self, fired: Fired) -> None:
+        """A fired or carried effect to every transmitter (each says how it goes out), then to the listeners."""
         for name, send in list(self._transmitters.items()):
             try:
                 fired.delivery[name] = "not sent: the transmitter is down" if send is None else send(fired)
@@ -255,7 +304,6 @@ class ShowEngine:
             except Exception:
                 log.exception("an effect listener failed")
         self._report()
-        return fired
 
     def _check_starts(self, names: tuple[str, ...], start: float) -> None:
         """Effects that change what a zone shows are flashes too (solid and blackout in turn, or two colours): an

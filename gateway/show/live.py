@@ -63,6 +63,7 @@ class LiveChange:
     show_ms: int
     fade_ms: int
     version: int  # one more for each change of any zone
+    origin: str | None = None  # the box of a shared show it was applied on, when not this one
 
 
 LiveListener = Callable[[LiveChange], None]
@@ -130,6 +131,28 @@ class LiveLooks:
             self.version += 1
             self._report_soon()
 
+    def carry(self, zone: str, look: Look, show_ms: int, fade_ms: int, origin: str) -> bool:
+        """A look applied on another box of a shared show (`origin`), shown at the same instant `show_ms`: taken as
+        it is (that box held it to the flash cap), and kept for this box's own cap as a local look is. False when
+        the zone is not this show's, or it already has this look or a later one."""
+        if zone not in self.engine.zones:
+            return False
+        current = self._current.get(zone)
+        if current is not None and (current.show_ms > show_ms or (current.show_ms, current.look) == (show_ms, look)):
+            return False
+        for held in (self._pending, self._waiting):
+            held.pop(zone, None)
+        timer = self._held.pop(zone, None)
+        if timer is not None:
+            timer.cancel()
+        now = time.monotonic()
+        instant = self.engine.mono(show_ms)
+        if look.brightness - self._lowest(zone, now) > FLASH_RISE:
+            self._rises[zone] = instant + fade_ms / 1000
+            self._shown[zone] = deque()
+        self._emit(zone, look, instant - self.engine.settings.live.delay_ms / 1000, fade_ms, now, show_ms, origin)
+        return True
+
     def subscribe(self, listener: LiveListener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
@@ -194,11 +217,13 @@ class LiveLooks:
         now = time.monotonic()
         self._offer(zone, replace(change, at_mono=now), now)
 
-    def _emit(self, zone: str, look: Look, at_mono: float, fade_ms: int, now: float) -> None:
+    def _emit(self, zone: str, look: Look, at_mono: float, fade_ms: int, now: float, show_ms: int | None = None,
+              origin: str | None = None) -> None:
         self.version += 1
-        show_ms = self.engine.show_ms(at_mono) + self.engine.settings.live.delay_ms
+        if show_ms is None:
+            show_ms = self.engine.show_ms(at_mono) + self.engine.settings.live.delay_ms
         change = LiveChange(zone, 1 << self.engine.zones[zone].index, look, at_mono, show_ms, fade_ms,
-                            self.version)
+                            self.version, origin)
         self._current[zone] = change
         self._lowest(zone, now)  # drop what left the window
         self._shown.setdefault(zone, deque()).append((now, look.brightness))

@@ -10,6 +10,7 @@ from gateway.show import console_settings
 from gateway.show.console_settings import FixtureSection, LiveSection, MacroSection
 from gateway.show.cue_settings import CuesSection
 from gateway.show.effects import Effect, EffectError
+from gateway.show.shared_settings import SharedSection
 from gateway.show.zone_looks import FeedbackSection
 
 
@@ -65,6 +66,7 @@ class ShowSection:
     macros: list[MacroSection] = field(default_factory=list)  # console channels that fire presets
     cues: CuesSection = field(default_factory=CuesSection)  # the timecode cue list
     feedback: FeedbackSection = field(default_factory=FeedbackSection)  # zone looks out (gateway/show/zone_looks.py)
+    shared: SharedSection | None = None  # several boxes, one show (gateway/show/shared.py)
 
     def problems(self) -> list[Problem]:
         out = []

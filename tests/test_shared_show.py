@@ -14,7 +14,8 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ from tests.fixtures import mosquitto  # noqa: F401  (a fixture)
 VENUE = "arena"
 KEY_HEX = "000102030405060708090a0b0c0d0e0f"
 KEY = show_key(bytes.fromhex(KEY_HEX), 7)
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+# A box's wall clock 5 ms ahead, its monotonic clock left alone (none: the offset is not checked)
+SKEW = {"FAKETIME": "+0.005", "FAKETIME_DONT_FAKE_MONOTONIC": "1", "LD_PRELOAD": FAKETIME} \
+    if os.path.exists(FAKETIME) else {}
 
 
 def box_config(directory: Path, box: str, broker: str, boxes: list[str], *, pty: Path | None = None) -> Path:
@@ -186,3 +191,153 @@ def _post_raw(gw: Gateway, body: dict[str, Any]) -> tuple[int, str]:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def wall(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+async def asked(daemon: Daemon, path: str, check: Callable[[Any], bool], seconds: float = 5) -> Any:
+    """GET `path` from a daemon until `check` holds of it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(OSError):
+            doc = await asyncio.to_thread(daemon.get, path)
+            if check(doc):
+                return doc
+        assert time.monotonic() < deadline, f"{path} never as expected"
+        await asyncio.sleep(0.05)
+
+
+def radio(gw: Gateway) -> Any:
+    unit = gw.supervisor.units["radio"].unit
+    assert unit is not None
+    return unit
+
+
+def starts(air: VirtualAir, effect_serial: int, epoch_ms: int) -> set[int]:
+    """The absolute starts (show_ms) that the copies on `air` of the effect of `effect_serial` say (the tail
+    after the start, countdown 0, says only that it has begun)."""
+    out = set()
+    for _, data in air.on_air:
+        packet = decode_any(data, KEY)
+        if isinstance(packet, WristbandPacket) and packet.serial == effect_serial and packet.countdown_ms > 0:
+            out.add(epoch_ms + packet.sequence + packet.countdown_ms)
+    return out
+
+
+async def test_the_radios_send_one_show_from_the_earliest_epoch_and_the_clock_gate_stops_a_radio(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    boxes = ["a", "b"]
+    airs = {name: VirtualAir(KEY, 7, seed=i) for i, name in enumerate(boxes)}
+    for name, air in airs.items():
+        await air.open(str(tmp_path / f"hci-{name}"), [], record=True)
+    # b's radio has sent show 7 for a minute already: a adopts b's epoch, b never a's later one.
+    earlier = int(time.time() * 1000) - 60_000
+    (tmp_path / "b" / "data").mkdir(parents=True)
+    (tmp_path / "b" / "data" / "radio.radio.json").write_text(json.dumps({"shows": {"7": [earlier, 59_000]}}))
+    try:
+        async with running(box_config(tmp_path / "a", "a", mosquitto.url, boxes, pty=tmp_path / "hci-a")) as a, \
+                running(box_config(tmp_path / "b", "b", mosquitto.url, boxes, pty=tmp_path / "hci-b")) as b:
+            await until(lambda: radio(a).streams.epoch_ms == earlier, 5, "a to adopt b's epoch")
+            assert radio(b).streams.epoch_ms == earlier
+            await asyncio.sleep(1.1)  # the state file is written every second
+            stored = json.loads((tmp_path / "a" / "data" / "radio.radio.json").read_text())["shows"]["7"]
+            assert stored[0] == earlier
+            # Both radios carry an effect fired on a with one serial and one absolute start.
+            answer = await fire(a, {"preset": "drop", "zones": ["floor"], "lead_ms": 300})
+            fired = carried(a, answer["effect_id"])
+            assert answer["delivery"] == {"radio": "sending", "shared": "shared"}
+            await until(lambda: carried(b, fired.effect_id), 5, "the effect on b")
+            await asyncio.sleep(0.5)
+            assert starts(airs["a"], fired.serial, earlier) == {fired.groups[0].show_ms}
+            assert starts(airs["b"], fired.serial, earlier) == {fired.groups[0].show_ms}
+            assert carried(b, fired.effect_id).delivery == {"radio": "sending", "shared": "carried from a"}
+            # A console's look on b shows on a at the same instant.
+            b.show.live.set(("balcony",), Look((0, 200, 0), 1.0))
+            change = await until(lambda: a.show.live.current().get("balcony"), 5, "the look on a")
+            assert (change.show_ms, change.look, change.origin) == \
+                (b.show.live.current()["balcony"].show_ms, Look((0, 200, 0), 1.0), "b")
+            # The clock gate: a sends nothing at all, answers "not sent", and resumes by itself.
+            a.show.clock_gate = "the clock is 4.0 ms from the show's (allowed: 2.0)"
+            await asyncio.sleep(0.1)
+            quiet = len(airs["a"].on_air)
+            gated = await fire(b, {"preset": "drop", "zones": ["floor"], "lead_ms": 800})
+            on_a = await until(lambda: carried(a, gated["effect_id"]), 5, "the effect on a")
+            assert on_a.delivery["radio"] == "not sent: the clock is 4.0 ms from the show's (allowed: 2.0)"
+            await asyncio.sleep(0.3)
+            assert len(airs["a"].on_air) == quiet and radio(a).health()["clock_gate"] is not None
+            a.show.clock_gate = None
+            await until(lambda: len(airs["a"].on_air) > quiet, 2, "a to send again")
+            assert on_a.delivery["radio"] == "sending (resumed)"
+            await asyncio.sleep(0.6)
+            assert starts(airs["a"], on_a.serial, earlier) == {on_a.groups[0].show_ms}
+    finally:
+        for air in airs.values():
+            await air.close()
+
+
+async def test_a_box_that_joins_mid_show_carries_what_counts_down_and_a_box_killed_is_lost(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    boxes = ["a", "b"]
+    async with running(box_config(tmp_path / "a", "a", mosquitto.url, boxes)) as a:
+        answer = await fire(a, {"preset": "drop", "lead_ms": 8000})
+        assert answer["delivery"] == {"shared": "shared"}
+        # b, a daemon as a venue runs it (`venue-gateway run --config`), joins mid-show with no hand work.
+        path = box_config(tmp_path / "b", "b", mosquitto.url, boxes)
+        # Its wall clock 5 ms ahead of this one's (libfaketime), which the clock exchanges measure.
+        skew = SKEW
+        b = Daemon(path, int(configuration.load(path).api.listen.rsplit(":", 1)[1]), env=skew)
+        try:
+            await asyncio.to_thread(b.start)
+            last = await asked(b, "/api/v1/twin/assets/show_control",
+                               lambda doc: doc["reported"].get("last_effect") is not None)
+            assert last["reported"]["last_effect"]["effect_id"] == answer["effect_id"]
+            assert last["reported"]["last_effect"]["origin"] == "a"
+            # the same start on the show clock (ms: the origin's document has the fraction its show_ms drops)
+            assert abs(wall(last["reported"]["last_effect"]["starts_at"]) - wall(answer["starts_at"])) <= 0.001
+            await until(lambda: shared(a).peers["b"].state == "online", 5, "a to hear b")
+            if skew:
+                # (an exchange's error is at most half its round trip: the best recent one counts)
+                clock = await until(lambda: (c := shared(a).clocks().get("b")) is not None and c.delay_ms < 10 and c,
+                                    5, "a clock exchange with b of a short round trip")
+                assert abs(clock.offset_ms - 5) <= clock.delay_ms / 2 + 0.5 and clock.age_s < 5, clock
+            # Malformed messages on b's topics and a box not of the show: dropped and counted, nothing carried.
+            async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+                for topic, payload in (("venues/arena/show/b/effect", b"not json"),
+                                       ("venues/arena/show/b/live", b'{"v": 1, "box": "b", "zone": "floor"}'),
+                                       ("venues/arena/show/b/effect", json.dumps(
+                                           {"v": 1, "box": "a", "effect_id": "x"}).encode()),
+                                       ("venues/arena/show/zz/effect", b'{"v": 1, "box": "zz"}')):
+                    await client.publish(topic, payload, qos=1)
+            await until(lambda: shared(a).peers["b"].malformed == 3 and shared(a).foreign == 1, 5, "the drops")
+            assert len(a.show.recent) == 1
+            # b killed: its will says it is lost; a goes on.
+            b.proc.send_signal(signal.SIGKILL) if b.proc is not None else None
+            await until(lambda: shared(a).peers["b"].state == "lost", 5, "a to mark b lost")
+            lost = a.twin.get("shared_show")
+            assert lost is not None and lost.reported["boxes"]["b"]["state"] == "lost"
+            assert lost.reported["boxes"]["b"]["reason"] == "connection lost"
+            assert lost.reported["boxes"]["b"]["malformed"] == 3 and lost.reported["foreign"] == 1
+            assert "shared show: lost b (connection lost)" in a.health()["problems"][0]
+            again = await fire(a, {"preset": "drop", "zones": ["floor"]})
+            assert again["delivery"] == {"shared": "shared"}
+        finally:
+            b.cleanup()
+
+
+async def test_with_the_bus_down_a_box_goes_on_alone_and_says_so(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    async with running(box_config(tmp_path / "a", "a", mosquitto.url, ["a", "b"])) as a:
+        await asyncio.to_thread(mosquitto.stop)
+        await until(lambda: shared(a).state != "online" and shared(a).last_error, 5, "a to see the bus down")
+        answer = await fire(a, {"preset": "drop"})
+        assert answer["delivery"]["shared"].startswith("not shared: the show's bus is "), answer
+        assert answer["delivery"]["shared"].endswith("this box goes on alone")
+        problems = a.health()["problems"]
+        assert problems and problems[0].startswith("shared show: the bus is "), problems
+        twin = a.twin.get("shared_show")
+        assert twin is not None and twin.reported["bus"] != "online" and twin.reported["bus_error"]
+        await asyncio.to_thread(mosquitto.start)
+        await until(lambda: shared(a).state == "online", 5, "a back on the bus")
+        again = await fire(a, {"preset": "drop", "lead_ms": 1000})
+        assert again["delivery"] == {"shared": "shared"} and not a.health()["problems"]

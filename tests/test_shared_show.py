@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -168,13 +169,13 @@ async def test_an_effect_fired_on_one_box_is_carried_by_the_others_with_its_id_s
         assert last is not None and last.reported["last_effect"]["origin"] == "a"
         assert shared(b).peers["a"].carried == 1 and shared(a).peers["b"].carried == 0  # not published again
         # Each box counts within its own block of the 256: a has 0-127, b 128-255.
-        serials = {"a": [fired_a.serial], "b": []}
+        serials: dict[str, list[int]] = {"a": [fired_a.serial], "b": []}
         for i in range(3):
             for name, gw, zone in (("a", a, "floor"), ("b", b, "balcony")):
                 got = await fire(gw, {"effect": {"kind": "solid", "colour": "#0000ff"}, "zones": [zone],
                                       "lead_ms": 1000 + 400 * i})
                 serials[name].append(carried(gw, got["effect_id"]).serial)
-                await until(lambda got=got, gw=gw: carried(b if gw is a else a, got["effect_id"]), 5, "carried")
+                await until(functools.partial(carried, b if gw is a else a, got["effect_id"]), 5, "the effect carried")
         assert all(s < 128 for s in serials["a"]) and all(s >= 128 for s in serials["b"]), serials
         # A local effect too near one fired on another box is refused: the carried one is in the flash cap's book.
         status, body = await asyncio.to_thread(_post_raw, b, {"preset": "drop", "zones": ["floor"], "lead_ms": 1900})

@@ -4,6 +4,7 @@ as anyone else, as that user.
 
     with Postgres() as pg:          # initdb, then the server on a free loopback port (trust auth, no password)
         pg.url                      # postgresql://postgres@127.0.0.1:PORT/postgres
+        pg.database("t1")           # a new, empty database on it: its URL (one server, a database per test)
         pg.stop(); pg.start()       # a database that goes away and comes back, with its data
     # the block's end stops the server (fast shutdown) and removes the directory
 
@@ -76,6 +77,14 @@ class Postgres:
     @property
     def url(self) -> str:
         return f"postgresql://{USER}@{LOOPBACK}:{self.port}/postgres"
+
+    def database(self, name: str) -> str:
+        """Create the empty database `name` (createdb) on the running server; its URL."""
+        done = subprocess.run([str(self.bin / "createdb"), "-h", LOOPBACK, "-p", str(self.port), "-U", USER, name],
+                              capture_output=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"createdb {name} failed: {done.stderr.decode(errors='replace')}")
+        return self.url.removesuffix("/postgres") + f"/{name}"
 
     def _run_as(self) -> dict[str, object]:
         return {} if self.user is None else {"user": self.user, "group": self.user, "extra_groups": []}

@@ -13,12 +13,15 @@ import ssl
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
 import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.cloud.settings import Broker, topic_root
 from gateway.supervisor import backoff_delay
@@ -26,6 +29,12 @@ from gateway.twin import merge_patch
 
 log = logging.getLogger(__name__)
 
+# With --share: what every replica takes (the retained ones reach only an ordinary subscription), and what the
+# replicas split among them.
+EVERY_REPLICA = ("status", "twin/snapshot")
+SHARED = ("telemetry", "events", "twin/delta")
+SESSION_EXPIRY_S = 3600  # a replica with a fixed client id that is away this long loses what its session held
+RECEIVE_MAXIMUM = 1000  # messages the broker may send before this mirror acknowledges the first (MQTT 5)
 SEEN_IDS = 200_000  # ids remembered for dropping duplicates
 SNAPSHOT_ASK_S = 5.0
 EVENTS_KEPT = 1000
@@ -125,22 +134,26 @@ class GatewayMirror:
         for change in doc["changes"]:
             if change["version"] <= self.version:
                 continue
-            asset_id = change["asset"]
-            if change["removed"]:
-                self.assets.pop(asset_id, None)
-            else:
-                asset = self.assets.get(asset_id) or {"reported": {}, "desired": {}}
-                reported, desired = asset.get("reported", {}), asset.get("desired", {})
-                if change["reported"] is not None:
-                    reported = merge_patch(reported, change["reported"])
-                if change["desired"] is not None:
-                    desired = merge_patch(desired, change["desired"])
-                self.assets[asset_id] = {"kind": change["kind"], "zone": change["zone"], "owner": change["owner"],
-                                         "reported": reported, "desired": desired, "version": change["version"],
-                                         "updated_at": change["at"]}
-            self.version = change["version"]
+            self.apply(change)
         self.version = doc["to"]
         return True
+
+    def apply(self, change: dict[str, Any]) -> None:
+        """Fold one change of a delta into the twin held (docs/cloud-protocol.md, rebuilding the twin, step 2)."""
+        asset_id = change["asset"]
+        if change["removed"]:
+            self.assets.pop(asset_id, None)
+        else:
+            asset = self.assets.get(asset_id) or {"reported": {}, "desired": {}}
+            reported, desired = asset.get("reported", {}), asset.get("desired", {})
+            if change["reported"] is not None:
+                reported = merge_patch(reported, change["reported"])
+            if change["desired"] is not None:
+                desired = merge_patch(desired, change["desired"])
+            self.assets[asset_id] = {"kind": change["kind"], "zone": change["zone"], "owner": change["owner"],
+                                     "reported": reported, "desired": desired, "version": change["version"],
+                                     "updated_at": change["at"]}
+        self.version = change["version"]
 
     def telemetry(self, doc: dict[str, Any]) -> list[list[Any]] | None:
         """The batch's readings if it is new, else None (a duplicate)."""
@@ -169,13 +182,27 @@ Listener = Callable[[GatewayMirror, str, Any], None]  # (gateway, what: status|s
 
 
 class Mirror:
-    def __init__(self, broker: Broker, *, venue: str = "+", gateway: str = "+", client_id: str | None = None,
-                 username: str | None = None, password: str | None = None, tls: ssl.SSLContext | None = None,
-                 ask_snapshots: bool = True) -> None:
-        self.broker = broker
+    """Follows the gateways under `venue` and `gateway` (`+`: every one) on the first of `brokers` that answers,
+    trying the next when one fails. With `share`, several replicas split the load: telemetry, events and deltas come
+    through the MQTT 5 shared subscription `$share/GROUP/...`, each message to one replica; status and snapshots
+    through an ordinary subscription, so that every replica gets them, the retained ones included (the broker sends
+    no retained message to a shared subscription: MQTT 5, 4.8.2)."""
+
+    manual_acks = False  # a subclass that acknowledges each message itself, once it is safely kept
+
+    def __init__(self, broker: Broker | Sequence[Broker], *, venue: str = "+", gateway: str = "+",
+                 client_id: str | None = None, username: str | None = None, password: str | None = None,
+                 tls: ssl.SSLContext | None = None, ask_snapshots: bool = True, share: str | None = None,
+                 session_expiry_s: int = SESSION_EXPIRY_S) -> None:
+        self.brokers = [broker] if isinstance(broker, Broker) else list(broker)
+        if not self.brokers:
+            raise ValueError("a mirror needs a broker")
+        self.broker = self.brokers[0]  # the one in use, or tried last
         self.filter = f"{topic_root(venue, gateway)}/#"
+        self.share = share
         # A fixed client id gets a persistent session: the broker keeps what arrives while the mirror is away.
         self.client_id = client_id
+        self.session_expiry_s = session_expiry_s
         self._username, self._password, self._tls = username, password, tls
         self.ask_snapshots = ask_snapshots
         self.gateways: dict[tuple[str, str], GatewayMirror] = {}
@@ -184,6 +211,18 @@ class Mirror:
         self.malformed = 0
         self._client: aiomqtt.Client | None = None
 
+    @property
+    def v5(self) -> bool:
+        """MQTT 5 for shared subscriptions and for sessions that expire (the fleet's); 3.1.1 otherwise, as ever."""
+        return self.share is not None or self.manual_acks
+
+    def subscriptions(self) -> list[str]:
+        if self.share is None:
+            return [self.filter]
+        root = self.filter.removesuffix("/#")
+        return [f"{root}/{what}" for what in EVERY_REPLICA] + [f"$share/{self.share}/{root}/{what}"
+                                                                 for what in SHARED]
+
     def gateway(self, venue: str, gateway_id: str) -> GatewayMirror:
         key = (venue, gateway_id)
         found = self.gateways.get(key)
@@ -191,33 +230,54 @@ class Mirror:
             found = self.gateways[key] = GatewayMirror(venue, gateway_id)
         return found
 
+    def _connection(self, broker: Broker, identifier: str) -> aiomqtt.Client:
+        persistent = self.client_id is not None
+        properties = None
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.session_expiry_s if persistent else 0
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        client = aiomqtt.Client(
+            broker.host, broker.port, identifier=identifier, username=self._username, password=self._password,
+            tls_context=self._tls if broker.tls else None, logger=logging.getLogger("gateway.cloud.mqtt"),
+            protocol=aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if self.v5 else not persistent,
+            clean_start=(not persistent) if self.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY, properties=properties)
+        if self.manual_acks:  # paho's own switch: aiomqtt 2 has none (aiomqtt is held below 3)
+            client._client.manual_ack_set(True)
+        return client
+
     async def run(self) -> None:
-        """Subscribe and follow until cancelled, reconnecting with backoff."""
+        """Subscribe and follow until cancelled, reconnecting with backoff, to the next broker after a failure."""
         attempt = 0
         rng = random.Random()
         identifier = self.client_id or f"mirror-{uuid.uuid4().hex[:8]}"
+        index = 0
         while True:
+            self.broker = self.brokers[index]
             try:
-                async with aiomqtt.Client(
-                        self.broker.host, self.broker.port, identifier=identifier,
-                        username=self._username, password=self._password,
-                        tls_context=self._tls if self.broker.tls else None,
-                        clean_session=self.client_id is None, logger=logging.getLogger("gateway.cloud.mqtt")) as client:
+                async with self._connection(self.broker, identifier) as client:
                     self._client = client
-                    await client.subscribe(self.filter, qos=1)
+                    for topic in self.subscriptions():
+                        await client.subscribe(topic, qos=1)
                     attempt = 0
                     self.connected.set()
-                    log.info("mirror subscribed to %s on %s", self.filter, self.broker)
-                    async for message in client.messages:
-                        await self._handle(str(message.topic), message.payload)
+                    log.info("mirror subscribed to %s on %s", ", ".join(self.subscriptions()), self.broker)
+                    await self._consume(client)
             except aiomqtt.MqttError as exc:
                 log.warning("mirror: broker %s: %s", self.broker, exc)
             finally:
                 self._client = None
                 self.connected.clear()
+            index = (index + 1) % len(self.brokers)
             delay = backoff_delay(attempt, 0.2, 5.0, rng)
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        """Take each message as it comes (the client acknowledges it on receipt)."""
+        async for message in client.messages:
+            await self._handle(str(message.topic), message.payload)
 
     async def _handle(self, topic: str, payload: Any) -> None:
         parts = topic.split("/", 3)

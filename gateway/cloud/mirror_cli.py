@@ -18,27 +18,30 @@ import aiomqtt
 import orjson
 from aiohttp import web
 
-from gateway.addresses import parse_listen
+from gateway.addresses import is_loopback, parse_listen
 from gateway.client import parse_object
-from gateway.cloud.mirror import GatewayMirror, Mirror, NoAnswer, send_command
+from gateway.cloud.mirror import SESSION_EXPIRY_S, GatewayMirror, Mirror, NoAnswer, send_command
+from gateway.cloud.mirror_http import MemoryView, View, app
 from gateway.cloud.settings import Broker, parse_broker
 
 SUMMARY_EVERY_S = 10.0
-MIRROR: web.AppKey[Mirror] = web.AppKey("mirror")
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("mirror", help="follow gateways on an MQTT broker (rebuild their twins, drop duplicates), "
                                       "or send one a cloud command",
                        description="Subscribe to one or many gateways, rebuild each twin from the retained snapshot "
-                                   "and the deltas after it, and drop duplicate telemetry and events. With --send, "
+                                   "and the deltas after it, and drop duplicate telemetry and events. With "
+                                   "--database, keep it all in PostgreSQL, as one of several replicas with --share "
+                                   "(docs/fleet.md). With --send, "
                                    "publish one command to --gateway as the cloud would (desired, fire, stop, "
                                    "snapshot: docs/cloud-protocol.md), print its answer and exit: 0 on "
                                    "command_result, 1 on command_error or no answer.",
                        epilog="examples: mirror --broker mqtt://127.0.0.1:1883 --gateway demo-01 --send fire "
                               "preset=chorus 'zones=[\"floor\"]' | ... --send stop | ... --send desired "
                               "asset=amp:r01.1 desired.enabled=false | ... --send snapshot")
-    p.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    p.add_argument("--broker", required=True, action="append", metavar="URL",
+                   help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]; again for another broker to fail over to")
     p.add_argument("--venue", default="+", help="one venue (default: every venue)")
     p.add_argument("--gateway", default="+", metavar="ID", help="one gateway (default: every gateway)")
     p.add_argument("--client-id", metavar="ID",
@@ -50,7 +53,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--key-file", metavar="FILE", help="its key")
     p.add_argument("--no-ask", action="store_true",
                    help="never publish cmd/snapshot when a twin has a gap (wait for the periodic snapshot)")
-    p.add_argument("--serve", metavar="HOST:PORT", help="serve the mirrored twins over HTTP")
+    p.add_argument("--database", metavar="URL",
+                   help="keep everything in PostgreSQL (postgresql://USER@HOST:PORT/DB; the password from PGPASSWORD "
+                        "or ~/.pgpass) and answer from it; needs --client-id (docs/fleet.md)")
+    p.add_argument("--share", metavar="GROUP",
+                   help="one of several replicas: split telemetry, events and deltas with the others of GROUP "
+                        "(MQTT 5 shared subscription)")
+    p.add_argument("--session-expiry", type=int, default=SESSION_EXPIRY_S, metavar="S",
+                   help=f"with --client-id under MQTT 5 (--share, --database): how long the broker keeps this "
+                        f"mirror's session while it is away (default {SESSION_EXPIRY_S})")
+    p.add_argument("--serve", metavar="HOST:PORT", help="serve the mirrored twins over HTTP (docs/fleet.md)")
+    p.add_argument("--token-env", metavar="NAME",
+                   help="the environment variable holding a bearer token every HTTP request must carry (needed to "
+                        "serve off loopback)")
     p.add_argument("--quiet", action="store_true", help="print only the summaries")
     p.add_argument("--send", metavar="COMMAND",
                    help="send COMMAND (desired, fire, stop, snapshot, or cmd/NAME) to --gateway, print the answer")
@@ -65,7 +80,8 @@ def add_parser(sub: Any) -> None:
 def cmd_mirror(args: argparse.Namespace) -> int:
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
-        broker = parse_broker(args.broker)
+        brokers = [parse_broker(url) for url in args.broker]
+        broker = brokers[0]
         password = None
         if args.password_env:
             password = os.environ.get(args.password_env) or None
@@ -77,6 +93,17 @@ def cmd_mirror(args: argparse.Namespace) -> int:
             if args.cert_file:
                 tls.load_cert_chain(args.cert_file, args.key_file)
         listen = parse_listen(args.serve) if args.serve else None
+        token = None
+        if args.token_env:
+            token = os.environ.get(args.token_env) or None
+            if token is None:
+                raise ValueError(f"environment variable {args.token_env} is not set or empty")
+        if listen is not None and token is None and not is_loopback(listen[0]):
+            raise ValueError(f"--serve {args.serve} is off loopback: give --token-env so that only the token's "
+                             "holders read the fleet, or serve on 127.0.0.1")
+        if args.database and not args.client_id:
+            raise ValueError("--database needs --client-id (one fixed id per replica): its session holds what the "
+                             "broker sent and the replica had not stored when it stopped")
         if args.payload and not args.send:
             raise ValueError(f"{args.payload[0]!r}: a payload goes with --send")
         if args.send and args.gateway == "+":
@@ -87,12 +114,41 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         return 2
     if args.send:
         return asyncio.run(_send(args, broker, payload, password, tls))
-    mirror = Mirror(broker, venue=args.venue, gateway=args.gateway, client_id=args.client_id,
-                    username=args.username, password=password, tls=tls, ask_snapshots=not args.no_ask)
+    options: dict[str, Any] = {"venue": args.venue, "gateway": args.gateway, "client_id": args.client_id,
+                               "username": args.username, "password": password, "tls": tls,
+                               "ask_snapshots": not args.no_ask, "share": args.share,
+                               "session_expiry_s": args.session_expiry}
+    if args.database:
+        try:
+            return _fleet(args, brokers, options, listen, token)
+        except ValueError as exc:
+            print(f"venue-gateway mirror: {exc}", file=sys.stderr)
+            return 2
+    mirror = Mirror(brokers, **options)
     if not args.quiet:
         mirror.listeners.append(_print)
-    asyncio.run(_run(mirror, listen))
-    return 0
+    return asyncio.run(_run(mirror, listen, MemoryView(mirror), token))
+
+
+def _fleet(args: argparse.Namespace, brokers: list[Broker], options: dict[str, Any],
+           listen: tuple[str, int] | None, token: str | None) -> int:
+    """The mirror on PostgreSQL; its driver is the `fleet` extra, imported only here."""
+    try:
+        import psycopg
+
+        from gateway.cloud.mirror_db import Database
+        from gateway.cloud.mirror_fleet import DatabaseView, FleetMirror
+    except ImportError as exc:
+        raise ValueError(f"--database needs the fleet extra (pip install 'venue-gateway[fleet]'): {exc}") from None
+    try:
+        psycopg.conninfo.conninfo_to_dict(args.database)
+    except psycopg.Error as exc:
+        raise ValueError(f"--database {args.database!r} is not a PostgreSQL URL (postgresql://USER@HOST:PORT/DB, "
+                         f"or libpq's key=value form): {exc}") from None
+    fleet = FleetMirror(brokers, Database(args.database), **options)
+    if not args.quiet:
+        fleet.listeners.append(_print)
+    return asyncio.run(_run(fleet, listen, DatabaseView(fleet), token))
 
 
 async def _send(args: argparse.Namespace, broker: Broker, payload: dict[str, Any], password: str | None,
@@ -127,22 +183,33 @@ def _print(gw: GatewayMirror, what: str, doc: dict[str, Any]) -> None:
         print(f"{name}: {doc.get('kind')} {orjson.dumps(detail).decode()}", flush=True)
 
 
-async def _run(mirror: Mirror, listen: tuple[str, int] | None) -> None:
+async def _run(mirror: Mirror, listen: tuple[str, int] | None, view: View, token: str | None) -> int:
+    """Follow until SIGTERM or SIGINT (0), or until the mirror cannot go on (1, the reason printed)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runner = None
     if listen is not None:
-        runner = web.AppRunner(_app(mirror), access_log=None)
+        runner = web.AppRunner(app(view, token=token), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, *listen).start()
         print(f"mirror serving http://{listen[0]}:{listen[1]}/gateways", flush=True)
     task = asyncio.create_task(mirror.run())
+    stopped = asyncio.create_task(stop.wait())
     try:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SUMMARY_EVERY_S)
+            await asyncio.wait([task, stopped], timeout=SUMMARY_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                print(f"venue-gateway mirror: {task.exception() or 'stopped'}", file=sys.stderr)
+                return 1
+            if mirror.manual_acks:  # the fleet's: the totals this replica stored
+                service = view.service()
+                stored = service["stored"]
+                print(f"stored {stored['readings']} readings in {stored['batches']} batches, {stored['events']} "
+                      f"events, {stored['changes']} twin changes, {stored['snapshots']} snapshots; "
+                      f"{stored['duplicates']} duplicates dropped; database {service['database']}", flush=True)
+                continue
             for gw in mirror.gateways.values():
                 s = gw.summary()
                 t = s["telemetry"]
@@ -150,44 +217,10 @@ async def _run(mirror: Mirror, listen: tuple[str, int] | None) -> None:
                       f"{s['twin_version']} ({s['assets']} assets), {t['readings']} readings in {t['batches']} "
                       f"batches, {t['duplicates']} duplicates dropped, {s['events']} events", flush=True)
     finally:
+        stopped.cancel()
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         if runner is not None:
             await runner.cleanup()
-
-
-def _app(mirror: Mirror) -> web.Application:
-    app = web.Application()
-    app[MIRROR] = mirror
-
-    def found(request: web.Request) -> GatewayMirror:
-        key = (request.match_info["venue"], request.match_info["id"])
-        gw = request.app[MIRROR].gateways.get(key)
-        if gw is None:
-            raise web.HTTPNotFound(text=orjson.dumps({"error": "not_found", "message": f"no gateway {key[0]}/"
-                                                      f"{key[1]} seen"}).decode(), content_type="application/json")
-        return gw
-
-    async def gateways(request: web.Request) -> web.Response:
-        return web.json_response([gw.summary() for gw in request.app[MIRROR].gateways.values()],
-                                 dumps=lambda d: orjson.dumps(d).decode())
-
-    async def summary(request: web.Request) -> web.Response:
-        return web.json_response(found(request).summary(), dumps=lambda d: orjson.dumps(d).decode())
-
-    async def twin(request: web.Request) -> web.Response:
-        gw = found(request)
-        if not gw.complete:
-            raise web.HTTPServiceUnavailable(text=orjson.dumps({"error": "no_snapshot", "message": "no snapshot "
-                                             "received yet"}).decode(), content_type="application/json")
-        return web.Response(body=orjson.dumps(gw.twin()), content_type="application/json")
-
-    async def events(request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(list(found(request).events)), content_type="application/json")
-
-    app.router.add_get("/gateways", gateways)
-    app.router.add_get("/gateways/{venue}/{id}", summary)
-    app.router.add_get("/gateways/{venue}/{id}/twin", twin)
-    app.router.add_get("/gateways/{venue}/{id}/events", events)
-    return app
+    return 0

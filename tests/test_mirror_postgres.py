@@ -1,0 +1,259 @@
+"""The fleet mirror on a real PostgreSQL (peers/postgres.py) and a real Mosquitto: idempotent writes, twins rebuilt
+from the database however the deltas interleave, replicas sharing the load, a replica killed with SIGKILL under load
+and started again (nothing lost, nothing doubled), the database going away and coming back, and a real gateway's
+twin from the database equal to the in-memory mirror's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import orjson
+import psycopg
+import pytest
+
+from gateway.cloud.mirror import GatewayMirror
+from gateway.cloud.mirror_db import Database, Item
+from gateway.cloud.mirror_fleet import FleetMirror
+from gateway.cloud.settings import parse_broker
+from peers.mosquitto import Mosquitto
+from peers.postgres import Postgres
+from tests.cloud import cloud_config, mirroring, running, until
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Postgres]:
+    with Postgres(options={"fsync": "off"}) as pg:
+        yield pg
+
+
+@pytest.fixture
+def postgres(server: Postgres) -> str:
+    """A new database on the module's server: its URL."""
+    if server.proc is None:  # a test stopped it and failed before starting it again
+        server.start()
+    return server.database(f"t{next(NAMES)}")
+
+
+def change(version: int, asset: str, reported: dict[str, Any] | None, removed: bool = False) -> dict[str, Any]:
+    return {"version": version, "asset": asset, "at": f"2026-01-01T00:00:{version % 60:02d}Z", "kind": "rack",
+            "zone": None, "owner": "venue", "reported": reported, "desired": None, "removed": removed}
+
+
+def history(venue: str, gateway_id: str, deltas: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A snapshot at version 10 and `deltas` deltas of two changes each after it (merge patches, a removal)."""
+    snapshot = {"gateway_id": gateway_id, "venue": venue, "version": 10, "taken_at": "2026-01-01T00:00:00Z",
+                "assets": {"rack:1": {"kind": "rack", "zone": None, "owner": "venue",
+                                      "reported": {"temp": 30, "fan": 1}, "desired": {}, "version": 9,
+                                      "updated_at": "2026-01-01T00:00:00Z"}}}
+    out, version = [], 10
+    for i in range(deltas):
+        changes = [change(version + 1, "rack:1", {"temp": 30 + i, "fan": None if i % 3 == 0 else i}),
+                   change(version + 2, f"rack:{2 + i % 4}", {"load": i}, removed=i % 5 == 4)]
+        out.append({"gateway_id": gateway_id, "from": version, "to": version + 2, "changes": changes})
+        version += 2
+    return snapshot, out
+
+
+def folded(snapshot: dict[str, Any], deltas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The twin as the in-memory mirror rebuilds it from the snapshot and the deltas in order."""
+    gw = GatewayMirror(snapshot["venue"], snapshot["gateway_id"])
+    gw.snapshot(orjson.loads(orjson.dumps(snapshot)))
+    for d in deltas:
+        assert gw.delta(orjson.loads(orjson.dumps(d)))
+    return gw.twin()
+
+
+def batch(gateway_id: str, first: int, count: int = 20) -> dict[str, Any]:
+    readings = [[first + i, 1.7e9 + first + i, f"rack:{i % 2}", "temp", 20.0 + i] for i in range(count)]
+    return {"batch_id": f"store-1:{first}-{first + count - 1}", "gateway_id": gateway_id, "first_seq": first,
+            "fields": ["seq", "ts", "asset", "metric", "value"], "readings": readings}
+
+
+async def test_writes_are_idempotent_and_twins_fold_deltas_however_the_replicas_interleave(postgres: str) \
+        -> None:
+    one, two = Database(postgres), Database(postgres)
+    await one.open()
+    await two.open()  # the schema is there: the second replica finds it
+    try:
+        first = await one.write([Item("hall", "gw-1", "telemetry", batch("gw-1", 1)),
+                                 Item("hall", "gw-1", "telemetry", batch("gw-1", 1))])  # twice in one group
+        again = await two.write([Item("hall", "gw-1", "telemetry", batch("gw-1", 1)),
+                                 Item("hall", "gw-1", "events", {"event_id": "e1", "kind": "alert"})])
+        assert (first.batches, first.readings, first.duplicates) == (1, 20, 1)
+        assert (again.batches, again.events, again.duplicates) == (0, 1, 1)
+        assert len(await one.telemetry("hall", "gw-1", limit=100)) == 20
+
+        snapshot, deltas = history("hall", "gw-1", 12)
+        await one.write([Item("hall", "gw-1", "twin/snapshot", snapshot)])
+        order = list(range(12))
+        random.Random(5).shuffle(order)
+        held_back = order.pop(order.index(4))
+        for n, i in enumerate(order):  # the replicas write the deltas out of order, each some of them
+            await (one if n % 2 else two).write([Item("hall", "gw-1", "twin/delta", deltas[i])])
+        (twin,) = await two.twins("hall", "gw-1")
+        assert twin.version == 18 and twin.held_to == 34 and twin.behind == 16  # delta 4 (18 -> 20) is missing
+        assert twin.document == folded(snapshot, deltas[:4])
+        assert await one.gaps(await _gids(postgres)) == {1: ("hall", "gw-1", 18, 34)}
+        dup = await one.write([Item("hall", "gw-1", "twin/delta", deltas[held_back]),
+                               Item("hall", "gw-1", "twin/delta", deltas[3])])
+        assert dup.changes == 2 and dup.duplicates == 2
+        (twin,) = await one.twins("hall")
+        assert twin.behind == 0 and twin.document == folded(snapshot, deltas)
+        assert await one.gaps(await _gids(postgres)) == {}
+        with psycopg.connect(postgres) as conn:
+            counts = conn.execute("SELECT (SELECT count(*) FROM mirror_readings), (SELECT count(*) FROM "
+                                  "mirror_changes), (SELECT duplicates FROM mirror_gateways)").fetchone()
+        assert counts == (20, 24, 4)
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def _gids(postgres: str) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(postgres) as conn:
+        return [r[0] for r in await (await conn.execute("SELECT gid FROM mirror_gateways")).fetchall()]
+
+
+def replica(mosquitto: Mosquitto, postgres: str, name: str, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "mirror", "--broker", f"mqtt://127.0.0.1:{free_port()}", "--broker",
+         mosquitto.url, "--database", postgres, "--share", "fleet", "--client-id", name, "--serve",
+         f"127.0.0.1:{port}", "--quiet"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.load(response)
+
+
+def wait_http(port: int, path: str, proc: subprocess.Popen[bytes], seconds: float = 15) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return get(port, path)
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the replica did not serve: {proc.stderr.read() if proc.stderr else ''!r}") \
+                    from None
+            time.sleep(0.1)
+
+
+async def test_replicas_share_the_load_and_one_killed_under_load_loses_and_doubles_nothing(
+        mosquitto: Mosquitto, postgres: str) -> None:
+    ports = [free_port(), free_port()]
+    procs = [replica(mosquitto, postgres, f"replica-{i}", ports[i]) for i in range(2)]
+    try:
+        for proc, port in zip(procs, ports, strict=True):
+            await asyncio.to_thread(wait_http, port, "/mirror", proc)
+        await until(lambda: all(get(p, "/mirror")["connected"] for p in ports), 10, "both replicas subscribed")
+        snapshot, deltas = history("hall", "gw-1", 40)
+        batches = [batch(f"gw-{g}", 1 + 20 * n) for n in range(150) for g in (1, 2)]
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="boxes") as boxes:
+            async def send(n: int) -> None:
+                doc = batches[n]
+                await boxes.publish(f"venues/hall/{doc['gateway_id']}/telemetry", orjson.dumps(doc), qos=1)
+                if n % 7 == 0:  # sent again, as after a reconnect
+                    await boxes.publish(f"venues/hall/{doc['gateway_id']}/telemetry", orjson.dumps(doc), qos=1)
+                if n < len(deltas):
+                    await boxes.publish("venues/hall/gw-1/twin/delta", orjson.dumps(deltas[n]), qos=1)
+                    await boxes.publish("venues/hall/gw-1/events", orjson.dumps(
+                        {"event_id": f"e{n}", "gateway_id": "gw-1", "kind": "alert", "alert": "test"}), qos=1)
+
+            await boxes.publish("venues/hall/gw-1/status", orjson.dumps({"online": True, "gateway_id": "gw-1"}),
+                                qos=1, retain=True)
+            await boxes.publish("venues/hall/gw-1/twin/snapshot", orjson.dumps(snapshot), qos=1, retain=True)
+            await asyncio.gather(*(send(n) for n in range(150)))  # a burst: the replicas hold it as they write
+            procs[0].send_signal(signal.SIGKILL)  # mid-load, as by a crash or the OOM killer
+            procs[0].wait(5)
+            await asyncio.gather(*(send(n) for n in range(150, 300)))
+            procs[0] = replica(mosquitto, postgres, "replica-0", ports[0])  # started again as systemd would
+        await asyncio.to_thread(wait_http, ports[0], "/mirror", procs[0])
+
+        def stored() -> tuple[int, ...]:
+            with psycopg.connect(postgres) as conn:
+                row = conn.execute("SELECT (SELECT count(*) FROM mirror_batches), (SELECT count(*) FROM "
+                                   "mirror_readings), (SELECT count(*) FROM mirror_events)").fetchone()
+            assert row is not None
+            return tuple(row)
+
+        await until(lambda: stored() == (300, 6000, 40), 20, "every batch and event stored")
+        with psycopg.connect(postgres) as conn:
+            doubled = conn.execute("SELECT count(*) FROM (SELECT gid, seq FROM mirror_readings GROUP BY gid, seq "
+                                   "HAVING count(*) > 1) d").fetchone()
+        assert doubled == (0,)
+        shares = [get(p, "/mirror")["stored"]["readings"] for p in ports]
+        assert shares[1] > 0  # the survivor took its share (and the killed one's while it was away)
+        twins = get(ports[1], "/venues/hall/twins")
+        assert [t["mirror"]["behind"] for t in twins["twins"]] == [0]
+        assert {k: v for k, v in twins["twins"][0].items() if k != "mirror"} == folded(snapshot, deltas)
+        assert get(ports[0], "/gateways/hall/gw-1")["online"] is True
+        page = get(ports[0], "/gateways/hall/gw-2/history/telemetry?asset=rack:1&metric=temp&limit=500")
+        assert len(page["readings"]) == 500 and page["next"]
+        rest = get(ports[0], f"/gateways/hall/gw-2/history/telemetry?asset=rack:1&metric=temp&after={page['next']}")
+        assert len(rest["readings"]) == 1000 and rest["next"] is None
+        assert [r[0] for r in page["readings"] + rest["readings"]] == list(range(2, 3001, 2))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def fleet(url: str, database: str, client_id: str) -> AsyncIterator[FleetMirror]:
+    mirror = FleetMirror(parse_broker(url), Database(database), client_id=client_id)
+    task = asyncio.create_task(mirror.run())
+    try:
+        await asyncio.wait_for(mirror.connected.wait(), 10)
+        yield mirror
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await mirror.database.close()
+
+
+async def test_a_real_gateway_twin_from_the_database_equals_the_in_memory_mirror_through_a_database_outage(
+        tmp_path: Path, mosquitto: Mosquitto, server: Postgres, postgres: str) -> None:
+    async with fleet(mosquitto.url, postgres, "fleet-1") as stored, mirroring(mosquitto.url) as memory, \
+            running(cloud_config(tmp_path, mosquitto.url, sample_s=0.05)) as gw:
+        await until(lambda: stored.stored.readings > 20, 10, "telemetry in the database")
+        server.stop()  # the database goes away: nothing is acknowledged, the broker holds the rest
+        await until(lambda: stored.database_error is not None, 10, "the outage noticed")
+        await asyncio.sleep(0.5)
+        server.start()
+        await until(lambda: stored.database_error is None, 15, "the database back")
+        mirrored = memory.gateways[("hall", "gw-1")]
+
+        async def same() -> bool:
+            twins = await stored.database.twins("hall", "gw-1")
+            return bool(twins) and twins[0].document["version"] == mirrored.version == gw.twin.version \
+                and twins[0].document == mirrored.twin()
+
+        deadline = time.monotonic() + 10
+        while not await same():
+            assert time.monotonic() < deadline, "the database's twin never matched the in-memory mirror's"
+            await asyncio.sleep(0.05)
+        async with await psycopg.AsyncConnection.connect(postgres) as conn:
+            seqs = [r[0] for r in await (await conn.execute("SELECT seq FROM mirror_readings ORDER BY seq")).fetchall()]
+        assert seqs == list(range(1, len(seqs) + 1))  # nothing lost across the outage, nothing doubled
+        assert len(seqs) >= mirrored.readings - 200  # and it keeps up with the in-memory mirror

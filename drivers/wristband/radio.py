@@ -19,6 +19,11 @@ Keys and freshness: the configured key is the venue's; the radio signs with the 
 the last one sent in the radio's state file (freshness.py): the radio does not start while the clock is behind
 it, nor while the kernel says the clock is not synchronised (unless `clock_sync = "none"`: a box with no time
 source). A demo key is for the virtual air only: a real port needs `key_file` or `key_env`.
+
+Several boxes, one show (docs/multi-box.md): the radio sends from the earliest epoch any box of the show holds for
+its show id (`ctx.show.epochs`, filled in from the show's bus), adopting an earlier one as it is heard and never a
+later one. While `ctx.show.clock_gate` says the box's clock is off, it sends nothing at all and answers an effect
+"not sent: <reason>"; it resumes by itself once the gate is cleared, with what still counts down.
 """
 
 from __future__ import annotations
@@ -140,6 +145,9 @@ class WristbandRadio(Driver[RadioOptions]):
         self.live_frames_sent = 0
         self._live_version: int | None = None  # the live looks' version the streams have
         self._undo: Any = None
+        self.gated: str | None = None  # why the clock gate keeps the radio quiet now
+        self.gated_copies = 0  # slots the gate kept quiet
+        self._refused_epoch: int | None = None  # an earlier epoch heard that this show cannot take (said once)
 
     @classmethod
     def preflight(cls, options: RadioOptions) -> list[Problem]:
@@ -181,6 +189,7 @@ class WristbandRadio(Driver[RadioOptions]):
         except StateError as exc:
             raise NotReady(str(exc)) from None
         self.streams.epoch_ms = show.epoch_ms
+        self.ctx.show.epochs.hold(options.show_id, show.epoch_ms)
         await self.port.open()
         try:
             await self._set_up()
@@ -229,11 +238,17 @@ class WristbandRadio(Driver[RadioOptions]):
         for fired in show.recent:
             self.streams.add(fired)
         self._live_version = None  # the live looks read afresh: zones released while the radio was down are gone
+        if show.clock_gate is None:
+            self._resume(now)
+        self._undo = show.attach_transmitter(self.ctx.name, self._take)
+
+    def _resume(self, now: int) -> None:
+        """The recent effects reported not sent that still count down at `now` go out after all."""
+        show = self.ctx.show
         for fired in show.recent:
             if fired.delivery.get(self.ctx.name, "").startswith("not sent") \
                     and self.streams.before_start(fired.effect_id, now):
                 show.update_delivery(fired, self.ctx.name, "sending (resumed)")
-        self._undo = show.attach_transmitter(self.ctx.name, self._take)
 
     def detach(self) -> None:
         if self._undo is not None:
@@ -249,7 +264,30 @@ class WristbandRadio(Driver[RadioOptions]):
     def _take(self, fired: Fired) -> str:
         self.streams.add(fired)
         self.effects_taken += 1
-        return "sending"
+        gate = self.ctx.show.clock_gate
+        return "sending" if gate is None else f"not sent: {gate}"  # sent after all if the gate clears in time
+
+    def _adopt_epoch(self, now: int) -> None:
+        """Send from the earliest epoch the show's boxes hold for this show id, if earlier than this radio's (its
+        sequence numbers move forward); one a show cannot take (begun longer ago than max_show_hours) is refused."""
+        show_id = self.options.show_id
+        earliest = self.ctx.show.epochs.earliest(show_id)
+        if earliest is None or earliest >= self.streams.epoch_ms:
+            return
+        if now - earliest > min(self.options.max_show_hours * 3_600_000, MAX_SEQUENCE):
+            if earliest != self._refused_epoch:
+                self._refused_epoch = earliest
+                self.ctx.log.warning("another box of the show sends show %d from an epoch %.1f hours ago, longer than "
+                                     "a show lasts (max_show_hours %g): not adopted; give the show a new show_id",
+                                     show_id, (now - earliest) / 3_600_000, self.options.max_show_hours)
+            return
+        assert self.state is not None
+        self.ctx.log.info("show %d: sending from the shared show's epoch %d, %d ms earlier than this box's", show_id,
+                          earliest, self.streams.epoch_ms - earliest)
+        self.streams.epoch_ms = earliest
+        self.state.shows[show_id].epoch_ms = earliest
+        self.ctx.show.epochs.hold(show_id, earliest)
+        self.ctx.report(f"radio:{self.ctx.name}", {"show_epoch_ms": earliest})
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -283,6 +321,22 @@ class WristbandRadio(Driver[RadioOptions]):
                 await port.command(*disable)
                 advertising = False
                 quiet_since = loop.time()
+            gate = show.clock_gate
+            if gate is not None:  # the box's clock is off: nothing at all goes out
+                if gate != self.gated:
+                    self.ctx.log.warning("the radio sends nothing: %s", gate)
+                self.gated = gate
+                self.gated_copies += 1
+                if loop.time() - quiet_since > 1.0:  # still notice a controller gone silent
+                    await port.command(hci.READ_LOCAL_VERSION)
+                    quiet_since = loop.time()
+                continue
+            now = show.show_ms(time.monotonic())
+            if self.gated is not None:
+                self.ctx.log.info("the clock gate is cleared: the radio sends again")
+                self.gated = None
+                self._resume(now)
+            self._adopt_epoch(now)
             live = show.live
             if live.version != self._live_version:
                 self._live_version = live.version
@@ -331,5 +385,6 @@ class WristbandRadio(Driver[RadioOptions]):
                 "copies_sent": self.copies_sent,
                 "effects_taken": self.effects_taken, "streams": len(self.streams.active),
                 "live_zones": len(self.streams.live), "live_frames_sent": self.live_frames_sent,
+                "clock_gate": self.gated, "gated_slots": self.gated_copies,
                 "hci_commands": self.port.commands, "unexpected_events": self.port.unexpected,
                 "dropped": dict(self.port.reader.dropped), "ignored_events": self.port.reader.ignored}

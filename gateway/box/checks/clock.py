@@ -1,21 +1,32 @@
 """The kernel's clock synchronised to a time source: the show clock is the wall clock (wristband packets and
 effects start at absolute times, compliance minutes are stamped by it), and the unit starts the gateway only once
-systemd-time-wait-sync says the clock is synchronised."""
+the clock is synchronised (time-sync.target: chrony-wait on the image). In a shared show, the running gateway's
+clock watch too (gateway/show/clock_watch.py): whether its radios are silenced because this box's clock is off the
+show's, read from its health (with a token)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from typing import Any
 
-from gateway.box.check import Box, Finding, ok, problem, skipped
+from gateway.box.check import Box, Finding, ok, problem, skipped, warn
+from gateway.box.health import health
 
 STA_UNSYNC = 0x0040  # the kernel's clock status: not synchronised to a time source
-FIX = ("give the box a time source it can reach: systemd-timesyncd (timedatectl set-ntp true; the server in NTP= of "
-       "/etc/systemd/timesyncd.conf, one on the venue LAN or the internet's) or chrony; `timedatectl timesync-status` "
-       "shows what it hears. The gateway waits for it at start (systemd-time-wait-sync)")
+FIX = ("give the box a time source it can reach, one on the venue LAN or the internet's: on the image chrony "
+       "(`chronyc sources` shows what it hears; the venue's NTP server from timesyncd.conf on the card, in "
+       "/etc/chrony/sources.d/), elsewhere chrony or systemd-timesyncd (timedatectl set-ntp true; the server in NTP= "
+       "of /etc/systemd/timesyncd.conf). The gateway waits for it at start (time-sync.target)")
+FIX_SHOW = ("every box of the show on the same NTP server on the venue LAN: `chronyc sources` and `chronyc tracking` "
+            "on each box; the radios transmit again by themselves once the clock is back within the bound")
 
 
 def check(box: Box) -> list[Finding]:
+    return [*_kernel(box), *(watched(_watch(box)) if box.config is not None else [])]
+
+
+def _kernel(box: Box) -> list[Finding]:
     state = box.clock()
     if state is None:  # adjtimex refused (a filter) or not there: ask systemd
         return _timedatectl()
@@ -25,6 +36,33 @@ def check(box: Box) -> list[Finding]:
     return [ok(f"synchronised (the kernel's estimated error {state.est_error_us / 1000:g} ms, at most "
                f"{state.max_error_us / 1000:g} ms)", est_error_us=state.est_error_us,
                max_error_us=state.max_error_us)]
+
+
+def _watch(box: Box) -> dict[str, Any] | None:
+    """The running gateway's clock watch as its health says it (None: no shared show, or not told without a
+    token; the api check says why the gateway does not answer)."""
+    h = health(box)
+    unit = (h.doc or {}).get("services", {}).get("clock")
+    detail = unit.get("detail") if isinstance(unit, dict) else None
+    return detail if isinstance(detail, dict) else None
+
+
+def watched(doc: dict[str, Any] | None) -> list[Finding]:
+    """The clock watch's state (its health document) as the doctor shows it."""
+    if doc is None:
+        return []
+    state, message, bound = doc.get("state"), doc.get("message"), doc.get("bound_ms")
+    figures = {k: doc.get(k) for k in ("offset_ms", "uncertainty_ms", "est_error_ms", "peers")}
+    if state == "off":
+        return [problem(f"the radios send nothing: {message}", FIX_SHOW, "show clock", **figures)]
+    if state == "disagree":
+        return [warn(str(message), FIX_SHOW, "show clock", **figures)]
+    if state == "ok":
+        offset = doc.get("offset_ms")
+        against = ("no other box heard" if offset is None else
+                   f"{offset:+.2f} ms from the show's clocks, within {doc.get('uncertainty_ms')} ms")
+        return [ok(f"within the show's bound of {bound:g} ms ({against})", "show clock", **figures)]
+    return [skipped("the gateway's clock watch has not read the clock yet", "show clock")]
 
 
 def _timedatectl() -> list[Finding]:

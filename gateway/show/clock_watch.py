@@ -1,0 +1,227 @@
+"""The box's clock against the show's bound (a Unit): every second, the kernel's word on the clock (adjtimex, read
+only: STA_UNSYNC, and the estimated and maximum errors chronyd keeps there) and, in a shared show, the other boxes'
+clocks (`SharedShow.clocks()`: each one's offset from this box's, by the exchange of least round trip). Past the
+bound it sets `engine.clock_gate` to the reason (every radio then sends nothing and answers an effect "not sent:
+<reason>"), raises the standing alert `clock_off`, and says so in the twin's `clock` asset; back within it, with some
+margin and for some time (so it does not flap), the gate and the alert clear.
+
+The rules, in a shared show (`bound_ms` is `[show.shared] clock_bound_ms`):
+- the kernel says the clock is not synchronised, or chrony's estimated error (adjtimex `esterror`) is over the bound;
+- the show clock has left the wall clock by more than the bound (the wall clock was stepped after the gateway
+  started: the show clock, anchored once, did not follow);
+- this box's offset from the median of the show's clocks (its own counted as 0) is over the bound plus the
+  exchange's uncertainty (half the round trip of the exchanges heard). With two boxes the median is their midpoint
+  and neither is the majority: their disagreement is reported (state "disagree", the alert) but does not silence
+  both radios, since each box's kernel rule still holds its own clock to the bound.
+A clock the kernel never saw synchronised during this run (a machine with no time daemon: a test bench) has no
+kernel word; the peers' exchange is then the only measure. An installed box starts only once chrony has
+synchronised (time-sync.target), so there the kernel's word is always had, and its loss counts.
+
+A single box (no shared show) runs no clock watch: its bands all hear its one clock, so an offset does not spread
+their starts, its radio refuses by itself to start on a clock the kernel says is not synchronised
+(drivers/wristband/freshness.py), and `venue-gateway doctor` shows the kernel's word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from gateway.alerts import Alerts
+from gateway.box.check import Timex, kernel_clock
+from gateway.show.engine import ShowEngine
+from gateway.supervisor import Unit
+from gateway.twin import Twin, TwinFrozen
+
+log = logging.getLogger(__name__)
+
+ASSET = "clock"
+ALERT = "clock_off"
+OWNER = "clock_watch"
+INTERVAL_S = 1.0
+STA_UNSYNC = 0x0040  # the kernel's clock status: not synchronised to a time source
+CLEAR_SHARE = 0.8  # a gate clears once the clock is back within this share of the bound ...
+CLEAR_HOLD_S = 10.0  # ... for this long
+REPORT_S = 10.0  # the twin's figures are refreshed this often (a change of state or synchronisation at once)
+FIX = ("check the box's time source: `chronyc sources` on the box (its NTP server on the venue LAN, the same for "
+       "every box of the show), `venue-gateway doctor`; the radio transmits again by itself once the clock is back")
+
+State = Literal["ok", "off", "disagree", "unknown"]
+SEVERITY: dict[State, int] = {"ok": 0, "disagree": 1, "off": 2}
+
+
+class PeerClock(Protocol):
+    """What `SharedShow.clocks()` gives for each other box (gateway/show/shared.py)."""
+
+    @property
+    def offset_ms(self) -> float: ...  # its clock minus this box's
+
+    @property
+    def delay_ms(self) -> float: ...  # the round trip of the exchange it comes from
+
+    @property
+    def age_s(self) -> float: ...
+
+
+Clocks = Callable[[], Mapping[str, PeerClock]]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One second's word on the box's clock."""
+
+    synchronised: bool | None  # None: the kernel cannot be asked (a filter) or has no word (never synchronised)
+    est_error_ms: float | None
+    max_error_ms: float | None
+    step_ms: float  # the show clock minus the wall clock
+    offset_ms: float | None  # this box's clock minus the show's median (None: no other box heard)
+    uncertainty_ms: float
+    peers: Mapping[str, float]  # each other box heard: its clock minus this one's
+
+
+def show_offset(clocks: Mapping[str, PeerClock]) -> tuple[float, float] | None:
+    """This box's offset from the median of the show's clocks (its own counted as 0), and its uncertainty (half the
+    largest round trip among the exchanges); None with no other box heard."""
+    if not clocks:
+        return None
+    median = statistics.median([0.0, *(c.offset_ms for c in clocks.values())])
+    return -median, max(c.delay_ms for c in clocks.values()) / 2
+
+
+def judge(reading: Reading, bound_ms: float) -> tuple[State, str | None]:
+    """The state of the clock against `bound_ms` and what is wrong with it (None: nothing). The radios must not
+    transmit in state "off", for that reason."""
+    if reading.synchronised is False:
+        return "off", "the kernel says this box's clock is not synchronised (adjtimex: STA_UNSYNC)"
+    if reading.est_error_ms is not None and reading.est_error_ms > bound_ms:
+        return "off", (f"this box's clock may be off by {reading.est_error_ms:.2f} ms (chrony's estimated error), "
+                       f"more than the show's bound of {bound_ms:g} ms")
+    if abs(reading.step_ms) > bound_ms:
+        return "off", (f"the show clock is {reading.step_ms:+.1f} ms from the wall clock (the clock was stepped after "
+                       f"the gateway started), more than the show's bound of {bound_ms:g} ms: restart the gateway")
+    if reading.offset_ms is not None and abs(reading.offset_ms) > bound_ms + reading.uncertainty_ms:
+        boxes = len(reading.peers) + 1
+        said = (f"this box's clock is {reading.offset_ms:+.2f} ms from the show's (the median of {boxes} boxes' "
+                f"clocks, within {reading.uncertainty_ms:.2f} ms), more than the bound of {bound_ms:g} ms")
+        if boxes < 3:
+            return "disagree", said + ": with two boxes neither is the majority, so neither is silenced"
+        return "off", said
+    return "ok", None
+
+
+class ClockWatch(Unit):
+    """Watches the clock every second (see the module's doc): `bound_ms` is the shared show's, `clocks` its other
+    boxes' clocks; `kernel` reads adjtimex (the seam a test points elsewhere)."""
+
+    def __init__(self, engine: ShowEngine, twin: Twin, alerts: Alerts, *, bound_ms: float, clocks: Clocks,
+                 kernel: Callable[[], Timex | None] = kernel_clock) -> None:
+        self._engine = engine
+        self._twin = twin
+        self._alerts = alerts
+        self._bound_ms = bound_ms
+        self._clocks = clocks
+        self._kernel = kernel
+        self._ever_synced = False
+        self.state: State = "unknown"
+        self.message: str | None = None  # what is wrong with the clock
+        self.reason: str | None = None  # why the radios must not transmit (the message when "off"; engine.clock_gate)
+        self.last: Reading | None = None
+        self._within_since: float | None = None  # since when the clock has been back within the clearing margin
+        self._reported: tuple[float, tuple[State, bool | None] | None] = (-REPORT_S, None)  # when, and what
+
+    async def start(self) -> None:
+        self._twin.declare(ASSET, "clock", None, OWNER)
+
+    async def run(self) -> None:
+        while True:
+            self.tick(time.monotonic())
+            await asyncio.sleep(INTERVAL_S)
+
+    async def stop(self) -> None:
+        if self.reason is not None:  # a gate this unit set is not left behind it
+            self._engine.clock_gate = None
+
+    def health(self) -> dict[str, Any]:
+        return self.document()
+
+    def read(self) -> Reading:
+        timex = self._kernel()
+        synchronised: bool | None = None
+        est = top = None
+        if timex is not None:
+            self._ever_synced = self._ever_synced or not timex.status & STA_UNSYNC
+            if self._ever_synced:
+                synchronised = not timex.status & STA_UNSYNC
+                est, top = timex.est_error_us / 1000, timex.max_error_us / 1000
+        step_ms = (self._engine.wall(time.monotonic()) - time.time()) * 1000
+        peers = self._clocks()
+        offset = show_offset(peers)
+        return Reading(synchronised, est, top, step_ms, offset[0] if offset else None, offset[1] if offset else 0.0,
+                       {name: c.offset_ms for name, c in peers.items()})
+
+    def tick(self, mono: float) -> None:
+        """One second's watch: read, judge, gate or clear, report."""
+        reading = self.last = self.read()
+        state, message = judge(reading, self._bound_ms)
+        if self.state in SEVERITY and SEVERITY[state] < SEVERITY[self.state]:
+            # Better: taken once it holds within the margin for CLEAR_HOLD_S, the worse state kept until then.
+            if judge(reading, self._bound_ms * CLEAR_SHARE)[0] != state:
+                self._within_since = None
+            elif self._within_since is None:
+                self._within_since = mono
+            if self._within_since is None or mono - self._within_since < CLEAR_HOLD_S:
+                self._report(mono)
+                return
+        self._within_since = None
+        self._set(state, message, mono)
+
+    def _set(self, state: State, message: str | None, mono: float) -> None:
+        was = self.state
+        self.state, self.message = state, message
+        self.reason = message if state == "off" else None
+        self._engine.clock_gate = self.reason
+        if message is not None and was != state:  # raised on a change of state, not every second
+            log.warning("clock: %s; %s", message, "the radios send nothing" if self.reason else "the radios go on")
+            self._alerts.raise_alert(ALERT, f"clock off: {message}", self._alert_doc(), key=ALERT)
+        elif message is None and was in ("off", "disagree"):
+            log.info("clock: back within the show's bound; the radios transmit again")
+            self._alerts.raise_alert(ALERT, "clock back within the show's bound", self._alert_doc(), key=ALERT,
+                                     standing=False)
+        self._report(mono)
+
+    def _alert_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"alert": ALERT, "state": self.state, "transmitting": self.reason is None}
+        if self.message is not None:
+            doc.update(message=self.message, fix=FIX)
+        return doc | {k: v for k, v in self.document().items() if k in ("est_error_ms", "offset_ms")}
+
+    def _report(self, mono: float) -> None:
+        at, said = self._reported
+        now = (self.state, self.last.synchronised if self.last is not None else None)
+        if said == now and mono - at < REPORT_S:
+            return
+        try:
+            self._twin.report(ASSET, self.document(), OWNER)
+        except TwinFrozen:
+            return  # the store cannot write: the next report says it all
+        self._reported = (mono, now)
+
+    def document(self) -> dict[str, Any]:
+        """The `clock` asset's reported state."""
+        r = self.last
+        doc: dict[str, Any] = {"state": self.state, "message": self.message, "transmitting": self.reason is None,
+                               "bound_ms": self._bound_ms}
+        if r is not None:
+            doc.update(synchronised=r.synchronised,
+                       est_error_ms=None if r.est_error_ms is None else round(r.est_error_ms, 3),
+                       max_error_ms=None if r.max_error_ms is None else round(r.max_error_ms, 3),
+                       step_ms=round(r.step_ms, 3),
+                       offset_ms=None if r.offset_ms is None else round(r.offset_ms, 3),
+                       uncertainty_ms=round(r.uncertainty_ms, 3),
+                       peers={k: round(v, 3) for k, v in r.peers.items()})
+        return doc

@@ -1,0 +1,219 @@
+"""The clock watch of a shared show (gateway/show/clock_watch.py): the kernel's word (adjtimex, its values injected
+at the reading and nowhere else), the other boxes' clocks against the median, the gate the radios obey, the standing
+alert `clock_off`, the twin's `clock` asset and the doctor's view of it; and three gateways on a real Mosquitto, one
+of them a daemon whose wall clock libfaketime puts 5 ms ahead."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.alerts import Alerts
+from gateway.box.check import Timex, kernel_clock
+from gateway.box.checks import clock as clock_check
+from gateway.show.clock_watch import ALERT, ASSET, CLEAR_HOLD_S, ClockWatch, PeerClock, Reading, judge, show_offset
+from gateway.show.engine import ShowEngine
+from gateway.show.settings import ShowSection
+from gateway.twin import Twin
+from peers.mosquitto import Mosquitto
+from tests.cloud import until
+from tests.conftest import Daemon
+from tests.fixtures import mosquitto  # noqa: F401  (a fixture)
+from tests.test_shared_show import SKEW, asked, box_config, running, shared
+
+BOUND_MS = 2.0
+SYNCED = 0x0001  # STA_PLL: chronyd's status bits, STA_UNSYNC clear
+UNSYNC = 0x0041
+
+
+@dataclass(frozen=True)
+class Peer:
+    offset_ms: float
+    delay_ms: float = 0.4
+    age_s: float = 1.0
+
+
+class Kernel:
+    """adjtimex's values, as chronyd leaves them in the kernel: what the watch reads each second."""
+
+    def __init__(self) -> None:
+        self.timex: Timex | None = Timex(UNSYNC, 16_000_000, 16_000_000)
+
+    def set(self, status: int, est_us: int, max_us: int = 50_000) -> None:
+        self.timex = Timex(status, max_us, est_us)
+
+    def __call__(self) -> Timex | None:
+        return self.timex
+
+
+class Rig:
+    def __init__(self, peers: dict[str, PeerClock] | None = None) -> None:
+        self.twin = Twin("gw-a", "hall")
+        self.engine = ShowEngine(ShowSection(), self.twin)
+        self.alerts = Alerts()
+        self.kernel = Kernel()
+        self.peers: dict[str, PeerClock] = peers or {}
+        self.watch = ClockWatch(self.engine, self.twin, self.alerts, bound_ms=BOUND_MS, clocks=lambda: self.peers,
+                                kernel=self.kernel)
+        self.t = 1000.0
+
+    def run(self, seconds: float) -> None:
+        """The watch's ticks, one a second, for `seconds`."""
+        for _ in range(int(seconds)):
+            self.t += 1.0
+            self.watch.tick(self.t)
+
+    def gate(self) -> str | None:
+        """What the radios obey: the engine's clock gate."""
+        return self.engine.clock_gate
+
+    def state(self) -> str:
+        return self.watch.state
+
+    def asset(self) -> dict[str, object]:
+        asset = self.twin.get(ASSET)
+        assert asset is not None
+        return dict(asset.reported)
+
+
+async def test_chronys_estimated_error_over_the_bound_silences_the_radios_until_back_within_it_for_a_while() -> None:
+    rig = Rig({"gw-b": Peer(0.3), "gw-c": Peer(-0.2)})
+    await rig.watch.start()
+    rig.kernel.set(SYNCED, 400)
+    rig.run(3)
+    assert rig.gate() is None and rig.state() == "ok" and not rig.alerts.standing
+    assert rig.asset()["state"] == "ok" and rig.asset()["est_error_ms"] == 0.4
+
+    rig.kernel.set(SYNCED, 3_500)  # chrony lost its server for a while: its error estimate grows
+    rig.run(1)
+    gate = rig.gate()
+    assert gate is not None and "off by 3.50 ms (chrony's estimated error)" in gate and "bound of 2 ms" in gate
+    alert = rig.alerts.standing[ALERT]
+    assert alert.doc["transmitting"] is False and "chronyc sources" in alert.doc["fix"]
+    assert rig.asset()["state"] == "off" and rig.asset()["transmitting"] is False
+
+    rig.kernel.set(SYNCED, 1_900)  # within the bound, not within the margin: still held
+    rig.run(30)
+    assert rig.gate() is not None and ALERT in rig.alerts.standing
+    rig.kernel.set(SYNCED, 900)
+    rig.run(CLEAR_HOLD_S - 1)
+    rig.kernel.set(SYNCED, 2_100)  # over again before the hold is out: off at once, and the hold starts over
+    rig.run(1)
+    rig.kernel.set(SYNCED, 900)
+    rig.run(CLEAR_HOLD_S)  # the hold counts from the first second within the margin
+    assert rig.gate() is not None
+    rig.run(1)
+    assert rig.gate() is None and ALERT not in rig.alerts.standing
+    states = [a.state for a in rig.alerts.recent if a.kind == ALERT]
+    assert states == ["raised", "cleared"]  # raised once, however long it stood, and cleared once
+    assert rig.asset()["state"] == "ok"
+
+
+async def test_a_clock_that_loses_its_synchronisation_is_off_at_once_one_never_synchronised_has_no_word() -> None:
+    rig = Rig({"gw-b": Peer(0.1), "gw-c": Peer(0.2)})
+    await rig.watch.start()
+    rig.run(5)  # a machine with no time daemon: STA_UNSYNC from the start, the peers are the only measure
+    assert rig.gate() is None and "synchronised" not in rig.asset()  # no word (the twin drops a null)
+    rig.kernel.set(SYNCED, 200)
+    rig.run(2)
+    assert rig.asset()["synchronised"] is True
+    rig.kernel.set(UNSYNC, 16_000_000, 16_000_000)
+    rig.run(1)
+    assert rig.gate() == "the kernel says this box's clock is not synchronised (adjtimex: STA_UNSYNC)"
+    await rig.watch.stop()  # a gate this unit set does not outlive it
+    assert rig.gate() is None
+
+
+def test_the_median_of_the_shows_clocks_is_the_reference_and_this_box_counts_as_zero() -> None:
+    """Three boxes, each seen from itself: a's clock 0, b's 0.5 ms ahead of a's, c's 3.5 ms ahead."""
+    seen_from = {"a": {"b": Peer(0.5), "c": Peer(3.5)}, "b": {"a": Peer(-0.5), "c": Peer(3.0)},
+                 "c": {"a": Peer(-3.5), "b": Peer(-3.0)}}
+    offsets = {box: show_offset(peers) for box, peers in seen_from.items()}
+    assert offsets == {"a": (-0.5, 0.2), "b": (0.0, 0.2), "c": (3.0, 0.2)}  # the median is b's clock
+    states = {box: judge(reading(*offset, peers=seen_from[box]), BOUND_MS)[0]
+              for box, offset in offsets.items() if offset is not None}
+    assert states == {"a": "ok", "b": "ok", "c": "off"}
+    # The exchange's uncertainty widens the bound: 2.1 ms off is within 2 ms and a round trip of 0.4 ms.
+    assert judge(reading(2.1, 0.2, peers=seen_from["c"]), BOUND_MS)[0] == "ok"
+    assert judge(reading(2.3, 0.2, peers=seen_from["c"]), BOUND_MS)[0] == "off"
+
+
+def test_two_boxes_that_disagree_are_told_and_neither_is_silenced() -> None:
+    rig = Rig({"gw-b": Peer(5.0)})
+    rig.run(2)
+    assert rig.state() == "disagree" and rig.gate() is None
+    alert = rig.alerts.standing[ALERT]
+    assert "with two boxes neither is the majority" in alert.text and alert.doc["transmitting"] is True
+    assert alert.doc["offset_ms"] == -2.5  # half the disagreement: the median of two is their midpoint
+    rig.peers = {"gw-b": Peer(5.0), "gw-c": Peer(0.3)}  # a third box: the median is now c's clock, near this one's
+    rig.run(CLEAR_HOLD_S + 1)
+    assert rig.state() == "ok" and ALERT not in rig.alerts.standing
+
+
+def test_a_show_clock_left_behind_by_a_step_of_the_wall_clock_is_off() -> None:
+    assert judge(reading(None, 0.0, step_ms=-2.4), BOUND_MS)[1] == (
+        "the show clock is -2.4 ms from the wall clock (the clock was stepped after the gateway started), more than "
+        "the show's bound of 2 ms: restart the gateway")
+    assert judge(reading(None, 0.0, step_ms=0.3), BOUND_MS) == ("ok", None)
+
+
+def test_the_real_kernel_is_read_and_the_doctor_shows_the_watch() -> None:
+    timex = kernel_clock()  # adjtimex itself: a read needs no privilege
+    assert timex is not None and timex.max_error_us >= 0
+    rig = Rig({"gw-b": Peer(0.2), "gw-c": Peer(-0.1)})
+    rig.watch._kernel = kernel_clock
+    rig.run(2)
+    [found] = clock_check.watched(rig.watch.health())
+    assert found.status == "ok" and "within the show's bound of 2 ms" in found.message
+    rig.peers = {"gw-b": Peer(4.0), "gw-c": Peer(4.5)}  # both others 4 ms ahead of this box
+    rig.run(1)
+    [found] = clock_check.watched(rig.watch.health())
+    assert found.status == "problem" and found.message.startswith("the radios send nothing: this box's clock is "
+                                                                  "-4.00 ms from the show's")
+    assert found.fix is not None and "chronyc" in found.fix
+    rig.peers = {"gw-b": Peer(5.0)}  # c lost: two boxes, which disagree (taken once it has held)
+    rig.run(CLEAR_HOLD_S + 1)
+    [found] = clock_check.watched(rig.watch.health())
+    assert found.status == "warn" and "neither is silenced" in found.message
+
+
+def reading(offset_ms: float | None, uncertainty_ms: float, *, step_ms: float = 0.0,
+            peers: Mapping[str, PeerClock] | None = None) -> Reading:
+    return Reading(True, 0.1, 5.0, step_ms, offset_ms, uncertainty_ms,
+                   {k: v.offset_ms for k, v in (peers or {}).items()})
+
+
+@pytest.mark.skipif(not SKEW, reason="libfaketime is not installed (Debian's faketime)")
+async def test_of_three_boxes_the_one_whose_clock_is_5_ms_ahead_silences_its_radio_and_says_so(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    boxes = ["a", "b", "c"]
+    async with running(box_config(tmp_path / "a", "a", mosquitto.url, boxes)) as a, \
+            running(box_config(tmp_path / "b", "b", mosquitto.url, boxes)):
+        path = box_config(tmp_path / "c", "c", mosquitto.url, boxes)
+        c = Daemon(path, int(path.read_text().split('listen = "127.0.0.1:')[1].split('"')[0]), env=SKEW)
+        try:
+            await asyncio.to_thread(c.start)
+            # c, 5 ms from the show's median (a's and b's clocks, one process): its radios silenced, and it says so.
+            doc = await asked(c, "/api/v1/twin/assets/clock", lambda d: d["reported"].get("state") == "off", 10)
+            reported = doc["reported"]
+            assert reported["transmitting"] is False and set(reported["peers"]) == {"a", "b"}
+            assert abs(reported["offset_ms"] - 5) <= reported["uncertainty_ms"] + 0.5, reported
+            assert reported["message"].startswith("this box's clock is +")
+            assert "from the show's (the median of 3 boxes' clocks" in reported["message"]
+            health = await asyncio.to_thread(c.get, "/api/v1/health")
+            assert health["services"]["clock"]["detail"]["state"] == "off"
+            alerts = await asyncio.to_thread(c.get, "/api/v1/alerts")
+            assert [x["kind"] for x in alerts["standing"]] == ["clock_off"], alerts
+            # a: its clock is the median's (b's is the same): within the bound, transmitting, c 5 ms ahead.
+            watch = a.supervisor.units["clock"].unit
+            assert isinstance(watch, ClockWatch)
+            await until(lambda: "c" in watch.document()["peers"], 5, "a's watch to hear c")
+            assert watch.state == "ok" and a.show.clock_gate is None
+            assert abs(watch.document()["peers"]["c"] - 5) <= 1.0 and "clock_off" not in a.alerts.standing
+            assert abs(shared(a).clocks()["c"].offset_ms - 5) <= 1.0
+        finally:
+            c.cleanup()

@@ -25,9 +25,11 @@ import orjson
 import psycopg
 import pytest
 
+from gateway import cli
 from gateway.cloud.mirror import GatewayMirror
-from gateway.cloud.mirror_db import Database, Item
-from gateway.cloud.mirror_fleet import FleetMirror
+from gateway.cloud.mirror_db import Database, Item, SchemaTooNew
+from gateway.cloud.mirror_fleet import DatabaseView, FleetMirror
+from gateway.cloud.mirror_http import app
 from gateway.cloud.settings import parse_broker
 from peers.mosquitto import Mosquitto
 from peers.postgres import Postgres
@@ -257,3 +259,47 @@ async def test_a_real_gateway_twin_from_the_database_equals_the_in_memory_mirror
             seqs = [r[0] for r in await (await conn.execute("SELECT seq FROM mirror_readings ORDER BY seq")).fetchall()]
         assert seqs == list(range(1, len(seqs) + 1))  # nothing lost across the outage, nothing doubled
         assert len(seqs) >= mirrored.readings - 200  # and it keeps up with the in-memory mirror
+
+
+async def test_what_the_database_refuses_is_dropped_alone_and_the_answers_say_what_is_wrong(
+        postgres: str, aiohttp_client: Any) -> None:
+    mirror = FleetMirror(parse_broker("mqtt://127.0.0.1:1"), Database(postgres), client_id="fleet-1")
+    await mirror.database.open()
+    try:
+        await mirror._store([Item("hall", "gw-1", "events", {"event_id": "e1", "kind": "alert"}),
+                             Item("hall", "gw-1", "events", {"event_id": "e2", "note": "nul \u0000 inside"}),
+                             Item("hall", "gw-1", "telemetry", batch("gw-1", 1))])
+        assert (mirror.stored.events, mirror.stored.readings, mirror.malformed) == (1, 20, 1)
+        client = await aiohttp_client(app(DatabaseView(mirror), token="s3cret"))
+        assert (await client.get("/gateways")).status == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        for path, status, error in (("/gateways/hall/nobody", 404, "not_found"),
+                                    ("/gateways/hall/gw-1/twin", 503, "no_snapshot"),
+                                    ("/gateways/hall/gw-1/history/telemetry?limit=0", 400, "bad_request"),
+                                    ("/gateways/hall/gw-1/history/telemetry?since=soon", 400, "bad_request"),
+                                    ("/gateways/hall/gw-1/history/telemetry?after=x", 400, "bad_request"),
+                                    ("/gateways/hall/gw-1/history/events?after=-1", 400, "bad_request")):
+            answer = await client.get(path, headers=auth)
+            assert (answer.status, (await answer.json())["error"]) == (status, error), path
+        page = await (await client.get("/gateways/hall/gw-1/history/telemetry?limit=15&asset=rack:0",
+                                       headers=auth)).json()
+        assert [r[0] for r in page["readings"]] == list(range(1, 20, 2)) and page["next"] is None
+        events = await (await client.get("/gateways/hall/gw-1/history/events", headers=auth)).json()
+        assert [e["event"]["event_id"] for e in events["events"]] == ["e1"]
+        async with await psycopg.AsyncConnection.connect(postgres) as conn:
+            await conn.execute("UPDATE mirror_schema SET version = 99")
+        with pytest.raises(SchemaTooNew, match="version 99"):
+            await Database(postgres).open()
+    finally:
+        await mirror.database.close()
+
+
+def test_the_command_line_refuses_a_fleet_it_cannot_run(postgres: str, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOKEN", raising=False)
+    for args, message in ((["--database", postgres], "needs --client-id"),
+                          (["--database", "mysql://db/fleet", "--client-id", "f1"], "is not a PostgreSQL URL"),
+                          (["--serve", "0.0.0.0:8090"], "off loopback: give --token-env"),
+                          (["--serve", "0.0.0.0:8090", "--token-env", "TOKEN"], "TOKEN is not set")):
+        assert cli.main(["mirror", "--broker", "mqtt://127.0.0.1:1883", *args]) == 2
+        assert message in capsys.readouterr().err, args

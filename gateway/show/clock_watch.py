@@ -14,8 +14,9 @@ The rules, in a shared show (`bound_ms` is `[show.shared] clock_bound_ms`):
   and neither is the majority: their disagreement is reported (state "disagree", the alert) but does not silence
   both radios, since each box's kernel rule still holds its own clock to the bound.
 A clock the kernel never saw synchronised during this run (a machine with no time daemon: a test bench) has no
-kernel word; the peers' exchange is then the only measure. An installed box starts only once chrony has
-synchronised (time-sync.target), so there the kernel's word is always had, and its loss counts.
+kernel word, nor has a process the kernel will not tell (the installed unit's ProtectClock filters adjtimex, even
+a read); the peers' exchange and the step are then the measures. The installed box starts only once chrony has
+synchronised (time-sync.target), and `venue-gateway doctor`, run as root, reads the kernel's word.
 
 A single box (no shared show) runs no clock watch: its bands all hear its one clock, so an offset does not spread
 their starts, its radio refuses by itself to start on a clock the kernel says is not synchronised

@@ -25,11 +25,16 @@ import pytest
 
 from drivers.sim.air import VirtualAir
 from drivers.wristband.protocol import WristbandPacket, decode_any, show_key
+from drivers.wristband.radio import RadioOptions, WristbandRadio
 from gateway import config as configuration
 from gateway.api.auth import Tokens
 from gateway.daemon import Gateway
-from gateway.driver import Look
+from gateway.dmx import FrameClock
+from gateway.driver import DriverContext, Look
+from gateway.show.engine import ShowEngine
+from gateway.show.settings import ShowSection, ShowZone
 from gateway.show.shared import SharedShow
+from gateway.twin import Twin
 from peers.mosquitto import Mosquitto
 from tests.cloud import until
 from tests.conftest import ADMIN, OPERATOR, VIEWER, Daemon, free_port
@@ -227,7 +232,7 @@ def starts(air: VirtualAir, effect_serial: int, epoch_ms: int) -> set[int]:
     return out
 
 
-async def test_the_radios_send_one_show_from_the_earliest_epoch_and_the_clock_gate_stops_a_radio(
+async def test_the_radios_send_one_show_from_the_earliest_epoch(
         tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
     boxes = ["a", "b"]
     airs = {name: VirtualAir(KEY, 7, seed=i) for i, name in enumerate(boxes)}
@@ -259,20 +264,6 @@ async def test_the_radios_send_one_show_from_the_earliest_epoch_and_the_clock_ga
             change = await until(lambda: a.show.live.current().get("balcony"), 5, "the look on a")
             assert (change.show_ms, change.look, change.origin) == \
                 (b.show.live.current()["balcony"].show_ms, Look((0, 200, 0), 1.0), "b")
-            # The clock gate: a sends nothing at all, answers "not sent", and resumes by itself.
-            a.show.clock_gate = "the clock is 4.0 ms from the show's (allowed: 2.0)"
-            await asyncio.sleep(0.1)
-            quiet = len(airs["a"].on_air)
-            gated = await fire(b, {"preset": "drop", "zones": ["floor"], "lead_ms": 800})
-            on_a = await until(lambda: carried(a, gated["effect_id"]), 5, "the effect on a")
-            assert on_a.delivery["radio"] == "not sent: the clock is 4.0 ms from the show's (allowed: 2.0)"
-            await asyncio.sleep(0.3)
-            assert len(airs["a"].on_air) == quiet and radio(a).health()["clock_gate"] is not None
-            a.show.clock_gate = None
-            await until(lambda: len(airs["a"].on_air) > quiet, 2, "a to send again")
-            assert on_a.delivery["radio"] == "sending (resumed)"
-            await asyncio.sleep(0.6)
-            assert starts(airs["a"], on_a.serial, earlier) == {on_a.groups[0].show_ms}
     finally:
         for air in airs.values():
             await air.close()
@@ -299,9 +290,10 @@ async def test_a_box_that_joins_mid_show_carries_what_counts_down_and_a_box_kill
             assert abs(wall(last["reported"]["last_effect"]["starts_at"]) - wall(answer["starts_at"])) <= 0.001
             await until(lambda: shared(a).peers["b"].state == "online", 5, "a to hear b")
             if skew:
-                # (an exchange's error is at most half its round trip: the best recent one counts)
-                clock = await until(lambda: (c := shared(a).clocks().get("b")) is not None and c.delay_ms < 10 and c,
-                                    5, "a clock exchange with b of a short round trip")
+                # An exchange's error is at most half its round trip (the best of the recent ones counts): the true
+                # offset is within it, however loaded this machine is.
+                await until(lambda: len(shared(a).peers["b"].samples) >= 5, 5, "clock exchanges with b")
+                clock = shared(a).clocks()["b"]
                 assert abs(clock.offset_ms - 5) <= clock.delay_ms / 2 + 0.5 and clock.age_s < 5, clock
             # Malformed messages on b's topics and a box not of the show: dropped and counted, nothing carried.
             async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
@@ -342,3 +334,38 @@ async def test_with_the_bus_down_a_box_goes_on_alone_and_says_so(tmp_path: Path,
         await until(lambda: shared(a).state == "online", 5, "a back on the bus")
         again = await fire(a, {"preset": "drop", "lead_ms": 1000})
         assert again["delivery"] == {"shared": "shared"} and not a.health()["problems"]
+
+
+async def test_the_clock_gate_keeps_a_radio_quiet_and_it_resumes_by_itself(tmp_path: Path) -> None:
+    """The gate as the clock watch sets it (gateway/show/clock_watch.py): set here by hand, on a radio alone."""
+    air = VirtualAir(KEY, 7, seed=3)
+    await air.open(str(tmp_path / "hci"), [], record=True)
+    twin = Twin("a", VENUE)
+    engine = ShowEngine(ShowSection(zones=[ShowZone("floor", 0)]), twin)
+    ctx = DriverContext("radio", twin, None, None, FrameClock(40), engine, data_dir=tmp_path)  # type: ignore[arg-type]
+    driver = WristbandRadio(ctx, RadioOptions(port=str(tmp_path / "hci"), demo_key=KEY_HEX, show_id=7,
+                                              clock_sync="none"))
+    await driver.start()
+    driver.attach()
+    running_radio = asyncio.get_running_loop().create_task(driver.run())
+    try:
+        await until(lambda: air.on_air, 2, "heartbeats")
+        engine.clock_gate = "the clock is 4.0 ms from the show's (allowed: 2.0)"
+        await asyncio.sleep(0.05)
+        quiet = len(air.on_air)
+        fired = engine.fire(inline={"kind": "solid", "colour": "#ff0000"}, lead_ms=500)
+        assert fired.delivery == {"radio": "not sent: the clock is 4.0 ms from the show's (allowed: 2.0)"}
+        await asyncio.sleep(0.3)  # no copy, no heartbeat
+        assert len(air.on_air) == quiet and driver.health()["clock_gate"] == engine.clock_gate
+        engine.clock_gate = None
+        await until(lambda: len(air.on_air) > quiet, 1, "the radio to send again")
+        assert fired.delivery == {"radio": "sending (resumed)"} and driver.health()["clock_gate"] is None
+        await asyncio.sleep(0.3)
+        epoch = driver.streams.epoch_ms
+        assert starts(air, fired.serial, epoch) == {fired.groups[0].show_ms}
+    finally:
+        running_radio.cancel()
+        await asyncio.gather(running_radio, return_exceptions=True)
+        driver.detach()
+        await driver.stop()
+        await air.close()

@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,7 @@ from drivers.wristband.protocol import WristbandPacket, decode_any, show_key
 from drivers.wristband.radio import RadioOptions, WristbandRadio
 from gateway import config as configuration
 from gateway.api.auth import Tokens
+from gateway.cloud.client import Client, PublishRefused
 from gateway.daemon import Gateway
 from gateway.dmx import FrameClock
 from gateway.driver import DriverContext, Look
@@ -37,7 +39,7 @@ from gateway.show.shared import SharedShow
 from gateway.twin import Twin
 from peers.mosquitto import Mosquitto
 from tests.cloud import until
-from tests.conftest import ADMIN, OPERATOR, VIEWER, Daemon, free_port
+from tests.conftest import ADMIN, OPERATOR, ROOT, VIEWER, Daemon, free_port
 from tests.fixtures import mosquitto  # noqa: F401  (a fixture)
 
 VENUE = "arena"
@@ -369,3 +371,49 @@ async def test_the_clock_gate_keeps_a_radio_quiet_and_it_resumes_by_itself(tmp_p
         driver.detach()
         await driver.stop()
         await air.close()
+
+
+def test_check_config_holds_a_box_to_the_show_and_passes_the_examples() -> None:
+    for example in sorted((ROOT / "config" / "multibox").glob("box-*.toml")):
+        cfg = configuration.load(example)
+        assert cfg.show.shared is not None and cfg.gateway.id in cfg.show.shared.boxes
+    base = (ROOT / "config" / "multibox" / "box-a.toml").read_text()
+    cases = {
+        'boxes = ["box-b", "box-c"]': "show.shared.boxes: this box's id 'box-a' is not among them",
+        "boxes = [" + ", ".join(f'"box-{i}"' for i in range(17)) + "]": "show.shared.boxes: 17 boxes (allowed: 1 to 16",
+        'boxes = ["box-a", "box-a"]': "show.shared.boxes: gateway ids must be unique",
+    }
+    for boxes, said in cases.items():
+        text = base.replace('boxes = ["box-a", "box-b", "box-c"]', boxes)
+        with pytest.raises(configuration.ConfigError) as caught:
+            configuration.parse(Path("box-a.toml"), text)
+        assert any(said in line for line in caught.value.lines()), caught.value.lines()
+    for wrong, right, said in (
+            ('username = "arena/box-a"', 'username = "arena/show/box-a"',
+             "show.shared.username: 'arena/box-a' is not this box's identity on the venue's broker 'arena/show/box-a'"),
+            ('brokers = ["mqtt://broker.arena.lan"]', 'brokers = ["mqtts://broker.arena.lan:8883"]',
+             "show.shared.password_env: the password would cross the network in clear to broker.arena.lan")):
+        with pytest.raises(configuration.ConfigError) as caught:
+            configuration.parse(Path("box-a.toml"), base.replace(right, wrong))
+        assert any(said in line for line in caught.value.lines()), caught.value.lines()
+
+
+async def test_the_venue_brokers_acl_holds_each_box_to_its_own_topics(tmp_path: Path) -> None:
+    passwords = tmp_path / "passwords"
+    for i, box in enumerate(("a", "b")):
+        await asyncio.to_thread(subprocess.run, ["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []),
+                                                 str(passwords), f"{VENUE}/show/{box}", f"{box}-secret"], check=True)
+    broker = await asyncio.to_thread(Mosquitto(tmp_path / "broker", acl=ROOT / "config" / "multibox" / "mosquitto.acl",
+                                               passwords=passwords).start)
+    try:
+        v5, host = aiomqtt.ProtocolVersion.V5, "127.0.0.1"
+        async with Client(host, broker.port, username=f"{VENUE}/show/a", password="a-secret", protocol=v5) as a, \
+                Client(host, broker.port, username=f"{VENUE}/show/b", password="b-secret", protocol=v5) as b:
+            await a.subscribe(f"venues/{VENUE}/show/+/+", qos=1)
+            await b.publish(f"venues/{VENUE}/show/b/effect", b"b's own", qos=1)
+            with pytest.raises(PublishRefused):
+                await b.publish(f"venues/{VENUE}/show/a/effect", b"as if a", qos=1)
+            message = await asyncio.wait_for(anext(aiter(a.messages)), 5)
+            assert (str(message.topic), message.payload) == (f"venues/{VENUE}/show/b/effect", b"b's own")
+    finally:
+        await asyncio.to_thread(broker.stop)

@@ -8,6 +8,9 @@ the zone showed within the last 1/max_flash_hz, however many steps it rises in) 
 last flash in the zone, or after the start of an effect lighting it, is held back to the moment the cap allows
 (showing the latest look then), so that a fader or a bump button flicked fast does not flash the crowd faster than
 an effect may. The band's firmware keeps the same caps.
+
+In a shared show (gateway/show/shared.py) a look applied on another box is `carry`-ed here with its instant: taken
+as that box held it to the cap, and kept for this box's own cap as a local look is.
 """
 
 from __future__ import annotations

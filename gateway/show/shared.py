@@ -85,6 +85,12 @@ class Peer:
         return PeerClock(offset, delay, now - at)
 
 
+def _settled(task: asyncio.Task[None]) -> None:
+    """A publish's outcome read: one that failed with the connection is said by the session's end."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("shared show: a publish failed: %s", task.exception())
+
+
 class SharedShow(Unit):
     def __init__(self, engine: ShowEngine, twin: Twin, settings: SharedSection, gateway_id: str, venue: str,
                  access: Callable[[], tuple[Credentials, ssl.SSLContext | None]], *,
@@ -267,10 +273,20 @@ class SharedShow(Unit):
                                     "effects": effects[-msg.MAX_LISTED:], "live": looks[-msg.MAX_LISTED:]})
 
     async def _send(self, client: aiomqtt.Client) -> None:
-        while True:
-            name, payload, qos, retain = await self._out.get()
-            await client.publish(name, payload, qos=qos, retain=retain)
-            self.published += 1
+        """What this box says, in order, none waiting for the broker's acknowledgement of the one before (an
+        effect never queues behind a presence's PUBACK); a lost connection ends the session by its reader."""
+        acknowledging: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                name, payload, qos, retain = await self._out.get()
+                task = asyncio.ensure_future(client.publish(name, payload, qos=qos, retain=retain))
+                acknowledging.add(task)
+                task.add_done_callback(_settled)
+                task.add_done_callback(acknowledging.discard)
+                self.published += 1
+        finally:
+            for task in acknowledging:
+                task.cancel()
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         """The presence again whenever what it lists changes (at most every PRESENCE_EVERY_S)."""

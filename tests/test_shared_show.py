@@ -284,8 +284,8 @@ async def test_a_box_that_joins_mid_show_carries_what_counts_down_and_a_box_kill
         b = Daemon(path, int(configuration.load(path).api.listen.rsplit(":", 1)[1]), env=skew)
         try:
             await asyncio.to_thread(b.start)
-            last = await asked(b, "/api/v1/twin/assets/show_control",
-                               lambda doc: doc["reported"].get("last_effect") is not None)
+            last = await asked(b, "/api/v1/twin/assets/show_control",  # (a loaded machine: a first connect may
+                               lambda doc: doc["reported"].get("last_effect") is not None, 12)  # time out)
             assert last["reported"]["last_effect"]["effect_id"] == answer["effect_id"]
             assert last["reported"]["last_effect"]["origin"] == "a"
             # the same start on the show clock (ms: the origin's document has the fraction its show_ms drops)

@@ -277,13 +277,17 @@ async def test_what_the_database_refuses_is_dropped_alone_and_the_answers_say_wh
                                     ("/gateways/hall/gw-1/twin", 503, "no_snapshot"),
                                     ("/gateways/hall/gw-1/history/telemetry?limit=0", 400, "bad_request"),
                                     ("/gateways/hall/gw-1/history/telemetry?since=soon", 400, "bad_request"),
+                                    ("/gateways/hall/gw-1/history/telemetry?asset=rack:0", 400, "bad_request"),
                                     ("/gateways/hall/gw-1/history/telemetry?after=x", 400, "bad_request"),
                                     ("/gateways/hall/gw-1/history/events?after=-1", 400, "bad_request")):
             answer = await client.get(path, headers=auth)
             assert (answer.status, (await answer.json())["error"]) == (status, error), path
-        page = await (await client.get("/gateways/hall/gw-1/history/telemetry?limit=15&asset=rack:0",
+        page = await (await client.get("/gateways/hall/gw-1/history/telemetry?limit=15&asset=rack:0&metric=temp",
                                        headers=auth)).json()
         assert [r[0] for r in page["readings"]] == list(range(1, 20, 2)) and page["next"] is None
+        window = await (await client.get(f"/gateways/hall/gw-1/history/telemetry?since={1.7e9 + 5}&until={1.7e9 + 8}",
+                                         headers=auth)).json()
+        assert [r[0] for r in window["readings"]] == [5, 6, 7]
         events = await (await client.get("/gateways/hall/gw-1/history/events", headers=auth)).json()
         assert [e["event"]["event_id"] for e in events["events"]] == ["e1"]
         async with await psycopg.AsyncConnection.connect(postgres) as conn:

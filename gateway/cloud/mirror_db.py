@@ -89,7 +89,7 @@ CREATE TABLE mirror_readings (
     value double precision
 );
 CREATE INDEX mirror_readings_series ON mirror_readings (gid, asset, metric, ts, seq);
-CREATE INDEX mirror_readings_time ON mirror_readings (gid, ts, seq);
+CREATE INDEX mirror_readings_time ON mirror_readings USING brin (ts);
 CREATE TABLE mirror_events (
     id bigserial PRIMARY KEY,
     gid integer NOT NULL REFERENCES mirror_gateways,
@@ -496,13 +496,12 @@ class Database:
             self._readers.put_nowait(conn)
 
     async def _read(self, *queries: tuple[str, Sequence[Any]] | str | Sequence[Any]) -> list[list[Any]]:
-        """Run (sql, args) pairs given flat as sql, args, sql, args ... in one consistent read; their rows."""
-        async with self._reader() as conn, conn.transaction():
-            out = []
-            for sql, args in zip(queries[::2], queries[1::2], strict=True):
-                cur = await conn.execute(str(sql), args)
-                out.append(list(await cur.fetchall()))
-            return out
+        """Run (sql, args) pairs given flat as sql, args, sql, args ... in one consistent read, sent together (libpq's
+        pipeline: one round trip); their rows."""
+        async with self._reader() as conn, conn.pipeline(), conn.transaction():
+            cursors = [await conn.execute(str(sql), args) for sql, args in zip(queries[::2], queries[1::2],
+                                                                                strict=True)]
+            return [list(await cur.fetchall()) for cur in cursors]
 
     async def gateways(self, venue: str | None = None, gateway_id: str | None = None) -> list[dict[str, Any]]:
         """Every gateway's summary (of one venue, or one gateway), ordered by venue and id."""

@@ -49,6 +49,9 @@ class TelemetryQuery:
         self.asset, self.metric = q.get("asset"), q.get("metric")
         self.since, self.until = _number(q, "since"), _number(q, "until")
         self.limit = _limit(request)
+        if (self.asset is None or self.metric is None) and self.since is None:
+            raise _bad("since", "is needed unless asset and metric are given (a series is indexed; a box's readings "
+                                "of every series are read by time window)")
         self.after: tuple[float, int] | None = None
         if "after" in q:
             ts, _sep, seq = q["after"].partition(":")

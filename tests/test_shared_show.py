@@ -275,7 +275,7 @@ async def test_a_box_that_joins_mid_show_carries_what_counts_down_and_a_box_kill
         tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
     boxes = ["a", "b"]
     async with running(box_config(tmp_path / "a", "a", mosquitto.url, boxes)) as a:
-        answer = await fire(a, {"preset": "drop", "lead_ms": 8000})
+        answer = await fire(a, {"preset": "drop", "lead_ms": 20_000})
         assert answer["delivery"] == {"shared": "shared"}
         # b, a daemon as a venue runs it (`venue-gateway run --config`), joins mid-show with no hand work.
         path = box_config(tmp_path / "b", "b", mosquitto.url, boxes)

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 ASSET = "shared_show"
 TRANSMITTER = "shared"  # its name in an effect's delivery
-CONNECT_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 3.0  # a broker on the venue's network answers in milliseconds; a stuck attempt is tried again
 GOODBYE_S = 0.5
 CLOCK_SAMPLES = 16  # exchanges kept per box: the best of them is its clock
 CLOCK_RECENT_S = 30.0  # an exchange older than this no longer counts

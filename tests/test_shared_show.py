@@ -33,6 +33,7 @@ from gateway.cloud.client import Client, PublishRefused
 from gateway.daemon import Gateway
 from gateway.dmx import FrameClock
 from gateway.driver import DriverContext, Look
+from gateway.show import shared_messages as msg
 from gateway.show.engine import ShowEngine
 from gateway.show.settings import ShowSection, ShowZone
 from gateway.show.shared import SharedShow
@@ -297,15 +298,19 @@ async def test_a_box_that_joins_mid_show_carries_what_counts_down_and_a_box_kill
                 await until(lambda: len(shared(a).peers["b"].samples) >= 5, 5, "clock exchanges with b")
                 clock = shared(a).clocks()["b"]
                 assert abs(clock.offset_ms - 5) <= clock.delay_ms / 2 + 0.5 and clock.age_s < 5, clock
-            # Malformed messages on b's topics and a box not of the show: dropped and counted, nothing carried.
+            # Malformed messages on b's topics and a box not of the show: dropped and counted, nothing carried. An
+            # effect of b's with a serial of a's block (boxes listed in another order there) is one of them.
+            body = msg.effect_body(carried(a, answer["effect_id"]), "b")
+            stray_serial = msg.encode("b", {**body, "effect_id": "stray", "serial": 5})
             async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
                 for topic, payload in (("venues/arena/show/b/effect", b"not json"),
                                        ("venues/arena/show/b/live", b'{"v": 1, "box": "b", "zone": "floor"}'),
                                        ("venues/arena/show/b/effect", json.dumps(
                                            {"v": 1, "box": "a", "effect_id": "x"}).encode()),
+                                       ("venues/arena/show/b/effect", stray_serial),
                                        ("venues/arena/show/zz/effect", b'{"v": 1, "box": "zz"}')):
                     await client.publish(topic, payload, qos=1)
-            await until(lambda: shared(a).peers["b"].malformed == 3 and shared(a).foreign == 1, 5, "the drops")
+            await until(lambda: shared(a).peers["b"].malformed == 4 and shared(a).foreign == 1, 5, "the drops")
             assert len(a.show.recent) == 1
             # b killed: its will says it is lost; a goes on.
             b.proc.send_signal(signal.SIGKILL) if b.proc is not None else None
@@ -313,7 +318,7 @@ async def test_a_box_that_joins_mid_show_carries_what_counts_down_and_a_box_kill
             lost = a.twin.get("shared_show")
             assert lost is not None and lost.reported["boxes"]["b"]["state"] == "lost"
             assert lost.reported["boxes"]["b"]["reason"] == "connection lost"
-            assert lost.reported["boxes"]["b"]["malformed"] == 3 and lost.reported["foreign"] == 1
+            assert lost.reported["boxes"]["b"]["malformed"] == 4 and lost.reported["foreign"] == 1
             assert "shared show: lost b (connection lost)" in a.health()["problems"][0]
             again = await fire(a, {"preset": "drop", "zones": ["floor"]})
             assert again["delivery"] == {"shared": "shared"}

@@ -373,6 +373,13 @@ class SharedShow(Unit):
             self._carry_look(box, msg.look_of(doc, self.engine.settings.max_flash_hz))
 
     def _carry(self, peer: Peer, fired: Fired) -> None:
+        boxes = self.settings.boxes
+        size = 256 // len(boxes)
+        first = boxes.index(fired.origin) * size if fired.origin in boxes else -size
+        if not first <= fired.serial < first + size:
+            raise msg.Malformed(f"serial {fired.serial} of {fired.origin!r} is not in its block ({first} to "
+                                f"{first + size - 1}): is show.shared.boxes the same list, in the same order, on "
+                                "every box?")
         if self.engine.carry(fired):
             peer.carried += 1
 

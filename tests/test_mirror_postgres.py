@@ -29,7 +29,7 @@ from gateway import cli
 from gateway.cloud.mirror import GatewayMirror
 from gateway.cloud.mirror_db import Database, Item, SchemaTooNew
 from gateway.cloud.mirror_fleet import DatabaseView, FleetMirror
-from gateway.cloud.mirror_http import app
+from gateway.cloud.mirror_http import Unavailable, app
 from gateway.cloud.settings import parse_broker
 from peers.mosquitto import Mosquitto
 from peers.postgres import Postgres
@@ -241,6 +241,8 @@ async def test_a_real_gateway_twin_from_the_database_equals_the_in_memory_mirror
         await until(lambda: stored.stored.readings > 20, 10, "telemetry in the database")
         server.stop()  # the database goes away: nothing is acknowledged, the broker holds the rest
         await until(lambda: stored.database_error is not None, 10, "the outage noticed")
+        with pytest.raises(Unavailable, match="the database is unavailable"):  # the HTTP answer: a 503
+            await DatabaseView(stored).gateways(None)
         await asyncio.sleep(0.5)
         server.start()
         await until(lambda: stored.database_error is None, 15, "the database back")
@@ -302,6 +304,7 @@ def test_the_command_line_refuses_a_fleet_it_cannot_run(postgres: str, capsys: p
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TOKEN", raising=False)
     for args, message in ((["--database", postgres], "needs --client-id"),
+                          (["--share", "fleet", "--client-id", "f1"], "--share needs --database"),
                           (["--database", "mysql://db/fleet", "--client-id", "f1"], "is not a PostgreSQL URL"),
                           (["--serve", "0.0.0.0:8090"], "off loopback: give --token-env"),
                           (["--serve", "0.0.0.0:8090", "--token-env", "TOKEN"], "TOKEN is not set")):

@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,8 @@ class Box:
         if count <= 0:
             return
         rng, assets = self._rng, self._assets
-        readings = [Reading(now + i * 1e-6, assets[(self._seq + i) % len(assets)], METRICS[i % len(METRICS)],
+        seq = self._seq  # asset and metric by sequence number: the same readings however they are taken
+        readings = [Reading(now + i * 1e-6, assets[(seq + i) % len(assets)], METRICS[(seq + i) % len(METRICS)],
                             round(rng.uniform(20.0, 80.0), 3)) for i in range(count)]
         self.twin.apply_readings(readings, "venue")
         self.outbox.add(self._db, readings, self._seq + 1)
@@ -199,15 +200,24 @@ class Box:
             self.ledger.deltas += 1
             self._sent_version = to
 
-    async def drain(self, force: bool = False) -> None:
-        """Publish what the outbox holds, oldest first, with the drain's window of messages in flight."""
+    @property
+    def seq(self) -> int:
+        """The last reading's sequence number."""
+        return self._seq
+
+    def taken(self, force: bool = False) -> list[tuple[str, int, int | None, bytes]]:
+        """What the outbox holds, oldest first, taken out of it: (kind, readings, first sequence number, payload);
+        `force` cuts the last batch first, as a clean stop does."""
         if force:
             self.outbox.cut(self._db, force=True)
         rows = self._db.execute("SELECT id, kind, rows, first_seq, payload FROM outbox ORDER BY id").fetchall()
-        if not rows:
-            return
-        self._db.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
-        for _, kind, count, first, payload in rows:
+        if rows:
+            self._db.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
+        return [row[1:] for row in rows]
+
+    async def drain(self, force: bool = False) -> None:
+        """Publish what the outbox holds, oldest first, with the drain's window of messages in flight."""
+        for kind, count, first, payload in self.taken(force):
             await self._window.acquire()
             task = asyncio.create_task(self._send(kind, count, first, payload))
             self._sends.add(task)
@@ -323,8 +333,9 @@ class Fleet:
 
     def ledger(self) -> dict[str, Any]:
         t = self.totals
-        return {"seconds": self.seconds, "readings": t.readings, "batches": t.batches, "events": t.events,
-                "resent": t.resent, "boxes": [b.ledger.document() for b in self.boxes]}
+        return {"settings": asdict(self.settings), "seconds": self.seconds, "readings": t.readings,
+                "batches": t.batches, "events": t.events, "resent": t.resent,
+                "boxes": [b.ledger.document() for b in self.boxes]}
 
 
 def fleet(settings: LoadSettings, broker: Broker) -> Fleet:

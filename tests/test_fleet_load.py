@@ -1,6 +1,7 @@
 """The fleet load generator (bench/fleet_load.py) against a real Mosquitto: its boxes publish what a running gateway
 publishes, document for document, and the reference mirror ends with exactly the ledger (the twins equal, each
-reading counted once, the batches and events sent twice dropped and counted)."""
+reading counted once, the batches and events sent twice dropped and counted), in memory and, with two replicas
+sharing the load, in a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ import aiomqtt
 import orjson
 
 from bench import fleet_load
+from gateway.cloud.mirror_db import Database
+from gateway.cloud.mirror_fleet import FleetMirror
 from gateway.cloud.settings import parse_broker, topic_root, user_name
 from peers.mosquitto import Mosquitto
+from peers.postgres import Postgres
 from tests.cloud import cloud_config, mirroring, running, until
 
 Message = tuple[str, bool, dict[str, Any]]  # (the topic under the gateway's root, retained, the document)
@@ -115,7 +119,7 @@ async def test_a_load_box_publishes_what_a_running_gateway_publishes(tmp_path: P
 
 
 async def test_the_mirror_ends_with_exactly_the_ledger(mosquitto: Mosquitto) -> None:
-    settings = fleet_load.LoadSettings(boxes=6, boxes_per_venue=3, rate=3000, seconds=1.5, events_per_s=8,
+    settings = fleet_load.LoadSettings(boxes=6, boxes_per_venue=3, rate=3000, seconds=1.0, events_per_s=8,
                                        resend=0.25, progress_s=0.5)
     load = fleet_load.fleet(settings, parse_broker(mosquitto.url))
     lines: list[str] = []
@@ -132,7 +136,47 @@ async def test_the_mirror_ends_with_exactly_the_ledger(mosquitto: Mosquitto) -> 
         assert g.version == x.twin_version and g.assets == x.twin["assets"] and g.gaps == 0
         assert g.readings == x.readings == x.last_seq and g.seqs == [[1, x.last_seq]] and g.overlaps == 0
         assert g.batches == len(x.batches) == len(set(x.batches))
-        assert g.events_total == len(x.events) == len(set(x.events)) >= 8
+        assert g.events_total == len(x.events) == len(set(x.events)) >= 5
         assert g.duplicates == x.resent_batches + x.resent_events
-    assert len(lines) >= 2 and "boxes online" in lines[0]
-    assert load.totals.readings == sum(x.readings for x in ledgers) > 6 * 3000
+    assert lines and "boxes online" in lines[0]
+    assert load.totals.readings == sum(x.readings for x in ledgers) > 6 * 2000
+
+
+async def test_replicas_into_postgresql_end_with_exactly_the_ledger(mosquitto: Mosquitto) -> None:
+    """Two replicas of the fleet mirror sharing the load (MQTT 5 shared subscription) into a real PostgreSQL."""
+    with Postgres(options={"fsync": "off"}) as pg:
+        database = pg.url  # the server is the test's own
+        settings = fleet_load.LoadSettings(boxes=4, boxes_per_venue=2, rate=3000, seconds=0.8, events_per_s=8,
+                                           resend=0.25, progress_s=0)
+        load = fleet_load.fleet(settings, parse_broker(mosquitto.url))
+        replicas = [FleetMirror(parse_broker(mosquitto.url), Database(database), client_id=f"fleet-{i}",
+                                share="fleet") for i in range(2)]
+        tasks = [asyncio.create_task(r.run()) for r in replicas]
+        reader = Database(database)
+        try:
+            await until(lambda: all(r.connected.is_set() for r in replicas), 10, "both replicas subscribed")
+            await fleet_load.run(load)
+            ledgers = [box.ledger for box in load.boxes]
+            total = sum(x.readings for x in ledgers)
+            await until(lambda: sum(r.stored.readings for r in replicas) >= total, 15, "every reading stored")
+            assert all(r.stored.readings > 0 for r in replicas)  # the load was shared
+            summaries = {(g["venue"], g["gateway_id"]): g for g in await reader.gateways()}
+            for x in ledgers:
+                rows: list[int] = []
+                after: tuple[float, int] | None = None
+                while page := await reader.telemetry(x.venue, x.gateway_id, after=after, limit=5000):
+                    rows += [r[0] for r in page]
+                    after = (page[-1][1], page[-1][0])
+                assert sorted(rows) == list(range(1, x.last_seq + 1))  # every reading once
+                (twin,) = await reader.twins(x.venue, x.gateway_id)
+                assert twin.version == x.twin_version and twin.document["assets"] == x.twin["assets"]
+                telemetry = summaries[(x.venue, x.gateway_id)]["telemetry"]
+                assert telemetry["batches"] == len(x.batches) and telemetry["readings"] == x.readings
+                assert telemetry["duplicates"] == x.resent_batches + x.resent_events
+                assert summaries[(x.venue, x.gateway_id)]["events"] == len(x.events)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for db in (reader, *(r.database for r in replicas)):
+                await db.close()

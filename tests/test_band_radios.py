@@ -3,6 +3,7 @@ residual offset within the show's bound (docs/wristband-protocol.md, Several rad
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from hypothesis import given, settings
@@ -85,4 +86,4 @@ def test_copies_from_several_radios_start_the_band_within_the_largest_offset_and
         assert -max(took) - 1e-6 <= error_ms <= least + 1.0 + max(abs(o) for o in took) + 1e-6
     band.settle(local(40_000))
     lit = [s.start_ms for s in band.history if s.effect is not None and s.effect.effect != Effect.BLACKOUT]
-    assert all(b - a >= MIN_PERIOD_MS for a, b in zip(lit, lit[1:], strict=False))
+    assert all(b - a >= MIN_PERIOD_MS for a, b in itertools.pairwise(lit))

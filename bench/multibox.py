@@ -52,6 +52,7 @@ from bench.shared_air_process import SharedAirProcess, SharedRecord
 from drivers.sim.shared_air import FLOOR, SharedCrowd, placed, spot_name
 from drivers.wristband.band import CLOCK_WINDOW_S
 from drivers.wristband.protocol import show_key
+from peers import PeerMissing
 from peers.mosquitto import Mosquitto
 from peers.ports import LOOPBACK, free_port
 
@@ -143,6 +144,8 @@ command_timeout_s = {command_timeout_s}
         return path
 
     def start(self, config: Path) -> None:
+        if not FAKETIME_LIB.exists():
+            raise PeerMissing("the Debian package faketime (libfaketime, to run a box with its clock off)")
         env = {**os.environ, "PYTHONPATH": str(ROOT), **faketime_env(self.offset_ms)}
         with (self.directory / "daemon.log").open("ab") as log:
             self.proc = subprocess.Popen([PYTHON, "-m", "gateway", "run", "--config", str(config)], stdout=log,
@@ -227,12 +230,15 @@ def status(box: Box) -> str:
             f"problems: {health['problems'] or 'none'}")
 
 
-def show_joined(box: Box) -> bool:
-    """The box's radio runs, it is on the show's bus, and it has heard every other box and its clock."""
+def show_joined(box: Box) -> int | None:
+    """The show epoch the box's radio sends from, once it runs, the box is on the show's bus and it has heard every
+    other box and its clock (None until then)."""
     health = box.health()
     shared = health["services"]["shared"]["detail"]
-    return bool(health["drivers"]["radio"]["state"] == "running" and shared["bus"] == "online"
-                and all(b["state"] == "online" and b["offset_ms"] is not None for b in shared["boxes"].values()))
+    radio = health["drivers"]["radio"]
+    joined = radio["state"] == "running" and shared["bus"] == "online" and \
+        all(b["state"] == "online" and b["offset_ms"] is not None for b in shared["boxes"].values())
+    return int(radio["detail"]["show_epoch_ms"]) if joined else None
 
 
 @dataclass
@@ -263,7 +269,8 @@ async def floor(directory: Path, offsets_ms: Sequence[float], per_spot: int, air
         try:
             for box in boxes:
                 box.start(box.config([broker.url], BOXES, command_timeout_s=command_timeout_s))
-            await wait_for(lambda: all(show_joined(box) for box in boxes), 30, "every box in the show", boxes)
+            await wait_for(lambda: len({show_joined(box) for box in boxes} - {None}) == 1, 30,
+                           "every box in the show, its radio sending from the show's epoch", boxes)
             yield Floor(air, boxes, bands, broker.url)
         finally:
             for box in boxes:
@@ -351,25 +358,33 @@ async def serial_of(air: Air, before: set[int], seconds: float = 3.0) -> int:
     raise RuntimeError(f"no band started the effect within {seconds:g} s")
 
 
-async def play(f: Floor, effects: int, kill_after: int | None, killed: int = 0) -> Show:
+async def play(f: Floor, effects: int, kill_after: int | None, killed: int = 0,
+               into_lead_s: float | None = 0.25) -> Show:
     """`effects` effects fired in turn on the boxes still up, 1 s apart; after `kill_after` of them, box `killed`
-    is killed 250 ms into the next effect's lead."""
+    is killed (its radio dark with it), `into_lead_s` into the next effect's lead (None: before it is fired)."""
     show = Show([], None, [], killed)
     alive = list(range(len(f.boxes)))
+
+    async def kill() -> None:
+        await asyncio.to_thread(f.boxes[killed].kill)
+        await f.air.power_off(killed)  # its dongle, powered by the box, goes dark with it
+        alive.remove(killed)
+
     for k in range(effects):
+        if k == kill_after and into_lead_s is None:
+            await kill()
         before = await f.air.serials()
         box = f.boxes[alive[k % len(alive)]]
         answer = await asyncio.to_thread(box.fire, COLOURS[k % len(COLOURS)])
         show.answers.append((box.name, answer["delivery"]))
-        if k == kill_after:
-            await asyncio.sleep(0.25)
-            await asyncio.to_thread(f.boxes[killed].kill)
-            alive.remove(killed)
+        if k == kill_after and into_lead_s is not None:
+            await asyncio.sleep(into_lead_s)
+            await kill()
         await asyncio.sleep(LEAD_MS / 1000 + TAIL_S)
         serial = await serial_of(f.air, before)
         if kill_after is None or k < kill_after:
             show.before.append(serial)
-        elif k == kill_after:
+        elif k == kill_after and into_lead_s is not None:
             show.during = serial
         else:
             show.after.append(serial)

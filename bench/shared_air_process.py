@@ -5,8 +5,8 @@ bands start effects on the monotonic clock, the same in every process, so what t
 parent's times. A test or a benchmark starts it, gives each box's `wristband` driver one of its ptys, and asks.
 
 The parent talks to it over its stdin and stdout, a line each way: `serials` (the effects any band has started),
-`close` (the air's record written to a JSON file: what each radio put on the air, and every band's radios heard,
-effect starts and live looks; then it exits)."""
+`off N` (radio N goes dark: its box is lost), `close` (the air's record written to a JSON file: what each radio put
+on the air, and every band's radios heard, effect starts and live looks; then it exits)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,10 @@ class SharedAirProcess:
         """The effects that any band has started so far."""
         return set(await self._ask("serials"))
 
+    async def power_off(self, radio: int) -> None:
+        """Radio `radio` goes dark, as the dongle of a box that lost power."""
+        await self._ask(f"off {radio}")
+
     async def close(self) -> SharedRecord:
         """Its record, once it has written it and exited."""
         assert self._proc is not None and self._out is not None
@@ -127,6 +131,9 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any] | None:
             request = line.strip()
             if request == b"serials":
                 _answer(sorted({s for band in air.bands for s in band.starts}))
+            elif request.startswith(b"off "):
+                air.power_off(int(request[4:]))
+                _answer("off")
             elif request == b"close":
                 now = time.monotonic()
                 for band in air.bands:  # what was due by now has begun to show
@@ -135,7 +142,7 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any] | None:
                         "bands": [(band.zone, sorted(band.radios), band.starts, [x.json() for x in band.looks],
                                    band.heard, band.lost) for band in air.bands]}
             else:
-                raise ValueError(f"unknown request {request!r} (allowed: serials, close)")
+                raise ValueError(f"unknown request {request!r} (allowed: serials, off N, close)")
         return None
     finally:
         await air.close()

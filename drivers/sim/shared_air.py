@@ -43,7 +43,7 @@ RADIO_NAMES = "ABCDEFGH"
 FLOOR: tuple[tuple[int, ...], ...] = ((0,), (0, 1), (1,), (0, 1, 2), (1, 2), (2,))
 
 
-def spot_name(radios: Sequence[int]) -> str:
+def spot_name(radios: Iterable[int]) -> str:
     """A spot named by the radios heard there: "A", "A+B", "A+B+C"."""
     return "+".join(RADIO_NAMES[r] for r in radios)
 
@@ -149,6 +149,11 @@ class SharedAir:
         for band in place_bands(self.key, self.show_id, bands, self.losses, self.rng):
             self.bands.append(band)
             await self._listen(band)
+
+    def power_off(self, radio: int) -> None:
+        """Radio `radio` goes dark, as a dongle does when its box loses power: nothing more of it on the air
+        (Bumble's controller would go on repeating its last advertisement)."""
+        self.link.radios = {c: i for c, i in self.link.radios.items() if i != radio}
 
     @property
     def on_air(self) -> list[tuple[float, bytes, int]]:

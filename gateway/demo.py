@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.addresses import is_loopback
-from gateway.cloud.settings import parse_broker
 from gateway.config import Config
 
 log = logging.getLogger("gateway.demo")
@@ -139,7 +138,7 @@ def cloud_side(config: Config, data_dir: Path, outage_s: float = OUTAGE_S) -> It
     if config.cloud is None:
         yield config
         return
-    broker = parse_broker(config.cloud.broker)
+    broker = config.cloud.addresses()[0]  # the demo runs the first broker
     if broker.tls or not is_loopback(broker.host):
         log.info("demo: the cloud broker %s is not a plain loopback one: the demo leaves it to you", broker)
         yield config

@@ -79,7 +79,7 @@ async def running(path: Path) -> AsyncIterator[Gateway]:
     cfg = configuration.load(path)
     assert cfg.cloud is not None
     creds = credentials(cfg.cloud, cfg.path.parent)
-    tls = tls_context(creds) if cfg.cloud.broker.startswith("mqtts:") else None
+    tls = tls_context(creds) if cfg.cloud.tls else None
     gw = Gateway(cfg, Tokens([(VIEWER, "viewer"), (ADMIN, "admin")]), cloud=lambda: (creds, tls))
     stop = asyncio.Event()
     task = asyncio.create_task(gw.run(stop))

@@ -5,6 +5,9 @@ an ACL that denies the box's topics would empty the outbox into nothing. Here a 
 `PublishRefused` instead. (MQTT 3.1.1 has no such code: a broker that drops a denied publish still acknowledges
 it, and nothing on the wire can tell the box; docs/cloud-protocol.md says what that means.)
 
+A publish the broker leaves unacknowledged past its timeout raises `AckTimeout`, which names the topic: a broker
+that has lost the message (a cluster node whose store timed out answers nothing) would otherwise hold the link.
+
 `publish` is aiomqtt 2.5's own, step for step, with the reason code kept for the message id it waited on; it uses
 aiomqtt's private attributes (`_client`, `_pending_call`, `_pending_publishes`, `_wait_for`), so aiomqtt is held
 below 3 and the cloud tests run it against a real Mosquitto that refuses publishes.
@@ -13,6 +16,7 @@ below 3 and the cloud tests run it against a real Mosquitto that refuses publish
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import aiomqtt
@@ -32,6 +36,14 @@ class PublishRefused(aiomqtt.MqttError):
         super().__init__(f"the broker refused to take {topic}: {reason} (reason code 0x{reason.value:02X})")
 
 
+class AckTimeout(aiomqtt.MqttError):
+    """The broker did not acknowledge a publish in time: it may never have taken it."""
+
+    def __init__(self, topic: str, timeout: float) -> None:
+        self.topic = topic
+        super().__init__(f"the broker did not acknowledge a message to {topic} within {timeout:g} s")
+
+
 class Client(aiomqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -46,16 +58,20 @@ class Client(aiomqtt.Client):
     async def publish(  # type: ignore[override]  # aiomqtt's, less the arguments handed on to paho unread
             self, topic: str, payload: PayloadType = None, qos: int = 0, retain: bool = False,
             properties: Properties | None = None, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        """As aiomqtt's, and PublishRefused when the broker's acknowledgement says it did not take the message."""
+        """As aiomqtt's, and PublishRefused when the broker's acknowledgement says it did not take the message,
+        AckTimeout when no acknowledgement came within `timeout` (None: the client's; math.inf: none)."""
         info = self._client.publish(topic, payload, qos, retain, properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise MqttCodeError(info.rc, "Could not publish message")
         if info.is_published():  # QoS 0, written already
             return
         confirmation = asyncio.Event()
+        limit = self.timeout if timeout is None else timeout
         try:
             with self._pending_call(info.mid, confirmation, self._pending_publishes):
-                await self._wait_for(confirmation.wait(), timeout=timeout)
+                await asyncio.wait_for(confirmation.wait(), None if math.isinf(limit) else limit)
+        except TimeoutError:
+            raise AckTimeout(topic, limit) from None
         finally:
             reason = self._refusals.pop(info.mid, None)
         if reason is not None:

@@ -5,7 +5,6 @@ publishes blobs, so a backlog drains as fast as the broker acknowledges without 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass
 
@@ -48,8 +47,9 @@ class RateCap:
 
 
 class Drain:
-    def __init__(self, store: Store, inflight: int, rate: float, frames: FrameClock) -> None:
+    def __init__(self, store: Store, inflight: int, rate: float, frames: FrameClock, ack_timeout_s: float) -> None:
         self._store = store
+        self._ack_timeout_s = ack_timeout_s
         self._frames = frames
         self._inflight = inflight
         self._cap = RateCap(rate)
@@ -85,8 +85,9 @@ class Drain:
     async def _send(self, client: aiomqtt.Client, topic: str, row_id: int, kind: str, readings: int, payload: bytes,
                     window: asyncio.Semaphore) -> None:
         try:
-            # No timeout of its own: the keepalive notices a dead broker and ends the session.
-            await client.publish(topic, payload, qos=1, timeout=math.inf)
+            # A dead broker is noticed by the keepalive; one that never acknowledges this, by the timeout. Either
+            # ends the session, and the row, still in the outbox, goes again.
+            await client.publish(topic, payload, qos=1, timeout=self._ack_timeout_s)
         finally:
             window.release()
         self._store.ack_outbox((row_id,))

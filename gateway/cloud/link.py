@@ -1,8 +1,12 @@
-"""The MQTT link to the cloud: one connection at a time, retried with exponential backoff and jitter.
+"""The MQTT link to the cloud: one connection at a time, to one of the broker addresses tried in turn. A lost
+connection moves on to the next address at once; once a whole round of them has failed, the next round waits the
+exponential backoff (with jitter).
 
 Every (re)connect is a birth: the retained `status` online (its will says offline), a retained twin snapshot, then
 deltas that continue it, so a consumer rebuilds the exact twin from the snapshot and what follows. Telemetry and
-events leave through the outbox drain; `desired` and `cmd/*` come in and are answered with events.
+events leave through the outbox drain; `desired` and `cmd/*` come in and are answered with events. What the outbox
+holds leaves it only once a broker has acknowledged it, so after a failover everything unacknowledged goes again to
+the next broker with the same batch and event ids, and a consumer drops duplicates by id.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from gateway import __version__
 from gateway.cloud import commands
 from gateway.cloud.client import Client, PublishRefused
 from gateway.cloud.drain import Drain, DrainCounts
-from gateway.cloud.settings import CloudSection, Credentials, parse_broker, topic_root, user_name
+from gateway.cloud.settings import Broker, CloudSection, Credentials, topic_root, user_name
 from gateway.preflight import read_secret
 from gateway.store import StoreError
 from gateway.supervisor import Unit, backoff_delay
@@ -45,7 +49,6 @@ GOODBYE_S = 1.0
 # Stopping, the outbox is sent for at most this long: with GOODBYE_S, within the 3.5 s the daemon gives its units
 # (gateway.daemon.STOP_BUDGET_S less the store's close), itself within the service's TimeoutStopSec.
 STOP_DRAIN_S = 2.0
-CONNACK_TIMEOUT_S = 10.0
 ASSET = "service:cloud"
 REFUSED = "cloud_refused"  # the standing alert while the broker refuses what the box sends
 NOT_AUTHORIZED = 0x87
@@ -87,7 +90,7 @@ def tls_context(creds: Credentials) -> ssl.SSLContext:
     return context
 
 
-def _explain(exc: BaseException, socket_error: str | None = None) -> str:
+def _explain(exc: BaseException, connect_timeout_s: float, socket_error: str | None = None) -> str:
     """A connection failure in words a venue tech can act on."""
     if isinstance(exc, MqttConnectError) and exc.rc is not None:
         reason = str(exc.rc).strip() if not isinstance(exc.rc, int) else paho.connack_string(exc.rc)
@@ -96,7 +99,7 @@ def _explain(exc: BaseException, socket_error: str | None = None) -> str:
         return f"the broker refused the connection: {reason}{hint}"
     text = str(exc.__cause__ or exc) if str(exc) in ("", "Operation timed out") and exc.__cause__ else str(exc)
     if text == "Operation timed out":
-        text = f"no answer from the broker within {CONNACK_TIMEOUT_S:.0f} s" + \
+        text = f"no answer from the broker within {connect_timeout_s:g} s" + \
             (f" ({socket_error})" if socket_error else "")
     if any(word in text for word in ("SSL", "certificate", "TLS", "tlsv1")):
         return f"TLS failed: {text} (check cloud.ca_file, cert_file and key_file against the broker's)"
@@ -108,35 +111,50 @@ class CloudLink(Unit):
                  tls: ssl.SSLContext | None, *, rng: random.Random | None = None) -> None:
         self._gw = gw
         self.settings = settings
-        self.broker = parse_broker(settings.broker)
+        self.brokers = settings.addresses()
+        self._at = 0  # the address in use (or being tried): an index into `brokers`
+        self._v311: set[Broker] = set()  # brokers that refused MQTT 5 (protocol auto): 3.1.1 with them
         self._creds = creds
         self._tls = tls
         self._rng = rng or random.Random()
         self.root = topic_root(gw.config.gateway.venue, gw.config.gateway.id)
         self.topics = {"telemetry": f"{self.root}/telemetry", "event": f"{self.root}/events"}
         self.client_id = settings.client_id or f"vg-{gw.config.gateway.id}"[:23]
-        self.protocol = "3.1.1" if settings.protocol == "3.1.1" else "5"
         self.state: State = "connecting"
         self.last_error: str | None = None
         self.retry_in_s: float | None = None
         self.since = time.time()
         self.connects = 0
+        self.failovers = 0  # lost connections after which the link moved on to another address
         self.snapshots = 0
         self.deltas = 0
         self.commands_ok = 0
         self.commands_refused = 0
-        self._drain = Drain(gw.store, settings.inflight, settings.drain_rate, gw.frames)
+        self._drain = Drain(gw.store, settings.inflight, settings.drain_rate, gw.frames, settings.ack_timeout_s)
         self._snapshot_wanted = asyncio.Event()
-        self._attempt = 0  # failed sessions in a row: the backoff's step
+        self._attempt = 0  # rounds of addresses failed in a row: the backoff's step
+        self._tried = 0  # addresses tried in this round (since the link was last online, or the last backoff)
+        self._took = False  # the broker of the session took a message: the link was online
         self._mqtt_log = logging.getLogger("gateway.cloud.mqtt")
         self._socket_errors = _SocketErrors()
         self._last_refusal_log = -math.inf
 
+    @property
+    def broker(self) -> Broker:
+        """The address in use, or being tried."""
+        return self.brokers[self._at]
+
+    @property
+    def protocol(self) -> Literal["5", "3.1.1"]:
+        """The MQTT version spoken with the broker in use."""
+        return "3.1.1" if self.settings.protocol == "3.1.1" or self.broker in self._v311 else "5"
+
     # -- what others see -------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         outbox = self._gw.store.outbox
-        doc: dict[str, Any] = {"link": self.state, "broker": str(self.broker), "since": rfc3339(self.since),
-                               "connects": self.connects}
+        doc: dict[str, Any] = {"link": self.state, "broker": str(self.broker),
+                               "brokers": [str(b) for b in self.brokers], "since": rfc3339(self.since),
+                               "connects": self.connects, "failovers": self.failovers}
         if self.state == "online":
             doc["protocol"] = self.protocol
         if self.last_error is not None:
@@ -170,7 +188,8 @@ class CloudLink(Unit):
         if outbox is not None:
             outbox.online = state == "online"
         with contextlib.suppress(TwinFrozen):
-            self._gw.twin.report(ASSET, {"link": state, "broker": str(self.broker), "link_error": error})
+            self._gw.twin.report(ASSET, {"link": state, "broker": str(self.broker),
+                                         "brokers": [str(b) for b in self.brokers], "link_error": error})
 
     # -- the connection loop ---------------------------------------------------------------------------
     def problem(self) -> str | None:
@@ -202,7 +221,7 @@ class CloudLink(Unit):
             will=aiomqtt.Will(f"{self.root}/status", offline, qos=1, retain=True),
             clean_session=None if v5 else True, clean_start=True if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             keepalive=self.settings.keepalive_s,
-            timeout=CONNACK_TIMEOUT_S, max_inflight_messages=self.settings.inflight + 16,
+            timeout=self.settings.connect_timeout_s, max_inflight_messages=self.settings.inflight + 16,
             max_queued_incoming_messages=QUEUED_COMMANDS, properties=connect,
             tls_context=self._tls if self.broker.tls else None)
 
@@ -211,6 +230,7 @@ class CloudLink(Unit):
             self._set_state("connecting", self.last_error)
             self.retry_in_s = None
             self._socket_errors.last = None
+            self._took = False
             try:
                 async with self._client() as client:
                     self.connects += 1
@@ -221,11 +241,21 @@ class CloudLink(Unit):
                 code = getattr(exc.rc, "value", exc.rc)
                 if code == UNSUPPORTED_PROTOCOL and self.settings.protocol == "auto" and self.protocol == "5":
                     log.info("cloud: the broker %s does not speak MQTT 5; using 3.1.1", self.broker)
-                    self.protocol = "3.1.1"
+                    self._v311.add(self.broker)
                     continue
                 self._failed(exc)
             except aiomqtt.MqttError as exc:
                 self._failed(exc)
+            if self._took:  # a lost connection: a new round starts from the next address
+                self._tried = 0
+            self._tried += 1
+            self._at = (self._at + 1) % len(self.brokers)
+            if self._tried < len(self.brokers):  # the next address, at once
+                if self._took:
+                    self.failovers += 1
+                    log.warning("cloud link: moving on to the broker %s", self.broker)
+                continue
+            self._tried = 0
             delay = backoff_delay(self._attempt, self.settings.backoff_initial_s, self.settings.backoff_max_s,
                                   self._rng)
             self._attempt += 1
@@ -233,7 +263,7 @@ class CloudLink(Unit):
             await asyncio.sleep(delay)
 
     def _failed(self, exc: BaseException) -> None:
-        message = _explain(exc, self._socket_errors.last)
+        message = _explain(exc, self.settings.connect_timeout_s, self._socket_errors.last)
         if message != self.last_error or self.state == "online":
             log.warning("cloud link to %s: %s", self.broker, message)
         self._set_state("offline", message)
@@ -262,29 +292,21 @@ class CloudLink(Unit):
             await client.publish(f"{self.root}/status", orjson.dumps({
                 "online": True, "gateway_id": gw.config.gateway.id, "venue": gw.config.gateway.venue,
                 "software": __version__, "protocol": self.protocol, "since": rfc3339(time.time())}),
-                qos=1, retain=True, timeout=math.inf)
+                qos=1, retain=True, timeout=self.settings.ack_timeout_s)
             self._set_state("online")
             self._attempt = 0  # the backoff starts again from its first step only once the broker takes a message
+            self._took = True
             log.info("cloud link to %s online (MQTT %s, client %s)", self.broker, self.protocol, self.client_id)
             if REFUSED in gw.alerts.standing:
                 log.info("cloud link to %s: the broker takes this box's messages again", self.broker)
                 gw.alerts.raise_alert(REFUSED, "the cloud broker takes this box's messages again",
                                       {"alert": REFUSED, "cleared": True}, key=REFUSED, standing=False)
-            # MQTT 5: retained commands are not sent at subscription (a reconnect replays nothing), and a retained
-            # publish keeps its flag on live delivery, so that it can be refused as the docs say. 3.1.1 has neither.
-            options: Any = SubscribeOptions(qos=1, retainAsPublished=True,
-                                            retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND) \
-                if self.protocol == "5" else 1
-            granted = await client.subscribe([(f"{self.root}/desired", options), (f"{self.root}/cmd/+", options)])
-            refused = [f"{topic}: {code}" for topic, code in zip(("desired", "cmd/+"), granted, strict=False)
-                       if getattr(code, "is_failure", False) or code == 0x80]
-            if refused:
-                log.warning("cloud link to %s: the broker refused the subscriptions %s: cloud commands and desired "
-                            "state will not arrive (check the broker's ACL)", self.broker, ", ".join(refused))
             try:
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._twin_sync(client))
+                    # the outbox leaves at once; a cluster node may take seconds to set a subscription up
                     group.create_task(self._drain.run(client, self.topics, group))
+                    await self._subscribe(client)
+                    group.create_task(self._twin_sync(client))  # the snapshot: once commands can arrive
                     group.create_task(self._commands(client))
             except* aiomqtt.MqttError as failed:
                 raise failed.exceptions[0] from None
@@ -295,15 +317,30 @@ class CloudLink(Unit):
                         await self._drain.finish(client, self.topics, gw.twin)
                 except (TimeoutError, aiomqtt.MqttError, StoreError) as exc:
                     outbox = gw.store.outbox
+                    why = _explain(exc, self.settings.connect_timeout_s) if str(exc) else type(exc).__name__
                     log.warning("cloud link to %s: stopping with %s waiting in the outbox (%s)", self.broker,
                                 "nothing" if outbox is None else f"{outbox.stats.readings} readings and "
-                                f"{outbox.stats.events} events", _explain(exc) if str(exc) else type(exc).__name__)
+                                f"{outbox.stats.events} events", why)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(GOODBYE_S):
                     await client.publish(f"{self.root}/status", orjson.dumps({
                         "online": False, "gateway_id": gw.config.gateway.id, "venue": gw.config.gateway.venue,
                         "reason": "stopped"}), qos=1, retain=True)
             raise
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        # MQTT 5: retained commands are not sent at subscription (a reconnect replays nothing), and a retained
+        # publish keeps its flag on live delivery, so that it can be refused as the docs say. 3.1.1 has neither.
+        options: Any = SubscribeOptions(qos=1, retainAsPublished=True,
+                                        retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND) \
+            if self.protocol == "5" else 1
+        granted = await client.subscribe([(f"{self.root}/desired", options), (f"{self.root}/cmd/+", options)],
+                                         timeout=self.settings.ack_timeout_s)
+        refused = [f"{topic}: {code}" for topic, code in zip(("desired", "cmd/+"), granted, strict=False)
+                   if getattr(code, "is_failure", False) or code == 0x80]
+        if refused:
+            log.warning("cloud link to %s: the broker refused the subscriptions %s: cloud commands and desired "
+                        "state will not arrive (check the broker's ACL)", self.broker, ", ".join(refused))
 
     # -- the twin: snapshot, then deltas -----------------------------------------------------------------
     async def _twin_sync(self, client: aiomqtt.Client) -> None:
@@ -317,7 +354,7 @@ class CloudLink(Unit):
                 self._snapshot_wanted.clear()
                 sent = twin.version
                 await client.publish(f"{self.root}/twin/snapshot", twin.snapshot_json(), qos=1, retain=True,
-                                     timeout=math.inf)
+                                     timeout=self.settings.ack_timeout_s)
                 self.snapshots += 1
                 due = time.monotonic() + interval
             try:
@@ -329,7 +366,7 @@ class CloudLink(Unit):
                 to = changes[-1][0]
                 await client.publish(f"{self.root}/twin/delta", orjson.dumps({
                     "gateway_id": twin.gateway_id, "from": sent, "to": to,
-                    "changes": [change_document(c) for c in changes]}), qos=1, timeout=math.inf)
+                    "changes": [change_document(c) for c in changes]}), qos=1, timeout=self.settings.ack_timeout_s)
                 self.deltas += 1
                 sent = to
                 continue

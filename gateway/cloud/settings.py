@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -42,6 +43,24 @@ def parse_broker(url: str) -> Broker:
     except ValueError:
         raise ValueError(f"{url!r} has a bad port ({allowed})") from None
     return Broker(parts.hostname, port, parts.scheme == "mqtts")
+
+
+def parse_brokers(urls: Iterable[str]) -> list[Broker]:
+    """Several broker addresses, in the order given, each as `parse_broker` takes it; ValueError names the first
+    that is wrong (its place in the list too), or says the list is empty or names one broker twice."""
+    brokers: list[Broker] = []
+    for i, url in enumerate(urls):
+        try:
+            broker = parse_broker(url)
+        except ValueError as exc:
+            raise ValueError(f"broker {i + 1}: {exc}") from None
+        if broker in brokers:
+            raise ValueError(f"broker {i + 1}: {url!r} is broker {brokers.index(broker) + 1} again (allowed: each "
+                             "broker once)")
+        brokers.append(broker)
+    if not brokers:
+        raise ValueError("no broker address (allowed: one or more of mqtt://HOST[:PORT] or mqtts://HOST[:PORT])")
+    return brokers
 
 
 def topic_root(venue: str, gateway_id: str) -> str:
@@ -85,7 +104,10 @@ def _client_id(value: str) -> str | None:
 
 @dataclass(frozen=True)
 class CloudSection:
-    broker: str = setting(check=_broker)
+    # Where the broker is: `broker`, or `brokers`, several addresses of one cloud (independent brokers a consumer
+    # follows all of, or the nodes of a cluster) tried in turn: a lost connection moves on to the next at once.
+    broker: str | None = setting(None, check=_broker)
+    brokers: list[str] | None = None
     # Default: "vg-" and the gateway id. One per box: the broker drops the older of two clients with one id.
     client_id: str | None = setting(None, check=_client_id)
     protocol: Literal["auto", "5", "3.1.1"] = "auto"  # auto: MQTT 5, else 3.1.1 when the broker refuses 5
@@ -98,6 +120,12 @@ class CloudSection:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    # How long a connection attempt waits for the broker's answer (CONNACK) before it counts as failed and the next
+    # address is tried: a cluster node that has lost its quorum may hold a connection unanswered.
+    connect_timeout_s: float = setting(10.0, min=0.5, max=120)
+    # A message the broker has not acknowledged by then ends the connection: the next address is tried, and what
+    # was not acknowledged goes again (a cluster node that failed to store a message may never answer it).
+    ack_timeout_s: float = setting(30.0, min=0.5, max=3600)
     backoff_initial_s: float = setting(1.0, min=0.05, max=60)
     backoff_max_s: float = setting(60.0, min=0.1, max=3600)
     # Telemetry leaves in batches of up to batch_readings; online, a reading waits at most batch_delay_ms.
@@ -118,23 +146,55 @@ class CloudSection:
     # Commands and desired state larger than this are refused with an error event.
     max_payload_kb: int = setting(64, min=1, max=16_384)
 
+    def addresses(self) -> list[Broker]:
+        """The broker addresses in the order the link tries them."""
+        return parse_brokers([self.broker] if self.broker is not None else self.brokers or [])
+
+    @property
+    def tls(self) -> bool:
+        """Whether any address is mqtts://: the link then needs a TLS context."""
+        return any(b.tls for b in self.addresses())
+
     def problems(self) -> list[Problem]:
         out = []
+        allowed = 'allowed: broker = "mqtt://HOST[:PORT]", or brokers = ["mqtt://HOST[:PORT]", ...] tried in turn'
+        if self.broker is None and self.brokers is None:
+            return [Problem("broker", f"is required: the broker's address, or several in brokers ({allowed})")]
+        if self.broker is not None and self.brokers is not None:
+            return [Problem("brokers", f"give broker or brokers, not both ({allowed})")]
+        if self.brokers is not None:
+            if not self.brokers:
+                return [Problem("brokers", f"is empty ({allowed})")]
+            seen: list[Broker] = []
+            for i, url in enumerate(self.brokers):
+                try:
+                    broker = parse_broker(url)
+                except ValueError as exc:
+                    out.append(Problem(f"brokers[{i}]", str(exc)))
+                    continue
+                if broker in seen:
+                    out.append(Problem(f"brokers[{i}]", f"{url!r} is brokers[{seen.index(broker)}] again (allowed: "
+                                                        "each broker once)"))
+                seen.append(broker)
+            if out:
+                return out
         if self.username is not None and self.username_env is not None:
             out.append(Problem("username", "give username or username_env, not both"))
         if self.password_env is not None and self.username is None and self.username_env is None:
             out.append(Problem("password_env", "a password needs a user name (allowed: username or username_env)"))
         if (self.cert_file is None) != (self.key_file is None):
             out.append(Problem("cert_file", "mutual TLS needs both cert_file and key_file"))
-        broker = parse_broker(self.broker)
-        tls = broker.tls
-        if self.password_env is not None and not tls and not is_loopback(broker.host):
-            out.append(Problem("password_env", f"the password would cross the network in clear to {broker.host} "
-                                               f"(allowed: an mqtts:// broker, or a plain one on loopback)"))
+        brokers = self.addresses()
+        if self.password_env is not None:
+            for broker in brokers:
+                if not broker.tls and not is_loopback(broker.host):
+                    out.append(Problem("password_env", f"the password would cross the network in clear to "
+                                                       f"{broker.host} (allowed: an mqtts:// broker, or a plain one on "
+                                                       "loopback)"))
         for key in ("ca_file", "cert_file", "key_file"):
-            if getattr(self, key) is not None and not tls:
-                out.append(Problem(key, f"is for TLS, but the broker {self.broker} is plain (allowed: an mqtts:// "
-                                        "broker)"))
+            if getattr(self, key) is not None and not self.tls:
+                plain = f"the broker {self.broker} is" if self.broker is not None else "every broker is"
+                out.append(Problem(key, f"is for TLS, but {plain} plain (allowed: an mqtts:// broker)"))
         if self.backoff_max_s < self.backoff_initial_s:
             out.append(Problem("backoff_max_s", "must not be below cloud.backoff_initial_s"))
         return out

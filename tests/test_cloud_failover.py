@@ -1,0 +1,183 @@
+"""Broker failover: `[cloud] brokers` checked as `broker` is, and a real gateway daemon under telemetry load that
+loses the broker it uses and resumes on the next, against two independent Mosquittos (a consumer on each, their
+union holding every reading once) and against a NATS cluster with JetStream and its MQTT gateway (a consumer with a
+persistent session on a node that stays up). Nothing the outbox held is lost; what arrives twice is dropped by id
+and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import config as configuration
+from gateway.cloud.mirror import GatewayMirror
+from gateway.cloud.settings import Broker, parse_brokers
+from peers import PeerMissing
+from peers.mosquitto import Mosquitto
+from peers.nats import NatsCluster
+from tests.cloud import cloud_config, mirroring, running, until
+from tests.conftest import Daemon, free_port
+
+BASE = '[gateway]\nid = "box-1"\nvenue = "hall"\n[cloud]\n'
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(configuration.ConfigError) as refused:
+        configuration.parse(Path("/etc/vg.toml"), BASE + text)
+    return [str(p) for p in refused.value.problems]
+
+
+def test_brokers_are_checked_as_broker_is() -> None:
+    allowed = 'allowed: broker = "mqtt://HOST[:PORT]", or brokers = ["mqtt://HOST[:PORT]", ...] tried in turn'
+    assert problems('broker = "mqtt://a"\nbrokers = ["mqtt://b"]\n') == [
+        f"cloud.brokers: give broker or brokers, not both ({allowed})"]
+    assert problems('keepalive_s = 30\n') == [
+        f"cloud.broker: is required: the broker's address, or several in brokers ({allowed})"]
+    assert problems("brokers = []\n") == [f"cloud.brokers: is empty ({allowed})"]
+    assert problems('brokers = ["mqtt://a", "http://b", "mqtt://a:1883"]\n') == [
+        "cloud.brokers[1]: 'http://b' is not a broker address (allowed: mqtt://HOST[:PORT] or mqtts://HOST[:PORT])",
+        "cloud.brokers[2]: 'mqtt://a:1883' is brokers[0] again (allowed: each broker once)"]
+    # the password rule holds for every address it could be sent to
+    assert problems('brokers = ["mqtts://a", "mqtt://b", "mqtt://127.0.0.1"]\nusername = "hall/box-1"\n'
+                    'password_env = "P"\n') == [
+        "cloud.password_env: the password would cross the network in clear to b (allowed: an mqtts:// broker, or a "
+        "plain one on loopback)"]
+    assert problems('brokers = ["mqtt://a", "mqtt://b"]\nca_file = "ca.pem"\n') == [
+        "cloud.ca_file: is for TLS, but every broker is plain (allowed: an mqtts:// broker)"]
+    cfg = configuration.parse(Path("/etc/vg.toml"), BASE + 'brokers = ["mqtts://a", "mqtt://[::1]:1884"]\n'
+                                                           'username = "hall/box-1"\npassword_env = "P"\n')
+    assert cfg.cloud is not None and cfg.cloud.tls
+    assert cfg.cloud.addresses() == [Broker("a", 8883, True), Broker("::1", 1884, False)]
+    # the helper the mirror's repeated --broker takes
+    assert [str(b) for b in parse_brokers(["mqtt://a", "mqtts://b:9"])] == ["mqtt://a:1883", "mqtts://b:9"]
+    for urls, message in (([], "no broker address"), (["mqtt://a", "ftp://b"], "broker 2: 'ftp://b' is not"),
+                          (["mqtt://a", "mqtt://a:1883"], "broker 2: 'mqtt://a:1883' is broker 1 again")):
+        with pytest.raises(ValueError, match=message):
+            parse_brokers(urls)
+
+
+def failover_config(directory: Path, urls: list[str], port: int, batch: int = 20, cloud: str = "",
+                    backoff_s: float = 0.1) -> Path:
+    """The cloud tests' gateway with four racks sampled every 50 ms (about 2,000 readings a second), sent in small
+    batches (several in flight at any moment) to `urls` in turn."""
+    path = cloud_config(directory, urls[0], sample_s=0.05, api_port=port,
+                        cloud=f"batch_readings = {batch}\nbatch_delay_ms = 20\n{cloud}")
+    text = path.read_text().replace(f'broker = "{urls[0]}"', "brokers = [" + ", ".join(f'"{u}"' for u in urls) + "]")
+    text = text.replace("racks = 1\nchannels_per_rack = 2", "racks = 4\nchannels_per_rack = 4")
+    text = text.replace("backoff_initial_s = 0.1\nbackoff_max_s = 1.0", f"backoff_initial_s = {backoff_s}\n"
+                        f"backoff_max_s = {max(1.0, backoff_s)}")
+    path.write_text(text)
+    return path
+
+
+async def test_a_lost_address_moves_on_at_once_and_a_failed_round_waits_the_backoff(tmp_path: Path) -> None:
+    """Two addresses whose brokers refuse every connection (MQTT 5 CONNACK 0x88, server unavailable): each is tried
+    once, in turn, and then the link waits its backoff (1 s here) before the next round."""
+    tried: dict[int, list[float]] = {}
+
+    async def unavailable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tried[writer.get_extra_info("sockname")[1]].append(time.monotonic())
+        await reader.read(1024)  # the CONNECT
+        writer.write(b"\x20\x03\x00\x88\x00")
+        await writer.drain()
+        writer.close()
+
+    servers = [await asyncio.start_server(unavailable, "127.0.0.1", free_port()) for _ in range(2)]
+    ports = [server.sockets[0].getsockname()[1] for server in servers]
+    tried.update({port: [] for port in ports})
+    urls = [f"mqtt://127.0.0.1:{port}" for port in ports]
+    cfg = cloud_config(tmp_path, urls[0])
+    cfg.write_text(cfg.read_text().replace(f'broker = "{urls[0]}"', f'brokers = ["{urls[0]}", "{urls[1]}"]')
+                   .replace("backoff_initial_s = 0.1\nbackoff_max_s = 1.0", "backoff_initial_s = 1\nbackoff_max_s = 1"))
+    try:
+        async with running(cfg) as gw:
+            assert gw.cloud is not None
+            await until(lambda: gw.cloud is not None and gw.cloud.retry_in_s is not None, 5, "a round to fail")
+            assert [len(tried[p]) for p in ports] == [1, 1] and tried[ports[1]][0] - tried[ports[0]][0] < 0.2
+            await asyncio.sleep(0.3)
+            assert [len(tried[p]) for p in ports] == [1, 1]  # waiting the backoff (0.5 to 1 s with its jitter)
+            await until(lambda: len(tried[ports[0]]) == 2, 5, "the next round")
+            assert gw.cloud.connects == 0 and gw.cloud.health()["brokers"] == urls
+    finally:
+        for server in servers:
+            server.close()
+
+
+def link(daemon: Daemon) -> dict[str, Any]:
+    detail: dict[str, Any] = daemon.get("/api/v1/health")["services"]["cloud"].get("detail", {})
+    return detail
+
+
+def exactly_once(mirrored: GatewayMirror, last: int) -> bool:
+    """Every reading from 1 to `last` is held, each from one batch, once duplicates are dropped by id."""
+    return len(mirrored.seqs) == 1 and mirrored.seqs[0][0] == 1 and mirrored.seqs[0][1] >= last
+
+
+async def test_two_brokers_the_first_killed_under_load(tmp_path: Path) -> None:
+    first, second = Mosquitto(tmp_path / "a", persistence=False), Mosquitto(tmp_path / "b", persistence=False)
+    port = free_port()
+    # a backoff longer than the test waits: the link must move on at once, not after a failed round
+    daemon = Daemon(failover_config(tmp_path / "gw", [first.url, second.url], port, backoff_s=30), port)
+    with first, second:
+        async with mirroring(first.url) as on_first, mirroring(second.url) as on_second:
+            on_second.gateways = on_first.gateways  # one consumer's view: the union, duplicates dropped by id
+            daemon.start(wait=False)
+            try:
+                daemon.wait_healthy()
+                mirrored = await until(lambda: on_first.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
+                await until(lambda: mirrored.readings > 300, 10, "telemetry under way")
+                assert link(daemon)["broker"] == first.url
+                assert first.proc is not None
+                first.proc.kill()  # the broker in use dies with batches in flight
+                await until(lambda: link(daemon)["broker"] == second.url and link(daemon)["link"] == "online", 5,
+                            "the link to resume on the second broker")
+                resumed = mirrored.readings
+                await until(lambda: mirrored.readings > resumed + 200, 10, "telemetry through the second broker")
+                health = daemon.get("/api/v1/health")
+                committed = health["store"]["committed_seq"]
+                await until(lambda: exactly_once(mirrored, committed), 15, "every reading up to the failover")
+                assert mirrored.overlaps == 0
+                cloud = link(daemon)
+                assert cloud["brokers"] == [first.url, second.url] and cloud["failovers"] == 1
+                twin = daemon.get("/api/v1/twin")["assets"]["service:cloud"]["reported"]
+                assert twin["broker"] == second.url and twin["brokers"] == [first.url, second.url]
+            finally:
+                daemon.cleanup()
+
+
+async def test_a_nats_cluster_node_killed_under_load(tmp_path: Path) -> None:
+    try:
+        cluster = NatsCluster(tmp_path / "nats")
+    except PeerMissing as exc:
+        pytest.skip(str(exc))
+    port = free_port()
+    # Larger batches: each QoS 1 message is stored by the cluster's JetStream before it is acknowledged. A node
+    # whose JetStream request timed out (after 4 s) answers nothing: the gateway gives up on a connection sooner.
+    daemon = Daemon(failover_config(tmp_path / "gw", cluster.urls, port, 100,
+                                    "connect_timeout_s = 2\nack_timeout_s = 5"), port)
+    with cluster:
+        # a persistent session on a node that stays up: the cluster keeps its messages whatever node took them
+        async with mirroring(cluster.urls[2], client_id="fleet-consumer") as consumer:
+            daemon.start(wait=False)
+            try:
+                daemon.wait_healthy()
+                mirrored = await until(lambda: consumer.gateways.get(("hall", "gw-1")), 10, "the gateway's birth")
+                assert mirrored.status.get("protocol") == "3.1.1"  # NATS refuses MQTT 5: auto fell back
+                await until(lambda: mirrored.readings > 500, 10, "telemetry under way")
+                assert link(daemon)["broker"] == cluster.urls[0]
+                cluster.kill(0)  # the node the gateway uses, with batches in flight
+                # the cluster elects new leaders for what the lost node led (seconds), then takes the session
+                await until(lambda: link(daemon)["broker"] != cluster.urls[0] and link(daemon)["link"] == "online",
+                            20, "the link to resume on another node")
+                resumed = mirrored.readings
+                await until(lambda: mirrored.readings > resumed + 500, 10, "telemetry through another node")
+                committed = daemon.get("/api/v1/health")["store"]["committed_seq"]
+                await until(lambda: exactly_once(mirrored, committed), 15, "every reading up to the failover")
+                # a session may go online on a node and be lost again while the cluster settles: one or more
+                assert mirrored.overlaps == 0 and link(daemon)["failovers"] >= 1
+            finally:
+                daemon.cleanup()

@@ -455,11 +455,11 @@ class Database:
         wanted = sorted(set(gids))
         if not wanted:
             return {}
-        rows = await self._read(
+        rows = await self._read((
             "SELECT g.gid, g.venue, g.gateway_id, s.version, d.from_version, d.to_version FROM mirror_gateways g "
             "LEFT JOIN LATERAL (SELECT version FROM mirror_snapshots WHERE gid = g.gid ORDER BY version DESC LIMIT 1) "
             "s ON true LEFT JOIN mirror_deltas d ON d.gid = g.gid AND d.to_version > coalesce(s.version, -1) "
-            "WHERE g.gid = ANY(%s)", (wanted,))
+            "WHERE g.gid = ANY(%s)", (wanted,)))
         found: dict[int, tuple[str, str, int | None, list[tuple[int, int]]]] = {}
         for gid, venue, gateway_id, version, lo, hi in rows[0]:
             entry = found.setdefault(gid, (venue, gateway_id, version, []))
@@ -495,12 +495,11 @@ class Database:
         finally:
             self._readers.put_nowait(conn)
 
-    async def _read(self, *queries: tuple[str, Sequence[Any]] | str | Sequence[Any]) -> list[list[Any]]:
-        """Run (sql, args) pairs given flat as sql, args, sql, args ... in one consistent read, sent together (libpq's
-        pipeline: one round trip); their rows."""
+    async def _read(self, *queries: tuple[str, Sequence[Any]]) -> list[list[Any]]:
+        """Run the (sql, args) queries in one consistent read, sent together (libpq's pipeline: one round trip);
+        the rows of each."""
         async with self._reader() as conn, conn.pipeline(), conn.transaction():
-            cursors = [await conn.execute(str(sql), args) for sql, args in zip(queries[::2], queries[1::2],
-                                                                                strict=True)]
+            cursors = [await conn.execute(sql, args) for sql, args in queries]
             return [list(await cur.fetchall()) for cur in cursors]
 
     async def gateways(self, venue: str | None = None, gateway_id: str | None = None) -> list[dict[str, Any]]:
@@ -512,11 +511,11 @@ class Database:
         if gateway_id is not None:
             where.append("gateway_id = %s")
             args.append(gateway_id)
-        rows = (await self._read(
+        rows = (await self._read((
             "SELECT venue, gateway_id, status::text, extract(epoch FROM last_seen), batches, readings, events, "
             "changes, duplicates, snapshot_asks, (SELECT max(version) FROM mirror_snapshots s WHERE s.gid = g.gid) "
             f"FROM mirror_gateways g {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY venue, gateway_id",
-            args))[0]
+            args)))[0]
         out = []
         for venue_, gw, status, seen, batches, readings, events, changes, duplicates, asks, snapshot in rows:
             doc = orjson.loads(status) if status else {}
@@ -533,14 +532,14 @@ class Database:
         one = "" if gateway_id is None else " AND g.gateway_id = %s"
         args: list[Any] = [venue] if gateway_id is None else [venue, gateway_id]
         snaps, ranges, changes = await self._read(
-            "SELECT g.gid, g.gateway_id, s.version, s.taken_at, s.assets::text FROM mirror_gateways g JOIN LATERAL "
-            "(SELECT version, taken_at, assets FROM mirror_snapshots WHERE gid = g.gid ORDER BY version DESC LIMIT 1) "
-            f"s ON true WHERE g.venue = %s{one} ORDER BY g.gateway_id", args,
-            "SELECT d.gid, d.from_version, d.to_version FROM mirror_gateways g JOIN mirror_deltas d ON d.gid = g.gid "
-            f"WHERE g.venue = %s{one}", args,
-            "SELECT c.gid, c.version, c.change::text FROM mirror_gateways g JOIN LATERAL (SELECT max(version) AS v "
-            "FROM mirror_snapshots WHERE gid = g.gid) s ON true JOIN mirror_changes c ON c.gid = g.gid AND c.version "
-            f"> s.v WHERE g.venue = %s{one} ORDER BY c.gid, c.version", args)
+            ("SELECT g.gid, g.gateway_id, s.version, s.taken_at, s.assets::text FROM mirror_gateways g JOIN LATERAL "
+             "(SELECT version, taken_at, assets FROM mirror_snapshots WHERE gid = g.gid ORDER BY version DESC LIMIT 1) "
+             f"s ON true WHERE g.venue = %s{one} ORDER BY g.gateway_id", args),
+            ("SELECT d.gid, d.from_version, d.to_version FROM mirror_gateways g JOIN mirror_deltas d ON d.gid = g.gid "
+             f"WHERE g.venue = %s{one}", args),
+            ("SELECT c.gid, c.version, c.change::text FROM mirror_gateways g JOIN LATERAL (SELECT max(version) AS v "
+             "FROM mirror_snapshots WHERE gid = g.gid) s ON true JOIN mirror_changes c ON c.gid = g.gid AND c.version "
+             f"> s.v WHERE g.venue = %s{one} ORDER BY c.gid, c.version", args))
         held: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for gid, lo, hi in ranges:
             held[gid].append((lo, hi))
@@ -572,7 +571,7 @@ class Database:
         else:
             sql = f"{head} AND e.id > %s ORDER BY e.id LIMIT %s"
             args = [venue, gateway_id, after, limit]
-        rows = (await self._read(sql, args))[0]
+        rows = (await self._read((sql, args)))[0]
         return [(int(i), float(at), orjson.loads(doc)) for i, at, doc in rows]
 
     async def telemetry(self, venue: str, gateway_id: str, *, asset: str | None = None, metric: str | None = None,
@@ -590,9 +589,9 @@ class Database:
         if after is not None:
             where.append("(r.ts, r.seq) > (%s, %s)")
             args += list(after)
-        rows = (await self._read(
+        rows = (await self._read((
             "SELECT r.seq, r.ts, r.asset, r.metric, r.value FROM mirror_readings r JOIN mirror_gateways g ON "
-            f"g.gid = r.gid WHERE {' AND '.join(where)} ORDER BY r.ts, r.seq LIMIT %s", [*args, limit]))[0]
+            f"g.gid = r.gid WHERE {' AND '.join(where)} ORDER BY r.ts, r.seq LIMIT %s", [*args, limit])))[0]
         return [tuple(r) for r in rows]
 
 

@@ -292,6 +292,10 @@ async def test_what_the_database_refuses_is_dropped_alone_and_the_answers_say_wh
         events = await (await client.get("/gateways/hall/gw-1/history/events", headers=auth)).json()
         assert [e["event"]["event_id"] for e in events["events"]] == ["e1"]
         async with await psycopg.AsyncConnection.connect(postgres) as conn:
+            await conn.execute("TRUNCATE mirror_gateways CASCADE")  # retention by hand: the gateway's rows gone
+        await mirror._store([Item("hall", "gw-1", "events", {"event_id": "e3", "kind": "alert"})])
+        assert (mirror.stored.events, mirror.malformed) == (2, 1)
+        async with await psycopg.AsyncConnection.connect(postgres) as conn:
             await conn.execute("UPDATE mirror_schema SET version = 99")
         with pytest.raises(SchemaTooNew, match="version 99"):
             await Database(postgres).open()

@@ -101,6 +101,8 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         if listen is not None and token is None and not is_loopback(listen[0]):
             raise ValueError(f"--serve {args.serve} is off loopback: give --token-env so that only the token's "
                              "holders read the fleet, or serve on 127.0.0.1")
+        if not 0 <= args.session_expiry <= 0xFFFFFFFF:
+            raise ValueError(f"--session-expiry {args.session_expiry}: allowed 0 to {0xFFFFFFFF} seconds")
         if args.share and not args.database:
             raise ValueError("--share needs --database: replicas each hold only their share of the messages, and "
                              "the database is where they meet")

@@ -309,9 +309,11 @@ class Database:
             for attempt in range(5):
                 try:
                     return await self._write(conn, items)
-                except (errors.DeadlockDetected, errors.SerializationFailure):
+                except (errors.DeadlockDetected, errors.SerializationFailure, errors.ForeignKeyViolation) as exc:
                     if attempt == 4:
                         raise
+                    if isinstance(exc, errors.ForeignKeyViolation):
+                        self._gids.clear()  # a gateway's row deleted by hand (retention): made again
             raise AssertionError("unreachable")
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError) or conn.broken or conn.closed:

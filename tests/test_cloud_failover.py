@@ -7,6 +7,7 @@ and counted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 import pytest
 
 from gateway import config as configuration
+from gateway.cloud import link as cloud_link
 from gateway.cloud.mirror import GatewayMirror
-from gateway.cloud.settings import Broker, parse_brokers
+from gateway.cloud.settings import Broker, parse_brokers, topic_root
 from peers import PeerMissing
 from peers.mosquitto import Mosquitto
 from peers.nats import NatsCluster
@@ -76,7 +78,7 @@ def failover_config(directory: Path, urls: list[str], port: int, batch: int = 20
 
 async def test_a_lost_address_moves_on_at_once_and_a_failed_round_waits_the_backoff(tmp_path: Path) -> None:
     """Two addresses whose brokers refuse every connection (MQTT 5 CONNACK 0x88, server unavailable): each is tried
-    once, in turn, and then the link waits its backoff (1 s here) before the next round."""
+    once, in turn, and then the link waits its backoff (1 to 2 s here, with its jitter) before the next round."""
     tried: dict[int, list[float]] = {}
 
     async def unavailable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -92,19 +94,92 @@ async def test_a_lost_address_moves_on_at_once_and_a_failed_round_waits_the_back
     urls = [f"mqtt://127.0.0.1:{port}" for port in ports]
     cfg = cloud_config(tmp_path, urls[0])
     cfg.write_text(cfg.read_text().replace(f'broker = "{urls[0]}"', f'brokers = ["{urls[0]}", "{urls[1]}"]')
-                   .replace("backoff_initial_s = 0.1\nbackoff_max_s = 1.0", "backoff_initial_s = 1\nbackoff_max_s = 1"))
+                   .replace("backoff_initial_s = 0.1\nbackoff_max_s = 1.0", "backoff_initial_s = 2\nbackoff_max_s = 2"))
     try:
         async with running(cfg) as gw:
             assert gw.cloud is not None
             await until(lambda: gw.cloud is not None and gw.cloud.retry_in_s is not None, 5, "a round to fail")
-            assert [len(tried[p]) for p in ports] == [1, 1] and tried[ports[1]][0] - tried[ports[0]][0] < 0.2
-            await asyncio.sleep(0.3)
-            assert [len(tried[p]) for p in ports] == [1, 1]  # waiting the backoff (0.5 to 1 s with its jitter)
-            await until(lambda: len(tried[ports[0]]) == 2, 5, "the next round")
+            assert [len(tried[p]) for p in ports] == [1, 1] and tried[ports[1]][0] - tried[ports[0]][0] < 0.8
+            assert gw.cloud.retry_in_s is not None and gw.cloud.retry_in_s >= 1.0
+            await asyncio.sleep(0.8)
+            assert [len(tried[p]) for p in ports] == [1, 1]  # waiting the backoff
             assert gw.cloud.connects == 0 and gw.cloud.health()["brokers"] == urls
     finally:
         for server in servers:
             server.close()
+
+
+class Settling:
+    """An MQTT 3.1.1 broker on a real socket, as a cluster node still electing its leaders answers: it refuses
+    MQTT 5, takes publishes, and refuses the first subscription (SUBACK 0x80); later ones it grants. It records each
+    SUBSCRIBE's topic filters, and `send` publishes a message to the connected client."""
+
+    def __init__(self) -> None:
+        self.subscribes: list[list[str]] = []
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                kind = (await reader.readexactly(1))[0]
+                size, shift = 0, 0
+                while True:  # the remaining length: 7 bits a byte, least significant first
+                    byte = (await reader.readexactly(1))[0]
+                    size, shift = size | (byte & 0x7F) << shift, shift + 7
+                    if byte < 0x80:
+                        break
+                body = await reader.readexactly(size)
+                if kind == 0x10:  # CONNECT: refused under MQTT 5 (0x84), accepted under 3.1.1
+                    if body[6] == 5:
+                        writer.write(b"\x20\x03\x00\x84\x00")
+                        await writer.drain()
+                        writer.close()
+                        return
+                    self.writer = writer
+                    writer.write(b"\x20\x02\x00\x00")
+                elif kind >> 4 == 3 and kind & 0x06:  # PUBLISH, QoS 1: PUBACK its message id
+                    at = 2 + int.from_bytes(body[:2], "big")
+                    writer.write(b"\x40\x02" + body[at:at + 2])
+                elif kind == 0x82:  # SUBSCRIBE: the first refused
+                    filters, at = [], 2
+                    while at < len(body):
+                        length = int.from_bytes(body[at:at + 2], "big")
+                        filters.append(body[at + 2:at + 2 + length].decode())
+                        at += 3 + length
+                    self.subscribes.append(filters)
+                    code = b"\x80" if len(self.subscribes) == 1 else b"\x01"
+                    writer.write(bytes([0x90, 2 + len(filters)]) + body[:2] + code * len(filters))
+                elif kind == 0xC0:  # PINGREQ
+                    writer.write(b"\xd0\x00")
+                elif kind == 0xE0:  # DISCONNECT
+                    return
+                await writer.drain()
+
+    async def send(self, topic: str, payload: bytes) -> None:
+        assert self.writer is not None
+        name = topic.encode()
+        body = len(name).to_bytes(2, "big") + name + payload
+        self.writer.write(bytes([0x30, len(body)]) + body)
+        await self.writer.drain()
+
+
+async def test_a_refused_subscription_is_asked_for_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster node electing its leaders may refuse the command subscriptions of a gateway that has just failed
+    over to it; the link asks again while it stays connected, and commands arrive once they are granted."""
+    monkeypatch.setattr(cloud_link, "SUBSCRIBE_RETRY_S", 0.2)
+    node = Settling()
+    server = await asyncio.start_server(node.serve, "127.0.0.1", free_port())
+    url = f"mqtt://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with running(cloud_config(tmp_path, url)) as gw:
+            await until(lambda: len(node.subscribes) >= 2, 5, "the subscriptions asked for again")
+            root = topic_root("hall", "gw-1")
+            assert node.subscribes[:2] == [[f"{root}/desired", f"{root}/cmd/+"]] * 2
+            await node.send(f"{root}/cmd/snapshot", b'{"request_id": "r1"}')
+            await until(lambda: gw.cloud is not None and gw.cloud.commands_ok == 1, 5, "the command carried out")
+            assert gw.cloud is not None and gw.cloud.connects == 1 and len(node.subscribes) == 2
+    finally:
+        server.close()
 
 
 def link(daemon: Daemon) -> dict[str, Any]:

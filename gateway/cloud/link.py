@@ -57,6 +57,7 @@ MESSAGE_CHARS = 500  # a command_error's message is cut to this (it may quote wh
 # Commands wait here, read from the socket, until they are carried out one by one; past this many the client drops
 # the newest with a warning (aiomqtt's queue is unbounded by default).
 QUEUED_COMMANDS = 100
+SUBSCRIBE_RETRY_S = 5.0  # a subscription the broker refused is asked for again this often, while connected
 PACKET_HEADROOM = 1024  # MQTT 5's Maximum Packet Size: a command's payload and this, for the topic and properties
 
 
@@ -305,7 +306,12 @@ class CloudLink(Unit):
                 async with asyncio.TaskGroup() as group:
                     # the outbox leaves at once; a cluster node may take seconds to set a subscription up
                     group.create_task(self._drain.run(client, self.topics, group))
-                    await self._subscribe(client)
+                    refused = await self._subscribe(client, ("desired", "cmd/+"))
+                    if refused:
+                        log.warning("cloud link to %s: the broker refused the subscriptions %s: cloud commands and "
+                                    "desired state will not arrive until it takes them (asked again every %g s; "
+                                    "check the broker's ACL)", self.broker, ", ".join(refused), SUBSCRIBE_RETRY_S)
+                        group.create_task(self._subscribe_again(client, tuple(refused)))
                     group.create_task(self._twin_sync(client))  # the snapshot: once commands can arrive
                     group.create_task(self._commands(client))
             except* aiomqtt.MqttError as failed:
@@ -328,19 +334,26 @@ class CloudLink(Unit):
                         "reason": "stopped"}), qos=1, retain=True)
             raise
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
+    async def _subscribe(self, client: aiomqtt.Client, names: tuple[str, ...]) -> dict[str, str]:
+        """Subscribe to `names` under the root; those the broker refused, with its reason."""
         # MQTT 5: retained commands are not sent at subscription (a reconnect replays nothing), and a retained
         # publish keeps its flag on live delivery, so that it can be refused as the docs say. 3.1.1 has neither.
         options: Any = SubscribeOptions(qos=1, retainAsPublished=True,
                                         retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND) \
             if self.protocol == "5" else 1
-        granted = await client.subscribe([(f"{self.root}/desired", options), (f"{self.root}/cmd/+", options)],
+        granted = await client.subscribe([(f"{self.root}/{name}", options) for name in names],
                                          timeout=self.settings.ack_timeout_s)
-        refused = [f"{topic}: {code}" for topic, code in zip(("desired", "cmd/+"), granted, strict=False)
-                   if getattr(code, "is_failure", False) or code == 0x80]
-        if refused:
-            log.warning("cloud link to %s: the broker refused the subscriptions %s: cloud commands and desired "
-                        "state will not arrive (check the broker's ACL)", self.broker, ", ".join(refused))
+        return {name: f"{name}: {code}" for name, code in zip(names, granted, strict=False)
+                if getattr(code, "is_failure", False) or code == 0x80}
+
+    async def _subscribe_again(self, client: aiomqtt.Client, names: tuple[str, ...]) -> None:
+        """Ask for refused subscriptions until the broker takes them: a cluster node still electing its leaders
+        refuses what it takes a moment later; an ACL that denies them is asked quietly, as long as the connection
+        lasts."""
+        while names:
+            await asyncio.sleep(SUBSCRIBE_RETRY_S)
+            names = tuple(await self._subscribe(client, names))
+        log.info("cloud link to %s: the broker took the subscriptions: cloud commands arrive", self.broker)
 
     # -- the twin: snapshot, then deltas -----------------------------------------------------------------
     async def _twin_sync(self, client: aiomqtt.Client) -> None:

@@ -219,6 +219,40 @@ def _text(rows: Iterable[Any]) -> list[str]:
     return [orjson.dumps(r).decode() for r in rows]
 
 
+class _Group:
+    """One transaction's messages by table and key (the first of two with one key: the other is a duplicate), and
+    what each gateway sent that has an id, and what of it was new."""
+
+    def __init__(self) -> None:
+        self.status: dict[int, dict[str, Any]] = {}  # the last of each gateway's
+        self.snapshots: dict[tuple[int, int], dict[str, Any]] = {}
+        self.deltas: set[tuple[int, int, int]] = set()  # (gid, to, from)
+        self.changes: dict[tuple[int, int], dict[str, Any]] = {}
+        self.batches: dict[tuple[int, str], list[list[Any]]] = {}
+        self.events: dict[tuple[int, str], dict[str, Any]] = {}
+        self.given: dict[int, int] = defaultdict(int)
+        self.new: dict[int, dict[str, int]] = defaultdict(lambda: {"batches": 0, "readings": 0, "events": 0,
+                                                                   "changes": 0})
+
+    def add(self, gid: int, item: Item) -> None:
+        doc = item.doc
+        if item.what == "status":
+            self.status[gid] = doc
+        elif item.what == "twin/snapshot":
+            self.snapshots.setdefault((gid, doc["version"]), doc)
+        elif item.what == "twin/delta":
+            self.deltas.add((gid, doc["to"], doc["from"]))
+            for change in doc["changes"]:
+                self.given[gid] += 1
+                self.changes.setdefault((gid, change["version"]), change)
+        elif item.what == "telemetry":
+            self.given[gid] += 1
+            self.batches.setdefault((gid, doc["batch_id"]), doc["readings"])
+        elif item.what == "events":
+            self.given[gid] += 1
+            self.events.setdefault((gid, doc["event_id"]), doc)
+
+
 class Database:
     """The tables at `url` (a libpq connection string or postgresql:// URL): one connection writes, a few read."""
 
@@ -323,116 +357,111 @@ class Database:
 
     async def _write(self, conn: psycopg.AsyncConnection[Any], items: Sequence[Item]) -> Written:
         gids = {(i.venue, i.gateway_id): 0 for i in items}
-        for key in sorted(gids):
+        for key in sorted(gids):  # every write takes its locks in one order: two replicas never deadlock on them
             gids[key] = await self._gid(conn, *key)
-        status: dict[int, dict[str, Any]] = {}
-        snapshots: dict[tuple[int, int], dict[str, Any]] = {}
-        deltas: set[tuple[int, int, int]] = set()
-        changes: dict[tuple[int, int], dict[str, Any]] = {}
-        batches: dict[tuple[int, str], list[list[Any]]] = {}
-        events: dict[tuple[int, str], dict[str, Any]] = {}
-        given: dict[int, int] = defaultdict(int)  # what each gateway sent that has an id (for duplicates)
-        done = Written()
+        group = _Group()
         for item in items:
-            gid = gids[(item.venue, item.gateway_id)]
-            doc = item.doc
-            if item.what == "status":
-                status[gid] = doc
-            elif item.what == "twin/snapshot":
-                snapshots.setdefault((gid, doc["version"]), doc)
-            elif item.what == "twin/delta":
-                deltas.add((gid, doc["to"], doc["from"]))
-                for change in doc["changes"]:
-                    given[gid] += 1
-                    changes.setdefault((gid, change["version"]), change)
-            elif item.what == "telemetry":
-                given[gid] += 1
-                batches.setdefault((gid, doc["batch_id"]), doc["readings"])
-            elif item.what == "events":
-                given[gid] += 1
-                events.setdefault((gid, doc["event_id"]), doc)
-        new: dict[int, dict[str, int]] = defaultdict(lambda: {"batches": 0, "readings": 0, "events": 0,
-                                                              "changes": 0})
+            group.add(gids[(item.venue, item.gateway_id)], item)
+        done = Written(statuses=len(group.status))
         async with conn.transaction():
             cur = conn.cursor()
-            if snapshots:
-                keys = sorted(snapshots)
-                await cur.execute(
-                    "INSERT INTO mirror_snapshots (gid, version, taken_at, assets) SELECT * FROM unnest(%s::int[], "
-                    "%s::bigint[], %s::text[], %s::text[]::jsonb[]) ON CONFLICT DO NOTHING RETURNING gid, version",
-                    ([k[0] for k in keys], [k[1] for k in keys], [snapshots[k].get("taken_at") for k in keys],
-                     _text(snapshots[k]["assets"] for k in keys)))
-                stored = await cur.fetchall()
-                done.snapshots = len(stored)
-                if stored:  # only the newest snapshot is kept, and the ranges of deltas it covers go with the rest
-                    newest = dict(sorted(stored))
-                    args = (list(newest), list(newest.values()))
-                    await cur.execute("DELETE FROM mirror_snapshots s USING unnest(%s::int[], %s::bigint[]) n(gid, "
-                                      "version) WHERE s.gid = n.gid AND s.version < n.version", args)
-                    await cur.execute("DELETE FROM mirror_deltas d USING unnest(%s::int[], %s::bigint[]) n(gid, "
-                                      "version) WHERE d.gid = n.gid AND d.to_version <= n.version", args)
-                    done.deltas_of.update(newest)
-            if deltas:
-                keys3 = sorted(deltas)
-                await cur.execute(
-                    "INSERT INTO mirror_deltas (gid, to_version, from_version) SELECT * FROM unnest(%s::int[], "
-                    "%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
-                    ([k[0] for k in keys3], [k[1] for k in keys3], [k[2] for k in keys3]))
-                done.deltas_of.update(k[0] for k in keys3)
-            if changes:
-                keys = sorted(changes)
-                await cur.execute(
-                    "INSERT INTO mirror_changes (gid, version, change) SELECT * FROM unnest(%s::int[], %s::bigint[], "
-                    "%s::text[]::jsonb[]) ON CONFLICT DO NOTHING RETURNING gid",
-                    ([k[0] for k in keys], [k[1] for k in keys], _text(changes[k] for k in keys)))
-                for (gid,) in await cur.fetchall():
-                    new[gid]["changes"] += 1
-            if batches:
-                keys4 = sorted(batches)
-                firsts = [batches[k][0][0] if batches[k] else None for k in keys4]
-                lasts = [batches[k][-1][0] if batches[k] else None for k in keys4]
-                await cur.execute(
-                    "INSERT INTO mirror_batches (gid, batch_id, first_seq, last_seq, readings) SELECT * FROM "
-                    "unnest(%s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::int[]) ON CONFLICT DO NOTHING "
-                    "RETURNING gid, batch_id",
-                    ([k[0] for k in keys4], [k[1] for k in keys4], firsts, lasts, [len(batches[k]) for k in keys4]))
-                fresh = sorted((int(g), str(b)) for g, b in await cur.fetchall())
-                if fresh:
-                    async with cur.copy("COPY mirror_readings (gid, seq, ts, asset, metric, value) FROM STDIN") \
-                            as copy:
-                        for batch in fresh:
-                            gid = batch[0]
-                            for seq, ts, asset, metric, value in batches[batch]:
-                                await copy.write_row((gid, seq, ts, asset, metric, value))
-                            new[gid]["batches"] += 1
-                            new[gid]["readings"] += len(batches[batch])
-            if events:
-                keys5 = sorted(events)
-                await cur.execute(
-                    "INSERT INTO mirror_events (gid, event_id, kind, doc) SELECT * FROM unnest(%s::int[], %s::text[], "
-                    "%s::text[], %s::text[]::jsonb[]) ON CONFLICT DO NOTHING RETURNING gid",
-                    ([k[0] for k in keys5], [k[1] for k in keys5],
-                     [_str(events[k].get("kind")) for k in keys5], _text(events[k] for k in keys5)))
-                for (gid,) in await cur.fetchall():
-                    new[gid]["events"] += 1
+            await self._snapshots(cur, group, done)
+            await self._changes(cur, group, done)
+            await self._telemetry(cur, group)
+            await self._events(cur, group)
             rows = []
             for gid in sorted(set(gids.values())):
-                n = new[gid]
-                stored_ids = n["batches"] + n["events"] + n["changes"]
-                duplicates = given[gid] - stored_ids
-                rows.append((None if gid not in status else orjson.dumps(status[gid]).decode(), n["batches"],
-                             n["readings"], n["events"], n["changes"], duplicates, gid))
+                n = group.new[gid]
+                duplicates = group.given[gid] - n["batches"] - n["events"] - n["changes"]
+                status = group.status.get(gid)
+                rows.append((None if status is None else orjson.dumps(status).decode(), n["batches"], n["readings"],
+                             n["events"], n["changes"], duplicates, gid))
                 done.batches += n["batches"]
                 done.readings += n["readings"]
                 done.events += n["events"]
                 done.changes += n["changes"]
                 done.duplicates += duplicates
-            done.statuses = len(status)
             await cur.executemany(
                 "UPDATE mirror_gateways SET status = COALESCE(%s::jsonb, status), last_seen = now(), "
                 "batches = batches + %s, readings = readings + %s, events = events + %s, changes = changes + %s, "
                 "duplicates = duplicates + %s WHERE gid = %s", rows)
         return done
+
+    @staticmethod
+    async def _snapshots(cur: psycopg.AsyncCursor[Any], group: _Group, done: Written) -> None:
+        if not group.snapshots:
+            return
+        keys = sorted(group.snapshots)
+        await cur.execute(
+            "INSERT INTO mirror_snapshots (gid, version, taken_at, assets) SELECT * FROM unnest(%s::int[], "
+            "%s::bigint[], %s::text[], %s::text[]::jsonb[]) ON CONFLICT DO NOTHING RETURNING gid, version",
+            ([k[0] for k in keys], [k[1] for k in keys], [group.snapshots[k].get("taken_at") for k in keys],
+             _text(group.snapshots[k]["assets"] for k in keys)))
+        stored = await cur.fetchall()
+        done.snapshots = len(stored)
+        if stored:  # only the newest snapshot is kept, and the ranges of the deltas it covers go with the rest
+            newest = dict(sorted(stored))
+            args = (list(newest), list(newest.values()))
+            await cur.execute("DELETE FROM mirror_snapshots s USING unnest(%s::int[], %s::bigint[]) n(gid, version) "
+                              "WHERE s.gid = n.gid AND s.version < n.version", args)
+            await cur.execute("DELETE FROM mirror_deltas d USING unnest(%s::int[], %s::bigint[]) n(gid, version) "
+                              "WHERE d.gid = n.gid AND d.to_version <= n.version", args)
+            done.deltas_of.update(newest)
+
+    @staticmethod
+    async def _changes(cur: psycopg.AsyncCursor[Any], group: _Group, done: Written) -> None:
+        """The deltas' ranges, and their changes each once."""
+        if group.deltas:
+            ranges = sorted(group.deltas)
+            await cur.execute(
+                "INSERT INTO mirror_deltas (gid, to_version, from_version) SELECT * FROM unnest(%s::int[], "
+                "%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                ([k[0] for k in ranges], [k[1] for k in ranges], [k[2] for k in ranges]))
+            done.deltas_of.update(k[0] for k in ranges)
+        if group.changes:
+            keys = sorted(group.changes)
+            await cur.execute(
+                "INSERT INTO mirror_changes (gid, version, change) SELECT * FROM unnest(%s::int[], %s::bigint[], "
+                "%s::text[]::jsonb[]) ON CONFLICT DO NOTHING RETURNING gid",
+                ([k[0] for k in keys], [k[1] for k in keys], _text(group.changes[k] for k in keys)))
+            for (gid,) in await cur.fetchall():
+                group.new[gid]["changes"] += 1
+
+    @staticmethod
+    async def _telemetry(cur: psycopg.AsyncCursor[Any], group: _Group) -> None:
+        """The batches each once, and the readings of those new here by COPY."""
+        if not group.batches:
+            return
+        keys = sorted(group.batches)
+        readings = [group.batches[k] for k in keys]
+        await cur.execute(
+            "INSERT INTO mirror_batches (gid, batch_id, first_seq, last_seq, readings) SELECT * FROM unnest(%s::int[], "
+            "%s::text[], %s::bigint[], %s::bigint[], %s::int[]) ON CONFLICT DO NOTHING RETURNING gid, batch_id",
+            ([k[0] for k in keys], [k[1] for k in keys], [r[0][0] if r else None for r in readings],
+             [r[-1][0] if r else None for r in readings], [len(r) for r in readings]))
+        fresh = sorted((int(g), str(b)) for g, b in await cur.fetchall())
+        if not fresh:
+            return
+        async with cur.copy("COPY mirror_readings (gid, seq, ts, asset, metric, value) FROM STDIN") as copy:
+            for key in fresh:
+                gid = key[0]
+                for seq, ts, asset, metric, value in group.batches[key]:
+                    await copy.write_row((gid, seq, ts, asset, metric, value))
+                group.new[gid]["batches"] += 1
+                group.new[gid]["readings"] += len(group.batches[key])
+
+    @staticmethod
+    async def _events(cur: psycopg.AsyncCursor[Any], group: _Group) -> None:
+        if not group.events:
+            return
+        keys = sorted(group.events)
+        await cur.execute(
+            "INSERT INTO mirror_events (gid, event_id, kind, doc) SELECT * FROM unnest(%s::int[], %s::text[], "
+            "%s::text[], %s::text[]::jsonb[]) ON CONFLICT DO NOTHING RETURNING gid",
+            ([k[0] for k in keys], [k[1] for k in keys], [_str(group.events[k].get("kind")) for k in keys],
+             _text(group.events[k] for k in keys)))
+        for (gid,) in await cur.fetchall():
+            group.new[gid]["events"] += 1
 
     async def claim_snapshot_ask(self, gid: int, every_s: float) -> bool:
         """True for one replica at most every `every_s` per gateway: it asks that gateway for a snapshot."""

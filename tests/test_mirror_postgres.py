@@ -312,6 +312,7 @@ def test_the_command_line_refuses_a_fleet_it_cannot_run(postgres: str, capsys: p
     monkeypatch.delenv("TOKEN", raising=False)
     for args, message in ((["--database", postgres], "needs --client-id"),
                           (["--share", "fleet", "--client-id", "f1"], "--share needs --database"),
+                          (["--broker", "mqtt://127.0.0.1:1883"], "is broker 1 again"),
                           (["--database", "mysql://db/fleet", "--client-id", "f1"], "is not a PostgreSQL URL"),
                           (["--serve", "0.0.0.0:8090"], "off loopback: give --token-env"),
                           (["--serve", "0.0.0.0:8090", "--token-env", "TOKEN"], "TOKEN is not set")):

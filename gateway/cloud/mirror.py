@@ -248,8 +248,10 @@ class Mirror:
         return client
 
     async def run(self) -> None:
-        """Subscribe and follow until cancelled, reconnecting with backoff, to the next broker after a failure."""
-        attempt = 0
+        """Subscribe and follow until cancelled. A failure moves on to the next broker at once; once a whole round
+        of them has failed, the next round waits a backoff (as the gateway's link does)."""
+        attempt = 0  # rounds failed in a row
+        tried = 0  # brokers tried in this round
         rng = random.Random()
         identifier = self.client_id or f"mirror-{uuid.uuid4().hex[:8]}"
         index = 0
@@ -260,7 +262,7 @@ class Mirror:
                     self._client = client
                     for topic in self.subscriptions():
                         await client.subscribe(topic, qos=1)
-                    attempt = 0
+                    attempt = tried = 0
                     self.connected.set()
                     log.info("mirror subscribed to %s on %s", ", ".join(self.subscriptions()), self.broker)
                     await self._consume(client)
@@ -270,6 +272,10 @@ class Mirror:
                 self._client = None
                 self.connected.clear()
             index = (index + 1) % len(self.brokers)
+            tried += 1
+            if tried < len(self.brokers):
+                continue
+            tried = 0
             delay = backoff_delay(attempt, 0.2, 5.0, rng)
             attempt += 1
             await asyncio.sleep(delay)

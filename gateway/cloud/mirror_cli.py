@@ -22,7 +22,7 @@ from gateway.addresses import is_loopback, parse_listen
 from gateway.client import parse_object
 from gateway.cloud.mirror import SESSION_EXPIRY_S, GatewayMirror, Mirror, NoAnswer, send_command
 from gateway.cloud.mirror_http import MemoryView, View, app
-from gateway.cloud.settings import Broker, parse_broker
+from gateway.cloud.settings import Broker, parse_brokers
 
 SUMMARY_EVERY_S = 10.0
 
@@ -80,7 +80,7 @@ def add_parser(sub: Any) -> None:
 def cmd_mirror(args: argparse.Namespace) -> int:
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
-        brokers = [parse_broker(url) for url in args.broker]
+        brokers = parse_brokers(args.broker)
         broker = brokers[0]
         password = None
         if args.password_env:

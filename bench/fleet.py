@@ -241,6 +241,7 @@ class Killed:
     twins_equal: int
     boxes: int
     catch_up_s: float  # from the load's end to every reading in the database
+    changes: float  # the twin changes after each box's last snapshot, on average: what a twin query folds
     queries: dict[str, list[float]]
 
 
@@ -295,8 +296,9 @@ async def check_and_query(ledger: dict[str, Any], database: str, http_port: int,
         queries = await snapshot_queries(http_port, ledger)
     finally:
         await counts.close()
+    changes = sum(b["twin_version"] - b["snapshot_version"] for b in ledger["boxes"]) / len(ledger["boxes"])
     return Killed(expected, lost, doubled, dropped, ledger["resent"], twins, len(ledger["boxes"]), catch_up,
-                  queries)
+                  changes, queries)
 
 
 # -- snapshot queries ------------------------------------------------------------------------------------
@@ -367,6 +369,8 @@ def run() -> list[Figure]:
           f"dropped and counted ({killed.resent:,} sent twice by the boxes); twins equal to the ledger "
           f"{killed.twins_equal}/{killed.boxes}; every reading in the database {killed.catch_up_s:.1f} s after the "
           "load ended")
+    print(f"snapshot queries, one at a time over a kept-alive connection, each twin its snapshot and "
+          f"{killed.changes:,.0f} changes after it on average ({ASSETS} assets a box, a change per asset a second):")
     print(latency_line("snapshot of one box (GET /gateways/V/ID/twin)  ", killed.queries["box"]))
     print(latency_line(f"snapshot of a venue of {BOXES_PER_VENUE} boxes (GET /venues/V/twins)",
                        killed.queries["venue"]))

@@ -66,7 +66,11 @@ class LoadSettings:
     readings: int = 0  # per box, then stop (0: no bound)
     events_per_s: float = 0.5  # per box
     resend: float = 0.0  # the share of batches and events published again once acknowledged
-    tick_s: float = 0.1  # how often a box takes its readings
+    tick_s: float = 0.1  # how often a box takes its readings (and sends what its outbox holds)
+    # How often the readings taken are folded into the twin: a driver's sample interval, one change per asset each
+    # time (the gateway folds each driver batch into the twin as it comes).
+    fold_s: float = 1.0
+    snapshot_s: float = DEFAULTS.snapshot_interval_s  # the retained snapshot is refreshed this often, as the link
     batch_readings: int = DEFAULTS.batch_readings
     batch_delay_ms: int = DEFAULTS.batch_delay_ms
     inflight: int = DEFAULTS.inflight
@@ -89,6 +93,7 @@ class Ledger:
     resent_batches: int = 0
     resent_events: int = 0
     snapshots: int = 0
+    snapshot_version: int = 0  # the last snapshot's
     deltas: int = 0
     twin_version: int = 0
     twin: dict[str, Any] = field(default_factory=dict)  # the twin document at the end (GET /api/v1/twin's)
@@ -97,8 +102,8 @@ class Ledger:
         return {"venue": self.venue, "gateway_id": self.gateway_id, "store_id": self.store_id,
                 "batches": self.batches, "readings": self.readings, "last_seq": self.last_seq,
                 "events": self.events, "resent_batches": self.resent_batches, "resent_events": self.resent_events,
-                "snapshots": self.snapshots, "deltas": self.deltas, "twin_version": self.twin_version,
-                "twin": self.twin}
+                "snapshots": self.snapshots, "snapshot_version": self.snapshot_version, "deltas": self.deltas,
+                "twin_version": self.twin_version, "twin": self.twin}
 
 
 def status_online(gateway_id: str, venue: str, protocol: str) -> bytes:
@@ -138,6 +143,7 @@ class Box:
         self._sent_version = 0  # the twin version the broker holds (snapshot and deltas)
         self._events = 0  # events made
         self._snapshot_wanted = False
+        self._unfolded: list[Reading] = []
         self._window = asyncio.Semaphore(settings.inflight)
         self._sends: set[asyncio.Task[None]] = set()
         self._client: Client | None = None
@@ -151,9 +157,15 @@ class Box:
         seq = self._seq  # asset and metric by sequence number: the same readings however they are taken
         readings = [Reading(now + i * 1e-6, assets[(seq + i) % len(assets)], METRICS[(seq + i) % len(METRICS)],
                             round(rng.uniform(20.0, 80.0), 3)) for i in range(count)]
-        self.twin.apply_readings(readings, "venue")
+        self._unfolded += readings
         self.outbox.add(self._db, readings, self._seq + 1)
         self._seq += count
+
+    def fold(self) -> None:
+        """The readings taken since the last fold into the twin's reported state: one change per asset."""
+        if self._unfolded:
+            self.twin.apply_readings(self._unfolded, "venue")
+            self._unfolded = []
 
     def event(self, now: float) -> None:
         """A sound-level alert, through the outbox as the gateway's events go."""
@@ -187,6 +199,7 @@ class Box:
         await self._client.publish(f"{self.root}/twin/snapshot", self.twin.snapshot_json(), qos=1, retain=True,
                                    timeout=math.inf)
         self.ledger.snapshots += 1
+        self.ledger.snapshot_version = self._sent_version
         return self._sent_version
 
     async def deltas(self) -> None:
@@ -284,21 +297,29 @@ class Box:
             try:
                 await asyncio.sleep(self._rng.uniform(0, s.tick_s))  # the boxes' ticks spread over the tick
                 ticks = 0
+                fold_at = time.monotonic() - began + s.fold_s
+                snapshot_at = time.monotonic() + s.snapshot_s
                 while not stop.is_set() and self._seq < limit:
                     now, elapsed = time.time(), time.monotonic() - began
                     if elapsed >= s.seconds:
                         break
                     due = s.batch_readings if s.rate <= 0 else int(s.rate * elapsed) - self._seq
                     self.take(min(due, limit - self._seq), now)
+                    if elapsed >= fold_at:
+                        self.fold()
+                        fold_at += s.fold_s
                     for _ in range(int(s.events_per_s * elapsed) - self._events):
                         self.event(now)
-                    if self._snapshot_wanted:  # as the link: a fresh snapshot, the deltas continue it
+                    # as the link: asked for, or the periodic one; the deltas go on from it
+                    if self._snapshot_wanted or time.monotonic() >= snapshot_at:
                         self._snapshot_wanted = False
                         await self.snapshot()
+                        snapshot_at = time.monotonic() + s.snapshot_s
                     await self.deltas()
                     await self.drain()
                     ticks += 1
                     await asyncio.sleep(0 if s.rate <= 0 else max(0.0, began + ticks * s.tick_s - time.monotonic()))
+                self.fold()
                 await self.deltas()
                 await self.drain(force=True)
                 await self.settle()
@@ -393,6 +414,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"events per box per second (default {d.events_per_s:g})")
     p.add_argument("--resend", type=float, default=d.resend, metavar="SHARE",
                    help="the share of batches and events sent twice, as a reconnect does (default 0)")
+    p.add_argument("--fold-s", type=float, default=d.fold_s, metavar="S",
+                   help=f"fold the readings into the twin this often: a change per asset (default {d.fold_s:g})")
+    p.add_argument("--snapshot-s", type=float, default=d.snapshot_s, metavar="S",
+                   help=f"refresh the retained snapshot this often (default {d.snapshot_s:g}, the gateway's)")
     p.add_argument("--batch-readings", type=int, default=d.batch_readings, metavar="N",
                    help=f"readings per batch at most (default {d.batch_readings}, the gateway's)")
     p.add_argument("--prefix", default=d.prefix, help=f"venue and gateway name prefix (default {d.prefix!r})")
@@ -411,8 +436,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--boxes, --boxes-per-venue and --assets must be at least 1")
         if not 0 <= args.resend <= 1:
             raise ValueError("--resend is a share: 0 to 1")
-        if args.rate < 0 or args.events_per_s < 0 or args.seconds <= 0:
-            raise ValueError("--rate and --events-per-s must not be negative, --seconds must be positive")
+        if args.rate < 0 or args.events_per_s < 0:
+            raise ValueError("--rate and --events-per-s must not be negative")
+        if min(args.seconds, args.fold_s, args.snapshot_s) <= 0:
+            raise ValueError("--seconds, --fold-s and --snapshot-s must be positive")
         if not 1 <= args.batch_readings <= 20_000:
             raise ValueError("--batch-readings: 1 to 20000, as cloud.batch_readings")
     except ValueError as exc:
@@ -420,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = LoadSettings(boxes=args.boxes, boxes_per_venue=args.boxes_per_venue, assets=args.assets,
                             rate=args.rate, seconds=args.seconds, readings=args.readings,
-                            events_per_s=args.events_per_s, resend=args.resend, batch_readings=args.batch_readings,
+                            events_per_s=args.events_per_s, resend=args.resend, fold_s=args.fold_s,
+                            snapshot_s=args.snapshot_s, batch_readings=args.batch_readings,
                             prefix=args.prefix, seed=args.seed, progress_s=args.progress_s)
 
     async def go() -> Fleet:

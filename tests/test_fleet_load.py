@@ -57,8 +57,9 @@ def first(messages: list[Message], what: str, **match: Any) -> Message:
 STATES = ("reported", "desired", "assets")  # what a gateway holds, not the protocol: compared apart
 
 
-def has(seen: dict[str, list[Message]], root: str, what: str, count: int = 1) -> Callable[[], bool]:
-    return lambda: sum(m[0] == what for m in seen.get(root, ())) >= count
+def has(seen: dict[str, list[Message]], root: str, what: str, count: int = 1, **match: Any) -> Callable[[], bool]:
+    return lambda: sum(m[0] == what and all(m[2].get(k) == v for k, v in match.items())
+                       for m in seen.get(root, ())) >= count
 
 
 def shape(doc: Any) -> Any:
@@ -73,7 +74,7 @@ def shape(doc: Any) -> Any:
 
 
 async def test_a_load_box_publishes_what_a_running_gateway_publishes(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    settings = fleet_load.LoadSettings(boxes=1, rate=400, seconds=60, events_per_s=0, progress_s=0)
+    settings = fleet_load.LoadSettings(boxes=1, rate=400, seconds=60, events_per_s=0, fold_s=0.1, progress_s=0)
     load = fleet_load.fleet(settings, parse_broker(mosquitto.url))
     box = load.boxes[0]
     stop = asyncio.Event()
@@ -86,7 +87,7 @@ async def test_a_load_box_publishes_what_a_running_gateway_publishes(tmp_path: P
                 await until(has(seen, root, "twin/delta"), 10, f"{root}'s delta")
                 await cloud.publish(f"{root}/cmd/snapshot", b'{"request_id": "r1"}', qos=1)
             for root in (real, fake):
-                await until(has(seen, root, "events"), 10, f"{root}'s command_result")
+                await until(has(seen, root, "events", kind="command_result"), 10, f"{root}'s command_result")
                 await until(has(seen, root, "twin/snapshot", 2), 10, f"{root}'s fresh snapshot")
             stop.set()
             await runner
@@ -120,7 +121,7 @@ async def test_a_load_box_publishes_what_a_running_gateway_publishes(tmp_path: P
 
 async def test_the_mirror_ends_with_exactly_the_ledger(mosquitto: Mosquitto) -> None:
     settings = fleet_load.LoadSettings(boxes=6, boxes_per_venue=3, rate=3000, seconds=1.0, events_per_s=8,
-                                       resend=0.25, progress_s=0.5)
+                                       resend=0.25, fold_s=0.2, snapshot_s=0.4, progress_s=0.5)
     load = fleet_load.fleet(settings, parse_broker(mosquitto.url))
     lines: list[str] = []
     async with mirroring(mosquitto.url) as mirror:
@@ -134,6 +135,7 @@ async def test_the_mirror_ends_with_exactly_the_ledger(mosquitto: Mosquitto) -> 
     for x in ledgers:
         g = mirror.gateways[(x.venue, x.gateway_id)]
         assert g.version == x.twin_version and g.assets == x.twin["assets"] and g.gaps == 0
+        assert x.snapshots >= 2  # the periodic snapshot, the deltas going on from it
         assert g.readings == x.readings == x.last_seq and g.seqs == [[1, x.last_seq]] and g.overlaps == 0
         assert g.batches == len(x.batches) == len(set(x.batches))
         assert g.events_total == len(x.events) == len(set(x.events)) >= 5
@@ -147,7 +149,7 @@ async def test_replicas_into_postgresql_end_with_exactly_the_ledger(mosquitto: M
     with Postgres(options={"fsync": "off"}) as pg:
         database = pg.url  # the server is the test's own
         settings = fleet_load.LoadSettings(boxes=4, boxes_per_venue=2, rate=3000, seconds=0.8, events_per_s=8,
-                                           resend=0.25, progress_s=0)
+                                           resend=0.25, fold_s=0.2, progress_s=0)
         load = fleet_load.fleet(settings, parse_broker(mosquitto.url))
         replicas = [FleetMirror(parse_broker(mosquitto.url), Database(database), client_id=f"fleet-{i}",
                                 share="fleet") for i in range(2)]

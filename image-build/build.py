@@ -33,9 +33,11 @@ SOURCES = [f"deb {MIRROR} {SUITE} main non-free-firmware",
            f"deb http://deb.debian.org/debian-security {SUITE}-security main non-free-firmware"]
 # The root's packages, on top of Debian's `required` set. The kernel is Debian's (linux-image-arm64, which boots
 # both a Raspberry Pi 4 and qemu's virt machine), the Pi's boot firmware is raspi-firmware (non-free-firmware), with
-# the firmware of its Wi-Fi/Bluetooth chip and BlueZ, which the BLE drivers talk to over D-Bus.
+# the firmware of its Wi-Fi/Bluetooth chip and BlueZ, which the BLE drivers talk to over D-Bus. The clock is kept by
+# chrony (a full NTP client: it tells the kernel its estimated error, which the gateway's clock watch reads), not
+# systemd-timesyncd.
 PACKAGES = ["systemd", "systemd-sysv", "udev", "dbus", "kmod", "procps", "iproute2", "netbase", "ca-certificates",
-            "systemd-timesyncd", "systemd-resolved", "python3", "python3-venv", "openssh-server",
+            "chrony", "systemd-resolved", "python3", "python3-venv", "openssh-server",
             "linux-image-arm64", "raspi-firmware", "firmware-brcm80211", "bluez", "bluez-firmware",
             "e2fsprogs", "dosfstools", "fdisk"]
 # Documentation, manual pages and translations are not installed: the box has no one to read them.
@@ -189,8 +191,8 @@ def configure(root: Path) -> None:
         key.unlink()
     for lists in (root / "var" / "lib" / "apt" / "lists").glob("*_*"):
         lists.unlink()
-    in_root(root, "systemctl enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service "
-                  "systemd-time-wait-sync.service venue-gateway-card.service venue-gateway-firstboot.service "
+    in_root(root, "systemctl enable systemd-networkd.service systemd-resolved.service chrony.service "
+                  "chrony-wait.service venue-gateway-card.service venue-gateway-firstboot.service "
                   "venue-gateway-grow-data.service "
                   "venue-gateway.service ssh.service; "
                   "ln -sf ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf; "
@@ -250,7 +252,8 @@ CARD_README = """\
 Files left in this folder are taken by the box at its next boot (and renamed *.taken):
   authorized_keys   SSH public keys for root (SSH is keys only, and off until a key is given)
   gateway.toml      the box's configuration, replacing /etc/venue-gateway/gateway.toml
-  timesyncd.conf    the venue's NTP servers, e.g. two lines: [Time] and NTP=10.0.0.1
+  timesyncd.conf    the venue's NTP servers, e.g. two lines: [Time] and NTP=10.0.0.1 (chrony then follows
+                    these servers only)
 """
 
 # The disk: a FAT boot partition, the root, and the data partition, MBR (the Pi's firmware reads the first FAT

@@ -6,7 +6,7 @@ The guest is a copy of build/image/venue-gateway-arm64.img, prepared as a tech p
 partition, an SSH key (the commands run over key-only SSH, the box's own way in) and a configuration naming a serial
 adapter that is not there and a broker that refuses. qemu's user network forwards the API's port and SSH to this
 machine's loopback, and hands the guest's NTP queries to a small SNTP server here (image-build/sntp.py): the unit
-starts after time-sync.target, which the real systemd-timesyncd reaches only once it has synchronised.
+starts after time-sync.target, which the box's chrony-wait reaches only once the real chronyd has synchronised.
 """
 
 from __future__ import annotations
@@ -239,9 +239,17 @@ def checks(guest: Guest) -> None:
     check(all(line.split()[0] in ("600", "640") for line in modes.splitlines()), "tokens are 0600 or 0640")
     hostname = guest.ssh("hostname")
     check(hostname != "venue-gateway", f"first boot named the box: {hostname}")
-    check(guest.ssh("systemctl is-active systemd-time-wait-sync.service") == "active"
+    check(guest.ssh("systemctl is-active chrony-wait.service") == "active"
           and guest.ssh("timedatectl show --property=NTPSynchronized --value") == "yes",
-          "the clock is synchronised (NTP)")
+          "the clock is synchronised (chrony-wait reached time-sync.target; the kernel says synchronised)")
+    check(guest.ssh("cat /etc/chrony/sources.d/*.sources") == "server 10.0.2.2 iburst minpoll 2 maxpoll 4",
+          "chrony's sources: the card's NTP server alone (Debian's pool taken away)")
+    tracking = dict(line.split(" : ", 1) for line in guest.ssh("chronyc -n tracking").splitlines() if " : " in line)
+    tracking = {k.strip(): v.strip() for k, v in tracking.items()}
+    check(tracking.get("Reference ID", "").endswith("(10.0.2.2)") and tracking.get("Leap status") == "Normal",
+          f"chronyd follows 10.0.2.2 ({tracking.get('Reference ID')}, leap status {tracking.get('Leap status')})")
+    figure("chrony in the guest (TCG) after boot", f"system time {tracking.get('System time')}, RMS offset "
+           f"{tracking.get('RMS offset')}, root dispersion {tracking.get('Root dispersion')}")
 
     # The service's user, and its sandbox as systemd rates it.
     pid = guest.main_pid()

@@ -198,11 +198,18 @@ if [ "$SYSTEMD" = yes ]; then
   chmod 0644 "$unit.new"
   if cmp -s "$unit.new" "$unit"; then unit_changed=no; else unit_changed=yes; fi
   mv "$unit.new" "$unit"
-  # time-sync.target, which the unit starts after, waits for the kernel's clock to be synchronised (NTP, by
-  # systemd-timesyncd or chrony) only with systemd-time-wait-sync enabled: the wristband radio must not start on a
-  # clock left at the last shutdown. A box with no time source waits until it has one (see the README).
+  # time-sync.target, which the unit starts after, waits for the clock to be synchronised only with a unit that
+  # waits for it enabled: the wristband radio must not start on a clock left at the last shutdown. A box with no time
+  # source waits until it has one (see the README). Where chrony keeps the clock, chrony's own (chrony-wait.service
+  # asks chronyd); systemd-time-wait-sync would miss chronyd's word when no clock step comes with it, and wait for
+  # ever. Elsewhere systemd-time-wait-sync, which systemd-timesyncd tells.
   # `enable` works offline (in a chroot); the rest only on a running systemd.
-  systemctl enable systemd-time-wait-sync.service venue-gateway.service
+  if [ -e /lib/systemd/system/chrony-wait.service ] || [ -e /usr/lib/systemd/system/chrony-wait.service ]; then
+    systemctl disable --quiet systemd-time-wait-sync.service 2>/dev/null || true
+    systemctl enable chrony-wait.service venue-gateway.service
+  else
+    systemctl enable systemd-time-wait-sync.service venue-gateway.service
+  fi
   if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     # An upgrade of a running box: the service goes onto the new version or unit (a stopped one stays stopped).

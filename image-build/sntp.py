@@ -1,7 +1,7 @@
 """A small SNTP server (RFC 4330) for the image's boot test: qemu's user network hands the guest's NTP queries to
 10.0.2.2 to this machine's loopback, and this answers them with this machine's clock, so that the box's real
-systemd-timesyncd synchronises and time-sync.target (which the gateway's unit waits for) is reached with no NTP
-server on the internet."""
+chronyd synchronises and time-sync.target (which the gateway's unit waits for) is reached with no NTP server on the
+internet."""
 
 from __future__ import annotations
 

@@ -312,6 +312,7 @@ def test_the_command_line_refuses_a_fleet_it_cannot_run(postgres: str, capsys: p
     monkeypatch.delenv("TOKEN", raising=False)
     for args, message in ((["--database", postgres], "needs --client-id"),
                           (["--share", "fleet", "--client-id", "f1"], "--share needs --database"),
+                          (["--retire", "--client-id", "f1"], "--retire is for a replica of a share group"),
                           (["--broker", "mqtt://127.0.0.1:1883"], "is broker 1 again"),
                           (["--database", "mysql://db/fleet", "--client-id", "f1"], "is not a PostgreSQL URL"),
                           (["--serve", "0.0.0.0:8090"], "off loopback: give --token-env"),
@@ -346,3 +347,25 @@ async def test_a_delta_lost_for_good_asks_the_gateway_for_a_snapshot_once_whiche
             assert time.monotonic() < deadline, "the fresh snapshot never arrived"
             await asyncio.sleep(0.05)
         assert (twin.behind, twin.document) == (0, snapshot)
+
+
+async def test_a_replica_retired_from_its_group_hands_over_its_share_and_nothing_waits_for_it(
+        mosquitto: Mosquitto, postgres: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mirror_fleet, "RETIRE_IDLE_S", 0.5)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="boxes") as boxes, \
+            fleet(mosquitto.url, postgres, "replica-1", share="fleet") as staying:
+        async def send(first: int, count: int) -> None:
+            await asyncio.gather(*(boxes.publish("venues/hall/gw-1/telemetry", orjson.dumps(batch("gw-1", n)), qos=1)
+                                   for n in range(first, first + 20 * count, 20)))
+
+        async with fleet(mosquitto.url, postgres, "replica-2", share="fleet"):
+            pass  # subscribed, then stopped: its session stays, and the broker queues its share there
+        await send(1, 40)
+        await until(lambda: staying.stored.batches > 0, 5, "the staying replica's share")
+        assert staying.stored.batches < 40  # the stopped one's share waits in its session
+        leaving = FleetMirror(parse_broker(mosquitto.url), Database(postgres), client_id="replica-2", share="fleet",
+                              retire=True)
+        await asyncio.wait_for(leaving.run(), 10)  # returns once its session's share is stored
+        assert leaving.stored.batches + staying.stored.batches == 40
+        await send(801, 20)  # the group is one replica now: it takes all
+        await until(lambda: staying.stored.batches + leaving.stored.batches == 60, 5, "every batch stored")

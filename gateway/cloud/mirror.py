@@ -260,11 +260,9 @@ class Mirror:
             try:
                 async with self._connection(self.broker, identifier) as client:
                     self._client = client
-                    for topic in self.subscriptions():
-                        await client.subscribe(topic, qos=1)
+                    await self._subscribe(client)
                     attempt = tried = 0
                     self.connected.set()
-                    log.info("mirror subscribed to %s on %s", ", ".join(self.subscriptions()), self.broker)
                     await self._consume(client)
             except aiomqtt.MqttError as exc:
                 log.warning("mirror: broker %s: %s", self.broker, exc)
@@ -279,6 +277,11 @@ class Mirror:
             delay = backoff_delay(attempt, 0.2, 5.0, rng)
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        for topic in self.subscriptions():
+            await client.subscribe(topic, qos=1)
+        log.info("mirror subscribed to %s on %s", ", ".join(self.subscriptions()), self.broker)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         """Take each message as it comes (the client acknowledges it on receipt)."""

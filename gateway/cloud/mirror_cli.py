@@ -59,6 +59,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--share", metavar="GROUP",
                    help="one of several replicas: split telemetry, events and deltas with the others of GROUP "
                         "(MQTT 5 shared subscription)")
+    p.add_argument("--retire", action="store_true",
+                   help="with --share and --client-id: take this replica out of its group for good (store what its "
+                        "session holds, end the session, exit 0)")
     p.add_argument("--session-expiry", type=int, default=SESSION_EXPIRY_S, metavar="S",
                    help=f"with --client-id under MQTT 5 (--share, --database): how long the broker keeps this "
                         f"mirror's session while it is away (default {SESSION_EXPIRY_S})")
@@ -103,6 +106,8 @@ def cmd_mirror(args: argparse.Namespace) -> int:
                              "holders read the fleet, or serve on 127.0.0.1")
         if not 0 <= args.session_expiry <= 0xFFFFFFFF:
             raise ValueError(f"--session-expiry {args.session_expiry}: allowed 0 to {0xFFFFFFFF} seconds")
+        if args.retire and not (args.share and args.database):
+            raise ValueError("--retire is for a replica of a share group: give --database, --share and its --client-id")
         if args.share and not args.database:
             raise ValueError("--share needs --database: replicas each hold only their share of the messages, and "
                              "the database is where they meet")
@@ -150,7 +155,7 @@ def _fleet(args: argparse.Namespace, brokers: list[Broker], options: dict[str, A
     except psycopg.Error as exc:
         raise ValueError(f"--database {args.database!r} is not a PostgreSQL URL (postgresql://USER@HOST:PORT/DB, "
                          f"or libpq's key=value form): {exc}") from None
-    fleet = FleetMirror(brokers, Database(args.database), **options)
+    fleet = FleetMirror(brokers, Database(args.database), retire=args.retire, **options)
     if not args.quiet:
         fleet.listeners.append(_print)
     return asyncio.run(_run(fleet, listen, DatabaseView(fleet), token))
@@ -205,8 +210,11 @@ async def _run(mirror: Mirror, listen: tuple[str, int] | None, view: View, token
     try:
         while not stop.is_set():
             await asyncio.wait([task, stopped], timeout=SUMMARY_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                print(f"venue-gateway mirror: {task.exception() or 'stopped'}", file=sys.stderr)
+            if task.done():  # it cannot go on, or it has retired
+                error = task.exception()
+                if error is None:
+                    return 0
+                print(f"venue-gateway mirror: {error}", file=sys.stderr)
                 return 1
             if mirror.manual_acks:  # the fleet's: the totals this replica stored
                 service = view.service()

@@ -31,16 +31,25 @@ GROUP_MAX = 500  # messages written in one transaction
 GAP_CHECK_S = 2.0  # how often the twins written to are checked for a missing range of deltas
 STORED = ("status", "twin/snapshot", "twin/delta", "telemetry", "events")
 LOG_EVERY_S = 10.0
+RETIRE_IDLE_S = 2.0  # retiring: the session's queue is empty once nothing has come for this long
+
+
+class Retired(Exception):
+    """The replica has left its share group for good: its session held nothing more."""
 
 
 class FleetMirror(Mirror):
     """The mirror writing to `database`; the options are Mirror's (a `client_id` is needed: its session holds what
-    was in flight when the replica stopped)."""
+    was in flight when the replica stopped). `retire`: take this client id out of its share group for good (below)."""
 
     manual_acks = True
 
-    def __init__(self, broker: Broker | Sequence[Broker], database: Database, **options: Any) -> None:
+    def __init__(self, broker: Broker | Sequence[Broker], database: Database, *, retire: bool = False,
+                 **options: Any) -> None:
         super().__init__(broker, **options)
+        self.retire = retire
+        if retire:  # the session ends when this connection does
+            self.session_expiry_s = 0
         if self.client_id is None:
             raise ValueError("a mirror with a database needs a fixed client id (one per replica): its session "
                              "holds what the broker sent and the replica had not stored when it stopped")
@@ -54,11 +63,23 @@ class FleetMirror(Mirror):
         self._rng = random.Random()
 
     async def run(self) -> None:
+        """Follow until cancelled; with `retire`, until the session's share is stored (then return)."""
         try:
             await self._open()
             await super().run()
+        except Retired:
+            log.warning("mirror: %s has left the share group %s: its session is ended", self.client_id, self.share)
         finally:
             await self.database.close()
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        """Retiring: no new subscription; the session's are dropped, so that the broker gives this client id nothing
+        more, and what it had queued for it is still delivered (stored below before the session ends)."""
+        if not self.retire:
+            await super()._subscribe(client)
+            return
+        for topic in self.subscriptions():
+            await client.unsubscribe(topic)
 
     async def _open(self) -> None:
         """Connect to the database (and create or migrate its schema), retrying with backoff until it answers."""
@@ -110,7 +131,12 @@ class FleetMirror(Mirror):
         watcher = asyncio.create_task(self._watch_gaps(client))
         queue = client._queue  # aiomqtt's own queue: what has arrived, taken without a task per message
         try:
-            async for first in client.messages:
+            while True:
+                try:
+                    async with asyncio.timeout(RETIRE_IDLE_S if self.retire else None):
+                        first = await anext(client.messages)
+                except TimeoutError:
+                    raise Retired() from None
                 group = [first]
                 while len(group) < GROUP_MAX and not queue.empty():
                     group.append(queue.get_nowait())

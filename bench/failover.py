@@ -42,6 +42,7 @@ class Run:
 
     name: str
     resumes: list[float] = field(default_factory=list)
+    rejoins: list[float] = field(default_factory=list)  # the killed broker back and ready, after its restart
     committed: int = 0
     held: int = 0
     duplicates: int = 0
@@ -160,7 +161,9 @@ async def measure(run: Run, directory: Path, urls: Sequence[str], mirrors: list[
             run.resumes.append(await births.after(killed))
             await asyncio.to_thread(wait_until, lambda: link()["link"] == "online", RESUME_LIMIT_S, proc,
                                     "the link online on the next broker")
+            started = time.monotonic()
             await asyncio.to_thread(restart, in_use)
+            run.rejoins.append(time.monotonic() - started)
             for m in mirrors:  # a consumer of a broker brought back follows it again
                 await asyncio.wait_for(m.connected.wait(), 30)
         await asyncio.sleep(SETTLE_S)
@@ -221,13 +224,13 @@ def report(runs: Sequence[Run]) -> list[Figure]:
         ms = [s * 1000 for s in r.resumes]
         rows.append([r.name, str(len(ms)), f"{percentile(ms, 50):,.0f} ms", f"{max(ms):,.0f} ms",
                      " ".join(f"{m:,.0f}" for m in ms), f"{r.committed:,}", str(r.lost), str(r.duplicates),
-                     str(r.failovers)])
+                     str(r.failovers), f"{max(r.rejoins):,.1f} s"])
         figures += [Figure(f"failover {r.name}: time to resume p50", percentile(ms, 50), "ms"),
                     Figure(f"failover {r.name}: time to resume max", max(ms), "ms"),
                     Figure(f"failover {r.name}: readings lost", r.lost, "readings", target=1),
                     Figure(f"failover {r.name}: duplicates delivered (dropped by id)", r.duplicates, "messages")]
     print(table(["backend", "kills", "resume p50", "resume max", "each (ms)", "readings", "lost",
-                 "duplicates", "failovers"], rows))
+                 "duplicates", "failovers", "rejoin max"], rows))
     return figures
 
 

@@ -247,9 +247,10 @@ async def test_of_three_boxes_the_one_whose_clock_is_5_ms_ahead_silences_its_rad
             # a: its clock is the median's (b's is the same): within the bound, transmitting, c 5 ms ahead.
             watch = a.supervisor.units["clock"].unit
             assert isinstance(watch, ClockWatch)
-            await until(lambda: "c" in watch.document()["peers"], 5, "a's watch to hear c")
-            assert watch.state == "ok" and a.show.clock_gate is None
-            assert abs(watch.document()["peers"]["c"] - 5) <= 1.0 and "clock_off" not in a.alerts.standing
-            assert abs(shared(a).clocks()["c"].offset_ms - 5) <= 1.0
+            await until(lambda: set(watch.document()["peers"]) == {"b", "c"}, 5, "a's watch to hear b and c")
+            # (had a heard c before b, the two would have disagreed a moment, which silences neither)
+            assert watch.last is not None and judge(watch.last, BOUND_MS) == ("ok", None) and a.show.clock_gate is None
+            clock = shared(a).clocks()["c"]  # (an exchange's error is at most half its round trip)
+            assert abs(clock.offset_ms - 5) <= clock.delay_ms / 2 + 0.5, clock
         finally:
             c.cleanup()

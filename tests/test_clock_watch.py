@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway import config as configuration
 from gateway.alerts import Alerts
-from gateway.box.check import Timex, kernel_clock
+from gateway.box.check import Box, Timex, kernel_clock
 from gateway.box.checks import clock as clock_check
 from gateway.show.clock_watch import ALERT, ASSET, CLEAR_HOLD_S, ClockWatch, PeerClock, Reading, judge, show_offset
 from gateway.show.engine import ShowEngine
@@ -244,6 +245,10 @@ async def test_of_three_boxes_the_one_whose_clock_is_5_ms_ahead_silences_its_rad
             assert health["services"]["clock"]["detail"]["state"] == "off"
             alerts = await asyncio.to_thread(c.get, "/api/v1/alerts")
             assert [x["kind"] for x in alerts["standing"]] == ["clock_off"], alerts
+            # `venue-gateway doctor` on c: its clock check reads the watch from the gateway's health.
+            box = Box(path, configuration.load(path), [])
+            [found] = [f for f in await asyncio.to_thread(clock_check.check, box) if f.subject == "show clock"]
+            assert found.status == "problem" and found.message.startswith("the radios send nothing: this box's clock")
             # a: its clock is the median's (b's is the same): within the bound, transmitting, c 5 ms ahead.
             watch = a.supervisor.units["clock"].unit
             assert isinstance(watch, ClockWatch)

@@ -310,7 +310,8 @@ class CloudLink(Unit):
                     if refused:
                         log.warning("cloud link to %s: the broker refused the subscriptions %s: cloud commands and "
                                     "desired state will not arrive until it takes them (asked again every %g s; "
-                                    "check the broker's ACL)", self.broker, ", ".join(refused), SUBSCRIBE_RETRY_S)
+                                    "check the broker's ACL)", self.broker, ", ".join(refused.values()),
+                                    SUBSCRIBE_RETRY_S)
                         group.create_task(self._subscribe_again(client, tuple(refused)))
                     group.create_task(self._twin_sync(client))  # the snapshot: once commands can arrive
                     group.create_task(self._commands(client))

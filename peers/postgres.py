@@ -102,6 +102,7 @@ class Postgres:
             return s.connect_ex((LOOPBACK, self.port)) == 0
 
     def start(self) -> Postgres:
+        before = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:  # a restart adds to the log of the runs before
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
                                          **self._run_as())  # type: ignore[call-overload]
@@ -109,7 +110,10 @@ class Postgres:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited: {self.log()}")
-            if self.listening() and b"ready to accept connections" in self.log_path.read_bytes():
+            with self.log_path.open("rb") as log:  # this run's word, not an earlier run's
+                log.seek(before)
+                ready = b"ready to accept connections" in log.read()
+            if ready and self.listening():
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"postgres did not listen on {self.port}: {self.log()}")

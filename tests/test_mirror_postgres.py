@@ -26,9 +26,9 @@ import psycopg
 import pytest
 
 from gateway import cli
-from gateway.cloud import mirror_fleet
+from gateway.cloud import mirror_db, mirror_fleet
 from gateway.cloud.mirror import GatewayMirror
-from gateway.cloud.mirror_db import Database, Item, SchemaTooNew
+from gateway.cloud.mirror_db import Database, DatabaseUnavailable, Item, SchemaTooNew
 from gateway.cloud.mirror_fleet import DatabaseView, FleetMirror
 from gateway.cloud.mirror_http import Unavailable, app
 from gateway.cloud.settings import parse_broker
@@ -369,3 +369,24 @@ async def test_a_replica_retired_from_its_group_hands_over_its_share_and_nothing
         assert leaving.stored.batches + staying.stored.batches == 40
         await send(801, 20)  # the group is one replica now: it takes all
         await until(lambda: staying.stored.batches + leaving.stored.batches == 60, 5, "every batch stored")
+
+
+async def test_a_database_that_stops_answering_is_given_up_and_the_write_made_again(
+        postgres: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mirror_db, "WRITE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(mirror_db, "READ_TIMEOUT_S", 0.5)
+    db = Database(postgres)
+    await db.open()
+    try:
+        await db.write([Item("hall", "gw-1", "telemetry", batch("gw-1", 1))])
+        async with await psycopg.AsyncConnection.connect(postgres) as locker, locker.transaction():
+            await locker.execute("LOCK TABLE mirror_gateways IN ACCESS EXCLUSIVE MODE")  # everything waits
+            with pytest.raises(DatabaseUnavailable, match=r"no answer within 0\.5 s"):
+                await db.write([Item("hall", "gw-1", "telemetry", batch("gw-1", 21))])
+            with pytest.raises(DatabaseUnavailable, match=r"no answer within 0\.5 s"):
+                await db.gateways()
+        await db.open()
+        assert (await db.write([Item("hall", "gw-1", "telemetry", batch("gw-1", 21))])).batches == 1
+        assert [r[0] for r in await db.telemetry("hall", "gw-1", limit=100)] == list(range(1, 41))
+    finally:
+        await db.close()

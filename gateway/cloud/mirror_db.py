@@ -32,6 +32,8 @@ from gateway.cloud.mirror import GatewayMirror
 SCHEMA_VERSION = 1
 LOCK_KEY = 0x76676D6972726F72  # pg_advisory_xact_lock key of the schema's creation and migrations ("vgmirror")
 READERS = 4  # connections answering reads (each read is one short transaction)
+READ_TIMEOUT_S = 10.0  # a read (an HTTP answer) that waits longer is given up: 503
+WRITE_TIMEOUT_S = 60.0  # a write that waits longer is given up and written again on a new connection
 EVENTS_LATEST = 1000  # GET .../events without paging: the latest this many, as the in-memory mirror keeps
 
 # MIGRATIONS[n] takes the schema from version n to n + 1.
@@ -334,11 +336,21 @@ class Database:
         return gid
 
     async def write(self, items: Sequence[Item]) -> Written:
-        """Store `items` (each `check`ed first) in one transaction. Nothing of it is stored on DatabaseUnavailable
-        (the connection is lost: `open` again) or Refused (the database refused something in it)."""
+        """Store `items` (each `check`ed first) in one transaction. Refused: the database refused something in it,
+        nothing was stored. DatabaseUnavailable: the connection was lost or the database gave no answer within
+        WRITE_TIMEOUT_S (`open` again); the transaction may or may not have committed, and writing the items again
+        stores what it had not (every write is idempotent)."""
         conn = self._writer
         if conn is None:
             raise DatabaseUnavailable("not connected")
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                return await self._write_retrying(conn, items)
+        except TimeoutError:
+            await self.close_writer()
+            raise DatabaseUnavailable(f"no answer within {WRITE_TIMEOUT_S:g} s") from None
+
+    async def _write_retrying(self, conn: psycopg.AsyncConnection[Any], items: Sequence[Item]) -> Written:
         try:
             for attempt in range(5):
                 try:
@@ -511,27 +523,33 @@ class Database:
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         conn = await self._readers.get()
+        done = False
         try:
             if conn is None or conn.closed:
                 conn = await self._connect()
                 await conn.set_read_only(True)
                 await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
             yield conn
+            done = True
         except psycopg.Error as exc:
-            if conn is not None:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.close()
-            conn = None
             raise DatabaseUnavailable(_explain(exc)) from None
         finally:
+            if not done and conn is not None:  # failed, or given up on: a connection in an unknown state
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                conn = None
             self._readers.put_nowait(conn)
 
     async def _read(self, *queries: tuple[str, Sequence[Any]]) -> list[list[Any]]:
         """Run the (sql, args) queries in one consistent read, sent together (libpq's pipeline: one round trip);
-        the rows of each."""
-        async with self._reader() as conn, conn.pipeline(), conn.transaction():
-            cursors = [await conn.execute(sql, args) for sql, args in queries]
-            return [list(await cur.fetchall()) for cur in cursors]
+        the rows of each. DatabaseUnavailable when the database does not answer within READ_TIMEOUT_S."""
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S), self._reader() as conn, conn.pipeline(), \
+                    conn.transaction():
+                cursors = [await conn.execute(sql, args) for sql, args in queries]
+                return [list(await cur.fetchall()) for cur in cursors]
+        except TimeoutError:
+            raise DatabaseUnavailable(f"no answer within {READ_TIMEOUT_S:g} s") from None
 
     async def gateways(self, venue: str | None = None, gateway_id: str | None = None) -> list[dict[str, Any]]:
         """Every gateway's summary (of one venue, or one gateway), ordered by venue and id."""

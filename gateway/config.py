@@ -88,7 +88,7 @@ class ConfigError(Exception):
 
 
 # Units the gateway runs itself: a driver may not take their names.
-SERVICE_NAMES = ("api", "cloud", "inference", "discovery", "shared")
+SERVICE_NAMES = ("api", "cloud", "inference", "discovery", "shared", "clock")
 
 
 def _driver(name: str, raw: dict[str, Any], problems: list[Problem]) -> DriverConfig | None:

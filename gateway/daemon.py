@@ -35,6 +35,7 @@ from gateway.outbox import OutboxSettings, event_payload
 from gateway.readings import Ingest, Reading
 from gateway.realtime import make_realtime
 from gateway.show import shared_settings
+from gateway.show.clock_watch import ClockWatch
 from gateway.show.engine import Fired, ShowEngine
 from gateway.show.shared import SharedShow
 from gateway.store import Store
@@ -224,6 +225,10 @@ class Gateway:
             self.supervisor.add("cloud", "service", self._cloud_factory())
         if self.config.show.shared is not None:
             self.supervisor.add("shared", "service", self._shared_factory(self.config.show.shared))
+            bound_ms = self.config.show.shared.clock_bound_ms  # the clock watch (gateway/show/clock_watch.py)
+            self.supervisor.add("clock", "service", lambda: ClockWatch(
+                self.show, self.twin, self.alerts, bound_ms=bound_ms,
+                clocks=lambda: self.shared.clocks() if self.shared is not None else {}))
         if (announce := announcer(self)) is not None:
             self.supervisor.add(UNIT_NAME, "service", announce)
         for dc in self.config.drivers:

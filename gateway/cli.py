@@ -108,7 +108,7 @@ def _launch(cfg: configuration.Config, data_dir: Path | None) -> int:
 
         def cloud_access() -> tuple[Credentials, ssl.SSLContext | None]:
             creds = credentials(section, base)
-            return creds, tls_context(creds) if section.broker.startswith("mqtts:") else None
+            return creds, tls_context(creds) if section.tls else None
 
         cloud = cloud_access
     gateway = Gateway(cfg, Tokens(secrets), data_dir=data_dir, cloud=cloud)
@@ -159,7 +159,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     cloud = health["services"].get("cloud", {}).get("detail")
     if cloud:
         outbox = cloud.get("outbox", {})
-        print(f"  cloud    {cloud['link']} ({cloud['broker']}): {outbox.get('readings', 0)} readings and "
+        others = [b for b in cloud.get("brokers", []) if b != cloud["broker"]]
+        print(f"  cloud    {cloud['link']} ({cloud['broker']}" + (f"; also {', '.join(others)}" if others else "")
+              + f"): {outbox.get('readings', 0)} readings and "
               f"{outbox.get('events', 0)} events waiting"
               + (f" (the oldest {outbox['oldest_age_s']:,.0f} s old)" if outbox.get("oldest_age_s") else "")
               + f", {outbox.get('evicted_readings', 0)} evicted"

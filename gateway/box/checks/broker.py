@@ -19,7 +19,7 @@ from gateway import config as configuration
 from gateway.box.check import Box, Finding, ok, problem, skipped, warn
 from gateway.cloud.client import Client, PublishRefused
 from gateway.cloud.link import UNSUPPORTED_PROTOCOL, tls_context
-from gateway.cloud.settings import credentials, parse_broker, topic_root
+from gateway.cloud.settings import Broker, credentials, topic_root
 
 PROBE_KIND = "doctor"
 
@@ -32,18 +32,18 @@ def check(box: Box) -> list[Finding]:
         return [skipped("no [cloud] section: nothing leaves the box")]
     try:
         creds = credentials(section, cfg.path.parent)
-        context = tls_context(creds) if section.broker.startswith("mqtts:") else None
+        context = tls_context(creds) if section.tls else None
     except ValueError as exc:
-        return [problem(f"cannot connect to {section.broker}: {exc}",
+        return [problem(f"cannot connect to {', '.join(map(str, section.addresses()))}: {exc}",
                         f"set what the [cloud] section names (the service's environment is "
                         f"{cfg.path.parent / 'environment'}), then venue-gateway check-config {cfg.path}")]
-    return asyncio.run(_probe(cfg, creds.username, creds.password, context, box.timeout_s))
+    return [finding for broker in section.addresses()  # every address the link may fail over to
+            for finding in asyncio.run(_probe(cfg, broker, creds.username, creds.password, context, box.timeout_s))]
 
 
-async def _probe(cfg: configuration.Config, username: str | None, password: str | None,
+async def _probe(cfg: configuration.Config, broker: Broker, username: str | None, password: str | None,
                  context: ssl.SSLContext | None, timeout_s: float) -> list[Finding]:
     assert cfg.cloud is not None
-    broker = parse_broker(cfg.cloud.broker)
     topic = f"{topic_root(cfg.gateway.venue, cfg.gateway.id)}/events"
     client_id = (cfg.cloud.client_id or f"vg-{cfg.gateway.id}")[:16] + "-doctor"
     probe = orjson.dumps({"event_id": f"doctor:{uuid.uuid4().hex}", "gateway_id": cfg.gateway.id,

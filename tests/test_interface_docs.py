@@ -12,6 +12,7 @@ from pathlib import Path
 from drivers.osc.addresses import OUTBOUND
 from drivers.osc.driver import INBOUND  # from the driver: its methods register themselves as it is imported
 from gateway.cloud.commands import COMMANDS
+from gateway.cloud.link import SUBSCRIPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 OSC_DOC = ROOT / "docs" / "osc.md"
@@ -116,6 +117,7 @@ def test_every_mqtt_topic_command_and_event_is_documented() -> None:
                 and isinstance(node.values[0].value, ast.Attribute) and node.values[0].value.attr == "root"
                 and isinstance(node.values[1], ast.Constant)):
             topics.add(str(node.values[1].value).lstrip("/"))
+    topics |= set(SUBSCRIPTIONS)
     assert {"status", "twin/snapshot", "twin/delta", "telemetry", "events", "desired", "cmd/+"} <= topics
     topics.discard("cmd/+")  # the subscription to every command: each is checked below
     assert not topics - words, f"docs/cloud-protocol.md lacks the topics {sorted(topics - words)}"

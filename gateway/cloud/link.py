@@ -58,6 +58,7 @@ MESSAGE_CHARS = 500  # a command_error's message is cut to this (it may quote wh
 # the newest with a warning (aiomqtt's queue is unbounded by default).
 QUEUED_COMMANDS = 100
 SUBSCRIBE_RETRY_S = 5.0  # a subscription the broker refused is asked for again this often, while connected
+SUBSCRIPTIONS = ("desired", "cmd/+")  # the topics the box reads, under its root
 PACKET_HEADROOM = 1024  # MQTT 5's Maximum Packet Size: a command's payload and this, for the topic and properties
 
 
@@ -306,7 +307,7 @@ class CloudLink(Unit):
                 async with asyncio.TaskGroup() as group:
                     # the outbox leaves at once; a cluster node may take seconds to set a subscription up
                     group.create_task(self._drain.run(client, self.topics, group))
-                    refused = await self._subscribe(client, ("desired", "cmd/+"))
+                    refused = await self._subscribe(client, SUBSCRIPTIONS)
                     if refused:
                         log.warning("cloud link to %s: the broker refused the subscriptions %s: cloud commands and "
                                     "desired state will not arrive until it takes them (asked again every %g s; "

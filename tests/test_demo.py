@@ -97,7 +97,9 @@ def test_the_demo_brings_its_broker_and_mirror_shows_light_and_drains_an_outage(
         drained = len(_summaries(d))
         after = _wait(lambda: _summaries(d)[drained:], 15, "the mirror's summary after the drain")
         committed = d.get("/api/v1/health")["store"]["committed_seq"]
-        assert 0 < int(after[0][0]) <= committed and after[0][1] == "0"  # every reading once, no duplicate
+        # Every reading once: the mirror counts readings after dropping duplicates by batch id (a batch in flight when
+        # the broker was killed may arrive twice: the broker can pass it on and die before its acknowledgement).
+        assert 0 < int(after[0][0]) <= committed
         log = d.log.read_text()
         assert "demo: Mosquitto on mqtt://127.0.0.1:" in log and "Traceback" not in log
     finally:

@@ -1,15 +1,18 @@
 """One show, three boxes: `venue-gateway run` three times, each with its own data directory, ports and radio, all in
 one shared show (`[show.shared]`) over a real Mosquitto, on one virtual air (drivers/sim/shared_air.py, in a
 process of its own: bench/shared_air_process.py). Each daemon runs under libfaketime with its own wall-clock
-offset, as a box's clock is off from the others' by what its time sync leaves: LAN grade as chrony holds boxes
-on a LAN (its documentation: "on a LAN, accuracy is typically in tens of microseconds"; modelled as up to 80 us
-from true time, 130 us between two boxes), a worse case (1 ms either way, 2 ms between two boxes), and one box
-beyond the show's clock bound (5 ms with `clock_bound_ms` 2), which must refuse to transmit.
+offset, as a box's clock is off from the others' by what its time sync leaves: LAN grade as chrony holds boxes on
+a LAN (its documentation: "on a LAN, accuracy is typically in tens of microseconds"; modelled as up to 80 us from
+true time, 130 us between two boxes), a worse case (1 ms either way, 2 ms between two boxes), and one box beyond
+the show's clock bound (5 ms with `clock_bound_ms` 2), which must refuse to transmit. Each box's loop runs at
+SCHED_FIFO 10, as an installed box runs it, and the air above them (as bench/wristband.py runs its air).
 
 The floor: three radios along it, A, B and C; bands where only one is heard, where neighbours overlap (A+B, B+C)
 and in the middle (A+B+C); each radio's copies lost at 30 % by each band independently. Effects are fired over
-HTTP on the boxes in turn; one box (A) is killed (SIGKILL) mid-show, while an effect counts down, and the show goes
-on from the other two. Figures, over every band and effect: a band's start from the effect's median band start
+HTTP on the boxes in turn: two as soon as the boxes have joined the show (reported apart: the first seconds of a box
+are its slowest), then, once the show has settled for the bands' clock window (10 s), the measured ones; one box
+(A) is killed (SIGKILL, its radio dark with it) mid-show, while an effect counts down, and the show goes on from the
+other two. Figures, over every band and effect: a band's start from the effect's median band start
 (p50, p99, max) and the widest effect's largest minus smallest start, for the Bumble bands and for a crowd of
 10,000 modelled bands placed the same way hearing the air's log; bands started; what the bands that heard only
 the killed box show afterwards. The peer, measured in the same run: one box alone with the one-radio air (the
@@ -49,6 +52,7 @@ from bench.common import (
 )
 from bench.multibox_bus import NODELAY, bus_latency
 from bench.shared_air_process import SharedAirProcess, SharedRecord
+from drivers.sim.crowd import Crowd
 from drivers.sim.shared_air import FLOOR, SharedCrowd, placed, spot_name
 from drivers.wristband.band import CLOCK_WINDOW_S
 from drivers.wristband.protocol import show_key
@@ -71,9 +75,12 @@ LAN_MS = (0.08, -0.05, 0.02)  # chrony on a LAN: tens of microseconds from the s
 WORSE_MS = (1.0, -1.0, 0.0)  # two boxes 2 ms apart: a congested LAN, a server far away
 BEYOND_MS = (0.0, 0.0, 5.0)  # box C beyond the show's clock bound (2 ms)
 AIR_PRIORITY = REALTIME_PRIORITY + 10  # as bench/wristband.py: the radios' stand-in above the daemons' loops
+BOX_PRIORITY = REALTIME_PRIORITY  # each box's loop, as an installed box runs it (config/venue.example.toml)
 TARGET_SPREAD_MS = 5.0
 TARGET_STARTED_PCT = 99.9
 BUS_SAMPLES = 200
+ONE_BOX = "one box"
+WARM_EFFECTS = 2  # fired as soon as the boxes have joined, before the show settles (reported apart)
 COLOURS = ("#ff0000", "#00ff00", "#0000ff", "#ffff00", "#00ffff", "#ff00ff")
 
 
@@ -100,9 +107,9 @@ class Box:
         return f"http://{LOOPBACK}:{self.api_port}"
 
     def config(self, brokers: Sequence[str], boxes: Sequence[str], bound_ms: float = CLOCK_BOUND_MS,
-               shared: bool = True, command_timeout_s: float = 1.0) -> Path:
+               shared: bool = True, command_timeout_s: float = 1.0, realtime_priority: int = 0) -> Path:
         """Its configuration: one zone, the radio on its pty (a controller unanswered for `command_timeout_s` is
-        reset); in the shared show unless `shared` is false."""
+        reset), its loop at `realtime_priority` (0: ordinary); in the shared show unless `shared` is false."""
         self.directory.mkdir(parents=True, exist_ok=True)
         section = ("\n[show.shared]\nbrokers = [" + ", ".join(f'"{b}"' for b in brokers) + "]\nboxes = ["
                    + ", ".join(f'"{b}"' for b in boxes) + f"]\nclock_bound_ms = {bound_ms}\n") if shared else ""
@@ -112,6 +119,7 @@ class Box:
 id = "{self.name}"
 venue = "arena"
 data_dir = "data"
+realtime_priority = {realtime_priority}
 
 [api]
 listen = "{LOOPBACK}:{self.api_port}"
@@ -225,9 +233,9 @@ def status(box: Box) -> str:
     shared = health["services"]["shared"]["detail"]
     offsets = ", ".join(f"{name} {b['offset_ms']} ms (round trip {b['delay_ms']} ms)"
                         for name, b in shared["boxes"].items() if b["state"] == "online")
-    return (f"{box.name}: radio {radio['state']}, {detail.get('copies_sent')} copies sent, clock gate "
-            f"{detail.get('clock_gate')} ({detail.get('gated_slots')} slots kept quiet); others' clocks: {offsets}; "
-            f"problems: {health['problems'] or 'none'}")
+    return (f"{box.name} (loop {health['scheduling']}): radio {radio['state']}, {detail.get('copies_sent')} copies "
+            f"sent, clock gate {detail.get('clock_gate')} ({detail.get('gated_slots')} slots kept quiet); others' "
+            f"clocks: {offsets}; problems: {health['problems'] or 'none'}")
 
 
 def show_joined(box: Box) -> int | None:
@@ -253,7 +261,7 @@ class Floor:
 
 @contextlib.asynccontextmanager
 async def floor(directory: Path, offsets_ms: Sequence[float], per_spot: int, air_priority: int = 0, seed: int = 11,
-                command_timeout_s: float = 1.0) -> AsyncIterator[Floor]:
+                command_timeout_s: float = 1.0, box_priority: int = 0) -> AsyncIterator[Floor]:
     """Three boxes in one shared show over a Mosquitto of their own, on the FLOOR layout's air: each radio running
     and every box heard by the others. The boxes, the air and the broker are stopped on the way out (the air's
     record is the caller's to take before)."""
@@ -268,7 +276,8 @@ async def floor(directory: Path, offsets_ms: Sequence[float], per_spot: int, air
         await air.open([box.pty for box in boxes], bands, directory / "air.log")
         try:
             for box in boxes:
-                box.start(box.config([broker.url], BOXES, command_timeout_s=command_timeout_s))
+                box.start(box.config([broker.url], BOXES, command_timeout_s=command_timeout_s,
+                                     realtime_priority=box_priority))
             await wait_for(lambda: len({show_joined(box) for box in boxes} - {None}) == 1, 30,
                            "every box in the show, its radio sending from the show's epoch", boxes)
             yield Floor(air, boxes, bands, broker.url)
@@ -411,15 +420,18 @@ class Case:
     bands: list[tuple[int, tuple[int, ...]]]
     said: list[str]  # what each box still up said of its radio and the show at the end
     scheduling: str  # the air's process
+    warm: list[int]  # the effects fired as the boxes had just joined, before the show settled
 
 
 async def _case(directory: Path, label: str, offsets_ms: tuple[float, ...], effects: int, per_spot: int,
                 air_priority: int) -> Case:
-    async with floor(directory, offsets_ms, per_spot, air_priority) as f:
+    async with floor(directory, offsets_ms, per_spot, air_priority, box_priority=BOX_PRIORITY) as f:
+        warm = await play(f, WARM_EFFECTS, kill_after=None)
+        await asyncio.sleep(CLOCK_WINDOW_S)  # the show settles: past the boxes' start, a clock window of the bands
         show = await play(f, effects, kill_after=effects // 2, killed=0)
         said = [await asyncio.to_thread(status, box) for box in f.boxes if box.proc and box.proc.poll() is None]
         record = await f.air.close()
-    return Case(label, offsets_ms, record, show, f.bands, said, f.air.scheduling)
+    return Case(label, offsets_ms, record, show, f.bands, said, f.air.scheduling, warm.before)
 
 
 def clock_gate(box: Box) -> str | None:
@@ -433,7 +445,7 @@ async def _beyond(directory: Path, effects: int, per_spot: int, air_priority: in
     (none killed), half at once and half once the bands' clock window (10 s) has passed since C's last copy. C's
     radio must send nothing, its effects go out from the others, its own bands start none."""
     c = len(BOXES) - 1
-    async with floor(directory, BEYOND_MS, per_spot, air_priority) as f:
+    async with floor(directory, BEYOND_MS, per_spot, air_priority, box_priority=BOX_PRIORITY) as f:
         await wait_for(lambda: clock_gate(f.boxes[c]) is not None, 30, f"{BOXES[c]}'s clock gate closed", f.boxes)
         gated = time.monotonic()
         gate = await asyncio.to_thread(clock_gate, f.boxes[c])
@@ -491,17 +503,27 @@ def _lost_box(case: Case, bands: Sequence[Started]) -> tuple[int, int, int, int]
     return started, len(alone) * len(case.show.after), showing, len(alone)
 
 
-async def _one_box(directory: Path, effects: int, bands: int, air_priority: int) -> Starts:
-    """The peer: one box alone, not in a shared show, with the one-radio air; the same effects."""
+@dataclass(frozen=True)
+class Peer:
+    """One box alone: its Bumble bands' starts and its modelled crowd's."""
+
+    air: Starts
+    crowd: Starts
+
+
+async def _one_box(directory: Path, effects: int, bands: int, air_priority: int, crowd_size: int) -> Peer:
+    """The peer: one box alone, not in a shared show, with the one-radio air; the same effects, as settled."""
     await asyncio.to_thread(directory.mkdir, parents=True)
     box = Box("box-a", directory / "box-a", directory / "hci", 0.0)
     air = AirProcess(KEY, SHOW_ID, LOSS, 11, air_priority)
     await air.open(box.pty, [0] * bands, directory / "air.log")
     serials = []
     try:
-        box.start(box.config([], BOXES, shared=False))
+        box.start(box.config([], BOXES, shared=False, realtime_priority=BOX_PRIORITY))
         await wait_for(lambda: radio_running(box), 30, "the radio running", [box])
-        for k in range(effects):
+        for k in range(WARM_EFFECTS + effects):
+            if k == WARM_EFFECTS:
+                await asyncio.sleep(CLOCK_WINDOW_S)  # as the shared show's cases: the measured effects once settled
             before = await air.serials()
             await asyncio.to_thread(box.fire, COLOURS[k % len(COLOURS)])
             await asyncio.sleep(LEAD_MS / 1000 + TAIL_S)
@@ -512,10 +534,12 @@ async def _one_box(directory: Path, effects: int, bands: int, air_priority: int)
     finally:
         box.stop()
         await air.stop()
-    return starts(record.bands, serials)
+    crowd = Crowd(KEY, SHOW_ID, [0] * crowd_size, LOSS, seed=5)
+    crowd.hear(record.on_air)
+    return Peer(starts(record.bands, serials[WARM_EFFECTS:]), starts(crowd.bands, serials[WARM_EFFECTS:]))
 
 
-def _figures(case: Case, crowd_size: int) -> list[Figure]:
+def _figures(case: Case, crowd_size: int, peer: Peer) -> list[Figure]:
     air = _expected(case, case.record.bands)
     copies = [len({data for _, data, x in case.record.on_air if x == r}) for r in range(len(BOXES))]
     per_radio = ", ".join(f"{spot_name([r])} {n}" for r, n in enumerate(copies))
@@ -531,6 +555,11 @@ def _figures(case: Case, crowd_size: int) -> list[Figure]:
     crowd.hear(case.record.on_air)
     modelled = _expected(case, crowd.bands)
     print(f"  {len(crowd.bands)} modelled bands (in {time.monotonic() - began:.1f} s): {modelled.line()}")
+    print(f"    each effect's largest minus smallest start, in the order fired: "
+          f"{', '.join(f'{ms:.2f}' for ms in modelled.widths_ms)} ms")
+    warm = starts(crowd.bands, case.warm)
+    print(f"  the {len(case.warm)} effects fired as the boxes had just joined (then {CLOCK_WINDOW_S:g} s before the "
+          f"rest), {len(crowd.bands)} modelled: {warm.line()}")
     started, fired, showing, alone = _lost_box(case, crowd.bands)
     air_started, air_fired, air_showing, air_alone = _lost_box(case, case.record.bands)
     after = starts(others(crowd.bands, case.show.killed), case.show.after)
@@ -543,33 +572,34 @@ def _figures(case: Case, crowd_size: int) -> list[Figure]:
         Figure(f"multibox {label}: a band from the median p50, {len(crowd.bands)} modelled",
                percentile(modelled.from_median_ms, 50), "ms"),
         Figure(f"multibox {label}: a band from the median p99, {len(crowd.bands)} modelled",
-               percentile(modelled.from_median_ms, 99), "ms"),
+               percentile(modelled.from_median_ms, 99), "ms", peer=percentile(peer.crowd.from_median_ms, 99),
+               peer_label=ONE_BOX),
         Figure(f"multibox {label}: widest effect (largest - smallest start), {len(crowd.bands)} modelled",
-               max(modelled.widths_ms), "ms", TARGET_SPREAD_MS),
+               max(modelled.widths_ms), "ms", TARGET_SPREAD_MS, peer=max(peer.crowd.widths_ms), peer_label=ONE_BOX),
         Figure(f"multibox {label}: widest effect, {len(case.record.bands)} Bumble bands", max(air.widths_ms), "ms",
-               TARGET_SPREAD_MS),
+               TARGET_SPREAD_MS, peer=max(peer.air.widths_ms), peer_label=ONE_BOX),
         Figure(f"multibox {label}: started, {len(crowd.bands)} modelled", modelled.started_pct, "%",
                TARGET_STARTED_PCT, "higher"),
         Figure(f"multibox {label}: started, {len(case.record.bands)} Bumble bands", air.started_pct, "%",
                TARGET_STARTED_PCT, "higher"),
         Figure(f"multibox {label}: lost box's own bands, effects started after", 100 * started / max(fired, 1), "%"),
+        Figure(f"multibox {label}: widest effect, fired as the boxes had just joined", max(warm.widths_ms), "ms"),
     ]
 
 
 async def _run(effects: int, per_spot: int, crowd: int, air_priority: int) -> list[Figure]:
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="vg-bench-multibox-") as tmp:
-        peer = await _one_box(Path(tmp) / "one", effects, per_spot * len(FLOOR), air_priority)
-        print(f"  one box, one radio, {per_spot * len(FLOOR)} Bumble bands: {peer.line()}")
+        peer = await _one_box(Path(tmp) / "one", effects, per_spot * len(FLOOR), air_priority, crowd)
+        print(f"  one box, one radio, {per_spot * len(FLOOR)} Bumble bands: {peer.air.line()}")
+        print(f"  one box, one radio, {crowd} modelled bands: {peer.crowd.line()}")
         for label, offsets in (("LAN clocks", LAN_MS), ("2 ms apart", WORSE_MS)):
             print(f"{label}: box clocks {', '.join(f'{o:+.2f} ms' for o in offsets)} from true time")
             case = await _case(Path(tmp) / label.replace(" ", "-"), label, offsets, effects, per_spot, air_priority)
-            figures += _figures(case, crowd)
+            figures += _figures(case, crowd, peer)
         print(f"beyond the bound: box clocks {', '.join(f'{o:+.2f} ms' for o in BEYOND_MS)} from true time, "
               f"clock_bound_ms {CLOCK_BOUND_MS:g}")
         figures += await _beyond(Path(tmp) / "beyond", effects, per_spot, air_priority, crowd)
-        figures.append(Figure(f"one box: widest effect, {per_spot * len(FLOOR)} Bumble bands", max(peer.widths_ms),
-                              "ms", TARGET_SPREAD_MS))
         broker = Mosquitto(Path(tmp) / "bus", persistence=False)
         broker.conf.write_text(broker.conf.read_text() + NODELAY)
         with broker:

@@ -6,7 +6,8 @@ doubled readings against the load's ledger); and the snapshot queries' latency o
 
 Each drain is timed the same way: the consumers subscribe, are paused (SIGSTOP) while the boxes publish the whole
 load as fast as the broker takes it, so that it waits in the broker, then resumed; the rate is the readings counted
-between the first and the last that arrive (for the replicas: rows committed, counted in the database).
+over the drain (for the replicas: rows committed, counted in the database every 50 ms, from their resumption to the
+count reaching the whole load; for the plain subscriber, from its resumption to the last message).
 
     python -m bench.fleet
 """
@@ -57,6 +58,7 @@ VENUE_GATEWAY = str(ROOT / ".venv/bin/venue-gateway")
 class Drain:
     readings: int
     seconds: float
+    cpu: dict[str, float] | None = None  # CPU seconds spent in the drain: "replicas", "postgres"
 
     @property
     def rate(self) -> float:
@@ -93,25 +95,30 @@ def broker_alone(tmp: Path) -> Drain:
             raise RuntimeError("the counting subscriber did not start")
         pause(counter, signal.SIGSTOP)
         load(f"mqtt://{LOOPBACK}:{port}", tmp / "ledger.json", tmp / "load.log")
+        resumed = time.time_ns()
         pause(counter, signal.SIGCONT)
         counted = orjson.loads(counter.stdout.readline())
     if counted["readings"] < expected:
         raise RuntimeError(f"the plain subscriber counted {counted['readings']:,} of {expected:,} readings")
-    return Drain(counted["readings"], (counted["last_ns"] - counted["first_ns"]) / 1e9)
+    return Drain(counted["readings"], (counted["last_ns"] - resumed) / 1e9)
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------------
 def postgres_alone(pg: Postgres, ledger: Path, log: Path, group: int) -> Drain:
     """The ledger's rows by COPY from one client, `group` batches to a transaction."""
-    done = subprocess.run([PYTHON, "-m", "bench.fleet_peers", "copy", pg.database(f"alone_{group}"), str(ledger),
-                           str(group)], capture_output=True, cwd=ROOT, check=False)
+    assert pg.proc is not None
+    database = pg.database(f"alone_{group}")
+    before = cpu_seconds(family(pg.proc.pid))
+    done = subprocess.run([PYTHON, "-m", "bench.fleet_peers", "copy", database, str(ledger), str(group)],
+                          capture_output=True, cwd=ROOT, check=False)
+    spent = cpu_seconds(family(pg.proc.pid)) - before  # its backend is gone: what the server's others spent
     log.write_bytes(done.stdout + done.stderr)
     if done.returncode != 0:
         raise RuntimeError(f"PostgreSQL alone failed: {done.stderr.decode(errors='replace')[-2000:]}")
     doc = orjson.loads(done.stdout.splitlines()[-1])
     if doc["written"] != doc["rows"]:
         raise RuntimeError(f"PostgreSQL alone wrote {doc['written']:,} of {doc['rows']:,} rows")
-    return Drain(doc["rows"], doc["seconds"])
+    return Drain(doc["rows"], doc["seconds"], {"postgres": spent, "backend": doc["backend_cpu_s"]})
 
 
 class Counts:
@@ -191,12 +198,14 @@ class Replicas:
 
 
 async def watch(counts: Counts, expected: int, within_s: float) -> list[tuple[float, int]]:
-    """(monotonic time, readings in the database) every POLL_S until `expected`, for at most `within_s`."""
+    """(monotonic time, readings in the database) every POLL_S until `expected`, for at most `within_s`; each time
+    taken once the count is read, so that the count held at that time at least."""
     polls: list[tuple[float, int]] = []
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        polls.append((time.monotonic(), await counts.readings()))
-        if polls[-1][1] >= expected:
+        held = await counts.readings()
+        polls.append((time.monotonic(), held))
+        if held >= expected:
             break
         await asyncio.sleep(POLL_S)
     return polls
@@ -212,22 +221,46 @@ def replicas_drain(tmp: Path, pg: Postgres, count: int) -> Drain:
         replicas.signal(signal.SIGSTOP)
         load(url, tmp / "ledger.json", tmp / "load.log")
         counts = Counts(database)
+        mirrors = [p.pid for p in replicas.procs if p is not None]
+        assert pg.proc is not None
+        before = {"replicas": cpu_seconds(mirrors), "postgres": cpu_seconds(family(pg.proc.pid))}
 
-        async def drain() -> list[tuple[float, int]]:
+        async def drain() -> tuple[float, list[tuple[float, int]]]:
             try:
+                await counts.readings()  # connected before the clock starts
+                began = time.monotonic()
                 replicas.signal(signal.SIGCONT)
-                return await watch(counts, expected, CATCH_UP_S)
+                return began, await watch(counts, expected, CATCH_UP_S)
             finally:
                 await counts.close()
 
-        polls = asyncio.run(drain())
+        began, polls = asyncio.run(drain())
+        cpu = {"replicas": cpu_seconds(mirrors) - before["replicas"],
+               "postgres": cpu_seconds(family(pg.proc.pid)) - before["postgres"]}
     held = polls[-1][1]
     if held < expected:
         raise RuntimeError(f"{count} replicas: {held:,} of {expected:,} readings in the database after "
                            f"{CATCH_UP_S:.0f} s")
-    first = next(i for i, (_, n) in enumerate(polls) if n > 0)
-    start = max(0, first - 1)  # the poll before the first rows: nothing was committed then
-    return Drain(held - polls[start][1], polls[-1][0] - polls[start][0])
+    # From the replicas' resumption, the backlog waiting for them, to the count reaching the whole of it: the first
+    # commit comes only after a group of messages has been read and written, so it cannot start the clock.
+    return Drain(held, polls[-1][0] - began, cpu)
+
+
+def family(pid: int) -> list[int]:
+    """A process and its children (PostgreSQL's backends are the postmaster's)."""
+    children = [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                for c in (t / "children").read_text().split()]
+    return [pid, *children]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of these processes, in seconds (those gone since count nothing)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # -- a replica killed under load -------------------------------------------------------------------------
@@ -353,14 +386,19 @@ def run() -> list[Figure]:
         print(f"broker alone: a plain subscriber counted {alone.readings:,} readings from {BOXES} boxes in "
               f"{alone.seconds:.2f} s = {alone.rate:,.0f}/s", flush=True)
         pg_alone = postgres_alone(pg, tmp / "alone" / "ledger.json", tmp / "alone" / "copy.log", ALONE_GROUP)
+        cpu = pg_alone.cpu or {}
         print(f"PostgreSQL alone: the same {pg_alone.readings:,} rows by COPY from one client into tables shaped as "
               f"the mirror's, {ALONE_GROUP} batches to a transaction, in {pg_alone.seconds:.2f} s = "
-              f"{pg_alone.rate:,.0f}/s", flush=True)
+              f"{pg_alone.rate:,.0f}/s; PostgreSQL's CPU per 100,000 rows "
+              f"{(cpu.get('postgres', 0) + cpu.get('backend', 0)) * 1e5 / pg_alone.readings:.2f} s", flush=True)
         rates: dict[int, Drain] = {}
         for count in REPLICAS:
             rates[count] = replicas_drain(tmp / f"replicas-{count}", pg, count)
+            cpu = rates[count].cpu or {}
             print(f"{count} replica{'s' if count > 1 else ''}: {rates[count].readings:,} readings committed in "
-                  f"{rates[count].seconds:.2f} s = {rates[count].rate:,.0f}/s", flush=True)
+                  f"{rates[count].seconds:.2f} s = {rates[count].rate:,.0f}/s; CPU per 100,000 readings: the "
+                  f"replicas {cpu.get('replicas', 0) * 1e5 / rates[count].readings:.2f} s, PostgreSQL "
+                  f"{cpu.get('postgres', 0) * 1e5 / rates[count].readings:.2f} s", flush=True)
         killed = killed_replica(tmp / "kill", pg)
     print(f"(the fleet benchmark took {time.monotonic() - began:.0f} s; load average {load_before} before, "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} after)")

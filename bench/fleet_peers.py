@@ -6,11 +6,13 @@
                                                  "last_ns", "readings", "batches", "duplicates"}
     python -m bench.fleet_peers copy URL LEDGER N  PostgreSQL alone: the ledger's readings, made again by the
                                                  load generator's boxes, written by COPY from one client, N batches
-                                                 to a transaction; prints {"rows", "written", "batches", "seconds"}
+                                                 to a transaction; prints {"rows", "written", "batches", "seconds",
+                                                 "backend_cpu_s": its server process's CPU}
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -114,8 +116,12 @@ def copy(url: str, ledger_path: str, group: int) -> None:
                         out.write(text)
         seconds = time.perf_counter() - began
         written = conn.execute("SELECT count(*) FROM alone_readings").fetchone()
+        pid = conn.info.backend_pid
+        with open(f"/proc/{pid}/stat") as stat:  # the server's process for this connection: its CPU time
+            fields = stat.read().rsplit(")", 1)[1].split()
     print(orjson.dumps({"rows": rows, "written": written[0] if written else 0, "batches": len(made),
-                        "seconds": seconds}).decode(), flush=True)
+                        "seconds": seconds, "backend_cpu_s": (int(fields[11]) + int(fields[12])) /
+                        os.sysconf("SC_CLK_TCK")}).decode(), flush=True)
 
 
 if __name__ == "__main__":

@@ -65,18 +65,22 @@ class Drain:
         return self.readings / self.seconds if self.seconds > 0 else 0.0
 
 
-def pause(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+def send(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """`sig` to the child's process group (its session: `child` starts one)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
 
 
-def load(broker_url: str, ledger: Path, log: Path, *, rate: float = 0.0, seconds: float = 600.0,
-         readings: int = READINGS_PER_BOX, resend: float = 0.0) -> dict[str, Any]:
-    """The fleet's boxes, in a process of their own, until done; their ledger."""
-    args = [PYTHON, "-m", "bench.fleet_load", "--broker", broker_url, "--boxes", str(BOXES), "--boxes-per-venue",
-            str(BOXES_PER_VENUE), "--assets", str(ASSETS), "--rate", str(rate), "--seconds", str(seconds),
-            "--readings", str(readings), "--resend", str(resend), "--progress-s", "5", "--ledger", str(ledger)]
-    with child(args, log) as proc:
+def load_argv(broker_url: str, ledger: Path, *options: str) -> list[str]:
+    """The fleet's boxes in a process of their own (bench/fleet_load.py), their ledger written to `ledger`."""
+    return [PYTHON, "-m", "bench.fleet_load", "--broker", broker_url, "--boxes", str(BOXES), "--boxes-per-venue",
+            str(BOXES_PER_VENUE), "--assets", str(ASSETS), "--progress-s", "5", "--ledger", str(ledger), *options]
+
+
+def load(broker_url: str, ledger: Path, log: Path) -> dict[str, Any]:
+    """READINGS_PER_BOX from each box as fast as the broker takes them; the ledger."""
+    with child(load_argv(broker_url, ledger, "--rate", "0", "--readings", str(READINGS_PER_BOX), "--seconds",
+                         "600"), log) as proc:
         proc.wait()
     if proc.returncode != 0:
         raise RuntimeError(f"the fleet load failed ({proc.returncode}): {log.read_text()[-2000:]}")
@@ -93,10 +97,10 @@ def broker_alone(tmp: Path) -> Drain:
         assert counter.stdout is not None
         if counter.stdout.readline().strip() != b"ready":
             raise RuntimeError("the counting subscriber did not start")
-        pause(counter, signal.SIGSTOP)
+        send(counter, signal.SIGSTOP)
         load(f"mqtt://{LOOPBACK}:{port}", tmp / "ledger.json", tmp / "load.log")
         resumed = time.time_ns()
-        pause(counter, signal.SIGCONT)
+        send(counter, signal.SIGCONT)
         counted = orjson.loads(counter.stdout.readline())
     if counted["readings"] < expected:
         raise RuntimeError(f"the plain subscriber counted {counted['readings']:,} of {expected:,} readings")
@@ -173,15 +177,15 @@ class Replicas:
             doc = orjson.loads(response.read())
         return bool(doc.get("connected") and doc.get("database") == "ok")
 
-    def signal(self, sig: signal.Signals, i: int | None = None) -> None:
-        for j, proc in enumerate(self.procs):
-            if proc is not None and (i is None or i == j):
-                pause(proc, sig)
+    def signal(self, sig: signal.Signals) -> None:
+        for proc in self.procs:
+            if proc is not None:
+                send(proc, sig)
 
     def kill(self, i: int) -> None:
         proc = self.procs[i]
         assert proc is not None
-        pause(proc, signal.SIGKILL)
+        send(proc, signal.SIGKILL)
         proc.wait()
 
     def __enter__(self) -> Replicas:
@@ -192,7 +196,7 @@ class Replicas:
     def __exit__(self, *exc: object) -> None:
         for proc in self.procs:
             if proc is not None:
-                pause(proc, signal.SIGCONT)
+                send(proc, signal.SIGCONT)
                 stop(proc)
         self._stack.close()
 
@@ -285,9 +289,8 @@ def killed_replica(tmp: Path, pg: Postgres) -> Killed:
     database = pg.database("fleet_kill")
     with broker(tmp / "broker", port), Replicas(tmp, url, database, KILL_REPLICAS, "kill") as replicas:
         ledger_path = tmp / "ledger.json"
-        args = [PYTHON, "-m", "bench.fleet_load", "--broker", url, "--boxes", str(BOXES), "--boxes-per-venue",
-                str(BOXES_PER_VENUE), "--assets", str(ASSETS), "--rate", str(KILL_RATE), "--seconds",
-                str(KILL_SECONDS), "--resend", str(KILL_RESEND), "--progress-s", "5", "--ledger", str(ledger_path)]
+        args = load_argv(url, ledger_path, "--rate", str(KILL_RATE), "--seconds", str(KILL_SECONDS), "--resend",
+                         str(KILL_RESEND))
         with child(args, tmp / "load.log") as generator:
             began = time.monotonic()
             time.sleep(KILL_AT_S)

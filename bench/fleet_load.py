@@ -150,7 +150,7 @@ class Box:
 
     # -- taking readings -----------------------------------------------------------------------------
     def take(self, count: int, now: float) -> None:
-        """`count` readings into the twin and the outbox, as the gateway's ingest folds a driver's batch."""
+        """`count` readings into the outbox (cut into batches as the store does), held for the next fold."""
         if count <= 0:
             return
         rng, assets = self._rng, self._assets

@@ -83,6 +83,7 @@ def batches(ledger: dict[str, Any]) -> list[tuple[str, str, str, list[list[Any]]
         now = time.time()
         while box.seq < kept["last_seq"]:
             box.take(min(settings.batch_readings, kept["last_seq"] - box.seq), now)
+            box.fold()
         for kind, _, _, payload in box.taken(force=True):
             if kind != "telemetry":
                 continue

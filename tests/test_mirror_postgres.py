@@ -242,13 +242,17 @@ async def test_a_real_gateway_twin_from_the_database_equals_the_in_memory_mirror
     async with fleet(mosquitto.url, postgres, "fleet-1") as stored, mirroring(mosquitto.url) as memory:
         async with running(cloud_config(tmp_path, mosquitto.url, sample_s=0.05)):
             await until(lambda: stored.stored.readings > 20, 10, "telemetry in the database")
+            view = DatabaseView(stored)
+            for _ in range(mirror_db.READERS):  # every reading connection opened before the outage
+                await view.gateways(None)
             server.stop()  # the database goes away: nothing is acknowledged, the broker holds the rest
             await until(lambda: stored.database_error is not None, 10, "the outage noticed")
             with pytest.raises(Unavailable, match="the database is unavailable"):  # the HTTP answer: a 503
-                await DatabaseView(stored).gateways(None)
+                await view.gateways(None)
             await asyncio.sleep(0.5)
             server.start()
             await until(lambda: stored.database_error is None, 15, "the database back")
+            assert [g["gateway_id"] for g in await view.gateways(None)] == ["gw-1"]  # not a connection of before
         mirrored = memory.gateways[("hall", "gw-1")]
         await until(lambda: mirrored.status.get("online") is False, 10, "the gateway's last word")
 

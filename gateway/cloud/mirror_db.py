@@ -521,11 +521,15 @@ class Database:
 
     # -- reading -----------------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def _reader(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _reader(self, fresh: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A reading connection from the pool (`fresh`: a new one, the pool's closed)."""
         conn = await self._readers.get()
         done = False
         try:
-            if conn is None or conn.closed:
+            if fresh and conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            if fresh or conn is None or conn.closed:
                 conn = await self._connect()
                 await conn.set_read_only(True)
                 await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
@@ -544,12 +548,18 @@ class Database:
         """Run the (sql, args) queries in one consistent read, sent together (libpq's pipeline: one round trip);
         the rows of each. DatabaseUnavailable when the database does not answer within READ_TIMEOUT_S."""
         try:
-            async with asyncio.timeout(READ_TIMEOUT_S), self._reader() as conn, conn.pipeline(), \
-                    conn.transaction():
-                cursors = [await conn.execute(sql, args) for sql, args in queries]
-                return [list(await cur.fetchall()) for cur in cursors]
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                try:
+                    return await self._read_on(False, queries)
+                except DatabaseUnavailable:  # a pooled connection the database has closed (a restart): once more
+                    return await self._read_on(True, queries)
         except TimeoutError:
             raise DatabaseUnavailable(f"no answer within {READ_TIMEOUT_S:g} s") from None
+
+    async def _read_on(self, fresh: bool, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        async with self._reader(fresh) as conn, conn.pipeline(), conn.transaction():
+            cursors = [await conn.execute(sql, args) for sql, args in queries]
+            return [list(await cur.fetchall()) for cur in cursors]
 
     async def gateways(self, venue: str | None = None, gateway_id: str | None = None) -> list[dict[str, Any]]:
         """Every gateway's summary (of one venue, or one gateway), ordered by venue and id."""

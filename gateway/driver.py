@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from gateway.addresses import is_loopback, parse_listen
 from gateway.alerts import Alerts, Listener
 from gateway.dmx import DmxUniverses, FrameClock
+from gateway.kernel_clock import kernel_clock
 from gateway.preflight import environment_variable, importable, read_secret, readable_file, secret_file
 from gateway.readings import Ingest, Reading
 from gateway.schema import Problem, check_listen, check_slug, setting
@@ -34,11 +35,12 @@ from gateway.twin import Twin, TwinFrozen
 # What a driver may import from here: the interface and its context; a start that cannot go on yet and the backoff
 # between tries; readings; its options (a frozen dataclass of `setting(...)` fields, checked across keys by
 # `problems()`); what it needs from the box, for its `preflight`; the addresses it listens on or sends to; the show's
-# fired effects and why a fire was refused; the console's live looks and timecode.
+# fired effects and why a fire was refused; the console's live looks and timecode; the kernel's word on its clock.
 __all__ = [
     "Driver", "DriverContext", "EffectError", "Fired", "LiveChange", "Look", "NoOptions", "NotReady", "Problem", "Rate",
     "Reading", "Timecode", "UnknownPreset", "backoff_delay", "check_listen", "check_slug", "environment_variable",
-    "importable", "is_loopback", "parse_listen", "read_secret", "readable_file", "secret_file", "setting",
+    "importable", "is_loopback", "kernel_clock", "parse_listen", "read_secret", "readable_file", "secret_file",
+    "setting",
 ]
 
 OptionsT = TypeVar("OptionsT")

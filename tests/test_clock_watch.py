@@ -1,15 +1,21 @@
 """The clock watch of a shared show (gateway/show/clock_watch.py): the kernel's word (adjtimex, its values injected
 at the reading and nowhere else), the other boxes' clocks against the median, the gate the radios obey, the standing
-alert `clock_off`, the twin's `clock` asset and the doctor's view of it; and three gateways on a real Mosquitto, one
-of them a daemon whose wall clock libfaketime puts 5 ms ahead."""
+alert `clock_off`, the twin's `clock` asset and the doctor's view of it; chronyd's word where the kernel's cannot be
+had, from a real chronyd (peers/chrony.py: `chronyd -x`, first with no source, then synchronised to an SNTP server
+on loopback) through chronyc; and three gateways on a real Mosquitto, one of them a daemon whose wall clock
+libfaketime puts 5 ms ahead."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes.util
+import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +23,18 @@ import pytest
 
 from gateway import config as configuration
 from gateway.alerts import Alerts
-from gateway.box.check import Box, Timex, kernel_clock
+from gateway.box.check import Box
 from gateway.box.checks import clock as clock_check
+from gateway.chrony import Chronyc, Tracking, parse
+from gateway.kernel_clock import Timex, kernel_clock
+from gateway.show import clock_watch
 from gateway.show.clock_watch import ALERT, ASSET, CLEAR_HOLD_S, ClockWatch, PeerClock, Reading, judge, show_offset
 from gateway.show.engine import ShowEngine
 from gateway.show.settings import ShowSection
 from gateway.twin import Twin
+from peers.chrony import Chronyd
 from peers.mosquitto import Mosquitto
+from peers.ports import free_udp_port
 from tests.cloud import until
 from tests.conftest import Daemon
 from tests.fixtures import mosquitto  # noqa: F401  (a fixture)
@@ -54,15 +65,20 @@ class Kernel:
         return self.timex
 
 
+def unasked() -> Tracking | None:
+    raise AssertionError("chronyd asked while the kernel has its word")
+
+
 class Rig:
-    def __init__(self, peers: dict[str, PeerClock] | None = None) -> None:
+    def __init__(self, peers: dict[str, PeerClock] | None = None, *,
+                 chrony: Callable[[], Tracking | None] | None = None, bound_ms: float = BOUND_MS) -> None:
         self.twin = Twin("gw-a", "hall")
         self.engine = ShowEngine(ShowSection(), self.twin)
         self.alerts = Alerts()
         self.kernel = Kernel()
         self.peers: dict[str, PeerClock] = peers or {}
-        self.watch = ClockWatch(self.engine, self.twin, self.alerts, bound_ms=BOUND_MS, clocks=lambda: self.peers,
-                                kernel=self.kernel)
+        self.watch = ClockWatch(self.engine, self.twin, self.alerts, bound_ms=bound_ms, clocks=lambda: self.peers,
+                                kernel=self.kernel, chrony=chrony or unasked)
         self.t = 1000.0
 
     def run(self, seconds: float) -> None:
@@ -259,3 +275,111 @@ async def test_of_three_boxes_the_one_whose_clock_is_5_ms_ahead_silences_its_rad
             assert abs(clock.offset_ms - 5) <= clock.delay_ms / 2 + 0.5, clock
         finally:
             c.cleanup()
+
+
+@pytest.fixture
+def chronyd(tmp_path: Path) -> Iterator[Chronyd]:
+    daemon = Chronyd(tmp_path)
+    yield daemon
+    daemon.close()
+
+
+async def test_where_the_kernel_will_not_tell_chronyds_tracking_is_read_and_gates_the_radios(
+        chronyd: Chronyd) -> None:
+    """The installed unit's ProtectClock refuses adjtimex: the watch (and the doctor) ask chronyd through chronyc."""
+    chronyc = Chronyc(port=chronyd.port)
+    rig = Rig({"gw-b": Peer(0.1), "gw-c": Peer(-0.1)}, chrony=chronyc.tracking)
+    rig.kernel.timex = None
+    doctor = Box(Path("gateway.toml"), None, [], clock=lambda: None, chrony=chronyc.tracking)
+    await rig.watch.start()
+
+    await rig.watch.ask_chrony()  # chronyd with no source yet: not synchronised
+    rig.run(1)
+    assert rig.state() == "off"
+    assert rig.gate() == "chrony says this box's clock is not synchronised (chronyc tracking: no source it trusts)"
+    assert rig.asset()["source"] == "chrony" and rig.asset()["synchronised"] is False
+    [found] = clock_check.check(doctor)
+    assert found.status == "problem" and found.message.startswith("chrony says the clock is not synchronised")
+
+    await asyncio.to_thread(chronyd.serve)  # the SNTP source answers: chronyd synchronises to it
+    line = chronyd.tracking()
+    fields = line.split(",")  # chronyc(1): |System time| + Root dispersion + Root delay / 2, in seconds
+    bound = (abs(float(fields[4])) + float(fields[11]) + float(fields[10]) / 2) * 1000
+    assert parse(line).error_bound_ms == pytest.approx(bound) and parse(line).reference == "127.0.0.1"
+
+    await rig.watch.ask_chrony()
+    rig.run(1)
+    reading = rig.watch.last
+    assert reading is not None and reading.source == "chrony" and reading.chrony is not None
+    tracking = reading.chrony
+    assert tracking.synchronised and tracking.leap == "Normal" and tracking.reference == "127.0.0.1"
+    assert reading.est_error_ms == tracking.error_bound_ms == pytest.approx(
+        abs(tracking.offset_ms) + tracking.root_dispersion_ms + tracking.root_delay_ms / 2)
+    asset = rig.asset()
+    assert asset["synchronised"] is True and asset["chrony"]["reference"] == "127.0.0.1"  # type: ignore[index]
+    # An error over the bound closes the gate; under it, the same word lets the radios transmit.
+    tight = Rig(chrony=chronyc.tracking, bound_ms=tracking.error_bound_ms / 2)
+    tight.kernel.timex = None
+    await tight.watch.ask_chrony()
+    tight.run(1)
+    gate = tight.gate()
+    assert tight.state() == "off" and gate is not None and "(chrony's error bound: |offset| + root dispersion + " \
+        "root delay / 2)" in gate
+    loose = Rig(chrony=chronyc.tracking, bound_ms=tracking.error_bound_ms * 2 + 1)
+    loose.kernel.timex = None
+    await loose.watch.ask_chrony()
+    loose.run(1)
+    assert loose.state() == "ok" and loose.gate() is None and loose.watch.last.source == "chrony"  # type: ignore[union-attr]
+    [found] = clock_check.check(doctor)
+    assert found.status == "ok" and found.message.startswith("synchronised to 127.0.0.1 (chrony's error bound ")
+
+
+async def test_the_running_watch_asks_chronyd_from_a_worker_thread_only_while_the_kernel_has_no_word(
+        chronyd: Chronyd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clock_watch, "INTERVAL_S", 0.05)
+    monkeypatch.setattr(clock_watch, "CHRONY_S", 0.2)  # (5 s on a box)
+    chronyc = Chronyc(port=chronyd.port)
+    questions: list[float] = []
+
+    def tracking() -> Tracking | None:
+        assert threading.current_thread() is not threading.main_thread()  # chronyc waits in a worker thread
+        questions.append(time.monotonic())
+        return chronyc.tracking()
+
+    rig = Rig(chrony=tracking)
+    rig.kernel.timex = None
+    task = asyncio.create_task(rig.watch.run())
+    try:
+        await until(lambda: rig.watch.last is not None and rig.watch.last.source == "chrony", 5, "chronyd's word")
+        await asyncio.sleep(0.6)
+        assert 2 <= len(questions) <= 5 and min(b - a for a, b in itertools.pairwise(questions)) >= 0.15, questions
+        rig.kernel.set(SYNCED, 300)  # the kernel's word again: chronyd is no longer asked
+        await until(lambda: rig.watch.last is not None and rig.watch.last.source == "kernel", 5, "the kernel's word")
+        count = len(questions)
+        await asyncio.sleep(0.5)
+        assert len(questions) == count
+    finally:
+        task.cancel()
+
+
+async def test_with_neither_the_kernel_nor_chronyd_answering_the_clock_has_no_word() -> None:
+    chronyc = Chronyc(port=free_udp_port())  # nobody there
+    rig = Rig(chrony=chronyc.tracking)
+    rig.kernel.timex = None
+    await rig.watch.ask_chrony()
+    rig.run(1)
+    assert rig.watch.last is not None and rig.watch.last.synchronised is None and rig.watch.last.source is None
+    assert rig.gate() is None and chronyc.error is not None
+    assert chronyc.error.startswith(f"chronyd at 127.0.0.1:{chronyc.port} does not answer") or \
+        chronyc.error.startswith("chronyc is not installed")
+
+
+def test_libc_is_found_once_not_at_every_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ctypes.util.find_library runs ldconfig in a subprocess: the watch reads the kernel every second."""
+    first = kernel_clock()
+
+    def found_again(name: str) -> str:
+        raise AssertionError(f"find_library({name!r}) again")
+
+    monkeypatch.setattr(ctypes.util, "find_library", found_again)
+    assert [kernel_clock() is None for _ in range(3)] == [first is None] * 3

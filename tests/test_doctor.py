@@ -33,9 +33,10 @@ from drivers.wristband.hci_port import HciPort
 from gateway import cli
 from gateway.api import tls
 from gateway.box import doctor
-from gateway.box.check import Box, Finding, Timex, kernel_clock
+from gateway.box.check import Box, Finding
 from gateway.box.checklist import CHECKS, Entry
 from gateway.database import open_database
+from gateway.kernel_clock import Timex, kernel_clock
 from peers.mosquitto import Mosquitto, TlsFiles
 from peers.socat import SocatPair
 from tests.conftest import ROOT, Daemon, demo_config, free_port, require

@@ -10,37 +10,20 @@ clock is not synchronised (adjtimex: STA_UNSYNC), it waits for the synchronisati
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.wristband.protocol import MAX_SEQUENCE
-
-STA_UNSYNC = 0x0040  # the kernel's clock status: not synchronised to a time source
-
-
-class _Timex(ctypes.Structure):
-    """The head of the kernel's `struct timex` (its fields up to `status`), then room for the rest."""
-
-    _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
-                ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-                ("rest", ctypes.c_byte * 256)]
+from gateway.driver import kernel_clock
 
 
 def clock_synchronised() -> bool | None:
     """Whether the kernel says its clock is synchronised to a time source (NTP, PTP, GPS); None when it cannot be
     asked (not Linux, or the call is filtered)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    libc = ctypes.CDLL(name, use_errno=True)
-    timex = _Timex()  # modes 0: read only, no privilege needed
-    if libc.adjtimex(ctypes.byref(timex)) < 0:
-        return None
-    return not timex.status & STA_UNSYNC
+    timex = kernel_clock()
+    return None if timex is None else timex.synchronised
 
 
 class StateError(ValueError):

@@ -1,12 +1,10 @@
 """What a doctor check is: a function of the box (`Box`) that says how one subject stands (`Finding`s), each
 `ok`, `warn` (the box runs, a tech should know), `problem` (fix it before doors: the fix is given) or `skipped`
 (with why). `Box` is where the checks read the box: the configuration, and the few places a test may point
-elsewhere at the same seams (the kernel's clock state, the file system's root for /proc, /sys and /dev)."""
+elsewhere at the same seams (the kernel's clock state, chronyd's, the file system's root for /proc, /sys and /dev)."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway import config as configuration
+from gateway.chrony import Chronyc, Tracking
+from gateway.kernel_clock import Timex, kernel_clock
 
 Status = Literal["ok", "warn", "problem", "skipped"]
 STATUSES: tuple[Status, ...] = ("ok", "warn", "problem", "skipped")
@@ -44,35 +44,6 @@ def skipped(why: str, subject: str = "") -> Finding:
     return Finding("skipped", why, None, subject)
 
 
-@dataclass(frozen=True)
-class Timex:
-    """The kernel's clock state as adjtimex(2) reads it: `status` bits (STA_UNSYNC: not synchronised), and the
-    maximum and estimated errors in microseconds."""
-
-    status: int
-    max_error_us: int
-    est_error_us: int
-
-
-class _Timex(ctypes.Structure):
-    """The head of the kernel's `struct timex` (its fields up to `status`), then room for the rest."""
-
-    _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
-                ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-                ("rest", ctypes.c_byte * 256)]
-
-
-def kernel_clock() -> Timex | None:
-    """adjtimex(2) with no modes (a read: no privilege needed); None where it cannot be asked."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    timex = _Timex()
-    if ctypes.CDLL(name, use_errno=True).adjtimex(ctypes.byref(timex)) < 0:
-        return None
-    return Timex(timex.status, timex.maxerror, timex.esterror)
-
-
 @dataclass
 class Box:
     """The box the checks look at: its configuration (`config` None when the file does not load: `problems`
@@ -82,6 +53,7 @@ class Box:
     config: configuration.Config | None
     problems: list[str]  # the configuration's, as check-config prints them
     clock: Callable[[], Timex | None] = kernel_clock
+    chrony: Callable[[], Tracking | None] = field(default_factory=lambda: Chronyc().tracking)  # chronyd's tracking
     root: Path = Path("/")  # /proc, /sys and /dev are read under it
     timeout_s: float = 3.0  # what one network exchange of a check may take
     _shared: dict[str, Any] = field(default_factory=dict)

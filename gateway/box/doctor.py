@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway import config as configuration
-from gateway.box.check import STATUSES, Box, Finding, Timex, kernel_clock, problem, skipped
+from gateway.box.check import STATUSES, Box, Finding, problem, skipped
 from gateway.box.checklist import CHECKS, Entry
+from gateway.kernel_clock import Timex, kernel_clock
 
 BUDGET_S = 8.0  # the longest a check may take: its network exchanges are bounded by Box.timeout_s within it
 DEFAULT_CONFIG = "/etc/venue-gateway/gateway.toml"

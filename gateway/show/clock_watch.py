@@ -1,12 +1,16 @@
 """The box's clock against the show's bound (a Unit): every second, the kernel's word on the clock (adjtimex, read
-only: STA_UNSYNC, and the estimated and maximum errors chronyd keeps there) and, in a shared show, the other boxes'
-clocks (`SharedShow.clocks()`: each one's offset from this box's, by the exchange of least round trip). Past the
+only: STA_UNSYNC, and the estimated and maximum errors chronyd keeps there) or, where the kernel will not tell,
+chrony's own (`chronyc tracking`, asked every few seconds from a worker thread), and, in a shared show, the other
+boxes' clocks (`SharedShow.clocks()`: each one's offset from this box's, by the exchange of least round trip). Past the
 bound it sets `engine.clock_gate` to the reason (every radio then sends nothing and answers an effect "not sent:
 <reason>"), raises the standing alert `clock_off`, and says so in the twin's `clock` asset; back within it, with some
 margin and for some time (so it does not flap), the gate and the alert clear.
 
 The rules, in a shared show (`bound_ms` is `[show.shared] clock_bound_ms`):
 - the kernel says the clock is not synchronised, or chrony's estimated error (adjtimex `esterror`) is over the bound;
+  where adjtimex is refused (the installed unit's ProtectClock filters it, even a read), chronyd's tracking in its
+  place (gateway/chrony.py): its leap status "Not synchronised", or its error bound (|offset| + root dispersion +
+  root delay / 2, chronyc(1)) over the bound;
 - the show clock has left the wall clock by more than the bound (the wall clock was stepped after the gateway
   started: the show clock, anchored once, did not follow);
 - this box's offset from the median of the show's clocks (its own counted as 0) is over the bound plus the
@@ -14,9 +18,9 @@ The rules, in a shared show (`bound_ms` is `[show.shared] clock_bound_ms`):
   and neither is the majority: their disagreement is reported (state "disagree", the alert) but does not silence
   both radios, since each box's kernel rule still holds its own clock to the bound.
 A clock the kernel never saw synchronised during this run (a machine with no time daemon: a test bench) has no
-kernel word, nor has a process the kernel will not tell (the installed unit's ProtectClock filters adjtimex, even
-a read); the peers' exchange and the step are then the measures. The installed box starts only once chrony has
-synchronised (time-sync.target), and `venue-gateway doctor`, run as root, reads the kernel's word.
+kernel word, nor has a process the kernel will not tell; chronyd is then asked, and a box with neither word (no
+chronyd answering) has the peers' exchange and the step as its measures. The installed box starts only once chrony
+has synchronised (time-sync.target), and `venue-gateway doctor` reads the same words.
 
 A single box (no shared show) runs no clock watch: its bands all hear its one clock, so an offset does not spread
 their starts, its radio refuses by itself to start on a clock the kernel says is not synchronised
@@ -34,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from gateway.alerts import Alerts
-from gateway.box.check import Timex, kernel_clock
+from gateway.chrony import Chronyc, Tracking
+from gateway.kernel_clock import Timex, kernel_clock
 from gateway.show.engine import ShowEngine
 from gateway.supervisor import Unit
 from gateway.twin import Twin, TwinFrozen
@@ -45,7 +50,8 @@ ASSET = "clock"
 ALERT = "clock_off"
 OWNER = "clock_watch"
 INTERVAL_S = 1.0
-STA_UNSYNC = 0x0040  # the kernel's clock status: not synchronised to a time source
+CHRONY_S = 5.0  # chronyd is asked this often while the kernel has no word ...
+CHRONY_STALE_S = 3 * CHRONY_S  # ... and its last answer counts for this long
 CLEAR_SHARE = 0.8  # a gate clears once the clock is back within this share of the bound ...
 CLEAR_HOLD_S = 10.0  # ... for this long
 REPORT_S = 10.0  # the twin's figures are refreshed this often (a change of state or synchronisation at once)
@@ -53,6 +59,7 @@ FIX = ("check the box's time source: `chronyc sources` on the box (its NTP serve
        "every box of the show), `venue-gateway doctor`; the radio transmits again by itself once the clock is back")
 
 State = Literal["ok", "off", "disagree", "unknown"]
+Source = Literal["kernel", "chrony"]
 SEVERITY: dict[State, int] = {"ok": 0, "disagree": 1, "off": 2}
 
 
@@ -76,13 +83,15 @@ Clocks = Callable[[], Mapping[str, PeerClock]]
 class Reading:
     """One second's word on the box's clock."""
 
-    synchronised: bool | None  # None: the kernel cannot be asked (a filter) or has no word (never synchronised)
-    est_error_ms: float | None
+    synchronised: bool | None  # None: neither the kernel (a filter, or never synchronised) nor chronyd has a word
+    est_error_ms: float | None  # the kernel's estimated error, or chrony's error bound
     max_error_ms: float | None
     step_ms: float  # the show clock minus the wall clock
     offset_ms: float | None  # this box's clock minus the show's median (None: no other box heard)
     uncertainty_ms: float
     peers: Mapping[str, float]  # each other box heard: its clock minus this one's
+    source: Source | None = "kernel"  # whose word `synchronised` and `est_error_ms` are
+    chrony: Tracking | None = None  # chronyd's tracking, when it is the source
 
 
 def show_offset(clocks: Mapping[str, PeerClock]) -> tuple[float, float] | None:
@@ -98,9 +107,13 @@ def judge(reading: Reading, bound_ms: float) -> tuple[State, str | None]:
     """The state of the clock against `bound_ms` and what is wrong with it (None: nothing). The radios must not
     transmit in state "off", for that reason."""
     if reading.synchronised is False:
+        if reading.source == "chrony":
+            return "off", "chrony says this box's clock is not synchronised (chronyc tracking: no source it trusts)"
         return "off", "the kernel says this box's clock is not synchronised (adjtimex: STA_UNSYNC)"
     if reading.est_error_ms is not None and reading.est_error_ms > bound_ms:
-        return "off", (f"this box's clock may be off by {reading.est_error_ms:.2f} ms (chrony's estimated error), "
+        said = ("chrony's error bound: |offset| + root dispersion + root delay / 2" if reading.source == "chrony"
+                else "chrony's estimated error")
+        return "off", (f"this box's clock may be off by {reading.est_error_ms:.2f} ms ({said}), "
                        f"more than the show's bound of {bound_ms:g} ms")
     if abs(reading.step_ms) > bound_ms:
         return "off", (f"the show clock is {reading.step_ms:+.1f} ms from the wall clock (the clock was stepped after "
@@ -117,16 +130,21 @@ def judge(reading: Reading, bound_ms: float) -> tuple[State, str | None]:
 
 class ClockWatch(Unit):
     """Watches the clock every second (see the module's doc): `bound_ms` is the shared show's, `clocks` its other
-    boxes' clocks; `kernel` reads adjtimex (the seam a test points elsewhere)."""
+    boxes' clocks; `kernel` reads adjtimex and `chrony` asks chronyd (blocking: called from a worker thread), the
+    seams a test points elsewhere."""
 
     def __init__(self, engine: ShowEngine, twin: Twin, alerts: Alerts, *, bound_ms: float, clocks: Clocks,
-                 kernel: Callable[[], Timex | None] = kernel_clock) -> None:
+                 kernel: Callable[[], Timex | None] = kernel_clock,
+                 chrony: Callable[[], Tracking | None] | None = None) -> None:
         self._engine = engine
         self._twin = twin
         self._alerts = alerts
         self._bound_ms = bound_ms
         self._clocks = clocks
         self._kernel = kernel
+        self._chrony = chrony or Chronyc().tracking
+        self._tracking: tuple[float, Tracking] | None = None  # chronyd's last answer, and when (monotonic)
+        self._asked = -CHRONY_S
         self._ever_synced = False
         self.state: State = "unknown"
         self.message: str | None = None  # what is wrong with the clock
@@ -140,8 +158,18 @@ class ClockWatch(Unit):
 
     async def run(self) -> None:
         while True:
+            mono = time.monotonic()
+            if (self.last is None or self.last.source != "kernel") and mono - self._asked >= CHRONY_S:
+                await self.ask_chrony()
             self.tick(time.monotonic())
             await asyncio.sleep(INTERVAL_S)
+
+    async def ask_chrony(self) -> None:
+        """chronyd's tracking, asked from a worker thread (chronyc waits for its answer), kept for the next reads."""
+        self._asked = time.monotonic()
+        tracking = await asyncio.to_thread(self._chrony)
+        if tracking is not None:
+            self._tracking = (time.monotonic(), tracking)
 
     async def stop(self) -> None:
         if self.reason is not None:  # a gate this unit set is not left behind it
@@ -154,16 +182,21 @@ class ClockWatch(Unit):
         timex = self._kernel()
         synchronised: bool | None = None
         est = top = None
+        source: Source | None = None
+        chrony: Tracking | None = None
         if timex is not None:
-            self._ever_synced = self._ever_synced or not timex.status & STA_UNSYNC
-            if self._ever_synced:
-                synchronised = not timex.status & STA_UNSYNC
-                est, top = timex.est_error_us / 1000, timex.max_error_us / 1000
+            self._ever_synced = self._ever_synced or timex.synchronised
+        if timex is not None and self._ever_synced:
+            source, synchronised = "kernel", timex.synchronised
+            est, top = timex.est_error_us / 1000, timex.max_error_us / 1000
+        elif self._tracking is not None and time.monotonic() - self._tracking[0] <= CHRONY_STALE_S:
+            chrony = self._tracking[1]
+            source, synchronised, est = "chrony", chrony.synchronised, chrony.error_bound_ms
         step_ms = (self._engine.wall(time.monotonic()) - time.time()) * 1000
         peers = self._clocks()
         offset = show_offset(peers)
         return Reading(synchronised, est, top, step_ms, offset[0] if offset else None, offset[1] if offset else 0.0,
-                       {name: c.offset_ms for name, c in peers.items()})
+                       {name: c.offset_ms for name, c in peers.items()}, source, chrony)
 
     def tick(self, mono: float) -> None:
         """One second's watch: read, judge, gate or clear, report."""
@@ -224,5 +257,6 @@ class ClockWatch(Unit):
                        step_ms=round(r.step_ms, 3),
                        offset_ms=None if r.offset_ms is None else round(r.offset_ms, 3),
                        uncertainty_ms=round(r.uncertainty_ms, 3),
-                       peers={k: round(v, 3) for k, v in r.peers.items()})
+                       peers={k: round(v, 3) for k, v in r.peers.items()}, source=r.source,
+                       chrony=None if r.chrony is None else r.chrony.document())
         return doc

@@ -1,4 +1,5 @@
-"""The kernel's clock synchronised to a time source: the show clock is the wall clock (wristband packets and
+"""The kernel's clock synchronised to a time source (adjtimex; where that is refused, chronyd's tracking through
+chronyc, then systemd's timedatectl): the show clock is the wall clock (wristband packets and
 effects start at absolute times, compliance minutes are stamped by it), and the unit starts the gateway only once
 the clock is synchronised (time-sync.target: chrony-wait on the image). In a shared show, the running gateway's
 clock watch too (gateway/show/clock_watch.py): whether its radios are silenced because this box's clock is off the
@@ -13,7 +14,6 @@ from typing import Any
 from gateway.box.check import Box, Finding, ok, problem, skipped, warn
 from gateway.box.health import health
 
-STA_UNSYNC = 0x0040  # the kernel's clock status: not synchronised to a time source
 FIX = ("give the box a time source it can reach, one on the venue LAN or the internet's: on the image chrony "
        "(`chronyc sources` shows what it hears; the venue's NTP server from timesyncd.conf on the card, in "
        "/etc/chrony/sources.d/), elsewhere chrony or systemd-timesyncd (timedatectl set-ntp true; the server in NTP= "
@@ -28,14 +28,27 @@ def check(box: Box) -> list[Finding]:
 
 def _kernel(box: Box) -> list[Finding]:
     state = box.clock()
-    if state is None:  # adjtimex refused (a filter) or not there: ask systemd
-        return _timedatectl()
-    if state.status & STA_UNSYNC:
+    if state is None:  # adjtimex refused (a filter) or not there: ask chronyd, then systemd
+        return _chrony(box) or _timedatectl()
+    if not state.synchronised:
         return [problem(f"the kernel says the clock is not synchronised to a time source (adjtimex: STA_UNSYNC, "
                         f"maximum error {state.max_error_us / 1e6:g} s)", FIX)]
     return [ok(f"synchronised (the kernel's estimated error {state.est_error_us / 1000:g} ms, at most "
                f"{state.max_error_us / 1000:g} ms)", est_error_us=state.est_error_us,
                max_error_us=state.max_error_us)]
+
+
+def _chrony(box: Box) -> list[Finding]:
+    """chronyd's word (none when it does not answer)."""
+    tracking = box.chrony()
+    if tracking is None:
+        return []
+    figures = tracking.document()
+    if not tracking.synchronised:
+        return [problem("chrony says the clock is not synchronised to a time source (chronyc tracking: leap status "
+                        "Not synchronised)", FIX, "", **figures)]
+    return [ok(f"synchronised to {tracking.reference} (chrony's error bound {tracking.error_bound_ms:.3g} ms: "
+               f"|offset| + root dispersion + root delay / 2)", "", **figures)]
 
 
 def _watch(box: Box) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ daemon is first a clock with no source ("Not synchronised") and then one synchro
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
 import socket
 import struct
@@ -59,9 +60,10 @@ class Sntp:
 
 
 class Chronyd:
-    """chronyd on its own command port (`port`), polling `sntp` every 1/16 s; `close` stops both."""
+    """chronyd on its own command port (`port`), polling `sntp` every 1/16 s; `close` stops both. `env` is added to
+    its environment (libfaketime's, for a daemon whose clock is off)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, env: dict[str, str] | None = None) -> None:
         program = shutil.which("chronyd") or next((p for p in ("/usr/sbin/chronyd",) if Path(p).exists()), None)
         if program is None or shutil.which("chronyc") is None:
             raise PeerMissing("chronyd and chronyc (Debian package chrony)")
@@ -73,7 +75,8 @@ class Chronyd:
                         f"server {LOOPBACK} port {self.sntp.port} iburst minpoll -4 maxpoll -4\n")
         self.log = directory / "chronyd.log"
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([program, "-x", "-d", "-f", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([program, "-x", "-d", "-f", str(conf)], stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **(env or {})})
         self.wait(lambda line: line.split(",")[-1] != "", "its command port to answer")
 
     def tracking(self) -> str:

@@ -317,21 +317,45 @@ async def test_where_the_kernel_will_not_tell_chronyds_tracking_is_read_and_gate
         abs(tracking.offset_ms) + tracking.root_dispersion_ms + tracking.root_delay_ms / 2)
     asset = rig.asset()
     assert asset["synchronised"] is True and asset["chrony"]["reference"] == "127.0.0.1"  # type: ignore[index]
-    # An error over the bound closes the gate; under it, the same word lets the radios transmit.
-    tight = Rig(chrony=chronyc.tracking, bound_ms=tracking.error_bound_ms / 2)
+    # An error over the bound closes the gate; under it, the same word lets the radios transmit (the same answer:
+    # chronyd's estimate moves from one question to the next while it has few samples).
+    tight = Rig(chrony=lambda: tracking, bound_ms=tracking.error_bound_ms / 2)
     tight.kernel.timex = None
     await tight.watch.ask_chrony()
     tight.run(1)
     gate = tight.gate()
     assert tight.state() == "off" and gate is not None and "(chrony's error bound: |offset| + root dispersion + " \
         "root delay / 2)" in gate
-    loose = Rig(chrony=chronyc.tracking, bound_ms=tracking.error_bound_ms * 2 + 1)
+    loose = Rig(chrony=lambda: tracking, bound_ms=tracking.error_bound_ms * 2 + 1)
     loose.kernel.timex = None
     await loose.watch.ask_chrony()
     loose.run(1)
     assert loose.state() == "ok" and loose.gate() is None and loose.watch.last.source == "chrony"  # type: ignore[union-attr]
     [found] = clock_check.check(doctor)
     assert found.status == "ok" and found.message.startswith("synchronised to 127.0.0.1 (chrony's error bound ")
+
+
+@pytest.mark.skipif(not SKEW, reason="libfaketime is not installed (Debian's faketime)")
+async def test_a_chronyd_whose_clock_is_50_ms_off_its_source_says_so_its_bound_covers_it_and_the_gate_closes(
+        tmp_path: Path) -> None:
+    """chronyd -x cannot correct the clock it sees (libfaketime puts it 50 ms ahead of the SNTP source): its
+    tracking says so, and its bound covers the true error (within the SNTP server's own ms)."""
+    daemon = Chronyd(tmp_path, {**SKEW, "FAKETIME": "+0.050"})
+    try:
+        await asyncio.to_thread(daemon.serve)
+        chronyc = Chronyc(port=daemon.port)
+        rig = Rig({"gw-b": Peer(0.1), "gw-c": Peer(-0.1)}, chrony=chronyc.tracking, bound_ms=BOUND_MS)
+        rig.kernel.timex = None
+        await rig.watch.ask_chrony()
+        rig.run(1)
+        reading = rig.watch.last
+        assert reading is not None and reading.chrony is not None and reading.chrony.offset_ms > 0  # ahead: "fast"
+        assert reading.est_error_ms is not None and reading.est_error_ms > 45, reading.chrony
+        gate = rig.gate()
+        assert rig.state() == "off" and gate is not None and gate.startswith("this box's clock may be off by ")
+        assert ALERT in rig.alerts.standing
+    finally:
+        daemon.close()
 
 
 async def test_the_running_watch_asks_chronyd_from_a_worker_thread_only_while_the_kernel_has_no_word(

@@ -77,7 +77,11 @@ class Chronyd:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen([program, "-x", "-d", "-f", str(conf)], stdout=out, stderr=subprocess.STDOUT,
                                          env={**os.environ, **(env or {})})
-        self.wait(lambda line: line.split(",")[-1] != "", "its command port to answer")
+        try:
+            self.wait(lambda line: line.split(",")[-1] != "", "its command port to answer")
+        except RuntimeError:
+            self.close()
+            raise
 
     def tracking(self) -> str:
         """`chronyc -c tracking` as this daemon answers it ("" while it does not)."""

@@ -8,10 +8,10 @@ BIN    := $(VENV)/bin
 # independent protocol dissector, OLA as an independent Art-Net and sACN receiver, socat for pseudo-terminal pairs,
 # liblo-tools (oscsend, oscdump) as an independent OSC sender and receiver, mosquitto as the MQTT broker, chromium
 # with chromium-driver as the real browser the dashboard's tests drive (Selenium), and firefox-esr (WebDriver BiDi);
-# postgresql for the fleet mirror's database, nats-server as a broker cluster (MQTT and JetStream), and faketime to
-# run a gateway whose wall clock is off by a set amount.
+# postgresql for the fleet mirror's database, nats-server as a broker cluster (MQTT and JetStream), faketime to
+# run a gateway whose wall clock is off by a set amount, and chrony (a chronyd that never touches the clock).
 TEST_PEERS := util-linux mount tshark ola socat liblo-tools mosquitto chromium chromium-driver firefox-esr \
-  systemd systemd-container avahi-daemon avahi-utils dbus iproute2 postgresql nats-server faketime
+  systemd systemd-container avahi-daemon avahi-utils dbus iproute2 postgresql nats-server faketime chrony
 # What `make run` brings up beside the gateway when it can: Mosquitto, the demo's local MQTT broker.
 DEMO_PEERS := mosquitto
 

@@ -18,11 +18,15 @@ from bench import (
     ble_frames,
     cloud,
     dashboard,
+    failover,
+    fleet,
     inference,
     ingest,
     laeq,
     live,
     modbus,
+    multibox,
+    multibox_bus,
     osc_artnet,
     osc_garbage,
     show,
@@ -49,6 +53,10 @@ BENCHMARKS: list[tuple[str, Callable[[], list[Figure]]]] = [
     ("laeq", laeq.run),
     ("inference", inference.run),
     ("dashboard", dashboard.run),
+    ("multibox_bus", multibox_bus.run),
+    ("multibox", multibox.run),
+    ("failover", failover.run),
+    ("fleet", fleet.run),
 ]
 
 

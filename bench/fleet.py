@@ -49,6 +49,11 @@ KILL_AT_S, RESTART_AT_S = 6.0, 9.0
 KILL_RESEND = 0.02  # the share of batches and events the boxes send twice (as reconnects do)
 ALONE_GROUP = 100  # PostgreSQL alone: batches to a transaction (the mirror commits what has arrived, up to 500)
 QUERIES = 500  # snapshot queries of each kind (a venue's takes tens of ms: 500 keep the run within minutes)
+# The twins just before the gateway's periodic snapshot (300 s): a change per asset a second since the last one
+WORST_BOXES = 20
+WORST_SECONDS = 30.0  # a fold every 0.1 s (the load's tick), 200 readings/s a box: a change per asset each fold
+WORST_CHANGES_PER_ASSET = 300
+WORST_QUERIES = 100  # a venue's answer then takes a third of a second
 CATCH_UP_S = 120.0
 POLL_S = 0.05
 VENUE_GATEWAY = str(ROOT / ".venv/bin/venue-gateway")
@@ -71,9 +76,9 @@ def send(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
-def load_argv(broker_url: str, ledger: Path, *options: str) -> list[str]:
+def load_argv(broker_url: str, ledger: Path, *options: str, boxes: int = BOXES) -> list[str]:
     """The fleet's boxes in a process of their own (bench/fleet_load.py), their ledger written to `ledger`."""
-    return [PYTHON, "-m", "bench.fleet_load", "--broker", broker_url, "--boxes", str(BOXES), "--boxes-per-venue",
+    return [PYTHON, "-m", "bench.fleet_load", "--broker", broker_url, "--boxes", str(boxes), "--boxes-per-venue",
             str(BOXES_PER_VENUE), "--assets", str(ASSETS), "--progress-s", "5", "--ledger", str(ledger), *options]
 
 
@@ -332,14 +337,55 @@ async def check_and_query(ledger: dict[str, Any], database: str, http_port: int,
         queries = await snapshot_queries(http_port, ledger)
     finally:
         await counts.close()
-    changes = sum(b["twin_version"] - b["snapshot_version"] for b in ledger["boxes"]) / len(ledger["boxes"])
     return Killed(expected, lost, doubled, dropped, ledger["resent"], twins, len(ledger["boxes"]), catch_up,
-                  changes, queries)
+                  changes_after_snapshot(ledger), queries)
 
 
 # -- snapshot queries ------------------------------------------------------------------------------------
-async def snapshot_queries(port: int, ledger: dict[str, Any]) -> dict[str, list[float]]:
-    """QUERIES of each: one box's twin, and a venue's (10 boxes) in one answer; one at a time, keep-alive."""
+@dataclass
+class Queries:
+    changes: float  # the twin changes after each box's last snapshot, on average: what a twin query folds
+    latency: dict[str, list[float]]
+
+
+def worst_case_queries(tmp: Path, pg: Postgres) -> Queries:
+    """Twins as they are just before the periodic snapshot (the gateway's default, 300 s): WORST_BOXES boxes whose
+    changes since their last snapshot are what 300 s of a change per asset a second leave, made in WORST_SECONDS
+    by folding more often; then the same queries."""
+    tmp.mkdir()
+    port = free_port()
+    url = f"mqtt://{LOOPBACK}:{port}"
+    database = pg.database("fleet_worst")
+    fold_s = WORST_SECONDS / WORST_CHANGES_PER_ASSET
+    with broker(tmp / "broker", port), Replicas(tmp, url, database, 1, "worst") as replicas:
+        ledger_path = tmp / "ledger.json"
+        with child(load_argv(url, ledger_path, "--rate", "200", "--seconds", str(WORST_SECONDS), "--fold-s",
+                             str(fold_s), "--events-per-s", "0", boxes=WORST_BOXES), tmp / "load.log") as generator:
+            generator.wait()
+        ledger = orjson.loads(ledger_path.read_bytes())
+        database_ready = Counts(database)
+
+        async def measure() -> Queries:
+            try:
+                polls = await watch(database_ready, ledger["readings"], CATCH_UP_S)
+                if polls[-1][1] < ledger["readings"]:
+                    raise RuntimeError("the worst case's readings did not all reach the database")
+                return Queries(changes_after_snapshot(ledger),
+                               await snapshot_queries(replicas.ports[0], ledger, WORST_QUERIES))
+            finally:
+                await database_ready.close()
+
+        return asyncio.run(measure())
+
+
+def changes_after_snapshot(ledger: dict[str, Any]) -> float:
+    """The twin changes after each box's last snapshot, on average: what a query of its twin folds."""
+    total: int = sum(b["twin_version"] - b["snapshot_version"] for b in ledger["boxes"])
+    return total / len(ledger["boxes"])
+
+
+async def snapshot_queries(port: int, ledger: dict[str, Any], count: int = QUERIES) -> dict[str, list[float]]:
+    """`count` of each: one box's twin, and a venue's (10 boxes) in one answer; one at a time, keep-alive."""
     rng = random.Random(5)
     boxes = [(b["venue"], b["gateway_id"]) for b in ledger["boxes"]]
     venues = sorted({v for v, _ in boxes})
@@ -348,7 +394,7 @@ async def snapshot_queries(port: int, ledger: dict[str, Any]) -> dict[str, list[
     async with aiohttp.ClientSession() as http:
         for kind, paths in (("box", [f"/gateways/{v}/{g}/twin" for v, g in boxes]),
                             ("venue", [f"/venues/{v}/twins" for v in venues])):
-            for i in range(QUERIES + 50):
+            for i in range(count + 50):
                 path = rng.choice(paths)
                 began = time.perf_counter()
                 async with http.get(base + path) as response:
@@ -361,6 +407,16 @@ async def snapshot_queries(port: int, ledger: dict[str, Any]) -> dict[str, list[
 
 
 # -- the run ---------------------------------------------------------------------------------------------
+def queries_figures(when: str, latency: dict[str, list[float]]) -> list[Figure]:
+    def ms(kind: str, p: float) -> float:
+        return percentile([s * 1000 for s in latency[kind]], p)
+
+    return [Figure(f"fleet: snapshot query p99{when}, one box", ms("box", 99), "ms", peer=ms("box", 50),
+                   peer_label="p50"),
+            Figure(f"fleet: snapshot query p99{when}, a venue of {BOXES_PER_VENUE} boxes", ms("venue", 99), "ms",
+                   peer=ms("venue", 50), peer_label="p50")]
+
+
 def run() -> list[Figure]:
     title(f"Fleet: {BOXES} simulated boxes ({BOXES // BOXES_PER_VENUE} venues) on Mosquitto into PostgreSQL by "
           f"{', '.join(map(str, REPLICAS))} mirror replicas; a replica killed under load; snapshot queries")
@@ -403,6 +459,7 @@ def run() -> list[Figure]:
                   f"replicas {cpu.get('replicas', 0) * 1e5 / rates[count].readings:.2f} s, PostgreSQL "
                   f"{cpu.get('postgres', 0) * 1e5 / rates[count].readings:.2f} s", flush=True)
         killed = killed_replica(tmp / "kill", pg)
+        worst = worst_case_queries(tmp / "worst", pg)
     print(f"(the fleet benchmark took {time.monotonic() - began:.0f} s; load average {load_before} before, "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} after)")
     print(f"replica killed under load: {killed.readings:,} readings in the ledger, {killed.lost} lost, "
@@ -415,6 +472,11 @@ def run() -> list[Figure]:
     print(latency_line("snapshot of one box (GET /gateways/V/ID/twin)  ", killed.queries["box"]))
     print(latency_line(f"snapshot of a venue of {BOXES_PER_VENUE} boxes (GET /venues/V/twins)",
                        killed.queries["venue"]))
+    print(f"the same, just before the periodic snapshot: {WORST_BOXES} boxes, each twin its snapshot and "
+          f"{worst.changes:,.0f} changes after it")
+    print(latency_line("snapshot of one box (GET /gateways/V/ID/twin)  ", worst.latency["box"]))
+    print(latency_line(f"snapshot of a venue of {BOXES_PER_VENUE} boxes (GET /venues/V/twins)",
+                       worst.latency["venue"]))
     for count in REPLICAS:
         figures.append(Figure(f"fleet: readings/s into PostgreSQL, {count} replica{'s' if count > 1 else ''}, "
                               f"{BOXES} boxes", rates[count].rate, "/s", better="higher", peer=pg_alone.rate,
@@ -425,11 +487,8 @@ def run() -> list[Figure]:
         Figure("fleet: replica killed under load, readings doubled in the database", killed.doubled, "", 1, "lower"),
         Figure("fleet: replica killed under load, twins equal to the ledger", 100 * killed.twins_equal / killed.boxes,
                "%", 100, "higher"),
-        Figure("fleet: snapshot query p99, one box", percentile([s * 1000 for s in killed.queries["box"]], 99),
-               "ms", peer=percentile([s * 1000 for s in killed.queries["box"]], 50), peer_label="p50"),
-        Figure(f"fleet: snapshot query p99, a venue of {BOXES_PER_VENUE} boxes",
-               percentile([s * 1000 for s in killed.queries["venue"]], 99), "ms",
-               peer=percentile([s * 1000 for s in killed.queries["venue"]], 50), peer_label="p50"),
+        *queries_figures("", killed.queries),
+        *queries_figures(", before the periodic snapshot", worst.latency),
     ]
     return figures
 

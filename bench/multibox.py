@@ -239,12 +239,13 @@ def status(box: Box) -> str:
 
 
 def show_joined(box: Box) -> int | None:
-    """The show epoch the box's radio sends from, once it runs, the box is on the show's bus and it has heard every
-    other box and its clock (None until then)."""
+    """The show epoch the box's radio sends from, once it runs, the box is on the show's bus, it has heard every
+    other box and its clock, and its clock watch has had its first word (None until then)."""
     health = box.health()
     shared = health["services"]["shared"]["detail"]
     radio = health["drivers"]["radio"]
-    joined = radio["state"] == "running" and shared["bus"] == "online" and \
+    waiting = str(radio["detail"].get("clock_gate") or "").startswith("waiting for the show's clocks")
+    joined = radio["state"] == "running" and shared["bus"] == "online" and not waiting and \
         all(b["state"] == "online" and b["offset_ms"] is not None for b in shared["boxes"].values())
     return int(radio["detail"]["show_epoch_ms"]) if joined else None
 

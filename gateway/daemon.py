@@ -228,7 +228,8 @@ class Gateway:
             bound_ms = self.config.show.shared.clock_bound_ms  # the clock watch (gateway/show/clock_watch.py)
             self.supervisor.add("clock", "service", lambda: ClockWatch(
                 self.show, self.twin, self.alerts, bound_ms=bound_ms,
-                clocks=lambda: self.shared.clocks() if self.shared is not None else {}))
+                clocks=lambda: self.shared.clocks() if self.shared is not None else {},
+                unclocked=lambda: self.shared.unclocked() if self.shared is not None else ()))
         if (announce := announcer(self)) is not None:
             self.supervisor.add(UNIT_NAME, "service", announce)
         for dc in self.config.drivers:

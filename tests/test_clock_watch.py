@@ -28,7 +28,17 @@ from gateway.box.checks import clock as clock_check
 from gateway.chrony import Chronyc, Tracking, parse
 from gateway.kernel_clock import Timex, kernel_clock
 from gateway.show import clock_watch
-from gateway.show.clock_watch import ALERT, ASSET, CLEAR_HOLD_S, ClockWatch, PeerClock, Reading, judge, show_offset
+from gateway.show.clock_watch import (
+    ALERT,
+    ASSET,
+    CLEAR_HOLD_S,
+    FIRST_WORD_S,
+    ClockWatch,
+    PeerClock,
+    Reading,
+    judge,
+    show_offset,
+)
 from gateway.show.engine import ShowEngine
 from gateway.show.settings import ShowSection
 from gateway.twin import Twin
@@ -50,6 +60,9 @@ class Peer:
     offset_ms: float
     delay_ms: float = 0.4
     age_s: float = 1.0
+
+
+PEERS: dict[str, PeerClock] = {"gw-b": Peer(0.1), "gw-c": Peer(-0.1)}
 
 
 class Kernel:
@@ -148,6 +161,34 @@ async def test_a_clock_that_loses_its_synchronisation_is_off_at_once_one_never_s
     assert rig.gate() is None
 
 
+async def test_at_the_start_the_radios_wait_for_every_box_onlines_clock_at_most_a_while() -> None:
+    unclocked = ["gw-b", "gw-c"]
+    rig = Rig()
+    rig.watch = ClockWatch(rig.engine, rig.twin, rig.alerts, bound_ms=BOUND_MS, clocks=lambda: rig.peers,
+                           unclocked=lambda: unclocked, kernel=rig.kernel, chrony=unasked)
+    await rig.watch.start()
+    rig.kernel.set(SYNCED, 300)
+    rig.run(2)  # the bus not yet joined: no box's clock known
+    assert rig.gate() is not None and rig.gate().startswith("waiting for the show's clocks")  # type: ignore[union-attr]
+    assert rig.asset()["transmitting"] is False
+    rig.peers = {"gw-b": Peer(0.1)}  # one of the two boxes online has answered
+    unclocked.remove("gw-b")
+    rig.run(1)
+    assert rig.gate() is not None and rig.gate().startswith("waiting")  # type: ignore[union-attr]
+    rig.peers = {"gw-b": Peer(-5.0), "gw-c": Peer(-5.1)}  # both have: this box is 5 ms ahead of them
+    unclocked.clear()
+    rig.run(1)
+    assert rig.state() == "off" and "+5.00 ms from the show's" in (rig.gate() or "")  # never a copy sent before
+
+    alone = Rig(chrony=unasked)  # no other box ever answers: after FIRST_WORD_S the kernel's word alone
+    await alone.watch.start()
+    alone.kernel.set(SYNCED, 300)
+    alone.run(FIRST_WORD_S)
+    assert alone.gate() is not None
+    alone.run(1)
+    assert alone.gate() is None and alone.state() == "ok"
+
+
 def test_the_median_of_the_shows_clocks_is_the_reference_and_this_box_counts_as_zero() -> None:
     """Three boxes, each seen from itself: a's clock 0, b's 0.5 ms ahead of a's, c's 3.5 ms ahead."""
     seen_from = {"a": {"b": Peer(0.5), "c": Peer(3.5)}, "b": {"a": Peer(-0.5), "c": Peer(3.0)},
@@ -181,10 +222,12 @@ from gateway.alerts import Alerts
 from gateway.show.clock_watch import ClockWatch
 from gateway.show.engine import ShowEngine
 from gateway.show.settings import ShowSection
+from gateway.show.shared import PeerClock
 from gateway.twin import Twin
 twin = Twin("gw", "hall")
 engine = ShowEngine(ShowSection(), twin)
-watch = ClockWatch(engine, twin, Alerts(), bound_ms=2.0, clocks=dict, kernel=lambda: None)
+peers = {"gw-b": PeerClock(0.1, 0.4, 1.0), "gw-c": PeerClock(-0.1, 0.4, 1.0)}
+watch = ClockWatch(engine, twin, Alerts(), bound_ms=2.0, clocks=lambda: peers, kernel=lambda: None)
 watch.tick(time.monotonic())
 print(watch.state, flush=True)
 Path(sys.argv[1]).write_text("+0.005\\n")  # the wall clock stepped 5 ms ahead, the monotonic clock not
@@ -326,7 +369,7 @@ async def test_where_the_kernel_will_not_tell_chronyds_tracking_is_read_and_gate
     gate = tight.gate()
     assert tight.state() == "off" and gate is not None and "(chrony's error bound: |offset| + root dispersion + " \
         "root delay / 2)" in gate
-    loose = Rig(chrony=lambda: tracking, bound_ms=tracking.error_bound_ms * 2 + 1)
+    loose = Rig(PEERS, chrony=lambda: tracking, bound_ms=tracking.error_bound_ms * 2 + 1)
     loose.kernel.timex = None
     await loose.watch.ask_chrony()
     loose.run(1)
@@ -388,7 +431,7 @@ async def test_the_running_watch_asks_chronyd_from_a_worker_thread_only_while_th
 
 async def test_with_neither_the_kernel_nor_chronyd_answering_the_clock_has_no_word() -> None:
     chronyc = Chronyc(port=free_udp_port())  # nobody there
-    rig = Rig(chrony=chronyc.tracking)
+    rig = Rig(PEERS, chrony=chronyc.tracking)
     rig.kernel.timex = None
     await rig.watch.ask_chrony()
     rig.run(1)

@@ -33,7 +33,7 @@ import asyncio
 import logging
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -55,6 +55,9 @@ CHRONY_STALE_S = 3 * CHRONY_S  # ... and its last answer counts for this long
 CLEAR_SHARE = 0.8  # a gate clears once the clock is back within this share of the bound ...
 CLEAR_HOLD_S = 10.0  # ... for this long
 REPORT_S = 10.0  # the twin's figures are refreshed this often (a change of state or synchronisation at once)
+# At the start the radios wait for the show's clocks: until every other box online has answered an exchange, at
+# most this long (a box alone on the show then goes by its own clock's word).
+FIRST_WORD_S = 10.0
 FIX = ("check the box's time source: `chronyc sources` on the box (its NTP server on the venue LAN, the same for "
        "every box of the show), `venue-gateway doctor`; the radio transmits again by itself once the clock is back")
 
@@ -77,6 +80,7 @@ class PeerClock(Protocol):
 
 
 Clocks = Callable[[], Mapping[str, PeerClock]]
+Unclocked = Callable[[], Collection[str]]  # the other boxes online whose clock is not known yet
 
 
 @dataclass(frozen=True)
@@ -134,13 +138,15 @@ class ClockWatch(Unit):
     seams a test points elsewhere."""
 
     def __init__(self, engine: ShowEngine, twin: Twin, alerts: Alerts, *, bound_ms: float, clocks: Clocks,
-                 kernel: Callable[[], Timex | None] = kernel_clock,
+                 unclocked: Unclocked = tuple, kernel: Callable[[], Timex | None] = kernel_clock,
                  chrony: Callable[[], Tracking | None] | None = None) -> None:
         self._engine = engine
         self._twin = twin
         self._alerts = alerts
         self._bound_ms = bound_ms
         self._clocks = clocks
+        self._unclocked = unclocked
+        self._began: float | None = None  # the first tick (monotonic): the show's clocks are waited for from there
         self._kernel = kernel
         self._chrony = chrony or Chronyc().tracking
         self._tracking: tuple[float, Tracking] | None = None  # chronyd's last answer, and when (monotonic)
@@ -202,6 +208,17 @@ class ClockWatch(Unit):
         """One second's watch: read, judge, gate or clear, report."""
         reading = self.last = self.read()
         state, message = judge(reading, self._bound_ms)
+        if self._began is None:
+            self._began = mono
+        if self.state == "unknown" and state != "off" and mono - self._began < FIRST_WORD_S \
+                and (not reading.peers or self._unclocked()):
+            # A box whose clock is off would otherwise send copies before it knows: bands that heard them follow
+            # its clock for their window (10 s).
+            self.message = self.reason = self._engine.clock_gate = (
+                "waiting for the show's clocks (the other boxes' first clock exchanges, at most "
+                f"{FIRST_WORD_S:g} s after the start)")
+            self._report(mono)
+            return
         if self.state in SEVERITY and SEVERITY[state] < SEVERITY[self.state]:
             # Better: taken once it holds within the margin for CLEAR_HOLD_S, the worse state kept until then.
             if judge(reading, self._bound_ms * CLEAR_SHARE)[0] != state:

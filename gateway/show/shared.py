@@ -134,6 +134,11 @@ class SharedShow(Unit):
                 out[box] = best
         return out
 
+    def unclocked(self) -> list[str]:
+        """The other boxes online whose clock is not known yet (no recent exchange with them)."""
+        now = time.monotonic()
+        return [box for box, peer in self.peers.items() if peer.state == "online" and peer.best(now) is None]
+
     def document(self) -> dict[str, Any]:
         clocks = self.clocks()
         boxes: dict[str, Any] = {}

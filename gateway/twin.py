@@ -38,9 +38,10 @@ def _second(sec: int) -> str:
 
 
 def rfc3339(ts: float) -> str:
-    """UTC RFC 3339 with milliseconds; cached per second because snapshots format thousands at once."""
-    sec = int(ts)
-    return f"{_second(sec)}.{int((ts - sec) * 1000):03d}Z"
+    """UTC RFC 3339 to the nearest millisecond (one instant reads the same on every box, whatever its float's last
+    bits); cached per second because snapshots format thousands at once."""
+    sec, ms = divmod(round(ts * 1000), 1000)
+    return f"{_second(sec)}.{ms:03d}Z"
 
 
 def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> JSON:
@@ -55,6 +56,15 @@ def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> JSON:
         else:
             merged[key] = value
     return merged
+
+
+def merge_diff(old: Any, new: Any) -> Any:
+    """The merge patch that turns `old` into `new` (RFC 7396 read backwards): a key `old` has and `new` has not is
+    null, objects are compared key by key; anything else is `new` itself."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return new
+    return {**{key: None for key in old if key not in new}, **{key: merge_diff(old.get(key), value)
+                                                               for key, value in new.items()}}
 
 
 class UnknownAsset(LookupError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,19 @@ def test_effects_render_as_the_crowd_sees_them() -> None:
     assert render(Effect("solid", red), -1, 0, 1) == (0, 0, 0)
     assert render(Effect("blackout"), 10, 0, 1) == (0, 0, 0)
     assert render(Effect("rainbow", period_ms=3000), 0, 0, 1) == (255, 0, 0)
+
+
+def test_the_twins_last_effect_is_the_last_one_whole() -> None:
+    """Each effect's document replaces the last one's in show_control: a key that one had (a carried effect's origin
+    and delivery, a twinkle's chance) is not left behind by the twin's merge."""
+    show = engine()
+    carried = replace(show.fire("sparkle", lead_ms=500), effect_id="from-b", origin="box-b",
+                      delivery={"radio": "sending", "shared": "carried from box-b"})
+    show.carry(carried)
+    assert show._twin.get("show_control").reported["last_effect"]["origin"] == "box-b"  # type: ignore[union-attr]
+    fired = show.fire("intro", zones=["bar"], lead_ms=0)
+    last = show._twin.get("show_control").reported["last_effect"]  # type: ignore[union-attr]
+    assert last == fired.document() and "origin" not in last and "shared" not in last["delivery"]
 
 
 def test_inline_effects_say_what_is_wrong() -> None:

@@ -23,6 +23,7 @@ from gateway.twin import (
     UnknownAsset,
     VersionMismatch,
     change_document,
+    merge_diff,
     merge_patch,
     rfc3339,
 )
@@ -231,6 +232,20 @@ def test_restore_starts_an_empty_log_at_the_restored_version() -> None:
 def test_rfc3339() -> None:
     assert rfc3339(0.0) == "1970-01-01T00:00:00.000Z"
     assert rfc3339(1_763_700_000.25) == "2025-11-21T04:40:00.250Z"
+    # One instant computed on two boxes differs in its float's last bits: it reads the same, to the nearest ms.
+    assert rfc3339(1_765_000_000.2599999) == rfc3339(1_765_000_000.26) == "2025-12-06T05:46:40.260Z"
+    assert rfc3339(1_765_000_000.9996) == "2025-12-06T05:46:41.000Z"
+
+
+documents = st.recursive(st.one_of(st.integers(-3, 3), st.text(max_size=2), st.lists(st.integers(0, 2), max_size=2)),
+                         lambda inner: st.dictionaries(st.sampled_from("abc"), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from("abc"), documents, max_size=3),
+       st.dictionaries(st.sampled_from("abc"), documents, max_size=3))
+def test_merge_diff_is_the_patch_that_turns_one_document_into_another(old: Any, new: Any) -> None:
+    assert merge_patch(old, merge_diff(old, new)) == new
 
 
 values = st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=3), st.booleans())

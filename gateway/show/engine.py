@@ -32,7 +32,7 @@ from gateway.show.live import LiveLooks
 from gateway.show.patch import Patch
 from gateway.show.settings import PresetSection, ShowSection
 from gateway.show.zone_looks import ZoneLooks
-from gateway.twin import Twin, TwinFrozen, rfc3339
+from gateway.twin import Twin, TwinFrozen, merge_diff, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,12 @@ class ShowEngine:
         return out
 
     def _report(self) -> None:
-        self.report({"tempo_bpm": self.tempo_bpm, "last_effect": self.last.document() if self.last else None})
+        """The tempo and the last effect: its document replaces the one before whole (a key that effect had and this
+        one has not, its origin or a transmitter's delivery, is not left behind by the merge)."""
+        asset = self._twin.get(ASSET)
+        before = asset.reported.get("last_effect") if asset is not None else None
+        self.report({"tempo_bpm": self.tempo_bpm,
+                     "last_effect": merge_diff(before, self.last.document()) if self.last else None})
 
     def report(self, values: dict[str, Any]) -> None:
         """Merge `values` into the twin asset show_control (the engine's state, and its parts': `live`)."""

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import random
 import signal
 import sys
@@ -77,6 +78,7 @@ class LoadSettings:
     prefix: str = "load"  # venues are {prefix}-v000, ...; boxes {prefix}-0000, ...
     seed: int = 1
     progress_s: float = 5.0  # a progress line this often (0: none)
+    password: str | None = None  # every box's, with its own user name (a broker's password file holding them)
 
 
 @dataclass
@@ -180,7 +182,7 @@ class Box:
     def mqtt_client(self) -> Client:
         """The link's client: its id, its user name, its will, MQTT 5."""
         return Client(self._broker.host, self._broker.port, identifier=self.client_id,
-                      username=user_name(self.venue, self.gateway_id), logger=log,
+                      username=user_name(self.venue, self.gateway_id), password=self.settings.password, logger=log,
                       protocol=aiomqtt.ProtocolVersion.V5, clean_start=True, timeout=CONNECT_S,
                       will=aiomqtt.Will(f"{self.root}/status", status_offline(self.gateway_id, self.venue,
                                                                                "connection lost"), qos=1, retain=True),
@@ -354,7 +356,8 @@ class Fleet:
 
     def ledger(self) -> dict[str, Any]:
         t = self.totals
-        return {"settings": asdict(self.settings), "seconds": self.seconds, "readings": t.readings,
+        settings = {k: v for k, v in asdict(self.settings).items() if k != "password"}  # never into a file
+        return {"settings": settings, "seconds": self.seconds, "readings": t.readings,
                 "batches": t.batches, "events": t.events, "resent": t.resent,
                 "boxes": [b.ledger.document() for b in self.boxes]}
 
@@ -421,6 +424,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-readings", type=int, default=d.batch_readings, metavar="N",
                    help=f"readings per batch at most (default {d.batch_readings}, the gateway's)")
     p.add_argument("--prefix", default=d.prefix, help=f"venue and gateway name prefix (default {d.prefix!r})")
+    p.add_argument("--password-env", metavar="NAME",
+                   help="the environment variable holding the boxes' password (each box its own user name)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--progress-s", type=float, default=d.progress_s, metavar="S",
                    help=f"a progress line this often (default {d.progress_s:g}; 0: none)")
@@ -442,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--seconds, --fold-s and --snapshot-s must be positive")
         if not 1 <= args.batch_readings <= 20_000:
             raise ValueError("--batch-readings: 1 to 20000, as cloud.batch_readings")
+        password = (os.environ.get(args.password_env) or None) if args.password_env else None
+        if args.password_env and password is None:
+            raise ValueError(f"environment variable {args.password_env} is not set or empty")
     except ValueError as exc:
         print(f"fleet load: {exc}", file=sys.stderr)
         return 2
@@ -449,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                             rate=args.rate, seconds=args.seconds, readings=args.readings,
                             events_per_s=args.events_per_s, resend=args.resend, fold_s=args.fold_s,
                             snapshot_s=args.snapshot_s, batch_readings=args.batch_readings,
-                            prefix=args.prefix, seed=args.seed, progress_s=args.progress_s)
+                            prefix=args.prefix, seed=args.seed, progress_s=args.progress_s, password=password)
 
     async def go() -> Fleet:
         stop = asyncio.Event()

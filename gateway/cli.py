@@ -194,7 +194,7 @@ def cmd_fire(args: argparse.Namespace) -> int:
         body["lead_ms"] = args.lead_ms
     answer = client.request(args, "POST", "/api/v1/effects", body)
     print(f"effect {answer['effect_id']} ({args.preset}) starts at {answer['starts_at']} in "
-          f"{', '.join(answer['zones']) or 'every zone'}")
+          f"{', '.join(answer['zones']) or 'every zone'}; {client._delivery(answer)}")
     return EXIT_OK
 
 

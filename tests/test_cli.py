@@ -104,6 +104,12 @@ def test_stop_blackout_and_tempo(daemon_factory: Any) -> None:
     assert stopped.stdout.startswith("every effect stopped (effect ") and "floor, balcony, bar" in stopped.stdout
     last = d.get("/api/v1/twin/assets/show_control")["reported"]["last_effect"]
     assert last["effect"]["kind"] == "blackout" and last["effect_id"] in stopped.stdout
+    # `fire` says, as `stop` and `blackout` do, what each transmitter did with the effect (sent, or why not).
+    fired = vg("fire", "chorus", "--zone", "floor", *url, token=OPERATOR)
+    assert fired.returncode == 0, fired.stderr
+    delivery = d.get("/api/v1/twin/assets/show_control")["reported"]["last_effect"]["delivery"]
+    assert delivery and fired.stdout.rstrip().endswith(
+        "; " + "; ".join(f"{name}: {status}" for name, status in delivery.items())), fired.stdout
     assert vg("blackout", *url, token=VIEWER).returncode == 1
 
     dark = vg("blackout", *url, token=OPERATOR)

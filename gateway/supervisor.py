@@ -81,6 +81,65 @@ def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Rand
     return float(delay / 2 + rng.uniform(0, delay / 2))
 
 
+@dataclass(frozen=True)
+class NextTry:
+    """What to do after an attempt on one of several addresses ended (`Rounds.ended`)."""
+    delay_s: float  # 0: the next address at once; otherwise the round failed and this is its backoff
+    connected: bool  # the attempt had a session (short-lived or not)
+    settled: bool  # the session lasted: the round and the backoff started again
+    log_quiet: int | None  # not None: log this move now (the number of moves left unlogged since the last one)
+
+
+class Rounds:
+    """Several addresses tried in turn, for a client that holds one connection at a time (the cloud link, the
+    mirror). A lost session moves on to the next address at once; once every address of a round has failed, the
+    next round waits the exponential backoff. A session counts as good, and starts a fresh round and the backoff
+    from its first step, only once it has lasted `settled_s`: one accepted and then dropped at once (a broker that
+    refuses what is sent, a peer that takes the same client id over) is a failed attempt of its round, so a client
+    never reconnects faster than the backoff allows. Moves are logged at most once every `log_every_s`."""
+
+    def __init__(self, count: int, initial_s: float, maximum_s: float, settled_s: float,
+                 rng: random.Random | None = None, *, log_every_s: float = 10.0) -> None:
+        if count < 1:
+            raise ValueError("no address to try")
+        self.count, self.initial_s, self.maximum_s, self.settled_s = count, initial_s, maximum_s, settled_s
+        self._rng = rng or random.Random()
+        self.index = 0  # the address in use, or being tried
+        self.attempt = 0  # rounds failed in a row: the backoff's step
+        self.tried = 0  # addresses tried in this round
+        self._since: float | None = None  # when the session of this attempt began (monotonic)
+        self._log_every_s = log_every_s
+        self._logged = -float("inf")
+        self._quiet = 0
+
+    def connected(self) -> None:
+        """The attempt has a session (the address took the connection)."""
+        self._since = time.monotonic()
+
+    def ended(self) -> NextTry:
+        """The attempt is over: move to the next address, and say whether to wait first."""
+        connected = self._since is not None
+        settled = connected and time.monotonic() - (self._since or 0.0) >= self.settled_s
+        self._since = None
+        if settled:
+            self.attempt = self.tried = 0
+        self.tried += 1
+        self.index = (self.index + 1) % self.count
+        delay = 0.0
+        if self.tried >= self.count:
+            self.tried = 0
+            delay = backoff_delay(self.attempt, self.initial_s, self.maximum_s, self._rng)
+            self.attempt += 1
+        quiet = None
+        if connected:
+            now = time.monotonic()
+            if now - self._logged >= self._log_every_s:
+                quiet, self._quiet, self._logged = self._quiet, 0, now
+            else:
+                self._quiet += 1
+        return NextTry(delay, connected, settled, quiet)
+
+
 class Supervisor:
     def __init__(self, settings: SupervisorSection, twin: Twin, *, rng: random.Random | None = None) -> None:
         self.settings = settings

@@ -256,3 +256,46 @@ async def test_a_nats_cluster_node_killed_under_load(tmp_path: Path) -> None:
                 assert mirrored.overlaps == 0 and link(daemon)["failovers"] >= 1
             finally:
                 daemon.cleanup()
+
+
+async def test_sessions_the_brokers_drop_at_once_wait_the_backoff(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Two Mosquittos whose ACL takes the box's status and twin but refuses its telemetry (MQTT 5 PUBACK 0x87): each
+    session is accepted, born, and ended by the refusal. Such a session is a failed attempt of its round, so the link
+    reconnects only as fast as its backoff (0.1 s growing to 1 s here) allows, not at once every time, and says so
+    at a bounded rate."""
+    acl = tmp_path / "acl"
+    root = topic_root("hall", "gw-1")
+    acl.write_text(f"topic write {root}/status\ntopic write {root}/twin/#\ntopic read {root}/desired\n"
+                   f"topic read {root}/cmd/+\n")
+    brokers = [Mosquitto(tmp_path / name, acl=acl, persistence=False) for name in ("a", "b")]
+    cfg = cloud_config(tmp_path / "gw", brokers[0].url, sample_s=0.05)
+    cfg.write_text(cfg.read_text().replace(f'broker = "{brokers[0].url}"',
+                                           f'brokers = ["{brokers[0].url}", "{brokers[1].url}"]'))
+    with brokers[0], brokers[1], caplog.at_level("WARNING", "gateway.cloud.link"):
+        async with running(cfg) as gw:
+            assert gw.cloud is not None
+            await until(lambda: gw.cloud is not None and gw.cloud.connects >= 2, 10, "sessions on both brokers")
+            start, at_start = time.monotonic(), gw.cloud.connects
+            await asyncio.sleep(3.0)
+            made, took = gw.cloud.connects - at_start, time.monotonic() - start
+    # rounds of two sessions, each round then waiting at least 0.05, 0.1, 0.2, 0.4, 0.5, 0.5, ... s: at most ten
+    # rounds in 3 s (before, a session accepted and then lost moved on at once: about a thousand)
+    assert 2 <= made <= 2 * 10 + 2, (made, took)
+    moves = [r for r in caplog.records if "ended soon after it began" in r.getMessage()]
+    assert 1 <= len(moves) <= 2, [r.getMessage() for r in moves]
+
+
+async def test_two_mirrors_with_one_client_id_back_off(tmp_path: Path) -> None:
+    """Two replicas given one --client-id take each other's session over, again and again: each takeover ends a
+    session soon after it began, a failed attempt, so each mirror reconnects at its growing backoff (0.2 s to 5 s)
+    rather than at its first step every time."""
+    with Mosquitto(tmp_path / "broker", persistence=False) as broker:
+        async with mirroring(broker.url, client_id="replica") as one, mirroring(broker.url, client_id="replica") \
+                as two:
+            start = one.connects + two.connects
+            await asyncio.sleep(3.0)
+            made = one.connects + two.connects - start
+    # each waits at least 0.1, 0.2, 0.4, 0.8, 1.6 s after a takeover: at most five sessions each in 3 s (before, a
+    # session that subscribed started the backoff again: one every 0.1 to 0.2 s, about twenty each)
+    assert made <= 12, made

@@ -1,6 +1,9 @@
 """The MQTT link to the cloud: one connection at a time, to one of the broker addresses tried in turn. A lost
 connection moves on to the next address at once; once a whole round of them has failed, the next round waits the
-exponential backoff (with jitter).
+exponential backoff (with jitter). A session counts as good, starting a fresh round and the backoff's first step, only
+once it has lasted a keepalive (gateway.supervisor.Rounds): one the broker accepts and then drops at once (an ACL
+refusing telemetry, a payload over the broker's limit, another box with this client id) is a failed attempt, so the
+link never reconnects faster than its backoff.
 
 Every (re)connect is a birth: the retained `status` online (its will says offline), a retained twin snapshot, then
 deltas that continue it, so a consumer rebuilds the exact twin from the snapshot and what follows. Telemetry and
@@ -35,7 +38,7 @@ from gateway.cloud.drain import Drain, DrainCounts
 from gateway.cloud.settings import Broker, CloudSection, Credentials, topic_root, user_name
 from gateway.preflight import read_secret
 from gateway.store import StoreError
-from gateway.supervisor import Unit, backoff_delay
+from gateway.supervisor import Rounds, Unit
 from gateway.twin import ChangesGone, TwinFrozen, change_document, rfc3339
 
 if TYPE_CHECKING:
@@ -114,11 +117,13 @@ class CloudLink(Unit):
         self._gw = gw
         self.settings = settings
         self.brokers = settings.addresses()
-        self._at = 0  # the address in use (or being tried): an index into `brokers`
+        self._rng = rng or random.Random()
+        # the addresses in turn; a session is good once it has lasted a keepalive
+        self._rounds = Rounds(len(self.brokers), settings.backoff_initial_s, settings.backoff_max_s,
+                              settings.keepalive_s, self._rng)
         self._v311: set[Broker] = set()  # brokers that refused MQTT 5 (protocol auto): 3.1.1 with them
         self._creds = creds
         self._tls = tls
-        self._rng = rng or random.Random()
         self.root = topic_root(gw.config.gateway.venue, gw.config.gateway.id)
         self.topics = {"telemetry": f"{self.root}/telemetry", "event": f"{self.root}/events"}
         self.client_id = settings.client_id or f"vg-{gw.config.gateway.id}"[:23]
@@ -134,9 +139,6 @@ class CloudLink(Unit):
         self.commands_refused = 0
         self._drain = Drain(gw.store, settings.inflight, settings.drain_rate, gw.frames, settings.ack_timeout_s)
         self._snapshot_wanted = asyncio.Event()
-        self._attempt = 0  # rounds of addresses failed in a row: the backoff's step
-        self._tried = 0  # addresses tried in this round (since the link was last online, or the last backoff)
-        self._took = False  # the broker of the session took a message: the link was online
         self._mqtt_log = logging.getLogger("gateway.cloud.mqtt")
         self._socket_errors = _SocketErrors()
         self._last_refusal_log = -math.inf
@@ -144,7 +146,7 @@ class CloudLink(Unit):
     @property
     def broker(self) -> Broker:
         """The address in use, or being tried."""
-        return self.brokers[self._at]
+        return self.brokers[self._rounds.index]
 
     @property
     def protocol(self) -> Literal["5", "3.1.1"]:
@@ -232,7 +234,6 @@ class CloudLink(Unit):
             self._set_state("connecting", self.last_error)
             self.retry_in_s = None
             self._socket_errors.last = None
-            self._took = False
             try:
                 async with self._client() as client:
                     self.connects += 1
@@ -248,21 +249,20 @@ class CloudLink(Unit):
                 self._failed(exc)
             except aiomqtt.MqttError as exc:
                 self._failed(exc)
-            if self._took:  # a lost connection: a new round starts from the next address
-                self._tried = 0
-            self._tried += 1
-            self._at = (self._at + 1) % len(self.brokers)
-            if self._tried < len(self.brokers):  # the next address, at once
-                if self._took:
-                    self.failovers += 1
-                    log.warning("cloud link: moving on to the broker %s", self.broker)
-                continue
-            self._tried = 0
-            delay = backoff_delay(self._attempt, self.settings.backoff_initial_s, self.settings.backoff_max_s,
-                                  self._rng)
-            self._attempt += 1
-            self.retry_in_s = delay
-            await asyncio.sleep(delay)
+            lost = self.broker
+            step = self._rounds.ended()
+            if step.connected and not step.delay_s:
+                self.failovers += 1
+            if step.log_quiet is not None:  # at most once every few seconds, however often sessions end
+                again = f" ({step.log_quiet} more sessions ended since the last such message)" if step.log_quiet \
+                    else ""
+                log.warning("cloud link: the session with %s ended%s%s; %s", lost,
+                            "" if step.settled else " soon after it began", again,
+                            f"moving on to the broker {self.broker}" if not step.delay_s
+                            else f"trying again in {step.delay_s:.1f} s (every broker failed in this round)")
+            if step.delay_s:
+                self.retry_in_s = step.delay_s
+                await asyncio.sleep(step.delay_s)
 
     def _failed(self, exc: BaseException) -> None:
         message = _explain(exc, self.settings.connect_timeout_s, self._socket_errors.last)
@@ -296,8 +296,7 @@ class CloudLink(Unit):
                 "software": __version__, "protocol": self.protocol, "since": rfc3339(time.time())}),
                 qos=1, retain=True, timeout=self.settings.ack_timeout_s)
             self._set_state("online")
-            self._attempt = 0  # the backoff starts again from its first step only once the broker takes a message
-            self._took = True
+            self._rounds.connected()  # the round and the backoff start again only once the session has lasted
             log.info("cloud link to %s online (MQTT %s, client %s)", self.broker, self.protocol, self.client_id)
             if REFUSED in gw.alerts.standing:
                 log.info("cloud link to %s: the broker takes this box's messages again", self.broker)

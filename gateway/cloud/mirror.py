@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.cloud.settings import Broker, topic_root
-from gateway.supervisor import backoff_delay
+from gateway.supervisor import Rounds
 from gateway.twin import merge_patch
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ SESSION_EXPIRY_S = 3600  # a replica with a fixed client id that is away this lo
 RECEIVE_MAXIMUM = 1000  # messages the broker may send before this mirror acknowledges the first (MQTT 5)
 SEEN_IDS = 200_000  # ids remembered for dropping duplicates
 SNAPSHOT_ASK_S = 5.0
+# A session is good (a fresh round of brokers, the backoff from its first step) once it has lasted this long; one the
+# broker drops sooner (another replica with this client id takes it over) is a failed attempt of its round.
+SETTLED_S = 10.0
+BACKOFF_S = (0.2, 5.0)  # the backoff's first step and its most
 EVENTS_KEPT = 1000
 
 
@@ -209,6 +213,7 @@ class Mirror:
         self.listeners: list[Listener] = []
         self.connected = asyncio.Event()
         self.malformed = 0
+        self.connects = 0  # sessions the broker accepted
         self._client: aiomqtt.Client | None = None
 
     @property
@@ -249,34 +254,38 @@ class Mirror:
 
     async def run(self) -> None:
         """Subscribe and follow until cancelled. A failure moves on to the next broker at once; once a whole round
-        of them has failed, the next round waits a backoff (as the gateway's link does)."""
-        attempt = 0  # rounds failed in a row
-        tried = 0  # brokers tried in this round
-        rng = random.Random()
+        of them has failed, the next round waits a backoff (as the gateway's link does: gateway.supervisor.Rounds).
+        A session that ends before SETTLED_S is a failed attempt of its round."""
+        rounds = Rounds(len(self.brokers), *BACKOFF_S, SETTLED_S, random.Random())
         identifier = self.client_id or f"mirror-{uuid.uuid4().hex[:8]}"
-        index = 0
         while True:
-            self.broker = self.brokers[index]
+            self.broker = self.brokers[rounds.index]
             try:
                 async with self._connection(self.broker, identifier) as client:
                     self._client = client
+                    self.connects += 1
                     await self._subscribe(client)
-                    attempt = tried = 0
+                    rounds.connected()
                     self.connected.set()
                     await self._consume(client)
             except aiomqtt.MqttError as exc:
-                log.warning("mirror: broker %s: %s", self.broker, exc)
+                error: aiomqtt.MqttError | None = exc
+            else:
+                error = None
             finally:
                 self._client = None
                 self.connected.clear()
-            index = (index + 1) % len(self.brokers)
-            tried += 1
-            if tried < len(self.brokers):
-                continue
-            tried = 0
-            delay = backoff_delay(attempt, 0.2, 5.0, rng)
-            attempt += 1
-            await asyncio.sleep(delay)
+            lost = self.broker
+            step = rounds.ended()
+            if not step.connected or step.log_quiet is not None:
+                more = f" ({step.log_quiet} more sessions ended since the last such message)" \
+                    if step.log_quiet else ""
+                log.warning("mirror: broker %s: %s%s%s; %s", lost, error or "the connection ended",
+                            "" if step.settled or not step.connected else " (soon after it began)", more,
+                            f"trying again in {step.delay_s:.1f} s" if step.delay_s else
+                            f"moving on to {self.brokers[rounds.index]}")
+            if step.delay_s:
+                await asyncio.sleep(step.delay_s)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         for topic in self.subscriptions():

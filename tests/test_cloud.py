@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,64 @@ def test_a_password_never_crosses_the_network_in_clear() -> None:
         configuration.parse(Path("/etc/vg.toml"), base + f'broker = "{broker}"\n')
     configuration.parse(Path("/etc/vg.toml"), base.replace('password_env = "P"\n', "") +
                         'broker = "mqtt://broker.example.net"\n')  # a user name alone is no secret
+
+
+def test_the_mirror_serves_off_loopback_only_a_token_over_https(tmp_path: Path, mosquitto: Mosquitto,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--serve` off loopback takes a bearer token, so it needs HTTPS too (`--tls-cert`, `--tls-key`): without it
+    the mirror refuses to start (exit 2, saying what is allowed); with it the answers go over TLS, the token
+    checked."""
+    import ssl
+
+    import trustme
+
+    from gateway import cli
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = tmp_path / "mirror.pem", tmp_path / "mirror.key"
+    leaf.cert_chain_pems[0].write_to_path(cert)
+    leaf.private_key_pem.write_to_path(key)
+    key.chmod(0o600)
+    monkeypatch.setenv("MIRROR_TOKEN", "s3cret")
+    base = ["mirror", "--broker", mosquitto.url]
+    for args, message in (
+            (["--serve", "0.0.0.0:8090"], "give --token-env (only the token's holders read the fleet) and "
+                                          "--tls-cert and --tls-key"),
+            (["--serve", "0.0.0.0:8090", "--token-env", "MIRROR_TOKEN"],
+             "is off loopback: give --tls-cert and --tls-key (HTTPS: the token never crosses the network in clear); "
+             "or serve on 127.0.0.1 (allowed off loopback: a token over HTTPS)"),
+            (["--tls-cert", str(cert), "--tls-key", str(key)], "--tls-cert is for --serve"),
+            (["--serve", "0.0.0.0:8090", "--tls-key", str(key)], "--tls-key goes with --tls-cert"),
+            (["--serve", "0.0.0.0:8090", "--token-env", "MIRROR_TOKEN", "--tls-cert", str(key), "--tls-key",
+              str(key)], "are not a certificate and its key")):
+        assert cli.main([*base, *args]) == 2, args
+        assert message in capsys.readouterr().err, args
+    key.chmod(0o644)
+    assert cli.main([*base, "--serve", "0.0.0.0:8090", "--token-env", "MIRROR_TOKEN", "--tls-cert", str(cert),
+                     "--tls-key", str(key)]) == 2
+    assert "open to other users" in capsys.readouterr().err
+    key.chmod(0o600)
+    port = free_port()
+    mirror = subprocess.Popen(
+        [sys.executable, "-m", "gateway", *base, "--serve", f"0.0.0.0:{port}", "--token-env", "MIRROR_TOKEN",
+         "--tls-cert", str(cert), "--tls-key", str(key), "--quiet"],
+        env={**os.environ, "PYTHONPATH": str(ROOT_DIR)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert mirror.stdout is not None
+        assert mirror.stdout.readline().decode().strip() == f"mirror serving https://0.0.0.0:{port}/gateways"
+        trusted = ssl.create_default_context()
+        ca.configure_trust(trusted)
+        request = urllib.request.Request(f"https://127.0.0.1:{port}/gateways",
+                                         headers={"Authorization": "Bearer s3cret"})
+        with urllib.request.urlopen(request, timeout=5, context=trusted) as response:
+            assert response.status == 200 and json.load(response) == []
+        with pytest.raises(urllib.error.HTTPError) as unauthorised:
+            urllib.request.urlopen(f"https://127.0.0.1:{port}/gateways", timeout=5, context=trusted)
+        assert unauthorised.value.code == 401
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP: no answer in clear
+            urllib.request.urlopen(request.full_url.replace("https", "http"), timeout=5)
+    finally:
+        mirror.terminate()
+        mirror.wait(10)

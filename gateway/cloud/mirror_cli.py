@@ -12,6 +12,7 @@ import os
 import signal
 import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -23,6 +24,7 @@ from gateway.client import parse_object
 from gateway.cloud.mirror import SESSION_EXPIRY_S, GatewayMirror, Mirror, NoAnswer, send_command
 from gateway.cloud.mirror_http import MemoryView, View, app
 from gateway.cloud.settings import Broker, parse_brokers
+from gateway.preflight import read_secret
 
 SUMMARY_EVERY_S = 10.0
 
@@ -69,6 +71,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--token-env", metavar="NAME",
                    help="the environment variable holding a bearer token every HTTP request must carry (needed to "
                         "serve off loopback)")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="serve HTTPS with this certificate (its chain; the key too unless --tls-key): needed to serve "
+                        "off loopback, so that the token never crosses the network in clear")
+    p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (mode 0600 or 0640)")
     p.add_argument("--quiet", action="store_true", help="print only the summaries")
     p.add_argument("--send", metavar="COMMAND",
                    help="send COMMAND (desired, fire, stop, snapshot, or cmd/NAME) to --gateway, print the answer")
@@ -101,9 +107,14 @@ def cmd_mirror(args: argparse.Namespace) -> int:
             token = os.environ.get(args.token_env) or None
             if token is None:
                 raise ValueError(f"environment variable {args.token_env} is not set or empty")
-        if listen is not None and token is None and not is_loopback(listen[0]):
-            raise ValueError(f"--serve {args.serve} is off loopback: give --token-env so that only the token's "
-                             "holders read the fleet, or serve on 127.0.0.1")
+        serve_tls = _serve_tls(args)
+        if listen is not None and not is_loopback(listen[0]) and (token is None or serve_tls is None):
+            wanted = [what for what, missing in (
+                ("--token-env (only the token's holders read the fleet)", token is None),
+                ("--tls-cert and --tls-key (HTTPS: the token never crosses the network in clear)",
+                 serve_tls is None)) if missing]
+            raise ValueError(f"--serve {args.serve} is off loopback: give {' and '.join(wanted)}; or serve on "
+                             "127.0.0.1 (allowed off loopback: a token over HTTPS)")
         if not 0 <= args.session_expiry <= 0xFFFFFFFF:
             raise ValueError(f"--session-expiry {args.session_expiry}: allowed 0 to {0xFFFFFFFF} seconds")
         if args.retire and not (args.share and args.database):
@@ -130,18 +141,38 @@ def cmd_mirror(args: argparse.Namespace) -> int:
                                "session_expiry_s": args.session_expiry}
     if args.database:
         try:
-            return _fleet(args, brokers, options, listen, token)
+            return _fleet(args, brokers, options, listen, token, serve_tls)
         except ValueError as exc:
             print(f"venue-gateway mirror: {exc}", file=sys.stderr)
             return 2
     mirror = Mirror(brokers, **options)
     if not args.quiet:
         mirror.listeners.append(_print)
-    return asyncio.run(_run(mirror, listen, MemoryView(mirror), token))
+    return asyncio.run(_run(mirror, listen, MemoryView(mirror), token, serve_tls))
+
+
+def _serve_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The HTTPS context of --serve from --tls-cert and --tls-key; None without them. ValueError says what is
+    wrong."""
+    if args.tls_key and not args.tls_cert:
+        raise ValueError("--tls-key goes with --tls-cert")
+    if not args.tls_cert:
+        return None
+    if not args.serve:
+        raise ValueError("--tls-cert is for --serve")
+    key = Path(args.tls_key or args.tls_cert)
+    read_secret(key, "--tls-key" if args.tls_key else "--tls-cert")  # a private key open to other users is refused
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"--tls-cert {args.tls_cert} and --tls-key {args.tls_key} are not a certificate and its "
+                         f"key: {exc}") from None
+    return context
 
 
 def _fleet(args: argparse.Namespace, brokers: list[Broker], options: dict[str, Any],
-           listen: tuple[str, int] | None, token: str | None) -> int:
+           listen: tuple[str, int] | None, token: str | None, serve_tls: ssl.SSLContext | None) -> int:
     """The mirror on PostgreSQL; its driver is the `fleet` extra, imported only here."""
     try:
         import psycopg
@@ -158,7 +189,7 @@ def _fleet(args: argparse.Namespace, brokers: list[Broker], options: dict[str, A
     fleet = FleetMirror(brokers, Database(args.database), retire=args.retire, **options)
     if not args.quiet:
         fleet.listeners.append(_print)
-    return asyncio.run(_run(fleet, listen, DatabaseView(fleet), token))
+    return asyncio.run(_run(fleet, listen, DatabaseView(fleet), token, serve_tls))
 
 
 async def _send(args: argparse.Namespace, broker: Broker, payload: dict[str, Any], password: str | None,
@@ -193,7 +224,8 @@ def _print(gw: GatewayMirror, what: str, doc: dict[str, Any]) -> None:
         print(f"{name}: {doc.get('kind')} {orjson.dumps(detail).decode()}", flush=True)
 
 
-async def _run(mirror: Mirror, listen: tuple[str, int] | None, view: View, token: str | None) -> int:
+async def _run(mirror: Mirror, listen: tuple[str, int] | None, view: View, token: str | None,
+               tls: ssl.SSLContext | None = None) -> int:
     """Follow until SIGTERM or SIGINT (0), or until the mirror cannot go on (1, the reason printed)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -203,8 +235,9 @@ async def _run(mirror: Mirror, listen: tuple[str, int] | None, view: View, token
     if listen is not None:
         runner = web.AppRunner(app(view, token=token), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, *listen).start()
-        print(f"mirror serving http://{listen[0]}:{listen[1]}/gateways", flush=True)
+        await web.TCPSite(runner, *listen, ssl_context=tls).start()
+        host = f"[{listen[0]}]" if ":" in listen[0] else listen[0]
+        print(f"mirror serving {'https' if tls else 'http'}://{host}:{listen[1]}/gateways", flush=True)
     task = asyncio.create_task(mirror.run())
     stopped = asyncio.create_task(stop.wait())
     try:

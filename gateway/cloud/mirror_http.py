@@ -1,7 +1,7 @@
 """`venue-gateway mirror --serve`: what the mirror holds over HTTP, read-only, as JSON (docs/fleet.md lists the
 answers). The routes read through a `View`: the in-memory mirror's here, the database's in mirror_fleet. Without a
 token the answers are for this machine alone: an address off loopback needs `--token-env`, and every request then
-carries `Authorization: Bearer TOKEN`."""
+carries `Authorization: Bearer TOKEN`, over HTTPS (`--tls-cert`, `--tls-key`: mirror_cli)."""
 
 from __future__ import annotations
 

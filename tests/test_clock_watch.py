@@ -27,6 +27,7 @@ from gateway.box.check import Box
 from gateway.box.checks import clock as clock_check
 from gateway.chrony import Chronyc, Tracking, parse
 from gateway.kernel_clock import Timex, kernel_clock
+from gateway.settings import SupervisorSection
 from gateway.show import clock_watch
 from gateway.show.clock_watch import (
     ALERT,
@@ -41,6 +42,7 @@ from gateway.show.clock_watch import (
 )
 from gateway.show.engine import ShowEngine
 from gateway.show.settings import ShowSection
+from gateway.supervisor import Supervisor
 from gateway.twin import Twin
 from peers.chrony import Chronyd
 from peers.mosquitto import Mosquitto
@@ -151,6 +153,7 @@ async def test_a_clock_that_loses_its_synchronisation_is_off_at_once_one_never_s
     await rig.watch.start()
     rig.run(5)  # a machine with no time daemon: STA_UNSYNC from the start, the peers are the only measure
     assert rig.gate() is None and "synchronised" not in rig.asset()  # no word (the twin drops a null)
+    assert rig.asset()["source"] == "none"  # said, not dropped
     rig.kernel.set(SYNCED, 200)
     rig.run(2)
     assert rig.asset()["synchronised"] is True
@@ -159,6 +162,27 @@ async def test_a_clock_that_loses_its_synchronisation_is_off_at_once_one_never_s
     assert rig.gate() == "the kernel says this box's clock is not synchronised (adjtimex: STA_UNSYNC)"
     await rig.watch.stop()  # a gate this unit set does not outlive it
     assert rig.gate() is None
+
+
+def test_the_doctor_says_why_the_watch_goes_on_where_the_kernel_says_not_synchronised() -> None:
+    """A machine with no time daemon: the watch (no kernel word since the start) holds the clock to the peers', and is
+    ok; the doctor still calls the kernel's word a problem, and says the watch does not go by it."""
+    rig = Rig(PEERS)
+    rig.run(2)
+    assert rig.state() == "ok" and rig.watch.health()["source"] == "none"
+    unsynced = Kernel()  # STA_UNSYNC, 16 s maximum error
+    doctor = Box(Path("gateway.toml"), None, [], clock=unsynced)
+    [said] = clock_check.kernel(doctor, rig.watch.health())
+    assert said.status == "problem" and said.message == (
+        "the kernel says the clock is not synchronised to a time source (adjtimex: STA_UNSYNC, maximum error 16 s); "
+        "the running gateway's clock watch does not go by this word (the kernel has not been synchronised since the "
+        "gateway started) but by the other boxes' clocks alone: see `show clock`")
+    [found] = clock_check.watched(rig.watch.health())
+    assert found.status == "ok" and found.subject == "show clock"
+    rig.kernel.set(SYNCED, 200)
+    rig.run(1)  # the watch goes by the kernel now: the doctor's word is the kernel's alone
+    [said] = clock_check.kernel(doctor, rig.watch.health())
+    assert said.message.endswith("(adjtimex: STA_UNSYNC, maximum error 16 s)")
 
 
 async def test_at_the_start_the_radios_wait_for_every_box_onlines_clock_at_most_a_while() -> None:
@@ -194,13 +218,32 @@ def test_the_median_of_the_shows_clocks_is_the_reference_and_this_box_counts_as_
     seen_from = {"a": {"b": Peer(0.5), "c": Peer(3.5)}, "b": {"a": Peer(-0.5), "c": Peer(3.0)},
                  "c": {"a": Peer(-3.5), "b": Peer(-3.0)}}
     offsets = {box: show_offset(peers) for box, peers in seen_from.items()}
-    assert offsets == {"a": (-0.5, 0.2), "b": (0.0, 0.2), "c": (3.0, 0.2)}  # the median is b's clock
+    # The median is b's clock: known to a and c within its exchange's half round trip, to b exactly (the others'
+    # clocks, whatever they truly are within theirs, stay below and above its own).
+    assert offsets == {"a": (-0.5, pytest.approx(0.2)), "b": (0.0, 0.0), "c": (3.0, pytest.approx(0.2))}
     states = {box: judge(reading(*offset, peers=seen_from[box]), BOUND_MS)[0]
               for box, offset in offsets.items() if offset is not None}
     assert states == {"a": "ok", "b": "ok", "c": "off"}
     # The exchange's uncertainty widens the bound: 2.1 ms off is within 2 ms and a round trip of 0.4 ms.
     assert judge(reading(2.1, 0.2, peers=seen_from["c"]), BOUND_MS)[0] == "ok"
     assert judge(reading(2.3, 0.2, peers=seen_from["c"]), BOUND_MS)[0] == "off"
+
+
+def test_one_slow_peer_does_not_widen_the_bound_for_all() -> None:
+    """A box 50 ms ahead of the show; its exchange with one loaded peer took 150 ms (that clock known within 75 ms,
+    more than the bound: left out), and one of 3 ms (within 1.5 ms: counted, only where it decides the median)."""
+    peers: dict[str, PeerClock] = {"gw-b": Peer(-50.0, 0.4), "gw-c": Peer(-50.1, 0.4), "gw-d": Peer(-49.9, 150.0)}
+    rig = Rig(peers)
+    rig.run(1)
+    assert rig.state() == "off" and "+50.00 ms from the show's (the median of 3 boxes' clocks, within 0.20 ms)" in (
+        rig.gate() or "")
+    assert rig.watch.document()["peers"].keys() == {"gw-b", "gw-c"}
+    # A slower exchange (3 ms: its clock known within 1.5 ms) counts in full where it decides the median ...
+    middle = show_offset({"gw-b": Peer(-10.0, 0.4), "gw-c": Peer(-1.0, 3.0)})
+    assert middle is not None and middle[0] == pytest.approx(1.0) and middle[1] == pytest.approx(1.5)
+    # ... and not where it does not (here the median is this box's own clock, known exactly).
+    aside = show_offset({"gw-b": Peer(-10.0, 0.4), "gw-c": Peer(8.0, 3.0)})
+    assert aside == (0.0, 0.0)
 
 
 def test_two_boxes_that_disagree_are_told_and_neither_is_silenced() -> None:
@@ -450,3 +493,74 @@ def test_libc_is_found_once_not_at_every_read(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(ctypes.util, "find_library", found_again)
     assert [kernel_clock() is None for _ in range(3)] == [first is None] * 3
+
+
+async def test_a_chronyd_that_stops_answering_keeps_the_gate_it_closed_closed(
+        chronyd: Chronyd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installed unit's ProtectClock leaves chronyd the box's only word: once it has answered, its silence
+    closes the gate (and keeps closed one it closed), however well the peers agree."""
+    monkeypatch.setattr(clock_watch, "CHRONY_STALE_S", 0.1)  # (15 s on a box)
+    chronyc = Chronyc(port=chronyd.port)
+    rig = Rig(PEERS, chrony=chronyc.tracking)
+    rig.kernel.timex = None
+    await rig.watch.start()
+    await rig.watch.ask_chrony()  # chronyd with no source yet: not synchronised
+    rig.run(1)
+    assert rig.state() == "off" and (rig.gate() or "").startswith("chrony says this box's clock is not synchronised")
+    await asyncio.to_thread(chronyd.close)
+    await asyncio.sleep(0.15)
+    await rig.watch.ask_chrony()  # no answer
+    rig.run(CLEAR_HOLD_S + 2)
+    assert rig.state() == "off" and ALERT in rig.alerts.standing
+    assert rig.gate() == ("chronyd stopped answering (no answer for more than 0.1 s): it is this box's only word on "
+                          "its clock, which nothing may be disciplining now")
+    assert rig.asset()["source"] == "chrony" and rig.asset()["transmitting"] is False
+
+
+async def test_a_watch_that_fails_keeps_its_closed_gate_through_the_restart_a_clean_stop_clears_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the real supervisor: the watch's run fails (its reading raises) while the gate is closed; the radios
+    stay silent through the backoff, the next watch clears the gate only once the clock has held within the margin,
+    and the gateway's stop clears a gate left closed."""
+    monkeypatch.setattr(clock_watch, "INTERVAL_S", 0.02)
+    monkeypatch.setattr(clock_watch, "CLEAR_HOLD_S", 0.3)
+    rig = Rig(PEERS)
+    failing = threading.Event()
+
+    def kernel() -> Timex | None:
+        if failing.is_set():
+            raise OSError("adjtimex: the test's failure")
+        return rig.kernel()
+
+    watches: list[ClockWatch] = []
+
+    def factory() -> ClockWatch:
+        watches.append(ClockWatch(rig.engine, rig.twin, rig.alerts, bound_ms=BOUND_MS, clocks=lambda: rig.peers,
+                                  kernel=kernel, chrony=lambda: None))
+        return watches[-1]
+
+    sup = Supervisor(SupervisorSection(backoff_initial_s=0.4, backoff_max_s=0.4), rig.twin)
+    sup.add("clock", "service", factory)
+    sup.start()
+    try:
+        rig.kernel.set(SYNCED, 300)
+        await until(lambda: watches and watches[-1].state == "ok", 5, "the watch ok")
+        rig.kernel.set(UNSYNC, 16_000_000, 16_000_000)
+        await until(lambda: rig.gate() is not None, 5, "the gate closed")
+        failing.set()
+        await until(lambda: sup.units["clock"].state == "backoff", 5, "the watch failed")
+        assert rig.gate() == "the kernel says this box's clock is not synchronised (adjtimex: STA_UNSYNC)"
+        rig.kernel.set(SYNCED, 300)
+        failing.clear()
+        await until(lambda: len(watches) == 2 and sup.units["clock"].state == "running", 5, "the next watch")
+        taken: str = watches[1].state
+        assert rig.gate() is not None and taken == "off"  # taken over, not cleared at once
+        began = time.monotonic()
+        await until(lambda: rig.gate() is None, 5, "the gate cleared")
+        cleared: str = watches[1].state
+        assert time.monotonic() - began >= 0.2 and cleared == "ok"
+        rig.kernel.set(SYNCED, 3_000)  # over the bound again
+        await until(lambda: rig.gate() is not None, 5, "the gate closed again")
+    finally:
+        await sup.stop()
+    assert rig.gate() is None  # a clean stop of the gateway leaves no gate behind

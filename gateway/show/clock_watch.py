@@ -13,13 +13,24 @@ The rules, in a shared show (`bound_ms` is `[show.shared] clock_bound_ms`):
   root delay / 2, chronyc(1)) over the bound;
 - the show clock has left the wall clock by more than the bound (the wall clock was stepped after the gateway
   started: the show clock, anchored once, did not follow);
+- chronyd answered once, where the kernel will not tell, and has not for CHRONY_STALE_S: with the installed unit's
+  ProtectClock chronyd is the box's only word on its clock, and a clock nobody disciplines drifts (at 50 ppm past a
+  2 ms bound in 40 s), so its silence closes the gate ("off") rather than leaving the peers alone to open it; it
+  reopens once chronyd answers again within the bound (CLEAR_HOLD_S later, as any gate);
 - this box's offset from the median of the show's clocks (its own counted as 0) is over the bound plus the
-  exchange's uncertainty (half the round trip of the exchanges heard). With two boxes the median is their midpoint
+  uncertainty of the exchanges that decide that median: each peer's clock is known within half its exchange's round
+  trip, so the median lies between the median of the clocks' lower ends and that of their upper ends, and a peer
+  slow to answer (one loaded box) widens that range only if its exchange decides the median. An exchange whose half
+  round trip is itself over the bound cannot place a clock within it and is left out (the twin's `peers` lists the
+  boxes counted). With two boxes the
+  median is their midpoint
   and neither is the majority: their disagreement is reported (state "disagree", the alert) but does not silence
   both radios, since each box's kernel rule still holds its own clock to the bound.
 A clock the kernel never saw synchronised during this run (a machine with no time daemon: a test bench) has no
 kernel word, nor has a process the kernel will not tell; chronyd is then asked, and a box with neither word (no
-chronyd answering) has the peers' exchange and the step as its measures. The installed box starts only once chrony
+chronyd answering since the start: the twin's `source` "none") has the peers' exchange and the step as its measures.
+(`venue-gateway doctor` still calls a kernel that says "not synchronised" a problem, and says the watch does not
+go by it.) The installed box starts only once chrony
 has synchronised (time-sync.target), and `venue-gateway doctor` reads the same words.
 
 A single box (no shared show) runs no clock watch: its bands all hear its one clock, so an offset does not spread
@@ -96,20 +107,31 @@ class Reading:
     peers: Mapping[str, float]  # each other box heard: its clock minus this one's
     source: Source | None = "kernel"  # whose word `synchronised` and `est_error_ms` are
     chrony: Tracking | None = None  # chronyd's tracking, when it is the source
+    silent: bool = False  # chronyd answered once, and not for CHRONY_STALE_S since (the kernel will not tell)
 
 
 def show_offset(clocks: Mapping[str, PeerClock]) -> tuple[float, float] | None:
-    """This box's offset from the median of the show's clocks (its own counted as 0), and its uncertainty (half the
-    largest round trip among the exchanges); None with no other box heard."""
+    """This box's offset from the median of the show's clocks (its own counted as 0), and its uncertainty; None
+    with no other box heard. Each other box's clock is known within half its exchange's round trip, its own exactly:
+    the true median lies between the median of the lower ends and that of the upper ends (an order statistic moves
+    with the values), so the uncertainty is how far that range reaches from the median measured. Only the
+    exchanges that decide the median count: one slow peer among others does not widen the bound for all."""
     if not clocks:
         return None
-    median = statistics.median([0.0, *(c.offset_ms for c in clocks.values())])
-    return -median, max(c.delay_ms for c in clocks.values()) / 2
+    offsets = [0.0, *(c.offset_ms for c in clocks.values())]
+    errors = [0.0, *(c.delay_ms / 2 for c in clocks.values())]
+    median = statistics.median(offsets)
+    low = statistics.median([o - e for o, e in zip(offsets, errors, strict=True)])
+    high = statistics.median([o + e for o, e in zip(offsets, errors, strict=True)])
+    return -median, max(median - low, high - median)
 
 
 def judge(reading: Reading, bound_ms: float) -> tuple[State, str | None]:
     """The state of the clock against `bound_ms` and what is wrong with it (None: nothing). The radios must not
     transmit in state "off", for that reason."""
+    if reading.silent:
+        return "off", (f"chronyd stopped answering (no answer for more than {CHRONY_STALE_S:g} s): it is this box's "
+                       "only word on its clock, which nothing may be disciplining now")
     if reading.synchronised is False:
         if reading.source == "chrony":
             return "off", "chrony says this box's clock is not synchronised (chronyc tracking: no source it trusts)"
@@ -152,6 +174,7 @@ class ClockWatch(Unit):
         self._tracking: tuple[float, Tracking] | None = None  # chronyd's last answer, and when (monotonic)
         self._asked = -CHRONY_S
         self._ever_synced = False
+        self._failed = False  # run() ended on an error (the supervisor restarts the unit)
         self.state: State = "unknown"
         self.message: str | None = None  # what is wrong with the clock
         self.reason: str | None = None  # why the radios must not transmit (the message when "off"; engine.clock_gate)
@@ -161,14 +184,23 @@ class ClockWatch(Unit):
 
     async def start(self) -> None:
         self._twin.declare(ASSET, "clock", None, OWNER)
+        if self._engine.clock_gate is not None:  # left closed by the watch before this one, which failed: kept,
+            self.state = "off"  # and cleared as any closed gate is, once the clock holds within the margin
+            self.message = self.reason = self._engine.clock_gate
 
     async def run(self) -> None:
-        while True:
-            mono = time.monotonic()
-            if (self.last is None or self.last.source != "kernel") and mono - self._asked >= CHRONY_S:
-                await self.ask_chrony()
-            self.tick(time.monotonic())
-            await asyncio.sleep(INTERVAL_S)
+        try:
+            while True:
+                mono = time.monotonic()
+                if (self.last is None or self.last.source != "kernel") and mono - self._asked >= CHRONY_S:
+                    await self.ask_chrony()
+                self.tick(time.monotonic())
+                await asyncio.sleep(INTERVAL_S)
+        except asyncio.CancelledError:  # the gateway stops
+            raise
+        except BaseException:
+            self._failed = True
+            raise
 
     async def ask_chrony(self) -> None:
         """chronyd's tracking, asked from a worker thread (chronyc waits for its answer), kept for the next reads."""
@@ -178,7 +210,9 @@ class ClockWatch(Unit):
             self._tracking = (time.monotonic(), tracking)
 
     async def stop(self) -> None:
-        if self.reason is not None:  # a gate this unit set is not left behind it
+        # A gate this unit set is not left behind a clean stop (the gateway's). After a failure it stays closed
+        # through the restart's backoff: nothing watches the clock meanwhile, and the next watch takes it over.
+        if self.reason is not None and not self._failed:
             self._engine.clock_gate = None
 
     def health(self) -> dict[str, Any]:
@@ -187,6 +221,7 @@ class ClockWatch(Unit):
     def read(self) -> Reading:
         timex = self._kernel()
         synchronised: bool | None = None
+        silent = False
         est = top = None
         source: Source | None = None
         chrony: Tracking | None = None
@@ -198,11 +233,13 @@ class ClockWatch(Unit):
         elif self._tracking is not None and time.monotonic() - self._tracking[0] <= CHRONY_STALE_S:
             chrony = self._tracking[1]
             source, synchronised, est = "chrony", chrony.synchronised, chrony.error_bound_ms
+        elif self._tracking is not None:  # chronyd answered once, and no longer: see the module's doc
+            source, silent = "chrony", True
         step_ms = (self._engine.wall(time.monotonic()) - time.time()) * 1000
-        peers = self._clocks()
+        peers = {name: c for name, c in self._clocks().items() if c.delay_ms / 2 <= self._bound_ms}
         offset = show_offset(peers)
         return Reading(synchronised, est, top, step_ms, offset[0] if offset else None, offset[1] if offset else 0.0,
-                       {name: c.offset_ms for name, c in peers.items()}, source, chrony)
+                       {name: c.offset_ms for name, c in peers.items()}, source, chrony, silent)
 
     def tick(self, mono: float) -> None:
         """One second's watch: read, judge, gate or clear, report."""
@@ -274,6 +311,6 @@ class ClockWatch(Unit):
                        step_ms=round(r.step_ms, 3),
                        offset_ms=None if r.offset_ms is None else round(r.offset_ms, 3),
                        uncertainty_ms=round(r.uncertainty_ms, 3),
-                       peers={k: round(v, 3) for k, v in r.peers.items()}, source=r.source,
+                       peers={k: round(v, 3) for k, v in r.peers.items()}, source=r.source or "none",
                        chrony=None if r.chrony is None else r.chrony.document())
         return doc

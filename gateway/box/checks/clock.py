@@ -23,16 +23,27 @@ FIX_SHOW = ("every box of the show on the same NTP server on the venue LAN: `chr
 
 
 def check(box: Box) -> list[Finding]:
-    return [*_kernel(box), *(watched(_watch(box)) if box.config is not None else [])]
+    watch = _watch(box) if box.config is not None else None
+    return [*kernel(box, watch), *watched(watch)]
 
 
-def _kernel(box: Box) -> list[Finding]:
+def kernel(box: Box, watch: dict[str, Any] | None = None) -> list[Finding]:
+    """The kernel's word (or chronyd's, or systemd's); `watch`: the running clock watch's health document, whose
+    word may differ from the kernel's, and the finding then says why."""
     state = box.clock()
     if state is None:  # adjtimex refused (a filter) or not there: ask chronyd, then systemd
         return _chrony(box) or _timedatectl()
     if not state.synchronised:
+        told = ""
+        if watch is not None and watch.get("source") != "kernel":
+            # The watch ignores a kernel never synchronised since the gateway started (a machine with no time
+            # daemon): the box is still not on a time source, which the show's clock and the compliance log need.
+            by = ("chronyd's word and the other boxes' clocks" if watch.get("source") == "chrony"
+                  else "the other boxes' clocks alone")
+            told = (f"; the running gateway's clock watch does not go by this word (the kernel has not been "
+                    f"synchronised since the gateway started) but by {by}: see `show clock`")
         return [problem(f"the kernel says the clock is not synchronised to a time source (adjtimex: STA_UNSYNC, "
-                        f"maximum error {state.max_error_us / 1e6:g} s)", FIX)]
+                        f"maximum error {state.max_error_us / 1e6:g} s){told}", FIX)]
     return [ok(f"synchronised (the kernel's estimated error {state.est_error_us / 1000:g} ms, at most "
                f"{state.max_error_us / 1000:g} ms)", est_error_us=state.est_error_us,
                max_error_us=state.max_error_us)]

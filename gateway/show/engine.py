@@ -11,6 +11,17 @@ In a shared show (several boxes, gateway/show/shared.py) an effect fired on anot
 was fired there (its id, serial and start): it goes to the transmitters, the listeners and the flash cap's
 bookkeeping as a local one does, with `origin` naming the box it came from. Each box counts its serials within its
 own block of the 256 (`use_serials`), so two boxes never send one serial for two effects.
+
+Two boxes may each fire an effect in one zone within the bus's latency, each passing its own flash cap; so the cap
+is kept for carried effects too, and every box reaches the same answer with no message more: of two effects whose
+starts in a zone they share are within 1/max_flash_hz, the one ranked first by (start on the show clock, serial)
+wins (the serial's block is its box's place in show.shared.boxes, so a tie goes to the box listed first). A carried
+effect that loses is refused (not transmitted, not heard by the listeners; counted in show_control's
+`refused_carried`); one that wins takes the loser's place in the book, and on the radio its streams take over the
+zones they share. A carried effect that loses in some of its zones only is carried in the others (as on a radio
+that had it first, the winner's streams take over the zones they share), so the boxes' radios end up sending the
+same. A stop is never refused. An effect is carried once: its id is remembered while it counts down and SEEN_S
+after (a presence lists it again and again).
 """
 
 from __future__ import annotations
@@ -42,6 +53,11 @@ TAP_BOUNCE_S = 0.15  # a tap this soon after the last is the same press bouncing
 STOP_LEAD_MS = 0
 MAX_LEAD_MS = 60_000
 RECENT = 16  # effects kept for a transmitter that restarts while they still count down
+SEEN_S = 300.0  # an effect's id is remembered this long after its start (or its arrival): it is not carried again
+MAX_SEEN = 4096  # ids remembered at most (the first remembered forgotten first)
+SEEN_PRUNE_S = 10.0  # the ids past their time are forgotten this often
+BOOK_SLACK_S = 5.0  # starts kept in the book this long past the flash cap's gap, for effects carried late
+REFUSED_LOG_S = 10.0  # carried effects refused are logged at most this often
 
 
 class UnknownPreset(LookupError):
@@ -105,9 +121,15 @@ class ShowEngine:
         self._anchor = (time.monotonic(), time.time())
         self._serials = (0, 256)  # this box's block of serials: its first and how many (a shared show splits them)
         self._serial = int(time.time()) % 256  # a restarted gateway does not begin where bands last heard it
-        # zone ("" with none configured) -> starts of the effects lighting it, those that can still be too near a
-        # new one (not more than 1/max_flash_hz before now: a new effect starts now at the soonest)
-        self._lit: dict[str, list[float]] = {}
+        # zone ("" with none configured) -> the effects lighting it, those that can still be too near a new one
+        # (starting not more than 1/max_flash_hz before now, when a local effect starts at the soonest; BOOK_SLACK_S
+        # more for one carried late)
+        self._lit: dict[str, list[Fired]] = {}
+        self._seen: dict[str, float] = {}  # effect id -> until when (monotonic) it is not carried again
+        self._seen_pruned = time.monotonic()
+        self.refused_carried = 0  # carried effects refused by the flash cap
+        self._refused_since_log = 0
+        self._last_refused_log = float("-inf")
         self.live = LiveLooks(self)  # the console's looks, zone by zone
         self.patch = Patch(self)  # console universes to crowd fixtures and macro channels
         self.cues = CueList(self)  # the timecode cue list
@@ -262,9 +284,10 @@ class ShowEngine:
                       self.wall(start), lead_ms=lead_ms)
         self.last = fired
         self.recent.append(fired)
+        self._remember(fired, time.monotonic())
         self.live.release(names)  # the latest wins: the effect, until the console changes these zones again
         if lit:
-            self._light(names or ("",), start)
+            self._light(names or ("",), fired)
         log.info("effect %s (%s) fired for %s, starts %s", fired.effect_id, preset or effect.kind,
                  ", ".join(names) or "every zone", rfc3339(fired.starts_at))
         self._deliver(fired)
@@ -273,20 +296,110 @@ class ShowEngine:
     def carry(self, fired: Fired) -> bool:
         """An effect fired on another box of a shared show (`fired.origin`), with its id, serial and start: to the
         transmitters and listeners as a local one, the zones it lights kept for the flash cap (a local effect too
-        near it is refused) and taken from live control. Not checked again (the box that fired it did). False when
-        the effect is already here."""
-        if any(known.effect_id == fired.effect_id for known in self.recent):
+        near it is refused) and taken from live control. Against the effects in the book it is ranked (`_rank`):
+        refused when one within 1/max_flash_hz of it in a zone they share ranks first, else it takes the place of
+        those it outranks. False when the effect was here already (carried, refused or fired here), or refused."""
+        now = time.monotonic()
+        if fired.effect_id in self._seen:
             return False
+        self._remember(fired, now)
         names = tuple(name for name in fired.zones if name in self.zones)
+        booked = names if fired.zones else ("",)
+        if fired.effect.kind != "blackout":
+            rank = self._rank(fired)
+            ahead = [rival for rival in self._rivals(fired, booked) if self._rank(rival) < rank]
+            if ahead:  # it gives way in their zones, as it would on a radio that had it before them
+                kept = tuple(name for name in booked if not any(rival in self._lit.get(name, ()) for rival in ahead))
+                if not kept:
+                    self._refuse(fired, min(ahead, key=self._rank), now)
+                    return False
+                log.info("effect %s carried from %s only for %s: it starts within the flash cap's gap of %s, which "
+                         "starts first, in its other zones", fired.effect_id, fired.origin, ", ".join(kept),
+                         ", ".join(rival.effect_id for rival in ahead))
+                fired = self._within(fired, kept)
+                names = booked = kept
+            for loser in self._rivals(fired, booked):  # those it outranks: it takes their place in its zones
+                self._give_way(loser, fired)
+                log.info("effect %s (from %s) gives way to %s carried from %s: they start within the flash cap's "
+                         "gap in a zone, and that one starts first", loser.effect_id, loser.origin or "this box",
+                         fired.effect_id, fired.origin)
         self.last = fired
         self.recent.append(fired)
         self.live.release(names)
         if fired.effect.kind != "blackout":
-            self._light(names if fired.zones else ("",), fired.start_mono)
+            self._light(booked, fired)
         log.info("effect %s (%s) carried from %s for %s, starts %s", fired.effect_id, fired.preset or
                  fired.effect.kind, fired.origin, ", ".join(fired.zones) or "every zone", rfc3339(fired.starts_at))
         self._deliver(fired)
         return True
+
+    def _remember(self, fired: Fired, now: float) -> None:
+        """The effect's id, not carried again while it counts down and SEEN_S after (at most MAX_SEEN ids)."""
+        if len(self._seen) >= MAX_SEEN or now - self._seen_pruned >= SEEN_PRUNE_S:
+            self._seen = {effect_id: until for effect_id, until in self._seen.items() if until > now}
+            self._seen_pruned = now
+            while len(self._seen) >= MAX_SEEN:  # the first remembered are forgotten first
+                del self._seen[next(iter(self._seen))]
+        self._seen[fired.effect_id] = max(fired.start_mono, now) + SEEN_S
+
+    @staticmethod
+    def _rank(fired: Fired) -> tuple[int, int]:
+        """Which of two effects too near each other wins, the same on every box: the first to start on the show
+        clock, then the lower serial (whose block is its box's place among the show's boxes)."""
+        start = fired.groups[0].show_ms - fired.groups[0].delay_ms if fired.groups else 0
+        return start, fired.serial
+
+    @staticmethod
+    def _zone_starts(fired: Fired) -> dict[str, int]:
+        """When the effect starts in each of its zones on the bands ("" for every band): its group's start."""
+        return {zone: group.show_ms for group in fired.groups for zone in (group.zones or ("",))}
+
+    def _rivals(self, fired: Fired, names: tuple[str, ...]) -> list[Fired]:
+        """The effects in the book starting within 1/max_flash_hz of `fired` in a zone of `names`."""
+        gap_ms = 1000 / self.settings.max_flash_hz
+        starts = self._zone_starts(fired)
+        rivals: dict[str, Fired] = {}
+        for name in names:
+            start = starts.get(name)
+            for other in self._lit.get(name, ()):
+                at = self._zone_starts(other).get(name)
+                if start is not None and at is not None and abs(at - start) < gap_ms:
+                    rivals[other.effect_id] = other
+        return list(rivals.values())
+
+    def _refuse(self, fired: Fired, winner: Fired, now: float) -> None:
+        self.refused_carried += 1
+        self._refused_since_log += 1
+        if now - self._last_refused_log >= REFUSED_LOG_S:
+            log.warning("refused %d carried effect(s) since the last word (the flash cap): the latest, %s from %s, "
+                        "starts within %d ms of %s (from %s) in a zone, which starts first",
+                        self._refused_since_log, fired.effect_id, fired.origin,
+                        math.ceil(1000 / self.settings.max_flash_hz), winner.effect_id,
+                        winner.origin or "this box")
+            self._refused_since_log, self._last_refused_log = 0, now
+        self.report({"refused_carried": self.refused_carried})
+
+    def _within(self, fired: Fired, names: tuple[str, ...]) -> Fired:
+        """A carried effect in `names` only (some of its zones)."""
+        groups = []
+        for group in fired.groups:
+            members = tuple(zone for zone in group.zones if zone in names)
+            if members:
+                mask = 0
+                for member in members:
+                    mask |= 1 << self.zones[member].index
+                groups.append(replace(group, zones=members, mask=mask))
+        return replace(fired, zones=names, groups=tuple(groups), delivery={})
+
+    def _give_way(self, loser: Fired, winner: Fired) -> None:
+        """An effect outranked by a carried one leaves the book in the winner's zones, as on the radio the winner's
+        streams take those zones over from it; in none left, the recent effects too (a presence lists it no more)."""
+        for name in winner.zones or ("",):
+            if name in self._lit:
+                self._lit[name] = [other for other in self._lit[name] if other is not loser]
+        if not any(loser in lit for lit in self._lit.values()):
+            with contextlib.suppress(ValueError):
+                self.recent.remove(loser)
 
     def _deliver(self, fired: Fired) -> None:
         """A fired or carried effect to every transmitter (each says how it goes out), then to the listeners."""
@@ -311,7 +424,7 @@ class ShowEngine:
         gap_s = 1 / self.settings.max_flash_hz
         # The zones' effect starts, and their live flashes (risen on the bands, less the zone's sound delay: as an
         # effect's start counts here).
-        starts = {name: [*self._lit.get(name, ()), *(rise - self.delay_ms(name) / 1000 for rise in
+        starts = {name: [*self.starts(name), *(rise - self.delay_ms(name) / 1000 for rise in
                                                      self.live.flashes(name) if name in self.zones)]
                   for name in names}
         near = [(name, lit) for name in names for lit in starts[name] if abs(start - lit) < gap_s]
@@ -324,16 +437,16 @@ class ShowEngine:
                           f"{math.ceil(gap_s * 1000)} ms in a zone; a stop at any time)",
                           latest + gap_s - start)
 
-    def _light(self, names: tuple[str, ...], start: float) -> None:
-        """Effects lighting `names` start at `start` (monotonic): kept for `_check_starts`."""
-        since = time.monotonic() - 1 / self.settings.max_flash_hz
+    def _light(self, names: tuple[str, ...], fired: Fired) -> None:
+        """An effect lighting `names` (from its start, monotonic): kept for `_check_starts` and `_rivals`."""
+        since = time.monotonic() - 1 / self.settings.max_flash_hz - BOOK_SLACK_S
         for name in names:
-            self._lit[name] = [lit for lit in self._lit.get(name, ()) if lit >= since] + [start]
+            self._lit[name] = [lit for lit in self._lit.get(name, ()) if lit.start_mono >= since] + [fired]
 
     def starts(self, zone: str) -> tuple[float, ...]:
         """The starts (monotonic) of the recent effects lighting `zone`, those that may be near a flash now (older
         ones are dropped as later ones are lit)."""
-        return tuple(self._lit.get(zone, ()))
+        return tuple(lit.start_mono for lit in self._lit.get(zone, ()))
 
     def update_delivery(self, fired: Fired, transmitter: str, status: str) -> None:
         """A transmitter's later word on an effect: resumed when it came back in time, or cut short."""

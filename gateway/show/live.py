@@ -9,8 +9,11 @@ last flash in the zone, or after the start of an effect lighting it, is held bac
 (showing the latest look then), so that a fader or a bump button flicked fast does not flash the crowd faster than
 an effect may. The band's firmware keeps the same caps.
 
-In a shared show (gateway/show/shared.py) a look applied on another box is `carry`-ed here with its instant: taken
-as that box held it to the cap, and kept for this box's own cap as a local look is.
+In a shared show (gateway/show/shared.py) a look applied on another box is `carry`-ed here with its instant, and
+kept for this box's own cap as a local look is. That box held it to the cap already; a carried look that is a
+flash too soon after the zone's last one here all the same (by the same rule as a local look's) is dropped and
+counted (`dropped_carried`), as is a strobe over the cap clamped: what reaches the radio is within the cap whatever
+another box sends.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ RGB = tuple[int, int, int]
 FLASH_RISE = 0.5  # a rise in brightness (0..1) larger than this above the window's lowest is a flash, for the cap
 REPORT_INTERVAL_S = 0.25  # the twin hears the live looks at most this often
 CLOCK_SLACK_S = 0.001  # a timer the loop runs this early is on time
+CARRIED_SLACK_S = 0.005  # a carried flash this early is on time (the other box's timer, show ms in whole ms)
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class LiveLooks:
         self.version = 0
         self.held_back = 0  # looks delayed by the flash cap
         self.strobe_clamped = 0  # looks whose strobe was over show.max_flash_hz
+        self.dropped_carried = 0  # carried looks that were a flash too soon after the last one in their zone
         self._current: dict[str, LiveChange] = {}
         self._listeners: list[LiveListener] = []
         self._pending: dict[str, _Pending] = {}  # set this turn, not yet taken
@@ -143,14 +148,22 @@ class LiveLooks:
         current = self._current.get(zone)
         if current is not None and (current.show_ms > show_ms or (current.show_ms, current.look) == (show_ms, look)):
             return False
+        look = self._capped(look)
+        now = time.monotonic()
+        instant = self.engine.mono(show_ms)
+        flash = look.brightness - self._lowest(zone, now) > FLASH_RISE
+        if flash and instant < self._allowed(zone, instant) - CARRIED_SLACK_S:
+            self.dropped_carried += 1
+            log.warning("live: a look carried from %s for zone %s dropped: a flash too soon after the last one there "
+                        "(show.max_flash_hz %g)", origin, zone, self.engine.settings.max_flash_hz)
+            self._report_soon()
+            return False
         for held in (self._pending, self._waiting):
             held.pop(zone, None)
         timer = self._held.pop(zone, None)
         if timer is not None:
             timer.cancel()
-        now = time.monotonic()
-        instant = self.engine.mono(show_ms)
-        if look.brightness - self._lowest(zone, now) > FLASH_RISE:
+        if flash:
             self._rises[zone] = instant + fade_ms / 1000
             self._shown[zone] = deque()
         self._emit(zone, look, instant - self.engine.settings.live.delay_ms / 1000, fade_ms, now, show_ms, origin)
@@ -173,19 +186,12 @@ class LiveLooks:
 
     def _offer(self, zone: str, change: _Pending, now: float) -> None:
         """Show `change` in `zone`, unless it is a flash too soon after the last one there: then it waits."""
-        cap = self.engine.settings.max_flash_hz
-        look = change.look
-        if look.strobe_hz > cap:
-            look = replace(look, strobe_hz=cap)
-            self.strobe_clamped += 1
+        look = self._capped(change.look)
         if look.brightness - self._lowest(zone, now) > FLASH_RISE:
-            # On the bands' time: the look shows delay_ms after it arrived; an effect at its start plus the zone's
-            # sound delay. Held by the last flash here and by any effect starting within the gap of this one (one
-            # booked seconds ahead is no flash now).
-            gap, delay = 1 / cap, self.engine.settings.live.delay_ms / 1000
-            instant, sound = change.at_mono + delay, self.engine.delay_ms(zone) / 1000
-            near = [s + sound for s in self.engine.starts(zone) if abs(s + sound - instant) < gap]
-            allowed = max((self._rises.get(zone, float("-inf")), *near)) + gap
+            # On the bands' time: the look shows delay_ms after it arrived.
+            delay = self.engine.settings.live.delay_ms / 1000
+            instant = change.at_mono + delay
+            allowed = self._allowed(zone, instant)
             if instant < allowed - CLOCK_SLACK_S:
                 self.held_back += 1
                 self._waiting[zone] = replace(change, look=look)
@@ -195,6 +201,22 @@ class LiveLooks:
             self._rises[zone] = instant + change.fade_ms / 1000  # risen when its fade ends, as the bands count it
             self._shown[zone] = deque()  # a flash is counted once: the next rises from what shows from now on
         self._emit(zone, look, change.at_mono, change.fade_ms, now)
+
+    def _capped(self, look: Look) -> Look:
+        """The look with its strobe no faster than show.max_flash_hz."""
+        cap = self.engine.settings.max_flash_hz
+        if look.strobe_hz <= cap:
+            return look
+        self.strobe_clamped += 1
+        return replace(look, strobe_hz=cap)
+
+    def _allowed(self, zone: str, instant: float) -> float:
+        """The soonest a flash may show in `zone` (on the bands' time, monotonic) near `instant`: 1/max_flash_hz
+        after the last flash here and after any effect starting within the gap of it (at its start plus the zone's
+        sound delay; one booked seconds ahead is no flash now)."""
+        gap, sound = 1 / self.engine.settings.max_flash_hz, self.engine.delay_ms(zone) / 1000
+        near = [s + sound for s in self.engine.starts(zone) if abs(s + sound - instant) < gap]
+        return max((self._rises.get(zone, float("-inf")), *near)) + gap
 
     def flashes(self, zone: str) -> tuple[float, ...]:
         """When the zone's last live flash has risen on the bands (monotonic, its instant plus its fade): an effect
@@ -255,4 +277,7 @@ class LiveLooks:
         for zone, change in self._current.items():
             zones[zone] = {**change.look.document(), "show_ms": change.show_ms, "fade_ms": change.fade_ms}
         self._reported = set(self._current)
-        self.engine.report({"live": {"version": self.version, "zones": zones}})
+        doc: dict[str, Any] = {"version": self.version, "zones": zones}
+        if self.dropped_carried:
+            doc["dropped_carried"] = self.dropped_carried
+        self.engine.report({"live": doc})

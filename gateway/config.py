@@ -333,7 +333,33 @@ def _box(base: Path, gateway: core.GatewaySection | None, api: core.ApiSection |
             problems += [Problem(f"drivers.{driver.name}" + (f".{p.path}" if p.path else ""), p.message) for p in found]
     if show is not None:
         problems += cue_settings.load(base, show)[1]  # the cue list's file, checked against the show
+        if show.shared is not None:
+            problems += _shared_box(base, gateway, show.shared)
     return problems + floor_plan_problems(base, dashboard)
+
+
+def _shared_box(base: Path, gateway: core.GatewaySection | None,
+                shared: shared_settings.SharedSection) -> list[Problem]:
+    """`[show.shared]`'s secrets and files, as `[cloud]`'s: without them the box never joins the show's bus."""
+    problems = []
+    if shared.username_env is not None:
+        problems += preflight.environment_variable(shared.username_env, "show.shared.username_env",
+                                                   "the venue broker's user name")
+        name = os.environ.get(shared.username_env, "")
+        if gateway is not None and name and name != (expected := shared_settings.user_name(gateway.venue,
+                                                                                           gateway.id)):
+            problems.append(Problem("show.shared.username_env", f"environment variable {shared.username_env} is not "
+                                    f"this box's identity on the venue's broker (allowed: {expected!r}, venue/show/"
+                                    "gateway id: the ACL lets a box write only its own topics of the show)"))
+    if shared.password_env is not None:
+        problems += preflight.environment_variable(shared.password_env, "show.shared.password_env",
+                                                   "the venue broker's password")
+    for key, what in (("ca_file", "the venue broker's CA certificate"), ("cert_file", "the box's certificate")):
+        if (name := getattr(shared, key)) is not None:
+            problems += preflight.readable_file(base / name, f"show.shared.{key}", what)
+    if shared.key_file is not None:
+        problems += preflight.secret_file(base / shared.key_file, "show.shared.key_file", "the box's private key")
+    return problems
 
 
 def resolve_secret(config: Config, token: core.TokenSection) -> str:

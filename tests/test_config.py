@@ -460,3 +460,41 @@ def test_check_config_answers_any_file_with_exit_0_or_2_and_one_line_per_problem
         assert run.returncode == 2 and "Traceback" not in stderr, (name, run.returncode, stderr)
         (line,) = stderr.splitlines()
         assert files[name][1] in line, (name, line)
+
+
+def test_the_shared_shows_secrets_and_files_are_checked_on_the_box(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[show.shared]`'s secrets and files, as `[cloud]`'s: each missing one named by its key (without them the box
+    never joins the show's bus), and a user name from the environment checked, never printed."""
+    for name in ("VG_TEST_SHOW_USER", "VG_TEST_SHOW_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    text = BASE + ('[show.shared]\nbrokers = ["mqtts://venue-broker:8883"]\nboxes = ["box-1", "box-2"]\n'
+                   'username_env = "VG_TEST_SHOW_USER"\npassword_env = "VG_TEST_SHOW_PASSWORD"\n'
+                   'ca_file = "ca.pem"\ncert_file = "box.pem"\nkey_file = "box.key"\n')
+    path = tmp_path / "vg.toml"
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(path, text, box=True)
+    assert [line.split(": ", 2)[1] for line in err.value.lines()] == [
+        "show.shared.username_env", "show.shared.password_env", "show.shared.ca_file", "show.shared.cert_file",
+        "show.shared.key_file"]
+    text_of = "\n".join(err.value.lines())
+    assert "environment variable VG_TEST_SHOW_PASSWORD (the venue broker's password) is not set or empty" in text_of
+    assert f"the venue broker's CA certificate {tmp_path / 'ca.pem'} does not exist" in text_of
+    assert config.parse(path, text).show.shared is not None  # the file alone is fine: what the box lacks is not
+
+    monkeypatch.setenv("VG_TEST_SHOW_USER", "hall/show/box-2")  # another box's identity
+    monkeypatch.setenv("VG_TEST_SHOW_PASSWORD", "pw")
+    for name in ("ca.pem", "box.pem", "box.key"):
+        (tmp_path / name).write_text("PEM\n")
+    (tmp_path / "box.key").chmod(0o644)  # other users may read the key
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(path, text, box=True)
+    lines = err.value.lines()
+    assert len(lines) == 2 and "box-2" not in lines[0], lines
+    assert lines[0].endswith("show.shared.username_env: environment variable VG_TEST_SHOW_USER is not this box's "
+                             "identity on the venue's broker (allowed: 'hall/show/box-1', venue/show/gateway id: the "
+                             "ACL lets a box write only its own topics of the show)")
+    assert "show.shared.key_file: the box's private key" in lines[1] and "has mode 0644" in lines[1]
+    monkeypatch.setenv("VG_TEST_SHOW_USER", "hall/show/box-1")
+    (tmp_path / "box.key").chmod(0o600)
+    assert config.parse(path, text, box=True).show.shared is not None

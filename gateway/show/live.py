@@ -35,6 +35,7 @@ RGB = tuple[int, int, int]
 FLASH_RISE = 0.5  # a rise in brightness (0..1) larger than this above the window's lowest is a flash, for the cap
 REPORT_INTERVAL_S = 0.25  # the twin hears the live looks at most this often
 CLOCK_SLACK_S = 0.001  # a timer the loop runs this early is on time
+DROP_LOG_S = 10.0  # carried looks dropped are logged at most this often
 CARRIED_SLACK_S = 0.005  # a carried flash this early is on time (the other box's timer, show ms in whole ms)
 
 
@@ -95,6 +96,8 @@ class LiveLooks:
         self.held_back = 0  # looks delayed by the flash cap
         self.strobe_clamped = 0  # looks whose strobe was over show.max_flash_hz
         self.dropped_carried = 0  # carried looks that were a flash too soon after the last one in their zone
+        self._dropped_since_log = 0
+        self._last_drop_log = float("-inf")
         self._current: dict[str, LiveChange] = {}
         self._listeners: list[LiveListener] = []
         self._pending: dict[str, _Pending] = {}  # set this turn, not yet taken
@@ -140,9 +143,11 @@ class LiveLooks:
             self._report_soon()
 
     def carry(self, zone: str, look: Look, show_ms: int, fade_ms: int, origin: str) -> bool:
-        """A look applied on another box of a shared show (`origin`), shown at the same instant `show_ms`: taken as
-        it is (that box held it to the flash cap), and kept for this box's own cap as a local look is. False when
-        the zone is not this show's, or it already has this look or a later one."""
+        """A look applied on another box of a shared show (`origin`), shown at the same instant `show_ms` (that box
+        held it to the flash cap), and kept for this box's own cap as a local look is: its strobe clamped to the cap,
+        and dropped (counted in `dropped_carried`) when it is a flash too soon after the zone's last one here, by
+        the rule a local look is held back by. False when the zone is not this show's, it already has this look or
+        a later one, or the look is dropped."""
         if zone not in self.engine.zones:
             return False
         current = self._current.get(zone)
@@ -154,8 +159,12 @@ class LiveLooks:
         flash = look.brightness - self._lowest(zone, now) > FLASH_RISE
         if flash and instant < self._allowed(zone, instant) - CARRIED_SLACK_S:
             self.dropped_carried += 1
-            log.warning("live: a look carried from %s for zone %s dropped: a flash too soon after the last one there "
-                        "(show.max_flash_hz %g)", origin, zone, self.engine.settings.max_flash_hz)
+            self._dropped_since_log += 1
+            if now - self._last_drop_log >= DROP_LOG_S:
+                log.warning("live: dropped %d carried look(s) since the last word, each a flash too soon after the "
+                            "last one in its zone (show.max_flash_hz %g); the latest from %s for zone %s",
+                            self._dropped_since_log, self.engine.settings.max_flash_hz, origin, zone)
+                self._dropped_since_log, self._last_drop_log = 0, now
             self._report_soon()
             return False
         for held in (self._pending, self._waiting):

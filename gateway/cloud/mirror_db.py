@@ -7,7 +7,9 @@ transaction as the batch row and only when that row is new; an event by (gateway
 (gateway, version); a snapshot by (gateway, version). A duplicate inserts nothing and is counted. A twin is the
 latest snapshot with the contiguous changes after it (the deltas' `from`-`to` ranges, chained from the snapshot's
 version), however the replicas' writes interleave; a change beyond a missing range waits until the range or a newer
-snapshot arrives.
+snapshot arrives. So that a read does not fold every change since the snapshot (up to 300 s of them), `mirror_twins`
+holds each twin folded to a version: a writer advances it in its transaction once FOLD_AFTER contiguous versions wait
+after it (the row's version the guard between two writers), and a read folds only the changes after it.
 
 The schema is created on first start and its version kept in `mirror_schema`; a later version adds its step to
 MIGRATIONS, run once, in one transaction, under an advisory lock, by the first replica started on it.
@@ -29,11 +31,12 @@ from psycopg import errors
 
 from gateway.cloud.mirror import GatewayMirror
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOCK_KEY = 0x76676D6972726F72  # pg_advisory_xact_lock key of the schema's creation and migrations ("vgmirror")
 READERS = 4  # connections answering reads (each read is one short transaction)
 READ_TIMEOUT_S = 10.0  # a read (an HTTP answer) that waits longer is given up: 503
 WRITE_TIMEOUT_S = 60.0  # a write that waits longer is given up and written again on a new connection
+FOLD_AFTER = 100  # a writer folds a twin's changes into mirror_twins once this many contiguous versions wait after it
 EVENTS_LATEST = 1000  # GET .../events without paging: the latest this many, as the in-memory mirror keeps
 
 # MIGRATIONS[n] takes the schema from version n to n + 1.
@@ -102,6 +105,14 @@ CREATE TABLE mirror_events (
     UNIQUE (gid, event_id)
 );
 CREATE INDEX mirror_events_box ON mirror_events (gid, id);
+""", 1: """
+CREATE TABLE mirror_twins (
+    gid integer PRIMARY KEY REFERENCES mirror_gateways,
+    version bigint NOT NULL,
+    assets jsonb NOT NULL
+);
+INSERT INTO mirror_twins (gid, version, assets)
+    SELECT DISTINCT ON (gid) gid, version, assets FROM mirror_snapshots ORDER BY gid, version DESC;
 """}
 
 
@@ -381,6 +392,7 @@ class Database:
             await self._changes(cur, group, done)
             await self._telemetry(cur, group)
             await self._events(cur, group)
+            await self._fold(cur, sorted(gid for gid, n in group.new.items() if n["changes"]))
             rows = []
             for gid in sorted(set(gids.values())):
                 n = group.new[gid]
@@ -418,6 +430,12 @@ class Database:
                               "WHERE s.gid = n.gid AND s.version < n.version", args)
             await cur.execute("DELETE FROM mirror_deltas d USING unnest(%s::int[], %s::bigint[]) n(gid, version) "
                               "WHERE d.gid = n.gid AND d.to_version <= n.version", args)
+            # the folded twin starts again from a snapshot newer than it (one it has passed is kept)
+            await cur.execute(
+                "INSERT INTO mirror_twins (gid, version, assets) SELECT s.gid, s.version, s.assets FROM "
+                "mirror_snapshots s JOIN unnest(%s::int[], %s::bigint[]) n(gid, version) ON s.gid = n.gid AND "
+                "s.version = n.version ORDER BY s.gid ON CONFLICT (gid) DO UPDATE SET version = EXCLUDED.version, "
+                "assets = EXCLUDED.assets WHERE mirror_twins.version < EXCLUDED.version", args)
             done.deltas_of.update(newest)
 
     @staticmethod
@@ -438,6 +456,49 @@ class Database:
                 ([k[0] for k in keys], [k[1] for k in keys], _text(group.changes[k] for k in keys)))
             for (gid,) in await cur.fetchall():
                 group.new[gid]["changes"] += 1
+
+    @staticmethod
+    async def _fold(cur: psycopg.AsyncCursor[Any], gids: list[int]) -> None:
+        """Advance the folded twins of `gids` (which got new changes) over the contiguous changes after them, where
+        FOLD_AFTER versions or more wait. What this transaction sees is what committed before each statement and its
+        own writes: the ranges chain from the row's version through those only, and the row is updated only if its
+        version is still the one folded from (another writer that advanced it first wins; the next fold goes on from
+        there). A fold is the same whoever makes it, so a write made twice folds to the same twin."""
+        if not gids:
+            return
+        await cur.execute(
+            "SELECT t.gid, t.version, d.from_version, d.to_version FROM mirror_twins t LEFT JOIN LATERAL (SELECT "
+            "from_version, to_version FROM mirror_deltas WHERE gid = t.gid AND to_version > t.version) d ON true "
+            "WHERE t.gid = ANY(%s)", (gids,))
+        found: dict[int, tuple[int, list[tuple[int, int]]]] = {}
+        for gid, version, lo, hi in await cur.fetchall():
+            entry = found.setdefault(gid, (version, []))
+            if lo is not None:
+                entry[1].append((lo, hi))
+        due = {}
+        for gid, (version, ranges) in found.items():
+            tip = chain(version, ranges)[0]
+            if tip - version >= FOLD_AFTER:
+                due[gid] = (version, tip)
+        if not due:
+            return
+        keys = sorted(due)
+        was, tips = [due[g][0] for g in keys], [due[g][1] for g in keys]
+        await cur.execute("SELECT t.gid, t.assets::text FROM mirror_twins t JOIN unnest(%s::int[], %s::bigint[]) "
+                          "n(gid, version) ON t.gid = n.gid AND t.version = n.version", (keys, was))
+        twins = {gid: GatewayMirror("", "", version=due[gid][0], assets=orjson.loads(assets))
+                 for gid, assets in await cur.fetchall()}
+        await cur.execute(
+            "SELECT n.gid, c.change FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) n(gid, lo, hi) JOIN LATERAL "
+            "(SELECT version, change::text FROM mirror_changes WHERE gid = n.gid AND version > n.lo AND version <= "
+            "n.hi) c ON true ORDER BY n.gid, c.version",
+            (keys, was, tips))
+        for gid, change in await cur.fetchall():
+            if gid in twins:
+                twins[gid].apply(orjson.loads(change))
+        await cur.executemany(  # the rows one by one in order of gid, as every write takes its locks
+            "UPDATE mirror_twins SET version = %s, assets = %s::jsonb WHERE gid = %s AND version = %s",
+            [(due[g][1], orjson.dumps(twins[g].assets).decode(), g, due[g][0]) for g in sorted(twins)])
 
     @staticmethod
     async def _telemetry(cur: psycopg.AsyncCursor[Any], group: _Group) -> None:
@@ -587,18 +648,25 @@ class Database:
 
     async def twins(self, venue: str, gateway_id: str | None = None) -> list[Twin]:
         """The twins of a venue's gateways (or of one), each from its latest snapshot and the contiguous changes
-        after it, in one consistent read; gateways without a snapshot are left out."""
+        after it, in one consistent read; gateways without a snapshot are left out. The fold starts from the twin
+        folded in `mirror_twins` where that is at or past the snapshot: only the changes after it are read."""
         one = "" if gateway_id is None else " AND g.gateway_id = %s"
         args: list[Any] = [venue] if gateway_id is None else [venue, gateway_id]
+        # each gateway of the venue with a snapshot: the version the fold starts from (base), the snapshot's taken_at
+        base = ("SELECT g.gid, g.gateway_id, s.taken_at, greatest(s.version, t.version) AS version, "
+                "t.version >= s.version AS folded, s.version AS snapshot FROM mirror_gateways g JOIN LATERAL (SELECT "
+                "version, taken_at FROM mirror_snapshots WHERE gid = g.gid ORDER BY version DESC LIMIT 1) s ON true "
+                f"LEFT JOIN mirror_twins t ON t.gid = g.gid WHERE g.venue = %s{one}")
+        with_base = f"WITH b AS MATERIALIZED ({base})"
         snaps, ranges, changes = await self._read(
-            ("SELECT g.gid, g.gateway_id, s.version, s.taken_at, s.assets::text FROM mirror_gateways g JOIN LATERAL "
-             "(SELECT version, taken_at, assets FROM mirror_snapshots WHERE gid = g.gid ORDER BY version DESC LIMIT 1) "
-             f"s ON true WHERE g.venue = %s{one} ORDER BY g.gateway_id", args),
-            ("SELECT d.gid, d.from_version, d.to_version FROM mirror_gateways g JOIN mirror_deltas d ON d.gid = g.gid "
-             f"WHERE g.venue = %s{one}", args),
-            ("SELECT c.gid, c.version, c.change::text FROM mirror_gateways g JOIN LATERAL (SELECT max(version) AS v "
-             "FROM mirror_snapshots WHERE gid = g.gid) s ON true JOIN mirror_changes c ON c.gid = g.gid AND c.version "
-             f"> s.v WHERE g.venue = %s{one} ORDER BY c.gid, c.version", args))
+            (f"{with_base} SELECT b.gid, b.gateway_id, b.version, b.taken_at, CASE WHEN b.folded THEN (SELECT "
+             "assets::text FROM mirror_twins WHERE gid = b.gid) ELSE (SELECT assets::text FROM mirror_snapshots "
+             "WHERE gid = b.gid AND version = b.snapshot) END FROM b ORDER BY b.gateway_id", args),
+            (f"{with_base} SELECT b.gid, d.from_version, d.to_version FROM b JOIN LATERAL (SELECT from_version, "
+             "to_version FROM mirror_deltas WHERE gid = b.gid AND to_version > b.version) d ON true", args),
+            (f"{with_base} SELECT b.gid, c.version, c.change FROM b JOIN LATERAL (SELECT version, change::text "
+             "FROM mirror_changes WHERE gid = b.gid AND version > b.version ORDER BY version) c ON true "
+             "ORDER BY b.gid, c.version", args))
         held: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for gid, lo, hi in ranges:
             held[gid].append((lo, hi))
@@ -607,7 +675,7 @@ class Database:
             after[gid].append((version, change))
         out = []
         for gid, gw, version, taken_at, assets in snaps:
-            tip, top = chain(version, (r for r in held[gid] if r[1] > version))
+            tip, top = chain(version, held[gid])
             mirrored = GatewayMirror(venue, gw)  # folds the changes as the in-memory mirror does
             mirrored.snapshot({"version": version, "assets": orjson.loads(assets), "taken_at": taken_at})
             for v, change in after[gid]:

@@ -35,6 +35,8 @@ from gateway.api import tls
 from gateway.box import doctor
 from gateway.box.check import Box, Finding
 from gateway.box.checklist import CHECKS, Entry
+from gateway.box.checks import broker as broker_check
+from gateway.config import load
 from gateway.database import open_database
 from gateway.kernel_clock import Timex, kernel_clock
 from peers.mosquitto import Mosquitto, TlsFiles
@@ -465,3 +467,38 @@ def test_a_configuration_not_there_is_said_so_and_the_checks_it_feeds_are_skippe
     found = only_problem(doc, "configuration")
     assert "cannot be read: No such file or directory" in found["message"] and "--config" in found["fix"]
     assert {c["check"]: c["status"] for c in doc["checks"]}["api"] == "skipped"
+
+
+def test_the_shows_brokers_are_probed_with_the_shows_credentials(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A box of a shared show with no [cloud]: the doctor connects to each of the show's brokers as the box's user
+    VENUE/show/ID and subscribes to the show's topics (the venue's ACL, config/multibox/mosquitto.acl); a dead
+    address and a wrong password are each a problem."""
+    require(shutil.which("mosquitto_passwd") is not None, "the Debian package mosquitto (mosquitto_passwd)")
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), "arena/show/box-a", PASSWORD], check=True)
+    acl = ROOT / "config" / "multibox" / "mosquitto.acl"
+    dead = free_port()
+    monkeypatch.setenv(ENV, PASSWORD)
+
+    def probe(box: str) -> list[Finding]:
+        path = tmp_path / f"{box}.toml"
+        path.write_text(f'[gateway]\nid = "{box}"\nvenue = "arena"\n[show.shared]\n'
+                        f'brokers = ["{venue.url}", "mqtt://127.0.0.1:{dead}"]\nboxes = ["{box}", "box-b"]\n'
+                        f'username = "arena/show/{box}"\npassword_env = "{ENV}"\n')
+        return broker_check.check(Box(path, load(path), [], timeout_s=2.0))
+
+    with Mosquitto(tmp_path / "venue", acl=acl, passwords=passwords) as venue:
+        skipped_cloud, live, gone = probe("box-a")
+        assert skipped_cloud.status == "skipped" and skipped_cloud.subject == ""
+        assert live.status == "ok" and live.subject == "show", live
+        assert live.message == (f"the show's broker {venue.url} as 'arena/show/box-a': a subscription to "
+                                "venues/arena/show/+/+ was granted (MQTT 5 SUBACK); nothing is published there")
+        assert gone.status == "problem" and gone.message.startswith(
+            f"the show's broker mqtt://127.0.0.1:{dead} cannot be reached: "), gone
+        assert gone.fix is not None and "plays the show alone" in gone.fix
+        monkeypatch.setenv(ENV, "not-the-password")
+        _, refused, _ = probe("box-a")
+        assert refused.status == "problem" and refused.message.startswith(
+            f"the show's broker {venue.url} refused the connection as 'arena/show/box-a': "), refused
+        assert refused.fix is not None and "'arena/show/box-a'" in refused.fix

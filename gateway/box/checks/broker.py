@@ -1,7 +1,15 @@
 """The cloud broker: reachable (over TLS where the configuration says mqtts), taking this box's credentials, and
 letting it publish its own topics. The check connects as the box's user under a client id of its own (the running
 gateway's session is left alone) and publishes one event of kind `doctor` to the box's `events` topic with QoS 1:
-under MQTT 5 the broker's acknowledgement says whether its ACL took it."""
+under MQTT 5 the broker's acknowledgement says whether its ACL took it.
+
+In a shared show, the venue's brokers (`[show.shared] brokers`, subject `show`) too: each reachable (over TLS where
+the URL says mqtts), taking the show's credentials (the box's user `VENUE/show/ID`), and letting it read the show's
+topics: the check connects under a client id of its own and subscribes to `venues/VENUE/show/+/+` (QoS 1), the
+running gateway's subscription; a broker that checks a subscription against its ACL refuses it in the MQTT 5 SUBACK
+(Mosquitto grants it and filters what its ACL hides at delivery: there the check proves the address, TLS and the
+credentials, not the ACL). It publishes nothing there (every box of the show would take a message to its topics),
+so the ACL's write side is not tried."""
 
 from __future__ import annotations
 
@@ -20,11 +28,17 @@ from gateway.box.check import Box, Finding, ok, problem, skipped, warn
 from gateway.cloud.client import Client, PublishRefused
 from gateway.cloud.link import UNSUPPORTED_PROTOCOL, tls_context
 from gateway.cloud.settings import Broker, credentials, topic_root
+from gateway.show import shared_messages, shared_settings
 
 PROBE_KIND = "doctor"
 
 
 def check(box: Box) -> list[Finding]:
+    assert box.config is not None
+    return [*_cloud(box), *_show(box)]
+
+
+def _cloud(box: Box) -> list[Finding]:
     assert box.config is not None
     cfg = box.config
     section = cfg.cloud
@@ -89,3 +103,64 @@ async def _probe(cfg: configuration.Config, broker: Broker, username: str | None
                      "acknowledgement cannot say whether the broker's ACL let it through",
                      "use a broker that speaks MQTT 5 (protocol = \"auto\"), or check its ACL by hand")]
     return [ok(f"{broker}{' over TLS' if broker.tls else ''} {who}: a message to {topic} was taken (MQTT 5 PUBACK)")]
+
+
+SHOW = "show"  # the subject of the show's brokers' findings
+
+
+def _show(box: Box) -> list[Finding]:
+    assert box.config is not None
+    cfg = box.config
+    section = cfg.show.shared
+    if section is None:
+        return []
+    try:
+        creds = shared_settings.credentials(section, cfg.path.parent)
+        context = shared_settings.tls_context(creds) if any(b.tls for b in section.parsed_brokers()) else None
+    except ValueError as exc:
+        return [problem(f"cannot connect to the show's broker {', '.join(section.brokers)}: {exc}",
+                        f"set what the [show.shared] section names (the service's environment is "
+                        f"{cfg.path.parent / 'environment'}), then venue-gateway check-config {cfg.path}", SHOW)]
+    return [asyncio.run(_probe_show(cfg, broker, creds.username, creds.password, context, box.timeout_s))
+            for broker in section.parsed_brokers()]
+
+
+async def _probe_show(cfg: configuration.Config, broker: Broker, username: str | None, password: str | None,
+                      context: ssl.SSLContext | None, timeout_s: float) -> Finding:
+    assert cfg.show.shared is not None
+    topics = shared_messages.subscription(cfg.gateway.venue)
+    client_id = (cfg.show.shared.client_id or f"vg-show-{cfg.gateway.id}")[:16] + "-doctor"
+    who = f"as {username!r}" if username else "with no user name"
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with aiomqtt.Client(broker.host, broker.port, username=username, password=password,
+                                      identifier=client_id, protocol=aiomqtt.ProtocolVersion.V5, clean_start=True,
+                                      timeout=timeout_s, tls_context=context if broker.tls else None) as client:
+                granted = await client.subscribe(topics, qos=1, timeout=timeout_s)
+    except MqttConnectError as exc:
+        reason = str(exc.rc).strip() if exc.rc is not None and not isinstance(exc.rc, int) else str(exc)
+        return problem(f"the show's broker {broker} refused the connection {who}: {reason}",
+                       "check show.shared.username (or username_env; this box's is "
+                       f"{shared_settings.user_name(cfg.gateway.venue, cfg.gateway.id)!r}) and password_env against "
+                       "the venue broker's password file, or the box's certificate against its CA", SHOW)
+    except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+        text = str(exc) or type(exc).__name__
+        if any(word in text for word in ("SSL", "certificate", "TLS", "tlsv1")):
+            return problem(f"TLS with the show's broker {broker} failed: {text}",
+                           "check show.shared.ca_file (the CA of the venue broker's certificate), cert_file and "
+                           "key_file", SHOW)
+        if isinstance(exc, TimeoutError) or not text.strip():
+            text = f"no answer within {timeout_s:g} s"
+        return problem(f"the show's broker {broker} cannot be reached: {text}",
+                       "is the venue's broker up, and reachable from this box (its address, a firewall)? Until it "
+                       "is, this box plays the show alone", SHOW)
+    refused = [code for code in granted if getattr(code, "value", code) >= 0x80]
+    if refused:
+        code = refused[0]
+        return problem(f"the show's broker {broker} took the connection {who} but refused its subscription to "
+                       f"{topics}: {code} (reason code 0x{getattr(code, 'value', code):02X})",
+                       "the venue broker's ACL must let each box read the show's topics: "
+                       "config/multibox/mosquitto.acl's `topic read venues/VENUE/show/+/...` lines for its user",
+                       SHOW)
+    return ok(f"the show's broker {broker}{' over TLS' if broker.tls else ''} {who}: a subscription to {topics} was "
+              "granted (MQTT 5 SUBACK); nothing is published there", SHOW)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import glob
 import json
-import os
 import signal
 import subprocess
 import time
@@ -46,10 +46,27 @@ from tests.fixtures import mosquitto  # noqa: F401  (a fixture)
 VENUE = "arena"
 KEY_HEX = "000102030405060708090a0b0c0d0e0f"
 KEY = show_key(bytes.fromhex(KEY_HEX), 7)
-FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
-# A box's wall clock 5 ms ahead, its monotonic clock left alone (none: the offset is not checked)
-SKEW = {"FAKETIME": "+0.005", "FAKETIME_DONT_FAKE_MONOTONIC": "1", "LD_PRELOAD": FAKETIME} \
-    if os.path.exists(FAKETIME) else {}
+
+
+def find_faketime() -> str | None:
+    """libfaketime's preload library wherever this system keeps it: the dynamic linker's cache (`ldconfig -p`), then
+    the directories the distributions install it in (Debian's multiarch `/usr/lib/<triplet>/faketime/`, Fedora's
+    `/usr/lib64/faketime/`, a build's `/usr/local/lib/faketime/`)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=5).stdout
+        for line in cache.splitlines():
+            if line.strip().startswith("libfaketime.so.1 ") and "=>" in line:
+                return line.split("=>", 1)[1].strip()
+    patterns = ("/usr/lib/*/faketime/libfaketime.so.1", "/usr/lib*/faketime/libfaketime.so.1",
+                "/usr/local/lib*/faketime/libfaketime.so.1", "/usr/local/lib/*/faketime/libfaketime.so.1")
+    found = sorted(path for pattern in patterns for path in glob.glob(pattern))
+    return found[0] if found else None
+
+
+FAKETIME = find_faketime()
+NO_FAKETIME = "libfaketime is not installed (Debian's and Ubuntu's package faketime, Fedora's libfaketime)"
+# A box's wall clock 5 ms ahead, its monotonic clock left alone (empty without libfaketime: tests that need it skip)
+SKEW = {} if FAKETIME is None else {"FAKETIME": "+0.005", "FAKETIME_DONT_FAKE_MONOTONIC": "1", "LD_PRELOAD": FAKETIME}
 
 
 def box_config(directory: Path, box: str, broker: str, boxes: list[str], *, pty: Path | None = None) -> Path:
@@ -292,12 +309,11 @@ async def test_a_box_that_joins_mid_show_carries_what_counts_down_and_a_box_kill
             # the same start on the show clock (ms: the origin's document has the fraction its show_ms drops)
             assert abs(wall(last["reported"]["last_effect"]["starts_at"]) - wall(answer["starts_at"])) <= 0.001
             await until(lambda: shared(a).peers["b"].state == "online", 5, "a to hear b")
-            if skew:
-                # An exchange's error is at most half its round trip (the best of the recent ones counts): the true
-                # offset is within it, however loaded this machine is.
-                await until(lambda: len(shared(a).peers["b"].samples) >= 5, 5, "clock exchanges with b")
-                clock = shared(a).clocks()["b"]
-                assert abs(clock.offset_ms - 5) <= clock.delay_ms / 2 + 0.5 and clock.age_s < 5, clock
+            # An exchange's error is at most half its round trip (the best of the recent ones counts): the true
+            # offset (5 ms with libfaketime, else 0) is within it, however loaded this machine is.
+            await until(lambda: len(shared(a).peers["b"].samples) >= 5, 5, "clock exchanges with b")
+            clock = shared(a).clocks()["b"]
+            assert abs(clock.offset_ms - (5 if skew else 0)) <= clock.delay_ms / 2 + 0.5 and clock.age_s < 5, clock
             # Malformed messages on b's topics and a box not of the show: dropped and counted, nothing carried. An
             # effect of b's with a serial of a's block (boxes listed in another order there) is one of them.
             body = msg.effect_body(carried(a, answer["effect_id"]), "b")
@@ -319,11 +335,13 @@ async def test_a_box_that_joins_mid_show_carries_what_counts_down_and_a_box_kill
             assert lost is not None and lost.reported["boxes"]["b"]["state"] == "lost"
             assert lost.reported["boxes"]["b"]["reason"] == "connection lost"
             assert lost.reported["boxes"]["b"]["malformed"] == 4 and lost.reported["foreign"] == 1
-            assert "shared show: lost b (connection lost)" in a.health()["problems"][0]
+            assert a.health()["problems"] == ["shared show: lost b (connection lost); the show goes on without it"]
             again = await fire(a, {"preset": "drop", "zones": ["floor"]})
             assert again["delivery"] == {"shared": "shared"}
         finally:
             b.cleanup()
+    if not skew:  # all else was checked; the measure of a clock that is off was not
+        pytest.skip(f"{NO_FAKETIME}: b's clock was not put 5 ms ahead, so the exchanges measured no offset")
 
 
 async def test_with_the_bus_down_a_box_goes_on_alone_and_says_so(tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
@@ -405,20 +423,21 @@ def test_check_config_holds_a_box_to_the_show_and_passes_the_examples() -> None:
 
 async def test_the_venue_brokers_acl_holds_each_box_to_its_own_topics(tmp_path: Path) -> None:
     passwords = tmp_path / "passwords"
-    for i, box in enumerate(("a", "b")):
+    for i, box in enumerate(("box-a", "box-b")):  # the example ACL's boxes, by their user names
         await asyncio.to_thread(subprocess.run, ["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []),
                                                  str(passwords), f"{VENUE}/show/{box}", f"{box}-secret"], check=True)
     broker = await asyncio.to_thread(Mosquitto(tmp_path / "broker", acl=ROOT / "config" / "multibox" / "mosquitto.acl",
                                                passwords=passwords).start)
     try:
         v5, host = aiomqtt.ProtocolVersion.V5, "127.0.0.1"
-        async with Client(host, broker.port, username=f"{VENUE}/show/a", password="a-secret", protocol=v5) as a, \
-                Client(host, broker.port, username=f"{VENUE}/show/b", password="b-secret", protocol=v5) as b:
+        user = f"{VENUE}/show/"
+        async with Client(host, broker.port, username=user + "box-a", password="box-a-secret", protocol=v5) as a, \
+                Client(host, broker.port, username=user + "box-b", password="box-b-secret", protocol=v5) as b:
             await a.subscribe(f"venues/{VENUE}/show/+/+", qos=1)
-            await b.publish(f"venues/{VENUE}/show/b/effect", b"b's own", qos=1)
+            await b.publish(f"venues/{VENUE}/show/box-b/effect", b"b's own", qos=1)
             with pytest.raises(PublishRefused):
-                await b.publish(f"venues/{VENUE}/show/a/effect", b"as if a", qos=1)
+                await b.publish(f"venues/{VENUE}/show/box-a/effect", b"as if a", qos=1)
             message = await asyncio.wait_for(anext(aiter(a.messages)), 5)
-            assert (str(message.topic), message.payload) == (f"venues/{VENUE}/show/b/effect", b"b's own")
+            assert (str(message.topic), message.payload) == (f"venues/{VENUE}/show/box-b/effect", b"b's own")
     finally:
         await asyncio.to_thread(broker.stop)

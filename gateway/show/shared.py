@@ -85,6 +85,13 @@ class Peer:
         return PeerClock(offset, delay, now - at)
 
 
+async def _publish(client: aiomqtt.Client, name: str, payload: bytes | Callable[[], bytes], qos: int,
+                   retain: bool) -> None:
+    """One message to the client; a payload made as it is sent is made here, in the same step as the client takes
+    it (the client writes it to the socket when the loop next finds the socket writable)."""
+    await client.publish(name, payload() if callable(payload) else payload, qos=qos, retain=retain)
+
+
 def _settled(task: asyncio.Task[None]) -> None:
     """A publish's outcome read: one that failed with the connection is said by the session's end."""
     if not task.cancelled() and task.exception() is not None:
@@ -114,7 +121,9 @@ class SharedShow(Unit):
         self.foreign = 0  # messages from boxes not in `boxes` (or off the show's topics)
         self._creds: Credentials | None = None
         self._tls: ssl.SSLContext | None = None
-        self._out: asyncio.Queue[tuple[str, bytes, int, bool]] = asyncio.Queue()
+        # What this box says, in order: (topic, payload, qos, retain); a payload made as it is sent (a clock answer's
+        # t3) is a function giving it.
+        self._out: asyncio.Queue[tuple[str, bytes | Callable[[], bytes], int, bool]] = asyncio.Queue()
         self._presence_wanted = asyncio.Event()
         self._undo: list[Callable[[], None]] = []
         self._attempt = 0
@@ -160,7 +169,7 @@ class SharedShow(Unit):
             return f"shared show: the bus is {self.state} ({self.last_error}): this box goes on alone"
         lost = [f"{box} ({peer.reason})" for box, peer in self.peers.items() if peer.state == "lost"]
         if lost:
-            return f"shared show: lost {', '.join(lost)}; the show goes on without them"
+            return f"shared show: lost {', '.join(lost)}; the show goes on without {'it' if len(lost) == 1 else 'them'}"
         return None
 
     # -- the unit ----------------------------------------------------------------------------------------
@@ -219,9 +228,11 @@ class SharedShow(Unit):
     async def _session(self, client: aiomqtt.Client) -> None:
         options: Any = SubscribeOptions(qos=1, noLocal=True)
         await client.subscribe(msg.subscription(self.venue), options=options)
-        await client.publish(self._topic("presence"), self._presence(), qos=1, retain=True)
-        self._out = asyncio.Queue()  # what was waiting for a bus now gone is in the presence just sent
+        # Online before the presence is made: an effect fired from here on is queued (sent once the presence is),
+        # one fired before is in the presence. What was waiting for a bus now gone is in the presence too.
+        self._out = asyncio.Queue()
         self._set_state("online")
+        await client.publish(self._topic("presence"), self._presence(), qos=1, retain=True)
         self._attempt = 0
         log.info("shared show: on the bus at %s as %s, with %s", self.broker, self.id, ", ".join(self.peers) or
                  "no other box")
@@ -284,7 +295,7 @@ class SharedShow(Unit):
         try:
             while True:
                 name, payload, qos, retain = await self._out.get()
-                task = asyncio.ensure_future(client.publish(name, payload, qos=qos, retain=retain))
+                task = asyncio.ensure_future(_publish(client, name, payload, qos, retain))
                 acknowledging.add(task)
                 task.add_done_callback(_settled)
                 task.add_done_callback(acknowledging.discard)
@@ -303,7 +314,7 @@ class SharedShow(Unit):
 
     async def _ask_clocks(self) -> None:
         while True:
-            self._queue("clock", {"t1": self._now_ms()}, qos=0)
+            self._out.put_nowait((self._topic("clock"), lambda: msg.encode(self.id, {"t1": self._now_ms()}), 0, False))
             await asyncio.sleep(self.settings.clock_interval_s)
 
     def _now_ms(self) -> float:
@@ -343,12 +354,17 @@ class SharedShow(Unit):
                 self._carry_look(box, msg.look_of(doc, self.engine.settings.max_flash_hz))
             else:
                 self._clock(box, peer, msg.clock_of(doc), arrived)
-        except msg.Malformed as exc:
-            peer.malformed += 1
-            self._drop(box, f"{kind}: {exc}")
+        except Exception as exc:  # whatever one message does, it never ends the unit (a retained one would again)
+            self._malformed(box, peer, kind, exc)
             return
         if kind != "presence":
             self._heard(box, peer)
+
+    def _malformed(self, box: str, peer: Peer, what: str, exc: Exception) -> None:
+        """A message (or one entry of a presence) that could not be taken: dropped and counted. An error other
+        than Malformed (a message the checks missed) is said with its type."""
+        peer.malformed += 1
+        self._drop(box, f"{what}: {exc}" if isinstance(exc, msg.Malformed) else f"{what}: {type(exc).__name__}: {exc}")
 
     def _heard(self, box: str, peer: Peer) -> None:
         peer.heard = time.monotonic()
@@ -370,12 +386,20 @@ class SharedShow(Unit):
             return
         self._heard(box, peer)
         self.engine.epochs.heard(box, presence.epochs)
-        for doc in presence.effects:  # a box that joins takes what still counts down
-            fired = msg.effect_of(doc, self.engine.mono, self.engine.settings.max_flash_hz)
-            if fired.origin != self.id and fired.start_mono > time.monotonic():
-                self._carry(self.peers.get(fired.origin or box, peer), fired)
-        for doc in presence.looks:
-            self._carry_look(box, msg.look_of(doc, self.engine.settings.max_flash_hz))
+        # A box that joins takes what still counts down and the looks; an entry that cannot be taken is dropped and
+        # counted alone, and the rest of the presence is still taken.
+        for i, doc in enumerate(presence.effects):
+            try:
+                fired = msg.effect_of(doc, self.engine.mono, self.engine.settings.max_flash_hz)
+                if fired.origin != self.id and fired.start_mono > time.monotonic():
+                    self._carry(self.peers.get(fired.origin or box, peer), fired)
+            except Exception as exc:
+                self._malformed(box, peer, f"presence: effects[{i}]", exc)
+        for i, doc in enumerate(presence.looks):
+            try:
+                self._carry_look(box, msg.look_of(doc, self.engine.settings.max_flash_hz))
+            except Exception as exc:
+                self._malformed(box, peer, f"presence: live[{i}]", exc)
 
     def _carry(self, peer: Peer, fired: Fired) -> None:
         boxes = self.settings.boxes
@@ -395,8 +419,10 @@ class SharedShow(Unit):
         self.engine.live.carry(carried.zone, carried.look, carried.show_ms, carried.fade_ms, box)
 
     def _clock(self, box: str, peer: Peer, clock: msg.ClockMessage, arrived: float) -> None:
-        if clock.to is None:  # asked: answered at once
-            self._queue("clock", {"to": box, "t1": clock.t1, "t2": arrived, "t3": self._now_ms()}, qos=0)
+        if clock.to is None:  # asked: answered at once, its t3 stamped as the answer is handed to the client
+            answer = {"to": box, "t1": clock.t1, "t2": arrived}
+            self._out.put_nowait((self._topic("clock"), lambda: msg.encode(self.id, {**answer, "t3": self._now_ms()}),
+                                  0, False))
         elif clock.to == self.id:
             assert clock.t2 is not None and clock.t3 is not None
             delay = (arrived - clock.t1) - (clock.t3 - clock.t2)

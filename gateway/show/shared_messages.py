@@ -31,6 +31,7 @@ MAX_LISTED = 64  # effects or live looks in one presence
 MAX_SHOW_MS = 2**53  # the show clock in ms fits a double exactly
 _EFFECT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_SHOW_ID = re.compile(r"[0-9]{1,5}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 
 
 class Malformed(ValueError):
@@ -188,8 +189,8 @@ def presence_of(doc: dict[str, Any]) -> Presence:
         raise Malformed(f"reason {reason!r} is not text")
     epochs: dict[int, int] = {}
     for key, value in _get(doc, "epochs", dict).items() if online else ():
-        if not (key.isdigit() and int(key) <= 0xFFFF) or isinstance(value, bool) or not isinstance(value, int) \
-                or not 0 <= value <= MAX_SHOW_MS:
+        if not (_SHOW_ID.fullmatch(key) and int(key) <= 0xFFFF) or isinstance(value, bool) \
+                or not isinstance(value, int) or not 0 <= value <= MAX_SHOW_MS:
             raise Malformed(f"epochs: {key!r}: {value!r} is not a show id and its epoch")
         epochs[int(key)] = value
     effects = _get(doc, "effects", list) if online else []

@@ -319,6 +319,13 @@ def test_the_command_line_refuses_a_fleet_it_cannot_run(postgres: str, capsys: p
                           (["--retire", "--client-id", "f1"], "--retire is for a replica of a share group"),
                           (["--broker", "mqtt://127.0.0.1:1883"], "is broker 1 again"),
                           (["--database", "mysql://db/fleet", "--client-id", "f1"], "is not a PostgreSQL URL"),
+                          # what parses but libpq refuses at every connection: refused at the start, with its reason
+                          (["--database", "postgresql://fleet@127.0.0.1:notaport/fleet", "--client-id", "f1"],
+                           'refuses this URL: invalid integer value "notaport" for connection option "port"'),
+                          (["--database", f"{postgres}&sslmode=bogus", "--client-id", "f1"],
+                           'refuses this URL: invalid sslmode value: "bogus"'),
+                          (["--database", "host=db.example.invalid,db2 port=5432,5433,5434", "--client-id", "f1"],
+                           "refuses this URL: could not match 3 port numbers to 2 hosts"),
                           (["--serve", "0.0.0.0:8090"], "off loopback: give --token-env"),
                           (["--serve", "0.0.0.0:8090", "--token-env", "TOKEN"], "TOKEN is not set")):
         assert cli.main(["mirror", "--broker", "mqtt://127.0.0.1:1883", *args]) == 2

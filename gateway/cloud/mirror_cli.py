@@ -171,21 +171,41 @@ def _serve_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
+def check_database_url(url: str) -> None:
+    """Refuse at the start what PostgreSQL's client library would refuse at every connection, retried for ever: a
+    URL psycopg cannot parse, and option values libpq rejects before it connects (a port that is no number or out of
+    range, an unknown sslmode, target_session_attrs, ...). libpq is asked with the hosts replaced by socket
+    directories that do not exist, so the check looks nothing up and reaches nothing. ValueError gives the reason."""
+    import psycopg
+    from psycopg import pq
+
+    allowed = "allowed: postgresql://USER@HOST:PORT/DB[?OPTION=VALUE...], or libpq's key=value form"
+    try:
+        options = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        raise ValueError(f"--database {url!r} is not a PostgreSQL URL ({allowed}): {exc}") from None
+    if "hostaddr" not in options:  # with hostaddr, libpq looks no name up
+        hosts = str(options.get("host") or "").split(",")
+        options["host"] = ",".join("/nonexistent/venue-gateway-check" for _ in hosts)
+    probe = pq.PGconn.connect_start(psycopg.conninfo.make_conninfo("", **options).encode())
+    try:
+        error = probe.error_message.decode(errors="replace").strip()
+        if probe.status == pq.ConnStatus.BAD and error and "connection to server" not in error:
+            raise ValueError(f"--database: PostgreSQL refuses this URL: {error} ({allowed}; the options are "
+                             f"libpq's, https://www.postgresql.org/docs/current/libpq-connect.html)")
+    finally:
+        probe.finish()
+
+
 def _fleet(args: argparse.Namespace, brokers: list[Broker], options: dict[str, Any],
            listen: tuple[str, int] | None, token: str | None, serve_tls: ssl.SSLContext | None) -> int:
     """The mirror on PostgreSQL; its driver is the `fleet` extra, imported only here."""
     try:
-        import psycopg
-
         from gateway.cloud.mirror_db import Database
         from gateway.cloud.mirror_fleet import DatabaseView, FleetMirror
     except ImportError as exc:
         raise ValueError(f"--database needs the fleet extra (pip install 'venue-gateway[fleet]'): {exc}") from None
-    try:
-        psycopg.conninfo.conninfo_to_dict(args.database)
-    except psycopg.Error as exc:
-        raise ValueError(f"--database {args.database!r} is not a PostgreSQL URL (postgresql://USER@HOST:PORT/DB, "
-                         f"or libpq's key=value form): {exc}") from None
+    check_database_url(args.database)
     fleet = FleetMirror(brokers, Database(args.database), retire=args.retire, **options)
     if not args.quiet:
         fleet.listeners.append(_print)

@@ -207,7 +207,7 @@ async def test_a_command_retained_from_before_is_never_run_or_refused_again(
         await asyncio.sleep(1.0)  # what a subscription would have delivered has arrived by now
         assert events(mirrored, "command_error") == [] and events(mirrored, "effect_fired") == []
         # nothing fired, nothing refused (the mirror may ask for a snapshot after the outage's gap: that one runs)
-        assert gw.cloud.commands_refused == 0 and gw.show.last is None
+        assert gw.cloud is not None and gw.cloud.commands_refused == 0 and gw.show.last is None
 
 
 async def test_fire_stop_and_snapshot_commands(tmp_path: Path, mosquitto: Mosquitto) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from gateway import config as configuration
 from gateway.cloud import link as cloud_link
-from gateway.cloud.mirror import GatewayMirror
+from gateway.cloud.mirror import GatewayMirror, Mirror
 from gateway.cloud.settings import Broker, parse_brokers, topic_root
 from peers import PeerMissing
 from peers.mosquitto import Mosquitto
@@ -78,7 +78,8 @@ def failover_config(directory: Path, urls: list[str], port: int, batch: int = 20
 
 async def test_a_lost_address_moves_on_at_once_and_a_failed_round_waits_the_backoff(tmp_path: Path) -> None:
     """Two addresses whose brokers refuse every connection (MQTT 5 CONNACK 0x88, server unavailable): each is tried
-    once, in turn, and then the link waits its backoff (1 to 2 s here, with its jitter) before the next round."""
+    once, in turn, and then the link waits its backoff (2 to 4 s here, with its jitter) before the next round. The
+    second address is tried at once: well within the backoff's least, whatever the machine's load."""
     tried: dict[int, list[float]] = {}
 
     async def unavailable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -94,13 +95,13 @@ async def test_a_lost_address_moves_on_at_once_and_a_failed_round_waits_the_back
     urls = [f"mqtt://127.0.0.1:{port}" for port in ports]
     cfg = cloud_config(tmp_path, urls[0])
     cfg.write_text(cfg.read_text().replace(f'broker = "{urls[0]}"', f'brokers = ["{urls[0]}", "{urls[1]}"]')
-                   .replace("backoff_initial_s = 0.1\nbackoff_max_s = 1.0", "backoff_initial_s = 2\nbackoff_max_s = 2"))
+                   .replace("backoff_initial_s = 0.1\nbackoff_max_s = 1.0", "backoff_initial_s = 4\nbackoff_max_s = 4"))
     try:
         async with running(cfg) as gw:
             assert gw.cloud is not None
             await until(lambda: gw.cloud is not None and gw.cloud.retry_in_s is not None, 5, "a round to fail")
-            assert [len(tried[p]) for p in ports] == [1, 1] and tried[ports[1]][0] - tried[ports[0]][0] < 0.8
-            assert gw.cloud.retry_in_s is not None and gw.cloud.retry_in_s >= 1.0
+            assert [len(tried[p]) for p in ports] == [1, 1] and tried[ports[1]][0] - tried[ports[0]][0] < 1.9
+            assert gw.cloud.retry_in_s is not None and gw.cloud.retry_in_s >= 2.0
             await asyncio.sleep(0.8)
             assert [len(tried[p]) for p in ports] == [1, 1]  # waiting the backoff
             assert gw.cloud.connects == 0 and gw.cloud.health()["brokers"] == urls
@@ -192,14 +193,31 @@ def exactly_once(mirrored: GatewayMirror, last: int) -> bool:
     return len(mirrored.seqs) == 1 and mirrored.seqs[0][0] == 1 and mirrored.seqs[0][1] >= last
 
 
+def batch_ids(mirror: Mirror) -> dict[str, tuple[int, int]]:
+    """The telemetry batches `mirror` takes from now on: id -> (first, last sequence number)."""
+    held: dict[str, tuple[int, int]] = {}
+
+    def take(gw: GatewayMirror, what: str, doc: Any) -> None:
+        if what == "telemetry" and doc["readings"]:
+            held[doc["batch_id"]] = (doc["readings"][0][0], doc["readings"][-1][0])
+
+    mirror.listeners.append(take)
+    return held
+
+
 async def test_two_brokers_the_first_killed_under_load(tmp_path: Path) -> None:
+    """Independent brokers, one consumer on each. What the first broker had acknowledged and not yet delivered when
+    it was killed is lost (docs/cloud-protocol.md: its consumer's queue died with it; under load that may be the last
+    batches before the kill); everything else arrives: the first broker's consumer holds the readings from 1 on, the
+    second's every reading the box had not seen acknowledged, up to the last, and a batch both hold has one id, so
+    that a consumer of both drops it."""
     first, second = Mosquitto(tmp_path / "a", persistence=False), Mosquitto(tmp_path / "b", persistence=False)
     port = free_port()
     # a backoff longer than the test waits: the link must move on at once, not after a failed round
     daemon = Daemon(failover_config(tmp_path / "gw", [first.url, second.url], port, backoff_s=30), port)
     with first, second:
         async with mirroring(first.url) as on_first, mirroring(second.url) as on_second:
-            on_second.gateways = on_first.gateways  # one consumer's view: the union, duplicates dropped by id
+            taken = {"first": batch_ids(on_first), "second": batch_ids(on_second)}
             daemon.start(wait=False)
             try:
                 daemon.wait_healthy()
@@ -210,12 +228,17 @@ async def test_two_brokers_the_first_killed_under_load(tmp_path: Path) -> None:
                 first.proc.kill()  # the broker in use dies with batches in flight
                 await until(lambda: link(daemon)["broker"] == second.url and link(daemon)["link"] == "online", 5,
                             "the link to resume on the second broker")
-                resumed = mirrored.readings
-                await until(lambda: mirrored.readings > resumed + 200, 10, "telemetry through the second broker")
-                health = daemon.get("/api/v1/health")
-                committed = health["store"]["committed_seq"]
-                await until(lambda: exactly_once(mirrored, committed), 15, "every reading up to the failover")
-                assert mirrored.overlaps == 0
+                after = await until(lambda: on_second.gateways.get(("hall", "gw-1")), 5, "the birth on the second")
+                await until(lambda: after.readings > 200, 10, "telemetry through the second broker")
+                committed = daemon.get("/api/v1/health")["store"]["committed_seq"]
+                await until(lambda: after.seqs and after.seqs[-1][1] >= committed, 15, "every reading since")
+                before, since = mirrored.seqs, after.seqs
+                # each consumer's readings in one run: the first's from 1, the second's up to the last; between
+                # them, at most what the first broker acknowledged and lost
+                assert len(before) == 1 and before[0][0] == 1 and len(since) == 1, (before, since)
+                assert mirrored.overlaps == after.overlaps == 0
+                both = {b: r for b, r in taken["second"].items() if r[0] <= before[0][1]}
+                assert all(taken["first"].get(b) == r for b, r in both.items()), "a batch sent again has a new id"
                 cloud = link(daemon)
                 assert cloud["brokers"] == [first.url, second.url] and cloud["failovers"] == 1
                 twin = daemon.get("/api/v1/twin")["assets"]["service:cloud"]["reported"]

@@ -22,7 +22,10 @@ source). A demo key is for the virtual air only: a real port needs `key_file` or
 
 Several boxes, one show (docs/multi-box.md): the radio sends from the earliest epoch any box of the show holds for
 its show id (`ctx.show.epochs`, filled in from the show's bus), adopting an earlier one as it is heard and never a
-later one. While `ctx.show.clock_gate` says the box's clock is off, it sends nothing at all and answers an effect
+later one; but only one within `epoch_window_hours` of its own. A box further off (a state file left from another
+show under the same id, a cloned card) is not followed: the radio says that two boxes disagree about the show's
+start (its log, its health's `epoch_problem`, its twin asset and the standing alert `show_epoch`), on either box.
+While `ctx.show.clock_gate` says the box's clock is off, it sends nothing at all and answers an effect
 "not sent: <reason>"; it resumes by itself once the gate is cleared, with what still counts down.
 """
 
@@ -85,6 +88,11 @@ class RadioOptions:
     clock_sync: Literal["wait", "none"] = "wait"
     # A show id is one show's: a show begun longer ago than this is not continued (the radio asks for a new id).
     max_show_hours: float = setting(24.0, min=1, max=MAX_SEQUENCE / 3_600_000)
+    # Another box's earlier epoch for the show id is adopted only this close to this radio's own (default: a quarter
+    # of max_show_hours, 6 h): radios of one show started hours apart still share one epoch, and the show id still
+    # lasts max_show_hours less this from this radio's own start; another show's epoch kept under the same id is
+    # further off, and is not followed (the radio says the boxes disagree).
+    epoch_window_hours: float | None = setting(None, min=0, max=MAX_SEQUENCE / 3_600_000)
     baudrate: int = setting(1_000_000, min=9600, max=4_000_000)
     rtscts: bool = True
     advertising: Literal["auto", "extended", "legacy"] = "auto"
@@ -100,6 +108,9 @@ class RadioOptions:
             return [Problem("", "needs exactly one show key source (allowed: key_file, key_env, demo_key)")]
         if self.key_file is not None and not Path(self.key_file).is_absolute():
             return [Problem("key_file", f"{self.key_file!r} is not an absolute path")]
+        if self.epoch_window_hours is not None and self.epoch_window_hours >= self.max_show_hours:
+            return [Problem("epoch_window_hours", f"{self.epoch_window_hours:g} is not less than max_show_hours "
+                                                  f"({self.max_show_hours:g}): an epoch that far back leaves no show")]
         if self.demo_key is not None:
             if self.port.startswith("/dev/") and not self.port.startswith(PTY_DIR):
                 return [Problem("demo_key", f"a demo key is for the virtual air only, not the real port "
@@ -109,6 +120,11 @@ class RadioOptions:
             except ValueError as exc:
                 return [Problem("demo_key", str(exc))]
         return []
+
+    @property
+    def epoch_window_ms(self) -> int:
+        hours = self.max_show_hours / 4 if self.epoch_window_hours is None else self.epoch_window_hours
+        return round(hours * 3_600_000)
 
     def key(self) -> bytes:
         """The venue key, as configured. ValueError saying why it cannot be had (a key file open to other users is
@@ -148,6 +164,8 @@ class WristbandRadio(Driver[RadioOptions]):
         self.gated: str | None = None  # why the clock gate keeps the radio quiet now
         self.gated_copies = 0  # slots the gate kept quiet
         self._refused_epoch: int | None = None  # an earlier epoch heard that this show cannot take (said once)
+        self.epoch_problem: str | None = None  # boxes of the show that send from an epoch too far from this one's
+        self._far: tuple[int, list[tuple[str, int]]] = (0, [])  # this radio's epoch and those boxes, as last said
 
     @classmethod
     def preflight(cls, options: RadioOptions) -> list[Problem]:
@@ -268,12 +286,21 @@ class WristbandRadio(Driver[RadioOptions]):
         return "sending" if gate is None else f"not sent: {gate}"  # sent after all if the gate clears in time
 
     def _adopt_epoch(self, now: int) -> None:
-        """Send from the earliest epoch the show's boxes hold for this show id, if earlier than this radio's (its
-        sequence numbers move forward); one a show cannot take (begun longer ago than max_show_hours) is refused."""
+        """Send from the earliest epoch the show's boxes hold for this show id within epoch_window_hours before this
+        radio's (its sequence numbers move forward); one a show cannot take (begun longer ago than max_show_hours)
+        is refused. A box whose epoch is further from this radio's, earlier or later, is said (`epoch_problem`)."""
+        show_id, epochs = self.options.show_id, self.ctx.show.epochs
+        own, window = self.streams.epoch_ms, self.options.epoch_window_ms
+        held = {box: e[show_id] for box, e in epochs.peers.items() if show_id in e}
+        if show_id in epochs.local:
+            held["this box"] = epochs.local[show_id]
+        earlier = [epoch for epoch in held.values() if own - window <= epoch < own]
+        if earlier:
+            self._adopt(min(earlier), now)
+        self._agree(held)
+
+    def _adopt(self, earliest: int, now: int) -> None:
         show_id = self.options.show_id
-        earliest = self.ctx.show.epochs.earliest(show_id)
-        if earliest is None or earliest >= self.streams.epoch_ms:
-            return
         if now - earliest > min(self.options.max_show_hours * 3_600_000, MAX_SEQUENCE):
             if earliest != self._refused_epoch:
                 self._refused_epoch = earliest
@@ -288,6 +315,38 @@ class WristbandRadio(Driver[RadioOptions]):
         self.state.shows[show_id].epoch_ms = earliest
         self.ctx.show.epochs.hold(show_id, earliest)
         self.ctx.report(f"radio:{self.ctx.name}", {"show_epoch_ms": earliest})
+
+    def _agree(self, held: dict[str, int]) -> None:
+        """Say (once, on a change) which boxes send this show id from an epoch beyond the window from this radio's,
+        and clear it when none does."""
+        own, window = self.streams.epoch_ms, self.options.epoch_window_ms
+        far = sorted((box, epoch) for box, epoch in held.items() if abs(epoch - own) > window)
+        if (own, far) == self._far:  # as last said (this runs at every copy slot)
+            return
+        self._far = (own, far)
+        problem = None
+        if far:
+            said = "; ".join(f"{box} {abs(epoch - own) / 3_600_000:.1f} h {'earlier' if epoch < own else 'later'}"
+                             for box, epoch in far)
+            problem = (f"the boxes disagree about show {self.options.show_id}'s start: {said} than this radio's "
+                       f"epoch (allowed: within epoch_window_hours, {window / 3_600_000:g} h): not followed. One box's "
+                       "radio state holds another show's start under this show_id (a state file left from an "
+                       "earlier show, a cloned card): move that box's <data_dir>/<driver>.radio.json away while no "
+                       "band of that show is still in use, or give the show a new show_id")
+        if problem == self.epoch_problem:
+            return
+        self.epoch_problem = problem
+        name = self.ctx.name
+        doc = {"driver": name, "show_id": self.options.show_id, "show_epoch_ms": own,
+               "boxes": {box: epoch for box, epoch in far}}
+        if problem is not None:
+            self.ctx.log.warning("%s", problem)
+            self.ctx.alert("show_epoch", problem, doc, key=f"show_epoch:{name}", standing=True)
+        else:
+            self.ctx.log.info("the boxes agree about show %d's start again", self.options.show_id)
+            self.ctx.alert("show_epoch", f"the boxes agree about show {self.options.show_id}'s start again", doc,
+                           key=f"show_epoch:{name}", standing=False)
+        self.ctx.report(f"radio:{name}", {"epoch_problem": problem})
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -382,7 +441,7 @@ class WristbandRadio(Driver[RadioOptions]):
 
     def health(self) -> dict[str, Any]:
         return {"port": self.options.port, **self.controller, "show_epoch_ms": self.streams.epoch_ms,
-                "copies_sent": self.copies_sent,
+                "epoch_problem": self.epoch_problem, "copies_sent": self.copies_sent,
                 "effects_taken": self.effects_taken, "streams": len(self.streams.active),
                 "live_zones": len(self.streams.live), "live_frames_sent": self.live_frames_sent,
                 "clock_gate": self.gated, "gated_slots": self.gated_copies,

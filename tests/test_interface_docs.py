@@ -127,8 +127,8 @@ def test_every_mqtt_topic_command_and_event_is_documented() -> None:
         events |= kinds(path, {"event"}, 0, arity=2) | kinds(path, {"event_payload"}, 1)
     assert {"effect_fired", "alert", "command_result", "outbox_evicted"} <= events
     assert not events - words, f"docs/cloud-protocol.md lacks the event kinds {sorted(events - words)}"
-    alerts = set()  # every document with "alert": KIND, the daemon's own and those the core raises
-    for path in sorted((ROOT / "gateway").rglob("*.py")):
+    alerts = set()  # every document with "alert": KIND, the daemon's own, those the core and the drivers raise
+    for path in sorted([*(ROOT / "gateway").rglob("*.py"), *(ROOT / "drivers").rglob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Dict):
                 alerts |= {constant(path, v) for k, v in zip(node.keys, node.values, strict=True)

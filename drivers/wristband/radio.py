@@ -337,8 +337,8 @@ class WristbandRadio(Driver[RadioOptions]):
             return
         self.epoch_problem = problem
         name = self.ctx.name
-        doc = {"driver": name, "show_id": self.options.show_id, "show_epoch_ms": own,
-               "boxes": {box: epoch for box, epoch in far}}
+        doc = {"alert": "show_epoch", "state": "raised" if problem is not None else "cleared", "driver": name,
+               "show_id": self.options.show_id, "show_epoch_ms": own, "boxes": {box: epoch for box, epoch in far}}
         if problem is not None:
             self.ctx.log.warning("%s", problem)
             self.ctx.alert("show_epoch", problem, doc, key=f"show_epoch:{name}", standing=True)

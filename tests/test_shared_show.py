@@ -498,3 +498,21 @@ async def test_the_venue_brokers_acl_holds_each_box_to_its_own_topics(tmp_path: 
             assert (str(message.topic), message.payload) == (f"venues/{VENUE}/show/box-b/effect", b"b's own")
     finally:
         await asyncio.to_thread(broker.stop)
+
+
+async def test_sessions_the_broker_drops_soon_after_they_began_wait_the_backoff(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:  # noqa: F811
+    """Two gateways with one id (a cloned card) take each other's session over on the broker, again and again: each
+    session ends soon after it began, so each is a failed attempt and the reconnections wait a growing backoff
+    (0.5 s, then 1 s, 2 s ...), not the first step every time."""
+    paths = [box_config(tmp_path / name, "a", mosquitto.url, ["a", "b"]) for name in ("one", "two")]
+    for path in paths:  # the show's own backoff, not the tests' short one: 0.25-0.5 s, 0.5-1 s, 1-2 s, ...
+        text = path.read_text()
+        assert "backoff_initial_s = 0.05\nbackoff_max_s = 0.2\n" in text
+        path.write_text(text.replace("backoff_initial_s = 0.05\nbackoff_max_s = 0.2\n",
+                                     "backoff_initial_s = 0.5\nbackoff_max_s = 5.0\n"))
+    async with running(paths[0]) as one, running(paths[1]) as two:
+        before = shared(one).connects + shared(two).connects
+        await asyncio.sleep(4)
+        made = shared(one).connects + shared(two).connects - before
+        assert 1 <= made <= 7, made  # at the first step every time: 10 and more

@@ -39,7 +39,7 @@ from gateway.show import shared_messages as msg
 from gateway.show.engine import Fired, ShowEngine
 from gateway.show.live import LiveChange
 from gateway.show.shared_settings import SharedSection
-from gateway.supervisor import NotReady, Unit, backoff_delay
+from gateway.supervisor import NotReady, Rounds, Unit
 from gateway.twin import Twin, TwinFrozen, rfc3339
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,8 @@ class SharedShow(Unit):
         self._out: asyncio.Queue[tuple[str, bytes | Callable[[], bytes], int, bool]] = asyncio.Queue()
         self._presence_wanted = asyncio.Event()
         self._undo: list[Callable[[], None]] = []
-        self._attempt = 0
+        self._rounds = Rounds(len(self.brokers), settings.backoff_initial_s, settings.backoff_max_s,
+                              settings.keepalive_s, self._rng)
         self._dropped_since_log = 0
         self._last_drop_log = -math.inf
         self._last_report = -math.inf
@@ -192,9 +193,8 @@ class SharedShow(Unit):
         self._set_state("offline", "stopped")
 
     async def run(self) -> None:
-        turn = 0
         while True:
-            self.broker = self.brokers[turn % len(self.brokers)]
+            self.broker = self.brokers[self._rounds.index]
             self._set_state("connecting", self.last_error)
             try:
                 async with self._client() as client:
@@ -206,11 +206,9 @@ class SharedShow(Unit):
                     log.warning("shared show: the bus at %s: %s; this box goes on alone meanwhile", self.broker,
                                 message)
                 self._set_state("offline", message)
-            turn += 1
-            delay = backoff_delay(self._attempt, self.settings.backoff_initial_s, self.settings.backoff_max_s,
-                                  self._rng)
-            self._attempt += 1
-            await asyncio.sleep(delay)
+            # The next broker at once; the backoff after a whole round (a session counts once it has lasted a
+            # keepalive: one the broker drops at once is a failed attempt).
+            await asyncio.sleep(self._rounds.ended().delay_s)
 
     def _client(self) -> aiomqtt.Client:
         assert self._creds is not None
@@ -233,7 +231,7 @@ class SharedShow(Unit):
         self._out = asyncio.Queue()
         self._set_state("online")
         await client.publish(self._topic("presence"), self._presence(), qos=1, retain=True)
-        self._attempt = 0
+        self._rounds.connected()
         log.info("shared show: on the bus at %s as %s, with %s", self.broker, self.id, ", ".join(self.peers) or
                  "no other box")
         loop = asyncio.get_running_loop()

@@ -65,10 +65,11 @@ lint: $(VENV)/.test
 	$(BIN)/mypy --strict image-build/*.py
 
 # On every core (pytest-xdist), each test module on one worker; then, on their own, the tests that listen on the
-# machine's Art-Net and sACN ports (marked `wire`), where every other test's daemon sends its DMX.
+# machine's Art-Net and sACN ports (marked `wire`), where every other test's daemon sends its DMX, and those whose
+# daemons and virtual air must not be starved of the cores (marked `alone`).
 unit: $(VENV)/.test peers
-	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not wire"
-	$(BIN)/python -m pytest -q -m wire
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not wire and not alone"
+	$(BIN)/python -m pytest -q -m "wire or alone"
 
 test: lint unit
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from bench.multibox import LAN_MS, Started, Starts, floor, only, others, play, starts
 from drivers.sim.shared_air import spot_name
 
@@ -27,6 +29,7 @@ def together(s: Starts, bands: Sequence[Started], serials: Sequence[int]) -> Non
     assert max(s.from_median_ms) < TAIL_MS, s.line()
 
 
+@pytest.mark.alone  # three daemons and the air on two cores: not beside the rest of the suite
 async def test_an_effect_fired_on_one_box_starts_on_every_band_and_a_lost_box_leaves_only_its_own_bands(
         tmp_path: Path) -> None:
     async with floor(tmp_path, LAN_MS, 2, command_timeout_s=3.0) as f:

@@ -244,10 +244,17 @@ def show_joined(box: Box) -> int | None:
     health = box.health()
     shared = health["services"]["shared"]["detail"]
     radio = health["drivers"]["radio"]
-    waiting = str(radio["detail"].get("clock_gate") or "").startswith("waiting for the show's clocks")
+    watch = health["services"].get("clock", {}).get("detail") or {}
+    waiting = watch.get("state", "unknown") == "unknown"  # the clock watch has not had its first word yet
     joined = radio["state"] == "running" and shared["bus"] == "online" and not waiting and \
         all(b["state"] == "online" and b["offset_ms"] is not None for b in shared["boxes"].values())
     return int(radio["detail"]["show_epoch_ms"]) if joined else None
+
+
+def joined_one_show(boxes: Sequence[Box]) -> bool:
+    """Every box has joined the show (`show_joined`), all on one epoch."""
+    epochs = [show_joined(box) for box in boxes]
+    return None not in epochs and len(set(epochs)) == 1
 
 
 @dataclass
@@ -279,7 +286,7 @@ async def floor(directory: Path, offsets_ms: Sequence[float], per_spot: int, air
             for box in boxes:
                 box.start(box.config([broker.url], BOXES, command_timeout_s=command_timeout_s,
                                      realtime_priority=box_priority))
-            await wait_for(lambda: len({show_joined(box) for box in boxes} - {None}) == 1, 30,
+            await wait_for(lambda: joined_one_show(boxes), 30,
                            "every box in the show, its radio sending from the show's epoch", boxes)
             yield Floor(air, boxes, bands, broker.url)
         finally:

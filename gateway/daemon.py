@@ -20,8 +20,8 @@ from gateway import history, registry
 from gateway.alerts import Alerts
 from gateway.api.app import ApiService
 from gateway.api.auth import Tokens
-from gateway.cloud.link import CloudLink
-from gateway.cloud.settings import Credentials
+from gateway.cloud.link import CloudLink, tls_context
+from gateway.cloud.settings import Credentials, credentials
 from gateway.compliance.monitor import ComplianceMonitor
 from gateway.compliance.settings import WINDOWS_MIN
 from gateway.config import Config, DriverConfig
@@ -170,8 +170,8 @@ class Gateway:
         base, tls = self.config.path.parent, any(b.tls for b in section.parsed_brokers())
 
         def access() -> tuple[Credentials, ssl.SSLContext | None]:
-            creds = shared_settings.credentials(section, base)
-            return creds, shared_settings.tls_context(creds) if tls else None
+            creds = credentials(section, base, "show.shared")
+            return creds, tls_context(creds, "show.shared") if tls else None
 
         def make() -> Unit:
             self.shared = SharedShow(self.show, self.twin, section, self.config.gateway.id, self.config.gateway.venue,

@@ -77,20 +77,20 @@ class _SocketErrors(logging.Handler):
         self.last = record.getMessage()
 
 
-def tls_context(creds: Credentials) -> ssl.SSLContext:
+def tls_context(creds: Credentials, key: str = "cloud") -> ssl.SSLContext:
     """Verify the broker against `ca_file` (default: the system's CAs); present this box's certificate for
-    mutual TLS. ValueError says which file is wrong."""
+    mutual TLS. ValueError says which file of the section (`key`: [cloud], [show.shared]) is wrong."""
     try:
         context = ssl.create_default_context(cafile=str(creds.ca_file) if creds.ca_file else None)
     except (ssl.SSLError, OSError) as exc:
-        raise ValueError(f"cloud.ca_file {creds.ca_file} is not a usable CA certificate: {exc}") from None
+        raise ValueError(f"{key}.ca_file {creds.ca_file} is not a usable CA certificate: {exc}") from None
     if creds.cert_file is not None:
         # the private key (in cert_file when there is no key_file) is a secret: not open to other users
-        read_secret(creds.key_file or creds.cert_file, "cloud.key_file" if creds.key_file else "cloud.cert_file")
+        read_secret(creds.key_file or creds.cert_file, f"{key}.key_file" if creds.key_file else f"{key}.cert_file")
         try:
             context.load_cert_chain(str(creds.cert_file), str(creds.key_file) if creds.key_file else None)
         except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"cloud.cert_file {creds.cert_file} and cloud.key_file {creds.key_file} are not a "
+            raise ValueError(f"{key}.cert_file {creds.cert_file} and {key}.key_file {creds.key_file} are not a "
                              f"certificate and its key: {exc}") from None
     return context
 

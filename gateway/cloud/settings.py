@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from gateway.addresses import is_loopback
@@ -209,22 +209,40 @@ class Credentials:
     key_file: Path | None
 
 
-def credentials(section: CloudSection, base: Path) -> Credentials:
-    """Resolve the secrets the section names (environment, files); ValueError names the one missing."""
+class Access(Protocol):
+    """What a section says about reaching its broker ([cloud], [show.shared]): the names of its secrets and files."""
+
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def username_env(self) -> str | None: ...
+    @property
+    def password_env(self) -> str | None: ...
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def cert_file(self) -> str | None: ...
+    @property
+    def key_file(self) -> str | None: ...
+
+
+def credentials(section: Access, base: Path, key: str = "cloud") -> Credentials:
+    """Resolve the secrets the section (`key`: its name in the configuration) names, environment and files;
+    ValueError names the one missing."""
     def env(name: str | None) -> str | None:
         if name is None:
             return None
         value = os.environ.get(name, "")
         if not value:
-            raise ValueError(f"environment variable {name} is not set or empty")
+            raise ValueError(f"{key}: environment variable {name} is not set or empty")
         return value
 
-    def file(name: str | None, key: str) -> Path | None:
+    def file(name: str | None, option: str) -> Path | None:
         if name is None:
             return None
         path = (base / name).resolve()
         if not path.is_file():
-            raise ValueError(f"cloud.{key} {path} does not exist or is not a file")
+            raise ValueError(f"{key}.{option} {path} does not exist or is not a file")
         return path
 
     return Credentials(section.username or env(section.username_env), env(section.password_env),

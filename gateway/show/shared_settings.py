@@ -4,14 +4,10 @@ block of serials), how this box proves who it is there, and how far its clock ma
 
 from __future__ import annotations
 
-import os
-import ssl
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from gateway.addresses import is_loopback
-from gateway.cloud.settings import Broker, Credentials, parse_broker
-from gateway.preflight import read_secret
+from gateway.cloud.settings import Broker, parse_broker
 from gateway.schema import Problem, check_slug, setting
 
 MAX_BOXES = 16  # each box counts its serials in its own block of the 256: 16 each at most
@@ -96,43 +92,3 @@ def box_problems(section: SharedSection, venue: str, gateway_id: str) -> list[Pr
                                        f"{expected!r} (venue/show/gateway id): the ACL (config/multibox/mosquitto.acl) "
                                        f"lets a box write only its own topics of the show (allowed: {expected!r})"))
     return out
-
-
-def credentials(section: SharedSection, base: Path) -> Credentials:
-    """Resolve the secrets the section names (environment, files); ValueError names the one missing."""
-    def env(name: str | None) -> str | None:
-        if name is None:
-            return None
-        value = os.environ.get(name, "")
-        if not value:
-            raise ValueError(f"show.shared: environment variable {name} is not set or empty")
-        return value
-
-    def file(name: str | None, key: str) -> Path | None:
-        if name is None:
-            return None
-        path = (base / name).resolve()
-        if not path.is_file():
-            raise ValueError(f"show.shared.{key} {path} does not exist or is not a file")
-        return path
-
-    return Credentials(section.username or env(section.username_env), env(section.password_env),
-                       file(section.ca_file, "ca_file"), file(section.cert_file, "cert_file"),
-                       file(section.key_file, "key_file"))
-
-
-def tls_context(creds: Credentials) -> ssl.SSLContext:
-    """Verify the venue's broker against `ca_file` (default: the system's CAs); present this box's certificate for
-    mutual TLS. ValueError says which file is wrong."""
-    try:
-        context = ssl.create_default_context(cafile=str(creds.ca_file) if creds.ca_file else None)
-    except (ssl.SSLError, OSError) as exc:
-        raise ValueError(f"show.shared.ca_file {creds.ca_file} is not a usable CA certificate: {exc}") from None
-    if creds.cert_file is not None:
-        read_secret(creds.key_file or creds.cert_file, "show.shared.key_file")
-        try:
-            context.load_cert_chain(str(creds.cert_file), str(creds.key_file) if creds.key_file else None)
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"show.shared.cert_file {creds.cert_file} and key_file {creds.key_file} are not a "
-                             f"certificate and its key: {exc}") from None
-    return context

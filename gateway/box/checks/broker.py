@@ -115,8 +115,8 @@ def _show(box: Box) -> list[Finding]:
     if section is None:
         return []
     try:
-        creds = shared_settings.credentials(section, cfg.path.parent)
-        context = shared_settings.tls_context(creds) if any(b.tls for b in section.parsed_brokers()) else None
+        creds = credentials(section, cfg.path.parent, "show.shared")
+        context = tls_context(creds, "show.shared") if any(b.tls for b in section.parsed_brokers()) else None
     except ValueError as exc:
         return [problem(f"cannot connect to the show's broker {', '.join(section.brokers)}: {exc}",
                         f"set what the [show.shared] section names (the service's environment is "

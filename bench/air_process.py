@@ -47,22 +47,20 @@ class Record:
     commands: list[tuple[int, float, float]]
 
 
-class AirProcess:
-    """`python -m bench.air_process`, started by `open` and ended by `close`."""
+class AirChild:
+    """An air in a process of its own, spoken to a line each way: the part every kind of air shares."""
 
-    def __init__(self, key: bytes, show_id: int, loss: float, seed: int, priority: int) -> None:
-        self.args = ["--key", key.hex(), "--show-id", str(show_id), "--loss", str(loss), "--seed", str(seed),
-                     "--priority", str(priority)]
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
         self.scheduling = "not started"
         self._proc: asyncio.subprocess.Process | None = None
         self._out: Path | None = None
 
-    async def open(self, pty: Path, zones: list[int], log: Path) -> None:
-        """Start it; on any failure it is stopped before the error is raised."""
-        self._out = pty.with_suffix(".air.json")
+    async def _start(self, module: str, out: Path, *args: str) -> None:
+        """`python -m module` writing its record to `out`; on any failure it is stopped before the error is raised."""
+        self._out = out
         self._proc = await asyncio.create_subprocess_exec(
-            PYTHON, "-m", "bench.air_process", *self.args, "--pty", str(pty), "--out", str(self._out),
-            "--log", str(log), "--zones", ",".join(map(str, zones)), "--parent", str(os.getpid()), cwd=ROOT,
+            PYTHON, "-m", module, *self.args, *args, "--out", str(out), "--parent", str(os.getpid()), cwd=ROOT,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         try:
             ready = await self._line(READY_S, "start")
@@ -75,19 +73,15 @@ class AirProcess:
         """The effects that any band has started so far."""
         return set(await self._ask("serials"))
 
-    async def close(self) -> Record:
-        """Its record, once it has written it and exited."""
+    async def _record(self) -> Any:
+        """The record it wrote, once asked to close and exited."""
         assert self._proc is not None and self._out is not None
         await self._ask("close")
         try:
             await asyncio.wait_for(self._proc.wait(), ANSWER_S)
         except TimeoutError:
             raise RuntimeError(f"the virtual air did not exit within {ANSWER_S:g} s of closing") from None
-        doc = json.loads(await asyncio.to_thread(self._out.read_text))
-        return Record([(t, bytes.fromhex(data)) for t, data in doc["on_air"]],
-                      [HeardBand(zone, {int(s): t for s, t in starts.items()}, [LiveShown.from_json(x) for x in looks])
-                       for zone, starts, looks in doc["bands"]],
-                      [(opcode, read, answered) for opcode, read, answered in doc["commands"]])
+        return json.loads(await asyncio.to_thread(self._out.read_text))
 
     async def stop(self) -> None:
         """Killed, if it still runs (after an error), and waited for."""
@@ -110,6 +104,27 @@ class AirProcess:
         if not line:
             raise RuntimeError(f"the virtual air exited with {await self._proc.wait()} (see its log)")
         return json.loads(line)
+
+
+class AirProcess(AirChild):
+    """`python -m bench.air_process`, started by `open` and ended by `close`."""
+
+    def __init__(self, key: bytes, show_id: int, loss: float, seed: int, priority: int) -> None:
+        super().__init__(["--key", key.hex(), "--show-id", str(show_id), "--loss", str(loss), "--seed", str(seed),
+                          "--priority", str(priority)])
+
+    async def open(self, pty: Path, zones: list[int], log: Path) -> None:
+        """Start it; on any failure it is stopped before the error is raised."""
+        await self._start("bench.air_process", pty.with_suffix(".air.json"), "--pty", str(pty), "--log", str(log),
+                          "--zones", ",".join(map(str, zones)))
+
+    async def close(self) -> Record:
+        """Its record, once it has written it and exited."""
+        doc = await self._record()
+        return Record([(t, bytes.fromhex(data)) for t, data in doc["on_air"]],
+                      [HeardBand(zone, {int(s): t for s, t in starts.items()}, [LiveShown.from_json(x) for x in looks])
+                       for zone, starts, looks in doc["bands"]],
+                      [(opcode, read, answered) for opcode, read, answered in doc["commands"]])
 
 
 async def _serve(args: argparse.Namespace) -> dict[str, Any] | None:

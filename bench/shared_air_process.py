@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.air_process import ANSWER_S, READY_S
-from bench.common import PYTHON, ROOT, die_with_parent
+from bench.air_process import AirChild
+from bench.common import die_with_parent
 from drivers.sim.crowd import LiveShown
 from drivers.sim.shared_air import SharedAir
 from gateway.realtime import make_realtime
@@ -47,34 +47,19 @@ class SharedRecord:
     bands: list[PlacedHeard]
 
 
-class SharedAirProcess:
+class SharedAirProcess(AirChild):
     """`python -m bench.shared_air_process`, started by `open` and ended by `close`."""
 
     def __init__(self, key: bytes, show_id: int, losses: Sequence[float], seed: int, priority: int) -> None:
-        self.args = ["--key", key.hex(), "--show-id", str(show_id), "--losses", ",".join(map(str, losses)),
-                     "--seed", str(seed), "--priority", str(priority)]
-        self.scheduling = "not started"
-        self._proc: asyncio.subprocess.Process | None = None
-        self._out: Path | None = None
+        super().__init__(["--key", key.hex(), "--show-id", str(show_id), "--losses", ",".join(map(str, losses)),
+                          "--seed", str(seed), "--priority", str(priority)])
 
     async def open(self, ptys: Sequence[Path], bands: Sequence[tuple[int, Sequence[int]]], log: Path) -> None:
         """Start it with radio i on `ptys[i]` and a band per (zone, radios heard); on any failure it is stopped
         before the error is raised."""
-        self._out = log.with_suffix(".air.json")
-        self._proc = await asyncio.create_subprocess_exec(
-            PYTHON, "-m", "bench.shared_air_process", *self.args, "--ptys", ",".join(map(str, ptys)),
-            "--out", str(self._out), "--log", str(log), "--bands", json.dumps([[z, list(r)] for z, r in bands]),
-            "--parent", str(os.getpid()), cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        try:
-            ready = await self._line(READY_S, "start")
-        except BaseException:
-            await self.stop()
-            raise
-        self.scheduling = ready["scheduling"]
-
-    async def serials(self) -> set[int]:
-        """The effects that any band has started so far."""
-        return set(await self._ask("serials"))
+        await self._start("bench.shared_air_process", log.with_suffix(".air.json"), "--ptys",
+                          ",".join(map(str, ptys)), "--log", str(log),
+                          "--bands", json.dumps([[z, list(r)] for z, r in bands]))
 
     async def power_off(self, radio: int) -> None:
         """Radio `radio` goes dark, as the dongle of a box that lost power."""
@@ -82,39 +67,11 @@ class SharedAirProcess:
 
     async def close(self) -> SharedRecord:
         """Its record, once it has written it and exited."""
-        assert self._proc is not None and self._out is not None
-        await self._ask("close")
-        try:
-            await asyncio.wait_for(self._proc.wait(), ANSWER_S)
-        except TimeoutError:
-            raise RuntimeError(f"the virtual air did not exit within {ANSWER_S:g} s of closing") from None
-        doc = json.loads(await asyncio.to_thread(self._out.read_text))
+        doc = await self._record()
         return SharedRecord([(t, bytes.fromhex(data), radio) for t, data, radio in doc["on_air"]],
                             [PlacedHeard(zone, tuple(radios), {int(s): t for s, t in starts.items()},
                                          [LiveShown.from_json(x) for x in looks], heard, lost)
                              for zone, radios, starts, looks, heard, lost in doc["bands"]])
-
-    async def stop(self) -> None:
-        """Killed, if it still runs (after an error), and waited for."""
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.kill()
-            await self._proc.wait()
-
-    async def _ask(self, request: str) -> Any:
-        assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write(request.encode() + b"\n")
-        await self._proc.stdin.drain()
-        return await self._line(ANSWER_S, f"answer {request!r}")
-
-    async def _line(self, seconds: float, what: str) -> Any:
-        assert self._proc is not None and self._proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(self._proc.stdout.readline(), seconds)
-        except TimeoutError:
-            raise RuntimeError(f"the shared air did not {what} within {seconds:g} s (see its log)") from None
-        if not line:
-            raise RuntimeError(f"the shared air exited with {await self._proc.wait()} (see its log)")
-        return json.loads(line)
 
 
 async def _serve(args: argparse.Namespace) -> dict[str, Any] | None:

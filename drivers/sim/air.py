@@ -46,6 +46,25 @@ def _remove_stale_link(path: str) -> None:
         os.unlink(path)
 
 
+async def scanning(controller: Controller, address: str, heard: Callable[[Advertisement], None]) -> Device:
+    """A band's host on `controller`, scanning all the time (what it misses is modelled apart) and telling `heard`
+    each advertisement."""
+    device = Device(address=Address(address), host=Host(controller, AsyncPipeSink(controller)))
+    device.on("advertisement", heard)
+    await device.power_on()
+    await device.start_scanning(legacy=False, active=False, scan_interval=SCAN_MS, scan_window=SCAN_MS,
+                                filter_duplicates=False, scanning_phys=(HCI_LE_1M_PHY,))
+    return device
+
+
+async def stop_scanning(devices: list[Device]) -> None:
+    """Every band's host stops scanning (whatever state it is in), and the list is emptied."""
+    for device in devices:
+        with contextlib.suppress(Exception):
+            await device.stop_scanning()
+    devices.clear()
+
+
 class _Receiver(Controller):
     """A band's controller, with the air time of every advertisement sent while it listens."""
 
@@ -159,18 +178,10 @@ class VirtualAir:
                 for listener in self.listeners:
                     listener(band)
 
-        device = Device(address=Address(address), host=Host(controller, AsyncPipeSink(controller)))
-        device.on("advertisement", heard)
-        await device.power_on()
-        await device.start_scanning(legacy=False, active=False, scan_interval=SCAN_MS, scan_window=SCAN_MS,
-                                    filter_duplicates=False, scanning_phys=(HCI_LE_1M_PHY,))
-        self._devices.append(device)
+        self._devices.append(await scanning(controller, address, heard))
 
     async def close(self) -> None:
-        for device in self._devices:
-            with contextlib.suppress(Exception):
-                await device.stop_scanning()
-        self._devices.clear()
+        await stop_scanning(self._devices)
         if self._transport is not None:
             await self._transport.close()
             self._transport = None

@@ -16,7 +16,6 @@ own timing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import deque
@@ -25,14 +24,12 @@ from dataclasses import dataclass, field
 
 from bumble.controller import Controller
 from bumble.device import Advertisement, Device
-from bumble.hci import HCI_LE_1M_PHY, Address
-from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.ll import AdvertisingPdu
 from bumble.transport import open_transport
-from bumble.transport.common import AsyncPipeSink, Transport
+from bumble.transport.common import Transport
 
-from drivers.sim.air import SCAN_MS, _Radio, _remove_stale_link
+from drivers.sim.air import _Radio, _remove_stale_link, scanning, stop_scanning
 from drivers.sim.crowd import VirtualBand
 from drivers.wristband.band import Band
 from drivers.wristband.protocol import WristbandError, decode_any
@@ -173,18 +170,10 @@ class SharedAir:
             if radio is not None:
                 band.hear(data, t, self.losses[radio])
 
-        device = Device(address=Address(address), host=Host(controller, AsyncPipeSink(controller)))
-        device.on("advertisement", heard)
-        await device.power_on()
-        await device.start_scanning(legacy=False, active=False, scan_interval=SCAN_MS, scan_window=SCAN_MS,
-                                    filter_duplicates=False, scanning_phys=(HCI_LE_1M_PHY,))
-        self._devices.append(device)
+        self._devices.append(await scanning(controller, address, heard))
 
     async def close(self) -> None:
-        for device in self._devices:
-            with contextlib.suppress(Exception):
-                await device.stop_scanning()
-        self._devices.clear()
+        await stop_scanning(self._devices)
         for transport in self._transports:
             await transport.close()
         self._transports.clear()

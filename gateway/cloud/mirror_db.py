@@ -12,7 +12,7 @@ holds each twin folded to a version: a writer advances it in its transaction onc
 after it (the row's version the guard between two writers), and a read folds only the changes after it.
 
 The schema is created on first start and its version kept in `mirror_schema`; a later version adds its step to
-MIGRATIONS, run once, in one transaction, under an advisory lock, by the first replica started on it.
+MIGRATIONS (mirror_schema.py), run once, in one transaction, under an advisory lock, by the first replica started on it.
 """
 
 from __future__ import annotations
@@ -30,91 +30,13 @@ import psycopg
 from psycopg import errors
 
 from gateway.cloud.mirror import GatewayMirror
+from gateway.cloud.mirror_schema import LOCK_KEY, MIGRATIONS, SCHEMA_VERSION
 
-SCHEMA_VERSION = 2
-LOCK_KEY = 0x76676D6972726F72  # pg_advisory_xact_lock key of the schema's creation and migrations ("vgmirror")
 READERS = 4  # connections answering reads (each read is one short transaction)
 READ_TIMEOUT_S = 10.0  # a read (an HTTP answer) that waits longer is given up: 503
 WRITE_TIMEOUT_S = 60.0  # a write that waits longer is given up and written again on a new connection
 FOLD_AFTER = 100  # a writer folds a twin's changes into mirror_twins once this many contiguous versions wait after it
 EVENTS_LATEST = 1000  # GET .../events without paging: the latest this many, as the in-memory mirror keeps
-
-# MIGRATIONS[n] takes the schema from version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: """
-CREATE TABLE mirror_gateways (
-    gid serial PRIMARY KEY,
-    venue text NOT NULL,
-    gateway_id text NOT NULL,
-    status jsonb,
-    last_seen timestamptz,
-    batches bigint NOT NULL DEFAULT 0,
-    readings bigint NOT NULL DEFAULT 0,
-    events bigint NOT NULL DEFAULT 0,
-    changes bigint NOT NULL DEFAULT 0,
-    duplicates bigint NOT NULL DEFAULT 0,
-    snapshot_asks bigint NOT NULL DEFAULT 0,
-    asked_snapshot_at timestamptz,
-    UNIQUE (venue, gateway_id)
-);
-CREATE TABLE mirror_snapshots (
-    gid integer NOT NULL REFERENCES mirror_gateways,
-    version bigint NOT NULL,
-    taken_at text,
-    assets jsonb NOT NULL,
-    received_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (gid, version)
-);
-CREATE TABLE mirror_deltas (
-    gid integer NOT NULL REFERENCES mirror_gateways,
-    from_version bigint NOT NULL,
-    to_version bigint NOT NULL,
-    PRIMARY KEY (gid, to_version, from_version)
-);
-CREATE TABLE mirror_changes (
-    gid integer NOT NULL REFERENCES mirror_gateways,
-    version bigint NOT NULL,
-    change jsonb NOT NULL,
-    PRIMARY KEY (gid, version)
-);
-CREATE TABLE mirror_batches (
-    gid integer NOT NULL REFERENCES mirror_gateways,
-    batch_id text NOT NULL,
-    first_seq bigint,
-    last_seq bigint,
-    readings integer NOT NULL,
-    received_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (gid, batch_id)
-);
-CREATE TABLE mirror_readings (
-    gid integer NOT NULL,
-    seq bigint NOT NULL,
-    ts double precision NOT NULL,
-    asset text NOT NULL,
-    metric text NOT NULL,
-    value double precision
-);
-CREATE INDEX mirror_readings_series ON mirror_readings (gid, asset, metric, ts, seq);
-CREATE INDEX mirror_readings_time ON mirror_readings USING brin (ts);
-CREATE TABLE mirror_events (
-    id bigserial PRIMARY KEY,
-    gid integer NOT NULL REFERENCES mirror_gateways,
-    event_id text NOT NULL,
-    kind text,
-    doc jsonb NOT NULL,
-    received_at timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (gid, event_id)
-);
-CREATE INDEX mirror_events_box ON mirror_events (gid, id);
-""", 1: """
-CREATE TABLE mirror_twins (
-    gid integer PRIMARY KEY REFERENCES mirror_gateways,
-    version bigint NOT NULL,
-    assets jsonb NOT NULL
-);
-INSERT INTO mirror_twins (gid, version, assets)
-    SELECT DISTINCT ON (gid) gid, version, assets FROM mirror_snapshots ORDER BY gid, version DESC;
-"""}
-
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached, refused the connection, or went away; the message says which."""
